@@ -1,0 +1,205 @@
+//! Command-line flags (clap) and their translation into [`Config`] and [`Command`].
+//!
+//! Flags keep s5cmd's spelling and meaning where s5cmd has them. Precedence for
+//! every setting: flag > environment > default. The endpoint is read from
+//! `--endpoint-url`, then `AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`.
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+use crate::config::{Command, Config};
+use crate::error::Error;
+use crate::plan::diff::Compare;
+use crate::progress::ProgressMode;
+use crate::store::s3::S3Settings;
+use crate::transfer::EngineConfig;
+use crate::url::Location;
+
+const ABOUT: &str = "Fast, verified transfers between S3 (or any S3-compatible store) and a local directory.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  s3load sync 's3://my-ml-bucket/model-artifacts/my-model-1.2.3/*' /model-artifacts/my-model-1.2.3
+  s3load cp s3://my-ml-bucket/models/m/config.json ./config.json
+  s3load --endpoint-url http://127.0.0.1:9000 ls s3://my-bucket/models/
+
+Credentials come from the AWS default chain: environment, ~/.aws profile (--profile),
+IRSA web identity, EKS Pod Identity, instance metadata. Exit codes: 0 success,
+1 some objects failed, 2 bad command line, 3 nothing could be done (credentials,
+endpoint, bucket, no matching object).";
+
+/// s3load command line.
+#[derive(Debug, Parser)]
+#[command(name = "s3load", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Args {
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 (path-style addressing is
+    /// used). Defaults to $AWS_ENDPOINT_URL_S3, then $AWS_ENDPOINT_URL, then AWS.
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// AWS region. Defaults to $AWS_REGION, the profile's region, or the bucket's.
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+
+    /// Named profile from ~/.aws/config and ~/.aws/credentials.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+
+    /// Send requests unsigned (public buckets); no credentials are looked up.
+    #[arg(long, global = true)]
+    pub no_sign_request: bool,
+
+    /// Requests in flight at once across all objects. s3load's workers take parts,
+    /// not whole objects, so this is also the connection count.
+    #[arg(long, global = true, default_value_t = 32, value_name = "N")]
+    pub numworkers: usize,
+
+    /// Retries of a failed request (per part for downloads) before giving up.
+    #[arg(short = 'r', long, global = true, default_value_t = 10, value_name = "N")]
+    pub retry_count: u32,
+
+    /// Print what would be copied; change nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Print one JSON object per operation on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log level on stderr: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    pub log: String,
+
+    /// Progress display on stderr: a bar on a terminal, a line every 5 s otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Copy objects to a local path. SRC: s3://bucket/key, s3://bucket/prefix/,
+    /// or a wildcard such as 's3://bucket/prefix/*' (quote it from the shell).
+    Cp {
+        #[command(flatten)]
+        transfer: TransferArgs,
+        /// Source URL.
+        src: String,
+        /// Destination file or directory (a directory for prefixes and wildcards).
+        dst: String,
+    },
+    /// Copy only objects missing locally, of a different size, or newer than the
+    /// local file. Same sources as cp.
+    Sync {
+        #[command(flatten)]
+        transfer: TransferArgs,
+        /// Compare sizes only; ignore modification times.
+        #[arg(long)]
+        size_only: bool,
+        /// Source URL.
+        src: String,
+        /// Destination directory.
+        dst: String,
+    },
+    /// List buckets, or objects and prefixes under s3://bucket/prefix (wildcards list
+    /// every matching key).
+    Ls {
+        /// s3://bucket[/prefix]; omit to list buckets.
+        url: Option<String>,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct TransferArgs {
+    /// Parts of one object transferred at once.
+    #[arg(short = 'c', long, default_value_t = 8, value_name = "N")]
+    pub concurrency: usize,
+    /// Size of each part in MiB; objects up to this size are fetched in one request.
+    #[arg(short = 'p', long, default_value_t = 16, value_name = "MiB")]
+    pub part_size: u64,
+}
+
+/// Endpoint precedence: flag, then `AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`.
+fn resolve_endpoint(flag: Option<String>, env: impl Fn(&str) -> Option<String>) -> Result<Option<String>, Error> {
+    let ep = flag.or_else(|| env("AWS_ENDPOINT_URL_S3")).or_else(|| env("AWS_ENDPOINT_URL")).filter(|s| !s.is_empty());
+    if let Some(e) = &ep
+        && !(e.starts_with("http://") || e.starts_with("https://"))
+    {
+        return Err(Error::Usage(format!("endpoint {e:?} must start with http:// or https://")));
+    }
+    Ok(ep)
+}
+
+impl Args {
+    /// Validates the flags and builds the engine's view of the run.
+    pub fn into_config(self) -> Result<(Command, Config), Error> {
+        if self.numworkers == 0 {
+            return Err(Error::Usage("--numworkers must be at least 1".into()));
+        }
+        let s3 = S3Settings {
+            endpoint_url: resolve_endpoint(self.endpoint_url, |k| std::env::var(k).ok())?,
+            region: self.region,
+            profile: self.profile,
+            no_sign_request: self.no_sign_request,
+            retry_count: self.retry_count,
+        };
+        let mut engine =
+            EngineConfig { max_requests: self.numworkers, retry_count: self.retry_count, ..EngineConfig::default() };
+        engine.max_open_files = engine.max_open_files.max(self.numworkers * 2);
+        let mut apply = |t: &TransferArgs| -> Result<(), Error> {
+            if t.concurrency == 0 || t.part_size == 0 {
+                return Err(Error::Usage("--concurrency and --part-size must be at least 1".into()));
+            }
+            engine.part_concurrency = t.concurrency;
+            engine.part_size =
+                t.part_size.checked_mul(1 << 20).ok_or_else(|| Error::Usage("--part-size is too large".into()))?;
+            Ok(())
+        };
+        let command = match self.command {
+            Cmd::Cp { transfer, src, dst } => {
+                apply(&transfer)?;
+                Command::Cp { src: Location::parse(&src)?, dst: Location::parse(&dst)? }
+            }
+            Cmd::Sync { transfer, size_only, src, dst } => {
+                apply(&transfer)?;
+                let compare = if size_only { Compare::SizeOnly } else { Compare::SizeAndTime };
+                Command::Sync { src: Location::parse(&src)?, dst: Location::parse(&dst)?, compare }
+            }
+            Cmd::Ls { url } => match url.as_deref().map(Location::parse).transpose()? {
+                None => Command::Ls { url: None },
+                Some(Location::Remote(u)) => Command::Ls { url: Some(u) },
+                Some(Location::Local(p)) => {
+                    return Err(Error::Usage(format!("ls takes an s3:// URL, not a local path ({})", p.display())));
+                }
+            },
+        };
+        let config = Config { s3, engine, dry_run: self.dry_run, json: self.json, progress: self.progress };
+        Ok((command, config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_precedence_is_flag_then_s3_env_then_global_env() {
+        let env = |k: &str| match k {
+            "AWS_ENDPOINT_URL_S3" => Some("http://s3-env".to_string()),
+            "AWS_ENDPOINT_URL" => Some("http://global-env".to_string()),
+            _ => None,
+        };
+        assert_eq!(resolve_endpoint(Some("http://flag".into()), env).unwrap().as_deref(), Some("http://flag"));
+        assert_eq!(resolve_endpoint(None, env).unwrap().as_deref(), Some("http://s3-env"));
+        let only_global = |k: &str| (k == "AWS_ENDPOINT_URL").then(|| "http://global-env".to_string());
+        assert_eq!(resolve_endpoint(None, only_global).unwrap().as_deref(), Some("http://global-env"));
+        assert!(resolve_endpoint(Some("localhost:9000".into()), |_| None).is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

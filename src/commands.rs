@@ -1,0 +1,221 @@
+//! The commands: turn a [`Command`] into listings, a plan and engine runs, and
+//! the outcome into an exit code.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{Command, Config};
+use crate::error::{Error, exit_code};
+use crate::output::Output;
+use crate::plan::diff::{Compare, SourceEntry, diff};
+use crate::plan::{self, SourceObject, local};
+use crate::progress::{Progress, Reporter, human_bytes};
+use crate::store::ObjectStore;
+use crate::store::s3::S3Store;
+use crate::transfer::{self, Download};
+use crate::url::{Location, S3Url};
+
+/// Runs one command; returns the process exit code.
+pub async fn run(cmd: Command, cfg: Config) -> u8 {
+    let out = Output { json: cfg.json };
+    let result = match cmd {
+        Command::Ls { url } => ls(url, &cfg).await,
+        Command::Cp { src, dst } => download(src, dst, None, &cfg, out).await,
+        Command::Sync { src, dst, compare } => download(src, dst, Some(compare), &cfg, out).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ERROR {e}");
+            e.setup_exit_code()
+        }
+    }
+}
+
+async fn connect(cfg: &Config, bucket: Option<&str>) -> Result<Arc<dyn ObjectStore>, Error> {
+    let store = S3Store::connect(&cfg.s3, bucket).await.map_err(|e| Error::store("connecting to S3", e))?;
+    Ok(Arc::new(store))
+}
+
+/// Where a single object lands: inside `dst` when it is a directory (or ends with
+/// `/`), else at `dst` itself.
+fn single_destination(dst: &Path, rel: &Path) -> PathBuf {
+    let as_dir = dst.as_os_str().to_string_lossy().ends_with('/') || dst.is_dir();
+    if as_dir { dst.join(rel) } else { dst.to_path_buf() }
+}
+
+async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Config, out: Output) -> Result<u8, Error> {
+    let (src, dst) = match (src, dst) {
+        (Location::Remote(s), Location::Local(d)) => (s, d),
+        (Location::Local(_), Location::Remote(_)) => {
+            return Err(Error::Usage(
+                "uploading (local -> s3://) is not supported by this version yet; only S3 -> local".into(),
+            ));
+        }
+        _ => return Err(Error::Usage("one of SRC and DST must be s3:// and the other a local path".into())),
+    };
+    let store = connect(cfg, Some(&src.bucket)).await?;
+    let expanded = plan::expand(store.as_ref(), &src).await?;
+    if expanded.objects.is_empty() && expanded.refused.is_empty() {
+        return Err(Error::Refused(format!("no objects match {src}")));
+    }
+
+    let dest_of = |o: &SourceObject| if src.is_batch() { dst.join(&o.path) } else { single_destination(&dst, &o.path) };
+    let selected: Vec<&SourceObject> = match sync {
+        None => expanded.objects.iter().collect(),
+        Some(compare) => select_for_sync(&expanded.objects, &src, &dst, &dest_of, compare)?,
+    };
+    let skipped = expanded.objects.len() - selected.len();
+
+    let jobs: Vec<Download> = selected
+        .iter()
+        .map(|o| Download {
+            bucket: src.bucket.clone(),
+            key: o.meta.key.clone(),
+            size: o.meta.size,
+            etag: o.meta.etag.clone(),
+            last_modified: o.meta.last_modified,
+            dest: dest_of(o),
+        })
+        .collect();
+
+    if cfg.dry_run {
+        for j in &jobs {
+            out.planned("cp", &j.source_url(), &j.dest.display().to_string(), j.size);
+        }
+        for (key, why) in &expanded.refused {
+            eprintln!("ERROR \"cp {}\": {why}", src.object_url(key));
+        }
+        return Ok(if expanded.refused.is_empty() { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE });
+    }
+
+    let total_bytes: u64 = jobs.iter().map(|j| j.size).sum();
+    let progress = Arc::new(Progress::start(cfg.progress, jobs.len() as u64, total_bytes));
+    let reporter = Arc::new(RunReporter { progress: progress.clone(), out });
+    for (key, why) in &expanded.refused {
+        let e = Error::Refused(why.clone());
+        reporter.out.op("cp", &src.object_url(key), &dst.display().to_string(), 0, &Err(e), |l| eprintln!("{l}"));
+    }
+    let copied_bytes = total_bytes;
+    let results = transfer::download(store, jobs, cfg.engine.clone(), reporter.clone()).await;
+    progress.finish();
+
+    let failed = results.iter().filter(|r| r.is_err()).count() + expanded.refused.len();
+    let copied = results.len() + expanded.refused.len() - failed;
+    let secs = progress.elapsed().as_secs_f64();
+    let rate = if secs > 0.0 { (copied_bytes as f64 / secs) as u64 } else { 0 };
+    eprintln!(
+        "{}: {copied} copied ({}), {skipped} up to date, {failed} failed, in {secs:.1} s ({}/s)",
+        if failed == 0 { "done" } else { "finished with errors" },
+        human_bytes(copied_bytes),
+        human_bytes(rate),
+    );
+    Ok(if failed == 0 { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE })
+}
+
+/// Objects to copy under the sync rule; the rest are up to date.
+fn select_for_sync<'a>(
+    objects: &'a [SourceObject],
+    src: &S3Url,
+    dst: &Path,
+    dest_of: &dyn Fn(&SourceObject) -> PathBuf,
+    compare: Compare,
+) -> Result<Vec<&'a SourceObject>, Error> {
+    let entries: Vec<SourceEntry<'_>> =
+        objects.iter().map(|o| SourceEntry { rel: &o.rel, size: o.meta.size, mtime: o.meta.last_modified }).collect();
+    let local = if src.is_batch() {
+        local::walk(dst)?
+    } else {
+        // One object: compare with the one file it would land on.
+        let path = dest_of(&objects[0]);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {
+                vec![local::LocalEntry { rel: objects[0].rel.clone(), size: m.len(), mtime: m.modified().ok() }]
+            }
+            _ => Vec::new(),
+        }
+    };
+    let d = diff(&entries, &local, compare);
+    Ok(d.copy.iter().map(|&(i, _)| &objects[i]).collect())
+}
+
+/// Bridges engine events to the progress display and the per-operation output.
+struct RunReporter {
+    progress: Arc<Progress>,
+    out: Output,
+}
+
+impl Reporter for RunReporter {
+    fn bytes(&self, n: u64) {
+        self.progress.add_bytes(n);
+    }
+
+    fn object_done(&self, job: &Download, result: &Result<(), Error>) {
+        self.progress.object_done(result.is_ok());
+        let dst = job.dest.display().to_string();
+        self.out.op("cp", &job.source_url(), &dst, job.size, result, |l| self.progress.suspend(|| eprintln!("{l}")));
+    }
+}
+
+async fn ls(url: Option<S3Url>, cfg: &Config) -> Result<u8, Error> {
+    let store = connect(cfg, url.as_ref().map(|u| u.bucket.as_str())).await?;
+    let Some(url) = url else {
+        for b in store.list_buckets().await.map_err(|e| Error::store("listing buckets", e))? {
+            println!("s3://{b}");
+        }
+        return Ok(exit_code::SUCCESS);
+    };
+    let delimiter = (!url.is_wildcard()).then_some("/");
+    // Names are shown relative to the directory the URL points into.
+    let base = url.prefix.rfind('/').map_or(0, |i| i + 1);
+    let mut token = None;
+    let mut any = false;
+    loop {
+        let page = store
+            .list_page(&url.bucket, &url.prefix, delimiter, token)
+            .await
+            .map_err(|e| Error::store(format!("listing {url}"), e))?;
+        for p in &page.common_prefixes {
+            any = true;
+            println!("{:>19} {:>12}  {}", "", "DIR", &p[base.min(p.len())..]);
+        }
+        for o in page.objects.iter().filter(|o| url.matches(&o.key)) {
+            any = true;
+            let when = o.last_modified.map(ls_time).unwrap_or_default();
+            println!("{when:>19} {:>12}  {}", o.size, &o.key[base.min(o.key.len())..]);
+        }
+        match page.next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    if !any {
+        return Err(Error::Refused(format!("no objects match {url}")));
+    }
+    Ok(exit_code::SUCCESS)
+}
+
+/// `2024/01/31 12:00:00` (UTC), as s5cmd shows times.
+fn ls_time(t: std::time::SystemTime) -> String {
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    s.trim_end_matches('Z').replacen('-', "/", 2).replacen('T', " ", 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ls_time_matches_s5cmd_layout() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(86400 * 365);
+        assert_eq!(ls_time(t), "1971/01/01 00:00:00");
+    }
+
+    #[test]
+    fn single_object_goes_inside_a_directory_or_to_the_named_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(single_destination(dir.path(), Path::new("c.json")), dir.path().join("c.json"));
+        assert_eq!(single_destination(Path::new("out/"), Path::new("c.json")), PathBuf::from("out/c.json"));
+        assert_eq!(single_destination(Path::new("new.json"), Path::new("c.json")), PathBuf::from("new.json"));
+    }
+}

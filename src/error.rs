@@ -1,0 +1,129 @@
+//! Typed errors and the exit codes they map to.
+//!
+//! Store errors carry a [`StoreErrorKind`] that the retry policy and the
+//! user-facing message both read; every error that reaches the user names the
+//! object or path it concerns and, where one exists, what to do about it.
+
+use std::path::PathBuf;
+
+/// Exit codes, documented in `docs/configuration.md`.
+pub mod exit_code {
+    /// Everything requested was done.
+    pub const SUCCESS: u8 = 0;
+    /// The run went ahead but at least one object failed.
+    pub const PARTIAL_FAILURE: u8 = 1;
+    /// Bad command line: unknown flag, malformed URL (clap also uses 2).
+    pub const USAGE: u8 = 2;
+    /// Nothing could be done: no credentials, endpoint unreachable, bucket missing
+    /// or not readable, source matched nothing.
+    pub const SETUP: u8 = 3;
+}
+
+/// What went wrong talking to the object store, as far as retry and reporting care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    NoSuchBucket,
+    NoSuchKey,
+    AccessDenied,
+    /// If-Match did not hold: the object changed.
+    PreconditionFailed,
+    InvalidRange,
+    /// 503 SlowDown and friends.
+    Throttled,
+    /// 5xx other than throttling.
+    ServerError,
+    /// Connect failure, timeout, reset, broken or short body.
+    Network,
+    /// No credentials could be loaded.
+    Credentials,
+    /// Anything else (4xx we do not expect, malformed response).
+    Other,
+}
+
+impl StoreErrorKind {
+    /// Whether trying the same request again may succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(self, Self::Throttled | Self::ServerError | Self::Network)
+    }
+}
+
+/// An error from the object store, with enough context to name the object.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    pub kind: StoreErrorKind,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        StoreError { kind, message: message.into() }
+    }
+}
+
+/// A failure of one object (or the whole run), ready to show to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{context}: {source}{}", hint_suffix(.source.kind))]
+    Store {
+        context: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("{path}: {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Integrity(String),
+}
+
+fn hint_suffix(kind: StoreErrorKind) -> &'static str {
+    match kind {
+        StoreErrorKind::NoSuchBucket => " (check the bucket name and --region/--endpoint-url)",
+        StoreErrorKind::NoSuchKey => " (check the key; `s3load ls` shows what is there)",
+        StoreErrorKind::AccessDenied => {
+            " (the credentials in use lack permission: check the IAM policy for this bucket and prefix)"
+        }
+        StoreErrorKind::Credentials => {
+            " (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where IRSA/Pod Identity is configured; use --no-sign-request for public buckets)"
+        }
+        StoreErrorKind::Network => " (check --endpoint-url and network access)",
+        _ => "",
+    }
+}
+
+impl Error {
+    pub fn store(context: impl Into<String>, source: StoreError) -> Self {
+        Error::Store { context: context.into(), source }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), action, source }
+    }
+
+    /// The store error kind, if this error came from the store.
+    pub fn store_kind(&self) -> Option<StoreErrorKind> {
+        match self {
+            Error::Store { source, .. } => Some(source.kind),
+            _ => None,
+        }
+    }
+
+    /// Exit code when this error stops the whole run before any object is tried.
+    pub fn setup_exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => exit_code::USAGE,
+            _ => exit_code::SETUP,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

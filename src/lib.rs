@@ -1,0 +1,48 @@
+//! s3load moves data between S3 (or any S3-compatible store) and a local directory,
+//! as fast as the network allows, without ever leaving a wrong or half-written file.
+//!
+//! # Architecture
+//!
+//! ```text
+//! main.rs ── cli.rs (clap) ──> config.rs (Command + Config) ──> commands.rs
+//!                                                                  │
+//!      url.rs: s3://bucket/prefix/* parsing, s5cmd wildcard rules  │
+//!      plan/: list all pages (expand), key -> safe path (paths),   │
+//!             destination walk (local), sync decision (diff)  <────┤
+//!      transfer/: global part scheduler, ranged GETs, If-Match,    │
+//!                 resume-on-break retries, temp file + rename <────┤
+//!      store/: ObjectStore trait; s3.rs is the only SDK user  <────┤
+//!      progress.rs / output.rs: bar or log lines; stdout data <────┘
+//! ```
+//!
+//! The engine never sees clap: tests and embedders build [`config::Config`] and
+//! [`config::Command`] directly and call [`run`].
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod output;
+pub mod plan;
+pub mod progress;
+pub mod store;
+pub mod transfer;
+pub mod url;
+
+pub use commands::run;
+
+/// Sets up logging on stderr for a `--log` level (error, warn, info, debug, trace).
+/// s3load's own messages follow the level; the AWS SDK's are shown from debug on.
+pub fn init_logging(level: &str) -> Result<(), error::Error> {
+    let filter = match level {
+        "error" | "warn" | "info" => format!("warn,s3load={level}"),
+        "debug" | "trace" => format!("info,s3load={level},aws_smithy_runtime={level},aws_config={level}"),
+        other => return Err(error::Error::Usage(format!("--log {other:?}: use error, warn, info, debug or trace"))),
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_target(false)
+        .try_init()
+        .map_err(|e| error::Error::Usage(format!("logging: {e}")))
+}

@@ -1,0 +1,59 @@
+//! What s3load prints: one line per operation, in s5cmd's spirit.
+//!
+//! stdout carries data only: `cp SRC DST` per object copied (or, with `--json`, one
+//! JSON object per operation) and `ls` listings. Errors, progress and the summary go
+//! to stderr. A failed operation is printed as `ERROR "cp SRC DST": reason`.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::error::Error;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Reports one operation. `err_out` writes to stderr (so a progress bar can be
+    /// suspended around it).
+    pub fn op(
+        &self,
+        op: &str,
+        src: &str,
+        dst: &str,
+        size: u64,
+        result: &Result<(), Error>,
+        err_out: impl FnOnce(&str),
+    ) {
+        let line = match (self.json, result) {
+            (true, Ok(())) => {
+                json!({"operation": op, "success": true, "source": src, "destination": dst, "object": {"size": size}})
+                    .to_string()
+            }
+            (true, Err(e)) => {
+                json!({"operation": op, "success": false, "source": src, "destination": dst, "error": e.to_string()})
+                    .to_string()
+            }
+            (false, Ok(())) => format!("{op} {src} {dst}"),
+            (false, Err(e)) => {
+                err_out(&format!("ERROR \"{op} {src} {dst}\": {e}"));
+                return;
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+    }
+
+    /// A planned operation under `--dry-run`.
+    pub fn planned(&self, op: &str, src: &str, dst: &str, size: u64) {
+        let line = if self.json {
+            json!({"operation": op, "dry_run": true, "source": src, "destination": dst, "object": {"size": size}})
+                .to_string()
+        } else {
+            format!("{op} {src} {dst}")
+        };
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+}

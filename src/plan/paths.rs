@@ -1,0 +1,66 @@
+//! Mapping a key (relative to the source) to a path below the destination, safely.
+//!
+//! A key becomes a relative path by splitting on `/`. The mapping is refused, with a
+//! reason, when any component is empty (`a//b`, a leading `/`), `.` or `..`, contains
+//! NUL, or is longer than a file name may be (255 bytes). This keeps every write
+//! inside the destination directory whatever the keys are. Keys ending in `/` are
+//! directory markers: they carry no file and are skipped.
+
+use std::path::PathBuf;
+
+/// Longest file name most Linux filesystems accept.
+const NAME_MAX: usize = 255;
+
+/// What a relative key maps to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mapped {
+    File(PathBuf),
+    /// `dir/` marker object (or the prefix itself): nothing to write.
+    DirMarker,
+}
+
+pub fn map_key(rel: &str) -> Result<Mapped, String> {
+    if rel.is_empty() || rel.ends_with('/') {
+        return Ok(Mapped::DirMarker);
+    }
+    let mut path = PathBuf::new();
+    for comp in rel.split('/') {
+        let why = match comp {
+            "" => Some("an empty path component (leading '/' or '//')"),
+            "." | ".." => Some("a '.' or '..' component, which could escape the destination"),
+            c if c.contains('\0') => Some("a NUL character"),
+            c if c.len() > NAME_MAX => Some("a path component longer than 255 bytes"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(format!("key maps to an unsafe local path: it has {why}"));
+        }
+        path.push(comp);
+    }
+    Ok(Mapped::File(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_keys_map_component_by_component() {
+        assert_eq!(map_key("a/b/c.bin"), Ok(Mapped::File(PathBuf::from("a/b/c.bin"))));
+        assert_eq!(map_key("weights-00001.safetensors"), Ok(Mapped::File(PathBuf::from("weights-00001.safetensors"))));
+    }
+
+    #[test]
+    fn escaping_keys_are_refused() {
+        for k in ["../x", "a/../../x", "/abs", "a//b", "./x", "a/..", "x\0y"] {
+            assert!(map_key(k).is_err(), "{k:?} must be refused");
+        }
+        assert!(map_key(&"n".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn directory_markers_write_nothing() {
+        assert_eq!(map_key("dir/"), Ok(Mapped::DirMarker));
+        assert_eq!(map_key(""), Ok(Mapped::DirMarker));
+    }
+}

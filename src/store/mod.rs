@@ -1,0 +1,79 @@
+//! The object store, behind a trait that speaks s3load's own types.
+//!
+//! Only `s3.rs` imports the AWS SDK. The engine sees [`ObjectStore`]: list a prefix
+//! page by page, describe one object, and GET a byte range pinned to an ETag. Bodies
+//! come back as a stream of [`Bytes`] so the engine can write them as they arrive.
+
+pub mod s3;
+
+use std::ops::Range;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::error::StoreError;
+
+/// What a listing or HEAD tells about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// ETag as S3 returns it, without quotes.
+    pub etag: Option<String>,
+    pub last_modified: Option<SystemTime>,
+}
+
+/// One page of a ListObjectsV2 listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub objects: Vec<ObjectMeta>,
+    pub common_prefixes: Vec<String>,
+    /// Token for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// A GET request for (part of) one object.
+#[derive(Debug, Clone)]
+pub struct GetRequest {
+    pub bucket: String,
+    pub key: String,
+    /// Byte range (end exclusive); `None` = the whole object.
+    pub range: Option<Range<u64>>,
+    /// ETag the object must still have (sent as `If-Match`).
+    pub if_match: Option<String>,
+}
+
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
+
+/// A GET response: the length the server promised, and the body.
+pub struct GetResponse {
+    pub content_length: u64,
+    /// Start of the returned range, as the server stated it (0 for a full body).
+    pub range_start: u64,
+    pub etag: Option<String>,
+    pub body: BodyStream,
+}
+
+/// Operations s3load needs from an S3-compatible store.
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// One page of keys under `prefix`; `delimiter` groups keys into common prefixes.
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<String>,
+    ) -> Result<ListPage, StoreError>;
+
+    /// Metadata of one object (HEAD).
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError>;
+
+    /// Starts a GET; the body streams from the returned response.
+    async fn get(&self, req: &GetRequest) -> Result<GetResponse, StoreError>;
+
+    /// Names of the buckets the caller owns.
+    async fn list_buckets(&self) -> Result<Vec<String>, StoreError>;
+}

@@ -1,0 +1,326 @@
+//! [`ObjectStore`] on the AWS SDK for Rust: the only module that imports `aws_sdk_s3`.
+//!
+//! Credentials come from the SDK's default chain (environment, shared profile, IRSA
+//! web identity, EKS Pod Identity, IMDSv2). When an endpoint is given (flag,
+//! `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`) requests use path-style addressing,
+//! which every S3-compatible store accepts. The region comes from `--region`, the
+//! environment or the profile; failing those it is discovered from the bucket.
+//!
+//! Retries: listing and HEAD use the SDK's standard retry (bounded by
+//! `--retry-count`). GET requests have SDK retries turned off because the engine
+//! retries them itself, resuming a broken body from the first byte not yet written.
+
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{ProvideCredentials, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::DateTime;
+
+use super::{GetRequest, GetResponse, ListPage, ObjectMeta, ObjectStore};
+use crate::error::{StoreError, StoreErrorKind};
+
+/// Connection settings, resolved from flags and environment by the CLI layer.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub no_sign_request: bool,
+    /// Retries after the first attempt for listing and HEAD.
+    pub retry_count: u32,
+}
+
+/// Region used with a custom endpoint when none is configured (S3-compatible
+/// stores accept any region in the signature; most expect this one).
+const DEFAULT_ENDPOINT_REGION: &str = "us-east-1";
+/// A dead endpoint should fail in seconds, not minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct S3Store {
+    client: Client,
+}
+
+impl S3Store {
+    /// Builds a client. `bucket` is used to discover the region when none is set.
+    pub async fn connect(settings: &S3Settings, bucket: Option<&str>) -> Result<S3Store, StoreError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.retry_count.saturating_add(1)))
+            .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build());
+        if let Some(p) = &settings.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &settings.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if settings.no_sign_request {
+            loader = loader.no_credentials();
+        }
+        if let Some(e) = &settings.endpoint_url {
+            loader = loader.endpoint_url(e);
+        }
+        let sdk = loader.load().await;
+
+        if !settings.no_sign_request {
+            check_credentials(&sdk).await?;
+        }
+
+        let path_style = settings.endpoint_url.is_some();
+        let build = |region: Option<Region>| {
+            let mut b = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style);
+            if region.is_some() {
+                b = b.region(region);
+            }
+            Client::from_conf(b.build())
+        };
+
+        let region = match (sdk.region(), &settings.endpoint_url) {
+            (Some(r), _) => r.clone(),
+            (None, Some(_)) => Region::from_static(DEFAULT_ENDPOINT_REGION),
+            (None, None) => match bucket {
+                Some(b) => discover_region(&build(Some(Region::from_static("us-east-1"))), b).await?,
+                None => Region::from_static("us-east-1"),
+            },
+        };
+        Ok(S3Store { client: build(Some(region)) })
+    }
+}
+
+async fn check_credentials(sdk: &aws_config::SdkConfig) -> Result<(), StoreError> {
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err(StoreError::new(StoreErrorKind::Credentials, "no AWS credentials provider is configured"));
+    };
+    provider.provide_credentials().await.map(|_| ()).map_err(|e| {
+        StoreError::new(
+            StoreErrorKind::Credentials,
+            format!(
+                "no AWS credentials found (tried environment, shared config/profile, web identity, container and instance metadata): {}",
+                DisplayErrorContext(&e)
+            ),
+        )
+    })
+}
+
+/// Asks S3 where the bucket lives: HeadBucket answers with `x-amz-bucket-region`,
+/// also on the 301 it returns when asked in the wrong region.
+async fn discover_region(client: &Client, bucket: &str) -> Result<Region, StoreError> {
+    match client.head_bucket().bucket(bucket).send().await {
+        Ok(out) => Ok(Region::new(out.bucket_region().unwrap_or("us-east-1").to_string())),
+        Err(SdkError::ServiceError(se)) => match se.raw().headers().get("x-amz-bucket-region") {
+            Some(r) => Ok(Region::new(r.to_string())),
+            None => {
+                Err(map_service(se.raw().status().as_u16(), se.err().code(), se.err().message(), ObjectKind::Bucket))
+            }
+        },
+        Err(e) => Err(map_sdk_err(e, ObjectKind::Bucket)),
+    }
+}
+
+/// Whether a 404 means the bucket or the key is missing.
+#[derive(Clone, Copy)]
+enum ObjectKind {
+    Bucket,
+    Key,
+}
+
+fn map_service(status: u16, code: Option<&str>, message: Option<&str>, what: ObjectKind) -> StoreError {
+    use StoreErrorKind as K;
+    let kind = match (code, status) {
+        (Some("NoSuchBucket"), _) => K::NoSuchBucket,
+        (Some("NoSuchKey"), _) => K::NoSuchKey,
+        (Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
+        | (_, 401 | 403) => K::AccessDenied,
+        (Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded"), _) | (_, 429 | 503) => {
+            K::Throttled
+        }
+        (_, 404) => match what {
+            ObjectKind::Bucket => K::NoSuchBucket,
+            ObjectKind::Key => K::NoSuchKey,
+        },
+        (_, 412) => K::PreconditionFailed,
+        (_, 416) => K::InvalidRange,
+        (_, 500..=599) => K::ServerError,
+        _ => K::Other,
+    };
+    let text = match (code, message) {
+        (Some(c), Some(m)) => format!("{c}: {m} (HTTP {status})"),
+        (Some(c), None) => format!("{c} (HTTP {status})"),
+        (None, _) => match kind {
+            K::NoSuchBucket => format!("bucket not found (HTTP {status})"),
+            K::NoSuchKey => format!("object not found (HTTP {status})"),
+            K::AccessDenied => format!("access denied (HTTP {status})"),
+            _ => format!("HTTP {status}"),
+        },
+    };
+    StoreError::new(kind, text)
+}
+
+fn map_sdk_err<E, R>(err: SdkError<E, R>, what: ObjectKind) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    match &err {
+        SdkError::ServiceError(se) => map_service(se.raw().status_code(), se.err().code(), se.err().message(), what),
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            StoreError::new(StoreErrorKind::Network, DisplayErrorContext(&err).to_string())
+        }
+        SdkError::DispatchFailure(d) => {
+            let text = DisplayErrorContext(&err).to_string();
+            if d.is_io() || d.is_timeout() {
+                StoreError::new(StoreErrorKind::Network, text)
+            } else if text.contains("credentials") || text.contains("identity") {
+                StoreError::new(StoreErrorKind::Credentials, text)
+            } else {
+                StoreError::new(StoreErrorKind::Network, text)
+            }
+        }
+        _ => {
+            let text = DisplayErrorContext(&err).to_string();
+            let kind = if text.contains("credentials") || text.contains("identity") {
+                StoreErrorKind::Credentials
+            } else {
+                StoreErrorKind::Other
+            };
+            StoreError::new(kind, text)
+        }
+    }
+}
+
+/// The HTTP status of a raw response, whatever the SDK's response type.
+trait HasStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
+fn to_system_time(dt: Option<&DateTime>) -> Option<SystemTime> {
+    dt.and_then(|d| SystemTime::try_from(*d).ok())
+}
+
+/// Start offset from a `Content-Range: bytes a-b/total` header.
+fn content_range_start(v: &str) -> Option<u64> {
+    v.strip_prefix("bytes ")?.split('-').next()?.parse().ok()
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_delimiter(delimiter.map(str::to_string))
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| map_sdk_err(e, ObjectKind::Bucket))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectMeta {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(unquote),
+                    last_modified: to_system_time(o.last_modified()),
+                })
+            })
+            .collect();
+        let common_prefixes = out.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)).collect();
+        let next =
+            if out.is_truncated().unwrap_or(false) { out.next_continuation_token().map(str::to_string) } else { None };
+        Ok(ListPage { objects, common_prefixes, next })
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().map(unquote),
+            last_modified: to_system_time(out.last_modified()),
+        })
+    }
+
+    async fn get(&self, req: &GetRequest) -> Result<GetResponse, StoreError> {
+        let mut op = self.client.get_object().bucket(&req.bucket).key(&req.key);
+        if let Some(r) = &req.range {
+            op = op.range(format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        if let Some(etag) = &req.if_match {
+            op = op.if_match(format!("\"{etag}\""));
+        }
+        let out = op
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()))
+            .send()
+            .await
+            .map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
+        let content_length = out.content_length().unwrap_or(0).max(0) as u64;
+        let range_start = out.content_range().and_then(content_range_start).unwrap_or(0);
+        let etag = out.e_tag().map(unquote);
+        let body = futures::stream::unfold(out.body, |mut bs| async move {
+            let item = bs.next().await?;
+            Some((
+                item.map_err(|e| {
+                    StoreError::new(StoreErrorKind::Network, format!("reading body: {}", DisplayErrorContext(&e)))
+                }),
+                bs,
+            ))
+        });
+        Ok(GetResponse { content_length, range_start, etag, body: Box::pin(body) })
+    }
+
+    async fn list_buckets(&self) -> Result<Vec<String>, StoreError> {
+        let out = self.client.list_buckets().send().await.map_err(|e| map_sdk_err(e, ObjectKind::Bucket))?;
+        Ok(out.buckets().iter().filter_map(|b| b.name().map(str::to_string)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_start_parses_the_first_offset() {
+        assert_eq!(content_range_start("bytes 100-199/1000"), Some(100));
+        assert_eq!(content_range_start("bytes */1000"), None);
+        assert_eq!(content_range_start("garbage"), None);
+    }
+
+    #[test]
+    fn a_404_means_bucket_or_key_depending_on_the_operation() {
+        assert_eq!(map_service(404, None, None, ObjectKind::Bucket).kind, StoreErrorKind::NoSuchBucket);
+        assert_eq!(map_service(404, None, None, ObjectKind::Key).kind, StoreErrorKind::NoSuchKey);
+        assert_eq!(map_service(503, Some("SlowDown"), None, ObjectKind::Key).kind, StoreErrorKind::Throttled);
+        assert_eq!(map_service(500, Some("InternalError"), None, ObjectKind::Key).kind, StoreErrorKind::ServerError);
+        assert!(map_service(500, None, None, ObjectKind::Key).kind.is_transient());
+        assert!(!map_service(403, None, None, ObjectKind::Key).kind.is_transient());
+    }
+}

@@ -1,0 +1,288 @@
+//! The S3 operations the test server speaks, implemented over [`Store`].
+//!
+//! Only what s3load uses is implemented; everything else answers NotImplemented
+//! (s3s's default). Every request is recorded in the [`RequestLog`] so tests can
+//! assert what the client did (for example: a no-op re-sync makes no GET).
+
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use s3s::dto::*;
+use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
+
+use crate::shaping::{ShapedBody, Shaping};
+use crate::store::Store;
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub op: &'static str,
+    pub bucket: String,
+    pub key: String,
+    /// Inclusive byte range requested, as (first, last); `last` = `None` for open ranges.
+    pub range: Option<(u64, Option<u64>)>,
+    pub if_match: Option<String>,
+}
+
+/// Requests and bytes served, shared with the test.
+#[derive(Debug, Default)]
+pub struct RequestLog {
+    records: Mutex<Vec<RequestRecord>>,
+    pub(crate) body_bytes: Arc<AtomicU64>,
+}
+
+impl RequestLog {
+    pub fn records(&self) -> Vec<RequestRecord> {
+        self.records.lock().unwrap().clone()
+    }
+    pub fn count(&self, op: &str) -> usize {
+        self.records.lock().unwrap().iter().filter(|r| r.op == op).count()
+    }
+    /// Body bytes sent in GET responses.
+    pub fn body_bytes(&self) -> u64 {
+        self.body_bytes.load(Ordering::Relaxed)
+    }
+    pub fn clear(&self) {
+        self.records.lock().unwrap().clear();
+        self.body_bytes.store(0, Ordering::Relaxed);
+    }
+    fn push(&self, r: RequestRecord) {
+        self.records.lock().unwrap().push(r);
+    }
+}
+
+/// S3 front end state.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub(crate) store: Arc<Store>,
+    pub(crate) log: Arc<RequestLog>,
+    pub(crate) shaping: Shaping,
+}
+
+const MAX_KEYS: usize = 1000;
+
+impl Service {
+    fn record(
+        &self,
+        op: &'static str,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, Option<u64>)>,
+        if_match: Option<String>,
+    ) {
+        self.log.push(RequestRecord { op, bucket: bucket.into(), key: key.into(), range, if_match });
+    }
+
+    async fn delay(&self) {
+        if !self.shaping.first_byte_delay.is_zero() {
+            tokio::time::sleep(self.shaping.first_byte_delay).await;
+        }
+    }
+
+    fn require_bucket(&self, bucket: &str) -> S3Result<()> {
+        if self.store.bucket_exists(bucket) {
+            Ok(())
+        } else {
+            Err(s3_error!(NoSuchBucket, "The specified bucket does not exist"))
+        }
+    }
+}
+
+fn etag(v: &str) -> ETag {
+    ETag::Strong(v.to_string())
+}
+
+fn range_tuple(r: &Range) -> Option<(u64, Option<u64>)> {
+    match *r {
+        Range::Int { first, last } => Some((first, last)),
+        Range::Suffix { .. } => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Service {
+    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.delay().await;
+        let buckets = self
+            .store
+            .bucket_names()
+            .into_iter()
+            .map(|name| Bucket { name: Some(name), ..Default::default() })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.store.create_bucket(&req.input.bucket);
+        Ok(S3Response::new(CreateBucketOutput::default()))
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.delay().await;
+        self.record("HeadBucket", &req.input.bucket, "", None, None);
+        self.require_bucket(&req.input.bucket)?;
+        Ok(S3Response::new(HeadBucketOutput { bucket_region: Some("us-east-1".into()), ..Default::default() }))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.delay().await;
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        self.record("ListObjectsV2", &input.bucket, &prefix, None, None);
+        let max_keys = input.max_keys.map_or(MAX_KEYS, |m| (m.max(0) as usize).min(MAX_KEYS));
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        // The continuation token is the last key or common prefix already returned.
+        let after = input.continuation_token.clone().or(input.start_after.clone());
+
+        let page = self.store.with_bucket(&input.bucket, |objects| {
+            let lower = match &after {
+                Some(a) if a.as_str() >= prefix.as_str() => Bound::Excluded(a.clone()),
+                _ => Bound::Included(prefix.clone()),
+            };
+            // Resuming after a common prefix: skip the keys it stood for.
+            let skip_under = after.as_deref().filter(|a| delimiter.as_deref().is_some_and(|d| a.ends_with(d)));
+            let mut contents = Vec::new();
+            let mut prefixes: Vec<String> = Vec::new();
+            let mut last = None;
+            let mut truncated = false;
+            for (key, obj) in objects.range::<String, _>((lower, Bound::Unbounded)) {
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                if skip_under.is_some_and(|a| key.starts_with(a)) {
+                    continue;
+                }
+                let common = delimiter.as_ref().and_then(|d| {
+                    key[prefix.len()..].find(d.as_str()).map(|i| key[..prefix.len() + i + d.len()].to_string())
+                });
+                if common.is_some() && prefixes.last() == common.as_ref() {
+                    continue;
+                }
+                if contents.len() + prefixes.len() == max_keys {
+                    truncated = true;
+                    break;
+                }
+                match common {
+                    Some(cp) => {
+                        last = Some(cp.clone());
+                        prefixes.push(cp);
+                    }
+                    None => {
+                        last = Some(key.clone());
+                        contents.push(Object {
+                            key: Some(key.clone()),
+                            size: Some(obj.data.len() as i64),
+                            e_tag: Some(etag(&obj.etag)),
+                            last_modified: Some(obj.last_modified.into()),
+                            storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+            (contents, prefixes, truncated, last)
+        });
+        let Some((contents, prefixes, truncated, last)) = page else {
+            return Err(s3_error!(NoSuchBucket, "The specified bucket does not exist"));
+        };
+        let key_count = (contents.len() + prefixes.len()) as i32;
+        let output = ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            delimiter,
+            max_keys: Some(max_keys as i32),
+            key_count: Some(key_count),
+            continuation_token: input.continuation_token,
+            is_truncated: Some(truncated),
+            next_continuation_token: if truncated { last } else { None },
+            contents: Some(contents),
+            common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.delay().await;
+        let input = req.input;
+        self.record("HeadObject", &input.bucket, &input.key, None, None);
+        self.require_bucket(&input.bucket)?;
+        let Some(obj) = self.store.get(&input.bucket, &input.key) else {
+            return Err(s3_error!(NoSuchKey));
+        };
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(obj.data.len() as i64),
+            e_tag: Some(etag(&obj.etag)),
+            last_modified: Some(obj.last_modified.into()),
+            accept_ranges: Some("bytes".into()),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        self.delay().await;
+        let input = req.input;
+        let if_match = input.if_match.as_ref().and_then(|c| c.as_etag()).map(|e| e.value().to_string());
+        self.record(
+            "GetObject",
+            &input.bucket,
+            &input.key,
+            input.range.as_ref().and_then(range_tuple),
+            if_match.clone(),
+        );
+        self.require_bucket(&input.bucket)?;
+        let Some(obj) = self.store.get(&input.bucket, &input.key) else {
+            return Err(s3_error!(NoSuchKey, "The specified key does not exist."));
+        };
+        if if_match.as_ref().is_some_and(|m| m != &obj.etag) {
+            return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+        }
+        let total = obj.data.len() as u64;
+        let (body, content_range) = match &input.range {
+            None => (obj.data.clone(), None),
+            Some(r) => {
+                let rng =
+                    r.check(total).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+                let slice = obj.data.slice(rng.start as usize..rng.end as usize);
+                (slice, Some(format!("bytes {}-{}/{}", rng.start, rng.end - 1, total)))
+            }
+        };
+        let len = body.len() as i64;
+        let stream = ShapedBody::new(body, &self.shaping, self.log.body_bytes.clone());
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(StreamingBlob::wrap(stream)),
+            content_length: Some(len),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(etag(&obj.etag)),
+            last_modified: Some(obj.last_modified.into()),
+            ..Default::default()
+        }))
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        use futures::TryStreamExt;
+        let input = req.input;
+        self.record("PutObject", &input.bucket, &input.key, None, None);
+        self.require_bucket(&input.bucket)?;
+        let mut data = Vec::new();
+        if let Some(body) = input.body {
+            let chunks: Vec<bytes::Bytes> =
+                body.try_collect().await.map_err(|e| s3_error!(InternalError, "reading body: {e}"))?;
+            for c in chunks {
+                data.extend_from_slice(&c);
+            }
+        }
+        let obj = self.store.put(&input.bucket, &input.key, data);
+        Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag(&obj.etag)), ..Default::default() }))
+    }
+}
