@@ -1,0 +1,206 @@
+//! Downloads: single objects, prefixes, wildcards, nesting, sizes, listings, sync.
+
+use std::time::{Duration, SystemTime};
+
+use s3load_testserver::generate_bytes;
+
+use crate::harness::{BUCKET, Harness, files_under};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cp_single_object_to_a_file_and_into_a_directory() {
+    let h = Harness::new().await;
+    h.put("models/m/config.json", &b"{\"a\":1}"[..]);
+
+    let file = h.path("out.json");
+    h.run(&["cp", "s3://bucket/models/m/config.json", file.to_str().unwrap()]).await.assert_ok();
+    assert_eq!(std::fs::read(&file).unwrap(), b"{\"a\":1}");
+
+    let dir = h.path("d");
+    std::fs::create_dir(&dir).unwrap();
+    let run = h.run(&["cp", "s3://bucket/models/m/config.json", dir.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert_eq!(std::fs::read(dir.join("config.json")).unwrap(), b"{\"a\":1}");
+    let expected = format!("cp s3://bucket/models/m/config.json {}", dir.join("config.json").display());
+    assert_eq!(run.stdout_lines(), vec![expected.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_design_sync_line_pulls_the_version_prefix_only() {
+    // s3load sync s3://my-ml-bucket/model-artifacts/my-model-1.2.3/* /model-artifacts/my-model-1.2.3
+    let h = Harness::new().await;
+    h.server.store().create_bucket("my-ml-bucket");
+    let put = |k: &str, v: &[u8]| {
+        h.server.store().put("my-ml-bucket", k, v.to_vec());
+    };
+    put("model-artifacts/my-model-1.2.3/config.json", b"cfg");
+    put("model-artifacts/my-model-1.2.3/model.safetensors", &generate_bytes(300_000, 1));
+    put("model-artifacts/my-model-1.2.3/tokenizer/vocab.txt", b"a b c");
+    put("model-artifacts/my-model-1.2.30/config.json", b"other version");
+    put("model-artifacts/my-model-1.2.4/config.json", b"other version");
+
+    let dest = h.path("model-artifacts/my-model-1.2.3");
+    let run = h.run(&["sync", "s3://my-ml-bucket/model-artifacts/my-model-1.2.3/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert_eq!(files_under(&dest), vec!["config.json", "model.safetensors", "tokenizer/vocab.txt"]);
+    assert_eq!(std::fs::read(dest.join("model.safetensors")).unwrap(), generate_bytes(300_000, 1));
+    assert_eq!(std::fs::read(dest.join("tokenizer/vocab.txt")).unwrap(), b"a b c");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefix_with_trailing_slash_and_nested_keys() {
+    let h = Harness::new().await;
+    h.put("p/a", &b"1"[..]);
+    h.put("p/x/y/z/deep.bin", &b"22"[..]);
+    h.put("p/x/y/other", &b"333"[..]);
+    h.put("p/dir/", &b""[..]); // directory marker: no file
+    h.put("q/not-me", &b"4"[..]);
+    let dest = h.path("out");
+    h.run(&["cp", "s3://bucket/p/", dest.to_str().unwrap()]).await.assert_ok();
+    assert_eq!(files_under(&dest), vec!["a", "x/y/other", "x/y/z/deep.bin"]);
+    assert_eq!(std::fs::read(dest.join("x/y/z/deep.bin")).unwrap(), b"22");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wildcard_in_the_middle_keeps_the_part_after_the_last_slash() {
+    let h = Harness::new().await;
+    h.put("models/m-1/config.json", &b"1"[..]);
+    h.put("models/m-2/config.json", &b"2"[..]);
+    h.put("models/m-2/weights.bin", &b"w"[..]);
+    let dest = h.path("out");
+    h.run(&["cp", "s3://bucket/models/m-*/config.json", dest.to_str().unwrap()]).await.assert_ok();
+    assert_eq!(files_under(&dest), vec!["m-1/config.json", "m-2/config.json"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_object_becomes_an_empty_file_without_a_ranged_get() {
+    let h = Harness::new().await;
+    h.put("p/empty", &b""[..]);
+    let dest = h.path("out");
+    h.run(&["sync", "s3://bucket/p/*", dest.to_str().unwrap()]).await.assert_ok();
+    assert_eq!(std::fs::metadata(dest.join("empty")).unwrap().len(), 0);
+    assert!(h.server.log().records().iter().all(|r| r.range.is_none()), "no Range request for a 0-byte object");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_object_is_fetched_in_pinned_parallel_ranges_and_is_byte_exact() {
+    let h = Harness::new().await;
+    let size = 40 * 1024 * 1024 + 12345;
+    let data = generate_bytes(size, 7);
+    let obj = h.server.store().put(BUCKET, "big/shard.safetensors", data.clone());
+    let dest = h.path("out");
+    h.run(&["cp", "--part-size", "1", "--concurrency", "8", "s3://bucket/big/*", dest.to_str().unwrap()]).await.assert_ok();
+    let got = std::fs::read(dest.join("shard.safetensors")).unwrap();
+    assert_eq!(got.len(), size);
+    assert!(got == data, "content differs");
+
+    let gets: Vec<_> = h.server.log().records().into_iter().filter(|r| r.op == "GetObject").collect();
+    assert_eq!(gets.len(), 41, "one GET per 1 MiB part");
+    let mut starts: Vec<u64> = gets.iter().map(|g| g.range.expect("ranged").0).collect();
+    starts.sort();
+    assert_eq!(starts, (0..41).map(|i| i * (1 << 20)).collect::<Vec<_>>());
+    assert!(gets.iter().all(|g| g.if_match.as_deref() == Some(obj.etag.as_str())), "every part pinned with If-Match");
+    assert_eq!(h.server.log().body_bytes(), size as u64, "each byte fetched once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn more_than_two_listing_pages_are_all_read() {
+    let h = Harness::new().await;
+    for i in 0..2100 {
+        h.put(&format!("many/{i:05}.json"), format!("{i}").into_bytes());
+    }
+    let dest = h.path("out");
+    let run = h.run(&["sync", "s3://bucket/many/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    let files = files_under(&dest);
+    assert_eq!(files.len(), 2100);
+    assert_eq!(std::fs::read_to_string(dest.join("02099.json")).unwrap(), "2099");
+    assert!(h.server.log().count("ListObjectsV2") >= 3, "2100 keys need three pages of 1000");
+    assert_eq!(run.stdout_lines().len(), 2100, "one cp line per object");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resync_of_an_unchanged_tree_makes_no_get_and_copies_nothing() {
+    let h = Harness::new().await;
+    for i in 0..50 {
+        h.put(&format!("t/{i}/f.bin"), generate_bytes(1000 + i, i as u64));
+    }
+    let dest = h.path("out");
+    h.run(&["sync", "s3://bucket/t/*", dest.to_str().unwrap()]).await.assert_ok();
+    h.server.log().clear();
+    let again = h.run(&["sync", "s3://bucket/t/*", dest.to_str().unwrap()]).await;
+    again.assert_ok();
+    assert_eq!(h.server.log().count("GetObject"), 0, "a no-op re-sync makes no GET");
+    assert!(again.stdout.is_empty(), "nothing copied: {}", again.stdout);
+    assert!(again.stderr.contains("50 up to date"), "{}", again.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_copies_what_changed_size_or_is_newer_and_size_only_ignores_time() {
+    let h = Harness::new().await;
+    let t0 = SystemTime::now() - Duration::from_secs(3600);
+    h.server.store().put_at(BUCKET, "s/a", &b"aaaa"[..], t0);
+    h.server.store().put_at(BUCKET, "s/b", &b"bbbb"[..], t0);
+    h.server.store().put_at(BUCKET, "s/c", &b"cccc"[..], t0);
+    let dest = h.path("out");
+    h.run(&["sync", "s3://bucket/s/*", dest.to_str().unwrap()]).await.assert_ok();
+    let mtime = std::fs::metadata(dest.join("a")).unwrap().modified().unwrap();
+    let lm = h.server.store().get(BUCKET, "s/a").unwrap().last_modified;
+    let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    assert_eq!(secs(mtime), secs(lm), "local mtime is the object's LastModified");
+
+    h.server.store().put_at(BUCKET, "s/a", &b"aaaaa"[..], t0); // size differs
+    h.server.store().put(BUCKET, "s/b", &b"BBBB"[..]); // same size, newer
+    let size_only = h.run(&["sync", "--size-only", "s3://bucket/s/*", dest.to_str().unwrap()]).await;
+    size_only.assert_ok();
+    assert_eq!(size_only.stdout_lines().len(), 1, "{}", size_only.stdout);
+    assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"aaaaa");
+    assert_eq!(std::fs::read(dest.join("b")).unwrap(), b"bbbb", "--size-only keeps a same-size file");
+
+    let normal = h.run(&["sync", "s3://bucket/s/*", dest.to_str().unwrap()]).await;
+    normal.assert_ok();
+    assert_eq!(normal.stdout_lines().len(), 1, "{}", normal.stdout);
+    assert_eq!(std::fs::read(dest.join("b")).unwrap(), b"BBBB", "newer object replaces the file");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_prints_the_plan_and_writes_nothing() {
+    let h = Harness::new().await;
+    h.put("d/a", &b"1"[..]);
+    h.put("d/b/c", &b"2"[..]);
+    let dest = h.path("out");
+    let run = h.run(&["--dry-run", "sync", "s3://bucket/d/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert_eq!(run.stdout_lines().len(), 2);
+    assert!(!dest.exists());
+    assert_eq!(h.server.log().count("GetObject"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_output_has_one_object_per_operation() {
+    let h = Harness::new().await;
+    h.put("j/a", &b"12345"[..]);
+    let dest = h.path("out");
+    let run = h.run(&["--json", "cp", "s3://bucket/j/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON line");
+    assert_eq!(v["operation"], "cp");
+    assert_eq!(v["success"], true);
+    assert_eq!(v["source"], "s3://bucket/j/a");
+    assert_eq!(v["object"]["size"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ls_shows_prefixes_and_objects() {
+    let h = Harness::new().await;
+    h.put("l/a.txt", &b"123"[..]);
+    h.put("l/sub/b.txt", &b"4"[..]);
+    let run = h.run(&["ls", "s3://bucket/l/"]).await;
+    run.assert_ok();
+    let lines = run.stdout_lines();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert!(lines.iter().any(|l| l.contains("DIR") && l.ends_with("sub/")));
+    assert!(lines.iter().any(|l| l.ends_with(" 3  a.txt")));
+    let buckets = h.run(&["ls"]).await;
+    buckets.assert_ok();
+    assert_eq!(buckets.stdout.trim(), "s3://bucket");
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real `s3load` binary against an in-process S3 server
+//! that speaks HTTP and verifies SigV4.
+
+mod download;
+mod errors;
+mod harness;
