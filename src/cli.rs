@@ -143,6 +143,7 @@ impl Args {
             profile: self.profile,
             no_sign_request: self.no_sign_request,
             retry_count: self.retry_count,
+            static_credentials: None,
         };
         let mut engine =
             EngineConfig { max_requests: self.numworkers, retry_count: self.retry_count, ..EngineConfig::default() };

@@ -32,6 +32,9 @@ pub struct S3Settings {
     pub no_sign_request: bool,
     /// Retries after the first attempt for listing and HEAD.
     pub retry_count: u32,
+    /// Fixed credentials for embedders and the demo; the CLI never sets this (secrets
+    /// do not belong on a command line) and uses the default chain instead.
+    pub static_credentials: Option<(String, String)>,
 }
 
 /// Region used with a custom endpoint when none is configured (S3-compatible
@@ -58,6 +61,14 @@ impl S3Store {
         }
         if settings.no_sign_request {
             loader = loader.no_credentials();
+        } else if let Some((id, secret)) = &settings.static_credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id,
+                secret,
+                None,
+                None,
+                "s3load-static",
+            ));
         }
         if let Some(e) = &settings.endpoint_url {
             loader = loader.endpoint_url(e);

@@ -88,7 +88,9 @@ async fn large_object_is_fetched_in_pinned_parallel_ranges_and_is_byte_exact() {
     let data = generate_bytes(size, 7);
     let obj = h.server.store().put(BUCKET, "big/shard.safetensors", data.clone());
     let dest = h.path("out");
-    h.run(&["cp", "--part-size", "1", "--concurrency", "8", "s3://bucket/big/*", dest.to_str().unwrap()]).await.assert_ok();
+    h.run(&["cp", "--part-size", "1", "--concurrency", "8", "s3://bucket/big/*", dest.to_str().unwrap()])
+        .await
+        .assert_ok();
     let got = std::fs::read(dest.join("shard.safetensors")).unwrap();
     assert_eq!(got.len(), size);
     assert!(got == data, "content differs");

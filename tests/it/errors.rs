@@ -50,7 +50,9 @@ async fn wrong_secret_is_access_denied_with_a_hint() {
         ("AWS_SECRET_ACCESS_KEY", "wrong-secret".to_string()),
         ("AWS_REGION", REGION.to_string()),
     ];
-    let run = h.run_env(&["--endpoint-url", &endpoint, "sync", "s3://bucket/p/*", h.path("out").to_str().unwrap()], &env).await;
+    let run = h
+        .run_env(&["--endpoint-url", &endpoint, "sync", "s3://bucket/p/*", h.path("out").to_str().unwrap()], &env)
+        .await;
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("s3://bucket/p/*"), "{}", run.stderr);
     assert!(run.stderr.contains("permission") || run.stderr.contains("access denied"), "{}", run.stderr);
@@ -65,7 +67,15 @@ async fn unreachable_endpoint_fails_with_a_network_hint() {
     let started = std::time::Instant::now();
     let run = h
         .run_env(
-            &["--endpoint-url", &endpoint, "--retry-count", "1", "sync", "s3://bucket/p/*", h.path("out").to_str().unwrap()],
+            &[
+                "--endpoint-url",
+                &endpoint,
+                "--retry-count",
+                "1",
+                "sync",
+                "s3://bucket/p/*",
+                h.path("out").to_str().unwrap(),
+            ],
             &h.server.client_env(),
         )
         .await;
@@ -81,7 +91,10 @@ async fn no_credentials_fail_fast_with_what_to_set() {
     let endpoint = h.server.endpoint_url();
     let started = std::time::Instant::now();
     let run = h
-        .run_env(&["--endpoint-url", &endpoint, "sync", "s3://bucket/p/*", "out"], &[("AWS_REGION", REGION.to_string())])
+        .run_env(
+            &["--endpoint-url", &endpoint, "sync", "s3://bucket/p/*", "out"],
+            &[("AWS_REGION", REGION.to_string())],
+        )
         .await;
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("no AWS credentials"), "{}", run.stderr);
