@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::progress::Reporter;
@@ -73,6 +73,10 @@ pub struct EngineConfig {
     pub retry_count: u32,
     /// Objects with an open temporary file at once.
     pub max_open_files: usize,
+    /// Filesystem calls (create, write, rename) running at once. Many threads
+    /// writing one file contend on its inode lock and burn CPU spinning; a few
+    /// writers keep the page cache just as busy.
+    pub io_concurrency: usize,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +88,7 @@ impl Default for EngineConfig {
             buffer_size: 1 << 20,
             retry_count: 10,
             max_open_files: 64,
+            io_concurrency: 4,
         }
     }
 }
@@ -116,6 +121,7 @@ pub async fn download(
         files,
         sched: Mutex::new(Sched { slots, active: Vec::new(), next_job: 0 }),
         notify: Notify::new(),
+        io: Semaphore::new(cfg.io_concurrency.max(1)),
         results: Mutex::new((0..n).map(|_| None).collect()),
         store,
         reporter,
@@ -195,10 +201,20 @@ struct Shared {
     files: Vec<FileState>,
     sched: Mutex<Sched>,
     notify: Notify,
+    /// Bounds filesystem calls in flight (see [`EngineConfig::io_concurrency`]).
+    io: Semaphore,
     results: Mutex<Vec<Option<Result<(), Error>>>>,
     store: Arc<dyn ObjectStore>,
     reporter: Arc<dyn Reporter>,
     cfg: EngineConfig,
+}
+
+impl Shared {
+    /// Runs blocking filesystem work on this thread, at most `io_concurrency` at once.
+    async fn blocking_io<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _permit = self.io.acquire().await.expect("semaphore is never closed");
+        tokio::task::block_in_place(f)
+    }
 }
 
 async fn worker(shared: Arc<Shared>) {
@@ -212,7 +228,7 @@ async fn worker(shared: Arc<Shared>) {
             Pick::Wait => notified.await,
             Pick::Part(idx, p) => {
                 let result = run_part(&shared, idx, p, &mut buf).await;
-                finish_part(&shared, idx, result);
+                finish_part(&shared, idx, result).await;
                 shared.notify.notify_waiters();
             }
         }
@@ -220,7 +236,7 @@ async fn worker(shared: Arc<Shared>) {
 }
 
 /// Records a finished part; the part that finishes an object commits or discards it.
-fn finish_part(shared: &Shared, idx: usize, result: Result<(), Error>) {
+async fn finish_part(shared: &Shared, idx: usize, result: Result<(), Error>) {
     let file = &shared.files[idx];
     let error = {
         let mut sched = shared.sched.lock().unwrap();
@@ -252,7 +268,7 @@ fn finish_part(shared: &Shared, idx: usize, result: Result<(), Error>) {
             Err(e)
         }
         (None, Some(t)) => match Arc::try_unwrap(t) {
-            Ok(t) => tokio::task::block_in_place(|| t.commit(file.job.last_modified)),
+            Ok(t) => shared.blocking_io(|| t.commit(file.job.last_modified)).await,
             Err(_) => {
                 Err(Error::Refused(format!("{}: internal error: file still in use at commit", file.job.dest.display())))
             }
@@ -265,14 +281,21 @@ fn finish_part(shared: &Shared, idx: usize, result: Result<(), Error>) {
 
 async fn run_part(shared: &Shared, idx: usize, p: usize, buf: &mut Vec<u8>) -> Result<(), Error> {
     let file = &shared.files[idx];
-    let tmp = {
-        let mut guard = file.file.lock().unwrap();
-        match guard.as_ref() {
-            Some(t) => t.clone(),
-            None => {
-                let t = Arc::new(tokio::task::block_in_place(|| TempFile::create(&file.job.dest, file.job.size))?);
-                *guard = Some(t.clone());
-                t
+    let existing = file.file.lock().unwrap().clone();
+    let tmp = match existing {
+        Some(t) => t,
+        None => {
+            // Created once, by the first part; other parts of the same object wait on
+            // the file lock only for this moment.
+            let _permit = shared.io.acquire().await.expect("semaphore is never closed");
+            let mut guard = file.file.lock().unwrap();
+            match guard.as_ref() {
+                Some(t) => t.clone(),
+                None => {
+                    let t = Arc::new(tokio::task::block_in_place(|| TempFile::create(&file.job.dest, file.job.size))?);
+                    *guard = Some(t.clone());
+                    t
+                }
             }
         }
     };
@@ -332,6 +355,18 @@ async fn fetch_range(
     }
 }
 
+/// Writes the buffered bytes at `pos` and advances it.
+async fn flush(shared: &Shared, tmp: &TempFile, buf: &mut Vec<u8>, pos: &mut u64) -> Result<(), (Error, u64)> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    shared.blocking_io(|| tmp.write_at(buf, *pos)).await.map_err(|e| (e, *pos))?;
+    *pos += buf.len() as u64;
+    shared.reporter.bytes(buf.len() as u64);
+    buf.clear();
+    Ok(())
+}
+
 /// One GET of `offset..end`. On failure, also returns the offset to resume from:
 /// bytes received before a break are written first, so they are not fetched again.
 async fn fetch_once(
@@ -368,16 +403,6 @@ async fn fetch_once(
     let mut pos = offset;
     let mut received = 0u64;
     buf.clear();
-    let flush = |buf: &mut Vec<u8>, pos: &mut u64| -> Result<(), (Error, u64)> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        tokio::task::block_in_place(|| tmp.write_at(buf, *pos)).map_err(|e| (e, *pos))?;
-        *pos += buf.len() as u64;
-        shared.reporter.bytes(buf.len() as u64);
-        buf.clear();
-        Ok(())
-    };
     while let Some(chunk) = body.next().await {
         match chunk {
             Ok(bytes) => {
@@ -388,16 +413,16 @@ async fn fetch_once(
                 }
                 buf.extend_from_slice(&bytes);
                 if buf.len() >= shared.cfg.buffer_size {
-                    flush(buf, &mut pos)?;
+                    flush(shared, tmp, buf, &mut pos).await?;
                 }
             }
             Err(e) => {
-                flush(buf, &mut pos)?;
+                flush(shared, tmp, buf, &mut pos).await?;
                 return Err((Error::store(ctx(), e), pos));
             }
         }
     }
-    flush(buf, &mut pos)?;
+    flush(shared, tmp, buf, &mut pos).await?;
     if received < expected {
         let e = StoreError::new(StoreErrorKind::Network, format!("body ended after {received} of {expected} bytes"));
         return Err((Error::store(ctx(), e), pos));
