@@ -96,9 +96,10 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
         let e = Error::Refused(why.clone());
         reporter.out.op("cp", &src.object_url(key), &dst.display().to_string(), 0, &Err(e), |l| eprintln!("{l}"));
     }
-    let copied_bytes = total_bytes;
     let results = transfer::download(store, jobs, cfg.engine.clone(), reporter.clone()).await;
     progress.finish();
+    // Bytes actually written, so failed objects do not count as copied.
+    let copied_bytes = progress.counters.bytes.load(std::sync::atomic::Ordering::Relaxed);
 
     let failed = results.iter().filter(|r| r.is_err()).count() + expanded.refused.len();
     let copied = results.len() + expanded.refused.len() - failed;
