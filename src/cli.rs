@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::plan::diff::Compare;
 use crate::progress::ProgressMode;
 use crate::store::s3::S3Settings;
-use crate::transfer::EngineConfig;
+use crate::transfer::{EngineConfig, VerifyMode};
 use crate::url::Location;
 
 const ABOUT: &str = "Fast, verified transfers between S3 (or any S3-compatible store) and a local directory.";
@@ -56,6 +56,16 @@ pub struct Args {
     /// Retries of a failed request (per part for downloads) before giving up.
     #[arg(short = 'r', long, global = true, default_value_t = 10, value_name = "N")]
     pub retry_count: u32,
+
+    /// Abort and retry a request that receives no data for this long (e.g. 30s, 2m).
+    #[arg(long, global = true, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub stall_timeout: std::time::Duration,
+
+    /// Checksum verification: auto checks the store's full-object checksum
+    /// (CRC64NVME, CRC32C, CRC32) when it states one; require also fails objects
+    /// that cannot be checked; off checks nothing.
+    #[arg(long, global = true, value_enum, default_value_t = VerifyMode::Auto)]
+    pub verify: VerifyMode,
 
     /// Print what would be copied; change nothing.
     #[arg(long, global = true)]
@@ -145,8 +155,16 @@ impl Args {
             retry_count: self.retry_count,
             static_credentials: None,
         };
-        let mut engine =
-            EngineConfig { max_requests: self.numworkers, retry_count: self.retry_count, ..EngineConfig::default() };
+        if self.stall_timeout.is_zero() {
+            return Err(Error::Usage("--stall-timeout must be more than zero".into()));
+        }
+        let mut engine = EngineConfig {
+            max_requests: self.numworkers,
+            retry_count: self.retry_count,
+            stall_timeout: self.stall_timeout,
+            verify: self.verify,
+            ..EngineConfig::default()
+        };
         engine.max_open_files = engine.max_open_files.max(self.numworkers * 2);
         let mut apply = |t: &TransferArgs| -> Result<(), Error> {
             if t.concurrency == 0 || t.part_size == 0 {

@@ -12,7 +12,7 @@ use crate::plan::{self, SourceObject, local};
 use crate::progress::{Progress, Reporter, human_bytes};
 use crate::store::ObjectStore;
 use crate::store::s3::S3Store;
-use crate::transfer::{self, Download};
+use crate::transfer::{self, Download, KnownChecksum, Outcome, Verification};
 use crate::url::{Location, S3Url};
 
 /// Runs one command; returns the process exit code.
@@ -76,6 +76,9 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
             etag: o.meta.etag.clone(),
             last_modified: o.meta.last_modified,
             dest: dest_of(o),
+            // A single object was looked up with HEAD, which states its checksum;
+            // a listing does not, so the engine asks when it needs to.
+            checksum: if src.is_batch() { KnownChecksum::NotAsked } else { o.meta.checksum.into() },
         })
         .collect();
 
@@ -94,7 +97,7 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
     let reporter = Arc::new(RunReporter { progress: progress.clone(), out });
     for (key, why) in &expanded.refused {
         let e = Error::Refused(why.clone());
-        reporter.out.op("cp", &src.object_url(key), &dst.display().to_string(), 0, &Err(e), |l| eprintln!("{l}"));
+        reporter.out.op("cp", &src.object_url(key), &dst.display().to_string(), 0, Err(&e), |l| eprintln!("{l}"));
     }
     let results = transfer::download(store, jobs, cfg.engine.clone(), reporter.clone()).await;
     progress.finish();
@@ -103,10 +106,16 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
 
     let failed = results.iter().filter(|r| r.is_err()).count() + expanded.refused.len();
     let copied = results.len() + expanded.refused.len() - failed;
+    let unverified = results.iter().filter(|r| matches!(r, Ok(Verification::Unverified(_)))).count();
     let secs = progress.elapsed().as_secs_f64();
     let rate = if secs > 0.0 { (copied_bytes as f64 / secs) as u64 } else { 0 };
+    let unverified_note = match (cfg.engine.verify, unverified) {
+        (transfer::VerifyMode::Off, _) => ", not verified (--verify off)".to_string(),
+        (_, 0) => String::new(),
+        (_, n) => format!(", {n} of them unverified"),
+    };
     eprintln!(
-        "{}: {copied} copied ({}), {skipped} up to date, {failed} failed, in {secs:.1} s ({}/s)",
+        "{}: {copied} copied ({}){unverified_note}, {skipped} up to date, {failed} failed, in {secs:.1} s ({}/s)",
         if failed == 0 { "done" } else { "finished with errors" },
         human_bytes(copied_bytes),
         human_bytes(rate),
@@ -151,10 +160,18 @@ impl Reporter for RunReporter {
         self.progress.add_bytes(n);
     }
 
-    fn object_done(&self, job: &Download, result: &Result<(), Error>) {
-        self.progress.object_done(result.is_ok());
+    fn discarded(&self, n: u64) {
+        self.progress.sub_bytes(n);
+    }
+
+    fn object_done(&self, job: &Download, outcome: &Outcome) {
+        self.progress.object_done(outcome.is_ok());
+        if let Ok(Verification::Unverified(why)) = outcome {
+            tracing::info!(object = %job.source_url(), "not verified: {why}");
+        }
         let dst = job.dest.display().to_string();
-        self.out.op("cp", &job.source_url(), &dst, job.size, result, |l| self.progress.suspend(|| eprintln!("{l}")));
+        let err_out = |l: &str| self.progress.suspend(|| eprintln!("{l}"));
+        self.out.op("cp", &job.source_url(), &dst, job.size, outcome.as_ref(), err_out);
     }
 }
 

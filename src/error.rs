@@ -81,8 +81,15 @@ pub enum Error {
     },
     #[error("{0}")]
     Refused(String),
+    /// The response broke the protocol (ignored Range, more bytes than promised).
     #[error("{0}")]
     Integrity(String),
+    /// The bytes received do not match the checksum the store states.
+    #[error("{0}")]
+    Mismatch(String),
+    /// `--verify require` and no checksum could be checked.
+    #[error("{0}")]
+    Unverified(String),
 }
 
 fn hint_suffix(kind: StoreErrorKind) -> &'static str {

@@ -10,7 +10,10 @@
 //!      plan/: list all pages (expand), key -> safe path (paths),   │
 //!             destination walk (local), sync decision (diff)  <────┤
 //!      transfer/: global part scheduler, ranged GETs, If-Match,    │
-//!                 resume-on-break retries, temp file + rename <────┤
+//!                 retry policy, adaptive limiter, stall checks,    │
+//!                 temp file + rename                          <────┤
+//!      integrity.rs: per-part CRCs combined into the object's  │
+//!                 full-object checksum                        <────┤
 //!      store/: ObjectStore trait; s3.rs is the only SDK user  <────┤
 //!      progress.rs / output.rs: bar or log lines; stdout data <────┘
 //! ```
@@ -22,6 +25,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod integrity;
 pub mod output;
 pub mod plan;
 pub mod progress;

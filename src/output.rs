@@ -9,6 +9,7 @@ use std::io::Write;
 use serde_json::json;
 
 use crate::error::Error;
+use crate::transfer::Verification;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Output {
@@ -24,19 +25,24 @@ impl Output {
         src: &str,
         dst: &str,
         size: u64,
-        result: &Result<(), Error>,
+        result: Result<&Verification, &Error>,
         err_out: impl FnOnce(&str),
     ) {
         let line = match (self.json, result) {
-            (true, Ok(())) => {
-                json!({"operation": op, "success": true, "source": src, "destination": dst, "object": {"size": size}})
-                    .to_string()
+            (true, Ok(v)) => {
+                let verified = match v {
+                    Verification::Verified(how) => json!(how),
+                    Verification::Unverified(_) | Verification::Off => json!(false),
+                };
+                json!({"operation": op, "success": true, "source": src, "destination": dst,
+                       "object": {"size": size}, "verified": verified})
+                .to_string()
             }
             (true, Err(e)) => {
                 json!({"operation": op, "success": false, "source": src, "destination": dst, "error": e.to_string()})
                     .to_string()
             }
-            (false, Ok(())) => format!("{op} {src} {dst}"),
+            (false, Ok(_)) => format!("{op} {src} {dst}"),
             (false, Err(e)) => {
                 err_out(&format!("ERROR \"{op} {src} {dst}\": {e}"));
                 return;

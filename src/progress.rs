@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::error::Error;
-use crate::transfer::Download;
+use crate::transfer::{Download, Outcome};
 
 /// What the engine tells whoever watches it.
 pub trait Reporter: Send + Sync {
     /// `n` more bytes are written to disk.
     fn bytes(&self, n: u64);
+    /// `n` bytes already reported were thrown away (a failed or restarted object).
+    fn discarded(&self, n: u64);
     /// An object is finished, committed or failed. Called once per object.
-    fn object_done(&self, job: &Download, result: &Result<(), Error>);
+    fn object_done(&self, job: &Download, outcome: &Outcome);
 }
 
 /// How progress is shown (`--progress`).
@@ -104,6 +105,13 @@ impl Progress {
         self.counters.bytes.fetch_add(n, Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.inc(n);
+        }
+    }
+
+    pub fn sub_bytes(&self, n: u64) {
+        self.counters.bytes.fetch_sub(n, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            b.set_position(b.position().saturating_sub(n));
         }
     }
 

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::error::StoreError;
+use crate::integrity::Stated;
 
 /// What a listing or HEAD tells about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct ObjectMeta {
     /// ETag as S3 returns it, without quotes.
     pub etag: Option<String>,
     pub last_modified: Option<SystemTime>,
+    /// The checksum the store states (HEAD only; listings do not carry values).
+    pub checksum: Option<Stated>,
 }
 
 /// One page of a ListObjectsV2 listing.
@@ -52,7 +55,11 @@ pub struct GetResponse {
     pub content_length: u64,
     /// Start of the returned range, as the server stated it (0 for a full body).
     pub range_start: u64,
+    /// Whether the server answered with a range (206) rather than the whole object.
+    pub partial: bool,
     pub etag: Option<String>,
+    /// The object's checksum; stores send it only with a full-object body.
+    pub checksum: Option<Stated>,
     pub body: BodyStream,
 }
 
@@ -68,7 +75,7 @@ pub trait ObjectStore: Send + Sync {
         token: Option<String>,
     ) -> Result<ListPage, StoreError>;
 
-    /// Metadata of one object (HEAD).
+    /// Metadata of one object (HEAD), with its checksum when the store keeps one.
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError>;
 
     /// Starts a GET; the body streams from the returned response.

@@ -16,9 +16,12 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{ProvideCredentials, Region};
+use aws_sdk_s3::config::{ProvideCredentials, Region, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::DateTime;
+use aws_sdk_s3::types::ChecksumMode;
+
+use crate::integrity::{Algorithm, Stated};
 
 use super::{GetRequest, GetResponse, ListPage, ObjectMeta, ObjectStore};
 use crate::error::{StoreError, StoreErrorKind};
@@ -51,6 +54,10 @@ impl S3Store {
     /// Builds a client. `bucket` is used to discover the region when none is set.
     pub async fn connect(settings: &S3Settings, bucket: Option<&str>) -> Result<S3Store, StoreError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            // s3load verifies bodies itself, also across ranged parts (see
+            // `integrity`); the SDK's own check would only cover whole-object GETs
+            // and compute every CRC a second time.
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .retry_config(RetryConfig::standard().with_max_attempts(settings.retry_count.saturating_add(1)))
             .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build());
         if let Some(p) = &settings.profile {
@@ -220,6 +227,28 @@ fn to_system_time(dt: Option<&DateTime>) -> Option<SystemTime> {
     dt.and_then(|d| SystemTime::try_from(*d).ok())
 }
 
+/// The strongest checksum a response states, fastest algorithm first.
+fn stated_checksum(
+    crc64nvme: Option<&str>,
+    crc32: Option<&str>,
+    crc32c: Option<&str>,
+    kind: Option<&aws_sdk_s3::types::ChecksumType>,
+) -> Option<Stated> {
+    let composite = matches!(kind, Some(aws_sdk_s3::types::ChecksumType::Composite));
+    Algorithm::ALL.into_iter().find_map(|a| {
+        let header = match a {
+            Algorithm::Crc64Nvme => crc64nvme,
+            Algorithm::Crc32 => crc32,
+            Algorithm::Crc32c => crc32c,
+        }?;
+        match Stated::parse(a, header)? {
+            // A COMPOSITE type without the `-N` suffix: the part count is unknown.
+            Stated::Full { .. } if composite => Some(Stated::Composite { algorithm: a, parts: 0 }),
+            s => Some(s),
+        }
+    })
+}
+
 /// Start offset from a `Content-Range: bytes a-b/total` header.
 fn content_range_start(v: &str) -> Option<u64> {
     v.strip_prefix("bytes ")?.split('-').next()?.parse().ok()
@@ -253,6 +282,7 @@ impl ObjectStore for S3Store {
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: o.e_tag().map(unquote),
                     last_modified: to_system_time(o.last_modified()),
+                    checksum: None,
                 })
             })
             .collect();
@@ -268,14 +298,22 @@ impl ObjectStore for S3Store {
             .head_object()
             .bucket(bucket)
             .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
             .map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
+        let checksum = stated_checksum(
+            out.checksum_crc64_nvme(),
+            out.checksum_crc32(),
+            out.checksum_crc32_c(),
+            out.checksum_type(),
+        );
         Ok(ObjectMeta {
             key: key.to_string(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: out.e_tag().map(unquote),
             last_modified: to_system_time(out.last_modified()),
+            checksum,
         })
     }
 
@@ -290,12 +328,24 @@ impl ObjectStore for S3Store {
         let out = op
             .customize()
             .config_override(aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()))
+            // Ask for the stored checksum without turning on the SDK's own
+            // validation (which `checksum_mode` would): s3load checks it itself.
+            .mutate_request(|r| {
+                r.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
+            })
             .send()
             .await
             .map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
         let content_length = out.content_length().unwrap_or(0).max(0) as u64;
+        let partial = out.content_range().is_some();
         let range_start = out.content_range().and_then(content_range_start).unwrap_or(0);
         let etag = out.e_tag().map(unquote);
+        let checksum = stated_checksum(
+            out.checksum_crc64_nvme(),
+            out.checksum_crc32(),
+            out.checksum_crc32_c(),
+            out.checksum_type(),
+        );
         let body = futures::stream::unfold(out.body, |mut bs| async move {
             let item = bs.next().await?;
             Some((
@@ -305,7 +355,7 @@ impl ObjectStore for S3Store {
                 bs,
             ))
         });
-        Ok(GetResponse { content_length, range_start, etag, body: Box::pin(body) })
+        Ok(GetResponse { content_length, range_start, partial, etag, checksum, body: Box::pin(body) })
     }
 
     async fn list_buckets(&self) -> Result<Vec<String>, StoreError> {

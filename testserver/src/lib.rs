@@ -7,9 +7,10 @@
 //!
 //! Tests drive the server through [`TestServer`]: seed objects with
 //! [`TestServer::store`], read what the client did from [`TestServer::log`], and
-//! emulate a network path with [`Shaping`]. The request path is a single function
-//! per operation in `service.rs`, which is where fault injection hooks in.
+//! emulate a network path with [`Shaping`], and make requests fail with
+//! [`TestServer::faults`] (see `faults.rs`).
 
+mod faults;
 mod service;
 mod shaping;
 mod store;
@@ -24,9 +25,10 @@ use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use faults::{Fault, Faults, Rule, When};
 pub use service::{RequestLog, RequestRecord};
 pub use shaping::Shaping;
-pub use store::{Store, StoredObject, generate_bytes};
+pub use store::{ChecksumAlgorithm, Store, StoredChecksum, StoredObject, generate_bytes};
 
 /// Access key the server accepts.
 pub const ACCESS_KEY: &str = "s3load-test-access-key";
@@ -48,6 +50,7 @@ pub struct TestServer {
     addr: SocketAddr,
     store: Arc<Store>,
     log: Arc<RequestLog>,
+    faults: Arc<Faults>,
     task: JoinHandle<()>,
 }
 
@@ -60,7 +63,9 @@ impl TestServer {
     pub async fn start_with(opts: Options) -> std::io::Result<Self> {
         let store = Arc::new(Store::default());
         let log = Arc::new(RequestLog::default());
-        let svc = service::Service { store: store.clone(), log: log.clone(), shaping: opts.shaping };
+        let faults = Arc::new(Faults::default());
+        let svc =
+            service::Service { store: store.clone(), log: log.clone(), shaping: opts.shaping, faults: faults.clone() };
         let mut builder = S3ServiceBuilder::new(svc);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let s3 = builder.build();
@@ -78,7 +83,7 @@ impl TestServer {
                 });
             }
         });
-        Ok(TestServer { addr, store, log, task })
+        Ok(TestServer { addr, store, log, faults, task })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -96,6 +101,11 @@ impl TestServer {
 
     pub fn log(&self) -> &Arc<RequestLog> {
         &self.log
+    }
+
+    /// Fault rules applied to the requests that follow.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     /// Environment for a client process: the server's credentials and region, and

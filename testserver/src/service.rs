@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use s3s::dto::*;
-use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
+use crate::faults::{Fault, Faults};
 use crate::shaping::{ShapedBody, Shaping};
-use crate::store::Store;
+use crate::store::{ChecksumAlgorithm, Store, StoredChecksum, StoredObject};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,7 @@ pub struct Service {
     pub(crate) store: Arc<Store>,
     pub(crate) log: Arc<RequestLog>,
     pub(crate) shaping: Shaping,
+    pub(crate) faults: Arc<Faults>,
 }
 
 const MAX_KEYS: usize = 1000;
@@ -80,6 +82,27 @@ impl Service {
         }
     }
 
+    /// Applies a fault that acts before the body: an error status or a delay.
+    /// Returns the fault if it is one the operation itself must apply.
+    async fn fault(&self, op: &str, key: &str) -> S3Result<Option<Fault>> {
+        match self.faults.take(op, key) {
+            None => Ok(None),
+            Some(Fault::Status { status, code }) => {
+                let mut e = S3Error::with_message(
+                    S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::InternalError),
+                    "injected fault",
+                );
+                e.set_status_code(http::StatusCode::from_u16(status).expect("valid status"));
+                Err(e)
+            }
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(None)
+            }
+            Some(f) => Ok(Some(f)),
+        }
+    }
+
     fn require_bucket(&self, bucket: &str) -> S3Result<()> {
         if self.store.bucket_exists(bucket) {
             Ok(())
@@ -91,6 +114,28 @@ impl Service {
 
 fn etag(v: &str) -> ETag {
     ETag::Strong(v.to_string())
+}
+
+fn checksum_enabled(mode: Option<&ChecksumMode>) -> bool {
+    mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"))
+}
+
+/// A checksum that does not match the body.
+fn wrong(c: StoredChecksum) -> StoredChecksum {
+    StoredChecksum { value: c.value ^ 1, ..c }
+}
+
+type ChecksumFields = (Option<String>, Option<String>, Option<String>, Option<ChecksumType>);
+
+/// The checksum response fields for a full-object checksum.
+fn checksum_headers(c: StoredChecksum) -> ChecksumFields {
+    let v = Some(c.to_base64());
+    let kind = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
+    match c.algorithm {
+        ChecksumAlgorithm::Crc64Nvme => (v, None, None, kind),
+        ChecksumAlgorithm::Crc32 => (None, v, None, kind),
+        ChecksumAlgorithm::Crc32c => (None, None, v, kind),
+    }
 }
 
 fn range_tuple(r: &Range) -> Option<(u64, Option<u64>)> {
@@ -138,6 +183,7 @@ impl S3 for Service {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         self.record("ListObjectsV2", &input.bucket, &prefix, None, None);
+        self.fault("ListObjectsV2", &prefix).await?;
         let max_keys = input.max_keys.map_or(MAX_KEYS, |m| (m.max(0) as usize).min(MAX_KEYS));
         let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
         // The continuation token is the last key or common prefix already returned.
@@ -215,17 +261,27 @@ impl S3 for Service {
         self.delay().await;
         let input = req.input;
         self.record("HeadObject", &input.bucket, &input.key, None, None);
+        let fault = self.fault("HeadObject", &input.key).await?;
         self.require_bucket(&input.bucket)?;
         let Some(obj) = self.store.get(&input.bucket, &input.key) else {
             return Err(s3_error!(NoSuchKey));
         };
-        Ok(S3Response::new(HeadObjectOutput {
+        let mut out = HeadObjectOutput {
             content_length: Some(obj.data.len() as i64),
             e_tag: Some(etag(&obj.etag)),
             last_modified: Some(obj.last_modified.into()),
             accept_ranges: Some("bytes".into()),
             ..Default::default()
-        }))
+        };
+        if checksum_enabled(input.checksum_mode.as_ref())
+            && let Some(c) = obj.checksum
+        {
+            let c = if matches!(fault, Some(Fault::WrongChecksum)) { wrong(c) } else { c };
+            let (crc64, crc32, crc32c, kind) = checksum_headers(c);
+            (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) =
+                (crc64, crc32, crc32c, kind);
+        }
+        Ok(S3Response::new(out))
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
@@ -239,7 +295,12 @@ impl S3 for Service {
             input.range.as_ref().and_then(range_tuple),
             if_match.clone(),
         );
+        let fault = self.fault("GetObject", &input.key).await?;
         self.require_bucket(&input.bucket)?;
+        if let Some(Fault::Replace(data)) = &fault {
+            let when = std::time::SystemTime::now();
+            self.store.put_object(&input.bucket, &input.key, StoredObject::new(data.clone(), when));
+        }
         let Some(obj) = self.store.get(&input.bucket, &input.key) else {
             return Err(s3_error!(NoSuchKey, "The specified key does not exist."));
         };
@@ -247,26 +308,42 @@ impl S3 for Service {
             return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
         }
         let total = obj.data.len() as u64;
-        let (body, content_range) = match &input.range {
+        let range = input.range.as_ref().filter(|_| !matches!(fault, Some(Fault::IgnoreRange)));
+        let (body, content_range) = match range {
             None => (obj.data.clone(), None),
             Some(r) => {
-                let rng =
+                let mut rng =
                     r.check(total).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+                if let Some(Fault::ShortRange(n)) = fault {
+                    rng.end = rng.end.min(rng.start + n);
+                }
                 let slice = obj.data.slice(rng.start as usize..rng.end as usize);
-                (slice, Some(format!("bytes {}-{}/{}", rng.start, rng.end - 1, total)))
+                (slice, Some(format!("bytes {}-{}/{}", rng.start, rng.end.max(rng.start + 1) - 1, total)))
             }
         };
         let len = body.len() as i64;
-        let stream = ShapedBody::new(body, &self.shaping, self.log.body_bytes.clone());
-        Ok(S3Response::new(GetObjectOutput {
+        let body_fault = fault.as_ref().and_then(Fault::body_fault);
+        let stream = ShapedBody::new(body, &self.shaping, self.log.body_bytes.clone(), body_fault);
+        let mut out = GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(len),
-            content_range,
+            content_range: content_range.clone(),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&obj.etag)),
             last_modified: Some(obj.last_modified.into()),
             ..Default::default()
-        }))
+        };
+        // Like S3: the full-object checksum only comes with a full-object body.
+        if content_range.is_none()
+            && checksum_enabled(input.checksum_mode.as_ref())
+            && let Some(c) = obj.checksum
+        {
+            let c = if matches!(fault, Some(Fault::WrongChecksum)) { wrong(c) } else { c };
+            let (crc64, crc32, crc32c, kind) = checksum_headers(c);
+            (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) =
+                (crc64, crc32, crc32c, kind);
+        }
+        Ok(S3Response::new(out))
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
+use crate::faults::BodyFault;
+
 /// Network emulation settings; the default is an unshaped loopback.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Shaping {
@@ -30,7 +32,8 @@ const UNSHAPED_CHUNK: usize = 1 << 20;
 const SHAPED_CHUNK: usize = 64 << 10;
 
 /// A body that yields `data` in slices, pacing them when a rate cap is set, and
-/// adds every byte it yields to `counter`.
+/// adds every byte it yields to `counter`. An injected [`BodyFault`] cuts, ends,
+/// stalls or corrupts it at a chosen offset.
 pub struct ShapedBody {
     data: Bytes,
     pos: usize,
@@ -39,12 +42,30 @@ pub struct ShapedBody {
     started: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
     counter: Arc<AtomicU64>,
+    fault: Option<BodyFault>,
 }
 
 impl ShapedBody {
-    pub fn new(data: Bytes, shaping: &Shaping, counter: Arc<AtomicU64>) -> Self {
+    pub fn new(data: Bytes, shaping: &Shaping, counter: Arc<AtomicU64>, fault: Option<BodyFault>) -> Self {
         let chunk = if shaping.rate_per_connection.is_some() { SHAPED_CHUNK } else { UNSHAPED_CHUNK };
-        ShapedBody { data, pos: 0, chunk, rate: shaping.rate_per_connection, started: None, sleep: None, counter }
+        ShapedBody {
+            data,
+            pos: 0,
+            chunk,
+            rate: shaping.rate_per_connection,
+            started: None,
+            sleep: None,
+            counter,
+            fault,
+        }
+    }
+
+    /// Where the body stops being served normally, if a fault stops it.
+    fn stop_at(&self) -> Option<usize> {
+        match self.fault? {
+            BodyFault::Cut(n) | BodyFault::End(n) | BodyFault::Stall(n) => Some(n as usize),
+            BodyFault::Flip(_) => None,
+        }
     }
 }
 
@@ -53,8 +74,16 @@ impl Stream for ShapedBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.pos >= this.data.len() {
-            return Poll::Ready(None);
+        let stop = this.stop_at().unwrap_or(usize::MAX).min(this.data.len());
+        if this.pos >= stop {
+            return match this.fault {
+                Some(BodyFault::Cut(_)) if stop < this.data.len() => {
+                    Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected cut"))))
+                }
+                // Never woken: the connection stays open and silent until the client gives up.
+                Some(BodyFault::Stall(_)) if stop < this.data.len() => Poll::Pending,
+                _ => Poll::Ready(None),
+            };
         }
         if let Some(sleep) = this.sleep.as_mut() {
             if sleep.as_mut().poll(cx).is_pending() {
@@ -74,8 +103,15 @@ impl Stream for ShapedBody {
                 }
             }
         }
-        let end = (this.pos + this.chunk).min(this.data.len());
-        let out = this.data.slice(this.pos..end);
+        let end = (this.pos + this.chunk).min(stop);
+        let mut out = this.data.slice(this.pos..end);
+        if let Some(BodyFault::Flip(at)) = this.fault
+            && (this.pos..end).contains(&(at as usize))
+        {
+            let mut v = out.to_vec();
+            v[at as usize - this.pos] ^= 0xff;
+            out = Bytes::from(v);
+        }
         this.pos = end;
         this.counter.fetch_add(out.len() as u64, Ordering::Relaxed);
         Poll::Ready(Some(Ok(out)))

@@ -3,14 +3,63 @@
 //! Objects are kept as [`Bytes`] so that a ranged GET is a zero-copy slice: serving
 //! a range costs time proportional to the range, not to the object (unlike `s3s-fs`,
 //! which re-hashes the whole file on every request). The ETag (MD5 of the body, as
-//! S3 computes it for a single-part upload) is computed once, when the object is put.
+//! S3 computes it for a single-part upload) and the full-object checksum (CRC64NVME
+//! by default, as S3 adds to every new object) are computed once, when the object is put.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use bytes::Bytes;
+use crc_fast::CrcAlgorithm;
 use md5::{Digest, Md5};
+
+/// Full-object checksum algorithms the server can store, as S3 names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumAlgorithm {
+    Crc64Nvme,
+    Crc32,
+    Crc32c,
+}
+
+impl ChecksumAlgorithm {
+    fn crc(self) -> CrcAlgorithm {
+        match self {
+            ChecksumAlgorithm::Crc64Nvme => CrcAlgorithm::Crc64Nvme,
+            ChecksumAlgorithm::Crc32 => CrcAlgorithm::Crc32IsoHdlc,
+            ChecksumAlgorithm::Crc32c => CrcAlgorithm::Crc32Iscsi,
+        }
+    }
+
+    /// Width of the checksum in bytes.
+    fn width(self) -> usize {
+        match self {
+            ChecksumAlgorithm::Crc64Nvme => 8,
+            ChecksumAlgorithm::Crc32 | ChecksumAlgorithm::Crc32c => 4,
+        }
+    }
+}
+
+/// A full-object checksum, computed once when the object is put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredChecksum {
+    pub algorithm: ChecksumAlgorithm,
+    pub value: u64,
+}
+
+impl StoredChecksum {
+    pub fn compute(algorithm: ChecksumAlgorithm, data: &[u8]) -> StoredChecksum {
+        StoredChecksum { algorithm, value: crc_fast::checksum(algorithm.crc(), data) }
+    }
+
+    /// The value as S3 sends it: base64 of the big-endian bytes.
+    pub fn to_base64(self) -> String {
+        let be = self.value.to_be_bytes();
+        BASE64_STANDARD.encode(&be[8 - self.algorithm.width()..])
+    }
+}
 
 /// One stored object.
 #[derive(Debug, Clone)]
@@ -19,12 +68,21 @@ pub struct StoredObject {
     /// ETag without quotes.
     pub etag: String,
     pub last_modified: SystemTime,
+    /// `None` for objects stored before S3 kept checksums (only the MD5 ETag).
+    pub checksum: Option<StoredChecksum>,
 }
 
 impl StoredObject {
+    /// An object as S3 stores a single-part upload today: MD5 ETag and a
+    /// full-object CRC64NVME.
     pub fn new(data: Bytes, last_modified: SystemTime) -> Self {
+        Self::with_checksum(data, last_modified, Some(ChecksumAlgorithm::Crc64Nvme))
+    }
+
+    pub fn with_checksum(data: Bytes, last_modified: SystemTime, algorithm: Option<ChecksumAlgorithm>) -> Self {
         let etag = hex::encode(Md5::digest(&data));
-        StoredObject { data, etag, last_modified }
+        let checksum = algorithm.map(|a| StoredChecksum::compute(a, &data));
+        StoredObject { data, etag, last_modified, checksum }
     }
 }
 
@@ -56,7 +114,12 @@ impl Store {
 
     /// Stores an object with a chosen LastModified.
     pub fn put_at(&self, bucket: &str, key: &str, data: impl Into<Bytes>, when: SystemTime) -> Arc<StoredObject> {
-        let obj = Arc::new(StoredObject::new(data.into(), when));
+        self.put_object(bucket, key, StoredObject::new(data.into(), when))
+    }
+
+    /// Stores a prepared object (chosen checksum, or none).
+    pub fn put_object(&self, bucket: &str, key: &str, obj: StoredObject) -> Arc<StoredObject> {
+        let obj = Arc::new(obj);
         self.buckets.write().unwrap().entry(bucket.to_string()).or_default().insert(key.to_string(), obj.clone());
         obj
     }

@@ -1,0 +1,193 @@
+//! Checksums: what the store states about an object, and computing the same value
+//! from parallel parts without reading the file a second time.
+//!
+//! S3 keeps one *full-object* checksum per object (CRC64NVME on every object
+//! uploaded since late 2024, or CRC32/CRC32C when the uploader chose them), or a
+//! *composite* one for multipart uploads (`<value>-<parts>`, a checksum of the
+//! part checksums). A full-object CRC can be verified from ranged GETs of any
+//! size: each part's CRC is computed while its bytes stream in, and the part CRCs
+//! are combined in order (CRC combination is linear algebra over GF(2): `crc-fast`,
+//! the crate the AWS SDK itself uses, provides it). So verification costs one CRC
+//! pass over bytes already in cache, never a re-read.
+
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
+use crc_fast::CrcAlgorithm;
+
+/// Checksum algorithms s3load can verify a full object with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Crc64Nvme,
+    Crc32,
+    Crc32c,
+}
+
+impl Algorithm {
+    /// Fastest first: the order in which a response's checksum headers are read.
+    pub const ALL: [Algorithm; 3] = [Algorithm::Crc64Nvme, Algorithm::Crc32c, Algorithm::Crc32];
+
+    fn crc(self) -> CrcAlgorithm {
+        match self {
+            Algorithm::Crc64Nvme => CrcAlgorithm::Crc64Nvme,
+            Algorithm::Crc32 => CrcAlgorithm::Crc32IsoHdlc,
+            Algorithm::Crc32c => CrcAlgorithm::Crc32Iscsi,
+        }
+    }
+
+    fn width(self) -> usize {
+        match self {
+            Algorithm::Crc64Nvme => 8,
+            Algorithm::Crc32 | Algorithm::Crc32c => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Crc64Nvme => "CRC64NVME",
+            Algorithm::Crc32 => "CRC32",
+            Algorithm::Crc32c => "CRC32C",
+        }
+    }
+}
+
+/// A checksum the store states for a whole object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stated {
+    /// Full-object CRC: verifiable from any split into parts.
+    Full { algorithm: Algorithm, value: u64 },
+    /// Checksum of the part checksums of a multipart upload with this many parts.
+    Composite { algorithm: Algorithm, parts: u32 },
+}
+
+impl Stated {
+    /// Parses a checksum header value (`base64`, or `base64-N` for composite).
+    pub fn parse(algorithm: Algorithm, header: &str) -> Option<Stated> {
+        if let Some((_, parts)) = header.rsplit_once('-') {
+            return Some(Stated::Composite { algorithm, parts: parts.parse().ok()? });
+        }
+        let raw = BASE64_STANDARD.decode(header.trim()).ok()?;
+        if raw.len() != algorithm.width() {
+            return None;
+        }
+        let value = raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        Some(Stated::Full { algorithm, value })
+    }
+
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            Stated::Full { algorithm, .. } | Stated::Composite { algorithm, .. } => algorithm,
+        }
+    }
+}
+
+/// Running CRC of one part's bytes, in order.
+#[derive(Clone)]
+pub struct PartDigest {
+    digest: crc_fast::Digest,
+    len: u64,
+}
+
+impl PartDigest {
+    pub fn new(algorithm: Algorithm) -> PartDigest {
+        PartDigest { digest: crc_fast::Digest::new(algorithm.crc()), len: 0 }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.digest.update(data);
+        self.len += data.len() as u64;
+    }
+
+    pub fn finish(&self) -> PartCrc {
+        PartCrc { crc: self.digest.finalize(), len: self.len }
+    }
+}
+
+/// The CRC of one part and how many bytes it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartCrc {
+    pub crc: u64,
+    pub len: u64,
+}
+
+/// The CRC of the concatenation of `parts`, in order.
+pub fn combine(algorithm: Algorithm, parts: &[PartCrc]) -> u64 {
+    let mut iter = parts.iter();
+    let Some(first) = iter.next() else {
+        return crc_fast::checksum(algorithm.crc(), b"");
+    };
+    iter.fold(first.crc, |acc, p| crc_fast::checksum_combine(algorithm.crc(), acc, p.crc, p.len))
+}
+
+/// Formats a value the way S3 sends it, for messages.
+pub fn to_base64(algorithm: Algorithm, value: u64) -> String {
+    BASE64_STANDARD.encode(&value.to_be_bytes()[8 - algorithm.width()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+    }
+
+    #[test]
+    fn combined_part_crcs_equal_the_whole_buffer_crc() {
+        let big = data(1_000_003);
+        for algorithm in Algorithm::ALL {
+            // Tiny parts on a short buffer (each combine costs a few microseconds).
+            for (buf, part) in [
+                (&big[..2_001], 1usize),
+                (&big[..20_011], 7),
+                (&big[..], 4096),
+                (&big[..], 333_333),
+                (&big[..], 1_000_003),
+            ] {
+                let whole = crc_fast::checksum(algorithm.crc(), buf);
+                let parts: Vec<PartCrc> = buf
+                    .chunks(part)
+                    .map(|c| {
+                        let mut d = PartDigest::new(algorithm);
+                        // Feed in uneven pieces, as a body arrives.
+                        for piece in c.chunks(1000) {
+                            d.update(piece);
+                        }
+                        d.finish()
+                    })
+                    .collect();
+                assert_eq!(combine(algorithm, &parts), whole, "{algorithm:?} split every {part}");
+            }
+        }
+    }
+
+    #[test]
+    fn known_values_match_what_s3_states() {
+        // CRC64NVME("123456789") = 0xAE8B14860A799888, CRC32 = 0xCBF43926, CRC32C = 0xE3069283.
+        let parts = |a| {
+            [PartDigest::new(a)].map(|mut d| {
+                d.update(b"123456789");
+                d.finish()
+            })
+        };
+        assert_eq!(combine(Algorithm::Crc64Nvme, &parts(Algorithm::Crc64Nvme)), 0xAE8B_1486_0A79_9888);
+        assert_eq!(combine(Algorithm::Crc32, &parts(Algorithm::Crc32)), 0xCBF4_3926);
+        assert_eq!(combine(Algorithm::Crc32c, &parts(Algorithm::Crc32c)), 0xE306_9283);
+        assert_eq!(combine(Algorithm::Crc32, &[]), 0);
+    }
+
+    #[test]
+    fn headers_parse_into_full_or_composite() {
+        let v = to_base64(Algorithm::Crc32c, 0xE306_9283);
+        assert_eq!(
+            Stated::parse(Algorithm::Crc32c, &v),
+            Some(Stated::Full { algorithm: Algorithm::Crc32c, value: 0xE306_9283 })
+        );
+        assert_eq!(
+            Stated::parse(Algorithm::Crc32, "7Yy4SQ==-12"),
+            Some(Stated::Composite { algorithm: Algorithm::Crc32, parts: 12 })
+        );
+        // Wrong width for the algorithm, or not base64: not a checksum we can use.
+        assert_eq!(Stated::parse(Algorithm::Crc64Nvme, &v), None);
+        assert_eq!(Stated::parse(Algorithm::Crc32, "!!"), None);
+    }
+}

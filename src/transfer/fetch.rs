@@ -1,0 +1,220 @@
+//! Fetching one part: GET attempts, body streaming into positional writes, the
+//! part's running CRC, stall detection, and retries that resume where a body broke.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::retry::{Class, Decision, classify};
+use super::round::{FileState, Round};
+use super::writer::TempFile;
+use super::{KnownChecksum, VerifyMode};
+use crate::error::{Error, StoreError, StoreErrorKind};
+use crate::integrity::{PartCrc, PartDigest, Stated};
+use crate::store::GetRequest;
+
+/// Fetches `range` of the object into `tmp`, retrying as the policy allows.
+/// Returns the part's CRC when the store states a full-object checksum.
+pub(super) async fn fetch_range(
+    round: &Round,
+    file: &FileState,
+    range: Range<u64>,
+    tmp: &Arc<TempFile>,
+    buf: &mut Vec<u8>,
+) -> Result<Option<PartCrc>, Error> {
+    let env = &round.env;
+    let job = &file.job;
+    let mut retries = env.policy.part();
+    let mut attempt =
+        Attempt { start: range.start, offset: range.start, end: range.end, whole: file.parts.len() == 1, digest: None };
+    loop {
+        let err = match fetch_once(round, file, &mut attempt, tmp, buf).await {
+            Ok(()) => return Ok(attempt.digest.map(|d| d.finish())),
+            Err(e) => e,
+        };
+        if classify(&err) == Class::Throttled
+            && let Some(limit) = env.limiter.throttled()
+        {
+            tracing::warn!(limit, "the store is throttling requests; lowering concurrency");
+        }
+        match env.policy.decide(&err, &mut retries) {
+            Decision::Retry(delay) => {
+                tracing::warn!(object = %job.source_url(), offset = attempt.offset, attempt = retries.attempts, ?delay, error = %err, "retrying part");
+                tokio::time::sleep(delay).await;
+            }
+            Decision::GiveUp if matches!(classify(&err), Class::Transient | Class::Throttled) => {
+                let why = if env.policy.exhausted() {
+                    "the run's retry budget is spent: the store or network is failing persistently"
+                } else {
+                    "raise --retry-count to try longer"
+                };
+                return Err(Error::Refused(format!("{err} (gave up after {} attempts; {why})", retries.attempts)));
+            }
+            Decision::GiveUp => return Err(err),
+        }
+    }
+}
+
+/// Progress of one part across attempts.
+struct Attempt {
+    start: u64,
+    /// First byte not yet written.
+    offset: u64,
+    end: u64,
+    /// The object is fetched in this one part (a plain GET when from byte 0).
+    whole: bool,
+    /// CRC of the bytes `start..offset`, once the checksum is known.
+    digest: Option<PartDigest>,
+}
+
+fn stalled(round: &Round) -> StoreError {
+    let secs = round.env.cfg.stall_timeout.as_secs_f64();
+    StoreError::new(StoreErrorKind::Network, format!("no data for {secs:.0} s (stalled connection)"))
+}
+
+/// One GET of `offset..end`. On failure `a.offset` is where to resume: bytes
+/// received before a break are written (and hashed) first, so they are not fetched again.
+async fn fetch_once(
+    round: &Round,
+    file: &FileState,
+    a: &mut Attempt,
+    tmp: &Arc<TempFile>,
+    buf: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let env = &round.env;
+    let job = &file.job;
+    let (offset, end) = (a.offset, a.end);
+    let ranged = !(a.whole && offset == 0);
+    let req = GetRequest {
+        bucket: job.bucket.clone(),
+        key: job.key.clone(),
+        range: ranged.then_some(offset..end),
+        if_match: job.etag.clone(),
+    };
+    let ctx = || format!("{} bytes {}-{}", job.source_url(), offset, end.saturating_sub(1));
+    let stall = env.cfg.stall_timeout;
+    let _permit = env.limiter.acquire().await;
+    let resp = match tokio::time::timeout(stall, env.store.get(&req)).await {
+        Err(_) => return Err(Error::store(ctx(), stalled(round))),
+        Ok(r) => r.map_err(|e| Error::store(ctx(), e))?,
+    };
+    let expected = end - offset;
+    let start = if resp.partial { resp.range_start } else { 0 };
+    if resp.content_length != expected || start != offset {
+        let msg = if ranged && !resp.partial && offset > 0 {
+            format!(
+                "{}: the server ignored the Range header and sent the whole object; s3load needs ranged GETs (try a larger --part-size, or an endpoint that supports Range)",
+                ctx()
+            )
+        } else {
+            format!(
+                "{}: the server sent {} bytes from offset {} where {} bytes from offset {} were asked for",
+                job.source_url(),
+                resp.content_length,
+                start,
+                expected,
+                offset
+            )
+        };
+        return Err(Error::Integrity(msg));
+    }
+    if !ranged {
+        *file.stated.lock().unwrap() = resp.checksum.into();
+    }
+    if a.digest.is_none()
+        && offset == a.start
+        && env.cfg.verify != VerifyMode::Off
+        && let KnownChecksum::Stated(Stated::Full { algorithm, .. }) = *file.stated.lock().unwrap()
+    {
+        a.digest = Some(PartDigest::new(algorithm));
+    }
+
+    let mut body = resp.body;
+    let mut received = 0u64;
+    buf.clear();
+    let result = loop {
+        let chunk = match tokio::time::timeout(stall, body.next()).await {
+            Err(_) => break Err(Error::store(ctx(), stalled(round))),
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => break Err(Error::store(ctx(), e)),
+            Ok(Some(Ok(bytes))) => bytes,
+        };
+        received += chunk.len() as u64;
+        if received > expected {
+            let msg = format!("{}: body is longer than the {} bytes promised", ctx(), expected);
+            break Err(Error::Integrity(msg));
+        }
+        if let Some(d) = a.digest.as_mut() {
+            d.update(&chunk);
+        }
+        // Never grow the buffer past its capacity: a Vec that overflows doubles,
+        // and 32 doubled buffers were most of the peak RSS.
+        if buf.len() + chunk.len() > env.cfg.buffer_size {
+            flush(round, file, tmp, buf, &mut a.offset).await?;
+        }
+        if chunk.len() >= env.cfg.buffer_size {
+            write_direct(round, file, tmp, chunk, &mut a.offset).await?;
+        } else {
+            buf.extend_from_slice(&chunk);
+        }
+    };
+    // What arrived before a break is kept: the next attempt starts after it.
+    flush(round, file, tmp, buf, &mut a.offset).await?;
+    result?;
+    if received < expected {
+        let e = StoreError::new(StoreErrorKind::Network, format!("body ended after {received} of {expected} bytes"));
+        return Err(Error::store(ctx(), e));
+    }
+    env.limiter.succeeded();
+    Ok(())
+}
+
+/// Writes the buffered bytes at `pos` and advances it. The buffer travels to
+/// the blocking pool and back, so it is never copied or reallocated.
+async fn flush(
+    round: &Round,
+    file: &FileState,
+    tmp: &Arc<TempFile>,
+    buf: &mut Vec<u8>,
+    pos: &mut u64,
+) -> Result<(), Error> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let (data, at, t) = (std::mem::take(buf), *pos, tmp.clone());
+    let (data, result) = round
+        .env
+        .blocking_io(move || {
+            let r = t.write_at(&data, at);
+            (data, r)
+        })
+        .await;
+    *buf = data;
+    result?;
+    advance(round, file, pos, buf.len() as u64);
+    buf.clear();
+    Ok(())
+}
+
+/// Writes a chunk too large to buffer straight from the body at `pos`.
+async fn write_direct(
+    round: &Round,
+    file: &FileState,
+    tmp: &Arc<TempFile>,
+    data: Bytes,
+    pos: &mut u64,
+) -> Result<(), Error> {
+    let (at, len, t) = (*pos, data.len() as u64, tmp.clone());
+    round.env.blocking_io(move || t.write_at(&data, at)).await?;
+    advance(round, file, pos, len);
+    Ok(())
+}
+
+fn advance(round: &Round, file: &FileState, pos: &mut u64, n: u64) {
+    *pos += n;
+    file.written.fetch_add(n, Ordering::Relaxed);
+    round.env.reporter.bytes(n);
+}

@@ -1,0 +1,175 @@
+//! The retry policy: the one place that decides what a failed request leads to.
+//!
+//! Every failure of a part is classified once ([`classify`]):
+//!
+//! | class | examples | what happens |
+//! |---|---|---|
+//! | transient | 500, connection reset, short body, stall | same range again from the first byte not yet written, after a backoff |
+//! | throttled | 503 SlowDown, 429 | the same, and the request limiter lowers concurrency |
+//! | object changed | 412 on `If-Match` | the whole object restarts with its new identity |
+//! | corrupt | checksum mismatch | the whole object restarts (the bad part cannot be told apart) |
+//! | fatal | 403, 404, 416, local I/O, a server that ignores `Range` | the object fails now |
+//!
+//! Backoff is exponential from 100 ms to 20 s with full jitter (`backon`), so parts
+//! that fail together do not come back together. Each part may retry
+//! `retry_count` times, and the whole run shares a budget so that a storm (every
+//! request failing) ends in a clean failure instead of running for hours.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+use crate::error::{Error, StoreErrorKind};
+
+/// What kind of failure an error is, as far as retrying goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Transient,
+    Throttled,
+    ObjectChanged,
+    Corrupt,
+    Fatal,
+}
+
+pub fn classify(err: &Error) -> Class {
+    match err {
+        Error::Store { source, .. } => match source.kind {
+            StoreErrorKind::Throttled => Class::Throttled,
+            StoreErrorKind::ServerError | StoreErrorKind::Network => Class::Transient,
+            StoreErrorKind::PreconditionFailed => Class::ObjectChanged,
+            StoreErrorKind::NoSuchBucket
+            | StoreErrorKind::NoSuchKey
+            | StoreErrorKind::AccessDenied
+            | StoreErrorKind::InvalidRange
+            | StoreErrorKind::Credentials
+            | StoreErrorKind::Other => Class::Fatal,
+        },
+        Error::Mismatch(_) => Class::Corrupt,
+        Error::Usage(_) | Error::Io { .. } | Error::Refused(_) | Error::Integrity(_) | Error::Unverified(_) => {
+            Class::Fatal
+        }
+    }
+}
+
+/// Whether the whole object should be fetched again (with a fresh identity).
+pub fn restarts_object(err: &Error) -> bool {
+    matches!(classify(err), Class::ObjectChanged | Class::Corrupt)
+}
+
+/// What to do after a failed attempt of one part.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Try the part again after this delay.
+    Retry(Duration),
+    /// Give up on the part; the error says why.
+    GiveUp,
+}
+
+/// Retry limits shared by every part of a run.
+#[derive(Debug)]
+pub struct RetryPolicy {
+    per_part: u32,
+    /// Retries left for the whole run.
+    budget: AtomicU64,
+}
+
+/// Backoff bounds: short enough that a blip costs little, long enough that a
+/// throttled endpoint gets real relief.
+const MIN_DELAY: Duration = Duration::from_millis(100);
+const MAX_DELAY: Duration = Duration::from_secs(20);
+
+impl RetryPolicy {
+    pub fn new(per_part: u32, budget: u64) -> RetryPolicy {
+        RetryPolicy { per_part, budget: AtomicU64::new(budget) }
+    }
+
+    /// A fresh retry state for one part.
+    pub fn part(&self) -> PartRetries {
+        let delays = ExponentialBuilder::default()
+            .with_min_delay(MIN_DELAY)
+            .with_max_delay(MAX_DELAY)
+            .with_jitter()
+            .with_max_times(self.per_part as usize)
+            .build();
+        PartRetries { delays: Box::new(delays), attempts: 1 }
+    }
+
+    /// Decides after a failed attempt. Transient and throttling failures retry
+    /// while both the part's and the run's allowance last.
+    pub fn decide(&self, err: &Error, part: &mut PartRetries) -> Decision {
+        if !matches!(classify(err), Class::Transient | Class::Throttled) {
+            return Decision::GiveUp;
+        }
+        let Some(delay) = part.delays.next() else { return Decision::GiveUp };
+        let took = self.budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1)).is_ok();
+        if !took {
+            return Decision::GiveUp;
+        }
+        part.attempts += 1;
+        Decision::Retry(delay)
+    }
+
+    /// Whether the run's retry budget is spent.
+    pub fn exhausted(&self) -> bool {
+        self.budget.load(Ordering::Acquire) == 0
+    }
+}
+
+/// Retry state of one part.
+pub struct PartRetries {
+    delays: Box<dyn Iterator<Item = Duration> + Send>,
+    /// Attempts made so far, counting the first.
+    pub attempts: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::StoreError;
+
+    fn store_err(kind: StoreErrorKind) -> Error {
+        Error::store("s3://b/k", StoreError::new(kind, "x"))
+    }
+
+    #[test]
+    fn errors_are_classified_by_what_retrying_can_fix() {
+        assert_eq!(classify(&store_err(StoreErrorKind::Throttled)), Class::Throttled);
+        assert_eq!(classify(&store_err(StoreErrorKind::Network)), Class::Transient);
+        assert_eq!(classify(&store_err(StoreErrorKind::ServerError)), Class::Transient);
+        assert_eq!(classify(&store_err(StoreErrorKind::PreconditionFailed)), Class::ObjectChanged);
+        assert_eq!(classify(&Error::Mismatch("x".into())), Class::Corrupt);
+        for fatal in [StoreErrorKind::AccessDenied, StoreErrorKind::NoSuchKey, StoreErrorKind::InvalidRange] {
+            assert_eq!(classify(&store_err(fatal)), Class::Fatal);
+        }
+        let io = Error::io("/x", "writing", std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(classify(&io), Class::Fatal);
+        assert!(restarts_object(&store_err(StoreErrorKind::PreconditionFailed)));
+        assert!(!restarts_object(&store_err(StoreErrorKind::Network)));
+    }
+
+    #[test]
+    fn a_part_retries_at_most_retry_count_times_with_bounded_jittered_delays() {
+        let policy = RetryPolicy::new(3, 100);
+        let mut part = policy.part();
+        let err = store_err(StoreErrorKind::Network);
+        for _ in 0..3 {
+            match policy.decide(&err, &mut part) {
+                Decision::Retry(d) => assert!(d <= MAX_DELAY * 2, "{d:?}"),
+                Decision::GiveUp => panic!("gave up early"),
+            }
+        }
+        assert_eq!(policy.decide(&err, &mut part), Decision::GiveUp);
+        assert_eq!(part.attempts, 4);
+        assert_eq!(policy.decide(&store_err(StoreErrorKind::AccessDenied), &mut policy.part()), Decision::GiveUp);
+    }
+
+    #[test]
+    fn the_run_budget_stops_a_storm() {
+        let policy = RetryPolicy::new(10, 5);
+        let err = store_err(StoreErrorKind::Throttled);
+        let retried = (0..10).filter(|_| matches!(policy.decide(&err, &mut policy.part()), Decision::Retry(_))).count();
+        assert_eq!(retried, 5);
+        assert!(policy.exhausted());
+    }
+}

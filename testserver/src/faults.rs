@@ -1,0 +1,175 @@
+//! Fault injection, driven per test.
+//!
+//! A test adds [`Rule`]s to the server's [`Faults`]: which requests a rule applies
+//! to (operation, optionally key, and which of the matching requests: the Nth,
+//! the first K, every one) and what goes wrong ([`Fault`]). Each request takes the
+//! first rule that fires for it. Rules count the requests they matched, so a test
+//! can also read how often the client came back.
+//!
+//! Failures before the body (an error status, a swapped object, a wrong header)
+//! are applied by the operation in `service.rs`; failures inside the body (a cut,
+//! a stall, a flipped byte) by the body stream in `shaping.rs`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// What goes wrong with one request.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this HTTP status and S3 error code (e.g. 503 `SlowDown`,
+    /// 500 `InternalError`, 403 `AccessDenied`, 404 `NoSuchKey`).
+    Status { status: u16, code: &'static str },
+    /// Send this many body bytes, then fail the body: the connection is reset.
+    CutAfter(u64),
+    /// Send this many body bytes, then end the body early (fewer bytes than the
+    /// Content-Length promised).
+    EndAfter(u64),
+    /// Send this many body bytes, then send nothing more, ever.
+    StallAfter(u64),
+    /// Wait this long before answering at all.
+    Delay(Duration),
+    /// Invert the byte at this offset of the body (counted from the body's start).
+    FlipByte(u64),
+    /// Answer a ranged GET with the whole object and status 200.
+    IgnoreRange,
+    /// Answer a ranged GET with only the first N bytes of the range, saying so
+    /// honestly in Content-Length and Content-Range.
+    ShortRange(u64),
+    /// Replace the object with these bytes just before serving this request.
+    Replace(Bytes),
+    /// Report a checksum header whose value is wrong (the body is intact).
+    WrongChecksum,
+}
+
+/// Which of the matching requests a rule fires on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Only the Nth matching request (1-based).
+    Nth(u64),
+    /// The first N matching requests.
+    First(u64),
+    /// Every matching request.
+    Always,
+}
+
+/// One fault rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Operation name as in the request log (`GetObject`, `ListObjectsV2`, ...).
+    pub op: &'static str,
+    /// Only requests for this key (any key when `None`).
+    pub key: Option<String>,
+    pub when: When,
+    pub fault: Fault,
+}
+
+impl Rule {
+    pub fn new(op: &'static str, when: When, fault: Fault) -> Rule {
+        Rule { op, key: None, when, fault }
+    }
+
+    pub fn for_key(mut self, key: impl Into<String>) -> Rule {
+        self.key = Some(key.into());
+        self
+    }
+}
+
+#[derive(Debug)]
+struct Armed {
+    rule: Rule,
+    seen: u64,
+    fired: u64,
+}
+
+/// The server's fault rules; empty by default (no faults).
+#[derive(Debug, Default)]
+pub struct Faults {
+    rules: Mutex<Vec<Armed>>,
+}
+
+impl Faults {
+    /// Adds a rule; returns its index for [`fired`](Self::fired).
+    pub fn add(&self, rule: Rule) -> usize {
+        let mut rules = self.rules.lock().unwrap();
+        rules.push(Armed { rule, seen: 0, fired: 0 });
+        rules.len() - 1
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.rules.lock().unwrap().clear();
+    }
+
+    /// How many requests rule `i` has failed so far.
+    pub fn fired(&self, i: usize) -> u64 {
+        self.rules.lock().unwrap().get(i).map_or(0, |a| a.fired)
+    }
+
+    /// The fault for this request, if a rule fires. Every matching rule counts the
+    /// request; the first that fires wins.
+    pub(crate) fn take(&self, op: &str, key: &str) -> Option<Fault> {
+        let mut rules = self.rules.lock().unwrap();
+        let mut out = None;
+        for a in rules.iter_mut() {
+            if a.rule.op != op || a.rule.key.as_deref().is_some_and(|k| k != key) {
+                continue;
+            }
+            a.seen += 1;
+            let fire = match a.rule.when {
+                When::Nth(n) => a.seen == n,
+                When::First(n) => a.seen <= n,
+                When::Always => true,
+            };
+            if fire && out.is_none() {
+                a.fired += 1;
+                out = Some(a.rule.fault.clone());
+            }
+        }
+        out
+    }
+}
+
+/// A fault that acts inside a response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    Cut(u64),
+    End(u64),
+    Stall(u64),
+    Flip(u64),
+}
+
+impl Fault {
+    pub(crate) fn body_fault(&self) -> Option<BodyFault> {
+        match *self {
+            Fault::CutAfter(n) => Some(BodyFault::Cut(n)),
+            Fault::EndAfter(n) => Some(BodyFault::End(n)),
+            Fault::StallAfter(n) => Some(BodyFault::Stall(n)),
+            Fault::FlipByte(n) => Some(BodyFault::Flip(n)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_fire_on_the_requests_they_name() {
+        let f = Faults::default();
+        let nth = f.add(Rule::new("GetObject", When::Nth(2), Fault::CutAfter(1)));
+        let first = f.add(Rule::new("ListObjectsV2", When::First(2), Fault::IgnoreRange));
+        let keyed = f.add(Rule::new("HeadObject", When::Always, Fault::WrongChecksum).for_key("k"));
+        assert!(f.take("GetObject", "a").is_none());
+        assert!(matches!(f.take("GetObject", "a"), Some(Fault::CutAfter(1))));
+        assert!(f.take("GetObject", "a").is_none());
+        assert!(f.take("ListObjectsV2", "").is_some());
+        assert!(f.take("ListObjectsV2", "").is_some());
+        assert!(f.take("ListObjectsV2", "").is_none());
+        assert!(f.take("HeadObject", "other").is_none());
+        assert!(f.take("HeadObject", "k").is_some());
+        assert_eq!((f.fired(nth), f.fired(first), f.fired(keyed)), (1, 2, 1));
+    }
+}
