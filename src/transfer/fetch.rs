@@ -104,7 +104,7 @@ async fn fetch_once(
     let expected = end - offset;
     let start = if resp.partial { resp.range_start } else { 0 };
     if resp.content_length != expected || start != offset {
-        let msg = if ranged && !resp.partial && offset > 0 {
+        let msg = if ranged && !resp.partial {
             format!(
                 "{}: the server ignored the Range header and sent the whole object; s3load needs ranged GETs (try a larger --part-size, or an endpoint that supports Range)",
                 ctx()

@@ -3,4 +3,5 @@
 
 mod download;
 mod errors;
+mod faults;
 mod harness;

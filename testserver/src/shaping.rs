@@ -43,7 +43,11 @@ pub struct ShapedBody {
     sleep: Option<Pin<Box<Sleep>>>,
     counter: Arc<AtomicU64>,
     fault: Option<BodyFault>,
+    cut_pending: bool,
 }
+
+/// Time given to hyper to flush the bytes before an injected cut.
+const CUT_FLUSH: Duration = Duration::from_millis(100);
 
 impl ShapedBody {
     pub fn new(data: Bytes, shaping: &Shaping, counter: Arc<AtomicU64>, fault: Option<BodyFault>) -> Self {
@@ -57,6 +61,7 @@ impl ShapedBody {
             sleep: None,
             counter,
             fault,
+            cut_pending: false,
         }
     }
 
@@ -74,22 +79,33 @@ impl Stream for ShapedBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let stop = this.stop_at().unwrap_or(usize::MAX).min(this.data.len());
-        if this.pos >= stop {
-            return match this.fault {
-                Some(BodyFault::Cut(_)) if stop < this.data.len() => {
-                    Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected cut"))))
-                }
-                // Never woken: the connection stays open and silent until the client gives up.
-                Some(BodyFault::Stall(_)) if stop < this.data.len() => Poll::Pending,
-                _ => Poll::Ready(None),
-            };
-        }
         if let Some(sleep) = this.sleep.as_mut() {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             this.sleep = None;
+        }
+        let stop = this.stop_at().unwrap_or(usize::MAX).min(this.data.len());
+        if this.pos >= stop {
+            let broken = stop < this.data.len();
+            // Let hyper flush the bytes sent so far before the body breaks, as a
+            // real reset or early close mid-body leaves them with the client.
+            if broken && matches!(this.fault, Some(BodyFault::Cut(_) | BodyFault::End(_))) && !this.cut_pending {
+                this.cut_pending = true;
+                let mut sleep = Box::pin(tokio::time::sleep(CUT_FLUSH));
+                if sleep.as_mut().poll(cx).is_pending() {
+                    this.sleep = Some(sleep);
+                    return Poll::Pending;
+                }
+            }
+            return match this.fault {
+                Some(BodyFault::Cut(_)) if broken => {
+                    Poll::Ready(Some(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected cut"))))
+                }
+                // Never woken: the connection stays open and silent until the client gives up.
+                Some(BodyFault::Stall(_)) if broken => Poll::Pending,
+                _ => Poll::Ready(None),
+            };
         }
         if let Some(rate) = this.rate {
             let started = *this.started.get_or_insert_with(Instant::now);

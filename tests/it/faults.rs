@@ -1,0 +1,324 @@
+//! Faults injected by the test server, and what the client does about them.
+//! Each test names the case of the reliability list (`docs/reliability.md`).
+
+use std::time::{Duration, Instant};
+
+use s3load_testserver::{ChecksumAlgorithm, Fault, RequestRecord, Rule, StoredObject, When, generate_bytes};
+
+use crate::harness::{BUCKET, Harness, files_under};
+
+const MIB: usize = 1 << 20;
+
+fn gets(h: &Harness) -> Vec<RequestRecord> {
+    h.server.log().records().into_iter().filter(|r| r.op == "GetObject").collect()
+}
+
+/// Puts an object of `size` bytes under `key` and returns its data.
+fn put_sized(h: &Harness, key: &str, size: usize, seed: u64) -> bytes::Bytes {
+    let data = generate_bytes(size, seed);
+    h.put(key, data.clone());
+    data
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case01_object_replaced_mid_download_restarts_whole_and_never_mixes() {
+    let h = Harness::new().await;
+    let old = put_sized(&h, "m/shard.bin", 8 * MIB, 1);
+    let new = generate_bytes(6 * MIB + 5, 2);
+    // The third part request finds the object replaced (a re-trained shard).
+    h.server.faults().add(Rule::new("GetObject", When::Nth(3), Fault::Replace(new.clone())));
+    let dest = h.path("out");
+    let run = h.run(&["cp", "-p", "1", "-c", "2", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    let got = std::fs::read(dest.join("shard.bin")).unwrap();
+    assert!(got == new, "the file is the new version whole (len {}), not a mix with the old", got.len());
+    assert_ne!(got.len(), old.len());
+    let new_etag = h.server.store().get(BUCKET, "m/shard.bin").unwrap().etag.clone();
+    let g = gets(&h);
+    let old_etag = g[0].if_match.clone().unwrap();
+    assert_ne!(old_etag, new_etag);
+    assert!(g.iter().any(|r| r.if_match.as_deref() == Some(new_etag.as_str())), "restarted with the new ETag");
+    // After the restart every request is pinned to the new version, from byte 0.
+    let first_new = g.iter().position(|r| r.if_match.as_deref() == Some(new_etag.as_str())).unwrap();
+    assert!(g[first_new..].iter().all(|r| r.if_match.as_deref() == Some(new_etag.as_str())));
+    let mut starts: Vec<u64> = g[first_new..].iter().map(|r| r.range.unwrap().0).collect();
+    starts.sort();
+    assert_eq!(starts, (0..7).map(|i| (i * MIB) as u64).collect::<Vec<_>>());
+    assert_eq!(files_under(&dest), vec!["shard.bin"], "no temporary file left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case01_an_object_that_keeps_changing_fails_after_bounded_restarts() {
+    let h = Harness::new().await;
+    put_sized(&h, "m/hot.bin", 4 * MIB, 1);
+    // Every second request replaces the object again.
+    for n in (2..200).step_by(2) {
+        let data = generate_bytes(4 * MIB, 100 + n);
+        h.server.faults().add(Rule::new("GetObject", When::Nth(n), Fault::Replace(data)));
+    }
+    let dest = h.path("out");
+    let run = h.run(&["cp", "-p", "1", "-c", "1", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("s3://bucket/m/hot.bin"), "{}", run.stderr);
+    assert!(run.stderr.contains("PreconditionFailed") || run.stderr.contains("changed"), "{}", run.stderr);
+    assert!(!dest.join("hot.bin").exists());
+    assert_eq!(files_under(&dest), Vec::<String>::new(), "no temporary file left");
+    // 1 + 3 restarts, each stopped at its second request.
+    let heads = h.server.log().count("HeadObject");
+    assert!(heads <= 8, "restarts are bounded: {heads} HEADs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case02_reset_mid_body_resumes_from_the_first_missing_byte() {
+    let h = Harness::new().await;
+    let data = put_sized(&h, "r/big.bin", 4 * MIB, 3);
+    // The first part's body breaks after 300,000 bytes.
+    let rule = Rule::new("GetObject", When::Nth(1), Fault::CutAfter(300_000)).for_key("r/big.bin");
+    h.server.faults().add(rule);
+    let dest = h.path("out");
+    h.run(&["cp", "-p", "1", "-c", "1", "s3://bucket/r/*", dest.to_str().unwrap()]).await.assert_ok();
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == data);
+    let g = gets(&h);
+    assert_eq!(g[0].range, Some((0, Some(MIB as u64 - 1))));
+    assert_eq!(g[1].range, Some((300_000, Some(MIB as u64 - 1))), "resumed where the body broke");
+    assert_eq!(g.len(), 5, "one extra request for the broken part");
+    assert_eq!(h.server.log().body_bytes(), data.len() as u64, "no byte fetched twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case03_body_shorter_than_promised_is_resumed_and_nothing_wrong_is_committed() {
+    let h = Harness::new().await;
+    let data = put_sized(&h, "s/small.json", 100_000, 4);
+    h.server.faults().add(Rule::new("GetObject", When::Nth(1), Fault::EndAfter(40_000)));
+    let dest = h.path("out");
+    h.run(&["cp", "s3://bucket/s/*", dest.to_str().unwrap()]).await.assert_ok();
+    assert!(std::fs::read(dest.join("small.json")).unwrap() == data);
+    let g = gets(&h);
+    assert_eq!(g.len(), 2);
+    assert_eq!(g[1].range, Some((40_000, Some(99_999))));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case03_persistently_short_bodies_fail_with_nothing_at_the_final_path() {
+    let h = Harness::new().await;
+    put_sized(&h, "s/a.bin", 2 * MIB, 5);
+    h.server.faults().add(Rule::new("GetObject", When::Always, Fault::EndAfter(0)));
+    let dest = h.path("out");
+    let run = h.run(&["-r", "2", "cp", "-p", "1", "s3://bucket/s/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("s3://bucket/s/a.bin"), "{}", run.stderr);
+    assert!(run.stderr.contains("gave up after 3 attempts"), "{}", run.stderr);
+    assert_eq!(files_under(&dest), Vec::<String>::new(), "neither the file nor a temporary file");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case03_a_server_that_ignores_range_or_sends_a_shorter_range_fails_clearly() {
+    let h = Harness::new().await;
+    put_sized(&h, "i/a.bin", 3 * MIB, 6);
+    h.server.faults().add(Rule::new("GetObject", When::Always, Fault::IgnoreRange));
+    let dest = h.path("out");
+    let run = h.run(&["cp", "-p", "1", "s3://bucket/i/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("ignored the Range header"), "{}", run.stderr);
+    assert_eq!(files_under(&dest), Vec::<String>::new());
+    assert!(gets(&h).len() <= 3, "not retried: the server will not change its mind");
+
+    h.server.faults().clear();
+    h.server.faults().add(Rule::new("GetObject", When::Always, Fault::ShortRange(1000)));
+    let run = h.run(&["cp", "-p", "1", "s3://bucket/i/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("the server sent 1000 bytes"), "{}", run.stderr);
+    assert_eq!(files_under(&dest), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case04_a_stalled_body_is_aborted_and_resumed_within_the_stall_timeout() {
+    let h = Harness::new().await;
+    let data = put_sized(&h, "st/a.bin", 2 * MIB, 7);
+    h.server.faults().add(Rule::new("GetObject", When::Nth(1), Fault::StallAfter(100_000)));
+    let dest = h.path("out");
+    let t = Instant::now();
+    let args = ["--stall-timeout", "1s", "cp", "-p", "1", "-c", "1", "s3://bucket/st/*", dest.to_str().unwrap()];
+    let run = h.run(&args).await;
+    run.assert_ok();
+    assert!(t.elapsed() < Duration::from_secs(20), "bounded: {:?}", t.elapsed());
+    assert!(std::fs::read(dest.join("a.bin")).unwrap() == data);
+    let g = gets(&h);
+    assert_eq!(g[1].range, Some((100_000, Some(MIB as u64 - 1))), "resumed after the stall");
+    assert!(run.stderr.contains("stalled"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case04_a_response_that_never_starts_is_aborted_too() {
+    let h = Harness::new().await;
+    let data = put_sized(&h, "st/b.bin", 1000, 8);
+    h.server.faults().add(Rule::new("GetObject", When::Nth(1), Fault::Delay(Duration::from_secs(600))));
+    let dest = h.path("out");
+    let t = Instant::now();
+    h.run(&["--stall-timeout", "1s", "cp", "s3://bucket/st/*", dest.to_str().unwrap()]).await.assert_ok();
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert!(std::fs::read(dest.join("b.bin")).unwrap() == data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case05_a_slowdown_storm_lowers_concurrency_then_succeeds() {
+    let h = Harness::new().await;
+    for i in 0..60 {
+        put_sized(&h, &format!("t/{i:02}.bin"), 10_000, 100 + i);
+    }
+    h.server.faults().add(Rule::new("GetObject", When::First(40), Fault::Status { status: 503, code: "SlowDown" }));
+    let dest = h.path("out");
+    let run = h.run(&["cp", "s3://bucket/t/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert_eq!(files_under(&dest).len(), 60);
+    assert_eq!(gets(&h).len(), 100, "each throttled request retried once it was allowed");
+    assert!(run.stderr.contains("lowering concurrency"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case05_a_500_storm_that_does_not_end_fails_cleanly_and_names_the_objects() {
+    let h = Harness::new().await;
+    for i in 0..5 {
+        put_sized(&h, &format!("e/{i}.bin"), 1000, i);
+    }
+    let status = Fault::Status { status: 500, code: "InternalError" };
+    h.server.faults().add(Rule::new("GetObject", When::Always, status));
+    let dest = h.path("out");
+    let run = h.run(&["-r", "2", "cp", "s3://bucket/e/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1);
+    for i in 0..5 {
+        assert!(run.stderr.contains(&format!("s3://bucket/e/{i}.bin")), "{}", run.stderr);
+    }
+    assert!(run.stderr.contains("InternalError"), "{}", run.stderr);
+    assert_eq!(gets(&h).len(), 15, "three attempts per object, no more");
+    assert_eq!(files_under(&dest), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case08_full_object_crc32_and_crc32c_are_combined_from_parallel_parts() {
+    let h = Harness::new().await;
+    let now = std::time::SystemTime::now();
+    for (key, algo) in [("c/crc32.bin", ChecksumAlgorithm::Crc32), ("c/crc32c.bin", ChecksumAlgorithm::Crc32c)] {
+        let obj = StoredObject::with_checksum(generate_bytes(5 * MIB + 17, 9), now, Some(algo));
+        h.server.store().put_object(BUCKET, key, obj);
+    }
+    put_sized(&h, "c/crc64.bin", 5 * MIB + 1, 10);
+    let dest = h.path("out");
+    let run = h.run(&["--json", "cp", "-p", "1", "s3://bucket/c/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    let mut verified: Vec<(String, String)> = run
+        .stdout_lines()
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["source"].as_str().unwrap().to_string(), v["verified"].as_str().unwrap_or("no").to_string()))
+        .collect();
+    verified.sort();
+    assert_eq!(
+        verified,
+        vec![
+            ("s3://bucket/c/crc32.bin".to_string(), "CRC32".to_string()),
+            ("s3://bucket/c/crc32c.bin".to_string(), "CRC32C".to_string()),
+            ("s3://bucket/c/crc64.bin".to_string(), "CRC64NVME".to_string()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case08_a_wrong_stated_checksum_is_never_committed() {
+    let h = Harness::new().await;
+    put_sized(&h, "w/a.bin", 3 * MIB, 11);
+    put_sized(&h, "w/small.bin", 1000, 12);
+    h.server.faults().add(Rule::new("HeadObject", When::Always, Fault::WrongChecksum));
+    h.server.faults().add(Rule::new("GetObject", When::Always, Fault::WrongChecksum));
+    let dest = h.path("out");
+    let run = h.run(&["cp", "-p", "1", "s3://bucket/w/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("s3://bucket/w/a.bin: CRC64NVME of the bytes received"), "{}", run.stderr);
+    assert!(run.stderr.contains("s3://bucket/w/small.bin: CRC64NVME"), "{}", run.stderr);
+    assert_eq!(files_under(&dest), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case09_a_flipped_byte_is_detected_and_the_object_fetched_again() {
+    let h = Harness::new().await;
+    let big = put_sized(&h, "f/big.bin", 3 * MIB, 13);
+    let small = put_sized(&h, "f/small.bin", 5000, 14);
+    let flip = |key: &str, at| Rule::new("GetObject", When::Nth(2), Fault::FlipByte(at)).for_key(key);
+    h.server.faults().add(flip("f/big.bin", 12_345));
+    h.server.faults().add(Rule::new("GetObject", When::Nth(1), Fault::FlipByte(4999)).for_key("f/small.bin"));
+    let dest = h.path("out");
+    let run = h.run(&["cp", "-p", "1", "-c", "1", "s3://bucket/f/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == big);
+    assert!(std::fs::read(dest.join("small.bin")).unwrap() == small);
+    let per_key = |k: &str| gets(&h).iter().filter(|r| r.key == k).count();
+    assert_eq!(per_key("f/big.bin"), 6, "three parts, fetched twice");
+    assert_eq!(per_key("f/small.bin"), 2);
+    assert!(run.stderr.contains("CRC64NVME of the bytes received"), "the mismatch is logged: {}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case09_corruption_on_every_try_fails_and_commits_nothing() {
+    let h = Harness::new().await;
+    put_sized(&h, "f/a.bin", 2000, 15);
+    h.server.faults().add(Rule::new("GetObject", When::Always, Fault::FlipByte(0)));
+    let dest = h.path("out");
+    let run = h.run(&["cp", "s3://bucket/f/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("s3://bucket/f/a.bin: CRC64NVME of the bytes received"), "{}", run.stderr);
+    assert_eq!(files_under(&dest), Vec::<String>::new());
+    assert_eq!(gets(&h).len(), 4, "first try and three restarts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_without_a_checksum_are_counted_unverified_and_fail_under_require() {
+    let h = Harness::new().await;
+    let now = std::time::SystemTime::now();
+    h.server.store().put_object(BUCKET, "u/old.bin", StoredObject::with_checksum(generate_bytes(3000, 16), now, None));
+    put_sized(&h, "u/new.bin", 3000, 17);
+    let dest = h.path("out");
+    let run = h.run(&["cp", "s3://bucket/u/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert!(run.stderr.contains("2 copied") && run.stderr.contains("1 of them unverified"), "{}", run.stderr);
+
+    let strict = h.path("strict");
+    let run = h.run(&["--verify", "require", "cp", "s3://bucket/u/*", strict.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("s3://bucket/u/old.bin: cannot be verified"), "{}", run.stderr);
+    assert_eq!(files_under(&strict), vec!["new.bin"]);
+
+    let off = h.path("off");
+    let run = h.run(&["--verify", "off", "cp", "s3://bucket/u/*", off.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert!(run.stderr.contains("not verified (--verify off)"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case18_access_denied_on_a_part_is_not_retried_and_names_the_object() {
+    let h = Harness::new().await;
+    put_sized(&h, "d/ok.bin", 100, 18);
+    put_sized(&h, "d/denied.bin", 100, 19);
+    let denied = Fault::Status { status: 403, code: "AccessDenied" };
+    h.server.faults().add(Rule::new("GetObject", When::Always, denied).for_key("d/denied.bin"));
+    let dest = h.path("out");
+    let run = h.run(&["cp", "s3://bucket/d/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("s3://bucket/d/denied.bin") && run.stderr.contains("AccessDenied"), "{}", run.stderr);
+    assert_eq!(files_under(&dest), vec!["ok.bin"]);
+    assert_eq!(gets(&h).iter().filter(|r| r.key == "d/denied.bin").count(), 1, "a 403 is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case16_a_listing_that_fails_half_way_fails_the_run() {
+    let h = Harness::new().await;
+    for i in 0..1500 {
+        h.put(&format!("l/{i:04}"), &b"x"[..]);
+    }
+    let fault = Fault::Status { status: 403, code: "AccessDenied" };
+    h.server.faults().add(Rule::new("ListObjectsV2", When::Nth(2), fault));
+    let dest = h.path("out");
+    let run = h.run(&["sync", "s3://bucket/l/*", dest.to_str().unwrap()]).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("listing s3://bucket/l/*"), "{}", run.stderr);
+    assert!(!dest.exists(), "nothing copied from a partial listing");
+}
