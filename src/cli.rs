@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::plan::diff::Compare;
 use crate::progress::ProgressMode;
 use crate::store::s3::S3Settings;
-use crate::transfer::{EngineConfig, VerifyMode};
+use crate::transfer::{Durability, EngineConfig, VerifyMode};
 use crate::url::Location;
 
 const ABOUT: &str = "Fast, verified transfers between S3 (or any S3-compatible store) and a local directory.";
@@ -66,6 +66,12 @@ pub struct Args {
     /// that cannot be checked; off checks nothing.
     #[arg(long, global = true, value_enum, default_value_t = VerifyMode::Auto)]
     pub verify: VerifyMode,
+
+    /// What is on disk before success is reported: syncfs flushes the destination's
+    /// filesystem once at the end; fsync flushes every file and its directory as
+    /// it is committed (slower with many files); off leaves it to the kernel.
+    #[arg(long, global = true, value_enum, default_value_t = Durability::Syncfs)]
+    pub durability: Durability,
 
     /// Print what would be copied; change nothing.
     #[arg(long, global = true)]
@@ -163,6 +169,7 @@ impl Args {
             retry_count: self.retry_count,
             stall_timeout: self.stall_timeout,
             verify: self.verify,
+            durability: self.durability,
             ..EngineConfig::default()
         };
         engine.max_open_files = engine.max_open_files.max(self.numworkers * 2);

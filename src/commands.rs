@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use crate::config::{Command, Config};
 use crate::error::{Error, exit_code};
+use crate::localfs;
 use crate::output::Output;
 use crate::plan::diff::{Compare, SourceEntry, diff};
 use crate::plan::{self, SourceObject, local};
 use crate::progress::{Progress, Reporter, human_bytes};
 use crate::store::ObjectStore;
 use crate::store::s3::S3Store;
-use crate::transfer::{self, Download, KnownChecksum, Outcome, Verification};
+use crate::transfer::{self, Download, Durability, KnownChecksum, Outcome, Verification};
 use crate::url::{Location, S3Url};
 
 /// Runs one command; returns the process exit code.
@@ -93,6 +94,7 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
     }
 
     let total_bytes: u64 = jobs.iter().map(|j| j.size).sum();
+    localfs::check_space(&dst, total_bytes)?;
     let progress = Arc::new(Progress::start(cfg.progress, jobs.len() as u64, total_bytes));
     let reporter = Arc::new(RunReporter { progress: progress.clone(), out });
     for (key, why) in &expanded.refused {
@@ -101,6 +103,11 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
     }
     let results = transfer::download(store, jobs, cfg.engine.clone(), reporter.clone()).await;
     progress.finish();
+    // Durable before success is reported (see `localfs`).
+    let synced = match cfg.engine.durability {
+        Durability::Syncfs if results.iter().any(Result::is_ok) => localfs::sync_filesystem(&dst),
+        _ => Ok(()),
+    };
     // Bytes actually written, so failed objects do not count as copied.
     let copied_bytes = progress.counters.bytes.load(std::sync::atomic::Ordering::Relaxed);
 
@@ -120,6 +127,10 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
         human_bytes(copied_bytes),
         human_bytes(rate),
     );
+    if let Err(e) = synced {
+        eprintln!("ERROR {e}: the files above may not be on disk yet");
+        return Ok(exit_code::PARTIAL_FAILURE);
+    }
     Ok(if failed == 0 { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE })
 }
 

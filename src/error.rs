@@ -72,7 +72,7 @@ pub enum Error {
         #[source]
         source: StoreError,
     },
-    #[error("{path}: {action}: {source}")]
+    #[error("{path}: {action}: {source}{}", io_hint(source))]
     Io {
         path: PathBuf,
         action: &'static str,
@@ -90,6 +90,18 @@ pub enum Error {
     /// `--verify require` and no checksum could be checked.
     #[error("{0}")]
     Unverified(String),
+}
+
+fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => {
+            " (the destination's filesystem is full: free space or choose another destination)"
+        }
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            " (the destination is not writable by this user)"
+        }
+        _ => "",
+    }
 }
 
 fn hint_suffix(kind: StoreErrorKind) -> &'static str {

@@ -26,6 +26,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod integrity;
+pub mod localfs;
 pub mod output;
 pub mod plan;
 pub mod progress;

@@ -102,6 +102,20 @@ pub enum VerifyMode {
     Require,
 }
 
+/// `--durability`: what is on disk before s3load reports success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    /// One `syncfs` of the destination's filesystem after the last file is
+    /// renamed into place: everything is on disk before the exit code says so.
+    #[default]
+    Syncfs,
+    /// `fsync` each file before its rename and its directory after: each file is
+    /// durable as soon as it is reported, at a cost per file.
+    Fsync,
+    /// Leave flushing to the kernel (a crash may lose recently written files).
+    Off,
+}
+
 /// How an object that was written got checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verification {
@@ -133,6 +147,7 @@ pub struct EngineConfig {
     /// Times an object is fetched again whole after it changed or failed its checksum.
     pub max_restarts: u32,
     pub verify: VerifyMode,
+    pub durability: Durability,
     /// Objects with an open temporary file at once.
     pub max_open_files: usize,
     /// Filesystem calls (create, write, rename) running at once. Many threads
@@ -153,6 +168,7 @@ impl Default for EngineConfig {
             stall_timeout: Duration::from_secs(30),
             max_restarts: 3,
             verify: VerifyMode::Auto,
+            durability: Durability::Syncfs,
             max_open_files: 64,
             io_concurrency: 4,
         }

@@ -11,7 +11,7 @@ use tokio::sync::{Notify, Semaphore};
 use super::limiter::Limiter;
 use super::retry::{self, RetryPolicy};
 use super::writer::TempFile;
-use super::{Download, EngineConfig, KnownChecksum, Outcome, Verification, VerifyMode, fetch, parts};
+use super::{Download, Durability, EngineConfig, KnownChecksum, Outcome, Verification, VerifyMode, fetch, parts};
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::integrity::{self, PartCrc, Stated};
 use crate::progress::Reporter;
@@ -235,8 +235,8 @@ async fn finish_part(round: &Round, idx: usize, result: Result<(), Error>) {
             Err(e) => Err(e).inspect_err(|_| discard(round, file, Some(t))),
             Ok(verification) => match Arc::try_unwrap(t) {
                 Ok(t) => {
-                    let mtime = file.job.last_modified;
-                    env.blocking_io(move || t.commit(mtime)).await.map(|()| verification)
+                    let (mtime, fsync) = (file.job.last_modified, env.cfg.durability == Durability::Fsync);
+                    env.blocking_io(move || t.commit(mtime, fsync)).await.map(|()| verification)
                 }
                 Err(_) => Err(Error::Refused(format!(
                     "{}: internal error: file still in use at commit",

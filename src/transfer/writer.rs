@@ -2,8 +2,13 @@
 //!
 //! A download is written with positional writes into `.NAME.XXXXXXXX.s3load-tmp`
 //! in the destination's directory (same filesystem, so the final rename is
-//! atomic). Nothing appears at the final path until every byte has arrived; a
-//! failed download removes its temporary file.
+//! atomic). Nothing appears at the final path until every byte has arrived and
+//! been verified; a failed download removes its temporary file.
+//!
+//! The temporary file is preallocated (`fallocate`) to the object's size, so a
+//! full disk shows up when the download starts rather than half-way through,
+//! and large files are laid out contiguously. Filesystems without `fallocate`
+//! get a sparse file instead.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -57,22 +62,43 @@ impl TempFile {
             .open(&path)
             .map_err(|e| Error::io(&path, "creating temporary file", e))?;
         let tmp = TempFile { file, path, dest: dest.to_path_buf() };
-        if size > 0 {
-            tmp.file.set_len(size).map_err(|e| Error::io(&tmp.path, "sizing temporary file", e))?;
+        if size > 0
+            && let Err(e) = tmp.reserve(size)
+        {
+            tmp.discard();
+            return Err(e);
         }
         Ok(tmp)
+    }
+
+    fn reserve(&self, size: u64) -> Result<(), Error> {
+        use rustix::io::Errno;
+        match rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), 0, size) {
+            Ok(()) => Ok(()),
+            Err(Errno::OPNOTSUPP | Errno::NOSYS) => {
+                self.file.set_len(size).map_err(|e| Error::io(&self.path, "sizing temporary file", e))
+            }
+            Err(e) => Err(Error::io(&self.path, "reserving space", e.into())),
+        }
     }
 
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), Error> {
         self.file.write_all_at(buf, offset).map_err(|e| Error::io(&self.path, "writing", e))
     }
 
-    /// Sets the mtime and renames the file to its destination.
-    pub fn commit(self, mtime: Option<SystemTime>) -> Result<(), Error> {
+    /// Sets the mtime and renames the file to its destination. With `fsync`, the
+    /// data is flushed to disk before the rename and the directory entry after it.
+    pub fn commit(self, mtime: Option<SystemTime>, fsync: bool) -> Result<(), Error> {
         if let Some(t) = mtime {
             self.file.set_modified(t).map_err(|e| Error::io(&self.path, "setting modification time", e))?;
         }
+        if fsync {
+            self.file.sync_all().map_err(|e| Error::io(&self.path, "flushing to disk", e))?;
+        }
         std::fs::rename(&self.path, &self.dest).map_err(|e| Error::io(&self.dest, "moving into place", e))?;
+        if fsync && let Some(dir) = self.dest.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "flushing directory to disk", e))?;
+        }
         Ok(())
     }
 
@@ -103,7 +129,7 @@ mod tests {
         let t = TempFile::create(&dest, 4).unwrap();
         t.write_at(b"abcd", 0).unwrap();
         assert!(!dest.exists());
-        t.commit(None).unwrap();
+        t.commit(None, true).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"abcd");
         assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1);
     }

@@ -57,11 +57,33 @@ impl Harness {
         self.run_env(&full, &self.server.client_env()).await
     }
 
+    /// Runs s3load with a fresh tmpfs of `size` (e.g. "4m") mounted at `mount`,
+    /// inside its own user and mount namespace (nothing is mounted outside it).
+    /// `before` is a shell snippet run in the background just before s3load
+    /// starts; after it exits, the names of any temporary files left under the
+    /// mount are printed on stderr after `LEFT:`.
+    pub async fn run_on_small_fs(&self, size: &str, mount: &Path, before: &str, args: &[&str]) -> Run {
+        std::fs::create_dir_all(mount).unwrap();
+        let endpoint = self.server.endpoint_url();
+        let script = format!(
+            "mount -t tmpfs -o size={size} none \"$0\" || exit 97; ({before}) & \"$@\"; rc=$?; \
+             echo LEFT: $(find \"$0\" -name '*.s3load-tmp') >&2; exit $rc"
+        );
+        let mut full = vec!["-Urm", "sh", "-c", script.as_str(), mount.to_str().unwrap()];
+        full.extend([env!("CARGO_BIN_EXE_s3load"), "--endpoint-url", endpoint.as_str()]);
+        full.extend_from_slice(args);
+        self.command("unshare", &full, &self.server.client_env()).await
+    }
+
     /// Runs s3load with exactly these arguments and environment (plus isolation).
     pub async fn run_env(&self, args: &[&str], env: &[(&str, String)]) -> Run {
+        self.command(env!("CARGO_BIN_EXE_s3load"), args, env).await
+    }
+
+    async fn command(&self, program: &str, args: &[&str], env: &[(&str, String)]) -> Run {
         let home = self.dir.path().join(".home");
         std::fs::create_dir_all(&home).unwrap();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_s3load"));
+        let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .env_clear()
             .env("HOME", &home)
@@ -69,6 +91,7 @@ impl Harness {
             .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NO_COLOR", "1")
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);

@@ -5,3 +5,4 @@ mod download;
 mod errors;
 mod faults;
 mod harness;
+mod localfs;
