@@ -80,6 +80,8 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
             // A single object was looked up with HEAD, which states its checksum;
             // a listing does not, so the engine asks when it needs to.
             checksum: if src.is_batch() { KnownChecksum::NotAsked } else { o.meta.checksum.into() },
+            etag_md5: o.meta.etag_md5,
+            upload: None,
         })
         .collect();
 

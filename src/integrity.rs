@@ -13,6 +13,7 @@
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use crc_fast::CrcAlgorithm;
+use md5::{Digest as _, Md5};
 
 /// Checksum algorithms s3load can verify a full object with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,22 +56,27 @@ impl Algorithm {
 pub enum Stated {
     /// Full-object CRC: verifiable from any split into parts.
     Full { algorithm: Algorithm, value: u64 },
-    /// Checksum of the part checksums of a multipart upload with this many parts.
-    Composite { algorithm: Algorithm, parts: u32 },
+    /// CRC of the concatenated part CRCs of a multipart upload with `parts` parts
+    /// (0 when the store did not say): verifiable from ranges aligned to those parts.
+    Composite { algorithm: Algorithm, parts: u32, value: u64 },
 }
 
 impl Stated {
     /// Parses a checksum header value (`base64`, or `base64-N` for composite).
     pub fn parse(algorithm: Algorithm, header: &str) -> Option<Stated> {
-        if let Some((_, parts)) = header.rsplit_once('-') {
-            return Some(Stated::Composite { algorithm, parts: parts.parse().ok()? });
-        }
-        let raw = BASE64_STANDARD.decode(header.trim()).ok()?;
+        let (b64, parts) = match header.trim().rsplit_once('-') {
+            Some((b64, n)) => (b64, Some(n.parse().ok()?)),
+            None => (header.trim(), None),
+        };
+        let raw = BASE64_STANDARD.decode(b64).ok()?;
         if raw.len() != algorithm.width() {
             return None;
         }
         let value = raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-        Some(Stated::Full { algorithm, value })
+        Some(match parts {
+            Some(parts) => Stated::Composite { algorithm, parts, value },
+            None => Stated::Full { algorithm, value },
+        })
     }
 
     pub fn algorithm(self) -> Algorithm {
@@ -80,26 +86,54 @@ impl Stated {
     }
 }
 
-/// Running CRC of one part's bytes, in order.
+/// What a part's bytes are hashed with while they stream in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestKind {
+    Crc(Algorithm),
+    /// For ETags, when the store states no checksum: MD5 cannot be combined, so
+    /// it needs the part's bytes in order, in one range per uploaded part.
+    Md5,
+}
+
+/// Running hash of one part's bytes, in order.
 #[derive(Clone)]
-pub struct PartDigest {
-    digest: crc_fast::Digest,
-    len: u64,
+pub enum PartDigest {
+    // Boxed: the CRC state is large, and a digest lives in every in-flight part.
+    Crc { digest: Box<crc_fast::Digest>, len: u64 },
+    Md5(Md5),
 }
 
 impl PartDigest {
-    pub fn new(algorithm: Algorithm) -> PartDigest {
-        PartDigest { digest: crc_fast::Digest::new(algorithm.crc()), len: 0 }
+    pub fn new(kind: DigestKind) -> PartDigest {
+        match kind {
+            DigestKind::Crc(a) => PartDigest::Crc { digest: Box::new(crc_fast::Digest::new(a.crc())), len: 0 },
+            DigestKind::Md5 => PartDigest::Md5(Md5::new()),
+        }
     }
 
     pub fn update(&mut self, data: &[u8]) {
-        self.digest.update(data);
-        self.len += data.len() as u64;
+        match self {
+            PartDigest::Crc { digest, len } => {
+                digest.update(data);
+                *len += data.len() as u64;
+            }
+            PartDigest::Md5(m) => m.update(data),
+        }
     }
 
-    pub fn finish(&self) -> PartCrc {
-        PartCrc { crc: self.digest.finalize(), len: self.len }
+    pub fn finish(self) -> PartSum {
+        match self {
+            PartDigest::Crc { digest, len } => PartSum::Crc(PartCrc { crc: digest.finalize(), len }),
+            PartDigest::Md5(m) => PartSum::Md5(m.finalize().into()),
+        }
     }
+}
+
+/// The finished hash of one part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartSum {
+    Crc(PartCrc),
+    Md5([u8; 16]),
 }
 
 /// The CRC of one part and how many bytes it covers.
@@ -118,6 +152,28 @@ pub fn combine(algorithm: Algorithm, parts: &[PartCrc]) -> u64 {
     iter.fold(first.crc, |acc, p| crc_fast::checksum_combine(algorithm.crc(), acc, p.crc, p.len))
 }
 
+/// A composite checksum: the CRC of the uploaded parts' CRCs, each as big-endian bytes.
+pub fn composite(algorithm: Algorithm, part_crcs: &[u64]) -> u64 {
+    let mut joined = Vec::with_capacity(part_crcs.len() * algorithm.width());
+    for crc in part_crcs {
+        joined.extend_from_slice(&crc.to_be_bytes()[8 - algorithm.width()..]);
+    }
+    crc_fast::checksum(algorithm.crc(), &joined)
+}
+
+/// The ETag S3 gives an upload whose parts have these MD5s: the hex MD5 of a
+/// single part, or the MD5 of the concatenated part MD5s and `-n`.
+pub fn etag_of(md5s: &[[u8; 16]]) -> String {
+    match md5s {
+        [one] => hex(one),
+        many => format!("{}-{}", hex(&Md5::digest(many.concat())), many.len()),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Formats a value the way S3 sends it, for messages.
 pub fn to_base64(algorithm: Algorithm, value: u64) -> String {
     BASE64_STANDARD.encode(&value.to_be_bytes()[8 - algorithm.width()..])
@@ -126,6 +182,13 @@ pub fn to_base64(algorithm: Algorithm, value: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn crc_of(d: PartDigest) -> PartCrc {
+        match d.finish() {
+            PartSum::Crc(c) => c,
+            PartSum::Md5(_) => unreachable!("a CRC digest"),
+        }
+    }
 
     fn data(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
@@ -147,12 +210,12 @@ mod tests {
                 let parts: Vec<PartCrc> = buf
                     .chunks(part)
                     .map(|c| {
-                        let mut d = PartDigest::new(algorithm);
+                        let mut d = PartDigest::new(DigestKind::Crc(algorithm));
                         // Feed in uneven pieces, as a body arrives.
                         for piece in c.chunks(1000) {
                             d.update(piece);
                         }
-                        d.finish()
+                        crc_of(d)
                     })
                     .collect();
                 assert_eq!(combine(algorithm, &parts), whole, "{algorithm:?} split every {part}");
@@ -164,9 +227,9 @@ mod tests {
     fn known_values_match_what_s3_states() {
         // CRC64NVME("123456789") = 0xAE8B14860A799888, CRC32 = 0xCBF43926, CRC32C = 0xE3069283.
         let parts = |a| {
-            [PartDigest::new(a)].map(|mut d| {
+            [PartDigest::new(DigestKind::Crc(a))].map(|mut d| {
                 d.update(b"123456789");
-                d.finish()
+                crc_of(d)
             })
         };
         assert_eq!(combine(Algorithm::Crc64Nvme, &parts(Algorithm::Crc64Nvme)), 0xAE8B_1486_0A79_9888);
@@ -184,10 +247,25 @@ mod tests {
         );
         assert_eq!(
             Stated::parse(Algorithm::Crc32, "7Yy4SQ==-12"),
-            Some(Stated::Composite { algorithm: Algorithm::Crc32, parts: 12 })
+            Some(Stated::Composite { algorithm: Algorithm::Crc32, parts: 12, value: 0xED8C_B849 })
         );
         // Wrong width for the algorithm, or not base64: not a checksum we can use.
         assert_eq!(Stated::parse(Algorithm::Crc64Nvme, &v), None);
         assert_eq!(Stated::parse(Algorithm::Crc32, "!!"), None);
+    }
+
+    #[test]
+    fn composite_and_multipart_etag_follow_s3s_definitions() {
+        // Two parts "abc" and "defg": composite = CRC32C over CRC32C("abc") ++ CRC32C("defg").
+        let c = |d: &[u8]| crc_fast::checksum(CrcAlgorithm::Crc32Iscsi, d);
+        let mut joined = c(b"abc").to_be_bytes()[4..].to_vec();
+        joined.extend_from_slice(&c(b"defg").to_be_bytes()[4..]);
+        assert_eq!(composite(Algorithm::Crc32c, &[c(b"abc"), c(b"defg")]), c(&joined));
+        // MD5("") is d41d8cd98f00b204e9800998ecf8427e; a two-part ETag hashes the raw part MD5s.
+        let md5 = |d: &[u8]| -> [u8; 16] { Md5::digest(d).into() };
+        assert_eq!(etag_of(&[md5(b"")]), "d41d8cd98f00b204e9800998ecf8427e");
+        let two = etag_of(&[md5(b"a"), md5(b"b")]);
+        let expected = hex(&Md5::digest([md5(b"a"), md5(b"b")].concat()));
+        assert_eq!(two, format!("{expected}-2"));
     }
 }

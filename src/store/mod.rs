@@ -26,6 +26,9 @@ pub struct ObjectMeta {
     pub last_modified: Option<SystemTime>,
     /// The checksum the store states (HEAD only; listings do not carry values).
     pub checksum: Option<Stated>,
+    /// Whether the ETag is known to be an MD5 (HEAD of an object that is not
+    /// SSE-KMS or SSE-C encrypted); false when unknown.
+    pub etag_md5: bool,
 }
 
 /// One page of a ListObjectsV2 listing.
@@ -60,6 +63,8 @@ pub struct GetResponse {
     pub etag: Option<String>,
     /// The object's checksum; stores send it only with a full-object body.
     pub checksum: Option<Stated>,
+    /// Whether the ETag is an MD5 of the upload (not SSE-KMS or SSE-C).
+    pub etag_md5: bool,
     pub body: BodyStream,
 }
 
@@ -77,6 +82,10 @@ pub trait ObjectStore: Send + Sync {
 
     /// Metadata of one object (HEAD), with its checksum when the store keeps one.
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError>;
+
+    /// Size of part `n` (1-based) of a multipart upload and the number of parts
+    /// (HEAD with `partNumber`); `None` for a single-part object.
+    async fn upload_part(&self, bucket: &str, key: &str, n: u32) -> Result<Option<(u64, u32)>, StoreError>;
 
     /// Starts a GET; the body streams from the returned response.
     async fn get(&self, req: &GetRequest) -> Result<GetResponse, StoreError>;

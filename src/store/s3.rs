@@ -227,6 +227,13 @@ fn to_system_time(dt: Option<&DateTime>) -> Option<SystemTime> {
     dt.and_then(|d| SystemTime::try_from(*d).ok())
 }
 
+/// S3's ETag is the MD5 of the upload unless the object is encrypted with
+/// SSE-KMS (or DSSE-KMS) or a customer key.
+fn etag_is_md5(sse: Option<&aws_sdk_s3::types::ServerSideEncryption>, sse_c: Option<&str>) -> bool {
+    use aws_sdk_s3::types::ServerSideEncryption as S;
+    sse_c.is_none() && !matches!(sse, Some(S::AwsKms | S::AwsKmsDsse))
+}
+
 /// The strongest checksum a response states, fastest algorithm first.
 fn stated_checksum(
     crc64nvme: Option<&str>,
@@ -243,7 +250,7 @@ fn stated_checksum(
         }?;
         match Stated::parse(a, header)? {
             // A COMPOSITE type without the `-N` suffix: the part count is unknown.
-            Stated::Full { .. } if composite => Some(Stated::Composite { algorithm: a, parts: 0 }),
+            Stated::Full { value, .. } if composite => Some(Stated::Composite { algorithm: a, parts: 0, value }),
             s => Some(s),
         }
     })
@@ -283,6 +290,7 @@ impl ObjectStore for S3Store {
                     etag: o.e_tag().map(unquote),
                     last_modified: to_system_time(o.last_modified()),
                     checksum: None,
+                    etag_md5: false,
                 })
             })
             .collect();
@@ -314,6 +322,23 @@ impl ObjectStore for S3Store {
             etag: out.e_tag().map(unquote),
             last_modified: to_system_time(out.last_modified()),
             checksum,
+            etag_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
+        })
+    }
+
+    async fn upload_part(&self, bucket: &str, key: &str, n: u32) -> Result<Option<(u64, u32)>, StoreError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .part_number(n.try_into().unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
+        Ok(match out.parts_count() {
+            Some(n) if n > 0 => Some((out.content_length().unwrap_or(0).max(0) as u64, n as u32)),
+            _ => None,
         })
     }
 
@@ -338,6 +363,7 @@ impl ObjectStore for S3Store {
             .map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
         let content_length = out.content_length().unwrap_or(0).max(0) as u64;
         let partial = out.content_range().is_some();
+        let etag_md5 = etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm());
         let range_start = out.content_range().and_then(content_range_start).unwrap_or(0);
         let etag = out.e_tag().map(unquote);
         let checksum = stated_checksum(
@@ -355,7 +381,7 @@ impl ObjectStore for S3Store {
                 bs,
             ))
         });
-        Ok(GetResponse { content_length, range_start, partial, etag, checksum, body: Box::pin(body) })
+        Ok(GetResponse { content_length, range_start, partial, etag, checksum, etag_md5, body: Box::pin(body) })
     }
 
     async fn list_buckets(&self) -> Result<Vec<String>, StoreError> {

@@ -8,23 +8,23 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::VerifyMode;
 use super::retry::{Class, Decision, classify};
-use super::round::{FileState, Round};
+use super::round::{FileState, Round, digest_kind};
 use super::writer::TempFile;
-use super::{KnownChecksum, VerifyMode};
 use crate::error::{Error, StoreError, StoreErrorKind};
-use crate::integrity::{PartCrc, PartDigest, Stated};
+use crate::integrity::{PartDigest, PartSum};
 use crate::store::GetRequest;
 
 /// Fetches `range` of the object into `tmp`, retrying as the policy allows.
-/// Returns the part's CRC when the store states a full-object checksum.
+/// Returns the part's hash when its bytes were hashed.
 pub(super) async fn fetch_range(
     round: &Round,
     file: &FileState,
     range: Range<u64>,
     tmp: &Arc<TempFile>,
     buf: &mut Vec<u8>,
-) -> Result<Option<PartCrc>, Error> {
+) -> Result<Option<PartSum>, Error> {
     let env = &round.env;
     let job = &file.job;
     let mut retries = env.policy.part();
@@ -123,13 +123,14 @@ async fn fetch_once(
     }
     if !ranged {
         *file.stated.lock().unwrap() = resp.checksum.into();
+        *file.etag_md5.lock().unwrap() = resp.etag_md5;
     }
     if a.digest.is_none()
         && offset == a.start
         && env.cfg.verify != VerifyMode::Off
-        && let KnownChecksum::Stated(Stated::Full { algorithm, .. }) = *file.stated.lock().unwrap()
+        && let Some(kind) = digest_kind(file)
     {
-        a.digest = Some(PartDigest::new(algorithm));
+        a.digest = Some(PartDigest::new(kind));
     }
 
     let mut body = resp.body;

@@ -38,6 +38,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
+
 use crate::error::Error;
 use crate::integrity::Stated;
 use crate::progress::Reporter;
@@ -70,6 +72,35 @@ pub struct Download {
     pub last_modified: Option<SystemTime>,
     pub dest: PathBuf,
     pub checksum: KnownChecksum,
+    /// Whether the ETag is known to be an MD5 (from HEAD or a whole-object GET).
+    pub etag_md5: bool,
+    /// How a multipart upload was split, once asked (see [`describe`]).
+    pub upload: Option<UploadParts>,
+}
+
+/// The part layout of a multipart upload, as S3 reveals it: the sizes of the
+/// first and last parts and the number of parts. Ranges are aligned to the
+/// parts only when the layout is that of a fixed part size (every part but the
+/// last of the first part's size; the last no larger), which is how uploaders
+/// split. Middle parts are not asked one by one: an upload whose middle parts
+/// vary while its first and last fit the pattern would fail its composite
+/// check (a false failure, never a false pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadParts {
+    pub part_size: u64,
+    pub last_size: u64,
+    pub count: u32,
+}
+
+impl UploadParts {
+    pub fn uniform_for(self, size: u64) -> bool {
+        let n = u64::from(self.count);
+        n > 0
+            && self.part_size > 0
+            && self.last_size > 0
+            && self.last_size <= self.part_size
+            && (n - 1).checked_mul(self.part_size).and_then(|a| a.checked_add(self.last_size)) == Some(size)
+    }
 }
 
 impl Download {
@@ -84,8 +115,15 @@ impl Download {
             etag: meta.etag,
             last_modified: meta.last_modified,
             checksum: meta.checksum.into(),
+            etag_md5: meta.etag_md5,
+            upload: None,
             ..self.clone()
         }
+    }
+
+    /// Whether the ETag is that of a multipart upload (`...-N`).
+    pub fn multipart(&self) -> bool {
+        self.etag.as_deref().is_some_and(|e| e.contains('-'))
     }
 }
 
@@ -191,7 +229,29 @@ pub async fn download(
     let mut pending: Vec<(usize, Download)> = jobs.into_iter().enumerate().collect();
     for restart in 0..=cfg.max_restarts {
         let last = restart == cfg.max_restarts;
-        let (index, round_jobs): (Vec<usize>, Vec<Download>) = pending.into_iter().unzip();
+        let described: Vec<(usize, Described)> = futures::stream::iter(pending)
+            .map(|(i, job)| {
+                let env = env.clone();
+                async move { (i, describe(&env, job).await) }
+            })
+            .buffered(cfg.max_requests.max(1))
+            .collect()
+            .await;
+        let mut index = Vec::new();
+        let mut round_jobs = Vec::new();
+        for (i, d) in described {
+            match d {
+                Ok(job) => {
+                    index.push(i);
+                    round_jobs.push(job);
+                }
+                Err((job, e)) => {
+                    let outcome = Err(e);
+                    reporter.object_done(&job, &outcome);
+                    outcomes[i] = Some(outcome);
+                }
+            }
+        }
         let results = round::run(env.clone(), round_jobs.clone(), last).await;
         pending = Vec::new();
         for ((i, job), result) in index.into_iter().zip(round_jobs).zip(results) {
@@ -215,4 +275,66 @@ pub async fn download(
         }
     }
     outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Refused("download did not run".into())))).collect()
+}
+
+/// A job ready for a round, or the job and why it cannot be.
+type Described = Result<Download, (Download, Error)>;
+
+/// Asks the store what a listing does not say but verification needs: the
+/// checksum of an object fetched in several parts (HEAD, which also gives its
+/// current identity), and the part layout of a multipart upload (HEAD with
+/// `partNumber=1`). Objects fetched in one GET learn their checksum from it.
+async fn describe(env: &round::Env, job: Download) -> Described {
+    let cfg = &env.cfg;
+    if cfg.verify == VerifyMode::Off || job.size == 0 {
+        return Ok(job);
+    }
+    let mut job = job;
+    if job.checksum == KnownChecksum::NotAsked && (job.size > cfg.part_size || job.multipart()) {
+        match env.store.head(&job.bucket, &job.key).await {
+            Ok(meta) => job = job.refreshed(meta),
+            Err(e) => {
+                let e = Error::store(job.source_url(), e);
+                return Err((job, e));
+            }
+        }
+    }
+    if job.multipart() && job.upload.is_none() {
+        match upload_layout(env, &job).await {
+            Ok(layout) => job.upload = layout,
+            Err(e) => {
+                let e = Error::store(job.source_url(), e);
+                return Err((job, e));
+            }
+        }
+    }
+    Ok(job)
+}
+
+async fn upload_layout(env: &round::Env, job: &Download) -> Result<Option<UploadParts>, crate::error::StoreError> {
+    let Some((part_size, count)) = env.store.upload_part(&job.bucket, &job.key, 1).await? else {
+        return Ok(None);
+    };
+    let last_size = match count {
+        1 => part_size,
+        n => env.store.upload_part(&job.bucket, &job.key, n).await?.map_or(0, |(s, _)| s),
+    };
+    Ok(Some(UploadParts { part_size, last_size, count }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_fixed_size_upload_layouts_are_aligned() {
+        let up = |part_size, last_size, count| UploadParts { part_size, last_size, count };
+        assert!(up(8, 8, 3).uniform_for(24));
+        assert!(up(8, 1, 3).uniform_for(17));
+        assert!(up(8, 8, 1).uniform_for(8));
+        assert!(!up(8, 9, 3).uniform_for(25), "a last part larger than the first");
+        assert!(!up(2, 1, 3).uniform_for(6), "sizes 2, 3, 1: the total gives it away");
+        assert!(!up(0, 0, 3).uniform_for(0));
+        assert!(!up(u64::MAX, 1, 3).uniform_for(7), "no overflow");
+    }
 }

@@ -9,6 +9,18 @@ pub fn split(size: u64, part_size: u64) -> Vec<Range<u64>> {
     (0..size.div_ceil(part_size)).map(|i| i * part_size..((i + 1) * part_size).min(size)).collect()
 }
 
+/// Ranges aligned to the parts of an upload split every `upload_part` bytes:
+/// each upload part is covered by ranges of at most `part_size` bytes, and no
+/// range crosses from one upload part into the next.
+pub fn split_aligned(size: u64, upload_part: u64, part_size: u64) -> Vec<Range<u64>> {
+    split(size, upload_part)
+        .into_iter()
+        .flat_map(|up| {
+            split(up.end - up.start, part_size).into_iter().map(move |r| up.start + r.start..up.start + r.end)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,6 +38,8 @@ mod tests {
             }
         }
         assert!(split(0, 8).is_empty());
+        assert_eq!(split_aligned(25, 10, 4), vec![0..4, 4..8, 8..10, 10..14, 14..18, 18..20, 20..24, 24..25]);
+        assert_eq!(split_aligned(25, 10, 100), vec![0..10, 10..20, 20..25]);
         assert_eq!(split(9, 8), vec![0..8, 8..9]);
     }
 }

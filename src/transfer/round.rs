@@ -12,8 +12,8 @@ use super::limiter::Limiter;
 use super::retry::{self, RetryPolicy};
 use super::writer::TempFile;
 use super::{Download, Durability, EngineConfig, KnownChecksum, Outcome, Verification, VerifyMode, fetch, parts};
-use crate::error::{Error, StoreError, StoreErrorKind};
-use crate::integrity::{self, PartCrc, Stated};
+use crate::error::Error;
+use crate::integrity::{self, DigestKind, PartCrc, PartSum, Stated};
 use crate::progress::Reporter;
 use crate::store::ObjectStore;
 
@@ -68,8 +68,12 @@ pub(super) struct FileState {
     /// The checksum the store states: from HEAD before the first of many parts,
     /// or from the response of a single whole-object GET.
     pub stated: Mutex<KnownChecksum>,
-    /// CRC of each finished part, when a full-object checksum is known.
-    pub crcs: Mutex<Vec<Option<PartCrc>>>,
+    /// Hash of each finished part, when its bytes were hashed (see [`digest_kind`]).
+    pub sums: Mutex<Vec<Option<PartSum>>>,
+    /// Upload part size when `parts` are aligned to the parts of a multipart upload.
+    aligned: Option<u64>,
+    /// Whether the ETag is an MD5 (from HEAD, or the whole-object GET).
+    pub etag_md5: Mutex<bool>,
     /// Bytes written to the temporary file (given back to progress on discard).
     pub written: AtomicU64,
 }
@@ -126,6 +130,56 @@ impl Sched {
     }
 }
 
+/// The ranges to fetch, and the upload part size when they are aligned to a
+/// multipart upload's parts. Alignment is needed only to check a composite
+/// checksum (ranges within a part, whose CRCs combine into the part's CRC) or,
+/// with no checksum, the multipart ETag (one range per part, as MD5 does not
+/// combine). A full-object checksum is checked from any split.
+fn plan_parts(job: &Download, cfg: &EngineConfig) -> (Vec<Range<u64>>, Option<u64>) {
+    let layout = job.upload.filter(|u| u.uniform_for(job.size) && cfg.verify != VerifyMode::Off);
+    let within = match job.checksum {
+        KnownChecksum::Stated(Stated::Full { .. }) => None,
+        KnownChecksum::Stated(Stated::Composite { .. }) => Some(cfg.part_size),
+        KnownChecksum::NoneStated | KnownChecksum::NotAsked if job.etag_md5 => layout.map(|u| u.part_size),
+        KnownChecksum::NoneStated | KnownChecksum::NotAsked => None,
+    };
+    match (layout, within) {
+        (Some(u), Some(within)) => (parts::split_aligned(job.size, u.part_size, within), Some(u.part_size)),
+        _ if job.size <= cfg.part_size => (std::iter::once(0..job.size).collect(), None),
+        _ => (parts::split(job.size, cfg.part_size), None),
+    }
+}
+
+/// What a part's bytes are hashed with, given what is known of the object now.
+pub(super) fn digest_kind(file: &FileState) -> Option<DigestKind> {
+    match *file.stated.lock().unwrap() {
+        KnownChecksum::Stated(Stated::Full { algorithm, .. }) => Some(DigestKind::Crc(algorithm)),
+        KnownChecksum::Stated(Stated::Composite { algorithm, .. }) => file.aligned.map(|_| DigestKind::Crc(algorithm)),
+        KnownChecksum::NoneStated | KnownChecksum::NotAsked => {
+            (*file.etag_md5.lock().unwrap() && md5_unverifiable(file).is_none()).then_some(DigestKind::Md5)
+        }
+    }
+}
+
+/// Why an object without a checksum cannot be checked against its MD5 ETag.
+fn md5_unverifiable(file: &FileState) -> Option<String> {
+    let job = &file.job;
+    if !*file.etag_md5.lock().unwrap() {
+        return Some("the store states no checksum, and its ETag is not an MD5 (SSE-KMS or SSE-C)".into());
+    }
+    match (job.multipart(), job.upload) {
+        (false, _) if file.parts.len() == 1 => None,
+        (false, _) => Some(format!(
+            "the store states no checksum, and its MD5 ETag cannot be computed from {} parallel ranges (a --part-size above its size would allow it)",
+            file.parts.len()
+        )),
+        (true, Some(u)) if file.aligned.is_some() && file.parts.len() == u.count as usize => None,
+        (true, _) => {
+            Some("the store states no checksum, and its multipart upload's parts are not of equal size".into())
+        }
+    }
+}
+
 /// State of one round, shared by its workers.
 pub(super) struct Round {
     pub env: Arc<Env>,
@@ -145,17 +199,15 @@ pub(super) async fn run(env: Arc<Env>, jobs: Vec<Download>, last: bool) -> Vec<O
     let files: Vec<FileState> = jobs
         .into_iter()
         .map(|job| {
-            let mut parts = if job.size <= cfg.part_size {
-                std::iter::once(0..job.size).collect()
-            } else {
-                parts::split(job.size, cfg.part_size)
-            };
+            let (mut parts, aligned) = plan_parts(&job, cfg);
             if parts.is_empty() {
                 parts.push(0..0);
             }
             FileState {
-                crcs: Mutex::new(vec![None; parts.len()]),
+                sums: Mutex::new(vec![None; parts.len()]),
                 stated: Mutex::new(job.checksum),
+                etag_md5: Mutex::new(job.etag_md5),
+                aligned,
                 job,
                 parts,
                 file: Mutex::new(None),
@@ -270,28 +322,75 @@ fn check(file: &FileState, mode: VerifyMode) -> Outcome {
     if file.job.size == 0 {
         return Ok(Verification::Verified("empty"));
     }
+    let sums: Option<Vec<PartSum>> = file.sums.lock().unwrap().iter().copied().collect();
+    let crcs = || -> Vec<PartCrc> {
+        let all = sums.iter().flatten();
+        all.filter_map(|s| if let PartSum::Crc(c) = s { Some(*c) } else { None }).collect()
+    };
+    let mismatch = |what: &str, got: String, stated: String| {
+        Error::Mismatch(format!(
+            "{url}: {what} of the bytes received is {got}, the store states {stated}; nothing was written"
+        ))
+    };
     let why = match *file.stated.lock().unwrap() {
         KnownChecksum::Stated(Stated::Full { algorithm, value }) => {
-            let crcs: Option<Vec<PartCrc>> = file.crcs.lock().unwrap().iter().copied().collect();
-            let Some(crcs) = crcs else {
+            let crcs = crcs();
+            if crcs.len() != file.parts.len() {
                 return Err(Error::Refused(format!("{url}: internal error: a part's checksum is missing")));
-            };
+            }
             let got = integrity::combine(algorithm, &crcs);
             if got != value {
-                return Err(Error::Mismatch(format!(
-                    "{url}: {} of the bytes received is {}, the store states {}; nothing was written",
-                    algorithm.name(),
-                    integrity::to_base64(algorithm, got),
-                    integrity::to_base64(algorithm, value),
-                )));
+                let b64 = |v| integrity::to_base64(algorithm, v);
+                return Err(mismatch(algorithm.name(), b64(got), b64(value)));
             }
             return Ok(Verification::Verified(algorithm.name()));
         }
-        KnownChecksum::Stated(Stated::Composite { algorithm, .. }) => format!(
-            "its {} checksum is composite (a multipart upload), and part-level verification is not built yet",
-            algorithm.name()
-        ),
-        KnownChecksum::NoneStated | KnownChecksum::NotAsked => "the store states no checksum for it".to_string(),
+        KnownChecksum::Stated(Stated::Composite { algorithm, parts, value }) => match file.aligned {
+            Some(upload_part) => {
+                let crcs = crcs();
+                if crcs.len() != file.parts.len() {
+                    return Err(Error::Refused(format!("{url}: internal error: a part's checksum is missing")));
+                }
+                // Combine the ranges of each uploaded part into that part's CRC.
+                let mut per_part: Vec<Vec<PartCrc>> = Vec::new();
+                for (range, crc) in file.parts.iter().zip(crcs) {
+                    let i = (range.start / upload_part) as usize;
+                    per_part.resize_with(per_part.len().max(i + 1), Vec::new);
+                    per_part[i].push(crc);
+                }
+                let part_crcs: Vec<u64> = per_part.iter().map(|p| integrity::combine(algorithm, p)).collect();
+                let got = integrity::composite(algorithm, &part_crcs);
+                if got != value || (parts != 0 && parts as usize != part_crcs.len()) {
+                    let show = |v, n| format!("{}-{n}", integrity::to_base64(algorithm, v));
+                    let what = format!("composite {}", algorithm.name());
+                    return Err(mismatch(&what, show(got, part_crcs.len() as u32), show(value, parts)));
+                }
+                return Ok(Verification::Verified(algorithm.name()));
+            }
+            None => format!(
+                "its {} checksum is composite (per uploaded part), and the parts are not of equal size",
+                algorithm.name()
+            ),
+        },
+        KnownChecksum::NoneStated | KnownChecksum::NotAsked => match md5_unverifiable(file) {
+            Some(why) => why,
+            None => {
+                let md5s: Vec<[u8; 16]> = sums
+                    .iter()
+                    .flatten()
+                    .filter_map(|s| if let PartSum::Md5(m) = s { Some(*m) } else { None })
+                    .collect();
+                if md5s.len() != file.parts.len() {
+                    return Err(Error::Refused(format!("{url}: internal error: a part's MD5 is missing")));
+                }
+                let got = integrity::etag_of(&md5s);
+                let stated = file.job.etag.clone().unwrap_or_default();
+                if got != stated {
+                    return Err(mismatch("the MD5 ETag", got, stated));
+                }
+                return Ok(Verification::Verified("MD5"));
+            }
+        },
     };
     if mode == VerifyMode::Require {
         return Err(Error::Unverified(format!("{url}: cannot be verified: {why} (--verify require)")));
@@ -306,14 +405,12 @@ async fn run_part(round: &Round, idx: usize, p: usize, buf: &mut Vec<u8>) -> Res
     if range.is_empty() {
         return Ok(());
     }
-    let crc = fetch::fetch_range(round, file, range, &tmp, buf).await?;
-    file.crcs.lock().unwrap()[p] = crc;
+    let sum = fetch::fetch_range(round, file, range, &tmp, buf).await?;
+    file.sums.lock().unwrap()[p] = sum;
     Ok(())
 }
 
-/// The object's temporary file, created by the first part to start. An object
-/// fetched in many parts first asks the store for its checksum (HEAD), which also
-/// confirms that the object is still the one listed.
+/// The object's temporary file, created by the first part to start.
 async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
     if let Some(t) = file.file.lock().unwrap().clone() {
         return Ok(t);
@@ -323,19 +420,8 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
     if let Some(t) = file.file.lock().unwrap().clone() {
         return Ok(t);
     }
-    let env = &round.env;
-    let job = &file.job;
-    let known = *file.stated.lock().unwrap();
-    if file.parts.len() > 1 && known == KnownChecksum::NotAsked && env.cfg.verify != VerifyMode::Off {
-        let meta = env.store.head(&job.bucket, &job.key).await.map_err(|e| Error::store(job.source_url(), e))?;
-        if meta.etag != job.etag || meta.size != job.size {
-            let e = StoreError::new(StoreErrorKind::PreconditionFailed, "the object changed since it was listed");
-            return Err(Error::store(job.source_url(), e));
-        }
-        *file.stated.lock().unwrap() = meta.checksum.into();
-    }
-    let (dest, size) = (job.dest.clone(), job.size);
-    let t = Arc::new(env.blocking_io(move || TempFile::create(&dest, size)).await?);
+    let (dest, size) = (file.job.dest.clone(), file.job.size);
+    let t = Arc::new(round.env.blocking_io(move || TempFile::create(&dest, size)).await?);
     *file.file.lock().unwrap() = Some(t.clone());
     Ok(t)
 }

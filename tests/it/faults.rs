@@ -206,15 +206,8 @@ async fn case08_full_object_crc32_and_crc32c_are_combined_from_parallel_parts() 
     let dest = h.path("out");
     let run = h.run(&["--json", "cp", "-p", "1", "s3://bucket/c/*", dest.to_str().unwrap()]).await;
     run.assert_ok();
-    let mut verified: Vec<(String, String)> = run
-        .stdout_lines()
-        .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|v| (v["source"].as_str().unwrap().to_string(), v["verified"].as_str().unwrap_or("no").to_string()))
-        .collect();
-    verified.sort();
     assert_eq!(
-        verified,
+        verified_by(&run),
         vec![
             ("s3://bucket/c/crc32.bin".to_string(), "CRC32".to_string()),
             ("s3://bucket/c/crc32c.bin".to_string(), "CRC32C".to_string()),
@@ -270,27 +263,132 @@ async fn case09_corruption_on_every_try_fails_and_commits_nothing() {
     assert_eq!(gets(&h).len(), 4, "first try and three restarts");
 }
 
+/// `--json` lines as (source, verified) pairs, sorted.
+fn verified_by(run: &crate::harness::Run) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = run
+        .stdout_lines()
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            let how = v["verified"].as_str().map_or_else(|| v["verified"].to_string(), str::to_string);
+            (v["source"].as_str().unwrap().to_string(), how)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn pair(src: &str, how: &str) -> (String, String) {
+    (src.to_string(), how.to_string())
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn objects_without_a_checksum_are_counted_unverified_and_fail_under_require() {
+async fn objects_without_a_checksum_are_checked_against_their_md5_etag_where_possible() {
     let h = Harness::new().await;
     let now = std::time::SystemTime::now();
-    h.server.store().put_object(BUCKET, "u/old.bin", StoredObject::with_checksum(generate_bytes(3000, 16), now, None));
-    put_sized(&h, "u/new.bin", 3000, 17);
+    let legacy = |key: &str, size, seed| {
+        let obj = StoredObject::with_checksum(generate_bytes(size, seed), now, None);
+        h.server.store().put_object(BUCKET, key, obj);
+    };
+    legacy("u/small.bin", 3000, 16);
+    legacy("u/big.bin", 3 * MIB, 17);
+    let parts = [generate_bytes(MIB, 20), generate_bytes(MIB, 21), generate_bytes(MIB / 2 + 3, 22)];
+    h.server.store().put_object(BUCKET, "u/multi.bin", StoredObject::multipart(&parts, now, None, false));
+
+    // Parts of 1 MiB: the single-part 3 MiB object cannot be checked against its MD5.
     let dest = h.path("out");
-    let run = h.run(&["cp", "s3://bucket/u/*", dest.to_str().unwrap()]).await;
+    let run = h.run(&["--json", "cp", "-p", "1", "s3://bucket/u/*", dest.to_str().unwrap()]).await;
     run.assert_ok();
-    assert!(run.stderr.contains("2 copied") && run.stderr.contains("1 of them unverified"), "{}", run.stderr);
+    assert_eq!(
+        verified_by(&run),
+        vec![
+            pair("s3://bucket/u/big.bin", "false"),
+            pair("s3://bucket/u/multi.bin", "MD5"),
+            pair("s3://bucket/u/small.bin", "MD5")
+        ]
+    );
+    assert!(run.stderr.contains("3 copied") && run.stderr.contains("1 of them unverified"), "{}", run.stderr);
+    assert!(std::fs::read(dest.join("multi.bin")).unwrap() == parts.concat());
 
     let strict = h.path("strict");
-    let run = h.run(&["--verify", "require", "cp", "s3://bucket/u/*", strict.to_str().unwrap()]).await;
+    let run = h.run(&["--verify", "require", "cp", "-p", "1", "s3://bucket/u/*", strict.to_str().unwrap()]).await;
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("s3://bucket/u/old.bin: cannot be verified"), "{}", run.stderr);
-    assert_eq!(files_under(&strict), vec!["new.bin"]);
+    assert!(run.stderr.contains("s3://bucket/u/big.bin: cannot be verified"), "{}", run.stderr);
+    assert!(run.stderr.contains("a --part-size above its size would allow it"), "{}", run.stderr);
+    assert_eq!(files_under(&strict), vec!["multi.bin", "small.bin"]);
+
+    // With parts larger than the object, one GET gives the whole MD5.
+    let whole = h.path("whole");
+    let run = h.run(&["--verify", "require", "cp", "-p", "4", "s3://bucket/u/*", whole.to_str().unwrap()]).await;
+    run.assert_ok();
 
     let off = h.path("off");
     let run = h.run(&["--verify", "off", "cp", "s3://bucket/u/*", off.to_str().unwrap()]).await;
     run.assert_ok();
     assert!(run.stderr.contains("not verified (--verify off)"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_part_of_a_legacy_multipart_object_fails_its_etag() {
+    let h = Harness::new().await;
+    let now = std::time::SystemTime::now();
+    let parts: Vec<bytes::Bytes> = (0..3).map(|i| generate_bytes(MIB, 30 + i)).collect();
+    h.server.store().put_object(BUCKET, "e/multi.bin", StoredObject::multipart(&parts, now, None, false));
+    h.server.faults().add(Rule::new("GetObject", When::Always, Fault::FlipByte(77)));
+    let dest = h.path("out");
+    let run = h.run(&["cp", "s3://bucket/e/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("s3://bucket/e/multi.bin: the MD5 ETag of the bytes received"), "{}", run.stderr);
+    assert_eq!(files_under(&dest), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case07_composite_checksums_are_verified_with_part_aligned_ranges() {
+    let h = Harness::new().await;
+    let now = std::time::SystemTime::now();
+    // Uploaded in 3 MiB parts; s3load fetches 1 MiB ranges, none crossing a part.
+    let parts: Vec<bytes::Bytes> = (0..3).map(|i| generate_bytes(3 * MIB, 40 + i)).collect();
+    let parts = [parts[0].clone(), parts[1].clone(), parts[2].slice(..MIB + 7)];
+    for (key, algo) in [("p/c32c.bin", ChecksumAlgorithm::Crc32c), ("p/c32.bin", ChecksumAlgorithm::Crc32)] {
+        h.server.store().put_object(BUCKET, key, StoredObject::multipart(&parts, now, Some(algo), true));
+    }
+    // A flipped byte in one range of the CRC32C object is caught by the part's CRC.
+    let flip = Rule::new("GetObject", When::Nth(5), Fault::FlipByte(1000)).for_key("p/c32c.bin");
+    h.server.faults().add(flip);
+    let dest = h.path("out");
+    let run = h.run(&["--json", "cp", "-p", "1", "-c", "2", "s3://bucket/p/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert_eq!(
+        verified_by(&run),
+        vec![pair("s3://bucket/p/c32.bin", "CRC32"), pair("s3://bucket/p/c32c.bin", "CRC32C")]
+    );
+    assert!(std::fs::read(dest.join("c32c.bin")).unwrap() == parts.concat());
+    assert!(run.stderr.contains("composite CRC32C of the bytes received"), "{}", run.stderr);
+    let ranges: Vec<(u64, u64)> = gets(&h)
+        .iter()
+        .filter(|r| r.key == "p/c32.bin")
+        .map(|r| r.range.map(|(a, b)| (a, b.unwrap())).unwrap())
+        .collect();
+    let part = 3 * MIB as u64;
+    assert!(ranges.iter().all(|&(a, b)| a / part == b / part), "no range crosses an upload part: {ranges:?}");
+    assert_eq!(ranges.len(), 8, "3 + 3 + 2 ranges of at most 1 MiB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case07_composite_checksum_with_unequal_parts_is_reported_unverified_not_failed() {
+    let h = Harness::new().await;
+    let now = std::time::SystemTime::now();
+    let parts = [generate_bytes(2 * MIB, 50), generate_bytes(3 * MIB, 51), generate_bytes(MIB, 52)];
+    h.server.store().put_object(
+        BUCKET,
+        "q/odd.bin",
+        StoredObject::multipart(&parts, now, Some(ChecksumAlgorithm::Crc32), true),
+    );
+    let dest = h.path("out");
+    let run = h.run(&["cp", "-p", "1", "s3://bucket/q/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert!(run.stderr.contains("1 of them unverified"), "{}", run.stderr);
+    assert!(std::fs::read(dest.join("odd.bin")).unwrap() == parts.concat());
 }
 
 #[tokio::test(flavor = "multi_thread")]

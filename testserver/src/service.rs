@@ -130,7 +130,11 @@ type ChecksumFields = (Option<String>, Option<String>, Option<String>, Option<Ch
 /// The checksum response fields for a full-object checksum.
 fn checksum_headers(c: StoredChecksum) -> ChecksumFields {
     let v = Some(c.to_base64());
-    let kind = Some(ChecksumType::from_static(ChecksumType::FULL_OBJECT));
+    let kind = Some(ChecksumType::from_static(if c.composite_parts.is_some() {
+        ChecksumType::COMPOSITE
+    } else {
+        ChecksumType::FULL_OBJECT
+    }));
     match c.algorithm {
         ChecksumAlgorithm::Crc64Nvme => (v, None, None, kind),
         ChecksumAlgorithm::Crc32 => (None, v, None, kind),
@@ -273,6 +277,15 @@ impl S3 for Service {
             accept_ranges: Some("bytes".into()),
             ..Default::default()
         };
+        // With partNumber, S3 describes that part of a multipart upload.
+        if let Some(n) = input.part_number.filter(|_| !obj.part_sizes.is_empty()) {
+            let Some(r) = obj.part_range(n as usize) else {
+                return Err(s3_error!(InvalidPart, "The requested partnumber is not satisfiable"));
+            };
+            out.content_length = Some((r.end - r.start) as i64);
+            out.parts_count = Some(obj.part_sizes.len() as i32);
+            return Ok(S3Response::new(out));
+        }
         if checksum_enabled(input.checksum_mode.as_ref())
             && let Some(c) = obj.checksum
         {

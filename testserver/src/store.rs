@@ -42,22 +42,43 @@ impl ChecksumAlgorithm {
     }
 }
 
-/// A full-object checksum, computed once when the object is put.
+/// An object's checksum, computed once when the object is put.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredChecksum {
     pub algorithm: ChecksumAlgorithm,
     pub value: u64,
+    /// `Some(n)` for a composite checksum of a multipart upload of `n` parts: the
+    /// checksum of the concatenated part checksums, sent as `value-n`.
+    pub composite_parts: Option<u32>,
 }
 
 impl StoredChecksum {
     pub fn compute(algorithm: ChecksumAlgorithm, data: &[u8]) -> StoredChecksum {
-        StoredChecksum { algorithm, value: crc_fast::checksum(algorithm.crc(), data) }
+        StoredChecksum { algorithm, value: crc_fast::checksum(algorithm.crc(), data), composite_parts: None }
     }
 
-    /// The value as S3 sends it: base64 of the big-endian bytes.
+    /// The composite checksum of `parts`, as S3 computes it for a multipart upload.
+    pub fn composite(algorithm: ChecksumAlgorithm, parts: &[Bytes]) -> StoredChecksum {
+        let mut joined = Vec::new();
+        for p in parts {
+            let be = crc_fast::checksum(algorithm.crc(), p).to_be_bytes();
+            joined.extend_from_slice(&be[8 - algorithm.width()..]);
+        }
+        StoredChecksum {
+            algorithm,
+            value: crc_fast::checksum(algorithm.crc(), &joined),
+            composite_parts: Some(parts.len() as u32),
+        }
+    }
+
+    /// The value as S3 sends it: base64 of the big-endian bytes (`-n` for composite).
     pub fn to_base64(self) -> String {
         let be = self.value.to_be_bytes();
-        BASE64_STANDARD.encode(&be[8 - self.algorithm.width()..])
+        let v = BASE64_STANDARD.encode(&be[8 - self.algorithm.width()..]);
+        match self.composite_parts {
+            Some(n) => format!("{v}-{n}"),
+            None => v,
+        }
     }
 }
 
@@ -70,6 +91,8 @@ pub struct StoredObject {
     pub last_modified: SystemTime,
     /// `None` for objects stored before S3 kept checksums (only the MD5 ETag).
     pub checksum: Option<StoredChecksum>,
+    /// Sizes of the parts of a multipart upload; empty for a single-part object.
+    pub part_sizes: Vec<u64>,
 }
 
 impl StoredObject {
@@ -82,7 +105,34 @@ impl StoredObject {
     pub fn with_checksum(data: Bytes, last_modified: SystemTime, algorithm: Option<ChecksumAlgorithm>) -> Self {
         let etag = hex::encode(Md5::digest(&data));
         let checksum = algorithm.map(|a| StoredChecksum::compute(a, &data));
-        StoredObject { data, etag, last_modified, checksum }
+        StoredObject { data, etag, last_modified, checksum, part_sizes: Vec::new() }
+    }
+
+    /// An object as a multipart upload of `parts` leaves it: ETag = MD5 of the
+    /// part MD5s plus `-n`, and a checksum that is `composite` (per part) or full-object.
+    pub fn multipart(
+        parts: &[Bytes],
+        last_modified: SystemTime,
+        algorithm: Option<ChecksumAlgorithm>,
+        composite: bool,
+    ) -> Self {
+        let mut md5s = Vec::new();
+        let mut data = Vec::new();
+        for p in parts {
+            md5s.extend_from_slice(&Md5::digest(p));
+            data.extend_from_slice(p);
+        }
+        let etag = format!("{}-{}", hex::encode(Md5::digest(&md5s)), parts.len());
+        let checksum = algorithm
+            .map(|a| if composite { StoredChecksum::composite(a, parts) } else { StoredChecksum::compute(a, &data) });
+        let part_sizes = parts.iter().map(|p| p.len() as u64).collect();
+        StoredObject { data: Bytes::from(data), etag, last_modified, checksum, part_sizes }
+    }
+
+    /// Byte range of part `n` (1-based) of a multipart upload.
+    pub fn part_range(&self, n: usize) -> Option<std::ops::Range<u64>> {
+        let start: u64 = self.part_sizes.iter().take(n.checked_sub(1)?).sum();
+        Some(start..start + self.part_sizes.get(n - 1)?)
     }
 }
 
