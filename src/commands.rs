@@ -77,6 +77,11 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
             etag: o.meta.etag.clone(),
             last_modified: o.meta.last_modified,
             dest: dest_of(o),
+            root: if src.is_batch() {
+                dst.clone()
+            } else {
+                dest_of(o).parent().map(Path::to_path_buf).unwrap_or_default()
+            },
             // A single object was looked up with HEAD, which states its checksum;
             // a listing does not, so the engine asks when it needs to.
             checksum: if src.is_batch() { KnownChecksum::NotAsked } else { o.meta.checksum.into() },

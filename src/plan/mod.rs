@@ -77,5 +77,61 @@ pub async fn expand(store: &dyn ObjectStore, url: &S3Url) -> Result<Expanded, Er
         }
     }
     out.objects.sort_by(|a, b| a.rel.cmp(&b.rel));
+    refuse_file_directory_collisions(&mut out);
     Ok(out)
+}
+
+/// Keys `a` and `a/b` cannot both land: `a` would have to be a file and a
+/// directory. The outcome is fixed, whatever the listing or download order: the
+/// objects below `a/` are kept and `a` is refused by name (so the run exits
+/// non-zero and nothing is silently dropped).
+fn refuse_file_directory_collisions(out: &mut Expanded) {
+    let dirs: std::collections::HashSet<&str> =
+        out.objects.iter().flat_map(|o| o.rel.match_indices('/').map(|(i, _)| &o.rel[..i])).collect();
+    if out.objects.iter().all(|o| !dirs.contains(o.rel.as_str())) {
+        return;
+    }
+    let (clash, keep): (Vec<SourceObject>, Vec<SourceObject>) = {
+        let dirs: std::collections::HashSet<String> = dirs.into_iter().map(str::to_string).collect();
+        std::mem::take(&mut out.objects).into_iter().partition(|o| dirs.contains(&o.rel))
+    };
+    out.objects = keep;
+    for o in clash {
+        let why = format!(
+            "key collides with the keys below '{}/': a path cannot be both a file and a directory; the objects below it are kept",
+            o.rel
+        );
+        out.refused.push((o.meta.key, why));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(rel: &str) -> SourceObject {
+        let meta = ObjectMeta {
+            key: format!("p/{rel}"),
+            size: 1,
+            etag: None,
+            last_modified: None,
+            checksum: None,
+            etag_md5: false,
+        };
+        SourceObject { meta, rel: rel.to_string(), path: PathBuf::from(rel) }
+    }
+
+    #[test]
+    fn a_file_that_is_also_a_directory_is_refused_and_the_directory_kept() {
+        let mut e = Expanded {
+            objects: vec![obj("a"), obj("a-1"), obj("a/b"), obj("a/c/d"), obj("test-1")],
+            ..Default::default()
+        };
+        refuse_file_directory_collisions(&mut e);
+        let kept: Vec<&str> = e.objects.iter().map(|o| o.rel.as_str()).collect();
+        assert_eq!(kept, vec!["a-1", "a/b", "a/c/d", "test-1"]);
+        assert_eq!(e.refused.len(), 1);
+        assert_eq!(e.refused[0].0, "p/a");
+        assert!(e.refused[0].1.contains("both a file and a directory"));
+    }
 }

@@ -71,6 +71,9 @@ pub struct Download {
     pub etag: Option<String>,
     pub last_modified: Option<SystemTime>,
     pub dest: PathBuf,
+    /// The directory `dest` lies below that s3load may create directories in;
+    /// nothing between it and `dest` is followed if it is a symlink.
+    pub root: PathBuf,
     pub checksum: KnownChecksum,
     /// Whether the ETag is known to be an MD5 (from HEAD or a whole-object GET).
     pub etag_md5: bool,

@@ -420,8 +420,8 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
     if let Some(t) = file.file.lock().unwrap().clone() {
         return Ok(t);
     }
-    let (dest, size) = (file.job.dest.clone(), file.job.size);
-    let t = Arc::new(round.env.blocking_io(move || TempFile::create(&dest, size)).await?);
+    let (root, dest, size) = (file.job.root.clone(), file.job.dest.clone(), file.job.size);
+    let t = Arc::new(round.env.blocking_io(move || TempFile::create(&root, &dest, size)).await?);
     *file.file.lock().unwrap() = Some(t.clone());
     Ok(t)
 }

@@ -5,16 +5,28 @@
 //! atomic). Nothing appears at the final path until every byte has arrived and
 //! been verified; a failed download removes its temporary file.
 //!
+//! Symlinks: every directory below the destination root is created and opened
+//! relative to its parent's handle with `O_NOFOLLOW`, and the temporary file is
+//! created and renamed relative to the final directory's handle. So a symlink
+//! planted in the destination (`models/x -> /etc`) is refused by name, never
+//! written through; a symlink at a file's final name is replaced by the file,
+//! not followed. The root itself is the user's choice and may be a symlink.
+//!
 //! The temporary file is preallocated (`fallocate`) to the object's size, so a
 //! full disk shows up when the download starts rather than half-way through,
 //! and large files are laid out contiguously. Filesystems without `fallocate`
 //! get a sparse file instead.
 
-use std::fs::{File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::error::Error;
 
@@ -30,38 +42,82 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
 }
 
-fn temp_path(dest: &Path) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+fn temp_name(name: &OsStr) -> OsString {
+    let name = name.to_string_lossy();
     let mut keep = name.len().min(NAME_KEEP);
     while !name.is_char_boundary(keep) {
         keep -= 1;
     }
     let unique = (u64::from(std::process::id()) << 32) ^ SEQ.fetch_add(1, Ordering::Relaxed);
-    dest.with_file_name(format!(".{}.{unique:x}{TEMP_SUFFIX}", &name[..keep]))
+    OsString::from(format!(".{}.{unique:x}{TEMP_SUFFIX}", &name[..keep]))
+}
+
+/// Opens (creating as needed) the directory that will hold `root/rel`, never
+/// following a symlink below `root`. Returns its handle and the file's name.
+fn open_parent<'a>(root: &Path, rel: &'a Path) -> Result<(OwnedFd, &'a OsStr), Error> {
+    let mut comps = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => comps.push(n),
+            _ => return Err(Error::Refused(format!("{}: not a plain relative path", rel.display()))),
+        }
+    }
+    let Some((name, parents)) = comps.split_last() else {
+        return Err(Error::Refused(format!("{}: no file name", rel.display())));
+    };
+    let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
+    std::fs::create_dir_all(root).map_err(|e| Error::io(root, "creating directory", e))?;
+    let dir_flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(root, dir_flags, Mode::empty()).map_err(|e| Error::io(root, "opening", e.into()))?;
+    let mut shown = root.to_path_buf();
+    for c in parents {
+        shown.push(c);
+        match rustix::fs::mkdirat(&dir, *c, Mode::from_raw_mode(0o777)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(Error::io(&shown, "creating directory", e.into())),
+        }
+        dir = match rustix::fs::openat(&dir, *c, dir_flags | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                return Err(Error::Refused(format!(
+                    "{}: is a symlink or a file where a directory is needed; s3load never writes through symlinks (remove it or choose another destination)",
+                    shown.display()
+                )));
+            }
+            Err(e) => return Err(Error::io(&shown, "opening directory", e.into())),
+        };
+    }
+    Ok((dir, name))
 }
 
 /// An open temporary file for one destination.
 #[derive(Debug)]
 pub struct TempFile {
     file: File,
+    /// The destination's directory, opened without following symlinks.
+    dir: OwnedFd,
+    tmp_name: OsString,
+    name: OsString,
+    /// Full paths, for messages.
     path: PathBuf,
     dest: PathBuf,
 }
 
 impl TempFile {
-    /// Creates the destination's parent directories and a temporary file of `size`
-    /// bytes (sparse; filled by [`write_at`](Self::write_at)).
-    pub fn create(dest: &Path, size: u64) -> Result<TempFile, Error> {
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "creating directory", e))?;
-        }
-        let path = temp_path(dest);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "creating temporary file", e))?;
-        let tmp = TempFile { file, path, dest: dest.to_path_buf() };
+    /// Creates the directories from `root` down to `dest`'s parent and a
+    /// temporary file of `size` bytes there. `dest` must lie below `root`.
+    pub fn create(root: &Path, dest: &Path, size: u64) -> Result<TempFile, Error> {
+        let rel = dest.strip_prefix(root).map_err(|_| {
+            Error::Refused(format!("internal error: {} is not below {}", dest.display(), root.display()))
+        })?;
+        let (dir, name) = open_parent(root, rel)?;
+        let tmp_name = temp_name(name);
+        let path = dest.with_file_name(&tmp_name);
+        let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir, &tmp_name, flags, Mode::from_raw_mode(0o644))
+            .map_err(|e| Error::io(&path, "creating temporary file", e.into()))?;
+        let tmp =
+            TempFile { file: File::from(fd), dir, tmp_name, name: name.to_owned(), path, dest: dest.to_path_buf() };
         if size > 0
             && let Err(e) = tmp.reserve(size)
         {
@@ -72,7 +128,6 @@ impl TempFile {
     }
 
     fn reserve(&self, size: u64) -> Result<(), Error> {
-        use rustix::io::Errno;
         match rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), 0, size) {
             Ok(()) => Ok(()),
             Err(Errno::OPNOTSUPP | Errno::NOSYS) => {
@@ -95,16 +150,17 @@ impl TempFile {
         if fsync {
             self.file.sync_all().map_err(|e| Error::io(&self.path, "flushing to disk", e))?;
         }
-        std::fs::rename(&self.path, &self.dest).map_err(|e| Error::io(&self.dest, "moving into place", e))?;
-        if fsync && let Some(dir) = self.dest.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "flushing directory to disk", e))?;
+        rustix::fs::renameat(&self.dir, &self.tmp_name, &self.dir, &self.name)
+            .map_err(|e| Error::io(&self.dest, "moving into place", e.into()))?;
+        if fsync {
+            rustix::fs::fsync(&self.dir).map_err(|e| Error::io(&self.dest, "flushing directory to disk", e.into()))?;
         }
         Ok(())
     }
 
     /// Removes the temporary file (best effort: the error that led here matters more).
     pub fn discard(self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = rustix::fs::unlinkat(&self.dir, &self.tmp_name, AtFlags::empty());
     }
 }
 
@@ -115,8 +171,8 @@ mod tests {
     #[test]
     fn temp_names_are_recognised_and_short() {
         let long = "x".repeat(255);
-        let p = temp_path(Path::new("/d").join(&long).as_path());
-        let name = p.file_name().unwrap().to_str().unwrap();
+        let name = temp_name(OsStr::new(&long));
+        let name = name.to_str().unwrap();
         assert!(name.len() <= 255);
         assert!(is_temp_name(name));
         assert!(!is_temp_name("model.safetensors"));
@@ -126,11 +182,32 @@ mod tests {
     fn nothing_at_the_final_path_until_commit() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("a/b/file.bin");
-        let t = TempFile::create(&dest, 4).unwrap();
+        let t = TempFile::create(dir.path(), &dest, 4).unwrap();
         t.write_at(b"abcd", 0).unwrap();
         assert!(!dest.exists());
         t.commit(None, true).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"abcd");
         assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn symlinked_directories_below_the_root_are_refused_and_final_symlinks_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = dir.path().join("dest");
+        std::fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("sub")).unwrap();
+        let err = TempFile::create(&root, &root.join("sub/x.bin"), 4).unwrap_err().to_string();
+        assert!(err.contains("never writes through symlinks"), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside");
+
+        let target = outside.path().join("victim");
+        std::fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, root.join("link.bin")).unwrap();
+        let t = TempFile::create(&root, &root.join("link.bin"), 3).unwrap();
+        t.write_at(b"new", 0).unwrap();
+        t.commit(None, false).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep", "the symlink's target is untouched");
+        assert!(!std::fs::symlink_metadata(root.join("link.bin")).unwrap().file_type().is_symlink());
     }
 }

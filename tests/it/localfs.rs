@@ -53,3 +53,50 @@ async fn fsync_and_off_durability_modes_download_the_same_bytes() {
         assert!(std::fs::read(dest.join("3.bin")).unwrap() == generate_bytes(100_000, 3));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case14_a_symlink_planted_in_the_destination_is_never_written_through() {
+    let h = Harness::new().await;
+    h.put("m/sub/weights.bin", &b"weights"[..]);
+    h.put("m/config.json", &b"{}"[..]);
+    h.put("m/link.json", &b"replaced"[..]);
+    let dest = h.path("out");
+    let outside = h.path("outside");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim"), b"keep me").unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+    std::os::unix::fs::symlink(outside.join("victim"), dest.join("link.json")).unwrap();
+
+    let run = h.run(&["cp", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("s3://bucket/m/sub/weights.bin"), "{}", run.stderr);
+    assert!(run.stderr.contains("never writes through symlinks"), "{}", run.stderr);
+    assert_eq!(files_under(&outside), vec!["victim"], "nothing written outside the destination");
+    assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"keep me");
+    // The symlink at a final name is replaced by the file, not followed.
+    assert_eq!(std::fs::read(dest.join("link.json")).unwrap(), b"replaced");
+    assert!(!std::fs::symlink_metadata(dest.join("link.json")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(dest.join("config.json")).unwrap(), b"{}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case15_a_key_that_is_also_a_directory_and_directory_markers_have_a_fixed_outcome() {
+    let h = Harness::new().await;
+    h.put("c/a", &b"file a"[..]);
+    h.put("c/a/b", &b"file a/b"[..]);
+    h.put("c/a-1", &b"a-1"[..]);
+    h.put("c/dir/", &b""[..]);
+    h.put("c/dir/x", &b"x"[..]);
+    let dest = h.path("out");
+    for _ in 0..2 {
+        let run = h.run(&["cp", "s3://bucket/c/*", dest.to_str().unwrap()]).await;
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("\"cp s3://bucket/c/a ") && run.stderr.contains("both a file and a directory"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(files_under(&dest), vec!["a-1", "a/b", "dir/x"]);
+    }
+}
