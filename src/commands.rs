@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{Command, Config};
 use crate::error::{Error, exit_code};
 use crate::localfs;
@@ -13,6 +15,7 @@ use crate::plan::{self, SourceObject, local};
 use crate::progress::{Progress, Reporter, human_bytes};
 use crate::store::ObjectStore;
 use crate::store::s3::S3Store;
+use crate::transfer::writer;
 use crate::transfer::{self, Download, Durability, KnownChecksum, Outcome, Verification};
 use crate::url::{Location, S3Url};
 
@@ -108,8 +111,20 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
         let e = Error::Refused(why.clone());
         reporter.out.op("cp", &src.object_url(key), &dst.display().to_string(), 0, Err(&e), |l| eprintln!("{l}"));
     }
-    let results = transfer::download(store, jobs, cfg.engine.clone(), reporter.clone()).await;
+    let stop = CancellationToken::new();
+    let signal = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let watcher = tokio::spawn(stop_on_signal(stop.clone(), signal.clone()));
+    let results = transfer::download(store, jobs, cfg.engine.clone(), reporter.clone(), stop.clone()).await;
+    watcher.abort();
     progress.finish();
+    if src.is_batch() {
+        // Leftovers of killed runs; resumable files stay unless this run is complete.
+        let complete = results.iter().all(Result::is_ok) && !stop.is_cancelled();
+        let removed = writer::remove_orphans(&dst, !complete);
+        if removed > 0 {
+            tracing::info!(removed, "removed temporary files left by earlier runs");
+        }
+    }
     // Durable before success is reported (see `localfs`).
     let synced = match cfg.engine.durability {
         Durability::Syncfs if results.iter().any(Result::is_ok) => localfs::sync_filesystem(&dst),
@@ -138,7 +153,29 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
         eprintln!("ERROR {e}: the files above may not be on disk yet");
         return Ok(exit_code::PARTIAL_FAILURE);
     }
+    match signal.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => {}
+        sig => {
+            eprintln!("stopped by a signal: run again to resume; large objects continue from their finished parts");
+            return Ok(if sig == 2 { exit_code::INTERRUPTED } else { exit_code::TERMINATED });
+        }
+    }
     Ok(if failed == 0 { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE })
+}
+
+/// Cancels `stop` on SIGINT or SIGTERM and notes which (2 or 15) in `which`.
+async fn stop_on_signal(stop: CancellationToken, which: Arc<std::sync::atomic::AtomicU8>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    let sig = tokio::select! {
+        _ = int.recv() => 2,
+        _ = term.recv() => 15,
+    };
+    tracing::warn!("signal received: stopping (in-flight parts are abandoned, finished parts kept for resume)");
+    which.store(sig, std::sync::atomic::Ordering::Relaxed);
+    stop.cancel();
 }
 
 /// Objects to copy under the sync rule; the rest are up to date.

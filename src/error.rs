@@ -15,8 +15,12 @@ pub mod exit_code {
     /// Bad command line: unknown flag, malformed URL (clap also uses 2).
     pub const USAGE: u8 = 2;
     /// Nothing could be done: no credentials, endpoint unreachable, bucket missing
-    /// or not readable, source matched nothing.
+    /// or not readable, source matched nothing, not enough space.
     pub const SETUP: u8 = 3;
+    /// Stopped by SIGINT (128 + 2, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
+    /// Stopped by SIGTERM (128 + 15), e.g. a pod being deleted.
+    pub const TERMINATED: u8 = 143;
 }
 
 /// What went wrong talking to the object store, as far as retry and reporting care.
@@ -90,6 +94,9 @@ pub enum Error {
     /// `--verify require` and no checksum could be checked.
     #[error("{0}")]
     Unverified(String),
+    /// The run was stopped by a signal before this object finished.
+    #[error("{0}: interrupted")]
+    Interrupted(String),
 }
 
 fn io_hint(e: &std::io::Error) -> &'static str {

@@ -136,6 +136,16 @@ pub enum PartSum {
     Md5([u8; 16]),
 }
 
+/// `crc:<hex>:<len>` or `md5:<hex>`, as recorded in resume journals.
+impl std::fmt::Display for PartSum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PartSum::Crc(c) => write!(f, "crc:{:x}:{}", c.crc, c.len),
+            PartSum::Md5(m) => write!(f, "md5:{}", hex(m)),
+        }
+    }
+}
+
 /// The CRC of one part and how many bytes it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartCrc {

@@ -43,7 +43,10 @@ pub(super) async fn fetch_range(
         match env.policy.decide(&err, &mut retries) {
             Decision::Retry(delay) => {
                 tracing::warn!(object = %job.source_url(), offset = attempt.offset, attempt = retries.attempts, ?delay, error = %err, "retrying part");
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = env.stop.cancelled() => return Err(Error::Interrupted(job.source_url())),
+                }
             }
             Decision::GiveUp if matches!(classify(&err), Class::Transient | Class::Throttled) => {
                 let why = if env.policy.exhausted() {
@@ -96,10 +99,17 @@ async fn fetch_once(
     };
     let ctx = || format!("{} bytes {}-{}", job.source_url(), offset, end.saturating_sub(1));
     let stall = env.cfg.stall_timeout;
-    let _permit = env.limiter.acquire().await;
-    let resp = match tokio::time::timeout(stall, env.store.get(&req)).await {
-        Err(_) => return Err(Error::store(ctx(), stalled(round))),
-        Ok(r) => r.map_err(|e| Error::store(ctx(), e))?,
+    let interrupted = || Error::Interrupted(job.source_url());
+    let _permit = tokio::select! {
+        p = env.limiter.acquire() => p,
+        () = env.stop.cancelled() => return Err(interrupted()),
+    };
+    let resp = tokio::select! {
+        r = tokio::time::timeout(stall, env.store.get(&req)) => match r {
+            Err(_) => return Err(Error::store(ctx(), stalled(round))),
+            Ok(r) => r.map_err(|e| Error::store(ctx(), e))?,
+        },
+        () = env.stop.cancelled() => return Err(interrupted()),
     };
     let expected = end - offset;
     let start = if resp.partial { resp.range_start } else { 0 };
@@ -137,7 +147,11 @@ async fn fetch_once(
     let mut received = 0u64;
     buf.clear();
     let result = loop {
-        let chunk = match tokio::time::timeout(stall, body.next()).await {
+        let next = tokio::select! {
+            n = tokio::time::timeout(stall, body.next()) => n,
+            () = env.stop.cancelled() => break Err(interrupted()),
+        };
+        let chunk = match next {
             Err(_) => break Err(Error::store(ctx(), stalled(round))),
             Ok(None) => break Ok(()),
             Ok(Some(Err(e))) => break Err(Error::store(ctx(), e)),

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::integrity::Stated;
@@ -221,13 +222,18 @@ pub type Outcome = Result<Verification, Error>;
 
 /// Downloads every job; returns one outcome per job, in job order. The reporter
 /// hears of each object once, when its outcome is final.
+///
+/// Cancelling `stop` (on SIGTERM/SIGINT) ends every request at once; objects in
+/// flight fail as interrupted, those with a journal keep their temporary file
+/// for the next run to resume, the others remove it.
 pub async fn download(
     store: Arc<dyn ObjectStore>,
     jobs: Vec<Download>,
     cfg: EngineConfig,
     reporter: Arc<dyn Reporter>,
+    stop: CancellationToken,
 ) -> Vec<Outcome> {
-    let env = Arc::new(round::Env::new(store.clone(), reporter.clone(), cfg.clone()));
+    let env = Arc::new(round::Env::new(store.clone(), reporter.clone(), cfg.clone(), stop));
     let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
     let mut pending: Vec<(usize, Download)> = jobs.into_iter().enumerate().collect();
     for restart in 0..=cfg.max_restarts {

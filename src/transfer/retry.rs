@@ -46,9 +46,12 @@ pub fn classify(err: &Error) -> Class {
             | StoreErrorKind::Other => Class::Fatal,
         },
         Error::Mismatch(_) => Class::Corrupt,
-        Error::Usage(_) | Error::Io { .. } | Error::Refused(_) | Error::Integrity(_) | Error::Unverified(_) => {
-            Class::Fatal
-        }
+        Error::Usage(_)
+        | Error::Io { .. }
+        | Error::Refused(_)
+        | Error::Integrity(_)
+        | Error::Unverified(_)
+        | Error::Interrupted(_) => Class::Fatal,
     }
 }
 

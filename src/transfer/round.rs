@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::limiter::Limiter;
 use super::retry::{self, RetryPolicy};
-use super::writer::TempFile;
+use super::writer::{Recorded, TempFile};
 use super::{Download, Durability, EngineConfig, KnownChecksum, Outcome, Verification, VerifyMode, fetch, parts};
 use crate::error::Error;
 use crate::integrity::{self, DigestKind, PartCrc, PartSum, Stated};
@@ -24,13 +25,21 @@ pub(super) struct Env {
     pub cfg: EngineConfig,
     pub policy: RetryPolicy,
     pub limiter: Limiter,
+    /// Cancelled when the run must stop (a signal).
+    pub stop: CancellationToken,
     /// Bounds filesystem calls in flight (see [`EngineConfig::io_concurrency`]).
     io: Semaphore,
 }
 
 impl Env {
-    pub fn new(store: Arc<dyn ObjectStore>, reporter: Arc<dyn Reporter>, cfg: EngineConfig) -> Env {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        reporter: Arc<dyn Reporter>,
+        cfg: EngineConfig,
+        stop: CancellationToken,
+    ) -> Env {
         Env {
+            stop,
             store,
             reporter,
             policy: RetryPolicy::new(cfg.retry_count, cfg.retry_budget),
@@ -76,6 +85,8 @@ pub(super) struct FileState {
     pub etag_md5: Mutex<bool>,
     /// Bytes written to the temporary file (given back to progress on discard).
     pub written: AtomicU64,
+    /// Parts found complete on disk from an earlier, interrupted run.
+    restored: Mutex<Vec<bool>>,
 }
 
 /// Scheduling state of one object (under the scheduler lock).
@@ -213,6 +224,7 @@ pub(super) async fn run(env: Arc<Env>, jobs: Vec<Download>, last: bool) -> Vec<O
                 file: Mutex::new(None),
                 create: tokio::sync::Mutex::new(()),
                 written: AtomicU64::new(0),
+                restored: Mutex::new(Vec::new()),
             }
         })
         .collect();
@@ -233,6 +245,16 @@ pub(super) async fn run(env: Arc<Env>, jobs: Vec<Download>, last: bool) -> Vec<O
             std::panic::resume_unwind(e.into_panic());
         }
     }
+    // Stopped early: objects that never finished keep a resumable file, or lose
+    // their temporary one.
+    for file in &round.files {
+        let open = file.file.lock().unwrap().take();
+        if let Some(t) = open.and_then(|t| Arc::try_unwrap(t).ok())
+            && !t.resumable()
+        {
+            t.discard();
+        }
+    }
     let mut results = round.results.lock().unwrap();
     results.iter_mut().map(|r| r.take().unwrap_or_else(|| Err(Error::Refused("download did not run".into())))).collect()
 }
@@ -242,10 +264,18 @@ async fn worker(round: Arc<Round>) {
     loop {
         let mut notified = pin!(round.notify.notified());
         notified.as_mut().enable();
+        if round.env.stop.is_cancelled() {
+            return;
+        }
         let pick = round.sched.lock().unwrap().pick(&round.files, &round.env.cfg);
         match pick {
             Pick::Done => return,
-            Pick::Wait => notified.await,
+            Pick::Wait => {
+                tokio::select! {
+                    () = notified => {}
+                    () = round.env.stop.cancelled() => return,
+                }
+            }
             Pick::Part(idx, p) => {
                 let result = run_part(&round, idx, p, &mut buf).await;
                 finish_part(&round, idx, result).await;
@@ -282,6 +312,8 @@ async fn finish_part(round: &Round, idx: usize, result: Result<(), Error>) {
     let tmp = file.file.lock().unwrap().take();
     let env = &round.env;
     let outcome = match (error, tmp) {
+        // Interrupted: a resumable file stays for the next run.
+        (Some(e @ Error::Interrupted(_)), Some(t)) if t.resumable() => Err(e),
         (Some(e), tmp) => Err(e).inspect_err(|_| discard(round, file, tmp)),
         (None, Some(t)) => match check(file, env.cfg.verify) {
             Err(e) => Err(e).inspect_err(|_| discard(round, file, Some(t))),
@@ -401,16 +433,85 @@ fn check(file: &FileState, mode: VerifyMode) -> Outcome {
 async fn run_part(round: &Round, idx: usize, p: usize, buf: &mut Vec<u8>) -> Result<(), Error> {
     let file = &round.files[idx];
     let tmp = open(round, file).await?;
+    if file.restored.lock().unwrap().get(p).copied().unwrap_or(false) {
+        return Ok(());
+    }
     let range = file.parts[p].clone();
     if range.is_empty() {
         return Ok(());
     }
     let sum = fetch::fetch_range(round, file, range, &tmp, buf).await?;
+    if tmp.resumable() {
+        let hash = sum.map_or_else(|| "-".to_string(), |s| s.to_string());
+        round
+            .env
+            .blocking_io({
+                let tmp = tmp.clone();
+                move || tmp.record(p, &hash)
+            })
+            .await?;
+    }
     file.sums.lock().unwrap()[p] = sum;
     Ok(())
 }
 
-/// The object's temporary file, created by the first part to start.
+/// What a resumable temporary file must hold to be resumed: the object's
+/// identity, the part layout and how parts are hashed.
+fn journal_header(file: &FileState) -> String {
+    let job = &file.job;
+    let last = file.parts.last().map_or(0, |r| r.start);
+    format!(
+        "object {}\netag {}\nsize {}\nparts {} {} {}\ndigest {:?}",
+        job.source_url(),
+        job.etag.as_deref().unwrap_or("-"),
+        job.size,
+        file.parts.len(),
+        file.parts.first().map_or(0, |r| r.end),
+        last,
+        digest_kind(file),
+    )
+}
+
+/// Checks the parts an earlier run recorded by reading them back from disk and
+/// hashing them; those that match are not fetched again.
+fn restore(
+    parts: &[Range<u64>],
+    kind: Option<DigestKind>,
+    tmp: &TempFile,
+    recorded: Vec<Recorded>,
+) -> Vec<(usize, Option<PartSum>)> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut out = Vec::new();
+    for r in recorded {
+        let Some(range) = parts.get(r.part) else { continue };
+        let Some(kind) = kind else {
+            // Not hashed (an unverifiable object): trusted as recorded.
+            out.push((r.part, None));
+            continue;
+        };
+        let mut d = integrity::PartDigest::new(kind);
+        let mut at = range.start;
+        let mut ok = true;
+        while at < range.end {
+            let n = ((range.end - at) as usize).min(buf.len());
+            if tmp.read_at(&mut buf[..n], at).is_err() {
+                ok = false;
+                break;
+            }
+            d.update(&buf[..n]);
+            at += n as u64;
+        }
+        let sum = d.finish();
+        if ok && sum.to_string() == r.hash {
+            out.push((r.part, Some(sum)));
+        }
+    }
+    out
+}
+
+/// The object's temporary file, created by the first part to start. An object
+/// in several parts gets a resumable file: parts an earlier run finished are
+/// checked and marked restored.
 async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
     if let Some(t) = file.file.lock().unwrap().clone() {
         return Ok(t);
@@ -421,7 +522,38 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
         return Ok(t);
     }
     let (root, dest, size) = (file.job.root.clone(), file.job.dest.clone(), file.job.size);
-    let t = Arc::new(round.env.blocking_io(move || TempFile::create(&root, &dest, size)).await?);
+    let t = if file.parts.len() > 1 {
+        let header = journal_header(file);
+        let (t, recorded) =
+            round.env.blocking_io(move || TempFile::open_resumable(&root, &dest, size, &header)).await?;
+        if !recorded.is_empty() {
+            let t = Arc::new(t);
+            let restored = round
+                .env
+                .blocking_io({
+                    let (t, parts, kind) = (t.clone(), file.parts.clone(), digest_kind(file));
+                    move || restore(&parts, kind, &t, recorded)
+                })
+                .await;
+            let mut flags = vec![false; file.parts.len()];
+            let mut bytes = 0;
+            for (p, sum) in restored {
+                flags[p] = true;
+                bytes += file.parts[p].end - file.parts[p].start;
+                file.sums.lock().unwrap()[p] = sum;
+            }
+            tracing::info!(object = %file.job.source_url(), parts = flags.iter().filter(|f| **f).count(), of = flags.len(), "resuming: parts already on disk");
+            *file.restored.lock().unwrap() = flags;
+            file.written.fetch_add(bytes, Ordering::Relaxed);
+            round.env.reporter.bytes(bytes);
+            *file.file.lock().unwrap() = Some(t.clone());
+            return Ok(t);
+        }
+        t
+    } else {
+        round.env.blocking_io(move || TempFile::create(&root, &dest, size)).await?
+    };
+    let t = Arc::new(t);
     *file.file.lock().unwrap() = Some(t.clone());
     Ok(t)
 }

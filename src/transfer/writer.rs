@@ -12,6 +12,18 @@
 //! written through; a symlink at a file's final name is replaced by the file,
 //! not followed. The root itself is the user's choice and may be a symlink.
 //!
+//! Resume: an object fetched in several parts uses a fixed temporary name
+//! (`.NAME.s3load-resume`) and a journal beside it (`.NAME.s3load-journal`) that
+//! states which object and part layout the file holds and gets one line per
+//! finished part, with that part's hash. A run killed mid-way (SIGKILL, OOM,
+//! a pod restart) leaves both; the next run finds them, re-reads the finished
+//! parts from disk to check their hashes (so nothing lost in a crash is
+//! trusted), and fetches only the rest. A journal for another ETag or layout
+//! means the object changed: the file starts over. Every temporary file is
+//! `flock`ed by the process writing it, so a second s3load on the same
+//! destination never shares or removes a file in use, and leftovers from dead
+//! runs can be told apart and removed ([`remove_orphans`]).
+//!
 //! The temporary file is preallocated (`fallocate`) to the object's size, so a
 //! full disk shows up when the download starts rather than half-way through,
 //! and large files are laid out contiguously. Filesystems without `fallocate`
@@ -31,25 +43,39 @@ use rustix::io::Errno;
 use crate::error::Error;
 
 const TEMP_SUFFIX: &str = ".s3load-tmp";
+const RESUME_SUFFIX: &str = ".s3load-resume";
+const JOURNAL_SUFFIX: &str = ".s3load-journal";
+/// First line of a journal; the format is described in `docs/reliability.md`.
+const JOURNAL_MAGIC: &str = "s3load-journal 1";
 /// Part of the destination's name kept in the temporary name, so that the
 /// temporary name stays under NAME_MAX (255) whatever the destination's length.
 const NAME_KEEP: usize = 200;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Whether a file name is one of s3load's temporary files.
+/// Whether a file name is one of s3load's temporary files or journals.
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
+    name.starts_with('.') && [TEMP_SUFFIX, RESUME_SUFFIX, JOURNAL_SUFFIX].iter().any(|s| name.ends_with(s))
 }
 
-fn temp_name(name: &OsStr) -> OsString {
+/// The destination's name, cut to leave room for s3load's additions.
+fn kept(name: &OsStr) -> String {
     let name = name.to_string_lossy();
     let mut keep = name.len().min(NAME_KEEP);
     while !name.is_char_boundary(keep) {
         keep -= 1;
     }
+    name[..keep].to_string()
+}
+
+fn temp_name(name: &OsStr) -> OsString {
     let unique = (u64::from(std::process::id()) << 32) ^ SEQ.fetch_add(1, Ordering::Relaxed);
-    OsString::from(format!(".{}.{unique:x}{TEMP_SUFFIX}", &name[..keep]))
+    OsString::from(format!(".{}.{unique:x}{TEMP_SUFFIX}", kept(name)))
+}
+
+/// Takes the file's lock, or says that another process holds it.
+fn try_lock(fd: impl std::os::fd::AsFd) -> bool {
+    rustix::fs::flock(fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
 }
 
 /// Opens (creating as needed) the directory that will hold `root/rel`, never
@@ -101,6 +127,16 @@ pub struct TempFile {
     /// Full paths, for messages.
     path: PathBuf,
     dest: PathBuf,
+    /// Progress journal of a resumable file.
+    journal: Option<(File, OsString)>,
+}
+
+/// A finished part recorded in a journal: its index and hash (empty when the
+/// object's bytes are not hashed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub part: usize,
+    pub hash: String,
 }
 
 impl TempFile {
@@ -116,8 +152,16 @@ impl TempFile {
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&dir, &tmp_name, flags, Mode::from_raw_mode(0o644))
             .map_err(|e| Error::io(&path, "creating temporary file", e.into()))?;
-        let tmp =
-            TempFile { file: File::from(fd), dir, tmp_name, name: name.to_owned(), path, dest: dest.to_path_buf() };
+        try_lock(&fd);
+        let tmp = TempFile {
+            file: File::from(fd),
+            dir,
+            tmp_name,
+            name: name.to_owned(),
+            path,
+            dest: dest.to_path_buf(),
+            journal: None,
+        };
         if size > 0
             && let Err(e) = tmp.reserve(size)
         {
@@ -125,6 +169,79 @@ impl TempFile {
             return Err(e);
         }
         Ok(tmp)
+    }
+
+    /// Opens the resumable temporary file for `dest`. `header` names what the
+    /// file holds (object identity and part layout); when the journal beside it
+    /// has the same header, its finished parts are returned to be checked and
+    /// skipped. When another process holds the file, a fresh unique one is used.
+    pub fn open_resumable(
+        root: &Path,
+        dest: &Path,
+        size: u64,
+        header: &str,
+    ) -> Result<(TempFile, Vec<Recorded>), Error> {
+        let rel = dest.strip_prefix(root).map_err(|_| {
+            Error::Refused(format!("internal error: {} is not below {}", dest.display(), root.display()))
+        })?;
+        let (dir, name) = open_parent(root, rel)?;
+        let tmp_name = OsString::from(format!(".{}{RESUME_SUFFIX}", kept(name)));
+        let journal_name = OsString::from(format!(".{}{JOURNAL_SUFFIX}", kept(name)));
+        let path = dest.with_file_name(&tmp_name);
+        let flags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir, &tmp_name, flags, Mode::from_raw_mode(0o644))
+            .map_err(|e| Error::io(&path, "opening temporary file", e.into()))?;
+        if !try_lock(&fd) {
+            return Ok((TempFile::create(root, dest, size)?, Vec::new()));
+        }
+        let file = File::from(fd);
+        let journal_path = dest.with_file_name(&journal_name);
+        let previous = read_journal(&dir, &journal_name, header);
+        let on_disk = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let recorded = match previous {
+            Some(r) if on_disk == size => r,
+            _ => Vec::new(),
+        };
+        let jflags = OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let jflags = if recorded.is_empty() { jflags | OFlags::TRUNC } else { jflags };
+        let jfd = rustix::fs::openat(&dir, &journal_name, jflags, Mode::from_raw_mode(0o644))
+            .map_err(|e| Error::io(&journal_path, "opening journal", e.into()))?;
+        let mut journal = File::from(jfd);
+        let tmp =
+            TempFile { file, dir, tmp_name, name: name.to_owned(), path, dest: dest.to_path_buf(), journal: None };
+        if recorded.is_empty() {
+            use std::io::Write;
+            let fresh = tmp.file.set_len(0).and_then(|()| writeln!(journal, "{JOURNAL_MAGIC}\n{header}"));
+            fresh.map_err(|e| Error::io(&journal_path, "starting journal", e))?;
+            if size > 0
+                && let Err(e) = tmp.reserve(size)
+            {
+                tmp.discard();
+                return Err(e);
+            }
+        }
+        Ok((TempFile { journal: Some((journal, journal_name)), ..tmp }, recorded))
+    }
+
+    /// Notes in the journal that `part` is written, with its hash.
+    pub fn record(&self, part: usize, hash: &str) -> Result<(), Error> {
+        use std::io::Write;
+        if let Some((mut j, _)) = self.journal.as_ref().map(|(f, n)| (f, n)) {
+            // One write per line (O_APPEND): a kill leaves whole lines only.
+            j.write_all(format!("done {part} {hash}\n").as_bytes())
+                .map_err(|e| Error::io(&self.path, "writing journal", e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether this file keeps a journal (and so survives an interruption).
+    pub fn resumable(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Reads `len` bytes at `offset` (to check a resumed part).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Error> {
+        self.file.read_exact_at(buf, offset).map_err(|e| Error::io(&self.path, "reading back", e))
     }
 
     fn reserve(&self, size: u64) -> Result<(), Error> {
@@ -152,6 +269,9 @@ impl TempFile {
         }
         rustix::fs::renameat(&self.dir, &self.tmp_name, &self.dir, &self.name)
             .map_err(|e| Error::io(&self.dest, "moving into place", e.into()))?;
+        if let Some((_, j)) = &self.journal {
+            let _ = rustix::fs::unlinkat(&self.dir, j, AtFlags::empty());
+        }
         if fsync {
             rustix::fs::fsync(&self.dir).map_err(|e| Error::io(&self.dest, "flushing directory to disk", e.into()))?;
         }
@@ -161,7 +281,68 @@ impl TempFile {
     /// Removes the temporary file (best effort: the error that led here matters more).
     pub fn discard(self) {
         let _ = rustix::fs::unlinkat(&self.dir, &self.tmp_name, AtFlags::empty());
+        if let Some((_, j)) = &self.journal {
+            let _ = rustix::fs::unlinkat(&self.dir, j, AtFlags::empty());
+        }
     }
+}
+
+/// The finished parts a journal records, if its header is `header`.
+fn read_journal(dir: &OwnedFd, name: &OsStr, header: &str) -> Option<Vec<Recorded>> {
+    use std::io::Read;
+    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let mut text = String::new();
+    File::from(fd).read_to_string(&mut text).ok()?;
+    let body = text.strip_prefix(JOURNAL_MAGIC)?.strip_prefix('\n')?.strip_prefix(header)?.strip_prefix('\n')?;
+    let mut out = Vec::new();
+    for line in body.lines() {
+        let mut words = line.split(' ');
+        match (words.next(), words.next().and_then(|p| p.parse().ok()), words.next()) {
+            (Some("done"), Some(part), Some(hash)) => out.push(Recorded { part, hash: hash.to_string() }),
+            _ => break, // a torn last line: ignore it and what follows
+        }
+    }
+    Some(out)
+}
+
+/// Removes s3load's temporary files and journals below `root` that no live
+/// process holds (leftovers of runs that were killed). With `keep_resumable`,
+/// the fixed-name files that a later run could resume from are kept.
+/// Returns how many files were removed.
+pub fn remove_orphans(root: &Path, keep_resumable: bool) -> usize {
+    let mut removed = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let name = e.file_name();
+            let Some(n) = name.to_str() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            if !ft.is_file() || !is_temp_name(n) {
+                continue;
+            }
+            if keep_resumable && !n.ends_with(TEMP_SUFFIX) {
+                continue;
+            }
+            // A journal is locked through its temporary file.
+            let lock_target = match n.strip_suffix(JOURNAL_SUFFIX) {
+                Some(stem) => dir.join(format!("{stem}{RESUME_SUFFIX}")),
+                None => e.path(),
+            };
+            let free = match File::open(&lock_target) {
+                Ok(f) => try_lock(&f),
+                Err(_) => true,
+            };
+            if free && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use s3load_testserver::TestServer;
+use s3load_testserver::{Options, Shaping, TestServer};
 use tempfile::TempDir;
 
 pub const BUCKET: &str = "bucket";
@@ -35,7 +35,12 @@ impl Run {
 
 impl Harness {
     pub async fn new() -> Harness {
-        let server = TestServer::start().await.expect("start test server");
+        Self::with_shaping(Shaping::default()).await
+    }
+
+    /// A harness whose server emulates a network path (to slow transfers down).
+    pub async fn with_shaping(shaping: Shaping) -> Harness {
+        let server = TestServer::start_with(Options { shaping, port: 0 }).await.expect("start test server");
         server.store().create_bucket(BUCKET);
         Harness { server, dir: tempfile::tempdir().expect("tempdir") }
     }
@@ -80,7 +85,27 @@ impl Harness {
         self.command(env!("CARGO_BIN_EXE_s3load"), args, env).await
     }
 
+    /// Starts s3load against the server without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        let endpoint = self.server.endpoint_url();
+        let mut full = vec!["--endpoint-url", endpoint.as_str()];
+        full.extend_from_slice(args);
+        let mut cmd = self.command_for(env!("CARGO_BIN_EXE_s3load"), &full, &self.server.client_env());
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        cmd.spawn().expect("spawn s3load")
+    }
+
     async fn command(&self, program: &str, args: &[&str], env: &[(&str, String)]) -> Run {
+        let Output { status, stdout, stderr } =
+            self.command_for(program, args, env).output().await.expect("run s3load");
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    fn command_for(&self, program: &str, args: &[&str], env: &[(&str, String)]) -> tokio::process::Command {
         let home = self.dir.path().join(".home");
         std::fs::create_dir_all(&home).unwrap();
         let mut cmd = tokio::process::Command::new(program);
@@ -96,12 +121,7 @@ impl Harness {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let Output { status, stdout, stderr } = cmd.output().await.expect("run s3load");
-        Run {
-            code: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }
+        cmd
     }
 }
 

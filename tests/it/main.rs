@@ -6,3 +6,4 @@ mod errors;
 mod faults;
 mod harness;
 mod localfs;
+mod resume;

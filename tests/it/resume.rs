@@ -1,0 +1,169 @@
+//! Crash resume (reliability case 11), signals (case 12) and leftovers of dead runs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use s3load_testserver::{Shaping, generate_bytes};
+
+use crate::harness::{Harness, files_under};
+
+const MIB: usize = 1 << 20;
+
+/// A server slow enough (4 MB/s per connection) that a kill lands mid-download.
+async fn slow_harness() -> Harness {
+    Harness::with_shaping(Shaping { first_byte_delay: Duration::ZERO, rate_per_connection: Some(4_000_000) }).await
+}
+
+fn journal_parts(journal: &Path) -> usize {
+    std::fs::read_to_string(journal).map_or(0, |t| t.lines().filter(|l| l.starts_with("done ")).count())
+}
+
+/// Waits until the journal records at least `n` finished parts.
+async fn wait_for_parts(journal: &Path, n: usize) {
+    let t = Instant::now();
+    while journal_parts(journal) < n {
+        assert!(t.elapsed() < Duration::from_secs(60), "no progress recorded in {}", journal.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case11_sigkill_mid_download_then_rerun_fetches_only_what_was_missing() {
+    let h = slow_harness().await;
+    let size = 32 * MIB;
+    let data = generate_bytes(size, 77);
+    h.put("big/shard.bin", data.clone());
+    let dest = h.path("out");
+    let args = ["--numworkers", "4", "cp", "-p", "1", "-c", "4", "s3://bucket/big/*", dest.to_str().unwrap()];
+
+    let mut child = h.spawn(&args);
+    let journal = dest.join(".shard.bin.s3load-journal");
+    wait_for_parts(&journal, 8).await;
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+    assert!(!dest.join("shard.bin").exists(), "nothing at the final path after a kill");
+    let done_before = journal_parts(&journal);
+    assert!((8..32).contains(&done_before), "{done_before}");
+
+    h.server.log().clear();
+    let run = h.run(&args).await;
+    run.assert_ok();
+    assert!(std::fs::read(dest.join("shard.bin")).unwrap() == data, "byte-identical after resume");
+    let fetched = h.server.log().body_bytes();
+    assert!(
+        fetched <= (size - done_before * MIB) as u64,
+        "the second run fetched {fetched} bytes; {done_before} of 32 parts were already on disk"
+    );
+    assert!(run.stderr.contains("resuming"), "{}", run.stderr);
+    assert_eq!(files_under(&dest), vec!["shard.bin"], "journal and temporary file gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case11_a_resumed_part_damaged_on_disk_or_a_changed_object_is_fetched_again() {
+    let h = slow_harness().await;
+    let size = 16 * MIB;
+    h.put("big/a.bin", generate_bytes(size, 78));
+    let dest = h.path("out");
+    let args = ["--numworkers", "2", "cp", "-p", "1", "-c", "2", "s3://bucket/big/*", dest.to_str().unwrap()];
+    let mut child = h.spawn(&args);
+    let journal = dest.join(".a.bin.s3load-journal");
+    wait_for_parts(&journal, 3).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    // Zero a recorded part on disk, as a crash before write-back could.
+    let first_done: usize = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("done ")?.split(' ').next()?.parse().ok())
+        .unwrap();
+    let tmp = dest.join(".a.bin.s3load-resume");
+    let f = std::fs::OpenOptions::new().write(true).open(&tmp).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![0u8; 4096], (first_done * MIB) as u64).unwrap();
+    drop(f);
+
+    h.server.log().clear();
+    h.run(&args).await.assert_ok();
+    assert!(std::fs::read(dest.join("a.bin")).unwrap() == generate_bytes(size, 78));
+    let refetched: Vec<u64> = h.server.log().records().iter().filter_map(|r| r.range.map(|(a, _)| a)).collect();
+    assert!(refetched.contains(&((first_done * MIB) as u64)), "the damaged part is fetched again");
+
+    // A journal for another version of the object is not resumed from.
+    let mut child = h.spawn(&[
+        "--numworkers",
+        "2",
+        "cp",
+        "-p",
+        "1",
+        "-c",
+        "2",
+        "s3://bucket/big/*",
+        h.path("v2").to_str().unwrap(),
+    ]);
+    let journal = h.path("v2/.a.bin.s3load-journal");
+    wait_for_parts(&journal, 3).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let v2 = generate_bytes(size, 79);
+    h.put("big/a.bin", v2.clone());
+    h.server.log().clear();
+    let v2_dest = h.path("v2");
+    h.run(&["--numworkers", "2", "cp", "-p", "1", "-c", "2", "s3://bucket/big/*", v2_dest.to_str().unwrap()])
+        .await
+        .assert_ok();
+    assert!(std::fs::read(v2_dest.join("a.bin")).unwrap() == v2, "the new version, whole");
+    assert_eq!(h.server.log().body_bytes(), size as u64, "everything fetched again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case12_sigterm_stops_within_seconds_keeps_the_resumable_file_and_exits_143() {
+    let h = slow_harness().await;
+    h.put("t/big.bin", generate_bytes(32 * MIB, 80));
+    for i in 0..3 {
+        h.put(&format!("t/small-{i}.json"), generate_bytes(3_000_000, 81 + i));
+    }
+    let dest = h.path("out");
+    let args = ["--numworkers", "4", "sync", "-p", "1", "-c", "4", "s3://bucket/t/*", dest.to_str().unwrap()];
+    let child = h.spawn(&args);
+    let journal = dest.join(".big.bin.s3load-journal");
+    wait_for_parts(&journal, 2).await;
+    let pid = child.id().unwrap().to_string();
+    let t = Instant::now();
+    let kill = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(kill.success());
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("stops in seconds")
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("stopped by a signal"), "{stderr}");
+    let left = files_under(&dest);
+    assert!(!left.contains(&"big.bin".to_string()));
+    assert!(
+        left.contains(&".big.bin.s3load-resume".to_string()) && left.contains(&".big.bin.s3load-journal".to_string()),
+        "{left:?}"
+    );
+    assert!(left.iter().all(|f| !f.ends_with(".s3load-tmp")), "one-shot temporary files removed: {left:?}");
+
+    h.run(&args).await.assert_ok();
+    assert_eq!(files_under(&dest), vec!["big.bin", "small-0.json", "small-1.json", "small-2.json"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leftovers_of_dead_runs_are_removed_and_files_in_use_are_not() {
+    let h = Harness::new().await;
+    h.put("o/a.json", &b"a"[..]);
+    let dest = h.path("out");
+    std::fs::create_dir_all(dest.join("sub")).unwrap();
+    std::fs::write(dest.join("sub/.w.bin.1f2e3d.s3load-tmp"), b"dead run").unwrap();
+    std::fs::write(dest.join(".gone.bin.s3load-resume"), b"dead run").unwrap();
+    std::fs::write(dest.join(".gone.bin.s3load-journal"), b"s3load-journal 1\n").unwrap();
+    // Another live s3load holds this one (its lock).
+    let busy = std::fs::File::create(dest.join(".busy.bin.77.s3load-tmp")).unwrap();
+    busy.lock().unwrap();
+    h.run(&["sync", "s3://bucket/o/*", dest.to_str().unwrap()]).await.assert_ok();
+    assert_eq!(files_under(&dest), vec![".busy.bin.77.s3load-tmp", "a.json"]);
+    drop(busy);
+}
