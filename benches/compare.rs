@@ -10,7 +10,10 @@
 //!
 //! Options: `--runs N` (default 3), `--workloads large,small,noop`, `--net`
 //! (also run every workload through the emulated network: 20 ms to first byte,
-//! 100 MB/s per connection), `--tools s3load,s5cmd,rclone`, `--dir PATH`.
+//! 100 MB/s per connection; `--net-only` for that alone), `--tools s3load,s5cmd,rclone`, `--dir PATH`.
+//! Tools `s3load-verify-off`, `s3load-durability-off` and `s3load-fsync` run
+//! s3load with that setting, to measure what the default costs.
+//! `--hash-speed` prints the single-core speed of each body hash instead.
 #![allow(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -62,13 +65,26 @@ fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
 }
 
+/// s3load with non-default settings, to measure what a feature costs: the
+/// ratio s3load / variant is the cost of the default.
+fn s3load_variant(tool: &str) -> Option<&'static [&'static str]> {
+    match tool {
+        "s3load" => Some(&[]),
+        "s3load-verify-off" => Some(&["--verify", "off"]),
+        "s3load-durability-off" => Some(&["--durability", "off"]),
+        "s3load-fsync" => Some(&["--durability", "fsync"]),
+        _ => None,
+    }
+}
+
 fn tool_command(tool: &str, endpoint: &str, src_prefix: &str, dest: &Path) -> Command {
     let s3load = std::env::var("S3LOAD_BIN").unwrap_or_else(|_| "target/release/s3load".into());
     let src = format!("s3://{BUCKET}/{src_prefix}/*");
     let mut c = match tool {
-        "s3load" => {
+        t if s3load_variant(t).is_some() => {
             let mut c = Command::new(s3load);
-            c.args(["--endpoint-url", endpoint, "--progress", "off", "sync", &src, dest.to_str().unwrap()]);
+            c.args(["--endpoint-url", endpoint, "--progress", "off"]).args(s3load_variant(t).unwrap_or_default());
+            c.args(["sync", &src, dest.to_str().unwrap()]);
             c
         }
         "s5cmd" => {
@@ -146,6 +162,29 @@ fn wrap() -> ! {
     std::process::exit(if ok { 0 } else { 1 });
 }
 
+/// `--hash-speed`: single-thread throughput of each way s3load hashes bodies, on
+/// 1 GiB fed in 64 KiB pieces as a body arrives (GiB/s per core).
+fn hash_speed() {
+    use s3load::integrity::{Algorithm, DigestKind, PartDigest};
+    let data = generate_bytes(1 << 30, 5);
+    println!("| hash | GiB/s per core |");
+    println!("|---|---|");
+    let kinds = Algorithm::ALL.into_iter().map(DigestKind::Crc).chain([DigestKind::Md5]);
+    for kind in kinds {
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let mut d = PartDigest::new(kind);
+            for piece in data.chunks(64 << 10) {
+                d.update(piece);
+            }
+            std::hint::black_box(d.finish());
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!("| {kind:?} | {:.1} |", 1.0 / best);
+    }
+}
+
 /// Sockets in TIME_WAIT on this machine (IPv4 and IPv6).
 fn time_wait_sockets() -> usize {
     ["/proc/net/tcp", "/proc/net/tcp6"]
@@ -215,6 +254,10 @@ async fn main() {
     if std::env::args().any(|a| a == "--wrap") {
         wrap();
     }
+    if std::env::args().any(|a| a == "--hash-speed") {
+        hash_speed();
+        return;
+    }
     let runs: usize = arg("--runs").and_then(|s| s.parse().ok()).unwrap_or(3);
     let workloads: Vec<Workload> = arg("--workloads")
         .unwrap_or_else(|| "large,small,noop".into())
@@ -231,7 +274,7 @@ async fn main() {
         .split(',')
         .map(str::to_string)
         .filter(|t| {
-            t == "s3load" || which(t).is_some() || {
+            s3load_variant(t).is_some() || which(t).is_some() || {
                 eprintln!("note: {t} not found on PATH; skipped (benches/run.sh installs it)");
                 false
             }
@@ -240,7 +283,10 @@ async fn main() {
     let base =
         PathBuf::from(arg("--dir").unwrap_or_else(|| std::env::temp_dir().join("s3load-bench").display().to_string()));
     let mut networks = vec![("loopback", Shaping::default())];
-    if std::env::args().any(|a| a == "--net") {
+    if std::env::args().any(|a| a == "--net-only") {
+        networks.clear();
+    }
+    if std::env::args().any(|a| a == "--net" || a == "--net-only") {
         networks.push((
             "20 ms, 100 MB/s per connection",
             Shaping { first_byte_delay: Duration::from_millis(20), rate_per_connection: Some(100_000_000) },
