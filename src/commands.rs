@@ -78,6 +78,7 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
             key: o.meta.key.clone(),
             size: o.meta.size,
             etag: o.meta.etag.clone(),
+            version_id: o.meta.version_id.clone(),
             last_modified: o.meta.last_modified,
             dest: dest_of(o),
             root: if src.is_batch() {

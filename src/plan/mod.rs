@@ -117,6 +117,7 @@ mod tests {
             last_modified: None,
             checksum: None,
             etag_md5: false,
+            version_id: None,
         };
         SourceObject { meta, rel: rel.to_string(), path: PathBuf::from(rel) }
     }

@@ -29,6 +29,8 @@ pub struct ObjectMeta {
     /// Whether the ETag is known to be an MD5 (HEAD of an object that is not
     /// SSE-KMS or SSE-C encrypted); false when unknown.
     pub etag_md5: bool,
+    /// Version id (HEAD in a versioned bucket).
+    pub version_id: Option<String>,
 }
 
 /// One page of a ListObjectsV2 listing.
@@ -49,6 +51,8 @@ pub struct GetRequest {
     pub range: Option<Range<u64>>,
     /// ETag the object must still have (sent as `If-Match`).
     pub if_match: Option<String>,
+    /// Version to read (`versionId`).
+    pub version_id: Option<String>,
 }
 
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;

@@ -291,6 +291,7 @@ impl ObjectStore for S3Store {
                     last_modified: to_system_time(o.last_modified()),
                     checksum: None,
                     etag_md5: false,
+                    version_id: None,
                 })
             })
             .collect();
@@ -323,6 +324,7 @@ impl ObjectStore for S3Store {
             last_modified: to_system_time(out.last_modified()),
             checksum,
             etag_md5: etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm()),
+            version_id: out.version_id().filter(|v| *v != "null").map(str::to_string),
         })
     }
 
@@ -349,6 +351,9 @@ impl ObjectStore for S3Store {
         }
         if let Some(etag) = &req.if_match {
             op = op.if_match(format!("\"{etag}\""));
+        }
+        if let Some(v) = &req.version_id {
+            op = op.version_id(v);
         }
         let out = op
             .customize()

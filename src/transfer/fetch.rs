@@ -91,11 +91,12 @@ async fn fetch_once(
     let job = &file.job;
     let (offset, end) = (a.offset, a.end);
     let ranged = !(a.whole && offset == 0);
-    let req = GetRequest {
+    let mut req = GetRequest {
         bucket: job.bucket.clone(),
         key: job.key.clone(),
         range: ranged.then_some(offset..end),
         if_match: job.etag.clone(),
+        version_id: job.version_id.clone().filter(|_| !env.versions_denied.load(Ordering::Relaxed)),
     };
     let ctx = || format!("{} bytes {}-{}", job.source_url(), offset, end.saturating_sub(1));
     let stall = env.cfg.stall_timeout;
@@ -104,12 +105,23 @@ async fn fetch_once(
         p = env.limiter.acquire() => p,
         () = env.stop.cancelled() => return Err(interrupted()),
     };
-    let resp = tokio::select! {
-        r = tokio::time::timeout(stall, env.store.get(&req)) => match r {
+    let resp = loop {
+        let r = tokio::select! {
+            r = tokio::time::timeout(stall, env.store.get(&req)) => r,
+            () = env.stop.cancelled() => return Err(interrupted()),
+        };
+        match r {
             Err(_) => return Err(Error::store(ctx(), stalled(round))),
-            Ok(r) => r.map_err(|e| Error::store(ctx(), e))?,
-        },
-        () = env.stop.cancelled() => return Err(interrupted()),
+            // A role may read objects but not name their versions
+            // (s3:GetObjectVersion): pin by ETag alone from now on.
+            Ok(Err(e)) if e.kind == StoreErrorKind::AccessDenied && req.version_id.is_some() => {
+                if !env.versions_denied.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "reading by versionId was denied (no s3:GetObjectVersion?); pinning objects by ETag only");
+                }
+                req.version_id = None;
+            }
+            Ok(r) => break r.map_err(|e| Error::store(ctx(), e))?,
+        }
     };
     let expected = end - offset;
     let start = if resp.partial { resp.range_start } else { 0 };

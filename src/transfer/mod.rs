@@ -70,6 +70,9 @@ pub struct Download {
     pub size: u64,
     /// ETag from the listing; pins every part request (`If-Match`).
     pub etag: Option<String>,
+    /// Version id, when a HEAD found one (versioned bucket): part requests name
+    /// it, so the listed version is fetched even if a new one is written.
+    pub version_id: Option<String>,
     pub last_modified: Option<SystemTime>,
     pub dest: PathBuf,
     /// The directory `dest` lies below that s3load may create directories in;
@@ -117,6 +120,7 @@ impl Download {
         Download {
             size: meta.size,
             etag: meta.etag,
+            version_id: meta.version_id,
             last_modified: meta.last_modified,
             checksum: meta.checksum.into(),
             etag_md5: meta.etag_md5,

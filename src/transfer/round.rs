@@ -27,6 +27,8 @@ pub(super) struct Env {
     pub limiter: Limiter,
     /// Cancelled when the run must stop (a signal).
     pub stop: CancellationToken,
+    /// Set once the store refused a request naming a version.
+    pub versions_denied: std::sync::atomic::AtomicBool,
     /// Bounds filesystem calls in flight (see [`EngineConfig::io_concurrency`]).
     io: Semaphore,
 }
@@ -40,6 +42,7 @@ impl Env {
     ) -> Env {
         Env {
             stop,
+            versions_denied: std::sync::atomic::AtomicBool::new(false),
             store,
             reporter,
             policy: RetryPolicy::new(cfg.retry_count, cfg.retry_budget),

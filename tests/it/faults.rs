@@ -69,6 +69,45 @@ async fn case01_an_object_that_keeps_changing_fails_after_bounded_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn case01_in_a_versioned_bucket_the_listed_version_is_finished_without_a_restart() {
+    let h = Harness::new().await;
+    h.server.store().enable_versioning("vbucket");
+    let old = generate_bytes(8 * MIB, 3);
+    let listed = h.server.store().put("vbucket", "m/shard.bin", old.clone());
+    let new = generate_bytes(6 * MIB, 4);
+    h.server.faults().add(Rule::new("GetObject", When::Nth(3), Fault::Replace(new)));
+    let dest = h.path("out");
+    let run = h.run(&["cp", "-p", "1", "-c", "2", "s3://vbucket/m/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert!(std::fs::read(dest.join("shard.bin")).unwrap() == old, "the version that was listed, whole");
+    let g = gets(&h);
+    assert_eq!(g.len(), 8, "no restart: {g:?}");
+    let v = listed.version_id.clone().unwrap();
+    assert!(g.iter().all(|r| r.version_id.as_deref() == Some(v.as_str())), "every part names the version");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case01_without_permission_to_read_versions_objects_are_pinned_by_etag() {
+    let h = Harness::new().await;
+    h.server.store().enable_versioning("vbucket");
+    let data = generate_bytes(4 * MIB, 5);
+    h.server.store().put("vbucket", "m/a.bin", data.clone());
+    h.server.faults().add(Rule::new("GetObject", When::Always, Fault::DenyVersions));
+    let dest = h.path("out");
+    let run = h.run(&["cp", "-p", "1", "s3://vbucket/m/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert!(std::fs::read(dest.join("a.bin")).unwrap() == data);
+    assert!(run.stderr.contains("pinning objects by ETag only"), "{}", run.stderr);
+    let g = gets(&h);
+    // Parts already in flight when the first denial came back were denied too;
+    // each was asked again once without the version, and no later part named it.
+    let denied = g.iter().filter(|r| r.version_id.is_some()).count();
+    assert!((1..=4).contains(&denied), "{g:?}");
+    assert_eq!(g.len(), 4 + denied, "{g:?}");
+    assert!(g.iter().all(|r| r.if_match.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn case02_reset_mid_body_resumes_from_the_first_missing_byte() {
     let h = Harness::new().await;
     let data = put_sized(&h, "r/big.bin", 4 * MIB, 3);

@@ -41,6 +41,9 @@ pub enum Fault {
     Replace(Bytes),
     /// Report a checksum header whose value is wrong (the body is intact).
     WrongChecksum,
+    /// Answer 403 AccessDenied to requests that name a version (a role with
+    /// `s3:GetObject` but not `s3:GetObjectVersion`).
+    DenyVersions,
 }
 
 /// Which of the matching requests a rule fires on.

@@ -24,6 +24,8 @@ pub struct RequestRecord {
     /// Inclusive byte range requested, as (first, last); `last` = `None` for open ranges.
     pub range: Option<(u64, Option<u64>)>,
     pub if_match: Option<String>,
+    /// `versionId` the request named.
+    pub version_id: Option<String>,
 }
 
 /// Requests and bytes served, shared with the test.
@@ -73,7 +75,7 @@ impl Service {
         range: Option<(u64, Option<u64>)>,
         if_match: Option<String>,
     ) {
-        self.log.push(RequestRecord { op, bucket: bucket.into(), key: key.into(), range, if_match });
+        self.log.push(RequestRecord { op, bucket: bucket.into(), key: key.into(), range, if_match, version_id: None });
     }
 
     async fn delay(&self) {
@@ -267,7 +269,7 @@ impl S3 for Service {
         self.record("HeadObject", &input.bucket, &input.key, None, None);
         let fault = self.fault("HeadObject", &input.key).await?;
         self.require_bucket(&input.bucket)?;
-        let Some(obj) = self.store.get(&input.bucket, &input.key) else {
+        let Some(obj) = self.store.get_version(&input.bucket, &input.key, input.version_id.as_deref()) else {
             return Err(s3_error!(NoSuchKey));
         };
         let mut out = HeadObjectOutput {
@@ -275,6 +277,7 @@ impl S3 for Service {
             e_tag: Some(etag(&obj.etag)),
             last_modified: Some(obj.last_modified.into()),
             accept_ranges: Some("bytes".into()),
+            version_id: obj.version_id.clone(),
             ..Default::default()
         };
         // With partNumber, S3 describes that part of a multipart upload.
@@ -308,13 +311,21 @@ impl S3 for Service {
             input.range.as_ref().and_then(range_tuple),
             if_match.clone(),
         );
+        if let Some(v) = &input.version_id
+            && let Some(last) = self.log.records.lock().unwrap().last_mut()
+        {
+            last.version_id = Some(v.clone());
+        }
         let fault = self.fault("GetObject", &input.key).await?;
         self.require_bucket(&input.bucket)?;
+        if input.version_id.is_some() && matches!(fault, Some(Fault::DenyVersions)) {
+            return Err(s3_error!(AccessDenied, "Access Denied"));
+        }
         if let Some(Fault::Replace(data)) = &fault {
             let when = std::time::SystemTime::now();
             self.store.put_object(&input.bucket, &input.key, StoredObject::new(data.clone(), when));
         }
-        let Some(obj) = self.store.get(&input.bucket, &input.key) else {
+        let Some(obj) = self.store.get_version(&input.bucket, &input.key, input.version_id.as_deref()) else {
             return Err(s3_error!(NoSuchKey, "The specified key does not exist."));
         };
         if if_match.as_ref().is_some_and(|m| m != &obj.etag) {
@@ -344,6 +355,7 @@ impl S3 for Service {
             accept_ranges: Some("bytes".into()),
             e_tag: Some(etag(&obj.etag)),
             last_modified: Some(obj.last_modified.into()),
+            version_id: obj.version_id.clone(),
             ..Default::default()
         };
         // Like S3: the full-object checksum only comes with a full-object body.

@@ -93,6 +93,8 @@ pub struct StoredObject {
     pub checksum: Option<StoredChecksum>,
     /// Sizes of the parts of a multipart upload; empty for a single-part object.
     pub part_sizes: Vec<u64>,
+    /// Set when the object was put in a bucket with versioning enabled.
+    pub version_id: Option<String>,
 }
 
 impl StoredObject {
@@ -105,7 +107,7 @@ impl StoredObject {
     pub fn with_checksum(data: Bytes, last_modified: SystemTime, algorithm: Option<ChecksumAlgorithm>) -> Self {
         let etag = hex::encode(Md5::digest(&data));
         let checksum = algorithm.map(|a| StoredChecksum::compute(a, &data));
-        StoredObject { data, etag, last_modified, checksum, part_sizes: Vec::new() }
+        StoredObject { data, etag, last_modified, checksum, part_sizes: Vec::new(), version_id: None }
     }
 
     /// An object as a multipart upload of `parts` leaves it: ETag = MD5 of the
@@ -126,7 +128,7 @@ impl StoredObject {
         let checksum = algorithm
             .map(|a| if composite { StoredChecksum::composite(a, parts) } else { StoredChecksum::compute(a, &data) });
         let part_sizes = parts.iter().map(|p| p.len() as u64).collect();
-        StoredObject { data: Bytes::from(data), etag, last_modified, checksum, part_sizes }
+        StoredObject { data: Bytes::from(data), etag, last_modified, checksum, part_sizes, version_id: None }
     }
 
     /// Byte range of part `n` (1-based) of a multipart upload.
@@ -142,6 +144,10 @@ type Bucket = BTreeMap<String, Arc<StoredObject>>;
 #[derive(Debug, Default)]
 pub struct Store {
     buckets: RwLock<BTreeMap<String, Bucket>>,
+    /// Every version put in a versioned bucket, by (bucket, key, version id).
+    versions: RwLock<BTreeMap<(String, String, String), Arc<StoredObject>>>,
+    versioned: RwLock<std::collections::BTreeSet<String>>,
+    next_version: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -167,15 +173,41 @@ impl Store {
         self.put_object(bucket, key, StoredObject::new(data.into(), when))
     }
 
-    /// Stores a prepared object (chosen checksum, or none).
-    pub fn put_object(&self, bucket: &str, key: &str, obj: StoredObject) -> Arc<StoredObject> {
+    /// Stores a prepared object (chosen checksum, or none). In a versioned bucket
+    /// the object gets a new version id and earlier versions stay readable.
+    pub fn put_object(&self, bucket: &str, key: &str, mut obj: StoredObject) -> Arc<StoredObject> {
+        let versioned = self.versioned.read().unwrap().contains(bucket);
+        if versioned {
+            let n = self.next_version.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            obj.version_id = Some(format!("v{n:08}"));
+        }
         let obj = Arc::new(obj);
+        if let Some(v) = &obj.version_id {
+            let id = (bucket.to_string(), key.to_string(), v.clone());
+            self.versions.write().unwrap().insert(id, obj.clone());
+        }
         self.buckets.write().unwrap().entry(bucket.to_string()).or_default().insert(key.to_string(), obj.clone());
         obj
     }
 
+    /// Turns versioning on for a bucket (creating it if needed).
+    pub fn enable_versioning(&self, bucket: &str) {
+        self.create_bucket(bucket);
+        self.versioned.write().unwrap().insert(bucket.to_string());
+    }
+
     pub fn get(&self, bucket: &str, key: &str) -> Option<Arc<StoredObject>> {
         self.buckets.read().unwrap().get(bucket)?.get(key).cloned()
+    }
+
+    /// The current object, or the named version of it.
+    pub fn get_version(&self, bucket: &str, key: &str, version: Option<&str>) -> Option<Arc<StoredObject>> {
+        match version {
+            None => self.get(bucket, key),
+            Some(v) => {
+                self.versions.read().unwrap().get(&(bucket.to_string(), key.to_string(), v.to_string())).cloned()
+            }
+        }
     }
 
     pub fn delete(&self, bucket: &str, key: &str) -> bool {
