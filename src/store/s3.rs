@@ -4,7 +4,8 @@
 //! web identity, EKS Pod Identity, IMDSv2). When an endpoint is given (flag,
 //! `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`) requests use path-style addressing,
 //! which every S3-compatible store accepts. The region comes from `--region`, the
-//! environment or the profile; failing those it is discovered from the bucket.
+//! environment or the profile; failing those it is discovered from the bucket
+//! (HeadBucket), with or without a custom endpoint.
 //!
 //! Retries: listing and HEAD use the SDK's standard retry (bounded by
 //! `--retry-count`). GET requests have SDK retries turned off because the engine
@@ -40,9 +41,9 @@ pub struct S3Settings {
     pub static_credentials: Option<(String, String)>,
 }
 
-/// Region used with a custom endpoint when none is configured (S3-compatible
+/// Region used when none is configured and the bucket does not say (S3-compatible
 /// stores accept any region in the signature; most expect this one).
-const DEFAULT_ENDPOINT_REGION: &str = "us-east-1";
+const DEFAULT_REGION: &str = "us-east-1";
 /// A dead endpoint should fail in seconds, not minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -95,13 +96,12 @@ impl S3Store {
             Client::from_conf(b.build())
         };
 
-        let region = match (sdk.region(), &settings.endpoint_url) {
+        // No region configured: ask the bucket (HeadBucket answers with
+        // `x-amz-bucket-region`, S3 and most S3-compatible stores alike).
+        let region = match (sdk.region(), bucket) {
             (Some(r), _) => r.clone(),
-            (None, Some(_)) => Region::from_static(DEFAULT_ENDPOINT_REGION),
-            (None, None) => match bucket {
-                Some(b) => discover_region(&build(Some(Region::from_static("us-east-1"))), b).await?,
-                None => Region::from_static("us-east-1"),
-            },
+            (None, Some(b)) => discover_region(&build(Some(Region::from_static(DEFAULT_REGION))), b).await,
+            (None, None) => Region::from_static(DEFAULT_REGION),
         };
         Ok(S3Store { client: build(Some(region)) })
     }
@@ -122,19 +122,21 @@ async fn check_credentials(sdk: &aws_config::SdkConfig) -> Result<(), StoreError
     })
 }
 
-/// Asks S3 where the bucket lives: HeadBucket answers with `x-amz-bucket-region`,
-/// also on the 301 it returns when asked in the wrong region.
-async fn discover_region(client: &Client, bucket: &str) -> Result<Region, StoreError> {
-    match client.head_bucket().bucket(bucket).send().await {
-        Ok(out) => Ok(Region::new(out.bucket_region().unwrap_or("us-east-1").to_string())),
-        Err(SdkError::ServiceError(se)) => match se.raw().headers().get("x-amz-bucket-region") {
-            Some(r) => Ok(Region::new(r.to_string())),
-            None => {
-                Err(map_service(se.raw().status().as_u16(), se.err().code(), se.err().message(), ObjectKind::Bucket))
-            }
-        },
-        Err(e) => Err(map_sdk_err(e, ObjectKind::Bucket)),
-    }
+/// Asks the store where the bucket lives: HeadBucket answers with
+/// `x-amz-bucket-region`, also on the 301 or 403 S3 returns when asked in the
+/// wrong region or without `s3:ListBucket`. When no answer carries it, the
+/// default region is used and the real request reports any error.
+async fn discover_region(client: &Client, bucket: &str) -> Region {
+    let found = match client.head_bucket().bucket(bucket).send().await {
+        Ok(out) => out.bucket_region().map(str::to_string),
+        Err(SdkError::ServiceError(se)) => se.raw().headers().get("x-amz-bucket-region").map(str::to_string),
+        Err(e) => {
+            tracing::debug!(error = %DisplayErrorContext(&e), "could not ask the bucket for its region");
+            None
+        }
+    };
+    tracing::debug!(bucket, region = ?found, "bucket region");
+    Region::new(found.unwrap_or_else(|| DEFAULT_REGION.to_string()))
 }
 
 /// Whether a 404 means the bucket or the key is missing.

@@ -206,3 +206,33 @@ async fn ls_shows_prefixes_and_objects() {
     buckets.assert_ok();
     assert_eq!(buckets.stdout.trim(), "s3://bucket");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_configured_region_the_bucket_is_asked_for_its_own() {
+    let h = Harness::new().await;
+    h.server.store().set_region("eu-bucket", "eu-west-1");
+    h.server.store().put("eu-bucket", "m/config.json", b"{}".to_vec());
+    let endpoint = h.server.endpoint_url();
+    let dest = h.path("out");
+    let env: Vec<(&str, String)> = h.server.client_env().into_iter().filter(|(k, _)| *k != "AWS_REGION").collect();
+    let args = ["--endpoint-url", endpoint.as_str(), "cp", "s3://eu-bucket/m/*", dest.to_str().unwrap()];
+    h.run_env(&args, &env).await.assert_ok();
+    assert_eq!(std::fs::read(dest.join("config.json")).unwrap(), b"{}");
+    assert_eq!(h.server.log().count("HeadBucket"), 1, "asked once");
+    let signed = h.server.log().signed_regions();
+    assert!(!signed.is_empty() && signed.iter().all(|(_, r)| r == "eu-west-1"), "{signed:?}");
+
+    // A configured region wins and nothing is asked.
+    h.server.log().clear();
+    let args = [
+        "--endpoint-url",
+        endpoint.as_str(),
+        "--region",
+        "ap-south-1",
+        "cp",
+        "s3://eu-bucket/m/*",
+        dest.to_str().unwrap(),
+    ];
+    h.run_env(&args, &env).await.assert_ok();
+    assert_eq!(h.server.log().count("HeadBucket"), 0);
+}

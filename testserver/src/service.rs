@@ -33,6 +33,8 @@ pub struct RequestRecord {
 pub struct RequestLog {
     records: Mutex<Vec<RequestRecord>>,
     pub(crate) body_bytes: Arc<AtomicU64>,
+    /// (operation, region in the request's SigV4 credential scope).
+    signed: Mutex<Vec<(&'static str, String)>>,
 }
 
 impl RequestLog {
@@ -46,8 +48,18 @@ impl RequestLog {
     pub fn body_bytes(&self) -> u64 {
         self.body_bytes.load(Ordering::Relaxed)
     }
+    /// Regions that listings and GETs were signed for, in order.
+    pub fn signed_regions(&self) -> Vec<(&'static str, String)> {
+        self.signed.lock().unwrap().clone()
+    }
+    fn signed_for<T>(&self, op: &'static str, req: &S3Request<T>) {
+        if let Some(r) = &req.region {
+            self.signed.lock().unwrap().push((op, r.as_str().to_string()));
+        }
+    }
     pub fn clear(&self) {
         self.records.lock().unwrap().clear();
+        self.signed.lock().unwrap().clear();
         self.body_bytes.store(0, Ordering::Relaxed);
     }
     fn push(&self, r: RequestRecord) {
@@ -173,7 +185,8 @@ impl S3 for Service {
         self.delay().await;
         self.record("HeadBucket", &req.input.bucket, "", None, None);
         self.require_bucket(&req.input.bucket)?;
-        Ok(S3Response::new(HeadBucketOutput { bucket_region: Some("us-east-1".into()), ..Default::default() }))
+        let region = self.store.region(&req.input.bucket);
+        Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(region), ..Default::default() }))
     }
 
     async fn get_bucket_location(
@@ -186,6 +199,7 @@ impl S3 for Service {
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
         self.delay().await;
+        self.log.signed_for("ListObjectsV2", &req);
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         self.record("ListObjectsV2", &input.bucket, &prefix, None, None);
@@ -302,6 +316,7 @@ impl S3 for Service {
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         self.delay().await;
+        self.log.signed_for("GetObject", &req);
         let input = req.input;
         let if_match = input.if_match.as_ref().and_then(|c| c.as_etag()).map(|e| e.value().to_string());
         self.record(

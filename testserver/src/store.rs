@@ -147,6 +147,7 @@ pub struct Store {
     /// Every version put in a versioned bucket, by (bucket, key, version id).
     versions: RwLock<BTreeMap<(String, String, String), Arc<StoredObject>>>,
     versioned: RwLock<std::collections::BTreeSet<String>>,
+    regions: RwLock<BTreeMap<String, String>>,
     next_version: std::sync::atomic::AtomicU64,
 }
 
@@ -188,6 +189,16 @@ impl Store {
         }
         self.buckets.write().unwrap().entry(bucket.to_string()).or_default().insert(key.to_string(), obj.clone());
         obj
+    }
+
+    /// Places a bucket in a region (what HeadBucket answers; default us-east-1).
+    pub fn set_region(&self, bucket: &str, region: &str) {
+        self.create_bucket(bucket);
+        self.regions.write().unwrap().insert(bucket.to_string(), region.to_string());
+    }
+
+    pub fn region(&self, bucket: &str) -> String {
+        self.regions.read().unwrap().get(bucket).cloned().unwrap_or_else(|| "us-east-1".to_string())
     }
 
     /// Turns versioning on for a bucket (creating it if needed).
