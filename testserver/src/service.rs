@@ -319,18 +319,14 @@ impl S3 for Service {
         self.log.signed_for("GetObject", &req);
         let input = req.input;
         let if_match = input.if_match.as_ref().and_then(|c| c.as_etag()).map(|e| e.value().to_string());
-        self.record(
-            "GetObject",
-            &input.bucket,
-            &input.key,
-            input.range.as_ref().and_then(range_tuple),
-            if_match.clone(),
-        );
-        if let Some(v) = &input.version_id
-            && let Some(last) = self.log.records.lock().unwrap().last_mut()
-        {
-            last.version_id = Some(v.clone());
-        }
+        self.log.push(RequestRecord {
+            op: "GetObject",
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            range: input.range.as_ref().and_then(range_tuple),
+            if_match: if_match.clone(),
+            version_id: input.version_id.clone(),
+        });
         let fault = self.fault("GetObject", &input.key).await?;
         self.require_bucket(&input.bucket)?;
         if input.version_id.is_some() && matches!(fault, Some(Fault::DenyVersions)) {
