@@ -368,6 +368,22 @@ async fn objects_without_a_checksum_are_checked_against_their_md5_etag_where_pos
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sse_kms_objects_without_a_checksum_are_unverified_not_failed_on_their_etag() {
+    let h = Harness::new().await;
+    let now = std::time::SystemTime::now();
+    let obj = StoredObject::with_checksum(generate_bytes(3000, 60), now, None).kms_encrypted();
+    h.server.store().put_object(BUCKET, "k/secret.bin", obj);
+    let dest = h.path("out");
+    let run = h.run(&["--json", "cp", "s3://bucket/k/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert_eq!(verified_by(&run), vec![pair("s3://bucket/k/secret.bin", "false")]);
+    let strict = h.path("strict");
+    let run = h.run(&["--verify", "require", "cp", "s3://bucket/k/*", strict.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("its ETag is not an MD5 (SSE-KMS or SSE-C)"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_corrupted_part_of_a_legacy_multipart_object_fails_its_etag() {
     let h = Harness::new().await;
     let now = std::time::SystemTime::now();

@@ -130,6 +130,10 @@ fn etag(v: &str) -> ETag {
     ETag::Strong(v.to_string())
 }
 
+fn sse(obj: &StoredObject) -> Option<ServerSideEncryption> {
+    obj.sse_kms.then(|| ServerSideEncryption::from_static(ServerSideEncryption::AWS_KMS))
+}
+
 fn checksum_enabled(mode: Option<&ChecksumMode>) -> bool {
     mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"))
 }
@@ -292,6 +296,7 @@ impl S3 for Service {
             last_modified: Some(obj.last_modified.into()),
             accept_ranges: Some("bytes".into()),
             version_id: obj.version_id.clone(),
+            server_side_encryption: sse(&obj),
             ..Default::default()
         };
         // With partNumber, S3 describes that part of a multipart upload.
@@ -367,6 +372,7 @@ impl S3 for Service {
             e_tag: Some(etag(&obj.etag)),
             last_modified: Some(obj.last_modified.into()),
             version_id: obj.version_id.clone(),
+            server_side_encryption: sse(&obj),
             ..Default::default()
         };
         // Like S3: the full-object checksum only comes with a full-object body.

@@ -95,6 +95,8 @@ pub struct StoredObject {
     pub part_sizes: Vec<u64>,
     /// Set when the object was put in a bucket with versioning enabled.
     pub version_id: Option<String>,
+    /// Encrypted with SSE-KMS: the ETag is not the MD5 of the body.
+    pub sse_kms: bool,
 }
 
 impl StoredObject {
@@ -107,7 +109,14 @@ impl StoredObject {
     pub fn with_checksum(data: Bytes, last_modified: SystemTime, algorithm: Option<ChecksumAlgorithm>) -> Self {
         let etag = hex::encode(Md5::digest(&data));
         let checksum = algorithm.map(|a| StoredChecksum::compute(a, &data));
-        StoredObject { data, etag, last_modified, checksum, part_sizes: Vec::new(), version_id: None }
+        StoredObject { data, etag, last_modified, checksum, part_sizes: Vec::new(), version_id: None, sse_kms: false }
+    }
+
+    /// The object as SSE-KMS stores it: same bytes, an ETag that is not their MD5.
+    pub fn kms_encrypted(mut self) -> Self {
+        self.etag = hex::encode(Md5::digest([self.etag.as_bytes(), b"kms"].concat()));
+        self.sse_kms = true;
+        self
     }
 
     /// An object as a multipart upload of `parts` leaves it: ETag = MD5 of the
@@ -128,7 +137,15 @@ impl StoredObject {
         let checksum = algorithm
             .map(|a| if composite { StoredChecksum::composite(a, parts) } else { StoredChecksum::compute(a, &data) });
         let part_sizes = parts.iter().map(|p| p.len() as u64).collect();
-        StoredObject { data: Bytes::from(data), etag, last_modified, checksum, part_sizes, version_id: None }
+        StoredObject {
+            data: Bytes::from(data),
+            etag,
+            last_modified,
+            checksum,
+            part_sizes,
+            version_id: None,
+            sse_kms: false,
+        }
     }
 
     /// Byte range of part `n` (1-based) of a multipart upload.
