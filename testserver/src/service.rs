@@ -145,6 +145,17 @@ fn wrong(c: StoredChecksum) -> StoredChecksum {
 
 type ChecksumFields = (Option<String>, Option<String>, Option<String>, Option<ChecksumType>);
 
+/// The checksum fields of a response: the object's checksum when the client
+/// asked for checksums (`x-amz-checksum-mode: ENABLED`), altered by a
+/// `WrongChecksum` fault; nothing otherwise.
+fn checksum_fields(obj: &StoredObject, mode: Option<&ChecksumMode>, fault: Option<&Fault>) -> ChecksumFields {
+    match obj.checksum.filter(|_| checksum_enabled(mode)) {
+        Some(c) if matches!(fault, Some(Fault::WrongChecksum)) => checksum_headers(wrong(c)),
+        Some(c) => checksum_headers(c),
+        None => (None, None, None, None),
+    }
+}
+
 /// The checksum response fields for a full-object checksum.
 fn checksum_headers(c: StoredChecksum) -> ChecksumFields {
     let v = Some(c.to_base64());
@@ -308,14 +319,8 @@ impl S3 for Service {
             out.parts_count = Some(obj.part_sizes.len() as i32);
             return Ok(S3Response::new(out));
         }
-        if checksum_enabled(input.checksum_mode.as_ref())
-            && let Some(c) = obj.checksum
-        {
-            let c = if matches!(fault, Some(Fault::WrongChecksum)) { wrong(c) } else { c };
-            let (crc64, crc32, crc32c, kind) = checksum_headers(c);
-            (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) =
-                (crc64, crc32, crc32c, kind);
-        }
+        (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) =
+            checksum_fields(&obj, input.checksum_mode.as_ref(), fault.as_ref());
         Ok(S3Response::new(out))
     }
 
@@ -376,14 +381,9 @@ impl S3 for Service {
             ..Default::default()
         };
         // Like S3: the full-object checksum only comes with a full-object body.
-        if content_range.is_none()
-            && checksum_enabled(input.checksum_mode.as_ref())
-            && let Some(c) = obj.checksum
-        {
-            let c = if matches!(fault, Some(Fault::WrongChecksum)) { wrong(c) } else { c };
-            let (crc64, crc32, crc32c, kind) = checksum_headers(c);
+        if content_range.is_none() {
             (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) =
-                (crc64, crc32, crc32c, kind);
+                checksum_fields(&obj, input.checksum_mode.as_ref(), fault.as_ref());
         }
         Ok(S3Response::new(out))
     }
