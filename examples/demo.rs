@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use s3load::config::{Command, Config};
+use s3load::config::{Command, Config, SyncOptions};
 use s3load::plan::diff::Compare;
 use s3load::store::s3::S3Settings;
 use s3load::url::Location;
@@ -45,7 +45,8 @@ async fn main() -> std::io::Result<()> {
         let command = Command::Sync {
             src: Location::parse(&src).expect("valid URL"),
             dst: Location::Local(dest.clone()),
-            compare: Compare::default(),
+            filters: Default::default(),
+            opts: SyncOptions { compare: Compare::default(), ..Default::default() },
         };
         let code = s3load::run(command, config.clone()).await;
         if code != 0 {

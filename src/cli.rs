@@ -6,9 +6,10 @@
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
-use crate::config::{Command, Config};
+use crate::config::{Command, Config, SyncOptions};
 use crate::error::Error;
 use crate::plan::diff::Compare;
+use crate::plan::filter::Filters;
 use crate::progress::ProgressMode;
 use crate::store::s3::S3Settings;
 use crate::transfer::{Durability, EngineConfig, VerifyMode};
@@ -110,9 +111,19 @@ pub enum Cmd {
     Sync {
         #[command(flatten)]
         transfer: TransferArgs,
-        /// Compare sizes only; ignore modification times.
+        /// Compare sizes only; ignore modification times and the sync record.
         #[arg(long)]
         size_only: bool,
+        /// Delete destination files that are not in the source (only files the
+        /// filters select). Nothing is deleted if any listing or copy failed.
+        #[arg(long)]
+        delete: bool,
+        /// With --delete: if more than N files would be deleted, delete none and fail.
+        #[arg(long, value_name = "N", requires = "delete")]
+        max_delete: Option<u64>,
+        /// An empty source is not an error; with --delete it empties the destination.
+        #[arg(long)]
+        allow_empty_source: bool,
         /// Source URL.
         src: String,
         /// Destination directory.
@@ -134,6 +145,14 @@ pub struct TransferArgs {
     /// Size of each part in MiB; objects up to this size are fetched in one request.
     #[arg(short = 'p', long, default_value_t = 16, value_name = "MiB")]
     pub part_size: u64,
+    /// Leave out paths matching this wildcard (`*` any characters, `/` included;
+    /// `?` one), relative to the source. Repeatable; wins over --include.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Only take paths matching one of these wildcards (relative to the source).
+    /// Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub include: Vec<String>,
 }
 
 /// Endpoint precedence: flag, then `AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`.
@@ -185,12 +204,15 @@ impl Args {
         let command = match self.command {
             Cmd::Cp { transfer, src, dst } => {
                 apply(&transfer)?;
-                Command::Cp { src: Location::parse(&src)?, dst: Location::parse(&dst)? }
+                let filters = Filters::new(&transfer.include, &transfer.exclude)?;
+                Command::Cp { src: Location::parse(&src)?, dst: Location::parse(&dst)?, filters }
             }
-            Cmd::Sync { transfer, size_only, src, dst } => {
+            Cmd::Sync { transfer, size_only, delete, max_delete, allow_empty_source, src, dst } => {
                 apply(&transfer)?;
+                let filters = Filters::new(&transfer.include, &transfer.exclude)?;
                 let compare = if size_only { Compare::SizeOnly } else { Compare::SizeAndTime };
-                Command::Sync { src: Location::parse(&src)?, dst: Location::parse(&dst)?, compare }
+                let opts = SyncOptions { compare, delete, max_delete, allow_empty_source };
+                Command::Sync { src: Location::parse(&src)?, dst: Location::parse(&dst)?, filters, opts }
             }
             Cmd::Ls { url } => match url.as_deref().map(Location::parse).transpose()? {
                 None => Command::Ls { url: None },

@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Command, Config};
+use crate::config::{Command, Config, SyncOptions};
 use crate::error::{Error, exit_code};
 use crate::localfs;
 use crate::output::Output;
 use crate::plan::diff::{Compare, SourceEntry, diff};
-use crate::plan::{self, SourceObject, local};
+use crate::plan::filter::Filters;
+use crate::plan::{self, SourceObject, delete, local};
 use crate::progress::{Progress, Reporter, human_bytes};
+use crate::state::{self, Record, StateStore};
 use crate::store::ObjectStore;
 use crate::store::s3::S3Store;
 use crate::transfer::writer;
@@ -24,8 +26,8 @@ pub async fn run(cmd: Command, cfg: Config) -> u8 {
     let out = Output { json: cfg.json };
     let result = match cmd {
         Command::Ls { url } => ls(url, &cfg).await,
-        Command::Cp { src, dst } => download(src, dst, None, &cfg, out).await,
-        Command::Sync { src, dst, compare } => download(src, dst, Some(compare), &cfg, out).await,
+        Command::Cp { src, dst, filters } => download(src, dst, &filters, None, &cfg, out).await,
+        Command::Sync { src, dst, filters, opts } => download(src, dst, &filters, Some(&opts), &cfg, out).await,
     };
     match result {
         Ok(code) => code,
@@ -48,7 +50,14 @@ fn single_destination(dst: &Path, rel: &Path) -> PathBuf {
     if as_dir { dst.join(rel) } else { dst.to_path_buf() }
 }
 
-async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Config, out: Output) -> Result<u8, Error> {
+async fn download(
+    src: Location,
+    dst: Location,
+    filters: &Filters,
+    sync: Option<&SyncOptions>,
+    cfg: &Config,
+    out: Output,
+) -> Result<u8, Error> {
     let (src, dst) = match (src, dst) {
         (Location::Remote(s), Location::Local(d)) => (s, d),
         (Location::Local(_), Location::Remote(_)) => {
@@ -59,17 +68,52 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
         _ => return Err(Error::Usage("one of SRC and DST must be s3:// and the other a local path".into())),
     };
     let store = connect(cfg, Some(&src.bucket)).await?;
-    let expanded = plan::expand(store.as_ref(), &src).await?;
-    if expanded.objects.is_empty() && expanded.refused.is_empty() {
-        return Err(Error::Refused(format!("no objects match {src}")));
+    let mut expanded = plan::expand(store.as_ref(), &src).await?;
+    expanded.objects.retain(|o| filters.selects(&o.rel));
+    expanded.refused.retain(|(key, _)| filters.selects(src.relative(key)));
+    let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
+    if expanded.objects.is_empty() && expanded.refused.is_empty() && !allow_empty {
+        let with = if filters.is_empty() { "" } else { " (after --include/--exclude)" };
+        let hint = if sync.is_some_and(|s| s.delete) {
+            "; nothing deleted (--allow-empty-source lets an empty source empty the destination)"
+        } else {
+            ""
+        };
+        return Err(Error::Refused(format!("no objects match {src}{with}{hint}")));
     }
 
-    let dest_of = |o: &SourceObject| if src.is_batch() { dst.join(&o.path) } else { single_destination(&dst, &o.path) };
-    let selected: Vec<&SourceObject> = match sync {
-        None => expanded.objects.iter().collect(),
-        Some(compare) => select_for_sync(&expanded.objects, &src, &dst, &dest_of, compare)?,
+    let batch = src.is_batch();
+    // What s3load recorded in the destination (batch runs only: a single file's
+    // parent directory is not s3load's to write a record into).
+    let state = match (batch, cfg.dry_run) {
+        (false, _) => None,
+        (true, true) => Some(Arc::new(StateStore::read_only(&dst))),
+        (true, false) => Some(Arc::new(StateStore::open(&dst).await?)),
+    };
+    let dest_of = |o: &SourceObject| if batch { dst.join(&o.path) } else { single_destination(&dst, &o.path) };
+    let (selected, local): (Vec<&SourceObject>, Vec<local::LocalEntry>) = match sync {
+        None => (expanded.objects.iter().collect(), Vec::new()),
+        Some(opts) => select_for_sync(&expanded.objects, &src, &dst, &dest_of, opts.compare, state.as_deref())?,
     };
     let skipped = expanded.objects.len() - selected.len();
+    let deletes = match sync {
+        Some(opts) if opts.delete && batch => {
+            let source: std::collections::HashSet<&str> = expanded.objects.iter().map(|o| o.rel.as_str()).collect();
+            let dest_only = local.iter().map(|l| l.rel.as_str()).filter(|r| !source.contains(r));
+            let p = delete::plan(expanded.objects.iter().map(|o| o.rel.as_str()), dest_only, filters);
+            for (path, like) in &p.lookalikes {
+                tracing::warn!(
+                    "not deleting {}: its name differs from the source's {like:?} only by case or Unicode form, and on a case-insensitive or normalising filesystem they are one file",
+                    dst.join(path).display()
+                );
+            }
+            p.delete
+        }
+        Some(opts) if opts.delete => {
+            return Err(Error::Usage("--delete needs a prefix or wildcard source and a destination directory".into()));
+        }
+        _ => Vec::new(),
+    };
 
     let jobs: Vec<Download> = selected
         .iter()
@@ -81,14 +125,10 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
             version_id: o.meta.version_id.clone(),
             last_modified: o.meta.last_modified,
             dest: dest_of(o),
-            root: if src.is_batch() {
-                dst.clone()
-            } else {
-                dest_of(o).parent().map(Path::to_path_buf).unwrap_or_default()
-            },
+            root: if batch { dst.clone() } else { dest_of(o).parent().map(Path::to_path_buf).unwrap_or_default() },
             // A single object was looked up with HEAD, which states its checksum;
             // a listing does not, so the engine asks when it needs to.
-            checksum: if src.is_batch() { KnownChecksum::NotAsked } else { o.meta.checksum.into() },
+            checksum: if batch { KnownChecksum::NotAsked } else { o.meta.checksum.into() },
             etag_md5: o.meta.etag_md5,
             upload: None,
         })
@@ -98,16 +138,26 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
         for j in &jobs {
             out.planned("cp", &j.source_url(), &j.dest.display().to_string(), j.size);
         }
+        let too_many = too_many_deletes(sync, deletes.len());
+        if too_many.is_none() {
+            for d in &deletes {
+                out.planned("rm", &dst.join(d).display().to_string(), "", 0);
+            }
+        }
         for (key, why) in &expanded.refused {
             eprintln!("ERROR \"cp {}\": {why}", src.object_url(key));
         }
-        return Ok(if expanded.refused.is_empty() { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE });
+        if let Some(msg) = &too_many {
+            eprintln!("ERROR {msg}");
+        }
+        let ok = expanded.refused.is_empty() && too_many.is_none();
+        return Ok(if ok { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE });
     }
 
     let total_bytes: u64 = jobs.iter().map(|j| j.size).sum();
     localfs::check_space(&dst, total_bytes)?;
     let progress = Arc::new(Progress::start(cfg.progress, jobs.len() as u64, total_bytes));
-    let reporter = Arc::new(RunReporter { progress: progress.clone(), out });
+    let reporter = Arc::new(RunReporter { progress: progress.clone(), out, state: state.clone() });
     for (key, why) in &expanded.refused {
         let e = Error::Refused(why.clone());
         reporter.out.op("cp", &src.object_url(key), &dst.display().to_string(), 0, Err(&e), |l| eprintln!("{l}"));
@@ -118,24 +168,69 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
     let results = transfer::download(store, jobs, cfg.engine.clone(), reporter.clone(), stop.clone()).await;
     watcher.abort();
     progress.finish();
-    if src.is_batch() {
+    let mut failed = results.iter().filter(|r| r.is_err()).count() + expanded.refused.len();
+    let complete = failed == 0 && !stop.is_cancelled();
+    if batch {
         // Leftovers of killed runs; resumable files stay unless this run is complete.
-        let complete = results.iter().all(Result::is_ok) && !stop.is_cancelled();
         let removed = writer::remove_orphans(&dst, !complete);
         if removed > 0 {
             tracing::info!(removed, "removed temporary files left by earlier runs");
         }
     }
+
+    // --delete: only after a run in which everything was listed and copied.
+    let mut deleted = 0;
+    if !deletes.is_empty() {
+        if !complete {
+            eprintln!(
+                "ERROR not deleting {} destination files: {}",
+                deletes.len(),
+                if stop.is_cancelled() { "the run was stopped" } else { "some objects failed (see above)" }
+            );
+        } else if let Some(msg) = too_many_deletes(sync, deletes.len()) {
+            eprintln!("ERROR {msg}");
+            failed += 1;
+        } else {
+            for rel in &deletes {
+                let r = writer::remove_file(&dst, rel);
+                let path = dst.join(rel).display().to_string();
+                match &r {
+                    Ok(()) => {
+                        deleted += 1;
+                        if let Some(s) = &state {
+                            s.forget(rel);
+                        }
+                    }
+                    Err(_) => failed += 1,
+                }
+                out.removed(&path, r.as_ref().map(|_| ()), |l| eprintln!("{l}"));
+            }
+        }
+    }
+    if let Some(s) = &state {
+        let gone: std::collections::HashSet<&str> = deletes.iter().map(String::as_str).collect();
+        let present: std::collections::HashSet<&str> = local.iter().map(|l| l.rel.as_str()).collect();
+        // A sync knows what is on disk: drop records of files that are gone. A cp
+        // did not look, so it keeps them (a record is checked against the file anyway).
+        let r = if sync.is_some() {
+            s.compact(|p| !gone.contains(p) && (present.contains(p) || s.written_this_run(p)))
+        } else {
+            s.compact(|_| true)
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not rewrite the sync record; the next sync compares sizes and times");
+        }
+    }
+
     // Durable before success is reported (see `localfs`).
     let synced = match cfg.engine.durability {
-        Durability::Syncfs if results.iter().any(Result::is_ok) => localfs::sync_filesystem(&dst),
+        Durability::Syncfs if results.iter().any(Result::is_ok) || deleted > 0 => localfs::sync_filesystem(&dst),
         _ => Ok(()),
     };
     // Bytes actually written, so failed objects do not count as copied.
     let copied_bytes = progress.counters.bytes.load(std::sync::atomic::Ordering::Relaxed);
 
-    let failed = results.iter().filter(|r| r.is_err()).count() + expanded.refused.len();
-    let copied = results.len() + expanded.refused.len() - failed;
+    let copied = results.iter().filter(|r| r.is_ok()).count();
     let unverified = results.iter().filter(|r| matches!(r, Ok(Verification::Unverified(_)))).count();
     let secs = progress.elapsed().as_secs_f64();
     let rate = if secs > 0.0 { (copied_bytes as f64 / secs) as u64 } else { 0 };
@@ -144,8 +239,9 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
         (_, 0) => String::new(),
         (_, n) => format!(", {n} of them unverified"),
     };
+    let deleted_note = if sync.is_some_and(|s| s.delete) { format!(", {deleted} deleted") } else { String::new() };
     eprintln!(
-        "{}: {copied} copied ({}){unverified_note}, {skipped} up to date, {failed} failed, in {secs:.1} s ({}/s)",
+        "{}: {copied} copied ({}){unverified_note}, {skipped} up to date{deleted_note}, {failed} failed, in {secs:.1} s ({}/s)",
         if failed == 0 { "done" } else { "finished with errors" },
         human_bytes(copied_bytes),
         human_bytes(rate),
@@ -164,6 +260,14 @@ async fn download(src: Location, dst: Location, sync: Option<Compare>, cfg: &Con
     Ok(if failed == 0 { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE })
 }
 
+/// The `--max-delete` refusal, when `n` deletions would exceed it.
+fn too_many_deletes(sync: Option<&SyncOptions>, n: usize) -> Option<String> {
+    let max = sync.and_then(|s| s.max_delete)?;
+    (n as u64 > max).then(|| {
+        format!("{n} destination files would be deleted, more than --max-delete {max}: nothing deleted (check the source, or raise --max-delete)")
+    })
+}
+
 /// Cancels `stop` on SIGINT or SIGTERM and notes which (2 or 15) in `which`.
 async fn stop_on_signal(stop: CancellationToken, which: Arc<std::sync::atomic::AtomicU8>) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -179,36 +283,79 @@ async fn stop_on_signal(stop: CancellationToken, which: Arc<std::sync::atomic::A
     stop.cancel();
 }
 
-/// Objects to copy under the sync rule; the rest are up to date.
+/// Objects to copy under the sync rule (the rest are up to date), and the
+/// destination listing they were compared with (for `--delete`).
 fn select_for_sync<'a>(
     objects: &'a [SourceObject],
     src: &S3Url,
     dst: &Path,
     dest_of: &dyn Fn(&SourceObject) -> PathBuf,
     compare: Compare,
-) -> Result<Vec<&'a SourceObject>, Error> {
-    let entries: Vec<SourceEntry<'_>> =
-        objects.iter().map(|o| SourceEntry { rel: &o.rel, size: o.meta.size, mtime: o.meta.last_modified }).collect();
+    state: Option<&StateStore>,
+) -> Result<(Vec<&'a SourceObject>, Vec<local::LocalEntry>), Error> {
+    let urls: Vec<String> = objects.iter().map(|o| src.object_url(&o.meta.key)).collect();
+    let entries: Vec<SourceEntry<'_>> = objects
+        .iter()
+        .zip(&urls)
+        .map(|(o, url)| SourceEntry {
+            rel: &o.rel,
+            size: o.meta.size,
+            mtime: o.meta.last_modified,
+            etag: o.meta.etag.as_deref(),
+            source: url,
+        })
+        .collect();
     let local = if src.is_batch() {
         local::walk(dst)?
-    } else {
+    } else if let Some(first) = objects.first() {
         // One object: compare with the one file it would land on.
-        let path = dest_of(&objects[0]);
-        match std::fs::metadata(&path) {
+        match std::fs::metadata(dest_of(first)) {
             Ok(m) if m.is_file() => {
-                vec![local::LocalEntry { rel: objects[0].rel.clone(), size: m.len(), mtime: m.modified().ok() }]
+                vec![local::LocalEntry { rel: first.rel.clone(), size: m.len(), mtime: m.modified().ok() }]
             }
             _ => Vec::new(),
         }
+    } else {
+        Vec::new()
     };
-    let d = diff(&entries, &local, compare);
-    Ok(d.copy.iter().map(|&(i, _)| &objects[i]).collect())
+    let recorded = |p: &str| state.and_then(|s| s.get(p));
+    let d = diff(&entries, &local, compare, &recorded);
+    for &(i, why) in &d.copy {
+        tracing::debug!(path = %objects[i].rel, reason = ?why, "to copy");
+    }
+    Ok((d.copy.iter().map(|&(i, _)| &objects[i]).collect(), local))
 }
 
-/// Bridges engine events to the progress display and the per-operation output.
+/// Bridges engine events to the progress display, the per-operation output and
+/// the destination's sync record.
 struct RunReporter {
     progress: Arc<Progress>,
     out: Output,
+    state: Option<Arc<StateStore>>,
+}
+
+impl RunReporter {
+    /// Records a committed file: what it was written from, and its size and
+    /// mtime now (which a later sync checks before trusting the record).
+    fn record(&self, state: &StateStore, job: &Download) {
+        let Ok(rel) = job.dest.strip_prefix(&job.root) else { return };
+        let Some(rel) = rel.to_str() else { return };
+        let Ok(meta) = std::fs::symlink_metadata(&job.dest) else { return };
+        state.put(Record {
+            path: rel.to_string(),
+            removed: false,
+            size: meta.len(),
+            mtime_ns: meta.modified().map(state::to_ns).unwrap_or_default(),
+            source: job.source_url(),
+            etag: job.etag.clone(),
+            version_id: job.version_id.clone(),
+            checksum: match job.checksum {
+                KnownChecksum::Stated(s) => Some(state::checksum_text(s)),
+                _ => None,
+            },
+            last_modified_ns: job.last_modified.map(state::to_ns),
+        });
+    }
 }
 
 impl Reporter for RunReporter {
@@ -222,6 +369,9 @@ impl Reporter for RunReporter {
 
     fn object_done(&self, job: &Download, outcome: &Outcome) {
         self.progress.object_done(outcome.is_ok());
+        if let (Ok(_), Some(state)) = (outcome, &self.state) {
+            self.record(state, job);
+        }
         if let Ok(Verification::Unverified(why)) = outcome {
             tracing::info!(object = %job.source_url(), "not verified: {why}");
         }

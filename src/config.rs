@@ -2,6 +2,7 @@
 //! directly). Nothing here knows about clap.
 
 use crate::plan::diff::Compare;
+use crate::plan::filter::Filters;
 use crate::progress::ProgressMode;
 use crate::store::s3::S3Settings;
 use crate::transfer::EngineConfig;
@@ -23,9 +24,21 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub enum Command {
     /// Copy every selected object, whatever is at the destination.
-    Cp { src: Location, dst: Location },
+    Cp { src: Location, dst: Location, filters: Filters },
     /// Copy only what is missing or differs.
-    Sync { src: Location, dst: Location, compare: Compare },
+    Sync { src: Location, dst: Location, filters: Filters, opts: SyncOptions },
     /// List buckets (`None`) or objects.
     Ls { url: Option<S3Url> },
+}
+
+/// What `sync` adds to `cp`.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    pub compare: Compare,
+    /// Remove destination files (selected by the filters) that the source lacks.
+    pub delete: bool,
+    /// Refuse to delete anything when more than this many would go.
+    pub max_delete: Option<u64>,
+    /// An empty source is not an error (with `delete`: empty the destination).
+    pub allow_empty_source: bool,
 }

@@ -30,6 +30,7 @@ pub mod localfs;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod state;
 pub mod store;
 pub mod transfer;
 pub mod url;

@@ -52,13 +52,29 @@ impl Output {
         let _ = writeln!(out, "{line}");
     }
 
+    /// A destination file deleted by `sync --delete` (`rm PATH`, as s5cmd prints it).
+    pub fn removed(&self, path: &str, result: Result<(), &Error>, err_out: impl FnOnce(&str)) {
+        let line = match (self.json, result) {
+            (true, Ok(())) => json!({"operation": "rm", "success": true, "source": path}).to_string(),
+            (true, Err(e)) => {
+                json!({"operation": "rm", "success": false, "source": path, "error": e.to_string()}).to_string()
+            }
+            (false, Ok(())) => format!("rm {path}"),
+            (false, Err(e)) => {
+                err_out(&format!("ERROR \"rm {path}\": {e}"));
+                return;
+            }
+        };
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+
     /// A planned operation under `--dry-run`.
     pub fn planned(&self, op: &str, src: &str, dst: &str, size: u64) {
         let line = if self.json {
             json!({"operation": op, "dry_run": true, "source": src, "destination": dst, "object": {"size": size}})
                 .to_string()
         } else {
-            format!("{op} {src} {dst}")
+            format!("{op} {src} {dst}").trim_end().to_string()
         };
         let _ = writeln!(std::io::stdout().lock(), "{line}");
     }

@@ -24,6 +24,22 @@ use crate::error::Error;
 
 const GLOB_CHARS: &[char] = &['*', '?'];
 
+/// An anchored regex for an s5cmd wildcard: `*` matches any run of characters,
+/// `/` included, `?` exactly one; everything else is literal.
+pub fn wildcard_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    // (?s): keys may hold newlines, which `*` and `?` match like any character.
+    let mut re = String::from("(?s)^");
+    for c in pattern.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
+        }
+    }
+    re.push('$');
+    Regex::new(&re)
+}
+
 /// A parsed `s3://` URL.
 #[derive(Debug, Clone)]
 pub struct S3Url {
@@ -73,17 +89,7 @@ impl S3Url {
         let (prefix, glob) = match key.find(GLOB_CHARS) {
             None => (key.to_string(), None),
             Some(i) => {
-                let mut re = String::from("^");
-                re.push_str(&regex::escape(&key[..i]));
-                for c in key[i..].chars() {
-                    match c {
-                        '*' => re.push_str(".*"),
-                        '?' => re.push('.'),
-                        c => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
-                    }
-                }
-                re.push('$');
-                let re = Regex::new(&re).map_err(|e| Error::Usage(format!("{s:?}: bad wildcard: {e}")))?;
+                let re = wildcard_regex(key).map_err(|e| Error::Usage(format!("{s:?}: bad wildcard: {e}")))?;
                 (key[..i].to_string(), Some(re))
             }
         };

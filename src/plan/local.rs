@@ -1,8 +1,8 @@
 //! Listing the destination directory: every regular file below it, with size and
 //! mtime, as `/`-separated relative paths sorted like S3 keys (byte order).
 //!
-//! Symlinks are not followed and not listed; s3load's own temporary files are
-//! skipped. A missing destination is an empty listing.
+//! Symlinks are not followed and not listed; s3load's own temporary files and
+//! its record directory (`.s3load/` at the root) are skipped. A missing destination is an empty listing.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -35,6 +35,9 @@ pub fn walk(root: &Path) -> Result<Vec<LocalEntry>, Error> {
             let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
             let ft = entry.file_type().map_err(|e| Error::io(entry.path(), "reading file type", e))?;
             if ft.is_dir() {
+                if rel.is_empty() && name == crate::state::STATE_DIR {
+                    continue;
+                }
                 stack.push((entry.path(), child_rel));
             } else if ft.is_file() && !is_temp_name(name) {
                 let meta = entry.metadata().map_err(|e| Error::io(entry.path(), "reading metadata", e))?;

@@ -5,7 +5,9 @@
 //! Objects whose keys cannot be mapped safely are kept as refusals so they are
 //! reported by name and make the exit code non-zero.
 
+pub mod delete;
 pub mod diff;
+pub mod filter;
 pub mod local;
 pub mod paths;
 

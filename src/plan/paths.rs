@@ -23,6 +23,12 @@ pub fn map_key(rel: &str) -> Result<Mapped, String> {
     if rel.is_empty() || rel.ends_with('/') {
         return Ok(Mapped::DirMarker);
     }
+    if rel.split('/').next() == Some(crate::state::STATE_DIR) {
+        return Err(format!(
+            "the name {} is reserved for s3load's sync record at the destination's root",
+            crate::state::STATE_DIR
+        ));
+    }
     let mut path = PathBuf::new();
     for comp in rel.split('/') {
         let why = match comp {
@@ -56,6 +62,8 @@ mod tests {
             assert!(map_key(k).is_err(), "{k:?} must be refused");
         }
         assert!(map_key(&"n".repeat(256)).is_err());
+        assert!(map_key(".s3load/state").is_err(), "the record's directory is reserved");
+        assert!(map_key("sub/.s3load/state").is_ok(), "only at the root");
     }
 
     #[test]

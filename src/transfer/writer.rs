@@ -305,6 +305,49 @@ fn read_journal(dir: &OwnedFd, name: &OsStr, header: &str) -> Option<Vec<Recorde
     Some(out)
 }
 
+/// Removes the file `root/rel` (`rel` relative, `/`-separated), then every
+/// directory below `root` that this leaves empty. Directories are opened with
+/// `O_NOFOLLOW` relative to their parents, so a symlinked directory is refused,
+/// never followed; a missing file counts as removed.
+pub fn remove_file(root: &Path, rel: &str) -> Result<(), Error> {
+    let comps: Vec<&str> = rel.split('/').collect();
+    if comps.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+        return Err(Error::Refused(format!("{rel}: not a plain relative path")));
+    }
+    let (name, parents) = comps.split_last().expect("split yields one item");
+    let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
+    let dir_flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+    let mut dirs =
+        vec![rustix::fs::open(root, dir_flags, Mode::empty()).map_err(|e| Error::io(root, "opening", e.into()))?];
+    let mut shown = root.to_path_buf();
+    for c in parents {
+        shown.push(c);
+        match rustix::fs::openat(dirs.last().expect("root"), *c, dir_flags | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => dirs.push(fd),
+            Err(Errno::NOENT) => return Ok(()),
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                return Err(Error::Refused(format!(
+                    "{}: is a symlink or a file where a directory was listed; not deleting through it",
+                    shown.display()
+                )));
+            }
+            Err(e) => return Err(Error::io(&shown, "opening directory", e.into())),
+        }
+    }
+    match rustix::fs::unlinkat(dirs.last().expect("root"), *name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(Error::io(root.join(rel), "deleting", e.into())),
+    }
+    // Prune: the deepest directory first; stop at the first one not empty.
+    dirs.pop();
+    for (i, c) in parents.iter().enumerate().rev() {
+        if rustix::fs::unlinkat(&dirs[i], *c, AtFlags::REMOVEDIR).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Removes s3load's temporary files and journals below `root` that no live
 /// process holds (leftovers of runs that were killed). With `keep_resumable`,
 /// the fixed-name files that a later run could resume from are kept.
@@ -348,6 +391,27 @@ pub fn remove_orphans(root: &Path, keep_resumable: bool) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removing_a_file_prunes_the_directories_it_empties_but_not_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+        std::fs::write(root.join("a/b/c/f"), b"x").unwrap();
+        std::fs::write(root.join("a/keep"), b"x").unwrap();
+        remove_file(&root, "a/b/c/f").unwrap();
+        assert!(!root.join("a/b").exists(), "a/b/c and a/b became empty");
+        assert!(root.join("a/keep").exists());
+        remove_file(&root, "a/keep").unwrap();
+        assert!(root.exists() && !root.join("a").exists());
+        remove_file(&root, "gone/x").unwrap();
+        // A symlinked directory is not deleted through.
+        std::fs::create_dir_all(d.path().join("outside")).unwrap();
+        std::fs::write(d.path().join("outside/f"), b"x").unwrap();
+        std::os::unix::fs::symlink(d.path().join("outside"), root.join("link")).unwrap();
+        assert!(remove_file(&root, "link/f").is_err());
+        assert!(d.path().join("outside/f").exists());
+    }
 
     #[test]
     fn temp_names_are_recognised_and_short() {

@@ -110,13 +110,16 @@ async fn hostile_keys_are_refused_by_name_and_nothing_escapes() {
     h.put("p/../escape.txt", &b"evil"[..]);
     h.put("p/a/../../escape2.txt", &b"evil"[..]);
     h.put("p//abs.txt", &b"evil"[..]);
+    h.put("p/.s3load/state", &b"s3load-state 1\n{\"path\":\"ok.txt\"}\n"[..]);
     let dest = h.path("d/out");
     let run = h.run(&["sync", "s3://bucket/p/*", dest.to_str().unwrap()]).await;
     assert_eq!(run.code, 1, "partial failure: {}", run.stderr);
-    for key in ["p/../escape.txt", "p/a/../../escape2.txt", "p//abs.txt"] {
+    for key in ["p/../escape.txt", "p/a/../../escape2.txt", "p//abs.txt", "p/.s3load/state"] {
         assert!(run.stderr.contains(&format!("s3://bucket/{key}")), "{key} named: {}", run.stderr);
     }
     assert!(run.stderr.contains("unsafe local path"), "{}", run.stderr);
     assert_eq!(files_under(&h.path("d")), vec!["out/ok.txt"], "only the safe key was written");
     assert!(!h.path("escape.txt").exists() && !h.path("d/escape.txt").exists());
+    let record = std::fs::read_to_string(dest.join(".s3load/state")).unwrap();
+    assert!(record.contains("s3://bucket/p/ok.txt"), "the sync record is s3load's own, not the object's: {record}");
 }

@@ -125,7 +125,8 @@ impl Harness {
     }
 }
 
-/// Every regular file below `root`, as sorted relative paths.
+/// Every regular file below `root`, as sorted relative paths, leaving out
+/// s3load's sync records (`.s3load/` directories).
 pub fn files_under(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -133,6 +134,9 @@ pub fn files_under(root: &Path) -> Vec<String> {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
             let ft = e.file_type().unwrap();
+            if ft.is_dir() && e.file_name() == ".s3load" {
+                continue;
+            }
             if ft.is_dir() {
                 stack.push(e.path());
             } else {

@@ -7,3 +7,4 @@ mod faults;
 mod harness;
 mod localfs;
 mod resume;
+mod sync;

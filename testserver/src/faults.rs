@@ -55,6 +55,8 @@ pub enum When {
     First(u64),
     /// Every matching request.
     Always,
+    /// Every matching request after the first N (the first N succeed).
+    After(u64),
 }
 
 /// One fault rule.
@@ -124,6 +126,7 @@ impl Faults {
                 When::Nth(n) => a.seen == n,
                 When::First(n) => a.seen <= n,
                 When::Always => true,
+                When::After(n) => a.seen > n,
             };
             if fire && out.is_none() {
                 a.fired += 1;
