@@ -6,8 +6,9 @@
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
-use crate::config::{Command, Config, SyncOptions};
+use crate::config::{Command, Config, SyncOptions, UploadOptions};
 use crate::error::Error;
+use crate::integrity::Algorithm;
 use crate::plan::diff::Compare;
 use crate::plan::filter::Filters;
 use crate::progress::ProgressMode;
@@ -96,8 +97,9 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Copy objects to a local path. SRC: s3://bucket/key, s3://bucket/prefix/,
-    /// or a wildcard such as 's3://bucket/prefix/*' (quote it from the shell).
+    /// Copy objects to a local path, or local files to S3. SRC: s3://bucket/key,
+    /// s3://bucket/prefix/, a wildcard such as 's3://bucket/prefix/*' (quote it
+    /// from the shell); or a local file, directory or wildcard.
     Cp {
         #[command(flatten)]
         transfer: TransferArgs,
@@ -106,8 +108,8 @@ pub enum Cmd {
         /// Destination file or directory (a directory for prefixes and wildcards).
         dst: String,
     },
-    /// Copy only objects missing locally, of a different size, or newer than the
-    /// local file. Same sources as cp.
+    /// Copy only what is missing or changed at the destination, either way
+    /// (S3 -> local or local -> s3://bucket/prefix/). Same sources as cp.
     Sync {
         #[command(flatten)]
         transfer: TransferArgs,
@@ -153,6 +155,29 @@ pub struct TransferArgs {
     /// Repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub include: Vec<String>,
+    /// Uploads: storage class of the new objects (STANDARD, INTELLIGENT_TIERING,
+    /// STANDARD_IA, GLACIER_IR, ...). Default: the bucket's.
+    #[arg(long, value_name = "CLASS")]
+    pub storage_class: Option<String>,
+    /// Uploads: Content-Type of the new objects. Default: guessed from the file
+    /// name (application/octet-stream when unknown).
+    #[arg(long, value_name = "TYPE")]
+    pub content_type: Option<String>,
+    /// Uploads: the full-object checksum computed from each file and checked by
+    /// the store.
+    #[arg(long, value_enum, default_value_t = ChecksumArg::Crc64nvme)]
+    pub checksum_algorithm: ChecksumArg,
+    /// Uploads: leave symlinks out instead of uploading what they point to.
+    #[arg(long)]
+    pub no_follow_symlinks: bool,
+}
+
+/// `--checksum-algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChecksumArg {
+    Crc64nvme,
+    Crc32c,
+    Crc32,
 }
 
 /// Endpoint precedence: flag, then `AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`.
@@ -192,10 +217,21 @@ impl Args {
             ..EngineConfig::default()
         };
         engine.max_open_files = engine.max_open_files.max(self.numworkers * 2);
+        let mut upload = UploadOptions::default();
         let mut apply = |t: &TransferArgs| -> Result<(), Error> {
             if t.concurrency == 0 || t.part_size == 0 {
                 return Err(Error::Usage("--concurrency and --part-size must be at least 1".into()));
             }
+            upload = UploadOptions {
+                storage_class: t.storage_class.clone(),
+                content_type: t.content_type.clone(),
+                checksum: match t.checksum_algorithm {
+                    ChecksumArg::Crc64nvme => Algorithm::Crc64Nvme,
+                    ChecksumArg::Crc32c => Algorithm::Crc32c,
+                    ChecksumArg::Crc32 => Algorithm::Crc32,
+                },
+                follow_symlinks: !t.no_follow_symlinks,
+            };
             engine.part_concurrency = t.concurrency;
             engine.part_size =
                 t.part_size.checked_mul(1 << 20).ok_or_else(|| Error::Usage("--part-size is too large".into()))?;
@@ -222,7 +258,7 @@ impl Args {
                 }
             },
         };
-        let config = Config { s3, engine, dry_run: self.dry_run, json: self.json, progress: self.progress };
+        let config = Config { s3, engine, dry_run: self.dry_run, json: self.json, progress: self.progress, upload };
         Ok((command, config))
     }
 }

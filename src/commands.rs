@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+mod upload;
+
 use crate::config::{Command, Config, SyncOptions};
 use crate::error::{Error, exit_code};
 use crate::localfs;
@@ -26,8 +28,8 @@ pub async fn run(cmd: Command, cfg: Config) -> u8 {
     let out = Output { json: cfg.json };
     let result = match cmd {
         Command::Ls { url } => ls(url, &cfg).await,
-        Command::Cp { src, dst, filters } => download(src, dst, &filters, None, &cfg, out).await,
-        Command::Sync { src, dst, filters, opts } => download(src, dst, &filters, Some(&opts), &cfg, out).await,
+        Command::Cp { src, dst, filters } => copy(src, dst, &filters, None, &cfg, out).await,
+        Command::Sync { src, dst, filters, opts } => copy(src, dst, &filters, Some(&opts), &cfg, out).await,
     };
     match result {
         Ok(code) => code,
@@ -50,7 +52,8 @@ fn single_destination(dst: &Path, rel: &Path) -> PathBuf {
     if as_dir { dst.join(rel) } else { dst.to_path_buf() }
 }
 
-async fn download(
+/// `cp` and `sync`, in whichever direction the locations say.
+async fn copy(
     src: Location,
     dst: Location,
     filters: &Filters,
@@ -58,15 +61,26 @@ async fn download(
     cfg: &Config,
     out: Output,
 ) -> Result<u8, Error> {
-    let (src, dst) = match (src, dst) {
-        (Location::Remote(s), Location::Local(d)) => (s, d),
-        (Location::Local(_), Location::Remote(_)) => {
-            return Err(Error::Usage(
-                "uploading (local -> s3://) is not supported by this version yet; only S3 -> local".into(),
-            ));
+    match (src, dst) {
+        (Location::Remote(s), Location::Local(d)) => download(s, d, filters, sync, cfg, out).await,
+        (Location::Local(s), Location::Remote(d)) => upload::upload(s, d, filters, sync, cfg, out).await,
+        (Location::Remote(_), Location::Remote(_)) => {
+            Err(Error::Usage("copying from S3 to S3 is not supported; one side must be a local path".into()))
         }
-        _ => return Err(Error::Usage("one of SRC and DST must be s3:// and the other a local path".into())),
-    };
+        (Location::Local(_), Location::Local(_)) => {
+            Err(Error::Usage("one of SRC and DST must be an s3:// URL and the other a local path".into()))
+        }
+    }
+}
+
+async fn download(
+    src: S3Url,
+    dst: PathBuf,
+    filters: &Filters,
+    sync: Option<&SyncOptions>,
+    cfg: &Config,
+    out: Output,
+) -> Result<u8, Error> {
     let store = connect(cfg, Some(&src.bucket)).await?;
     let mut expanded = plan::expand(store.as_ref(), &src).await?;
     expanded.objects.retain(|o| filters.selects(&o.rel));
@@ -230,34 +244,70 @@ async fn download(
     // Bytes actually written, so failed objects do not count as copied.
     let copied_bytes = progress.counters.bytes.load(std::sync::atomic::Ordering::Relaxed);
 
-    let copied = results.iter().filter(|r| r.is_ok()).count();
     let unverified = results.iter().filter(|r| matches!(r, Ok(Verification::Unverified(_)))).count();
-    let secs = progress.elapsed().as_secs_f64();
-    let rate = if secs > 0.0 { (copied_bytes as f64 / secs) as u64 } else { 0 };
-    let unverified_note = match (cfg.engine.verify, unverified) {
-        (transfer::VerifyMode::Off, _) => ", not verified (--verify off)".to_string(),
-        (_, 0) => String::new(),
-        (_, n) => format!(", {n} of them unverified"),
+    let summary = Summary {
+        copied: results.iter().filter(|r| r.is_ok()).count(),
+        bytes: copied_bytes,
+        unverified_note: match (cfg.engine.verify, unverified) {
+            (transfer::VerifyMode::Off, _) => ", not verified (--verify off)".to_string(),
+            (_, 0) => String::new(),
+            (_, n) => format!(", {n} of them unverified"),
+        },
+        skipped,
+        deleted: sync.is_some_and(|s| s.delete).then_some(deleted),
+        failed,
+        secs: progress.elapsed().as_secs_f64(),
     };
-    let deleted_note = if sync.is_some_and(|s| s.delete) { format!(", {deleted} deleted") } else { String::new() };
-    eprintln!(
-        "{}: {copied} copied ({}){unverified_note}, {skipped} up to date{deleted_note}, {failed} failed, in {secs:.1} s ({}/s)",
-        if failed == 0 { "done" } else { "finished with errors" },
-        human_bytes(copied_bytes),
-        human_bytes(rate),
-    );
+    summary.print();
     if let Err(e) = synced {
         eprintln!("ERROR {e}: the files above may not be on disk yet");
         return Ok(exit_code::PARTIAL_FAILURE);
     }
-    match signal.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => {}
-        sig => {
-            eprintln!("stopped by a signal: run again to resume; large objects continue from their finished parts");
-            return Ok(if sig == 2 { exit_code::INTERRUPTED } else { exit_code::TERMINATED });
-        }
+    if let Some(code) = signal_exit(&signal) {
+        return Ok(code);
     }
     Ok(if failed == 0 { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE })
+}
+
+/// The end-of-run line on stderr.
+struct Summary {
+    copied: usize,
+    bytes: u64,
+    unverified_note: String,
+    skipped: usize,
+    /// `None` without `--delete`.
+    deleted: Option<usize>,
+    failed: usize,
+    secs: f64,
+}
+
+impl Summary {
+    fn print(&self) {
+        let rate = if self.secs > 0.0 { (self.bytes as f64 / self.secs) as u64 } else { 0 };
+        let deleted = self.deleted.map(|d| format!(", {d} deleted")).unwrap_or_default();
+        eprintln!(
+            "{}: {} copied ({}){}, {} up to date{deleted}, {} failed, in {:.1} s ({}/s)",
+            if self.failed == 0 { "done" } else { "finished with errors" },
+            self.copied,
+            human_bytes(self.bytes),
+            self.unverified_note,
+            self.skipped,
+            self.failed,
+            self.secs,
+            human_bytes(rate),
+        );
+    }
+}
+
+/// The exit code of a run stopped by a signal, after saying so.
+fn signal_exit(signal: &std::sync::atomic::AtomicU8) -> Option<u8> {
+    match signal.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        sig => {
+            eprintln!("stopped by a signal: run again to resume; large objects continue from their finished parts");
+            Some(if sig == 2 { exit_code::INTERRUPTED } else { exit_code::TERMINATED })
+        }
+    }
 }
 
 /// The `--max-delete` refusal, when `n` deletions would exceed it.

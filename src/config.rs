@@ -1,6 +1,7 @@
 //! The engine's configuration: plain values built by the CLI layer (or by tests
 //! directly). Nothing here knows about clap.
 
+use crate::integrity::Algorithm;
 use crate::plan::diff::Compare;
 use crate::plan::filter::Filters;
 use crate::progress::ProgressMode;
@@ -18,6 +19,26 @@ pub struct Config {
     /// One JSON object per operation on stdout.
     pub json: bool,
     pub progress: ProgressMode,
+    pub upload: UploadOptions,
+}
+
+/// How uploads create objects.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// `None`: the bucket's default (STANDARD).
+    pub storage_class: Option<String>,
+    /// `None`: guessed from the file name.
+    pub content_type: Option<String>,
+    /// Full-object checksum sent with every upload.
+    pub checksum: Algorithm,
+    /// Follow symlinks in the source (s5cmd's default); else leave them out.
+    pub follow_symlinks: bool,
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        UploadOptions { storage_class: None, content_type: None, checksum: Algorithm::Crc64Nvme, follow_symlinks: true }
+    }
 }
 
 /// What to do.

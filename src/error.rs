@@ -40,6 +40,9 @@ pub enum StoreErrorKind {
     Network,
     /// No credentials could be loaded.
     Credentials,
+    /// The store refused an upload whose bytes did not match the checksum sent
+    /// (BadDigest): corrupted on the way, or the file changed.
+    BadDigest,
     /// Anything else (4xx we do not expect, malformed response).
     Other,
 }
@@ -47,7 +50,7 @@ pub enum StoreErrorKind {
 impl StoreErrorKind {
     /// Whether trying the same request again may succeed.
     pub fn is_transient(self) -> bool {
-        matches!(self, Self::Throttled | Self::ServerError | Self::Network)
+        matches!(self, Self::Throttled | Self::ServerError | Self::Network | Self::BadDigest)
     }
 }
 

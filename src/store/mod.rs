@@ -7,6 +7,7 @@
 pub mod s3;
 
 use std::ops::Range;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::SystemTime;
 
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::error::StoreError;
-use crate::integrity::Stated;
+use crate::integrity::{Algorithm, Stated};
 
 /// What a listing or HEAD tells about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +73,34 @@ pub struct GetResponse {
     pub body: BodyStream,
 }
 
+/// Bytes of a local file sent as a request body (read by the store, so that a
+/// retry can send them again without holding them in memory).
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The object an upload creates, and how.
+#[derive(Debug, Clone)]
+pub struct PutTarget {
+    pub bucket: String,
+    pub key: String,
+    pub content_type: Option<String>,
+    pub storage_class: Option<String>,
+    /// The full-object checksum sent with the data (and checked by the store).
+    pub checksum: Algorithm,
+}
+
+/// A part uploaded: its number, ETag and checksum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    pub number: u32,
+    pub etag: String,
+    pub checksum: u64,
+}
+
 /// Operations s3load needs from an S3-compatible store.
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync {
@@ -89,10 +118,43 @@ pub trait ObjectStore: Send + Sync {
 
     /// Size of part `n` (1-based) of a multipart upload and the number of parts
     /// (HEAD with `partNumber`); `None` for a single-part object.
-    async fn upload_part(&self, bucket: &str, key: &str, n: u32) -> Result<Option<(u64, u32)>, StoreError>;
+    async fn part_info(&self, bucket: &str, key: &str, n: u32) -> Result<Option<(u64, u32)>, StoreError>;
 
     /// Starts a GET; the body streams from the returned response.
     async fn get(&self, req: &GetRequest) -> Result<GetResponse, StoreError>;
+
+    /// Creates an object in one request; the store checks `checksum` against the bytes.
+    async fn put_object(&self, target: &PutTarget, body: FileRange, checksum: u64) -> Result<(), StoreError>;
+
+    /// Starts a multipart upload with a full-object checksum; returns its id.
+    async fn create_upload(&self, target: &PutTarget) -> Result<String, StoreError>;
+
+    /// Uploads part `n` (1-based) with its checksum; returns the part's ETag.
+    async fn upload_part(
+        &self,
+        target: &PutTarget,
+        upload_id: &str,
+        n: u32,
+        body: FileRange,
+        checksum: u64,
+    ) -> Result<String, StoreError>;
+
+    /// Completes an upload from its parts, stating the whole object's checksum
+    /// (which the store checks against what it assembled).
+    async fn complete_upload(
+        &self,
+        target: &PutTarget,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        checksum: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Abandons an upload; the store drops its parts.
+    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError>;
+
+    /// Deletes up to 1000 keys in one request; returns the keys that could not be
+    /// deleted, with why.
+    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError>;
 
     /// Names of the buckets the caller owns.
     async fn list_buckets(&self) -> Result<Vec<String>, StoreError>;

@@ -7,9 +7,11 @@
 //! environment or the profile; failing those it is discovered from the bucket
 //! (HeadBucket), with or without a custom endpoint.
 //!
-//! Retries: listing and HEAD use the SDK's standard retry (bounded by
-//! `--retry-count`). GET requests have SDK retries turned off because the engine
-//! retries them itself, resuming a broken body from the first byte not yet written.
+//! Retries: listing, HEAD, DeleteObjects and AbortMultipartUpload use the SDK's
+//! standard retry (bounded by `--retry-count`). GET and the upload requests have
+//! SDK retries turned off because the engine retries them itself (a GET resuming
+//! a broken body from the first byte not yet written), under its retry budget
+//! and adaptive limiter.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,14 +19,17 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{ProvideCredentials, Region, ResponseChecksumValidation};
+use aws_sdk_s3::config::{ProvideCredentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::DateTime;
-use aws_sdk_s3::types::ChecksumMode;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{
+    ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, StorageClass,
+};
 
-use crate::integrity::{Algorithm, Stated};
+use crate::integrity::{Algorithm, Stated, to_base64};
 
-use super::{GetRequest, GetResponse, ListPage, ObjectMeta, ObjectStore};
+use super::{FileRange, GetRequest, GetResponse, ListPage, ObjectMeta, ObjectStore, PutTarget, UploadedPart};
 use crate::error::{StoreError, StoreErrorKind};
 
 /// Connection settings, resolved from flags and environment by the CLI layer.
@@ -59,6 +64,9 @@ impl S3Store {
             // `integrity`); the SDK's own check would only cover whole-object GETs
             // and compute every CRC a second time.
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // Uploads state their checksums themselves (computed from the file,
+            // see `transfer::upload`); the SDK adds one only where S3 requires it.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .retry_config(RetryConfig::standard().with_max_attempts(settings.retry_count.saturating_add(1)))
             .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build());
         if let Some(p) = &settings.profile {
@@ -151,6 +159,9 @@ fn map_service(status: u16, code: Option<&str>, message: Option<&str>, what: Obj
     let kind = match (code, status) {
         (Some("NoSuchBucket"), _) => K::NoSuchBucket,
         (Some("NoSuchKey"), _) => K::NoSuchKey,
+        (Some("BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch"), _) => K::BadDigest,
+        // The store lacks the operation: asking again will not help.
+        (Some("NotImplemented"), _) | (_, 501) => K::Other,
         (Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "ExpiredToken"), _)
         | (_, 401 | 403) => K::AccessDenied,
         (Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded"), _) | (_, 429 | 503) => {
@@ -258,6 +269,32 @@ fn stated_checksum(
     })
 }
 
+/// For requests the engine retries itself (GET, and every upload request).
+fn no_retries() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled())
+}
+
+fn sdk_algorithm(a: Algorithm) -> aws_sdk_s3::types::ChecksumAlgorithm {
+    use aws_sdk_s3::types::ChecksumAlgorithm as C;
+    match a {
+        Algorithm::Crc64Nvme => C::Crc64Nvme,
+        Algorithm::Crc32 => C::Crc32,
+        Algorithm::Crc32c => C::Crc32C,
+    }
+}
+
+/// A request body read from a file range as it is sent (and again on a retry).
+async fn file_body(r: &FileRange) -> Result<ByteStream, StoreError> {
+    ByteStream::read_from()
+        .path(&r.path)
+        .offset(r.offset)
+        .length(Length::Exact(r.len))
+        .buffer_size(256 * 1024)
+        .build()
+        .await
+        .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("reading {}: {e}", r.path.display())))
+}
+
 /// Start offset from a `Content-Range: bytes a-b/total` header.
 fn content_range_start(v: &str) -> Option<u64> {
     v.strip_prefix("bytes ")?.split('-').next()?.parse().ok()
@@ -330,7 +367,7 @@ impl ObjectStore for S3Store {
         })
     }
 
-    async fn upload_part(&self, bucket: &str, key: &str, n: u32) -> Result<Option<(u64, u32)>, StoreError> {
+    async fn part_info(&self, bucket: &str, key: &str, n: u32) -> Result<Option<(u64, u32)>, StoreError> {
         let out = self
             .client
             .head_object()
@@ -359,7 +396,7 @@ impl ObjectStore for S3Store {
         }
         let out = op
             .customize()
-            .config_override(aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled()))
+            .config_override(no_retries())
             // Ask for the stored checksum without turning on the SDK's own
             // validation (which `checksum_mode` would): s3load checks it itself.
             .mutate_request(|r| {
@@ -391,6 +428,166 @@ impl ObjectStore for S3Store {
         Ok(GetResponse { content_length, range_start, partial, etag, checksum, etag_md5, body: Box::pin(body) })
     }
 
+    async fn put_object(&self, target: &PutTarget, body: FileRange, checksum: u64) -> Result<(), StoreError> {
+        let value = to_base64(target.checksum, checksum);
+        let mut op = self
+            .client
+            .put_object()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .content_length(body.len as i64)
+            .set_content_type(target.content_type.clone())
+            .set_storage_class(target.storage_class.as_deref().map(StorageClass::from))
+            .body(file_body(&body).await?);
+        op = match target.checksum {
+            Algorithm::Crc64Nvme => op.checksum_crc64_nvme(value),
+            Algorithm::Crc32 => op.checksum_crc32(value),
+            Algorithm::Crc32c => op.checksum_crc32_c(value),
+        };
+        op.customize()
+            .config_override(no_retries())
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| map_sdk_err(e, ObjectKind::Bucket))?;
+        Ok(())
+    }
+
+    async fn create_upload(&self, target: &PutTarget) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .set_content_type(target.content_type.clone())
+            .set_storage_class(target.storage_class.as_deref().map(StorageClass::from))
+            .checksum_algorithm(sdk_algorithm(target.checksum))
+            .checksum_type(ChecksumType::FullObject)
+            .customize()
+            .config_override(no_retries())
+            .send()
+            .await
+            .map_err(|e| map_sdk_err(e, ObjectKind::Bucket))?;
+        out.upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| StoreError::new(StoreErrorKind::Other, "CreateMultipartUpload returned no upload id"))
+    }
+
+    async fn upload_part(
+        &self,
+        target: &PutTarget,
+        upload_id: &str,
+        n: u32,
+        body: FileRange,
+        checksum: u64,
+    ) -> Result<String, StoreError> {
+        let value = to_base64(target.checksum, checksum);
+        let mut op = self
+            .client
+            .upload_part()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .upload_id(upload_id)
+            .part_number(n as i32)
+            .content_length(body.len as i64)
+            .body(file_body(&body).await?);
+        op = match target.checksum {
+            Algorithm::Crc64Nvme => op.checksum_crc64_nvme(value),
+            Algorithm::Crc32 => op.checksum_crc32(value),
+            Algorithm::Crc32c => op.checksum_crc32_c(value),
+        };
+        let out = op
+            .customize()
+            .config_override(no_retries())
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
+        out.e_tag()
+            .map(unquote)
+            .ok_or_else(|| StoreError::new(StoreErrorKind::Other, format!("UploadPart {n} returned no ETag")))
+    }
+
+    async fn complete_upload(
+        &self,
+        target: &PutTarget,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        checksum: u64,
+    ) -> Result<(), StoreError> {
+        let a = target.checksum;
+        let completed = parts
+            .iter()
+            .map(|p| {
+                let b = CompletedPart::builder().part_number(p.number as i32).e_tag(format!("\"{}\"", p.etag));
+                let v = to_base64(a, p.checksum);
+                match a {
+                    Algorithm::Crc64Nvme => b.checksum_crc64_nvme(v),
+                    Algorithm::Crc32 => b.checksum_crc32(v),
+                    Algorithm::Crc32c => b.checksum_crc32_c(v),
+                }
+                .build()
+            })
+            .collect();
+        let value = to_base64(a, checksum);
+        let mut op = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&target.bucket)
+            .key(&target.key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .checksum_type(ChecksumType::FullObject);
+        op = match a {
+            Algorithm::Crc64Nvme => op.checksum_crc64_nvme(value),
+            Algorithm::Crc32 => op.checksum_crc32(value),
+            Algorithm::Crc32c => op.checksum_crc32_c(value),
+        };
+        op.customize().config_override(no_retries()).send().await.map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
+        Ok(())
+    }
+
+    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
+        Ok(())
+    }
+
+    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+        let ids = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
+        let delete = Delete::builder()
+            .set_objects(Some(ids))
+            .quiet(true)
+            .build()
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| map_sdk_err(e, ObjectKind::Bucket))?;
+        Ok(out
+            .errors()
+            .iter()
+            .map(|e| {
+                let why = format!("{}: {}", e.code().unwrap_or("error"), e.message().unwrap_or(""));
+                (e.key().unwrap_or_default().to_string(), why)
+            })
+            .collect())
+    }
+
     async fn list_buckets(&self) -> Result<Vec<String>, StoreError> {
         let out = self.client.list_buckets().send().await.map_err(|e| map_sdk_err(e, ObjectKind::Bucket))?;
         Ok(out.buckets().iter().filter_map(|b| b.name().map(str::to_string)).collect())
@@ -416,5 +613,7 @@ mod tests {
         assert_eq!(map_service(500, Some("InternalError"), None, ObjectKind::Key).kind, StoreErrorKind::ServerError);
         assert!(map_service(500, None, None, ObjectKind::Key).kind.is_transient());
         assert!(!map_service(403, None, None, ObjectKind::Key).kind.is_transient());
+        assert!(!map_service(501, Some("NotImplemented"), None, ObjectKind::Key).kind.is_transient());
+        assert_eq!(map_service(400, Some("BadDigest"), None, ObjectKind::Key).kind, StoreErrorKind::BadDigest);
     }
 }

@@ -48,15 +48,7 @@ pub(super) async fn fetch_range(
                     () = env.stop.cancelled() => return Err(Error::Interrupted(job.source_url())),
                 }
             }
-            Decision::GiveUp if matches!(classify(&err), Class::Transient | Class::Throttled) => {
-                let why = if env.policy.exhausted() {
-                    "the run's retry budget is spent: the store or network is failing persistently"
-                } else {
-                    "raise --retry-count to try longer"
-                };
-                return Err(Error::Refused(format!("{err} (gave up after {} attempts; {why})", retries.attempts)));
-            }
-            Decision::GiveUp => return Err(err),
+            Decision::GiveUp => return Err(env.policy.gave_up(err, retries.attempts)),
         }
     }
 }

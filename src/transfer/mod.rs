@@ -32,6 +32,7 @@ mod limiter;
 pub mod parts;
 pub mod retry;
 mod round;
+pub mod upload;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -325,12 +326,12 @@ async fn describe(env: &round::Env, job: Download) -> Described {
 }
 
 async fn upload_layout(env: &round::Env, job: &Download) -> Result<Option<UploadParts>, crate::error::StoreError> {
-    let Some((part_size, count)) = env.store.upload_part(&job.bucket, &job.key, 1).await? else {
+    let Some((part_size, count)) = env.store.part_info(&job.bucket, &job.key, 1).await? else {
         return Ok(None);
     };
     let last_size = match count {
         1 => part_size,
-        n => env.store.upload_part(&job.bucket, &job.key, n).await?.map_or(0, |(s, _)| s),
+        n => env.store.part_info(&job.bucket, &job.key, n).await?.map_or(0, |(s, _)| s),
     };
     Ok(Some(UploadParts { part_size, last_size, count }))
 }

@@ -4,7 +4,7 @@
 //!
 //! | class | examples | what happens |
 //! |---|---|---|
-//! | transient | 500, connection reset, short body, stall | same range again from the first byte not yet written, after a backoff |
+//! | transient | 500, connection reset, short body, stall; an upload refused as BadDigest | same range again from the first byte not yet written (an upload part: the part again, unless the file changed), after a backoff |
 //! | throttled | 503 SlowDown, 429 | the same, and the request limiter lowers concurrency |
 //! | object changed | 412 on `If-Match` | the whole object restarts with its new identity |
 //! | corrupt | checksum mismatch | the whole object restarts (the bad part cannot be told apart) |
@@ -36,7 +36,8 @@ pub fn classify(err: &Error) -> Class {
     match err {
         Error::Store { source, .. } => match source.kind {
             StoreErrorKind::Throttled => Class::Throttled,
-            StoreErrorKind::ServerError | StoreErrorKind::Network => Class::Transient,
+            // A body that arrived different from its checksum: sent again.
+            StoreErrorKind::ServerError | StoreErrorKind::Network | StoreErrorKind::BadDigest => Class::Transient,
             StoreErrorKind::PreconditionFailed => Class::ObjectChanged,
             StoreErrorKind::NoSuchBucket
             | StoreErrorKind::NoSuchKey
@@ -116,6 +117,20 @@ impl RetryPolicy {
     /// Whether the run's retry budget is spent.
     pub fn exhausted(&self) -> bool {
         self.budget.load(Ordering::Acquire) == 0
+    }
+
+    /// The error a request ends with once retrying stops: transient failures say
+    /// how long s3load tried and what to change; others are returned as they are.
+    pub fn gave_up(&self, err: Error, attempts: u32) -> Error {
+        if !matches!(classify(&err), Class::Transient | Class::Throttled) {
+            return err;
+        }
+        let why = if self.exhausted() {
+            "the run's retry budget is spent: the store or network is failing persistently"
+        } else {
+            "raise --retry-count to try longer"
+        };
+        Error::Refused(format!("{err} (gave up after {attempts} attempts; {why})"))
     }
 }
 

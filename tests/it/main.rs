@@ -8,3 +8,4 @@ mod harness;
 mod localfs;
 mod resume;
 mod sync;
+mod upload;

@@ -30,7 +30,8 @@ pub enum Fault {
     StallAfter(u64),
     /// Wait this long before answering at all.
     Delay(Duration),
-    /// Invert the byte at this offset of the body (counted from the body's start).
+    /// Invert the byte at this offset of the body (counted from the body's start);
+    /// for PutObject and UploadPart, of the body received.
     FlipByte(u64),
     /// Answer a ranged GET with the whole object and status 200.
     IgnoreRange,

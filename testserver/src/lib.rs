@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 pub use faults::{Fault, Faults, Rule, When};
 pub use service::{RequestLog, RequestRecord};
 pub use shaping::Shaping;
-pub use store::{ChecksumAlgorithm, Store, StoredChecksum, StoredObject, generate_bytes};
+pub use store::{ChecksumAlgorithm, PendingUpload, Store, StoredChecksum, StoredObject, generate_bytes};
 
 /// Access key the server accepts.
 pub const ACCESS_KEY: &str = "s3load-test-access-key";

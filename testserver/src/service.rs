@@ -13,7 +13,7 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use crate::faults::{Fault, Faults};
 use crate::shaping::{ShapedBody, Shaping};
-use crate::store::{ChecksumAlgorithm, Store, StoredChecksum, StoredObject};
+use crate::store::{ChecksumAlgorithm, PendingUpload, Store, StoredChecksum, StoredObject};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct RequestRecord {
 pub struct RequestLog {
     records: Mutex<Vec<RequestRecord>>,
     pub(crate) body_bytes: Arc<AtomicU64>,
+    /// Body bytes received in UploadPart requests.
+    pub(crate) upload_bytes: AtomicU64,
     /// (operation, region in the request's SigV4 credential scope).
     signed: Mutex<Vec<(&'static str, String)>>,
 }
@@ -48,6 +50,10 @@ impl RequestLog {
     pub fn body_bytes(&self) -> u64 {
         self.body_bytes.load(Ordering::Relaxed)
     }
+    /// Body bytes received in UploadPart requests.
+    pub fn upload_bytes(&self) -> u64 {
+        self.upload_bytes.load(Ordering::Relaxed)
+    }
     /// Regions that listings and GETs were signed for, in order.
     pub fn signed_regions(&self) -> Vec<(&'static str, String)> {
         self.signed.lock().unwrap().clone()
@@ -61,6 +67,7 @@ impl RequestLog {
         self.records.lock().unwrap().clear();
         self.signed.lock().unwrap().clear();
         self.body_bytes.store(0, Ordering::Relaxed);
+        self.upload_bytes.store(0, Ordering::Relaxed);
     }
     fn push(&self, r: RequestRecord) {
         self.records.lock().unwrap().push(r);
@@ -171,6 +178,60 @@ fn checksum_headers(c: StoredChecksum) -> ChecksumFields {
     }
 }
 
+/// The whole request body.
+async fn read_body(body: Option<StreamingBlob>) -> S3Result<bytes::Bytes> {
+    use futures::TryStreamExt;
+    let Some(body) = body else { return Ok(bytes::Bytes::new()) };
+    let chunks: Vec<bytes::Bytes> =
+        body.try_collect().await.map_err(|e| s3_error!(IncompleteBody, "reading body: {e}"))?;
+    Ok(chunks.concat().into())
+}
+
+fn algorithm_of(a: &s3s::dto::ChecksumAlgorithm) -> Option<ChecksumAlgorithm> {
+    match a.as_str() {
+        "CRC64NVME" => Some(ChecksumAlgorithm::Crc64Nvme),
+        "CRC32" => Some(ChecksumAlgorithm::Crc32),
+        "CRC32C" => Some(ChecksumAlgorithm::Crc32c),
+        _ => None,
+    }
+}
+
+/// The value of the first checksum header given for `algorithm`.
+fn sent_value(
+    algorithm: ChecksumAlgorithm,
+    crc64nvme: &Option<String>,
+    crc32: &Option<String>,
+    crc32c: &Option<String>,
+) -> Option<u64> {
+    let v = match algorithm {
+        ChecksumAlgorithm::Crc64Nvme => crc64nvme,
+        ChecksumAlgorithm::Crc32 => crc32,
+        ChecksumAlgorithm::Crc32c => crc32c,
+    };
+    // An unparseable value never matches.
+    v.as_deref().map(|v| StoredChecksum::from_base64(algorithm, v).map_or(u64::MAX, |c| c.value))
+}
+
+/// Checks the checksum header a client sent with a body, as S3 does: a value that
+/// does not match the bytes received is refused with BadDigest. Returns it.
+fn sent_checksum(
+    data: &[u8],
+    crc64nvme: &Option<String>,
+    crc32: &Option<String>,
+    crc32c: &Option<String>,
+) -> S3Result<Option<StoredChecksum>> {
+    for a in [ChecksumAlgorithm::Crc64Nvme, ChecksumAlgorithm::Crc32, ChecksumAlgorithm::Crc32c] {
+        if let Some(v) = sent_value(a, crc64nvme, crc32, crc32c) {
+            let c = StoredChecksum::compute(a, data);
+            if c.value != v {
+                return Err(s3_error!(BadDigest, "the checksum given does not match the body received"));
+            }
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
 fn range_tuple(r: &Range) -> Option<(u64, Option<u64>)> {
     match *r {
         Range::Int { first, last } => Some((first, last)),
@@ -264,7 +325,10 @@ impl S3 for Service {
                             size: Some(obj.data.len() as i64),
                             e_tag: Some(etag(&obj.etag)),
                             last_modified: Some(obj.last_modified.into()),
-                            storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                            storage_class: Some(obj.storage_class.clone().map_or(
+                                ObjectStorageClass::from_static(ObjectStorageClass::STANDARD),
+                                ObjectStorageClass::from,
+                            )),
                             ..Default::default()
                         });
                     }
@@ -308,6 +372,8 @@ impl S3 for Service {
             accept_ranges: Some("bytes".into()),
             version_id: obj.version_id.clone(),
             server_side_encryption: sse(&obj),
+            storage_class: obj.storage_class.clone().map(StorageClass::from),
+            content_type: obj.content_type.clone(),
             ..Default::default()
         };
         // With partNumber, S3 describes that part of a multipart upload.
@@ -378,6 +444,8 @@ impl S3 for Service {
             last_modified: Some(obj.last_modified.into()),
             version_id: obj.version_id.clone(),
             server_side_encryption: sse(&obj),
+            storage_class: obj.storage_class.clone().map(StorageClass::from),
+            content_type: obj.content_type.clone(),
             ..Default::default()
         };
         // Like S3: the full-object checksum only comes with a full-object body.
@@ -389,19 +457,199 @@ impl S3 for Service {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        use futures::TryStreamExt;
         let input = req.input;
         self.record("PutObject", &input.bucket, &input.key, None, None);
+        let fault = self.fault("PutObject", &input.key).await?;
         self.require_bucket(&input.bucket)?;
-        let mut data = Vec::new();
-        if let Some(body) = input.body {
-            let chunks: Vec<bytes::Bytes> =
-                body.try_collect().await.map_err(|e| s3_error!(InternalError, "reading body: {e}"))?;
-            for c in chunks {
-                data.extend_from_slice(&c);
+        let mut data = read_body(input.body).await?;
+        if let Some(Fault::FlipByte(at)) = fault
+            && (at as usize) < data.len()
+        {
+            let mut v = data.to_vec();
+            v[at as usize] ^= 0xff;
+            data = v.into();
+        }
+        let sent = sent_checksum(&data, &input.checksum_crc64nvme, &input.checksum_crc32, &input.checksum_crc32c)?;
+        let algorithm = sent.map(|c| c.algorithm).or_else(|| input.checksum_algorithm.as_ref().and_then(algorithm_of));
+        let mut obj = StoredObject::with_checksum(
+            data,
+            std::time::SystemTime::now(),
+            algorithm.or(Some(ChecksumAlgorithm::Crc64Nvme)),
+        );
+        obj.storage_class = input.storage_class.map(|c| c.as_str().to_string());
+        obj.content_type = input.content_type;
+        let checksum = obj.checksum;
+        let obj = self.store.put_object(&input.bucket, &input.key, obj);
+        let mut out =
+            PutObjectOutput { e_tag: Some(etag(&obj.etag)), version_id: obj.version_id.clone(), ..Default::default() };
+        if let Some(c) = checksum {
+            (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) = checksum_headers(c);
+        }
+        Ok(S3Response::new(out))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        self.record("CreateMultipartUpload", &input.bucket, &input.key, None, None);
+        self.fault("CreateMultipartUpload", &input.key).await?;
+        self.require_bucket(&input.bucket)?;
+        let algorithm = input.checksum_algorithm.as_ref().and_then(algorithm_of);
+        let full = input.checksum_type.as_ref().is_some_and(|t| t.as_str() == ChecksumType::FULL_OBJECT);
+        let upload = PendingUpload {
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            checksum: algorithm.map(|a| (a, full)),
+            storage_class: input.storage_class.map(|c| c.as_str().to_string()),
+            content_type: input.content_type,
+            parts: Default::default(),
+        };
+        let id = self.store.create_upload(upload);
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(id),
+            checksum_algorithm: input.checksum_algorithm,
+            checksum_type: input.checksum_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        self.record("UploadPart", &input.bucket, &input.key, None, None);
+        let fault = self.fault("UploadPart", &input.key).await?;
+        let mut data = read_body(input.body).await?;
+        // Corruption on the way in: the checksum check below must catch it.
+        if let Some(Fault::FlipByte(at)) = fault
+            && (at as usize) < data.len()
+        {
+            let mut v = data.to_vec();
+            v[at as usize] ^= 0xff;
+            data = v.into();
+        }
+        self.log.upload_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        let sent = sent_checksum(&data, &input.checksum_crc64nvme, &input.checksum_crc32, &input.checksum_crc32c)?;
+        let tag = hex::encode(<md5::Md5 as md5::Digest>::digest(&data));
+        let n = input.part_number;
+        let declared = self
+            .store
+            .with_upload(&input.upload_id, |u| {
+                u.parts.insert(n, (data.clone(), tag.clone()));
+                u.checksum
+            })
+            .ok_or_else(|| s3_error!(NoSuchUpload))?;
+        let mut out = UploadPartOutput { e_tag: Some(etag(&tag)), ..Default::default() };
+        let part = sent.or_else(|| declared.map(|(a, _)| StoredChecksum::compute(a, &data)));
+        if let Some(c) = part {
+            (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, _) = checksum_headers(c);
+        }
+        Ok(S3Response::new(out))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        self.record("CompleteMultipartUpload", &input.bucket, &input.key, None, None);
+        self.fault("CompleteMultipartUpload", &input.key).await?;
+        let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        let upload = self.store.with_upload(&input.upload_id, |u| u.clone()).ok_or_else(|| s3_error!(NoSuchUpload))?;
+        let mut parts = Vec::new();
+        let mut last = 0;
+        for p in &listed {
+            let n = p.part_number.unwrap_or(0);
+            if n <= last {
+                return Err(s3_error!(InvalidPartOrder, "parts must be listed in ascending order"));
+            }
+            last = n;
+            let Some((data, tag)) = upload.parts.get(&n) else {
+                return Err(s3_error!(InvalidPart, "part {n} was not uploaded"));
+            };
+            let given = p.e_tag.as_ref().map(|e| e.value().trim_matches('"').to_string());
+            if given.as_deref() != Some(tag.as_str()) {
+                return Err(s3_error!(InvalidPart, "part {n}: ETag does not match"));
+            }
+            parts.push(data.clone());
+        }
+        if parts.is_empty() {
+            return Err(s3_error!(MalformedXML, "no parts listed"));
+        }
+        let (algorithm, full) = match upload.checksum {
+            Some((a, full)) => (Some(a), full),
+            None => (None, false),
+        };
+        let mut obj = StoredObject::multipart(&parts, std::time::SystemTime::now(), algorithm, !full);
+        if let (Some(c), true) = (obj.checksum, full) {
+            let given =
+                sent_value(c.algorithm, &input.checksum_crc64nvme, &input.checksum_crc32, &input.checksum_crc32c);
+            if given.is_some_and(|g| g != c.value) {
+                return Err(s3_error!(BadDigest, "the full-object checksum given does not match the parts uploaded"));
             }
         }
-        let obj = self.store.put(&input.bucket, &input.key, data);
-        Ok(S3Response::new(PutObjectOutput { e_tag: Some(etag(&obj.etag)), ..Default::default() }))
+        obj.storage_class = upload.storage_class.clone();
+        obj.content_type = upload.content_type.clone();
+        self.store.take_upload(&input.upload_id);
+        let checksum = obj.checksum;
+        let obj = self.store.put_object(&input.bucket, &input.key, obj);
+        let mut out = CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: Some(etag(&obj.etag)),
+            version_id: obj.version_id.clone(),
+            ..Default::default()
+        };
+        if let Some(c) = checksum {
+            (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) = checksum_headers(c);
+        }
+        Ok(S3Response::new(out))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        self.record("AbortMultipartUpload", &input.bucket, &input.key, None, None);
+        self.fault("AbortMultipartUpload", &input.key).await?;
+        match self.store.take_upload(&input.upload_id) {
+            Some(_) => Ok(S3Response::new(AbortMultipartUploadOutput::default())),
+            None => Err(s3_error!(NoSuchUpload)),
+        }
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        self.record("DeleteObject", &input.bucket, &input.key, None, None);
+        self.fault("DeleteObject", &input.key).await?;
+        self.require_bucket(&input.bucket)?;
+        self.store.delete(&input.bucket, &input.key);
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        self.record("DeleteObjects", &input.bucket, "", None, None);
+        self.require_bucket(&input.bucket)?;
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for o in input.delete.objects {
+            // A per-key fault rule (op "DeleteObjects", key) fails that key alone.
+            if self.faults.take("DeleteObjects", &o.key).is_some() {
+                errors.push(Error {
+                    code: Some("AccessDenied".into()),
+                    key: Some(o.key),
+                    message: Some("injected fault".into()),
+                    ..Default::default()
+                });
+                continue;
+            }
+            self.store.delete(&input.bucket, &o.key);
+            deleted.push(DeletedObject { key: Some(o.key), ..Default::default() });
+        }
+        Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))
     }
 }

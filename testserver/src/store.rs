@@ -72,6 +72,15 @@ impl StoredChecksum {
     }
 
     /// The value as S3 sends it: base64 of the big-endian bytes (`-n` for composite).
+    pub fn from_base64(algorithm: ChecksumAlgorithm, v: &str) -> Option<StoredChecksum> {
+        let raw = BASE64_STANDARD.decode(v).ok()?;
+        if raw.len() != algorithm.width() {
+            return None;
+        }
+        let value = raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        Some(StoredChecksum { algorithm, value, composite_parts: None })
+    }
+
     pub fn to_base64(self) -> String {
         let be = self.value.to_be_bytes();
         let v = BASE64_STANDARD.encode(&be[8 - self.algorithm.width()..]);
@@ -97,6 +106,9 @@ pub struct StoredObject {
     pub version_id: Option<String>,
     /// Encrypted with SSE-KMS: the ETag is not the MD5 of the body.
     pub sse_kms: bool,
+    /// As given by the uploader (`None` = STANDARD).
+    pub storage_class: Option<String>,
+    pub content_type: Option<String>,
 }
 
 impl StoredObject {
@@ -109,7 +121,17 @@ impl StoredObject {
     pub fn with_checksum(data: Bytes, last_modified: SystemTime, algorithm: Option<ChecksumAlgorithm>) -> Self {
         let etag = hex::encode(Md5::digest(&data));
         let checksum = algorithm.map(|a| StoredChecksum::compute(a, &data));
-        StoredObject { data, etag, last_modified, checksum, part_sizes: Vec::new(), version_id: None, sse_kms: false }
+        StoredObject {
+            data,
+            etag,
+            last_modified,
+            checksum,
+            part_sizes: Vec::new(),
+            version_id: None,
+            sse_kms: false,
+            storage_class: None,
+            content_type: None,
+        }
     }
 
     /// The object as SSE-KMS stores it: same bytes, an ETag that is not their MD5.
@@ -145,6 +167,8 @@ impl StoredObject {
             part_sizes,
             version_id: None,
             sse_kms: false,
+            storage_class: None,
+            content_type: None,
         }
     }
 
@@ -157,6 +181,20 @@ impl StoredObject {
 
 type Bucket = BTreeMap<String, Arc<StoredObject>>;
 
+/// A multipart upload in progress.
+#[derive(Debug, Clone)]
+pub struct PendingUpload {
+    pub bucket: String,
+    pub key: String,
+    /// Checksum algorithm and whether it is full-object (else composite), as
+    /// declared by CreateMultipartUpload.
+    pub checksum: Option<(ChecksumAlgorithm, bool)>,
+    pub storage_class: Option<String>,
+    pub content_type: Option<String>,
+    /// Part number -> (bytes, ETag).
+    pub parts: BTreeMap<i32, (Bytes, String)>,
+}
+
 /// Buckets of objects, shared between the HTTP front end and the test that drives it.
 #[derive(Debug, Default)]
 pub struct Store {
@@ -166,6 +204,9 @@ pub struct Store {
     versioned: RwLock<std::collections::BTreeSet<String>>,
     regions: RwLock<BTreeMap<String, String>>,
     next_version: std::sync::atomic::AtomicU64,
+    /// Multipart uploads created and not yet completed or aborted, by upload id.
+    uploads: std::sync::Mutex<BTreeMap<String, PendingUpload>>,
+    next_upload: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -241,6 +282,29 @@ impl Store {
     pub fn delete(&self, bucket: &str, key: &str) -> bool {
         let mut b = self.buckets.write().unwrap();
         b.get_mut(bucket).and_then(|m| m.remove(key)).is_some()
+    }
+
+    /// Starts a multipart upload; returns its id.
+    pub fn create_upload(&self, upload: PendingUpload) -> String {
+        let n = self.next_upload.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("upload-{n:06}");
+        self.uploads.lock().unwrap().insert(id.clone(), upload);
+        id
+    }
+
+    /// Runs `f` on a pending upload; `None` when there is no such upload.
+    pub fn with_upload<R>(&self, id: &str, f: impl FnOnce(&mut PendingUpload) -> R) -> Option<R> {
+        self.uploads.lock().unwrap().get_mut(id).map(f)
+    }
+
+    /// Ends an upload (completed or aborted); returns it.
+    pub fn take_upload(&self, id: &str) -> Option<PendingUpload> {
+        self.uploads.lock().unwrap().remove(id)
+    }
+
+    /// Multipart uploads started and neither completed nor aborted, as (bucket, key).
+    pub fn pending_uploads(&self) -> Vec<(String, String)> {
+        self.uploads.lock().unwrap().values().map(|u| (u.bucket.clone(), u.key.clone())).collect()
     }
 
     /// Runs `f` over the bucket's objects; `None` when the bucket does not exist.

@@ -1,0 +1,215 @@
+//! Uploads: local -> S3 with multipart and checksums, sync both ways, --delete
+//! on the S3 side, failures that must leave no multipart upload behind.
+
+use std::path::Path;
+use std::time::Duration;
+
+use s3load_testserver::{ChecksumAlgorithm, Fault, Rule, When, generate_bytes};
+
+use crate::harness::{BUCKET, Harness, files_under};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A model directory: a multipart-sized shard, small files, an empty file.
+fn model_dir(h: &Harness) -> std::path::PathBuf {
+    let dir = h.path("model");
+    std::fs::create_dir_all(dir.join("tokenizer")).unwrap();
+    std::fs::write(dir.join("model-00001.safetensors"), generate_bytes(12 << 20, 1)).unwrap();
+    std::fs::write(dir.join("config.json"), b"{\"layers\": 2}").unwrap();
+    std::fs::write(dir.join("tokenizer/vocab.txt"), generate_bytes(3000, 2)).unwrap();
+    std::fs::write(dir.join("EMPTY"), b"").unwrap();
+    dir
+}
+
+fn stored(h: &Harness, key: &str) -> std::sync::Arc<s3load_testserver::StoredObject> {
+    h.server.store().get(BUCKET, key).unwrap_or_else(|| panic!("{key} not uploaded"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_then_download_round_trips_and_second_syncs_either_way_are_no_ops() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    let src = format!("{}/", dir.display());
+    let up = h.run(&["sync", "-p", "5", "-c", "2", &src, "s3://bucket/models/m-1/"]).await;
+    up.assert_ok();
+    assert_eq!(up.stdout_lines().len(), 4, "{}", up.stdout);
+    // 12 MiB in 5 MiB parts: three parts, stored with a full-object CRC64NVME.
+    let shard = stored(&h, "models/m-1/model-00001.safetensors");
+    assert_eq!(shard.data, generate_bytes(12 << 20, 1));
+    assert_eq!(shard.part_sizes, vec![5 << 20, 5 << 20, 2 << 20]);
+    let c = shard.checksum.expect("checksum stored");
+    assert_eq!((c.algorithm, c.composite_parts), (ChecksumAlgorithm::Crc64Nvme, None));
+    assert_eq!(h.server.log().count("UploadPart"), 3);
+    assert_eq!(h.server.log().upload_bytes(), 12 << 20, "each part sent once");
+    assert_eq!(stored(&h, "models/m-1/EMPTY").data.len(), 0);
+    assert_eq!(stored(&h, "models/m-1/config.json").content_type.as_deref(), Some("application/json"));
+    assert!(h.server.store().pending_uploads().is_empty());
+
+    h.server.log().clear();
+    let again = h.run(&["sync", &src, "s3://bucket/models/m-1/"]).await;
+    again.assert_ok();
+    assert!(again.stdout.is_empty(), "{}", again.stdout);
+    let writes = ["PutObject", "CreateMultipartUpload", "UploadPart"].map(|op| h.server.log().count(op));
+    assert_eq!(writes, [0, 0, 0], "a second upload sync sends nothing");
+
+    let back = h.path("back");
+    h.run(&["sync", "s3://bucket/models/m-1/*", s(&back)]).await.assert_ok();
+    assert_eq!(files_under(&back), files_under(&dir));
+    for f in files_under(&dir) {
+        assert_eq!(std::fs::read(back.join(&f)).unwrap(), std::fs::read(dir.join(&f)).unwrap(), "{f}");
+    }
+    h.server.log().clear();
+    let again = h.run(&["sync", "s3://bucket/models/m-1/*", s(&back)]).await;
+    again.assert_ok();
+    assert_eq!(h.server.log().count("GetObject"), 0, "a second download sync fetches nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_multipart_upload_is_aborted_and_leaves_nothing() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    let key = "m/model-00001.safetensors";
+    h.server
+        .faults()
+        .add(Rule::new("UploadPart", When::After(1), Fault::Status { status: 403, code: "AccessDenied" }).for_key(key));
+    let run = h.run(&["cp", "-p", "5", &format!("{}/", dir.display()), "s3://bucket/m/"]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("s3://bucket/{key}")), "{}", run.stderr);
+    assert!(h.server.store().get(BUCKET, key).is_none(), "no object from a failed upload");
+    assert!(h.server.store().pending_uploads().is_empty(), "the multipart upload was aborted");
+    assert_eq!(h.server.log().count("AbortMultipartUpload"), 1);
+    assert!(h.server.store().get(BUCKET, "m/config.json").is_some(), "the other files went up");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_multipart_upload_is_aborted() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    h.server.faults().add(Rule::new("UploadPart", When::Always, Fault::Delay(Duration::from_secs(30))));
+    let mut child = h.spawn(&["cp", "-p", "5", s(&dir.join("model-00001.safetensors")), "s3://bucket/m/"]);
+    let started = std::time::Instant::now();
+    while h.server.log().count("UploadPart") == 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "no part was sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("stops quickly").unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert!(h.server.store().pending_uploads().is_empty(), "aborted on the way out");
+    assert!(h.server.store().get(BUCKET, "m/model-00001.safetensors").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_part_corrupted_on_the_way_or_throttled_is_sent_again() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    let key = "m/model-00001.safetensors";
+    h.server.faults().add(Rule::new("UploadPart", When::Nth(2), Fault::FlipByte(1000)).for_key(key));
+    h.server.faults().add(Rule::new("UploadPart", When::Nth(3), Fault::Status { status: 503, code: "SlowDown" }));
+    h.server.faults().add(Rule::new("PutObject", When::Nth(1), Fault::FlipByte(3)));
+    let run = h.run(&["cp", "-p", "5", &format!("{}/", dir.display()), "s3://bucket/m/"]).await;
+    run.assert_ok();
+    assert_eq!(stored(&h, key).data, generate_bytes(12 << 20, 1));
+    assert!(h.server.log().count("UploadPart") >= 5, "two parts sent twice");
+    for f in ["config.json", "tokenizer/vocab.txt", "EMPTY"] {
+        assert_eq!(stored(&h, &format!("m/{f}")).data, std::fs::read(dir.join(f)).unwrap(), "{f}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_class_content_type_and_checksum_algorithm_are_applied() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    let run = h
+        .run(&[
+            "cp",
+            "-p",
+            "5",
+            "--storage-class",
+            "INTELLIGENT_TIERING",
+            "--checksum-algorithm",
+            "crc32c",
+            &format!("{}/", dir.display()),
+            "s3://bucket/m/",
+        ])
+        .await;
+    run.assert_ok();
+    for key in ["m/model-00001.safetensors", "m/config.json"] {
+        let o = stored(&h, key);
+        assert_eq!(o.storage_class.as_deref(), Some("INTELLIGENT_TIERING"), "{key}");
+        assert_eq!(o.checksum.unwrap().algorithm, ChecksumAlgorithm::Crc32c, "{key}");
+    }
+    let run = h.run(&["cp", "--content-type", "text/x-test", s(&dir.join("config.json")), "s3://bucket/c/cfg"]).await;
+    run.assert_ok();
+    assert_eq!(stored(&h, "c/cfg").content_type.as_deref(), Some("text/x-test"), "exact key, given type");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sources_map_to_keys_as_s5cmd_maps_them() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    let keys = |prefix: &str| -> Vec<String> {
+        h.server.store().with_bucket(BUCKET, |b| b.keys().filter(|k| k.starts_with(prefix)).cloned().collect()).unwrap()
+    };
+    h.run(&["cp", s(&dir), "s3://bucket/a/"]).await.assert_ok();
+    assert!(keys("a/").contains(&"a/model/config.json".to_string()), "{:?}", keys("a/"));
+    h.run(&["cp", &format!("{}/*.json", dir.display()), "s3://bucket/b/"]).await.assert_ok();
+    assert_eq!(keys("b/"), vec!["b/config.json"]);
+    h.run(&["cp", s(&dir.join("config.json")), "s3://bucket/c/"]).await.assert_ok();
+    assert_eq!(keys("c/"), vec!["c/config.json"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn symlinks_are_followed_unless_told_not_to() {
+    let h = Harness::new().await;
+    let dir = h.path("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(h.path("target.bin"), b"pointed to").unwrap();
+    std::fs::write(dir.join("plain"), b"plain").unwrap();
+    std::os::unix::fs::symlink(h.path("target.bin"), dir.join("link.bin")).unwrap();
+    let src = format!("{}/", dir.display());
+    h.run(&["cp", &src, "s3://bucket/f/"]).await.assert_ok();
+    assert_eq!(stored(&h, "f/link.bin").data.as_ref(), b"pointed to");
+    h.run(&["cp", "--no-follow-symlinks", &src, "s3://bucket/n/"]).await.assert_ok();
+    assert!(h.server.store().get(BUCKET, "n/link.bin").is_none());
+    assert!(h.server.store().get(BUCKET, "n/plain").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_on_the_s3_side_honours_excludes_and_the_cap() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    for k in ["old.bin", "logs/keep.log", "sub/stale"] {
+        h.put(&format!("m/{k}"), &b"remote only"[..]);
+    }
+    h.put("m-other/x", &b"not below the prefix"[..]);
+    let src = format!("{}/", dir.display());
+    let capped = h.run(&["sync", "--delete", "--max-delete", "1", "--exclude", "logs/*", &src, "s3://bucket/m/"]).await;
+    assert_eq!(capped.code, 1, "{}", capped.stderr);
+    assert!(h.server.store().get(BUCKET, "m/old.bin").is_some(), "over the cap: nothing deleted");
+    let run = h.run(&["sync", "--delete", "--exclude", "logs/*", &src, "s3://bucket/m/"]).await;
+    run.assert_ok();
+    let keys: Vec<String> = h.server.store().with_bucket(BUCKET, |b| b.keys().cloned().collect()).unwrap();
+    assert!(!keys.contains(&"m/old.bin".to_string()) && !keys.contains(&"m/sub/stale".to_string()), "{keys:?}");
+    assert!(keys.contains(&"m/logs/keep.log".to_string()), "excluded: kept");
+    assert!(keys.contains(&"m-other/x".to_string()), "test-1 beside test/: kept");
+    assert!(run.stdout.contains("rm s3://bucket/m/old.bin"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_on_the_s3_side_is_refused_after_a_failed_upload() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    h.put("m/old.bin", &b"remote only"[..]);
+    h.server.faults().add(
+        Rule::new("PutObject", When::Always, Fault::Status { status: 403, code: "AccessDenied" })
+            .for_key("m/config.json"),
+    );
+    let run = h.run(&["sync", "--delete", &format!("{}/", dir.display()), "s3://bucket/m/"]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(h.server.store().get(BUCKET, "m/old.bin").is_some());
+    assert_eq!(h.server.log().count("DeleteObjects"), 0);
+}
