@@ -8,7 +8,7 @@
 //! ratio s3load/peer. The server runs in this process, so its CPU is not counted
 //! against any client; client and server share the machine's cores.
 //!
-//! Options: `--runs N` (default 3), `--workloads large,small,noop`, `--net`
+//! Options: `--runs N` (default 3), `--workloads large,small,noop,upload`, `--net`
 //! (also run every workload through the emulated network: 20 ms to first byte,
 //! 100 MB/s per connection; `--net-only` for that alone), `--tools s3load,s5cmd,rclone`, `--dir PATH`.
 //! Tools `s3load-verify-off`, `s3load-durability-off` and `s3load-fsync` run
@@ -32,6 +32,8 @@ enum Workload {
     Small,
     /// Re-sync of the 5,000 small objects onto an up-to-date copy.
     Noop,
+    /// 4 × 1 GiB local files (on the `--dir` filesystem) uploaded to an empty prefix.
+    Upload,
 }
 
 impl Workload {
@@ -40,11 +42,12 @@ impl Workload {
             Workload::Large => "4 x 1 GiB",
             Workload::Small => "5000 x 64 KiB",
             Workload::Noop => "no-op re-sync of 5000",
+            Workload::Upload => "upload 4 x 1 GiB",
         }
     }
     fn prefix(self) -> &'static str {
         match self {
-            Workload::Large => "large",
+            Workload::Large | Workload::Upload => "large",
             Workload::Small | Workload::Noop => "small",
         }
     }
@@ -77,10 +80,32 @@ fn s3load_variant(tool: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+/// The test server's credentials, no instance metadata, stdout discarded.
+fn with_test_credentials(mut c: Command) -> Command {
+    c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null());
+    c
+}
+
+/// rclone's remote `bench:` pointing at the test server.
+fn rclone_remote(c: &mut Command, endpoint: &str) {
+    c.env("RCLONE_CONFIG_BENCH_TYPE", "s3")
+        .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_BENCH_ENDPOINT", endpoint)
+        .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true")
+        .env("RCLONE_CONFIG_BENCH_LIST_VERSION", "2");
+}
+
 fn tool_command(tool: &str, endpoint: &str, src_prefix: &str, dest: &Path) -> Command {
     let s3load = std::env::var("S3LOAD_BIN").unwrap_or_else(|_| "target/release/s3load".into());
     let src = format!("s3://{BUCKET}/{src_prefix}/*");
-    let mut c = match tool {
+    let c = match tool {
         t if s3load_variant(t).is_some() => {
             let mut c = Command::new(s3load);
             c.args(["--endpoint-url", endpoint, "--progress", "off"]).args(s3load_variant(t).unwrap_or_default());
@@ -95,24 +120,72 @@ fn tool_command(tool: &str, endpoint: &str, src_prefix: &str, dest: &Path) -> Co
         "rclone" => {
             let mut c = Command::new("rclone");
             c.args(["sync", &format!("bench:{BUCKET}/{src_prefix}"), dest.to_str().unwrap()]);
-            c.env("RCLONE_CONFIG_BENCH_TYPE", "s3")
-                .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
-                .env("RCLONE_CONFIG_BENCH_ENDPOINT", endpoint)
-                .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", ACCESS_KEY)
-                .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", SECRET_KEY)
-                .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1")
-                .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true")
-                .env("RCLONE_CONFIG_BENCH_LIST_VERSION", "2");
+            rclone_remote(&mut c, endpoint);
             c
         }
         other => panic!("unknown tool {other}"),
     };
-    c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null());
-    c
+    with_test_credentials(c)
+}
+
+/// Each tool's upload of directory `src` to `s3://bench/{prefix}/`.
+fn upload_command(tool: &str, endpoint: &str, src: &Path, prefix: &str) -> Command {
+    let s3load = std::env::var("S3LOAD_BIN").unwrap_or_else(|_| "target/release/s3load".into());
+    let src_dir = format!("{}/", src.display());
+    let dst = format!("s3://{BUCKET}/{prefix}/");
+    let c = match tool {
+        t if s3load_variant(t).is_some() => {
+            let mut c = Command::new(s3load);
+            c.args(["--endpoint-url", endpoint, "--progress", "off"]).args(s3load_variant(t).unwrap_or_default());
+            c.args(["sync", &src_dir, &dst]);
+            c
+        }
+        "s5cmd" => {
+            let mut c = Command::new("s5cmd");
+            c.args(["--endpoint-url", endpoint, "sync", &src_dir, &dst]);
+            c
+        }
+        "rclone" => {
+            let mut c = Command::new("rclone");
+            c.args(["sync", src.to_str().unwrap(), &format!("bench:{BUCKET}/{prefix}")]);
+            rclone_remote(&mut c, endpoint);
+            c
+        }
+        other => panic!("unknown tool {other}"),
+    };
+    with_test_credentials(c)
+}
+
+/// Uploads, checks that the prefix then holds exactly the source's bytes, and
+/// removes the objects again (the server keeps them in memory).
+fn run_upload(
+    tool: &str,
+    endpoint: &str,
+    src: &Path,
+    store: &s3load_testserver::Store,
+    round: usize,
+) -> Result<Sample, String> {
+    let prefix = format!("up-{tool}-{round}");
+    flush_disk();
+    wait_for_time_wait_drain();
+    let sample = measure(upload_command(tool, endpoint, src, &prefix));
+    let keys: Vec<(String, u64)> = store
+        .with_bucket(BUCKET, |b| {
+            b.iter()
+                .filter(|(k, _)| k.starts_with(&format!("{prefix}/")))
+                .map(|(k, o)| (k.clone(), o.data.len() as u64))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (k, _) in &keys {
+        store.delete(BUCKET, k);
+    }
+    let sample = sample?;
+    let bytes: u64 = keys.iter().map(|(_, n)| n).sum();
+    if keys.len() != 4 || bytes != 4 << 30 {
+        return Err(format!("prefix holds {} objects / {bytes} bytes, expected 4 / {}", keys.len(), 4u64 << 30));
+    }
+    Ok(sample)
 }
 
 /// Runs the command to completion; wall time, user+sys CPU and peak RSS of the child.
@@ -266,6 +339,7 @@ async fn main() {
             "large" => Workload::Large,
             "small" => Workload::Small,
             "noop" => Workload::Noop,
+            "upload" => Workload::Upload,
             o => panic!("unknown workload {o}"),
         })
         .collect();
@@ -301,14 +375,14 @@ async fn main() {
         store.create_bucket(BUCKET);
         let mut expect_large = (0, 0);
         let mut expect_small = (0, 0);
-        if workloads.contains(&Workload::Large) {
+        if workloads.iter().any(|w| matches!(w, Workload::Large | Workload::Upload)) {
             eprintln!("generating 4 x 1 GiB ...");
             for i in 0..4u64 {
                 store.put(BUCKET, &format!("large/obj-{i}.bin"), generate_bytes(1 << 30, 100 + i));
             }
             expect_large = (4, 4 << 30);
         }
-        if workloads.iter().any(|w| *w != Workload::Large) {
+        if workloads.iter().any(|w| matches!(w, Workload::Small | Workload::Noop)) {
             eprintln!("generating 5000 x 64 KiB ...");
             for i in 0..5000u64 {
                 store.put(BUCKET, &format!("small/d{:02}/f{i:05}.bin", i % 50), generate_bytes(64 << 10, 1000 + i));
@@ -316,13 +390,27 @@ async fn main() {
             expect_small = (5000, 5000 * (64 << 10));
         }
         let endpoint = server.endpoint_url();
+        let upload_src = base.join("upload-src");
+        if workloads.contains(&Workload::Upload) {
+            let _ = std::fs::remove_dir_all(&upload_src);
+            std::fs::create_dir_all(&upload_src).unwrap();
+            for i in 0..4u64 {
+                let obj = store.get(BUCKET, &format!("large/obj-{i}.bin")).expect("generated");
+                std::fs::write(upload_src.join(format!("obj-{i}.bin")), &obj.data).unwrap();
+            }
+        }
         for &w in &workloads {
             let expect = if w == Workload::Large { expect_large } else { expect_small };
             let mut samples: Vec<(String, Vec<Sample>)> = tools.iter().map(|t| (t.clone(), Vec::new())).collect();
             for round in 0..runs {
                 for (tool, s) in samples.iter_mut() {
                     let dest = base.join(format!("{tool}-dest"));
-                    match run_workload(tool, w, &endpoint, &dest, expect) {
+                    let result = if w == Workload::Upload {
+                        run_upload(tool, &endpoint, &upload_src, store, round)
+                    } else {
+                        run_workload(tool, w, &endpoint, &dest, expect)
+                    };
+                    match result {
                         Ok(x) => {
                             eprintln!(
                                 "{net_name} | {} | {tool} run {}: {:.2} s wall, {:.2} s CPU, {:.0} MiB",
