@@ -290,7 +290,9 @@ fn dir_bytes(root: &Path) -> (usize, u64) {
         let Ok(rd) = std::fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
             let m = e.metadata().unwrap();
-            if m.is_dir() {
+            if m.is_dir() && d == root && e.file_name() == ".s3load" {
+                continue; // s3load's sync record, not data
+            } else if m.is_dir() {
                 stack.push(e.path());
             } else {
                 n += 1;

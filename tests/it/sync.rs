@@ -253,3 +253,26 @@ async fn include_and_exclude_select_what_is_copied() {
     run.assert_ok();
     assert_eq!(files_under(&dest), vec!["config.json", "w-1.safetensors", "w-2.safetensors"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_design_loader_job_line_keeps_the_volume_equal_to_the_prefix() {
+    // s3load sync --delete s3://${MODELS_BUCKET}/${MODELS_FOLDER}/some-model/* /model
+    let h = Harness::new().await;
+    let store = h.server.store();
+    store.create_bucket("models-bucket");
+    store.put("models-bucket", "models/some-model/config.json", &b"v2"[..]);
+    store.put("models-bucket", "models/some-model/weights/shard-1.bin", generate_bytes(40_000, 1));
+    store.put("models-bucket", "models/some-model-2/config.json", &b"a sibling prefix"[..]);
+    let volume = h.path("model");
+    std::fs::create_dir_all(volume.join("weights")).unwrap();
+    std::fs::write(volume.join("weights/shard-0.bin"), b"from the previous version").unwrap();
+    let line = ["sync", "--delete", "s3://models-bucket/models/some-model/*", s(&volume)];
+    h.run(&line).await.assert_ok();
+    assert_eq!(files_under(&volume), vec!["config.json", "weights/shard-1.bin"]);
+    assert_eq!(std::fs::read(volume.join("config.json")).unwrap(), b"v2");
+    h.server.log().clear();
+    let again = h.run(&line).await;
+    again.assert_ok();
+    assert!(again.stdout.is_empty(), "{}", again.stdout);
+    assert_eq!(h.server.log().count("GetObject"), 0);
+}

@@ -213,3 +213,21 @@ async fn delete_on_the_s3_side_is_refused_after_a_failed_upload() {
     assert!(h.server.store().get(BUCKET, "m/old.bin").is_some());
     assert_eq!(h.server.log().count("DeleteObjects"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_dry_run_prints_every_copy_and_delete_and_sends_nothing() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    h.put("m/old.bin", &b"remote only"[..]);
+    let run = h.run(&["--dry-run", "sync", "--delete", &format!("{}/", dir.display()), "s3://bucket/m/"]).await;
+    run.assert_ok();
+    let lines = run.stdout_lines();
+    assert_eq!(lines.len(), 5, "{}", run.stdout);
+    assert!(lines.contains(&"rm s3://bucket/m/old.bin"), "{}", run.stdout);
+    let cfg = format!("cp {} s3://bucket/m/config.json", dir.join("config.json").display());
+    assert!(lines.contains(&cfg.as_str()), "{}", run.stdout);
+    let writes =
+        ["PutObject", "CreateMultipartUpload", "UploadPart", "DeleteObjects"].map(|op| h.server.log().count(op));
+    assert_eq!(writes, [0, 0, 0, 0]);
+    assert!(h.server.store().get(BUCKET, "m/old.bin").is_some());
+}
