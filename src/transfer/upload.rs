@@ -37,6 +37,18 @@ const MIN_PART: u64 = 5 << 20;
 const MAX_PARTS: u64 = 10_000;
 /// How long an abort may take before s3load gives up on it (it is logged).
 const ABORT_TIMEOUT: Duration = Duration::from_secs(15);
+/// S3 may take minutes to assemble a large object; it keeps the connection alive
+/// meanwhile. A retry after a completion that did succeed would find no upload.
+const COMPLETE_TIMEOUT: Duration = Duration::from_secs(600);
+/// The slowest sending rate tolerated before a body request counts as stalled.
+const MIN_RATE: u64 = 256 << 10;
+
+/// How long a request sending `len` bytes may take: the stall timeout plus the
+/// body at 256 KiB/s. The SDK does not report a body's progress as it is sent,
+/// so a stalled upload is caught by this bound, not by watching bytes.
+fn body_limit(env: &Env, len: u64) -> Duration {
+    env.cfg.stall_timeout + Duration::from_secs(len / MIN_RATE)
+}
 
 /// One file to upload.
 #[derive(Debug, Clone)]
@@ -117,12 +129,13 @@ async fn upload_one(env: &Env, job: &Upload) -> Result<(), Error> {
     if job.size <= part {
         let crc = file_crc(env, job, 0, job.size).await?;
         let body = FileRange { path: job.path.clone(), offset: 0, len: job.size };
-        request(env, job, || env.store.put_object(&job.target, body.clone(), crc.crc)).await?;
+        request(env, job, body_limit(env, job.size), || env.store.put_object(&job.target, body.clone(), crc.crc))
+            .await?;
         unchanged(job)?;
         env.reporter.bytes(job.size);
         return Ok(());
     }
-    let id = request(env, job, || env.store.create_upload(&job.target)).await?;
+    let id = request(env, job, env.cfg.stall_timeout, || env.store.create_upload(&job.target)).await?;
     match upload_parts(env, job, &id, part).await {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -139,7 +152,10 @@ async fn upload_parts(env: &Env, job: &Upload, id: &str, part: u64) -> Result<()
         .map(|(n, offset, len)| async move {
             let crc = file_crc(env, job, offset, len).await?;
             let body = FileRange { path: job.path.clone(), offset, len };
-            let etag = request(env, job, || env.store.upload_part(&job.target, id, n, body.clone(), crc.crc)).await?;
+            let etag = request(env, job, body_limit(env, len), || {
+                env.store.upload_part(&job.target, id, n, body.clone(), crc.crc)
+            })
+            .await?;
             env.reporter.bytes(len);
             Ok::<_, Error>((UploadedPart { number: n, etag, checksum: crc.crc }, crc))
         })
@@ -153,7 +169,7 @@ async fn upload_parts(env: &Env, job: &Upload, id: &str, part: u64) -> Result<()
     let whole = integrity::combine(job.target.checksum, &crcs);
     let uploaded: Vec<UploadedPart> = parts.into_iter().map(|(p, _)| p).collect();
     unchanged(job)?;
-    request(env, job, || env.store.complete_upload(&job.target, id, &uploaded, whole)).await
+    request(env, job, COMPLETE_TIMEOUT, || env.store.complete_upload(&job.target, id, &uploaded, whole)).await
 }
 
 /// Aborts a multipart upload, best effort: a failure is logged with the upload
@@ -218,8 +234,9 @@ async fn file_crc(env: &Env, job: &Upload, offset: u64, len: u64) -> Result<Part
 
 /// One request under the limiter and the retry policy; transient failures and
 /// throttling are retried with backoff, the limiter lowering concurrency on
-/// throttling. Cancellation ends it at once.
-async fn request<T, F, Fut>(env: &Env, job: &Upload, mut f: F) -> Result<T, Error>
+/// throttling. An attempt taking longer than `limit` is abandoned and retried.
+/// Cancellation ends it at once.
+async fn request<T, F, Fut>(env: &Env, job: &Upload, limit: Duration, mut f: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::error::StoreError>>,
@@ -233,7 +250,10 @@ where
                 () = env.stop.cancelled() => return Err(interrupted()),
             };
             tokio::select! {
-                r = f() => r,
+                r = tokio::time::timeout(limit, f()) => r.unwrap_or_else(|_| Err(crate::error::StoreError::new(
+                    crate::error::StoreErrorKind::Network,
+                    format!("no answer within {limit:?}: the request stalled"),
+                ))),
                 () = env.stop.cancelled() => return Err(interrupted()),
             }
         };

@@ -231,3 +231,16 @@ async fn an_upload_dry_run_prints_every_copy_and_delete_and_sends_nothing() {
     assert_eq!(writes, [0, 0, 0, 0]);
     assert!(h.server.store().get(BUCKET, "m/old.bin").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_upload_request_is_abandoned_and_sent_again() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    h.server.faults().add(Rule::new("PutObject", When::Nth(1), Fault::Delay(Duration::from_secs(60))));
+    let started = std::time::Instant::now();
+    let run = h.run(&["--stall-timeout", "1s", "cp", s(&dir.join("config.json")), "s3://bucket/c/config.json"]).await;
+    run.assert_ok();
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert_eq!(h.server.log().count("PutObject"), 2, "sent again after the stall");
+    assert_eq!(stored(&h, "c/config.json").data.as_ref(), b"{\"layers\": 2}");
+}
