@@ -194,17 +194,10 @@ async fn download(
 
     // --delete: only after a run in which everything was listed and copied.
     let mut deleted = 0;
-    if !deletes.is_empty() {
-        if !complete {
-            eprintln!(
-                "ERROR not deleting {} destination files: {}",
-                deletes.len(),
-                if stop.is_cancelled() { "the run was stopped" } else { "some objects failed (see above)" }
-            );
-        } else if let Some(msg) = too_many_deletes(sync, deletes.len()) {
-            eprintln!("ERROR {msg}");
-            failed += 1;
-        } else {
+    match delete_gate(deletes.len(), complete, stop.is_cancelled(), sync, "destination files") {
+        Gate::Refused => failed += 1,
+        Gate::HeldBack => {}
+        Gate::Go => {
             for rel in &deletes {
                 let r = writer::remove_file(&dst, rel);
                 let path = dst.join(rel).display().to_string();
@@ -307,6 +300,36 @@ fn signal_exit(signal: &std::sync::atomic::AtomicU8) -> Option<u8> {
             eprintln!("stopped by a signal: run again to resume; large objects continue from their finished parts");
             Some(if sig == 2 { exit_code::INTERRUPTED } else { exit_code::TERMINATED })
         }
+    }
+}
+
+/// Whether planned deletions may go ahead.
+#[derive(Debug, PartialEq, Eq)]
+enum Gate {
+    Go,
+    /// Nothing to delete, or the run failed or was stopped (already counted).
+    HeldBack,
+    /// Over `--max-delete`: a failure of its own.
+    Refused,
+}
+
+/// The `--delete` safety gate: deletions go ahead only after a complete run and
+/// within `--max-delete`. Says on stderr why they do not.
+fn delete_gate(n: usize, complete: bool, stopped: bool, sync: Option<&SyncOptions>, what: &str) -> Gate {
+    if n == 0 {
+        return Gate::HeldBack;
+    }
+    if !complete {
+        let why = if stopped { "the run was stopped" } else { "some copies failed (see above)" };
+        eprintln!("ERROR not deleting {n} {what}: {why}");
+        return Gate::HeldBack;
+    }
+    match too_many_deletes(sync, n) {
+        Some(msg) => {
+            eprintln!("ERROR {msg}");
+            Gate::Refused
+        }
+        None => Gate::Go,
     }
 }
 

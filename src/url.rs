@@ -27,12 +27,19 @@ const GLOB_CHARS: &[char] = &['*', '?'];
 /// An anchored regex for an s5cmd wildcard: `*` matches any run of characters,
 /// `/` included, `?` exactly one; everything else is literal.
 pub fn wildcard_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    glob_regex(pattern, true)
+}
+
+/// The same with `crosses_slash` false: `*` and `?` stay within one path
+/// component (local wildcards, as shells and s5cmd glob them).
+pub fn glob_regex(pattern: &str, crosses_slash: bool) -> Result<Regex, regex::Error> {
+    let (star, one) = if crosses_slash { (".*", ".") } else { ("[^/]*", "[^/]") };
     // (?s): keys may hold newlines, which `*` and `?` match like any character.
     let mut re = String::from("(?s)^");
     for c in pattern.chars() {
         match c {
-            '*' => re.push_str(".*"),
-            '?' => re.push('.'),
+            '*' => re.push_str(star),
+            '?' => re.push_str(one),
             c => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Summary, connect, stop_on_signal, too_many_deletes};
+use super::{Gate, Summary, connect, delete_gate, stop_on_signal, too_many_deletes};
 use crate::config::{Config, SyncOptions};
 use crate::error::{Error, exit_code};
 use crate::output::Output;
@@ -142,17 +142,10 @@ pub(super) async fn upload(
     let complete = failed == 0 && !stop.is_cancelled();
 
     let mut deleted = 0;
-    if !deletes.is_empty() {
-        if !complete {
-            eprintln!(
-                "ERROR not deleting {} objects: {}",
-                deletes.len(),
-                if stop.is_cancelled() { "the run was stopped" } else { "some files failed (see above)" }
-            );
-        } else if let Some(msg) = too_many_deletes(sync, deletes.len()) {
-            eprintln!("ERROR {msg}");
-            failed += 1;
-        } else {
+    match delete_gate(deletes.len(), complete, stop.is_cancelled(), sync, "objects") {
+        Gate::Refused => failed += 1,
+        Gate::HeldBack => {}
+        Gate::Go => {
             for batch in deletes.chunks(DELETE_BATCH) {
                 let keys: Vec<String> = batch.iter().map(|r| format!("{prefix}{r}")).collect();
                 let refused = match store.delete_objects(&dst.bucket, &keys).await {

@@ -120,16 +120,7 @@ pub fn walk_source(spec: &str, follow: bool) -> Result<Vec<SourceFile>, Error> {
 /// A local wildcard: `*` and `?` stay within one path component, as shells and
 /// s5cmd's local globbing have it.
 fn component_wildcard(pattern: &str) -> Result<regex::Regex, Error> {
-    let mut re = String::from("(?s)^");
-    for c in pattern.chars() {
-        match c {
-            '*' => re.push_str("[^/]*"),
-            '?' => re.push_str("[^/]"),
-            c => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
-        }
-    }
-    re.push('$');
-    regex::Regex::new(&re).map_err(|e| Error::Usage(format!("{pattern:?}: bad wildcard: {e}")))
+    crate::url::glob_regex(pattern, false).map_err(|e| Error::Usage(format!("{pattern:?}: bad wildcard: {e}")))
 }
 
 type Visit<'a> = dyn FnMut(&str, std::path::PathBuf, &std::fs::Metadata) + 'a;
