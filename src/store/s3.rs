@@ -72,9 +72,23 @@ impl S3Store {
         if let Some(p) = &settings.profile {
             loader = loader.profile_name(p);
         }
-        if let Some(r) = &settings.region {
-            loader = loader.region(Region::new(r.clone()));
-        }
+        // Region: flag, environment, profile. Not instance metadata: when none is
+        // set, the bucket is asked (below), which works everywhere and never waits.
+        loader = match &settings.region {
+            Some(r) => loader.region(Region::new(r.clone())),
+            None => {
+                let mut profile = aws_config::profile::ProfileFileRegionProvider::builder();
+                if let Some(p) = &settings.profile {
+                    profile = profile.profile_name(p);
+                }
+                loader.region(
+                    aws_config::meta::region::RegionProviderChain::first_try(
+                        aws_config::environment::EnvironmentVariableRegionProvider::new(),
+                    )
+                    .or_else(profile.build()),
+                )
+            }
+        };
         if settings.no_sign_request {
             loader = loader.no_credentials();
         } else if let Some((id, secret)) = &settings.static_credentials {
@@ -123,7 +137,7 @@ async fn check_credentials(sdk: &aws_config::SdkConfig) -> Result<(), StoreError
         StoreError::new(
             StoreErrorKind::Credentials,
             format!(
-                "no AWS credentials found (tried environment, shared config/profile, web identity, container and instance metadata): {}",
+                "no AWS credentials found. Tried, in order: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; the profile (AWS_PROFILE or --profile) in ~/.aws/credentials and ~/.aws/config; web identity (IRSA: AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN); container credentials (EKS Pod Identity: AWS_CONTAINER_CREDENTIALS_FULL_URI + AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE); instance metadata (EC2 node role). Set one of these, or use --no-sign-request for a public bucket. Details: {}",
                 DisplayErrorContext(&e)
             ),
         )

@@ -10,6 +10,7 @@
 //! emulate a network path with [`Shaping`], and make requests fail with
 //! [`TestServer::faults`] (see `faults.rs`).
 
+mod creds;
 mod faults;
 mod service;
 mod shaping;
@@ -25,6 +26,7 @@ use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use creds::{CredentialCall, CredentialServer};
 pub use faults::{Fault, Faults, Rule, When};
 pub use service::{RequestLog, RequestRecord};
 pub use shaping::Shaping;

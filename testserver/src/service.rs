@@ -37,6 +37,7 @@ pub struct RequestLog {
     pub(crate) upload_bytes: AtomicU64,
     /// (operation, region in the request's SigV4 credential scope).
     signed: Mutex<Vec<(&'static str, String)>>,
+    tokens: Mutex<Vec<String>>,
 }
 
 impl RequestLog {
@@ -62,10 +63,18 @@ impl RequestLog {
         if let Some(r) = &req.region {
             self.signed.lock().unwrap().push((op, r.as_str().to_string()));
         }
+        if let Some(t) = req.headers.get("x-amz-security-token").and_then(|v| v.to_str().ok()) {
+            self.tokens.lock().unwrap().push(t.to_string());
+        }
+    }
+    /// Session tokens (`x-amz-security-token`) that listings and GETs carried.
+    pub fn session_tokens(&self) -> Vec<String> {
+        self.tokens.lock().unwrap().clone()
     }
     pub fn clear(&self) {
         self.records.lock().unwrap().clear();
         self.signed.lock().unwrap().clear();
+        self.tokens.lock().unwrap().clear();
         self.body_bytes.store(0, Ordering::Relaxed);
         self.upload_bytes.store(0, Ordering::Relaxed);
     }
