@@ -1,18 +1,24 @@
-# First draft (issue 2); the image is finished and tested in the Kubernetes issue.
-# No Docker engine runs where s3load is developed, so this file is not yet built in
-# CI: the plan is a chroot test that runs the same static binary in an empty root.
+# s3load's image: one static binary and a CA bundle in an empty image, run as a
+# non-root user. No shell, no package manager, nothing else to patch.
 #
-# Static musl binary, shipped in an empty image with a CA bundle, as a non-root user.
+# No Docker engine runs where s3load is developed, so tests/it/image.rs does what
+# this image does: it builds the binary the same way, copies it and the CA bundle
+# into an empty directory, and runs a real sync in it with chroot as uid 65532.
+#
+#   docker build -t s3load .
+#   docker run --rm -e AWS_REGION=... s3load sync 's3://bucket/prefix/*' /data
 FROM rust:1.95-bookworm AS build
-RUN rustup target add x86_64-unknown-linux-musl \
- && apt-get update && apt-get install -y --no-install-recommends musl-tools ca-certificates \
- && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin s3load
+# glibc linked statically (crt-static): no loader or libc needed at run time.
+# Name resolution works without NSS modules (glibc >= 2.34 builds its files and
+# dns backends into libc), reading the pod's /etc/hosts and /etc/resolv.conf.
+RUN RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked --target x86_64-unknown-linux-gnu --bin s3load
 
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY --from=build /src/target/x86_64-unknown-linux-musl/release/s3load /usr/local/bin/s3load
+COPY --from=build /src/target/x86_64-unknown-linux-gnu/release/s3load /usr/local/bin/s3load
+# The distroless "nonroot" uid; set runAsNonRoot in the pod as well.
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/s3load"]

@@ -87,9 +87,22 @@ pub struct Args {
     #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
     pub log: String,
 
+    /// Log and progress line format on stderr: text, or json (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = crate::LogFormat::Text)]
+    pub log_format: crate::LogFormat,
+
+    /// Write the run's summary as JSON to this file at exit (e.g.
+    /// /dev/termination-log, so `kubectl describe pod` shows it).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub summary_file: Option<std::path::PathBuf>,
+
     /// Progress display on stderr: a bar on a terminal, a line every 5 s otherwise.
     #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+
+    /// Time between progress lines when progress is shown as lines (not a bar).
+    #[arg(long, global = true, default_value = "5s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub progress_interval: std::time::Duration,
 
     #[command(subcommand)]
     pub command: Cmd,
@@ -258,7 +271,17 @@ impl Args {
                 }
             },
         };
-        let config = Config { s3, engine, dry_run: self.dry_run, json: self.json, progress: self.progress, upload };
+        let config = Config {
+            s3,
+            engine,
+            dry_run: self.dry_run,
+            json: self.json,
+            progress: self.progress,
+            upload,
+            log_format: self.log_format,
+            progress_interval: self.progress_interval.max(std::time::Duration::from_millis(100)),
+            summary_file: self.summary_file,
+        };
         Ok((command, config))
     }
 }

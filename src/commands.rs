@@ -34,8 +34,13 @@ pub async fn run(cmd: Command, cfg: Config) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ERROR {e}");
-            e.setup_exit_code()
+            crate::output::error_line(&format!("ERROR {e}"));
+            let code = e.setup_exit_code();
+            write_summary(
+                &cfg,
+                &serde_json::json!({"result": result_name(code), "exit_code": code, "error": e.to_string()}),
+            );
+            code
         }
     }
 }
@@ -159,10 +164,10 @@ async fn download(
             }
         }
         for (key, why) in &expanded.refused {
-            eprintln!("ERROR \"cp {}\": {why}", src.object_url(key));
+            crate::output::error_line(&format!("ERROR \"cp {}\": {why}", src.object_url(key)));
         }
         if let Some(msg) = &too_many {
-            eprintln!("ERROR {msg}");
+            crate::output::error_line(&format!("ERROR {msg}"));
         }
         let ok = expanded.refused.is_empty() && too_many.is_none();
         return Ok(if ok { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE });
@@ -170,11 +175,17 @@ async fn download(
 
     let total_bytes: u64 = jobs.iter().map(|j| j.size).sum();
     localfs::check_space(&dst, total_bytes)?;
-    let progress = Arc::new(Progress::start(cfg.progress, jobs.len() as u64, total_bytes));
+    let progress = Arc::new(Progress::start(
+        cfg.progress,
+        cfg.log_format == crate::LogFormat::Json,
+        cfg.progress_interval,
+        jobs.len() as u64,
+        total_bytes,
+    ));
     let reporter = Arc::new(RunReporter { progress: progress.clone(), out, state: state.clone() });
     for (key, why) in &expanded.refused {
         let e = Error::Refused(why.clone());
-        reporter.out.op("cp", &src.object_url(key), &dst.display().to_string(), 0, Err(&e), |l| eprintln!("{l}"));
+        reporter.out.op("cp", &src.object_url(key), &dst.display().to_string(), 0, Err(&e), crate::output::error_line);
     }
     let stop = CancellationToken::new();
     let signal = Arc::new(std::sync::atomic::AtomicU8::new(0));
@@ -210,7 +221,7 @@ async fn download(
                     }
                     Err(_) => failed += 1,
                 }
-                out.removed(&path, r.as_ref().map(|_| ()), |l| eprintln!("{l}"));
+                out.removed(&path, r.as_ref().map(|_| ()), crate::output::error_line);
             }
         }
     }
@@ -237,36 +248,43 @@ async fn download(
     // Bytes actually written, so failed objects do not count as copied.
     let copied_bytes = progress.counters.bytes.load(std::sync::atomic::Ordering::Relaxed);
 
-    let unverified = results.iter().filter(|r| matches!(r, Ok(Verification::Unverified(_)))).count();
     let summary = Summary {
+        operation: if sync.is_some() { "sync" } else { "cp" },
+        source: src.to_string(),
+        destination: dst.display().to_string(),
         copied: results.iter().filter(|r| r.is_ok()).count(),
         bytes: copied_bytes,
-        unverified_note: match (cfg.engine.verify, unverified) {
-            (transfer::VerifyMode::Off, _) => ", not verified (--verify off)".to_string(),
-            (_, 0) => String::new(),
-            (_, n) => format!(", {n} of them unverified"),
-        },
+        unverified: results.iter().filter(|r| matches!(r, Ok(Verification::Unverified(_)))).count(),
+        verify_off: cfg.engine.verify == transfer::VerifyMode::Off,
         skipped,
         deleted: sync.is_some_and(|s| s.delete).then_some(deleted),
         failed,
         secs: progress.elapsed().as_secs_f64(),
     };
     summary.print();
-    if let Err(e) = synced {
-        eprintln!("ERROR {e}: the files above may not be on disk yet");
-        return Ok(exit_code::PARTIAL_FAILURE);
+    if let Err(e) = &synced {
+        crate::output::error_line(&format!("ERROR {e}: the files above may not be on disk yet"));
     }
-    if let Some(code) = signal_exit(&signal) {
-        return Ok(code);
-    }
-    Ok(if failed == 0 { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE })
+    let code = match (synced, signal_code(&signal)) {
+        (Err(_), _) => exit_code::PARTIAL_FAILURE,
+        (Ok(()), Some(code)) => code,
+        (Ok(()), None) if failed == 0 => exit_code::SUCCESS,
+        (Ok(()), None) => exit_code::PARTIAL_FAILURE,
+    };
+    summary.write(cfg, code);
+    Ok(code)
 }
 
-/// The end-of-run line on stderr.
+/// What a run did: a line on stderr, and with `--summary-file` a JSON object.
 struct Summary {
+    operation: &'static str,
+    source: String,
+    destination: String,
     copied: usize,
     bytes: u64,
-    unverified_note: String,
+    /// Copied objects that could not be checked against a checksum.
+    unverified: usize,
+    verify_off: bool,
     skipped: usize,
     /// `None` without `--delete`.
     deleted: Option<usize>,
@@ -275,29 +293,92 @@ struct Summary {
 }
 
 impl Summary {
+    fn rate(&self) -> u64 {
+        if self.secs > 0.0 { (self.bytes as f64 / self.secs) as u64 } else { 0 }
+    }
+
     fn print(&self) {
-        let rate = if self.secs > 0.0 { (self.bytes as f64 / self.secs) as u64 } else { 0 };
         let deleted = self.deleted.map(|d| format!(", {d} deleted")).unwrap_or_default();
-        eprintln!(
-            "{}: {} copied ({}){}, {} up to date{deleted}, {} failed, in {:.1} s ({}/s)",
+        let unverified = match (self.verify_off, self.unverified) {
+            (true, _) => ", not verified (--verify off)".to_string(),
+            (false, 0) => String::new(),
+            (false, n) => format!(", {n} of them unverified"),
+        };
+        let text = format!(
+            "{}: {} copied ({}){unverified}, {} up to date{deleted}, {} failed, in {:.1} s ({}/s)",
             if self.failed == 0 { "done" } else { "finished with errors" },
             self.copied,
             human_bytes(self.bytes),
-            self.unverified_note,
             self.skipped,
             self.failed,
             self.secs,
-            human_bytes(rate),
+            human_bytes(self.rate()),
         );
+        let mut fields = self.to_json(0);
+        if let Some(o) = fields.as_object_mut() {
+            o.remove("result");
+            o.remove("exit_code");
+        }
+        crate::output::stderr_line("INFO", &text, serde_json::json!({ "summary": fields }));
+    }
+
+    /// The `--summary-file` object (documented in docs/configuration.md).
+    fn to_json(&self, code: u8) -> serde_json::Value {
+        serde_json::json!({
+            "result": result_name(code),
+            "exit_code": code,
+            "operation": self.operation,
+            "source": self.source,
+            "destination": self.destination,
+            "objects": {
+                "copied": self.copied,
+                "up_to_date": self.skipped,
+                "deleted": self.deleted.unwrap_or(0),
+                "failed": self.failed,
+                "unverified": if self.verify_off { self.copied } else { self.unverified },
+            },
+            "bytes": self.bytes,
+            "seconds": (self.secs * 1000.0).round() / 1000.0,
+            "bytes_per_second": self.rate(),
+        })
+    }
+
+    fn write(&self, cfg: &Config, code: u8) {
+        write_summary(cfg, &self.to_json(code));
+    }
+}
+
+/// The name of an exit code in the summary file.
+fn result_name(code: u8) -> &'static str {
+    match code {
+        exit_code::SUCCESS => "success",
+        exit_code::PARTIAL_FAILURE => "partial_failure",
+        exit_code::USAGE => "usage_error",
+        exit_code::INTERRUPTED => "interrupted",
+        exit_code::TERMINATED => "terminated",
+        _ => "error",
+    }
+}
+
+/// Writes `--summary-file` (one JSON object and a newline), if asked for.
+fn write_summary(cfg: &Config, value: &serde_json::Value) {
+    if let Some(path) = &cfg.summary_file
+        && let Err(e) = std::fs::write(path, format!("{value}\n"))
+    {
+        crate::output::error_line(&format!("ERROR writing the summary to {}: {e}", path.display()));
     }
 }
 
 /// The exit code of a run stopped by a signal, after saying so.
-fn signal_exit(signal: &std::sync::atomic::AtomicU8) -> Option<u8> {
+fn signal_code(signal: &std::sync::atomic::AtomicU8) -> Option<u8> {
     match signal.load(std::sync::atomic::Ordering::Relaxed) {
         0 => None,
         sig => {
-            eprintln!("stopped by a signal: run again to resume; large objects continue from their finished parts");
+            crate::output::stderr_line(
+                "WARN",
+                "stopped by a signal: run again to resume; large objects continue from their finished parts",
+                serde_json::Value::Null,
+            );
             Some(if sig == 2 { exit_code::INTERRUPTED } else { exit_code::TERMINATED })
         }
     }
@@ -321,12 +402,12 @@ fn delete_gate(n: usize, complete: bool, stopped: bool, sync: Option<&SyncOption
     }
     if !complete {
         let why = if stopped { "the run was stopped" } else { "some copies failed (see above)" };
-        eprintln!("ERROR not deleting {n} {what}: {why}");
+        crate::output::error_line(&format!("ERROR not deleting {n} {what}: {why}"));
         return Gate::HeldBack;
     }
     match too_many_deletes(sync, n) {
         Some(msg) => {
-            eprintln!("ERROR {msg}");
+            crate::output::error_line(&format!("ERROR {msg}"));
             Gate::Refused
         }
         None => Gate::Go,
@@ -449,7 +530,7 @@ impl Reporter for RunReporter {
             tracing::info!(object = %job.source_url(), "not verified: {why}");
         }
         let dst = job.dest.display().to_string();
-        let err_out = |l: &str| self.progress.suspend(|| eprintln!("{l}"));
+        let err_out = |l: &str| self.progress.suspend(|| crate::output::error_line(l));
         self.out.op("cp", &job.source_url(), &dst, job.size, outcome.as_ref(), err_out);
     }
 }

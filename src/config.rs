@@ -10,7 +10,7 @@ use crate::transfer::EngineConfig;
 use crate::url::{Location, S3Url};
 
 /// Everything a run needs besides the command.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub s3: S3Settings,
     pub engine: EngineConfig,
@@ -20,6 +20,12 @@ pub struct Config {
     pub json: bool,
     pub progress: ProgressMode,
     pub upload: UploadOptions,
+    /// Progress lines as JSON (with `--log-format json`).
+    pub log_format: crate::LogFormat,
+    /// Between progress lines (`--progress log`).
+    pub progress_interval: std::time::Duration,
+    /// Where to write the run's summary as JSON at exit.
+    pub summary_file: Option<std::path::PathBuf>,
 }
 
 /// How uploads create objects.
@@ -38,6 +44,22 @@ pub struct UploadOptions {
 impl Default for UploadOptions {
     fn default() -> Self {
         UploadOptions { storage_class: None, content_type: None, checksum: Algorithm::Crc64Nvme, follow_symlinks: true }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            s3: S3Settings::default(),
+            engine: EngineConfig::default(),
+            dry_run: false,
+            json: false,
+            progress: ProgressMode::default(),
+            upload: UploadOptions::default(),
+            log_format: crate::LogFormat::default(),
+            progress_interval: std::time::Duration::from_secs(5),
+            summary_file: None,
+        }
     }
 }
 

@@ -6,21 +6,22 @@ use s3load::error::exit_code;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = s3load::init_logging(&args.log) {
-        eprintln!("ERROR {e}");
+    s3load::output::set_json_logs(args.log_format == s3load::LogFormat::Json);
+    if let Err(e) = s3load::init_logging(&args.log, args.log_format) {
+        s3load::output::error_line(&format!("ERROR {e}"));
         return ExitCode::from(exit_code::USAGE);
     }
     let (command, config) = match args.into_config() {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("ERROR {e}");
+            s3load::output::error_line(&format!("ERROR {e}"));
             return ExitCode::from(exit_code::USAGE);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ERROR starting the async runtime: {e}");
+            s3load::output::error_line(&format!("ERROR starting the async runtime: {e}"));
             return ExitCode::from(exit_code::SETUP);
         }
     };

@@ -34,9 +34,6 @@ pub enum ProgressMode {
     Off,
 }
 
-/// Interval between progress lines when stderr is not a terminal.
-const LOG_INTERVAL: Duration = Duration::from_secs(5);
-
 #[derive(Default)]
 pub struct Counters {
     pub bytes: AtomicU64,
@@ -53,7 +50,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn start(mode: ProgressMode, total_objects: u64, total_bytes: u64) -> Progress {
+    /// Starts the display. `json`: progress lines as JSON objects (`--log-format json`).
+    /// `interval`: between progress lines when they are lines (not a bar).
+    pub fn start(mode: ProgressMode, json: bool, interval: Duration, total_objects: u64, total_bytes: u64) -> Progress {
         let counters = Arc::new(Counters::default());
         let started = Instant::now();
         let mode = match mode {
@@ -76,13 +75,28 @@ impl Progress {
                 let c = counters.clone();
                 let ticker = tokio::spawn(async move {
                     let mut last = 0u64;
-                    let mut tick = tokio::time::interval(LOG_INTERVAL);
+                    let mut tick = tokio::time::interval(interval);
                     tick.tick().await;
                     loop {
                         tick.tick().await;
                         let done = c.bytes.load(Ordering::Relaxed);
-                        let rate = (done - last) as f64 / LOG_INTERVAL.as_secs_f64();
+                        let rate = done.saturating_sub(last) as f64 / interval.as_secs_f64();
                         last = done;
+                        if json {
+                            let line = serde_json::json!({
+                                "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                                "level": "INFO",
+                                "message": "progress",
+                                "bytes_done": done,
+                                "bytes_total": total_bytes,
+                                "objects_done": c.objects.load(Ordering::Relaxed),
+                                "objects_total": total_objects,
+                                "objects_failed": c.failed.load(Ordering::Relaxed),
+                                "bytes_per_second": rate as u64,
+                            });
+                            eprintln!("{line}");
+                            continue;
+                        }
                         eprintln!(
                             "progress: {} / {} ({:.0}%), {} / {} objects, {}/s",
                             human_bytes(done),

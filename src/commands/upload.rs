@@ -124,13 +124,19 @@ pub(super) async fn upload(
         let too_many = too_many_deletes(sync, deletes.len());
         match &too_many {
             None => deletes.iter().for_each(|d| out.planned("rm", &object_url(d), "", 0)),
-            Some(msg) => eprintln!("ERROR {msg}"),
+            Some(msg) => crate::output::error_line(msg),
         }
         return Ok(if too_many.is_none() { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE });
     }
 
     let total_bytes: u64 = jobs.iter().map(|j| j.size).sum();
-    let progress = Arc::new(Progress::start(cfg.progress, jobs.len() as u64, total_bytes));
+    let progress = Arc::new(Progress::start(
+        cfg.progress,
+        cfg.log_format == crate::LogFormat::Json,
+        cfg.progress_interval,
+        jobs.len() as u64,
+        total_bytes,
+    ));
     let reporter = Arc::new(Reporter { progress: progress.clone(), out, checksum: cfg.upload.checksum.name() });
     let stop = CancellationToken::new();
     let signal = Arc::new(std::sync::atomic::AtomicU8::new(0));
@@ -158,11 +164,11 @@ pub(super) async fn upload(
                     match refused.get(k) {
                         None => {
                             deleted += 1;
-                            out.removed(&url, Ok(()), |l| eprintln!("{l}"));
+                            out.removed(&url, Ok(()), crate::output::error_line);
                         }
                         Some(why) => {
                             failed += 1;
-                            out.removed(&url, Err(&Error::Refused(why.clone())), |l| eprintln!("{l}"));
+                            out.removed(&url, Err(&Error::Refused(why.clone())), crate::output::error_line);
                         }
                     }
                 }
@@ -171,19 +177,26 @@ pub(super) async fn upload(
     }
 
     let summary = Summary {
+        operation: if sync.is_some() { "sync" } else { "cp" },
+        source: spec.clone(),
+        destination: dst.to_string(),
         copied: results.iter().filter(|r| r.is_ok()).count(),
         bytes: progress.counters.bytes.load(Ordering::Relaxed),
-        unverified_note: String::new(),
+        unverified: 0,
+        verify_off: false,
         skipped,
         deleted: sync.is_some_and(|s| s.delete).then_some(deleted),
         failed,
         secs: progress.elapsed().as_secs_f64(),
     };
     summary.print();
-    if let Some(code) = super::signal_exit(&signal) {
-        return Ok(code);
-    }
-    Ok(if failed == 0 { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE })
+    let code = match super::signal_code(&signal) {
+        Some(code) => code,
+        None if failed == 0 => exit_code::SUCCESS,
+        None => exit_code::PARTIAL_FAILURE,
+    };
+    summary.write(cfg, code);
+    Ok(code)
 }
 
 /// Objects below `prefix` (or the one `key`), as entries relative to it.
@@ -238,7 +251,7 @@ impl UploadReporter for Reporter {
     fn done(&self, job: &Upload, result: &Result<(), Error>) {
         self.progress.object_done(result.is_ok());
         let v = Verification::Verified(self.checksum);
-        let err_out = |l: &str| self.progress.suspend(|| eprintln!("{l}"));
+        let err_out = |l: &str| self.progress.suspend(|| crate::output::error_line(l));
         let r = result.as_ref().map(|()| &v);
         self.out.op("cp", &job.path.display().to_string(), &job.dest_url(), job.size, r, err_out);
     }

@@ -1,0 +1,92 @@
+//! What the container image does, without a Docker engine: the static release
+//! binary and a CA bundle copied into an otherwise empty directory, `chroot`ed
+//! into as an unprivileged uid (the image's `USER 65532`), syncing from the test
+//! server into a volume. No shell, no libc, no /etc/passwd: if the binary needs
+//! anything else at run time, this fails.
+//!
+//! The binary is built as the Dockerfile builds it (glibc, `crt-static`); `.ci/run`
+//! builds it first and passes it in `S3LOAD_STATIC_BIN`, otherwise the test
+//! builds it (minutes the first time) in its own target directory.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use s3load_testserver::generate_bytes;
+
+use crate::harness::{Harness, files_under};
+
+/// The image's user.
+const UID: u32 = 65532;
+
+fn static_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("S3LOAD_STATIC_BIN") {
+        return PathBuf::from(p);
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| manifest.join("target"), PathBuf::from);
+    let dir = target.join("static");
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(manifest)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["build", "--release", "--locked", "--target", "x86_64-unknown-linux-gnu", "--bin", "s3load"])
+        .arg("--target-dir")
+        .arg(&dir)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the static binary failed");
+    dir.join("x86_64-unknown-linux-gnu/release/s3load")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_static_binary_syncs_from_an_empty_root_as_a_non_root_user() {
+    // chroot needs root (CI and this machine run as root).
+    let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(1);
+    assert_eq!(me, 0, "this test chroots, which needs root");
+    let binary = tokio::task::spawn_blocking(static_binary).await.unwrap();
+
+    let h = Harness::new().await;
+    h.put("models/m-1/config.json", &b"{\"layers\": 2}"[..]);
+    h.put("models/m-1/model.safetensors", generate_bytes(20 << 20, 7));
+
+    // The image (see the Dockerfile): the binary, the CA bundle, and a volume
+    // owned by the image's user.
+    let root = h.path("root");
+    std::fs::create_dir_all(root.join("etc/ssl/certs")).unwrap();
+    std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+    std::fs::copy(&binary, root.join("usr/local/bin/s3load")).unwrap();
+    std::fs::copy("/etc/ssl/certs/ca-certificates.crt", root.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+    let volume = root.join("model-artifacts");
+    std::fs::create_dir_all(&volume).unwrap();
+    std::os::unix::fs::chown(&volume, Some(UID), Some(UID)).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut all = files_under(&root);
+    all.sort();
+    assert_eq!(all, vec!["etc/ssl/certs/ca-certificates.crt", "usr/local/bin/s3load"], "nothing else in the root");
+
+    let endpoint = h.server.endpoint_url();
+    let userspec = format!("{UID}:{UID}");
+    let args = [
+        "--userspec",
+        &userspec,
+        root.to_str().unwrap(),
+        "/usr/local/bin/s3load",
+        "--endpoint-url",
+        &endpoint,
+        "sync",
+        "s3://bucket/models/m-1/*",
+        "/model-artifacts/m-1",
+    ];
+    let mut cmd = tokio::process::Command::new("chroot");
+    cmd.args(args).env_clear();
+    for (k, v) in h.server.client_env() {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("run chroot");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(files_under(&volume.join("m-1")), vec!["config.json", "model.safetensors"]);
+    assert_eq!(std::fs::read(volume.join("m-1/model.safetensors")).unwrap(), generate_bytes(20 << 20, 7));
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(volume.join("m-1/config.json")).unwrap());
+    assert_eq!(owner, UID, "written by the image's user, not root");
+}
