@@ -8,6 +8,7 @@ mod faults;
 mod harness;
 mod image;
 mod localfs;
+mod manifests;
 mod output;
 mod resume;
 mod sync;

@@ -1,0 +1,161 @@
+//! The Kubernetes examples in docs/kubernetes/ are run, not just read: for every
+//! container whose image is s3load, the test takes its `args` (one JSON-style
+//! flow list, as the files write them), expands `$(VAR)` from the container's
+//! `env` the way Kubernetes does, maps the volume mount paths (and
+//! /dev/termination-log) into a temporary directory, and runs that command
+//! against the test server with seeded objects. Twice: the second run must
+//! copy nothing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use s3load_testserver::generate_bytes;
+
+use crate::harness::{Harness, files_under};
+
+/// What a manifest says about one s3load container.
+#[derive(Debug, Default)]
+struct Container {
+    env: HashMap<String, String>,
+    args: Vec<String>,
+    mounts: Vec<String>,
+}
+
+fn unquote(s: &str) -> String {
+    s.trim().trim_matches('"').to_string()
+}
+
+/// The s3load containers of a manifest, read line by line (the examples keep
+/// `env` as `- name:` / `value:` pairs and `args` as one flow list).
+fn s3load_containers(text: &str) -> Vec<Container> {
+    let mut out = Vec::new();
+    let mut cur: Option<Container> = None;
+    let mut pending_name: Option<String> = None;
+    let mut in_mounts = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("- name:") && cur.as_ref().is_some_and(|c| !c.args.is_empty()) && !in_mounts {
+            // The next container or list begins.
+            out.extend(cur.take());
+        }
+        if let Some(image) = t.strip_prefix("image:") {
+            out.extend(cur.take());
+            in_mounts = false;
+            if image.contains("s3load") {
+                cur = Some(Container::default());
+            }
+            continue;
+        }
+        let Some(c) = cur.as_mut() else { continue };
+        if t.starts_with("volumeMounts:") {
+            in_mounts = true;
+        } else if let Some(p) = t.strip_prefix("mountPath:") {
+            c.mounts.push(unquote(p));
+        } else if let Some(n) = t.strip_prefix("- name:") {
+            pending_name = Some(unquote(n));
+        } else if let (Some(v), Some(n)) = (t.strip_prefix("value:"), pending_name.take()) {
+            c.env.insert(n, unquote(v));
+        } else if let Some(a) = t.strip_prefix("args:") {
+            c.args = serde_json::from_str(a.trim()).expect("args is a JSON-style flow list");
+        } else if t.starts_with("volumes:") {
+            in_mounts = false;
+            out.extend(cur.take());
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+/// `$(VAR)` expanded from the container's env, as the kubelet does.
+fn expand(arg: &str, env: &HashMap<String, String>) -> String {
+    env.iter().fold(arg.to_string(), |a, (k, v)| a.replace(&format!("$({k})"), v))
+}
+
+/// Runs every s3load container of `file`; returns the mapped paths of its mounts.
+async fn run_manifest(file: &str) -> Vec<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/kubernetes").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    for must in ["runAsNonRoot: true", "readOnlyRootFilesystem: true", "allowPrivilegeEscalation: false", "requests:"] {
+        assert!(text.contains(must), "{file} sets {must}");
+    }
+    let containers = s3load_containers(&text);
+    assert!(!containers.is_empty(), "{file} has an s3load container");
+    let mut mapped_mounts = Vec::new();
+    for c in containers {
+        let h = Harness::new().await;
+        let root = h.path("pod");
+        let map = |p: &str| -> String {
+            if p == "/dev/termination-log" {
+                return root.join("termination-log").display().to_string();
+            }
+            match c.mounts.iter().find(|m| p == m.as_str() || p.starts_with(&format!("{m}/"))) {
+                Some(m) => format!("{}{}", root.join(m.trim_start_matches('/')).display(), &p[m.len()..]),
+                None => p.to_string(),
+            }
+        };
+        let args: Vec<String> = c.args.iter().map(|a| map(&expand(a, &c.env))).collect();
+        assert!(!args.iter().any(|a| a.contains("$(")), "every $(VAR) is defined: {args:?}");
+        // Seed the source the command names with a small model.
+        let src = args.iter().find(|a| a.starts_with("s3://")).expect("an s3:// source");
+        let (bucket, key) = src["s3://".len()..].split_once('/').unwrap();
+        let prefix = key.trim_end_matches('*');
+        h.server.store().create_bucket(bucket);
+        h.server.store().put(bucket, &format!("{prefix}config.json"), &b"{}"[..]);
+        h.server.store().put(bucket, &format!("{prefix}weights/model-00001.safetensors"), generate_bytes(3 << 20, 1));
+        let dest = PathBuf::from(args.last().unwrap());
+        if args.iter().any(|a| a == "--delete") {
+            std::fs::create_dir_all(dest.join("old")).unwrap();
+            std::fs::write(dest.join("old/model-00009.safetensors"), b"previous version").unwrap();
+        }
+        for m in &c.mounts {
+            std::fs::create_dir_all(root.join(m.trim_start_matches('/'))).unwrap();
+            mapped_mounts.push(root.join(m.trim_start_matches('/')));
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = h.run(&argv).await;
+        run.assert_ok();
+        assert_eq!(files_under(&dest), vec!["config.json", "weights/model-00001.safetensors"], "{file}: {args:?}");
+        if args.iter().any(|a| a.ends_with("termination-log")) {
+            let s: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(root.join("termination-log")).unwrap()).unwrap();
+            assert_eq!(s["result"], "success", "{s}");
+        }
+        let again = h.run(&argv).await;
+        again.assert_ok();
+        assert!(again.stdout.is_empty(), "{file}: a second run copies nothing: {}", again.stdout);
+    }
+    mapped_mounts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_init_container_example_runs() {
+    run_manifest("init-container-deployment.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_loader_job_example_runs() {
+    run_manifest("loader-job.yaml").await;
+}
+
+#[test]
+fn the_iam_policies_are_valid_json_and_scoped_to_the_prefix() {
+    for f in ["iam-policy.json", "iam-policy-publisher.json"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/kubernetes").join(f);
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for st in v["Statement"].as_array().unwrap() {
+            let res = st["Resource"].as_str().unwrap();
+            assert!(res.ends_with("/model-artifacts/*") || st["Condition"].is_object(), "{f}: {st} is scoped");
+        }
+    }
+}
+
+#[test]
+fn the_parser_reads_env_args_and_mounts() {
+    let c = s3load_containers(
+        "      - name: x\n        image: a/s3load:1\n        env:\n          - name: B\n            value: \"bkt\"\n        args: [\"sync\", \"s3://$(B)/p/*\", \"/m\"]\n        volumeMounts:\n          - name: v\n            mountPath: /m\n      volumes:\n",
+    );
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].env["B"], "bkt");
+    assert_eq!(expand(&c[0].args[1], &c[0].env), "s3://bkt/p/*");
+    assert_eq!(c[0].mounts, vec!["/m"]);
+}
