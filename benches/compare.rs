@@ -13,7 +13,8 @@
 //! 100 MB/s per connection; `--net-only` for that alone), `--tools s3load,s5cmd,rclone`, `--dir PATH`.
 //! Tools `s3load-verify-off`, `s3load-durability-off` and `s3load-fsync` run
 //! s3load with that setting, to measure what the default costs.
-//! `--hash-speed` prints the single-core speed of each body hash instead.
+//! `--hash-speed` prints the single-core speed of each body hash instead;
+//! `--ttfb` the time from s3load's start to its first request and first GET.
 #![allow(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -258,6 +259,53 @@ fn hash_speed() {
     }
 }
 
+/// `--ttfb`: how long s3load takes from process start to its first request and to
+/// its first GET against the local server (one 1 MiB object, `cp`), over 15 runs.
+/// The server's request log is polled every 0.2 ms; medians and extremes in ms.
+async fn time_to_first_byte() {
+    let s3load = std::env::var("S3LOAD_BIN").unwrap_or_else(|_| "target/release/s3load".into());
+    let server = TestServer::start().await.expect("server");
+    server.store().create_bucket(BUCKET);
+    server.store().put(BUCKET, "m/config.json", generate_bytes(1 << 20, 1));
+    let dest = tempfile::tempdir().expect("tempdir");
+    let (mut first_req, mut first_get, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..15 {
+        server.log().clear();
+        let mut c = Command::new(&s3load);
+        c.args(["--endpoint-url", &server.endpoint_url(), "--progress", "off", "cp", "s3://bench/m/config.json"])
+            .arg(dest.path().join(format!("c{i}.json")));
+        let mut c = with_test_credentials(c);
+        let start = Instant::now();
+        let mut child = c.stderr(Stdio::null()).spawn().expect("spawn s3load");
+        let (mut req, mut get) = (None, None);
+        loop {
+            if req.is_none() && !server.log().records().is_empty() {
+                req = Some(start.elapsed());
+            }
+            if get.is_none() && server.log().count("GetObject") > 0 {
+                get = Some(start.elapsed());
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        total.push(start.elapsed().as_secs_f64() * 1000.0);
+        first_req.push(req.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0));
+        first_get.push(get.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0));
+    }
+    let show = |name: &str, v: Vec<f64>| {
+        let lo = v.iter().cloned().fold(f64::MAX, f64::min);
+        let hi = v.iter().cloned().fold(0.0, f64::max);
+        println!("| {name} | {:.1} | {lo:.1} | {hi:.1} |", median(v));
+    };
+    println!("| from process start to | median ms | min | max |");
+    println!("|---|---|---|---|");
+    show("first request (HeadBucket / HeadObject)", first_req);
+    show("first GET", first_get);
+    show("exit (1 MiB copied, verified, synced)", total);
+}
+
 /// Sockets in TIME_WAIT on this machine (IPv4 and IPv6).
 fn time_wait_sockets() -> usize {
     ["/proc/net/tcp", "/proc/net/tcp6"]
@@ -331,6 +379,10 @@ async fn main() {
     }
     if std::env::args().any(|a| a == "--hash-speed") {
         hash_speed();
+        return;
+    }
+    if std::env::args().any(|a| a == "--ttfb") {
+        time_to_first_byte().await;
         return;
     }
     let runs: usize = arg("--runs").and_then(|s| s.parse().ok()).unwrap_or(3);

@@ -4,7 +4,8 @@
 //! server into a volume. No shell, no libc, no /etc/passwd: if the binary needs
 //! anything else at run time, this fails.
 //!
-//! The binary is built as the Dockerfile builds it (glibc, `crt-static`); `.ci/run`
+//! The binary is built as the Dockerfile builds it (glibc, `crt-static`, the
+//! `dist` profile); `.ci/run`
 //! builds it first and passes it in `S3LOAD_STATIC_BIN`, otherwise the test
 //! builds it (minutes the first time) in its own target directory.
 
@@ -28,13 +29,13 @@ fn static_binary() -> PathBuf {
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(manifest)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "--release", "--locked", "--target", "x86_64-unknown-linux-gnu", "--bin", "s3load"])
+        .args(["build", "--profile", "dist", "--locked", "--target", "x86_64-unknown-linux-gnu", "--bin", "s3load"])
         .arg("--target-dir")
         .arg(&dir)
         .status()
         .expect("run cargo");
     assert!(status.success(), "building the static binary failed");
-    dir.join("x86_64-unknown-linux-gnu/release/s3load")
+    dir.join("x86_64-unknown-linux-gnu/dist/s3load")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,7 +78,11 @@ async fn the_static_binary_syncs_from_an_empty_root_as_a_non_root_user() {
         "s3://bucket/models/m-1/*",
         "/model-artifacts/m-1",
     ];
-    let mut cmd = tokio::process::Command::new("chroot");
+    // Resolved here: the child's environment is cleared below.
+    let chroot = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("chroot")).find(|c| c.is_file()))
+        .expect("chroot (coreutils) on PATH");
+    let mut cmd = tokio::process::Command::new(chroot);
     cmd.args(args).env_clear();
     for (k, v) in h.server.client_env() {
         cmd.env(k, v);
