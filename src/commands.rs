@@ -513,16 +513,16 @@ impl RunReporter {
 }
 
 impl Reporter for RunReporter {
-    fn bytes(&self, n: u64) {
-        self.progress.add_bytes(n);
+    fn bytes(&self, job: &Download, n: u64) {
+        self.progress.object_bytes(&job.key, job.size, n);
     }
 
-    fn discarded(&self, n: u64) {
-        self.progress.sub_bytes(n);
+    fn discarded(&self, job: &Download, n: u64) {
+        self.progress.object_discarded(&job.key, n);
     }
 
     fn object_done(&self, job: &Download, outcome: &Outcome) {
-        self.progress.object_done(outcome.is_ok());
+        self.progress.object_finished(&job.key, outcome.is_ok());
         if let (Ok(_), Some(state)) = (outcome, &self.state) {
             self.record(state, job);
         }
@@ -530,8 +530,10 @@ impl Reporter for RunReporter {
             tracing::info!(object = %job.source_url(), "not verified: {why}");
         }
         let dst = job.dest.display().to_string();
-        let err_out = |l: &str| self.progress.suspend(|| crate::output::error_line(l));
-        self.out.op("cp", &job.source_url(), &dst, job.size, outcome.as_ref(), err_out);
+        // Suspended: a line on a terminal would otherwise tear the bars.
+        self.progress.suspend(|| {
+            self.out.op("cp", &job.source_url(), &dst, job.size, outcome.as_ref(), crate::output::error_line)
+        });
     }
 }
 

@@ -9,16 +9,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::transfer::{Download, Outcome};
 
 /// What the engine tells whoever watches it.
 pub trait Reporter: Send + Sync {
-    /// `n` more bytes are written to disk.
-    fn bytes(&self, n: u64);
-    /// `n` bytes already reported were thrown away (a failed or restarted object).
-    fn discarded(&self, n: u64);
+    /// `n` more bytes of `job` are written to disk.
+    fn bytes(&self, job: &Download, n: u64);
+    /// `n` bytes of `job` already reported were thrown away (a failed or restarted object).
+    fn discarded(&self, job: &Download, n: u64);
     /// An object is finished, committed or failed. Called once per object.
     fn object_done(&self, job: &Download, outcome: &Outcome);
 }
@@ -41,12 +44,71 @@ pub struct Counters {
     pub failed: AtomicU64,
 }
 
+/// Objects shown with a bar of their own under the total, on a terminal.
+const OBJECT_BARS: usize = 3;
+/// Objects smaller than this finish too fast for a bar of their own.
+const OBJECT_BAR_MIN: u64 = 64 << 20;
+
+/// Objects in flight: name -> (bytes done, size).
+type InFlight = HashMap<String, (u64, u64)>;
+
 /// A running progress display.
 pub struct Progress {
     pub counters: Arc<Counters>,
     bar: Option<ProgressBar>,
     ticker: Option<tokio::task::JoinHandle<()>>,
     started: Instant,
+    /// Large objects in flight, for their bars (terminal only).
+    in_flight: Arc<Mutex<InFlight>>,
+    /// The total bar and the objects' bars.
+    multi: Option<MultiProgress>,
+}
+
+/// The `n` largest objects in flight, largest first (ties by name).
+pub fn largest(in_flight: &InFlight, n: usize) -> Vec<(String, u64, u64)> {
+    let mut v: Vec<(String, u64, u64)> = in_flight.iter().map(|(k, &(d, s))| (k.clone(), d, s)).collect();
+    v.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(n);
+    v
+}
+
+/// Keeps one bar per object among the largest in flight, under the total bar,
+/// refreshed four times a second (bars come and go without redrawing the rest).
+fn object_bars(
+    multi: MultiProgress,
+    total: ProgressBar,
+    in_flight: Arc<Mutex<InFlight>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let style = ProgressStyle::with_template("  {bar:24} {bytes:>10}/{total_bytes:10} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let mut shown: Vec<(String, ProgressBar)> = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let want = largest(&in_flight.lock().unwrap(), OBJECT_BARS);
+            shown.retain(|(name, bar)| {
+                let keep = want.iter().any(|(w, _, _)| w == name);
+                if !keep {
+                    bar.finish_and_clear();
+                    multi.remove(bar);
+                }
+                keep
+            });
+            for (name, done, size) in want {
+                match shown.iter().find(|(n, _)| *n == name) {
+                    Some((_, bar)) => bar.set_position(done),
+                    None => {
+                        let bar = multi.insert_after(&total, ProgressBar::new(size));
+                        bar.set_style(style.clone());
+                        bar.set_message(name.clone());
+                        bar.set_position(done);
+                        shown.push((name, bar));
+                    }
+                }
+            }
+        }
+    })
 }
 
 impl Progress {
@@ -60,16 +122,21 @@ impl Progress {
             ProgressMode::Auto => ProgressMode::Log,
             m => m,
         };
+        let in_flight: Arc<Mutex<InFlight>> = Arc::default();
+        let mut multi_out = None;
         let (bar, ticker) = match mode {
             ProgressMode::Bar => {
-                let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr_with_hz(4));
+                let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+                let bar = multi.add(ProgressBar::new(total_bytes));
                 bar.set_style(
                     ProgressStyle::with_template(
                         "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
-                (Some(bar), None)
+                let ticker = object_bars(multi.clone(), bar.clone(), in_flight.clone());
+                multi_out = Some(multi);
+                (Some(bar), Some(ticker))
             }
             ProgressMode::Log => {
                 let c = counters.clone();
@@ -112,7 +179,31 @@ impl Progress {
             }
             _ => (None, None),
         };
-        Progress { counters, bar, ticker, started }
+        Progress { counters, bar, ticker, started, in_flight, multi: multi_out }
+    }
+
+    /// `n` more bytes of the object `name` of `size` bytes (for its own bar).
+    pub fn object_bytes(&self, name: &str, size: u64, n: u64) {
+        self.add_bytes(n);
+        if self.bar.is_some() && size >= OBJECT_BAR_MIN {
+            let mut m = self.in_flight.lock().unwrap();
+            let e = m.entry(name.to_string()).or_insert((0, size));
+            e.0 = (e.0 + n).min(size);
+        }
+    }
+
+    /// `n` bytes of `name` thrown away.
+    pub fn object_discarded(&self, name: &str, n: u64) {
+        self.sub_bytes(n);
+        if let Some(e) = self.in_flight.lock().unwrap().get_mut(name) {
+            e.0 = e.0.saturating_sub(n);
+        }
+    }
+
+    /// `name` is finished (done or failed): its bar goes.
+    pub fn object_finished(&self, name: &str, ok: bool) {
+        self.in_flight.lock().unwrap().remove(name);
+        self.object_done(ok);
     }
 
     pub fn add_bytes(&self, n: u64) {
@@ -141,8 +232,8 @@ impl Progress {
 
     /// Runs `f` (which writes to stderr) without tearing the bar.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
-        match &self.bar {
-            Some(b) => b.suspend(f),
+        match &self.multi {
+            Some(m) => m.suspend(f),
             None => f(),
         }
     }
@@ -152,11 +243,14 @@ impl Progress {
     }
 
     pub fn finish(&self) {
+        if let Some(t) = &self.ticker {
+            t.abort();
+        }
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
-        if let Some(t) = &self.ticker {
-            t.abort();
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
         }
     }
 }
@@ -175,7 +269,18 @@ pub fn human_bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{InFlight, human_bytes, largest};
+
+    #[test]
+    fn the_largest_objects_in_flight_get_the_bars() {
+        let mut m = InFlight::new();
+        m.insert("small".into(), (1, 100));
+        m.insert("huge".into(), (5, 1000));
+        m.insert("big-b".into(), (0, 500));
+        m.insert("big-a".into(), (0, 500));
+        let names: Vec<String> = largest(&m, 3).into_iter().map(|(n, _, _)| n).collect();
+        assert_eq!(names, vec!["huge", "big-a", "big-b"]);
+    }
 
     #[test]
     fn human_bytes_uses_binary_units() {

@@ -244,16 +244,16 @@ struct Reporter {
 }
 
 impl UploadReporter for Reporter {
-    fn bytes(&self, n: u64) {
-        self.progress.add_bytes(n);
+    fn bytes(&self, job: &Upload, n: u64) {
+        self.progress.object_bytes(&job.target.key, job.size, n);
     }
 
     fn done(&self, job: &Upload, result: &Result<(), Error>) {
-        self.progress.object_done(result.is_ok());
+        self.progress.object_finished(&job.target.key, result.is_ok());
         let v = Verification::Verified(self.checksum);
-        let err_out = |l: &str| self.progress.suspend(|| crate::output::error_line(l));
         let r = result.as_ref().map(|()| &v);
-        self.out.op("cp", &job.path.display().to_string(), &job.dest_url(), job.size, r, err_out);
+        let (src, dst) = (job.path.display().to_string(), job.dest_url());
+        self.progress.suspend(|| self.out.op("cp", &src, &dst, job.size, r, crate::output::error_line));
     }
 }
 

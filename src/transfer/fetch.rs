@@ -249,5 +249,5 @@ async fn write_direct(
 fn advance(round: &Round, file: &FileState, a: &mut Attempt, n: u64) {
     a.offset += n;
     file.written.fetch_add(n, Ordering::Relaxed);
-    round.env.reporter.bytes(n);
+    round.env.reporter.bytes(&file.job, n);
 }

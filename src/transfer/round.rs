@@ -345,7 +345,7 @@ fn discard(round: &Round, file: &FileState, tmp: Option<Arc<TempFile>>) {
     if let Some(t) = tmp.and_then(|t| Arc::try_unwrap(t).ok()) {
         t.discard();
     }
-    round.env.reporter.discarded(file.written.swap(0, Ordering::Relaxed));
+    round.env.reporter.discarded(&file.job, file.written.swap(0, Ordering::Relaxed));
 }
 
 /// Compares what was received with what the store states, before commit.
@@ -548,7 +548,7 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
             tracing::info!(object = %file.job.source_url(), parts = flags.iter().filter(|f| **f).count(), of = flags.len(), "resuming: parts already on disk");
             *file.restored.lock().unwrap() = flags;
             file.written.fetch_add(bytes, Ordering::Relaxed);
-            round.env.reporter.bytes(bytes);
+            round.env.reporter.bytes(&file.job, bytes);
             *file.file.lock().unwrap() = Some(t.clone());
             return Ok(t);
         }

@@ -67,8 +67,8 @@ impl Upload {
 
 /// Hears of upload progress.
 pub trait UploadReporter: Send + Sync {
-    /// `n` more bytes are stored.
-    fn bytes(&self, n: u64);
+    /// `n` more bytes of `job` are stored.
+    fn bytes(&self, job: &Upload, n: u64);
     /// A file is uploaded or failed. Called once per file.
     fn done(&self, job: &Upload, result: &Result<(), Error>);
 }
@@ -132,7 +132,7 @@ async fn upload_one(env: &Env, job: &Upload) -> Result<(), Error> {
         request(env, job, body_limit(env, job.size), || env.store.put_object(&job.target, body.clone(), crc.crc))
             .await?;
         unchanged(job)?;
-        env.reporter.bytes(job.size);
+        env.reporter.bytes(job, job.size);
         return Ok(());
     }
     let id = request(env, job, env.cfg.stall_timeout, || env.store.create_upload(&job.target)).await?;
@@ -156,7 +156,7 @@ async fn upload_parts(env: &Env, job: &Upload, id: &str, part: u64) -> Result<()
                 env.store.upload_part(&job.target, id, n, body.clone(), crc.crc)
             })
             .await?;
-            env.reporter.bytes(len);
+            env.reporter.bytes(job, len);
             Ok::<_, Error>((UploadedPart { number: n, etag, checksum: crc.crc }, crc))
         })
         .buffer_unordered(env.cfg.part_concurrency.max(1))
