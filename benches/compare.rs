@@ -12,7 +12,8 @@
 //! (also run every workload through the emulated network: 20 ms to first byte,
 //! 100 MB/s per connection; `--net-only` for that alone), `--tools s3load,s5cmd,rclone`, `--dir PATH`.
 //! Tools `s3load-verify-off`, `s3load-durability-off` and `s3load-fsync` run
-//! s3load with that setting, to measure what the default costs.
+//! s3load with that setting, to measure what the default costs; `s3load-dist`
+//! runs the binary named by `$S3LOAD_DIST_BIN` (the shipped static build).
 //! `--hash-speed` prints the single-core speed of each body hash instead;
 //! `--ttfb` the time from s3load's start to its first request and first GET.
 #![allow(unsafe_code)]
@@ -77,7 +78,17 @@ fn s3load_variant(tool: &str) -> Option<&'static [&'static str]> {
         "s3load-verify-off" => Some(&["--verify", "off"]),
         "s3load-durability-off" => Some(&["--durability", "off"]),
         "s3load-fsync" => Some(&["--durability", "fsync"]),
+        // The shipped binary (static, `dist` profile), from $S3LOAD_DIST_BIN.
+        "s3load-dist" => Some(&[]),
         _ => None,
+    }
+}
+
+/// The binary behind an s3load tool name.
+fn s3load_binary(tool: &str, default: &str) -> String {
+    match tool {
+        "s3load-dist" => std::env::var("S3LOAD_DIST_BIN").expect("S3LOAD_DIST_BIN names the dist binary"),
+        _ => default.to_string(),
     }
 }
 
@@ -108,7 +119,7 @@ fn tool_command(tool: &str, endpoint: &str, src_prefix: &str, dest: &Path) -> Co
     let src = format!("s3://{BUCKET}/{src_prefix}/*");
     let c = match tool {
         t if s3load_variant(t).is_some() => {
-            let mut c = Command::new(s3load);
+            let mut c = Command::new(s3load_binary(t, &s3load));
             c.args(["--endpoint-url", endpoint, "--progress", "off"]).args(s3load_variant(t).unwrap_or_default());
             c.args(["sync", &src, dest.to_str().unwrap()]);
             c
@@ -136,7 +147,7 @@ fn upload_command(tool: &str, endpoint: &str, src: &Path, prefix: &str) -> Comma
     let dst = format!("s3://{BUCKET}/{prefix}/");
     let c = match tool {
         t if s3load_variant(t).is_some() => {
-            let mut c = Command::new(s3load);
+            let mut c = Command::new(s3load_binary(t, &s3load));
             c.args(["--endpoint-url", endpoint, "--progress", "off"]).args(s3load_variant(t).unwrap_or_default());
             c.args(["sync", &src_dir, &dst]);
             c
