@@ -3,20 +3,13 @@
 //!
 //! # Architecture
 //!
-//! ```text
-//! main.rs ── cli.rs (clap) ──> config.rs (Command + Config) ──> commands.rs
-//!                                                                  │
-//!      url.rs: s3://bucket/prefix/* parsing, s5cmd wildcard rules  │
-//!      plan/: list all pages (expand), key -> safe path (paths),   │
-//!             destination walk (local), sync decision (diff)  <────┤
-//!      transfer/: global part scheduler, ranged GETs, If-Match,    │
-//!                 retry policy, adaptive limiter, stall checks,    │
-//!                 temp file + rename                          <────┤
-//!      integrity.rs: per-part CRCs combined into the object's  │
-//!                 full-object checksum                        <────┤
-//!      store/: ObjectStore trait; s3.rs is the only SDK user  <────┤
-//!      progress.rs / output.rs: bar or log lines; stdout data <────┘
-//! ```
+//! `docs/ARCHITECTURE.md` has the modules and the data flow on one page. In
+//! short: `cli` parses flags into [`config`]; [`commands`] lists and plans
+//! ([`plan`], [`state`]), then runs [`transfer`] (downloads: one scheduler over
+//! the parts of all objects; uploads: multipart with checksums) against the
+//! [`store`] trait, whose `s3` module is the only user of the AWS SDK;
+//! [`integrity`] checks every byte; [`progress`] and [`output`] keep stdout for
+//! data and stderr for people.
 //!
 //! The engine never sees clap: tests and embedders build [`config::Config`] and
 //! [`config::Command`] directly and call [`run`].
