@@ -93,12 +93,7 @@ async fn download(
     let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
     if expanded.objects.is_empty() && expanded.refused.is_empty() && !allow_empty {
         let with = if filters.is_empty() { "" } else { " (after --include/--exclude)" };
-        let hint = if sync.is_some_and(|s| s.delete) {
-            "; nothing deleted (--allow-empty-source lets an empty source empty the destination)"
-        } else {
-            ""
-        };
-        return Err(Error::Refused(format!("no objects match {src}{with}{hint}")));
+        return Err(Error::Refused(format!("no objects match {src}{with}{}", empty_source_hint(sync))));
     }
 
     let batch = src.is_batch();
@@ -381,6 +376,15 @@ fn signal_code(signal: &std::sync::atomic::AtomicU8) -> Option<u8> {
             );
             Some(if sig == 2 { exit_code::INTERRUPTED } else { exit_code::TERMINATED })
         }
+    }
+}
+
+/// What an empty source means for `--delete`, for the error message.
+fn empty_source_hint(sync: Option<&SyncOptions>) -> &'static str {
+    if sync.is_some_and(|s| s.delete) {
+        "; nothing deleted (--allow-empty-source lets an empty source empty the destination)"
+    } else {
+        ""
     }
 }
 

@@ -118,7 +118,14 @@ impl Progress {
         let counters = Arc::new(Counters::default());
         let started = Instant::now();
         let mode = match mode {
-            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+            // A terminal that cannot redraw (TERM unset or dumb) gets lines:
+            // indicatif would draw nothing there.
+            ProgressMode::Auto
+                if std::io::stderr().is_terminal()
+                    && std::env::var("TERM").is_ok_and(|t| !t.is_empty() && t != "dumb") =>
+            {
+                ProgressMode::Bar
+            }
             ProgressMode::Auto => ProgressMode::Log,
             m => m,
         };

@@ -43,12 +43,7 @@ pub(super) async fn upload(
     files.retain(|f| filters.selects(&f.rel));
     let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
     if files.is_empty() && !allow_empty {
-        let hint = if sync.is_some_and(|s| s.delete) {
-            "; nothing deleted (--allow-empty-source lets an empty source empty the destination)"
-        } else {
-            ""
-        };
-        return Err(Error::Refused(format!("no files match {spec}{hint}")));
+        return Err(Error::Refused(format!("no files match {spec}{}", super::empty_source_hint(sync))));
     }
     // A single file to a key not ending in '/' is stored under that key; anything
     // else goes below the destination taken as a prefix.

@@ -95,7 +95,7 @@ impl Harness {
         cmd.spawn().expect("spawn s3load")
     }
 
-    async fn command(&self, program: &str, args: &[&str], env: &[(&str, String)]) -> Run {
+    pub async fn command(&self, program: &str, args: &[&str], env: &[(&str, String)]) -> Run {
         let Output { status, stdout, stderr } =
             self.command_for(program, args, env).output().await.expect("run s3load");
         Run {

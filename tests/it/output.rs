@@ -101,3 +101,40 @@ async fn progress_lines_go_to_stderr_as_text_or_json_and_never_to_stdout() {
     }
     assert!(progress >= 2, "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_the_total_and_the_largest_objects_get_bars_that_are_cleared_at_the_end() {
+    // Two 70 MiB objects at 10 MB/s per connection: about a second of bars.
+    let shaping = Shaping { first_byte_delay: Duration::ZERO, rate_per_connection: Some(10_000_000) };
+    let h = Harness::with_shaping(shaping).await;
+    h.put("m/big-0.bin", generate_bytes(70 << 20, 1));
+    h.put("m/big-1.bin", generate_bytes(70 << 20, 2));
+    h.put("m/small.json", &b"{}"[..]);
+    let dest = h.path("out");
+    let typescript = h.path("typescript");
+    // `script` runs s3load on a pseudo-terminal and records what it drew.
+    let line = format!(
+        "{} --endpoint-url {} --progress auto cp 's3://bucket/m/*' {}",
+        env!("CARGO_BIN_EXE_s3load"),
+        h.server.endpoint_url(),
+        dest.display()
+    );
+    let mut env = h.server.client_env();
+    env.push(("TERM", "xterm-256color".to_string()));
+    let run = h.command("script", &["-qefc", &line, typescript.to_str().unwrap()], &env).await;
+    run.assert_ok();
+    let drawn = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    let frames: Vec<&str> = drawn.split(['\r', '\n']).collect();
+    assert!(
+        frames.iter().any(|f| f.contains(" eta ")),
+        "the total bar (rate, ETA) was drawn:\n{}",
+        drawn.escape_debug()
+    );
+    for name in ["m/big-0.bin", "m/big-1.bin"] {
+        assert!(frames.iter().any(|f| f.contains(name) && f.contains("/70.00 MiB")), "{name} had a bar of its own");
+    }
+    assert!(!frames.iter().any(|f| f.contains("m/small.json") && f.contains("MiB/")), "small objects get no bar");
+    let end = drawn.rfind("done: 3 copied").expect("summary printed");
+    assert!(drawn[..end].rfind("\u{1b}[2K").is_some(), "the bars were cleared before the summary");
+    assert!(!drawn[end..].contains(" eta "), "no bar after the summary");
+}
