@@ -1,8 +1,9 @@
 //! What the container image does, without a Docker engine: the static release
 //! binary and a CA bundle copied into an otherwise empty directory, `chroot`ed
 //! into as an unprivileged uid (the image's `USER 65532`), syncing from the test
-//! server into a volume. No shell, no libc, no /etc/passwd: if the binary needs
-//! anything else at run time, this fails.
+//! server into a volume. No shell, no libc, no /etc/passwd, no NSS modules;
+//! only the /etc/hosts a kubelet would mount, through which the endpoint is
+//! reached by name. If the binary needs anything else at run time, this fails.
 //!
 //! The binary is built as the Dockerfile builds it (glibc, `crt-static`, the
 //! `dist` profile); `.ci/run`
@@ -64,8 +65,12 @@ async fn the_static_binary_syncs_from_an_empty_root_as_a_non_root_user() {
     let mut all = files_under(&root);
     all.sort();
     assert_eq!(all, vec!["etc/ssl/certs/ca-certificates.crt", "usr/local/bin/s3load"], "nothing else in the root");
+    // What the kubelet mounts into every container: the endpoint is reached by
+    // name, so the static binary's resolver is exercised (no NSS modules, no
+    // nsswitch.conf in the image).
+    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n127.0.0.1 s3.models.internal\n").unwrap();
 
-    let endpoint = h.server.endpoint_url();
+    let endpoint = format!("http://s3.models.internal:{}", h.server.addr().port());
     let userspec = format!("{UID}:{UID}");
     let args = [
         "--userspec",
