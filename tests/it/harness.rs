@@ -40,7 +40,8 @@ impl Harness {
 
     /// A harness whose server emulates a network path (to slow transfers down).
     pub async fn with_shaping(shaping: Shaping) -> Harness {
-        let server = TestServer::start_with(Options { shaping, port: 0 }).await.expect("start test server");
+        let server =
+            TestServer::start_with(Options { shaping, ..Default::default() }).await.expect("start test server");
         server.store().create_bucket(BUCKET);
         Harness { server, dir: tempfile::tempdir().expect("tempdir") }
     }

@@ -13,7 +13,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use s3load_testserver::generate_bytes;
+use s3load_testserver::{Options, TestServer, Tls, generate_bytes};
 
 use crate::harness::{Harness, files_under};
 
@@ -39,64 +39,98 @@ fn static_binary() -> PathBuf {
     dir.join("x86_64-unknown-linux-gnu/dist/s3load")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_static_binary_syncs_from_an_empty_root_as_a_non_root_user() {
+/// An image's root: the binary and the CA bundle (nothing else), plus what the
+/// kubelet mounts: /etc/hosts naming the endpoint's host, and a volume owned by
+/// the image's user at /model-artifacts.
+async fn empty_root(h: &Harness, ca_bundle: &[u8]) -> PathBuf {
     // chroot needs root (CI and this machine run as root).
     let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(1);
     assert_eq!(me, 0, "this test chroots, which needs root");
     let binary = tokio::task::spawn_blocking(static_binary).await.unwrap();
-
-    let h = Harness::new().await;
-    h.put("models/m-1/config.json", &b"{\"layers\": 2}"[..]);
-    h.put("models/m-1/model.safetensors", generate_bytes(20 << 20, 7));
-
-    // The image (see the Dockerfile): the binary, the CA bundle, and a volume
-    // owned by the image's user.
     let root = h.path("root");
     std::fs::create_dir_all(root.join("etc/ssl/certs")).unwrap();
     std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
     std::fs::copy(&binary, root.join("usr/local/bin/s3load")).unwrap();
-    std::fs::copy("/etc/ssl/certs/ca-certificates.crt", root.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
-    let volume = root.join("model-artifacts");
-    std::fs::create_dir_all(&volume).unwrap();
-    std::os::unix::fs::chown(&volume, Some(UID), Some(UID)).unwrap();
+    std::fs::write(root.join("etc/ssl/certs/ca-certificates.crt"), ca_bundle).unwrap();
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut all = files_under(&root);
     all.sort();
-    assert_eq!(all, vec!["etc/ssl/certs/ca-certificates.crt", "usr/local/bin/s3load"], "nothing else in the root");
-    // What the kubelet mounts into every container: the endpoint is reached by
-    // name, so the static binary's resolver is exercised (no NSS modules, no
-    // nsswitch.conf in the image).
+    assert_eq!(all, vec!["etc/ssl/certs/ca-certificates.crt", "usr/local/bin/s3load"], "nothing else in the image");
+    // The endpoint is reached by name, so the static binary's resolver is
+    // exercised (no NSS modules, no nsswitch.conf in the image).
     std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n127.0.0.1 s3.models.internal\n").unwrap();
+    let volume = root.join("model-artifacts");
+    std::fs::create_dir_all(&volume).unwrap();
+    std::os::unix::fs::chown(&volume, Some(UID), Some(UID)).unwrap();
+    root
+}
 
-    let endpoint = format!("http://s3.models.internal:{}", h.server.addr().port());
+/// `s3load ARGS` inside `root` as the image's user, with the server's credentials.
+async fn run_in_root(h: &Harness, root: &Path, args: &[&str]) -> std::process::Output {
     let userspec = format!("{UID}:{UID}");
-    let args = [
-        "--userspec",
-        &userspec,
-        root.to_str().unwrap(),
-        "/usr/local/bin/s3load",
-        "--endpoint-url",
-        &endpoint,
-        "sync",
-        "s3://bucket/models/m-1/*",
-        "/model-artifacts/m-1",
-    ];
     // Resolved here: the child's environment is cleared below.
     let chroot = std::env::var_os("PATH")
         .and_then(|p| std::env::split_paths(&p).map(|d| d.join("chroot")).find(|c| c.is_file()))
         .expect("chroot (coreutils) on PATH");
     let mut cmd = tokio::process::Command::new(chroot);
-    cmd.args(args).env_clear();
+    cmd.args(["--userspec", &userspec, root.to_str().unwrap(), "/usr/local/bin/s3load"]).args(args).env_clear();
     for (k, v) in h.server.client_env() {
         cmd.env(k, v);
     }
-    let out = cmd.output().await.expect("run chroot");
+    cmd.output().await.expect("run chroot")
+}
+
+fn seed(h: &Harness) {
+    h.put("models/m-1/config.json", &b"{\"layers\": 2}"[..]);
+    h.put("models/m-1/model.safetensors", generate_bytes(20 << 20, 7));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_static_binary_syncs_from_an_empty_root_as_a_non_root_user() {
+    let h = Harness::new().await;
+    seed(&h);
+    let root = empty_root(&h, &std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap()).await;
+    let endpoint = format!("http://s3.models.internal:{}", h.server.addr().port());
+    let out = run_in_root(
+        &h,
+        &root,
+        &["--endpoint-url", &endpoint, "sync", "s3://bucket/models/m-1/*", "/model-artifacts/m-1"],
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    let volume = root.join("model-artifacts");
     assert_eq!(files_under(&volume.join("m-1")), vec!["config.json", "model.safetensors"]);
     assert_eq!(std::fs::read(volume.join("m-1/model.safetensors")).unwrap(), generate_bytes(20 << 20, 7));
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(volume.join("m-1/config.json")).unwrap());
     assert_eq!(owner, UID, "written by the image's user, not root");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_from_the_image_trusts_its_ca_bundle_and_nothing_else() {
+    let tls = Tls::for_host("s3.models.internal");
+    let server = TestServer::start_with(Options { tls: Some(tls.clone()), ..Default::default() }).await.unwrap();
+    server.store().create_bucket("bucket");
+    server.store().put("bucket", "models/m-1/config.json", &b"{}"[..]);
+    let h = Harness { server, dir: tempfile::tempdir().unwrap() };
+    let endpoint = format!("https://s3.models.internal:{}", h.server.addr().port());
+    let args =
+        ["--endpoint-url", endpoint.as_str(), "-r", "0", "sync", "s3://bucket/models/m-1/*", "/model-artifacts/m-1"];
+
+    // The system's bundle only: the test CA is unknown, so the handshake fails.
+    let root = empty_root(&h, &std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap()).await;
+    let out = run_in_root(&h, &root, &args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "an untrusted server is refused: {stderr}");
+    assert!(h.server.log().records().is_empty(), "no request got through");
+
+    // The image's bundle holds the CA that signed the server: it works, so the
+    // binary reads its roots from /etc/ssl/certs/ca-certificates.crt.
+    std::fs::remove_dir_all(&root).unwrap();
+    let root = empty_root(&h, tls.ca_pem.as_bytes()).await;
+    let out = run_in_root(&h, &root, &args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(files_under(&root.join("model-artifacts/m-1")), vec!["config.json"]);
 }

@@ -15,6 +15,7 @@ mod faults;
 mod service;
 mod shaping;
 mod store;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use faults::{Fault, Faults, Rule, When};
 pub use service::{RequestLog, RequestRecord};
 pub use shaping::Shaping;
 pub use store::{ChecksumAlgorithm, PendingUpload, Store, StoredChecksum, StoredObject, generate_bytes};
+pub use tls::Tls;
 
 /// Access key the server accepts.
 pub const ACCESS_KEY: &str = "s3load-test-access-key";
@@ -45,6 +47,8 @@ pub struct Options {
     pub shaping: Shaping,
     /// Port to bind on 127.0.0.1; 0 (the default) picks a free one.
     pub port: u16,
+    /// Serve HTTPS with this identity instead of plain HTTP.
+    pub tls: Option<Tls>,
 }
 
 /// A running server; it stops when dropped.
@@ -74,14 +78,26 @@ impl TestServer {
 
         let listener = TcpListener::bind(("127.0.0.1", opts.port)).await?;
         let addr = listener.local_addr()?;
+        let acceptor = opts.tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else { continue };
                 let _ = socket.set_nodelay(true);
                 let s3 = s3.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let conn = ConnBuilder::new(TokioExecutor::new());
-                    let _ = conn.serve_connection(TokioIo::new(socket), s3).await;
+                    match acceptor {
+                        None => {
+                            let _ = conn.serve_connection(TokioIo::new(socket), s3).await;
+                        }
+                        // A client that does not trust the CA ends the handshake.
+                        Some(a) => {
+                            if let Ok(tls) = a.accept(socket).await {
+                                let _ = conn.serve_connection(TokioIo::new(tls), s3).await;
+                            }
+                        }
+                    }
                 });
             }
         });

@@ -21,7 +21,7 @@ async fn main() -> std::io::Result<()> {
         first_byte_delay: Duration::from_millis(arg("--latency-ms", 0)),
         rate_per_connection: (rate > 0).then_some(rate * 1_000_000),
     };
-    let server = TestServer::start_with(Options { shaping, port: arg("--port", 0) as u16 }).await?;
+    let server = TestServer::start_with(Options { shaping, port: arg("--port", 0) as u16, tls: None }).await?;
     let store = server.store();
     store.create_bucket("bucket");
     for i in 0..arg("--small", 0) {
