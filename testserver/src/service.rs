@@ -133,6 +133,15 @@ impl Service {
         }
     }
 
+    /// The start of an object operation: record it, apply a fault rule, and
+    /// require the bucket. Returns a fault the operation itself must apply.
+    async fn begin(&self, op: &'static str, bucket: &str, key: &str) -> S3Result<Option<Fault>> {
+        self.record(op, bucket, key, None, None);
+        let fault = self.fault(op, key).await?;
+        self.require_bucket(bucket)?;
+        Ok(fault)
+    }
+
     fn require_bucket(&self, bucket: &str) -> S3Result<()> {
         if self.store.bucket_exists(bucket) {
             Ok(())
@@ -170,6 +179,11 @@ fn checksum_fields(obj: &StoredObject, mode: Option<&ChecksumMode>, fault: Optio
         Some(c) => checksum_headers(c),
         None => (None, None, None, None),
     }
+}
+
+/// The checksum response fields for an object's checksum, if it has one.
+fn stored_fields(c: Option<StoredChecksum>) -> ChecksumFields {
+    c.map_or((None, None, None, None), checksum_headers)
 }
 
 /// The checksum response fields for a full-object checksum.
@@ -368,9 +382,7 @@ impl S3 for Service {
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         self.delay().await;
         let input = req.input;
-        self.record("HeadObject", &input.bucket, &input.key, None, None);
-        let fault = self.fault("HeadObject", &input.key).await?;
-        self.require_bucket(&input.bucket)?;
+        let fault = self.begin("HeadObject", &input.bucket, &input.key).await?;
         let Some(obj) = self.store.get_version(&input.bucket, &input.key, input.version_id.as_deref()) else {
             return Err(s3_error!(NoSuchKey));
         };
@@ -467,9 +479,7 @@ impl S3 for Service {
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
-        self.record("PutObject", &input.bucket, &input.key, None, None);
-        let fault = self.fault("PutObject", &input.key).await?;
-        self.require_bucket(&input.bucket)?;
+        let fault = self.begin("PutObject", &input.bucket, &input.key).await?;
         let mut data = read_body(input.body).await?;
         if let Some(Fault::FlipByte(at)) = fault
             && (at as usize) < data.len()
@@ -491,9 +501,7 @@ impl S3 for Service {
         let obj = self.store.put_object(&input.bucket, &input.key, obj);
         let mut out =
             PutObjectOutput { e_tag: Some(etag(&obj.etag)), version_id: obj.version_id.clone(), ..Default::default() };
-        if let Some(c) = checksum {
-            (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) = checksum_headers(c);
-        }
+        (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) = stored_fields(checksum);
         Ok(S3Response::new(out))
     }
 
@@ -502,9 +510,7 @@ impl S3 for Service {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
-        self.record("CreateMultipartUpload", &input.bucket, &input.key, None, None);
-        self.fault("CreateMultipartUpload", &input.key).await?;
-        self.require_bucket(&input.bucket)?;
+        self.begin("CreateMultipartUpload", &input.bucket, &input.key).await?;
         let algorithm = input.checksum_algorithm.as_ref().and_then(algorithm_of);
         let full = input.checksum_type.as_ref().is_some_and(|t| t.as_str() == ChecksumType::FULL_OBJECT);
         let upload = PendingUpload {
@@ -611,9 +617,7 @@ impl S3 for Service {
             version_id: obj.version_id.clone(),
             ..Default::default()
         };
-        if let Some(c) = checksum {
-            (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) = checksum_headers(c);
-        }
+        (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) = stored_fields(checksum);
         Ok(S3Response::new(out))
     }
 
@@ -632,9 +636,7 @@ impl S3 for Service {
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
-        self.record("DeleteObject", &input.bucket, &input.key, None, None);
-        self.fault("DeleteObject", &input.key).await?;
-        self.require_bucket(&input.bucket)?;
+        self.begin("DeleteObject", &input.bucket, &input.key).await?;
         self.store.delete(&input.bucket, &input.key);
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
