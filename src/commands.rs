@@ -552,13 +552,8 @@ async fn ls(url: Option<S3Url>, cfg: &Config) -> Result<u8, Error> {
     let delimiter = (!url.is_wildcard()).then_some("/");
     // Names are shown relative to the directory the URL points into.
     let base = url.prefix.rfind('/').map_or(0, |i| i + 1);
-    let mut token = None;
     let mut any = false;
-    loop {
-        let page = store
-            .list_page(&url.bucket, &url.prefix, delimiter, token)
-            .await
-            .map_err(|e| Error::store(format!("listing {url}"), e))?;
+    plan::list_all(store.as_ref(), &url.bucket, &url.prefix, delimiter, |page| {
         for p in &page.common_prefixes {
             any = true;
             println!("{:>19} {:>12}  {}", "", "DIR", &p[base.min(p.len())..]);
@@ -568,11 +563,9 @@ async fn ls(url: Option<S3Url>, cfg: &Config) -> Result<u8, Error> {
             let when = o.last_modified.map(ls_time).unwrap_or_default();
             println!("{when:>19} {:>12}  {}", o.size, &o.key[base.min(o.key.len())..]);
         }
-        match page.next {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
+    })
+    .await
+    .map_err(|e| Error::store(format!("listing {url}"), e))?;
     if !any {
         return Err(Error::Refused(format!("no objects match {url}")));
     }

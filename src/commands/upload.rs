@@ -12,7 +12,7 @@ use crate::error::{Error, exit_code};
 use crate::output::Output;
 use crate::plan::diff::{SourceEntry, diff, no_records};
 use crate::plan::filter::Filters;
-use crate::plan::local::{self, LocalEntry, SourceFile};
+use crate::plan::local::{self, LocalEntry, LocalSource, Scope, Skipped, SourceFile};
 use crate::plan::{self};
 use crate::progress::Progress;
 use crate::store::{ObjectStore, PutTarget};
@@ -37,9 +37,10 @@ pub(super) async fn upload(
     let spec = src.to_string_lossy().into_owned();
     let follow = cfg.upload.follow_symlinks;
     let spec2 = spec.clone();
-    let mut files = tokio::task::spawn_blocking(move || local::walk_source(&spec2, follow))
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    let LocalSource { mut files, scope, skipped } =
+        tokio::task::spawn_blocking(move || local::walk_source(&spec2, follow))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
     files.retain(|f| filters.selects(&f.rel));
     let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
     if files.is_empty() && !allow_empty {
@@ -47,7 +48,7 @@ pub(super) async fn upload(
     }
     // A single file to a key not ending in '/' is stored under that key; anything
     // else goes below the destination taken as a prefix.
-    let single_file = std::fs::metadata(&src).is_ok_and(|m| m.is_file()) && !spec.contains(['*', '?']);
+    let single_file = matches!(scope, Scope::File(_));
     let exact_key = single_file && !dst.key.is_empty() && !dst.key.ends_with('/');
     let prefix = if exact_key || dst.key.is_empty() || dst.key.ends_with('/') {
         dst.key.clone()
@@ -55,44 +56,47 @@ pub(super) async fn upload(
         format!("{}/", dst.key)
     };
     let key_of = |f: &SourceFile| if exact_key { prefix.clone() } else { format!("{prefix}{}", f.rel) };
-    if sync.is_some_and(|s| s.delete) && exact_key {
-        return Err(Error::Usage("--delete needs a directory source and an s3://bucket/prefix/ destination".into()));
+    if sync.is_some_and(|s| s.delete) && single_file {
+        return Err(Error::Usage(format!(
+            "--delete with a single file ({spec}) would remove the objects beside it, which it does not stand for; \
+             give the directory ('dir/' syncs its contents to the prefix, 'dir' to prefix/dir/) or drop --delete"
+        )));
     }
 
     let store = connect(cfg, Some(&dst.bucket)).await?;
-    // What the destination holds, as paths relative to the prefix.
-    let remote: Vec<LocalEntry> = match sync {
-        None => Vec::new(),
-        Some(_) => list_destination(store.as_ref(), &dst.bucket, &prefix, exact_key).await?,
+    // What the destination holds of what the source stands for, as paths
+    // relative to the prefix. Nothing outside the source's scope is listed, so
+    // nothing outside it can be compared or deleted.
+    let remote: Vec<LocalEntry> = match (sync, &scope) {
+        (None, _) => Vec::new(),
+        (Some(_), Scope::File(name)) => head_destination(store.as_ref(), &dst.bucket, &key_of(&files[0]), name).await?,
+        (Some(_), _) => {
+            let mut r = list_destination(store.as_ref(), &dst.bucket, &prefix, scope.list_prefix()).await?;
+            r.retain(|e| scope.covers(&e.rel));
+            r
+        }
     };
     let selected: Vec<&SourceFile> = match sync {
         None => files.iter().collect(),
         Some(opts) => {
             let entries: Vec<SourceEntry<'_>> = files
                 .iter()
-                .map(|f| SourceEntry {
-                    rel: if exact_key { "" } else { &f.rel },
-                    size: f.size,
-                    mtime: f.mtime,
-                    etag: None,
-                    source: "",
-                })
+                .map(|f| SourceEntry { rel: &f.rel, size: f.size, mtime: f.mtime, etag: None, source: "" })
                 .collect();
             let d = diff(&entries, &remote, opts.compare, &no_records);
             d.copy.iter().map(|&(i, _)| &files[i]).collect()
         }
     };
-    let skipped = files.len() - selected.len();
-    let deletes: Vec<String> = match sync {
+    let skipped_count = files.len() - selected.len();
+    let object_url = |rel: &str| format!("s3://{}/{prefix}{rel}", dst.bucket);
+    let (deletes, held_back_failures) = match sync {
         Some(opts) if opts.delete => {
             let local: std::collections::HashSet<&str> = files.iter().map(|f| f.rel.as_str()).collect();
-            remote
-                .iter()
-                .filter(|r| !local.contains(r.rel.as_str()) && filters.selects(&r.rel))
-                .map(|r| r.rel.clone())
-                .collect()
+            let candidates =
+                remote.iter().filter(|r| !local.contains(r.rel.as_str()) && filters.selects(&r.rel)).map(|r| &r.rel);
+            hold_back_shadowed(candidates, &skipped, &object_url)
         }
-        _ => Vec::new(),
+        _ => (Vec::new(), 0),
     };
 
     let jobs: Vec<Upload> = selected
@@ -121,7 +125,8 @@ pub(super) async fn upload(
             None => deletes.iter().for_each(|d| out.planned("rm", &object_url(d), "", 0)),
             Some(msg) => crate::output::error_line(msg),
         }
-        return Ok(if too_many.is_none() { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE });
+        let ok = too_many.is_none() && held_back_failures == 0;
+        return Ok(if ok { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE });
     }
 
     let total_bytes: u64 = jobs.iter().map(|j| j.size).sum();
@@ -139,8 +144,8 @@ pub(super) async fn upload(
     let results = upload::upload(store.clone(), jobs, cfg.engine.clone(), reporter, stop.clone()).await;
     watcher.abort();
     progress.finish();
-    let mut failed = results.iter().filter(|r| r.is_err()).count();
-    let complete = failed == 0 && !stop.is_cancelled();
+    let mut failed = results.iter().filter(|r| r.is_err()).count() + held_back_failures;
+    let complete = results.iter().all(|r| r.is_ok()) && !stop.is_cancelled();
 
     let mut deleted = 0;
     match delete_gate(deletes.len(), complete, stop.is_cancelled(), sync, "objects") {
@@ -179,7 +184,7 @@ pub(super) async fn upload(
         bytes: progress.counters.bytes.load(Ordering::Relaxed),
         unverified: 0,
         verify_off: false,
-        skipped,
+        skipped: skipped_count,
         deleted: sync.is_some_and(|s| s.delete).then_some(deleted),
         failed,
         secs: progress.elapsed().as_secs_f64(),
@@ -194,22 +199,15 @@ pub(super) async fn upload(
     Ok(code)
 }
 
-/// Objects below `prefix` (or the one `key`), as entries relative to it.
+/// Objects below `prefix` + `below`, as entries relative to `prefix`.
 async fn list_destination(
     store: &dyn ObjectStore,
     bucket: &str,
     prefix: &str,
-    exact_key: bool,
+    below: &str,
 ) -> Result<Vec<LocalEntry>, Error> {
-    let url = S3Url::parse(&format!("s3://{bucket}/{prefix}"))?;
-    let expanded = match plan::expand(store, &url).await {
-        Ok(e) => e,
-        // Nothing there yet.
-        Err(Error::Store { source, .. }) if exact_key && source.kind == crate::error::StoreErrorKind::NoSuchKey => {
-            return Ok(Vec::new());
-        }
-        Err(e) => return Err(e),
-    };
+    let url = S3Url::parse(&format!("s3://{bucket}/{prefix}{below}"))?;
+    let expanded = plan::expand(store, &url).await?;
     if !expanded.refused.is_empty() {
         tracing::warn!(
             count = expanded.refused.len(),
@@ -219,12 +217,58 @@ async fn list_destination(
     Ok(expanded
         .objects
         .into_iter()
-        .map(|o| LocalEntry {
-            rel: if exact_key { String::new() } else { o.rel },
-            size: o.meta.size,
-            mtime: o.meta.last_modified,
-        })
+        .map(|o| LocalEntry { rel: format!("{below}{}", o.rel), size: o.meta.size, mtime: o.meta.last_modified })
         .collect())
+}
+
+/// The one object a single file is uploaded to, as an entry at `rel`; none when
+/// it does not exist yet.
+async fn head_destination(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+    rel: &str,
+) -> Result<Vec<LocalEntry>, Error> {
+    match store.head(bucket, key).await {
+        Ok(m) => Ok(vec![LocalEntry { rel: rel.to_string(), size: m.size, mtime: m.last_modified }]),
+        Err(e) if e.kind == crate::error::StoreErrorKind::NoSuchKey => Ok(Vec::new()),
+        Err(e) => Err(Error::store(format!("s3://{bucket}/{key}"), e)),
+    }
+}
+
+/// Splits deletion candidates into those that may go and those a skipped local
+/// entry may stand for (a broken or left-out symlink, a name that is not UTF-8):
+/// those are kept, with a line saying why. Returns the deletions and how many
+/// skipped entries that could not be read held any back (each a failure: the
+/// source is not what it should be, and the bucket keeps what it cannot vouch for).
+fn hold_back_shadowed<'a>(
+    candidates: impl Iterator<Item = &'a String>,
+    skipped: &[Skipped],
+    object_url: &dyn Fn(&str) -> String,
+) -> (Vec<String>, usize) {
+    let mut held: Vec<usize> = vec![0; skipped.len()];
+    let mut deletes = Vec::new();
+    for rel in candidates {
+        match skipped.iter().position(|s| s.shadows(rel)) {
+            Some(i) => held[i] += 1,
+            None => deletes.push(rel.clone()),
+        }
+    }
+    let mut failures = 0;
+    for (s, n) in skipped.iter().zip(held).filter(|(_, n)| *n > 0) {
+        let (level, what) = if s.deliberate { ("WARN", "left out") } else { ("ERROR", "could not be read") };
+        failures += usize::from(!s.deliberate);
+        crate::output::stderr_line(
+            level,
+            &format!(
+                "not deleting {n} object(s) at or below {}: the local entry they may come from {what}: {}",
+                object_url(&s.rel),
+                s.why
+            ),
+            serde_json::Value::Null,
+        );
+    }
+    (deletes, failures)
 }
 
 /// Content-Type from the file name; `None` leaves it to the store.

@@ -60,21 +60,96 @@ pub struct SourceFile {
     pub mtime: Option<SystemTime>,
 }
 
+/// What an upload source holds: its files, the part of the key space it stands
+/// for, and what the walk had to leave out.
+#[derive(Debug)]
+pub struct LocalSource {
+    /// Sorted by `rel`.
+    pub files: Vec<SourceFile>,
+    pub scope: Scope,
+    /// Entries the walk could not (or was told not to) read, sorted by `rel`.
+    pub skipped: Vec<Skipped>,
+}
+
+/// The relative paths (after the key prefix) an upload source stands for: what
+/// `sync --delete` may remove objects from. Anything outside it belongs to
+/// somebody else, whatever the destination prefix holds.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// `dir/`: everything below the prefix.
+    All,
+    /// `dir`: everything below `prefix` + this (`"dir/"`).
+    Under(String),
+    /// `'dir/*.bin'`: paths the wildcard selects (the path or a directory above it
+    /// matches, as the walk selects files).
+    Matching(regex::Regex),
+    /// `file.bin`: that one path.
+    File(String),
+}
+
+impl Scope {
+    /// Whether `rel` (a path after the key prefix) is inside what the source stands for.
+    pub fn covers(&self, rel: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Under(dir) => rel.starts_with(dir.as_str()),
+            Scope::Matching(re) => selected_by(re, rel),
+            Scope::File(name) => rel == name,
+        }
+    }
+
+    /// The part of the key space, after the prefix, that holds every covered path:
+    /// what the destination listing needs to look at.
+    pub fn list_prefix(&self) -> &str {
+        match self {
+            Scope::All | Scope::Matching(_) => "",
+            Scope::Under(dir) => dir,
+            Scope::File(name) => name,
+        }
+    }
+}
+
+/// A path the upload walk left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The path it would have had (a file, or a directory whose whole subtree is
+    /// unknown); for a name that is not UTF-8, the directory holding it.
+    pub rel: String,
+    pub why: String,
+    /// Left out on purpose (`--no-follow-symlinks`), not because it could not be read.
+    pub deliberate: bool,
+}
+
+impl Skipped {
+    /// Whether an object at `rel` may be what this entry would have written: the
+    /// entry's path itself or anything below it.
+    pub fn shadows(&self, rel: &str) -> bool {
+        self.rel.is_empty()
+            || rel.strip_prefix(self.rel.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+/// The wildcard selection rule: the path matches, or one of the directories above it does.
+fn selected_by(re: &regex::Regex, rel: &str) -> bool {
+    rel.match_indices('/').map(|(i, _)| &rel[..i]).chain([rel]).any(|p| re.is_match(p))
+}
+
 /// The files an upload source selects, as s5cmd reads local sources:
 ///
-/// | source        | file            | relative path (after the key prefix) |
-/// |---------------|-----------------|--------------------------------------|
-/// | `dir`         | `dir/sub/a.bin` | `dir/sub/a.bin`                      |
-/// | `dir/`        | `dir/sub/a.bin` | `sub/a.bin`                          |
-/// | `'dir/*.bin'` | `dir/a.bin`     | `a.bin` (`*` stays within one name)  |
-/// | `'dir/s*'`    | `dir/sub/a.bin` | `sub/a.bin` (matched directories are taken whole) |
-/// | `file.bin`    | `file.bin`      | `file.bin`                           |
+/// | source        | file            | relative path (after the key prefix) | scope |
+/// |---------------|-----------------|--------------------------------------|-------|
+/// | `dir`         | `dir/sub/a.bin` | `dir/sub/a.bin`                      | below `dir/` |
+/// | `dir/`        | `dir/sub/a.bin` | `sub/a.bin`                          | everything |
+/// | `'dir/*.bin'` | `dir/a.bin`     | `a.bin` (`*` stays within one name)  | what `*.bin` matches |
+/// | `'dir/s*'`    | `dir/sub/a.bin` | `sub/a.bin` (matched directories are taken whole) | what `s*` matches, and below |
+/// | `file.bin`    | `file.bin`      | `file.bin`                           | `file.bin` |
 ///
 /// Symlinks are followed (to files and directories, loops skipped) unless
 /// `follow` is false, in which case they are left out. s3load's own files (its
 /// `.s3load/` record at the base, temporary and resume files) are never selected.
-/// A missing source is an error. Sorted by `rel`.
-pub fn walk_source(spec: &str, follow: bool) -> Result<Vec<SourceFile>, Error> {
+/// Broken symlinks, names that are not UTF-8 and symlinks left out are listed in
+/// [`LocalSource::skipped`]. A missing source is an error.
+pub fn walk_source(spec: &str, follow: bool) -> Result<LocalSource, Error> {
     let wildcard = spec.find(['*', '?']);
     let (base, pattern, keep_name) = match wildcard {
         Some(i) => {
@@ -91,30 +166,58 @@ pub fn walk_source(spec: &str, follow: bool) -> Result<Vec<SourceFile>, Error> {
         }
     };
     let meta = std::fs::metadata(&base).map_err(|e| Error::io(&base, "reading the upload source", e))?;
-    let mut out = Vec::new();
     if meta.is_file() {
         let name =
             keep_name.unwrap_or_else(|| base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        out.push(SourceFile { rel: name, path: base.clone(), size: meta.len(), mtime: meta.modified().ok() });
-        return Ok(out);
+        let file = SourceFile { rel: name.clone(), path: base.clone(), size: meta.len(), mtime: meta.modified().ok() };
+        return Ok(LocalSource { files: vec![file], scope: Scope::File(name), skipped: Vec::new() });
     }
     let prefix = keep_name.map(|n| format!("{n}/")).unwrap_or_default();
+    let scope = match (&pattern, prefix.is_empty()) {
+        (Some(re), _) => Scope::Matching(re.clone()),
+        (None, true) => Scope::All,
+        (None, false) => Scope::Under(prefix.clone()),
+    };
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    walk_into(&base, String::new(), follow, &mut seen, &mut |rel, path, m| {
+    let mut visit = |found: Found<'_>| {
+        let rel = match &found {
+            Found::File(rel, ..) => *rel,
+            Found::Skipped(Skipped { rel, .. }) => rel.as_str(),
+        };
         if rel.split('/').next() == Some(crate::state::STATE_DIR) {
             return;
         }
-        if let Some(re) = &pattern {
-            // The file matches, or one of the directories above it does.
-            let hit = rel.match_indices('/').map(|(i, _)| &rel[..i]).chain([rel]).any(|p| re.is_match(p));
-            if !hit {
-                return;
+        match found {
+            Found::File(rel, path, m) => {
+                if pattern.as_ref().is_some_and(|re| !selected_by(re, rel)) {
+                    return;
+                }
+                files.push(SourceFile { rel: format!("{prefix}{rel}"), path, size: m.len(), mtime: m.modified().ok() });
+            }
+            // Kept whatever the wildcard says: what lies below a directory that could
+            // not be read may match it.
+            Found::Skipped(s) => {
+                let rel = if s.rel.is_empty() {
+                    prefix.trim_end_matches('/').to_string()
+                } else {
+                    format!("{prefix}{}", s.rel)
+                };
+                skipped.push(Skipped { rel, ..s });
             }
         }
-        out.push(SourceFile { rel: format!("{prefix}{rel}"), path, size: m.len(), mtime: m.modified().ok() });
-    })?;
-    out.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+    };
+    walk_into(&base, String::new(), follow, &mut seen, &mut visit)?;
+    files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    skipped.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(LocalSource { files, scope, skipped })
+}
+
+/// What the walk reports.
+enum Found<'a> {
+    File(&'a str, std::path::PathBuf, &'a std::fs::Metadata),
+    Skipped(Skipped),
 }
 
 /// A local wildcard: `*` and `?` stay within one path component, as shells and
@@ -123,7 +226,7 @@ fn component_wildcard(pattern: &str) -> Result<regex::Regex, Error> {
     crate::url::glob_regex(pattern, false).map_err(|e| Error::Usage(format!("{pattern:?}: bad wildcard: {e}")))
 }
 
-type Visit<'a> = dyn FnMut(&str, std::path::PathBuf, &std::fs::Metadata) + 'a;
+type Visit<'a> = dyn FnMut(Found<'_>) + 'a;
 
 fn walk_into(
     dir: &Path,
@@ -163,6 +266,8 @@ fn walk_entries(
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
             tracing::warn!(path = %entry.path().display(), "file name is not UTF-8; S3 keys must be: skipped");
+            let why = format!("{}: the name is not UTF-8, which S3 keys must be", entry.path().display());
+            visit(Found::Skipped(Skipped { rel: rel.clone(), why, deliberate: false }));
             continue;
         };
         let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
@@ -170,12 +275,16 @@ fn walk_entries(
         let ft = entry.file_type().map_err(|e| Error::io(&path, "reading file type", e))?;
         let meta = if ft.is_symlink() {
             if !follow {
+                let why = format!("{}: a symlink, left out by --no-follow-symlinks", path.display());
+                visit(Found::Skipped(Skipped { rel: child_rel, why, deliberate: true }));
                 continue;
             }
             match std::fs::metadata(&path) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "broken symlink: skipped");
+                    let why = format!("{}: a symlink whose target cannot be read ({e})", path.display());
+                    visit(Found::Skipped(Skipped { rel: child_rel, why, deliberate: false }));
                     continue;
                 }
             }
@@ -185,7 +294,7 @@ fn walk_entries(
         if meta.is_dir() {
             walk_into(&path, child_rel, follow, seen, visit)?;
         } else if meta.is_file() && !is_temp_name(name) {
-            visit(&child_rel, path, &meta);
+            visit(Found::File(&child_rel, path, &meta));
         }
     }
     Ok(())
@@ -195,8 +304,8 @@ fn walk_entries(
 mod tests {
     use super::*;
 
-    fn rels(v: &[SourceFile]) -> Vec<&str> {
-        v.iter().map(|f| f.rel.as_str()).collect()
+    fn rels(v: &LocalSource) -> Vec<&str> {
+        v.files.iter().map(|f| f.rel.as_str()).collect()
     }
 
     #[test]
@@ -233,6 +342,57 @@ mod tests {
         let p = format!("{}/", dir.display());
         let followed = walk_source(&p, true).unwrap();
         assert_eq!(rels(&followed), vec!["link-dir/f", "link-file", "real/f"], "loops skipped, links followed");
-        assert_eq!(rels(&walk_source(&p, false).unwrap()), vec!["real/f"]);
+        let unfollowed = walk_source(&p, false).unwrap();
+        assert_eq!(rels(&unfollowed), vec!["real/f"]);
+        let left_out: Vec<(&str, bool)> = unfollowed.skipped.iter().map(|s| (s.rel.as_str(), s.deliberate)).collect();
+        assert_eq!(left_out, vec![("broken", true), ("link-dir", true), ("link-file", true), ("real/loop", true)]);
+        let broken: Vec<(&str, bool)> = followed.skipped.iter().map(|s| (s.rel.as_str(), s.deliberate)).collect();
+        assert_eq!(broken, vec![("broken", false)], "a broken link is reported, not silently dropped");
+    }
+
+    #[test]
+    fn each_source_form_has_its_own_deletion_scope() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("my-model");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.bin"), b"a").unwrap();
+        std::fs::write(dir.join("sub/b.bin"), b"b").unwrap();
+        let p = dir.to_str().unwrap();
+        let scope = |spec: &str| walk_source(spec, true).unwrap().scope;
+        let covered = |s: &Scope| -> Vec<&str> {
+            ["a.bin", "c.txt", "sub/b.bin", "sub/c.txt", "my-model/a.bin", "my-model-2/a.bin", "other-model/x"]
+                .into_iter()
+                .filter(|r| s.covers(r))
+                .collect()
+        };
+        assert_eq!(covered(&scope(&format!("{p}/"))).len(), 7, "dir/ stands for the whole prefix");
+        assert_eq!(covered(&scope(p)), vec!["my-model/a.bin"], "dir stands for prefix + dir/ only");
+        assert_eq!(scope(p).list_prefix(), "my-model/");
+        assert_eq!(covered(&scope(&format!("{p}/*.bin"))), vec!["a.bin"], "a wildcard stands for what it matches");
+        assert_eq!(covered(&scope(&format!("{p}/s*"))), vec!["sub/b.bin", "sub/c.txt"], "and for matched directories");
+        assert_eq!(covered(&scope(&format!("{p}/a.bin"))), vec!["a.bin"], "a file stands for itself");
+    }
+
+    #[test]
+    fn a_skipped_entry_shadows_itself_and_what_is_below_it() {
+        let s = Skipped { rel: "shards".into(), why: String::new(), deliberate: false };
+        assert!(s.shadows("shards") && s.shadows("shards/1.bin"));
+        assert!(!s.shadows("shards-old/1.bin") && !s.shadows("config.json"));
+        assert!(Skipped { rel: String::new(), why: String::new(), deliberate: false }.shadows("anything"));
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_shadows_its_directory() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("m");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub").join(std::ffi::OsStr::from_bytes(b"caf\xe9.bin")), b"x").unwrap();
+        std::fs::write(dir.join("ok.bin"), b"x").unwrap();
+        let src = walk_source(dir.to_str().unwrap(), true).unwrap();
+        assert_eq!(rels(&src), vec!["m/ok.bin"]);
+        assert_eq!(src.skipped.len(), 1);
+        assert_eq!(src.skipped[0].rel, "m/sub");
+        assert!(!src.skipped[0].deliberate);
     }
 }

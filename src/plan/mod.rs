@@ -42,18 +42,11 @@ pub struct Expanded {
 pub async fn expand(store: &dyn ObjectStore, url: &S3Url) -> Result<Expanded, Error> {
     let mut metas = Vec::new();
     if url.is_batch() {
-        let mut token = None;
-        loop {
-            let page = store
-                .list_page(&url.bucket, &url.prefix, None, token)
-                .await
-                .map_err(|e| Error::store(format!("listing {url}"), e))?;
+        list_all(store, &url.bucket, &url.prefix, None, |page| {
             metas.extend(page.objects.into_iter().filter(|o| url.matches(&o.key)));
-            match page.next {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
+        })
+        .await
+        .map_err(|e| Error::store(format!("listing {url}"), e))?;
     } else {
         let meta = store.head(&url.bucket, &url.key).await.map_err(|e| {
             let e = if e.kind == StoreErrorKind::NoSuchKey {
@@ -81,6 +74,35 @@ pub async fn expand(store: &dyn ObjectStore, url: &S3Url) -> Result<Expanded, Er
     out.objects.sort_by(|a, b| a.rel.cmp(&b.rel));
     refuse_file_directory_collisions(&mut out);
     Ok(out)
+}
+
+/// Reads every page of a listing, in order. A store that hands back the token it
+/// was given would list forever; that ends the listing with an error, as a
+/// truncated page without a token does (see the store), never silently.
+pub async fn list_all(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    mut each: impl FnMut(crate::store::ListPage),
+) -> Result<(), crate::error::StoreError> {
+    let mut token: Option<String> = None;
+    loop {
+        let mut page = store.list_page(bucket, prefix, delimiter, token.clone()).await?;
+        let next = page.next.take();
+        each(page);
+        match next {
+            None => return Ok(()),
+            Some(t) if token.as_ref() == Some(&t) => {
+                return Err(crate::error::StoreError::new(
+                    StoreErrorKind::Other,
+                    "the store answered a listing page with the continuation token it was given; the listing would \
+                     never end",
+                ));
+            }
+            Some(t) => token = Some(t),
+        }
+    }
 }
 
 /// Keys `a` and `a/b` cannot both land: `a` would have to be a file and a

@@ -11,5 +11,6 @@ mod localfs;
 mod manifests;
 mod output;
 mod resume;
+mod safety;
 mod sync;
 mod upload;

@@ -42,6 +42,16 @@ pub enum Fault {
     Replace(Bytes),
     /// Report a checksum header whose value is wrong (the body is intact).
     WrongChecksum,
+    /// ListObjectsV2: end the page after its first entry and say it is truncated,
+    /// but give no continuation token (what a store that ignores `list-type=2`
+    /// and answers a V1 listing, with `NextMarker` or nothing, looks like).
+    TruncatedWithoutToken,
+    /// ListObjectsV2: end the page after its first entry, truncated, with the
+    /// continuation token the request carried (or a fixed one): a listing that
+    /// never advances.
+    RepeatToken,
+    /// ListObjectsV2: leave out every object's Size.
+    NoSize,
     /// Answer 403 AccessDenied to requests that name a version (a role with
     /// `s3:GetObject` but not `s3:GetObjectVersion`).
     DenyVersions,

@@ -302,8 +302,11 @@ impl S3 for Service {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         self.record("ListObjectsV2", &input.bucket, &prefix, None, None);
-        self.fault("ListObjectsV2", &prefix).await?;
-        let max_keys = input.max_keys.map_or(MAX_KEYS, |m| (m.max(0) as usize).min(MAX_KEYS));
+        let fault = self.fault("ListObjectsV2", &prefix).await?;
+        let max_keys = match fault {
+            Some(Fault::TruncatedWithoutToken | Fault::RepeatToken) => 1,
+            _ => input.max_keys.map_or(MAX_KEYS, |m| (m.max(0) as usize).min(MAX_KEYS)),
+        };
         let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
         // The continuation token is the last key or common prefix already returned.
         let after = input.continuation_token.clone().or(input.start_after.clone());
@@ -363,6 +366,16 @@ impl S3 for Service {
             return Err(s3_error!(NoSuchBucket, "The specified bucket does not exist"));
         };
         let key_count = (contents.len() + prefixes.len()) as i32;
+        let mut contents = contents;
+        if matches!(fault, Some(Fault::NoSize)) {
+            contents.iter_mut().for_each(|o| o.size = None);
+        }
+        let next_continuation_token = match fault {
+            Some(Fault::TruncatedWithoutToken) => None,
+            Some(Fault::RepeatToken) => Some(input.continuation_token.clone().unwrap_or_else(|| "again".into())),
+            _ if truncated => last,
+            _ => None,
+        };
         let output = ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: input.prefix,
@@ -371,7 +384,7 @@ impl S3 for Service {
             key_count: Some(key_count),
             continuation_token: input.continuation_token,
             is_truncated: Some(truncated),
-            next_continuation_token: if truncated { last } else { None },
+            next_continuation_token,
             contents: Some(contents),
             common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
             ..Default::default()

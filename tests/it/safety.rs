@@ -1,0 +1,196 @@
+//! Data-safety regressions (docs/reliability.md cases 22 onwards): each test is
+//! named after the defect it pins and failed on the code before its fix.
+
+use std::path::Path;
+
+use crate::harness::{BUCKET, Harness};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn keys(h: &Harness) -> Vec<String> {
+    h.server.store().with_bucket(BUCKET, |b| b.keys().cloned().collect()).unwrap()
+}
+
+/// A bucket holding one model's objects and unrelated siblings that no upload of
+/// `my-model` may touch.
+fn bucket_with_siblings(h: &Harness) {
+    for k in [
+        "models/my-model/a.bin",
+        "models/my-model/stale.bin",
+        "models/my-model/notes.txt",
+        "models/other-model/w.bin",
+        "models/my-model-2/w.bin",
+        "models/readme.txt",
+        "models/config.json.bak",
+    ] {
+        h.put(k, &b"remote"[..]);
+    }
+}
+
+fn local_model(h: &Harness) -> std::path::PathBuf {
+    let dir = h.path("my-model");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.bin"), b"local a").unwrap();
+    std::fs::write(dir.join("config.json"), b"{}").unwrap();
+    dir
+}
+
+const SIBLINGS: [&str; 4] =
+    ["models/other-model/w.bin", "models/my-model-2/w.bin", "models/readme.txt", "models/config.json.bak"];
+
+#[track_caller]
+fn assert_siblings_kept(h: &Harness) {
+    let k = keys(h);
+    for sib in SIBLINGS {
+        assert!(k.contains(&sib.to_string()), "{sib} deleted: {k:?}");
+    }
+}
+
+// Case 22: `sync --delete` of a local source deletes only inside what that
+// source maps to.
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_delete_of_a_directory_without_slash_keeps_the_siblings_of_its_prefix() {
+    let h = Harness::new().await;
+    bucket_with_siblings(&h);
+    let dir = local_model(&h);
+    let run = h.run(&["sync", "--delete", s(&dir), "s3://bucket/models/"]).await;
+    run.assert_ok();
+    assert_siblings_kept(&h);
+    let k = keys(&h);
+    assert!(!k.contains(&"models/my-model/stale.bin".to_string()), "inside the source's scope: deleted: {k:?}");
+    assert!(k.contains(&"models/my-model/config.json".to_string()));
+    let listed: Vec<String> =
+        h.server.log().records().into_iter().filter(|r| r.op == "ListObjectsV2").map(|r| r.key).collect();
+    assert_eq!(listed, vec!["models/my-model/"], "only the source's part of the prefix is listed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_delete_of_a_single_file_is_refused_and_deletes_nothing() {
+    let h = Harness::new().await;
+    bucket_with_siblings(&h);
+    let dir = local_model(&h);
+    let before = keys(&h);
+    for dst in ["s3://bucket/models/", "s3://bucket/models/config.json"] {
+        let run = h.run(&["sync", "--delete", s(&dir.join("config.json")), dst]).await;
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("single file") && run.stderr.contains("config.json"), "{}", run.stderr);
+        assert_eq!(keys(&h), before, "nothing written or deleted");
+    }
+    // Without --delete, a single file still syncs, comparing with its one key only.
+    h.server.log().clear();
+    h.run(&["sync", s(&dir.join("config.json")), "s3://bucket/models/"]).await.assert_ok();
+    assert_eq!(h.server.log().count("ListObjectsV2"), 0, "one HEAD, not a listing of the prefix");
+    assert!(keys(&h).contains(&"models/config.json".to_string()));
+    assert_siblings_kept(&h);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_delete_of_a_wildcard_deletes_only_what_the_wildcard_matches() {
+    let h = Harness::new().await;
+    for k in ["p/a.bin", "p/stale.bin", "p/keep.txt", "p/sub/deep.bin", "p/subdir-x/y.txt"] {
+        h.put(k, &b"remote"[..]);
+    }
+    let dir = local_model(&h);
+    let run = h.run(&["sync", "--delete", &format!("{}/*.bin", dir.display()), "s3://bucket/p/"]).await;
+    run.assert_ok();
+    let k = keys(&h);
+    assert!(!k.contains(&"p/stale.bin".to_string()), "matched by *.bin and not in the source: deleted: {k:?}");
+    for kept in ["p/keep.txt", "p/sub/deep.bin", "p/subdir-x/y.txt"] {
+        assert!(k.contains(&kept.to_string()), "{kept} is not what '*.bin' stands for: {k:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_delete_of_a_directory_with_slash_still_mirrors_the_whole_prefix() {
+    let h = Harness::new().await;
+    bucket_with_siblings(&h);
+    let dir = local_model(&h);
+    h.run(&["sync", "--delete", &format!("{}/", dir.display()), "s3://bucket/models/my-model/"]).await.assert_ok();
+    let mut k: Vec<String> = keys(&h).into_iter().filter(|k| k.starts_with("models/my-model/")).collect();
+    k.sort();
+    assert_eq!(k, vec!["models/my-model/a.bin", "models/my-model/config.json"]);
+    assert_siblings_kept(&h);
+}
+
+// Case 23: an entry the upload walk skips holds back the deletions it may stand for.
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_delete_keeps_the_objects_of_a_symlinked_directory_that_is_not_mounted() {
+    let h = Harness::new().await;
+    for k in ["m/shards/1.bin", "m/shards/2.bin", "m/old.bin", "m/config.json"] {
+        h.put(k, &b"remote"[..]);
+    }
+    let dir = h.path("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), b"{}").unwrap();
+    // `shards -> /mnt/models/shards` on a volume that is not mounted.
+    std::os::unix::fs::symlink(h.path("unmounted/shards"), dir.join("shards")).unwrap();
+    let run = h.run(&["sync", "--delete", &format!("{}/", dir.display()), "s3://bucket/m/"]).await;
+    assert_eq!(run.code, 1, "a source that could not be read is a failure:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("not deleting 2 object(s) at or below s3://bucket/m/shards")
+            && run.stderr.contains("shards"),
+        "{}",
+        run.stderr
+    );
+    let k = keys(&h);
+    assert!(k.contains(&"m/shards/1.bin".to_string()) && k.contains(&"m/shards/2.bin".to_string()), "{k:?}");
+    assert!(!k.contains(&"m/old.bin".to_string()), "unrelated to the broken link: still deleted: {k:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_delete_keeps_the_objects_of_symlinks_left_out_and_of_names_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let h = Harness::new().await;
+    for k in ["m/linked.bin", "m/latin/caf\u{e9}.bin", "m/latin/other.bin", "m/gone.bin"] {
+        h.put(k, &b"remote"[..]);
+    }
+    let dir = h.path("m");
+    std::fs::create_dir_all(dir.join("latin")).unwrap();
+    std::fs::write(dir.join("plain.bin"), b"p").unwrap();
+    std::fs::write(h.path("target.bin"), b"t").unwrap();
+    std::os::unix::fs::symlink(h.path("target.bin"), dir.join("linked.bin")).unwrap();
+    std::fs::write(dir.join("latin").join(std::ffi::OsStr::from_bytes(b"caf\xe9.bin")), b"x").unwrap();
+    let src = format!("{}/", dir.display());
+    let run = h.run(&["sync", "--delete", "--no-follow-symlinks", &src, "s3://bucket/m/"]).await;
+    assert_eq!(run.code, 1, "the name that is not UTF-8 could not be read:\n{}", run.stderr);
+    let k = keys(&h);
+    assert!(k.contains(&"m/linked.bin".to_string()), "left out by --no-follow-symlinks: kept: {k:?}");
+    assert!(k.contains(&"m/latin/caf\u{e9}.bin".to_string()) && k.contains(&"m/latin/other.bin".to_string()), "{k:?}");
+    assert!(!k.contains(&"m/gone.bin".to_string()), "{k:?}");
+    assert!(run.stderr.contains("--no-follow-symlinks") && run.stderr.contains("not UTF-8"), "{}", run.stderr);
+}
+
+// Case 24: a listing that cannot be followed to its end fails the run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_that_ends_early_or_never_ends_fails_the_run_and_deletes_nothing() {
+    use s3load_testserver::{Fault, Rule, When};
+    for fault in [Fault::TruncatedWithoutToken, Fault::RepeatToken, Fault::NoSize] {
+        let h = Harness::new().await;
+        for k in ["m/a.bin", "m/b.bin", "m/c.bin"] {
+            h.put(k, &b"remote"[..]);
+        }
+        // Download: a destination with a file the source lacks.
+        let dest = h.path("dest");
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::write(dest.join("local-only.bin"), b"keep me").unwrap();
+        h.server.faults().add(Rule::new("ListObjectsV2", When::Always, fault.clone()));
+        let run = h.run(&["sync", "--delete", "s3://bucket/m/*", s(&dest)]).await;
+        assert_ne!(run.code, 0, "{fault:?}: {}", run.stderr);
+        assert!(run.stderr.contains("listing s3://bucket/m/*"), "{fault:?}: {}", run.stderr);
+        assert!(dest.join("local-only.bin").exists(), "{fault:?}: nothing deleted");
+        assert_eq!(h.server.log().count("GetObject"), 0, "{fault:?}: nothing copied");
+        // Upload: the destination listing fails the same way.
+        let src = h.path("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a.bin"), b"local").unwrap();
+        let run = h.run(&["sync", "--delete", &format!("{}/", src.display()), "s3://bucket/m/"]).await;
+        assert_ne!(run.code, 0, "{fault:?}: {}", run.stderr);
+        assert_eq!(keys(&h).len(), 3, "{fault:?}: nothing deleted");
+        assert_eq!(h.server.log().count("DeleteObjects") + h.server.log().count("PutObject"), 0, "{fault:?}");
+        // ls says so too instead of printing part of the listing as the whole.
+        let ls = h.run(&["ls", "s3://bucket/m/"]).await;
+        assert_ne!(ls.code, 0, "{fault:?}: {}", ls.stdout);
+    }
+}
