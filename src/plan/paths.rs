@@ -29,6 +29,12 @@ pub fn map_key(rel: &str) -> Result<Mapped, String> {
             crate::state::STATE_DIR
         ));
     }
+    if rel.rsplit('/').next().is_some_and(crate::transfer::writer::is_temp_name) {
+        return Err("the name has the form of s3load's own temporary, resume or journal files \
+                    ('.NAME.s3load-tmp', '.NAME.s3load-resume', '.NAME.s3load-journal'), which another object's \
+                    download uses beside it; rename the object"
+            .into());
+    }
     let mut path = PathBuf::new();
     for comp in rel.split('/') {
         let why = match comp {
@@ -64,6 +70,16 @@ mod tests {
         assert!(map_key(&"n".repeat(256)).is_err());
         assert!(map_key(".s3load/state").is_err(), "the record's directory is reserved");
         assert!(map_key("sub/.s3load/state").is_ok(), "only at the root");
+    }
+
+    #[test]
+    fn keys_named_like_s3loads_temporary_files_are_refused() {
+        for k in [".w.bin.s3load-resume", "sub/.w.bin.s3load-journal", ".x.0123.s3load-tmp"] {
+            let why = map_key(k).unwrap_err();
+            assert!(why.contains("temporary"), "{k}: {why}");
+        }
+        assert!(map_key("w.bin.s3load-resume").is_ok(), "no leading dot: no clash");
+        assert!(map_key(".hidden").is_ok());
     }
 
     #[test]

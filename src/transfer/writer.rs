@@ -206,21 +206,32 @@ impl TempFile {
         let jflags = if recorded.is_empty() { jflags | OFlags::TRUNC } else { jflags };
         let jfd = rustix::fs::openat(&dir, &journal_name, jflags, Mode::from_raw_mode(0o644))
             .map_err(|e| Error::io(&journal_path, "opening journal", e.into()))?;
-        let mut journal = File::from(jfd);
-        let tmp =
-            TempFile { file, dir, tmp_name, name: name.to_owned(), path, dest: dest.to_path_buf(), journal: None };
-        if recorded.is_empty() {
-            use std::io::Write;
-            let fresh = tmp.file.set_len(0).and_then(|()| writeln!(journal, "{JOURNAL_MAGIC}\n{header}"));
-            fresh.map_err(|e| Error::io(&journal_path, "starting journal", e))?;
-            if size > 0
-                && let Err(e) = tmp.reserve(size)
-            {
+        let journal = File::from(jfd);
+        let fresh = recorded.is_empty();
+        let tmp = TempFile {
+            file,
+            dir,
+            tmp_name,
+            name: name.to_owned(),
+            path,
+            dest: dest.to_path_buf(),
+            journal: Some((journal, journal_name)),
+        };
+        if fresh {
+            // Starting over: if the file cannot be prepared (a full disk), neither
+            // it nor its journal may stay behind.
+            let started = tmp.file.set_len(0).map_err(|e| Error::io(&tmp.path, "truncating", e)).and_then(|()| {
+                use std::io::Write;
+                let mut j = &tmp.journal.as_ref().expect("set above").0;
+                j.write_all(format!("{JOURNAL_MAGIC}\n{header}\n").as_bytes())
+                    .map_err(|e| Error::io(&journal_path, "starting journal", e))
+            });
+            if let Err(e) = started.and_then(|()| if size > 0 { tmp.reserve(size) } else { Ok(()) }) {
                 tmp.discard();
                 return Err(e);
             }
         }
-        Ok((TempFile { journal: Some((journal, journal_name)), ..tmp }, recorded))
+        Ok((tmp, recorded))
     }
 
     /// Notes in the journal that `part` is written, with its hash.
@@ -267,6 +278,7 @@ impl TempFile {
         if fsync {
             self.file.sync_all().map_err(|e| Error::io(&self.path, "flushing to disk", e))?;
         }
+        self.check_identity()?;
         rustix::fs::renameat(&self.dir, &self.tmp_name, &self.dir, &self.name)
             .map_err(|e| Error::io(&self.dest, "moving into place", e.into()))?;
         if let Some((_, j)) = &self.journal {
@@ -278,8 +290,30 @@ impl TempFile {
         Ok(())
     }
 
+    /// Whether the temporary name still names the file this run wrote and
+    /// verified. Another process (or a key named like a temporary file) may have
+    /// put a different file there; renaming that into place would commit bytes
+    /// nobody checked.
+    fn check_identity(&self) -> Result<(), Error> {
+        let ours = rustix::fs::fstat(&self.file).map_err(|e| Error::io(&self.path, "checking", e.into()))?;
+        let named = rustix::fs::statat(&self.dir, &self.tmp_name, AtFlags::SYMLINK_NOFOLLOW);
+        match named {
+            Ok(st) if st.st_dev == ours.st_dev && st.st_ino == ours.st_ino => Ok(()),
+            Ok(_) | Err(Errno::NOENT) => Err(Error::Refused(format!(
+                "{}: the temporary file was replaced or removed by something else while the object was written; \
+                 not moving it into place (is another program writing into this directory?)",
+                self.path.display()
+            ))),
+            Err(e) => Err(Error::io(&self.path, "checking", e.into())),
+        }
+    }
+
     /// Removes the temporary file (best effort: the error that led here matters more).
     pub fn discard(self) {
+        if self.check_identity().is_err() {
+            // Not ours any more: leave whatever is there now alone.
+            return;
+        }
         let _ = rustix::fs::unlinkat(&self.dir, &self.tmp_name, AtFlags::empty());
         if let Some((_, j)) = &self.journal {
             let _ = rustix::fs::unlinkat(&self.dir, j, AtFlags::empty());
@@ -433,6 +467,32 @@ mod tests {
         t.commit(None, true).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"abcd");
         assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_temporary_file_replaced_under_its_name_is_never_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("w.bin");
+        let (t, _) = TempFile::open_resumable(dir.path(), &dest, 4, "header").unwrap();
+        t.write_at(b"ours", 0).unwrap();
+        // Another writer puts its own file at the temporary name.
+        let other = dir.path().join(".w.bin.other");
+        std::fs::write(&other, b"evil").unwrap();
+        std::fs::rename(&other, dir.path().join(".w.bin.s3load-resume")).unwrap();
+        let err = t.commit(None, false).unwrap_err().to_string();
+        assert!(err.contains("replaced or removed"), "{err}");
+        assert!(!dest.exists(), "nothing committed");
+    }
+
+    #[test]
+    fn a_resumable_file_that_cannot_be_prepared_leaves_no_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("w.bin");
+        // More than any filesystem can reserve: fallocate fails (EFBIG/ENOSPC).
+        let r = TempFile::open_resumable(dir.path(), &dest, u64::MAX / 2, "header");
+        assert!(r.is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

@@ -66,14 +66,14 @@ impl Harness {
     /// Runs s3load with a fresh tmpfs of `size` (e.g. "4m") mounted at `mount`,
     /// inside its own user and mount namespace (nothing is mounted outside it).
     /// `before` is a shell snippet run in the background just before s3load
-    /// starts; after it exits, the names of any temporary files left under the
-    /// mount are printed on stderr after `LEFT:`.
+    /// starts; after it exits, the names of any temporary, resume or journal
+    /// files left under the mount are printed on stderr after `LEFT:`.
     pub async fn run_on_small_fs(&self, size: &str, mount: &Path, before: &str, args: &[&str]) -> Run {
         std::fs::create_dir_all(mount).unwrap();
         let endpoint = self.server.endpoint_url();
         let script = format!(
             "mount -t tmpfs -o size={size} none \"$0\" || exit 97; ({before}) & \"$@\"; rc=$?; \
-             echo LEFT: $(find \"$0\" -name '*.s3load-tmp') >&2; exit $rc"
+             echo LEFT: $(find \"$0\" -name '*.s3load-*') >&2; exit $rc"
         );
         let mut full = vec!["-Urm", "sh", "-c", script.as_str(), mount.to_str().unwrap()];
         full.extend([env!("CARGO_BIN_EXE_s3load"), "--endpoint-url", endpoint.as_str()]);

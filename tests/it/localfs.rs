@@ -40,6 +40,24 @@ async fn case10_a_disk_that_fills_during_the_run_fails_the_object_and_leaves_no_
     assert!(run.stderr.lines().any(|l| l == "LEFT:"), "no temporary file left behind: {}", run.stderr);
 }
 
+// Case 30 (issue 11, item 9): a resumable file whose space cannot be reserved
+// leaves neither the file nor its journal.
+#[tokio::test(flavor = "multi_thread")]
+async fn case30_a_full_disk_while_preparing_a_resumable_file_leaves_no_journal() {
+    let h = Harness::new().await;
+    h.put("big/w.bin", generate_bytes(6 * MIB, 4));
+    h.server.faults().add(Rule::new("HeadObject", When::Nth(1), Fault::Delay(Duration::from_secs(3))));
+    let mnt = h.path("small");
+    let dest = mnt.join("models");
+    let filler = format!("sleep 1; head -c 5000000 /dev/zero > {}/filler 2>/dev/null", mnt.display());
+    // 6 MiB in 1 MiB parts: a resumable file with a journal.
+    let args = ["sync", "-p", "1", "s3://bucket/big/*", dest.to_str().unwrap()];
+    let run = h.run_on_small_fs("8m", &mnt, &filler, &args).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("s3://bucket/big/w.bin"), "{}", run.stderr);
+    assert!(run.stderr.lines().any(|l| l == "LEFT:"), "no resume file or journal left behind: {}", run.stderr);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fsync_and_off_durability_modes_download_the_same_bytes() {
     let h = Harness::new().await;

@@ -194,3 +194,25 @@ async fn a_listing_that_ends_early_or_never_ends_fails_the_run_and_deletes_nothi
         assert_ne!(ls.code, 0, "{fault:?}: {}", ls.stdout);
     }
 }
+
+// Case 27: keys named like s3load's own temporary files are refused by name,
+// and a temporary file replaced under its name is never committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_named_like_temporary_files_cannot_replace_another_objects_resume_file() {
+    use s3load_testserver::generate_bytes;
+    let h = Harness::new().await;
+    let good = generate_bytes(3 << 20, 1);
+    h.put("m/w.bin", good.clone());
+    for k in ["m/.w.bin.s3load-resume", "m/.x.s3load-tmp", "m/.x.s3load-journal"] {
+        h.put(k, generate_bytes(3 << 20, 2));
+    }
+    let dest = h.path("out");
+    let run = h.run(&["cp", "-p", "1", "s3://bucket/m/*", s(&dest)]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    for k in [".w.bin.s3load-resume", ".x.s3load-tmp", ".x.s3load-journal"] {
+        let line = run.stderr.lines().find(|l| l.contains(&format!("s3://bucket/m/{k}"))).unwrap_or_default();
+        assert!(line.contains("temporary"), "{k} refused by name: {}", run.stderr);
+    }
+    assert_eq!(std::fs::read(dest.join("w.bin")).unwrap(), good, "w.bin holds its own bytes");
+    assert_eq!(crate::harness::files_under(&dest), vec!["w.bin"]);
+}
