@@ -87,7 +87,34 @@ async fn download(
     out: Output,
 ) -> Result<u8, Error> {
     let store = connect(cfg, Some(&src.bucket)).await?;
+    let batch = src.is_batch();
+    // What s3load recorded in the destination (batch runs only: a single file's
+    // parent directory is not s3load's to write a record into), under the
+    // destination's lock. A run must list the source while it holds the lock:
+    // a listing made before another run wrote into the directory is older than
+    // what that run wrote, and its --delete would remove files the other run
+    // just fetched from a newer listing. Where the destination already exists,
+    // the lock comes first; where it does not, the source is listed first (so a
+    // bad URL creates nothing) and again if another run got there in between.
+    let existed = dst.is_dir();
+    let locked_first = match (batch, cfg.dry_run, existed) {
+        (true, false, true) => Some(Arc::new(StateStore::open(&dst).await?)),
+        _ => None,
+    };
     let mut expanded = plan::expand(store.as_ref(), &src).await?;
+    let state = match (batch, cfg.dry_run, locked_first) {
+        (_, _, Some(s)) => Some(s),
+        (false, _, None) => None,
+        (true, true, None) => Some(Arc::new(StateStore::read_only(&dst))),
+        (true, false, None) => {
+            let s = StateStore::open(&dst).await?;
+            if s.waited() || !s.is_empty() {
+                tracing::info!("another run wrote into the destination since it was listed: listing again");
+                expanded = plan::expand(store.as_ref(), &src).await?;
+            }
+            Some(Arc::new(s))
+        }
+    };
     expanded.objects.retain(|o| filters.selects(&o.rel));
     expanded.refused.retain(|(key, _)| filters.selects(src.relative(key)));
     let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
@@ -96,14 +123,6 @@ async fn download(
         return Err(Error::Refused(format!("no objects match {src}{with}{}", empty_source_hint(sync))));
     }
 
-    let batch = src.is_batch();
-    // What s3load recorded in the destination (batch runs only: a single file's
-    // parent directory is not s3load's to write a record into).
-    let state = match (batch, cfg.dry_run) {
-        (false, _) => None,
-        (true, true) => Some(Arc::new(StateStore::read_only(&dst))),
-        (true, false) => Some(Arc::new(StateStore::open(&dst).await?)),
-    };
     let dest_of = |o: &SourceObject| if batch { dst.join(&o.path) } else { single_destination(&dst, &o.path) };
     let (selected, local): (Vec<&SourceObject>, Vec<local::LocalEntry>) = match sync {
         None => (expanded.objects.iter().collect(), Vec::new()),
@@ -220,26 +239,26 @@ async fn download(
             }
         }
     }
-    if let Some(s) = &state {
-        let gone: std::collections::HashSet<&str> = deletes.iter().map(String::as_str).collect();
-        let present: std::collections::HashSet<&str> = local.iter().map(|l| l.rel.as_str()).collect();
-        // A sync knows what is on disk: drop records of files that are gone. A cp
-        // did not look, so it keeps them (a record is checked against the file anyway).
-        let r = if sync.is_some() {
-            s.compact(|p| !gone.contains(p) && (present.contains(p) || s.written_this_run(p)))
-        } else {
-            s.compact(|_| true)
-        };
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "could not rewrite the sync record; the next sync compares sizes and times");
-        }
-    }
-
     // Durable before success is reported (see `localfs`).
     let synced = match cfg.engine.durability {
         Durability::Syncfs if results.iter().any(Result::is_ok) || deleted > 0 => localfs::sync_filesystem(&dst),
         _ => Ok(()),
     };
+    if let Some(s) = &state {
+        let gone: std::collections::HashSet<&str> = deletes.iter().map(String::as_str).collect();
+        let present: std::collections::HashSet<&str> = local.iter().map(|l| l.rel.as_str()).collect();
+        // A sync knows what is on disk: drop records of files that are gone. A cp
+        // did not look, so it keeps them (a record is checked against the file anyway).
+        let keep = |p: &str| sync.is_none() || (!gone.contains(p) && (present.contains(p) || s.written_this_run(p)));
+        if synced.is_err() {
+            // The files of this run may not be on disk (a crash could leave them
+            // the right size but zero-filled): the next run must not trust them.
+            s.distrust_this_run(keep);
+        } else if let Err(e) = s.compact(keep) {
+            tracing::warn!(error = %e, "could not rewrite the sync record; the next sync compares sizes and times");
+        }
+    }
+
     // Bytes actually written, so failed objects do not count as copied.
     let copied_bytes = progress.counters.bytes.load(std::sync::atomic::Ordering::Relaxed);
 

@@ -18,15 +18,25 @@
 //! file it described then has no record and is judged by s5cmd's rule (size, then
 //! source newer). A record is only trusted while the file still has the recorded
 //! size and mtime, so a stale record can make s3load copy again, never skip.
-//! An unknown version line makes s3load ignore the whole record (with a warning).
+//! A first line this s3load does not know (a newer format, or a damaged file)
+//! makes it set the file aside as `state.set-aside-<ns>` (with a warning) and
+//! start a new record: it never appends its own lines to a format it cannot read.
+//!
+//! Links: `.s3load/` and every file in it are opened relative to the
+//! destination's directory handle with `O_NOFOLLOW` (the compaction's temporary
+//! file also with `O_EXCL`), so a planted `.s3load/state -> elsewhere` is
+//! refused by name, never written through.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -77,33 +87,86 @@ pub fn checksum_text(s: Stated) -> String {
 /// A destination's record, loaded, and (unless read-only) locked and open for appending.
 #[derive(Debug)]
 pub struct StateStore {
+    /// `.s3load/` for messages.
     dir: PathBuf,
+    /// `.s3load/`, opened without following a symlink; every file in it is
+    /// opened relative to this handle, also without following one.
+    handle: Option<OwnedFd>,
     records: Mutex<HashMap<String, Record>>,
     /// Paths recorded or forgotten by this run.
     touched: Mutex<std::collections::HashSet<String>>,
     log: Option<Mutex<File>>,
     _lock: Option<File>,
+    /// Whether taking the lock meant waiting for another run.
+    waited: bool,
+}
+
+const DIR_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::RDONLY).union(OFlags::CLOEXEC);
+
+/// A planted symlink (or a file where the directory should be) in `.s3load/`.
+fn planted(path: &Path) -> Error {
+    Error::Refused(format!(
+        "{} is a symlink or not what s3load created there; s3load never follows links in its record \
+         directory (remove it, and check who put it there)",
+        path.display()
+    ))
+}
+
+/// Opens `name` in `dir` with `flags` and `O_NOFOLLOW`.
+fn open_in(dir: &OwnedFd, shown: &Path, name: &str, flags: OFlags) -> Result<File, Error> {
+    let path = shown.join(name);
+    match rustix::fs::openat(dir, name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o644)) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(Errno::LOOP | Errno::NOTDIR | Errno::ISDIR) => Err(planted(&path)),
+        Err(e) => Err(Error::io(&path, "opening", e.into())),
+    }
 }
 
 impl StateStore {
     /// Loads the record without creating or locking anything (`--dry-run`).
     pub fn read_only(root: &Path) -> StateStore {
         let dir = root.join(STATE_DIR);
-        StateStore { records: Mutex::new(load(&dir)), touched: Mutex::default(), dir, log: None, _lock: None }
+        let handle = rustix::fs::open(root, DIR_FLAGS, Mode::empty())
+            .ok()
+            .and_then(|r| rustix::fs::openat(&r, STATE_DIR, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()).ok());
+        let records = match &handle {
+            Some(h) => match load(h, &dir) {
+                Ok(Loaded::Records(r)) => r,
+                Ok(Loaded::Unknown) | Err(_) => HashMap::new(),
+            },
+            None => HashMap::new(),
+        };
+        StateStore {
+            records: Mutex::new(records),
+            touched: Mutex::default(),
+            dir,
+            handle: None,
+            log: None,
+            _lock: None,
+            waited: false,
+        }
     }
 
     /// Creates `.s3load/` as needed, takes the directory's lock (waiting, with a
-    /// message, while another run holds it) and loads the record.
+    /// message, while another run holds it) and loads the record. The
+    /// destination itself may be a symlink (the user's choice); nothing below it
+    /// is followed. A record in a format this s3load does not know (a newer
+    /// s3load's, or a damaged one) is set aside under a new name, never appended to.
     pub async fn open(root: &Path) -> Result<StateStore, Error> {
         let dir = root.join(STATE_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "creating the state directory", e))?;
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, "opening", e))?;
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, "creating the destination directory", e))?;
+        let root_fd =
+            rustix::fs::open(root, DIR_FLAGS, Mode::empty()).map_err(|e| Error::io(root, "opening", e.into()))?;
+        match rustix::fs::mkdirat(&root_fd, STATE_DIR, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(Error::io(&dir, "creating the state directory", e.into())),
+        }
+        let handle = match rustix::fs::openat(&root_fd, STATE_DIR, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP | Errno::NOTDIR) => return Err(planted(&dir)),
+            Err(e) => return Err(Error::io(&dir, "opening the state directory", e.into())),
+        };
+        let lock = open_in(&handle, &dir, "lock", OFlags::CREATE | OFlags::WRONLY)?;
         let mut told = false;
         while rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             if !told {
@@ -115,20 +178,50 @@ impl StateStore {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let records = load(&dir);
+        let records = match load(&handle, &dir)? {
+            Loaded::Records(r) => r,
+            Loaded::Unknown => {
+                let aside = format!("state.set-aside-{}", to_ns(SystemTime::now()));
+                rustix::fs::renameat(&handle, "state", &handle, aside.as_str())
+                    .map_err(|e| Error::io(dir.join("state"), "setting aside", e.into()))?;
+                crate::output::stderr_line(
+                    "WARN",
+                    &format!(
+                        "the sync record {} is in a format this s3load does not know (written by a newer s3load, \
+                         or damaged); kept as {} and a new record started: files are compared by size and time \
+                         until this run records them",
+                        dir.join("state").display(),
+                        dir.join(&aside).display()
+                    ),
+                    serde_json::Value::Null,
+                );
+                HashMap::new()
+            }
+        };
+        let mut log = open_in(&handle, &dir, "state", OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND)?;
         let path = dir.join("state");
-        let mut log =
-            OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, "opening", e))?;
         if log.metadata().map(|m| m.len() == 0).unwrap_or(false) {
             log.write_all(format!("{HEADER}\n").as_bytes()).map_err(|e| Error::io(&path, "writing", e))?;
         }
         Ok(StateStore {
             dir,
+            handle: Some(handle),
             records: Mutex::new(records),
             touched: Mutex::default(),
             log: Some(Mutex::new(log)),
             _lock: Some(lock),
+            waited: told,
         })
+    }
+
+    /// Whether another run held the lock when this one asked for it.
+    pub fn waited(&self) -> bool {
+        self.waited
+    }
+
+    /// Whether the record holds no file.
+    pub fn is_empty(&self) -> bool {
+        self.records.lock().unwrap().is_empty()
     }
 
     pub fn get(&self, path: &str) -> Option<Record> {
@@ -165,13 +258,31 @@ impl StateStore {
         self.touched.lock().unwrap().contains(path)
     }
 
+    /// Drops every record this run wrote: used when the files may not have
+    /// reached the disk (the durability step failed), so that the next run does
+    /// not take a file that is the right size but holds zeros for the object.
+    /// Falls back to appending "removed" lines if the record cannot be rewritten.
+    pub fn distrust_this_run(&self, keep: impl Fn(&str) -> bool) {
+        let touched: Vec<String> = self.touched.lock().unwrap().iter().cloned().collect();
+        if let Err(e) = self.compact(|p| keep(p) && !touched.iter().any(|t| t == p)) {
+            tracing::warn!(error = %e, "could not rewrite the sync record; appending removals instead");
+            for p in &touched {
+                self.forget(p);
+            }
+        }
+        let mut records = self.records.lock().unwrap();
+        for p in &touched {
+            records.remove(p);
+        }
+    }
+
     /// Rewrites the record with one line per path for which `keep` holds. Does
     /// nothing when this run changed nothing and every record is kept (a no-op
     /// sync writes nothing).
     pub fn compact(&self, keep: impl Fn(&str) -> bool) -> Result<(), Error> {
-        if self.log.is_none() {
+        let (Some(log), Some(handle)) = (&self.log, &self.handle) else {
             return Ok(());
-        }
+        };
         let records = self.records.lock().unwrap();
         let mut paths: Vec<&String> = records.keys().filter(|p| keep(p)).collect();
         if paths.len() == records.len() && self.touched.lock().unwrap().is_empty() {
@@ -185,14 +296,18 @@ impl StateStore {
                 text.push('\n');
             }
         }
-        let tmp = self.dir.join(format!("state.{}.tmp", std::process::id()));
-        let fin = self.dir.join("state");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, "writing", e))?;
-        std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&fin, "replacing", e))?;
-        // Later appends (none in this run) would go to the old file: reopen.
-        if let Some(log) = &self.log
-            && let Ok(f) = OpenOptions::new().append(true).open(&fin)
-        {
+        let tmp = format!("state.{}.tmp", std::process::id());
+        let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY;
+        // A leftover of a crashed run that had this pid: no live process has it
+        // (this run holds the lock), so it can go.
+        let _ = rustix::fs::unlinkat(handle, tmp.as_str(), AtFlags::empty());
+        let mut f = open_in(handle, &self.dir, &tmp, flags)?;
+        f.write_all(text.as_bytes()).map_err(|e| Error::io(self.dir.join(&tmp), "writing", e))?;
+        drop(f);
+        rustix::fs::renameat(handle, tmp.as_str(), handle, "state")
+            .map_err(|e| Error::io(self.dir.join("state"), "replacing", e.into()))?;
+        // Later appends would go to the old file: reopen.
+        if let Ok(f) = open_in(handle, &self.dir, "state", OFlags::WRONLY | OFlags::APPEND) {
             *log.lock().unwrap() = f;
         }
         Ok(())
@@ -215,25 +330,32 @@ impl Record {
     }
 }
 
-fn load(dir: &Path) -> HashMap<String, Record> {
+/// What `.s3load/state` holds.
+enum Loaded {
+    Records(HashMap<String, Record>),
+    /// A first line this s3load does not know.
+    Unknown,
+}
+
+fn load(handle: &OwnedFd, dir: &Path) -> Result<Loaded, Error> {
     let mut out = HashMap::new();
     let path = dir.join("state");
-    let file = match File::open(&path) {
+    let file = match open_in(handle, dir, "state", OFlags::RDONLY) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Loaded::Records(out));
+        }
+        Err(e @ Error::Refused(_)) => return Err(e),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot read the sync record; comparing sizes and times instead");
-            return out;
+            return Ok(Loaded::Records(out));
         }
     };
     let mut lines = BufReader::new(file).lines();
     match lines.next() {
         Some(Ok(h)) if h == HEADER => {}
-        None => return out,
-        Some(_) => {
-            tracing::warn!(path = %path.display(), "sync record has an unknown format (written by a newer s3load?); comparing sizes and times instead");
-            return out;
-        }
+        None => return Ok(Loaded::Records(out)),
+        Some(_) => return Ok(Loaded::Unknown),
     }
     let mut torn = 0;
     for line in lines {
@@ -251,7 +373,7 @@ fn load(dir: &Path) -> HashMap<String, Record> {
     if torn > 0 {
         tracing::info!(path = %path.display(), lines = torn, "skipped unreadable lines of the sync record (an interrupted run)");
     }
-    out
+    Ok(Loaded::Records(out))
 }
 
 #[cfg(test)]
@@ -281,7 +403,7 @@ mod tests {
         }
         // A crash in the middle of a line.
         let state = d.path().join(STATE_DIR).join("state");
-        let mut f = OpenOptions::new().append(true).open(&state).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&state).unwrap();
         f.write_all(b"{\"path\":\"c\",\"si").unwrap();
         drop(f);
         let s = StateStore::read_only(d.path());
@@ -307,12 +429,65 @@ mod tests {
         assert!(s.get("b").is_none());
     }
 
-    #[test]
-    fn an_unknown_version_is_ignored() {
+    #[tokio::test]
+    async fn a_record_in_an_unknown_format_is_set_aside_never_appended_to() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join(STATE_DIR)).unwrap();
-        std::fs::write(d.path().join(STATE_DIR).join("state"), "s3load-state 9\n{\"path\":\"a\"}\n").unwrap();
+        let dir = d.path().join(STATE_DIR);
+        std::fs::create_dir(&dir).unwrap();
+        let newer = "s3load-state 9\n{\"path\":\"a\"}\n";
+        std::fs::write(dir.join("state"), newer).unwrap();
         assert!(StateStore::read_only(d.path()).get("a").is_none());
+        let s = StateStore::open(d.path()).await.unwrap();
+        assert!(s.get("a").is_none());
+        s.put(rec("b", "1"));
+        drop(s);
+        let aside: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("state.set-aside-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(std::fs::read_to_string(dir.join(&aside[0])).unwrap(), newer, "kept as it was");
+        assert!(std::fs::read_to_string(dir.join("state")).unwrap().starts_with("s3load-state 1\n"));
+        assert!(StateStore::read_only(d.path()).get("b").is_some());
+    }
+
+    #[tokio::test]
+    async fn planted_links_in_the_record_directory_are_refused_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        for name in ["state", "lock"] {
+            let root = d.path().join(format!("dest-{name}"));
+            std::fs::create_dir_all(root.join(STATE_DIR)).unwrap();
+            std::os::unix::fs::symlink(&victim, root.join(STATE_DIR).join(name)).unwrap();
+            let err = StateStore::open(&root).await.unwrap_err().to_string();
+            assert!(err.contains("never follows links") && err.contains(name), "{err}");
+        }
+        let root = d.path().join("dest-dir");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(d.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), root.join(STATE_DIR)).unwrap();
+        assert!(StateStore::open(&root).await.is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read_dir(d.path().join("elsewhere")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn records_of_a_run_whose_files_may_not_be_on_disk_are_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let s = StateStore::open(d.path()).await.unwrap();
+            s.put(rec("old", "1"));
+        }
+        let s = StateStore::open(d.path()).await.unwrap();
+        s.put(rec("new", "1"));
+        s.distrust_this_run(|_| true);
+        assert!(s.get("new").is_none());
+        drop(s);
+        let s = StateStore::read_only(d.path());
+        assert!(s.get("old").is_some(), "records of earlier runs stay");
+        assert!(s.get("new").is_none(), "this run's entries are not trusted by the next run");
     }
 
     #[tokio::test]

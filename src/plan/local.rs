@@ -1,7 +1,8 @@
 //! Listing the destination directory: every regular file below it, with size and
 //! mtime, as `/`-separated relative paths sorted like S3 keys (byte order).
 //!
-//! Symlinks are not followed and not listed; s3load's own temporary files and
+//! Symlinks below the destination are not followed and not listed (the
+//! destination itself may be one); s3load's own temporary files and
 //! its record directory (`.s3load/` at the root) are skipped. A missing destination is an empty listing.
 
 use std::path::Path;
@@ -19,7 +20,9 @@ pub struct LocalEntry {
 
 pub fn walk(root: &Path) -> Result<Vec<LocalEntry>, Error> {
     let mut out = Vec::new();
-    match std::fs::symlink_metadata(root) {
+    // The destination itself may be a symlink (`~/models/current -> v3`): that
+    // is the user's choice, as with `cd`. Nothing below it is followed.
+    match std::fs::metadata(root) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(Error::io(root, "reading destination", e)),
         Ok(m) if !m.is_dir() => return Ok(out),

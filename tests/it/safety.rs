@@ -216,3 +216,108 @@ async fn keys_named_like_temporary_files_cannot_replace_another_objects_resume_f
     assert_eq!(std::fs::read(dest.join("w.bin")).unwrap(), good, "w.bin holds its own bytes");
     assert_eq!(crate::harness::files_under(&dest), vec!["w.bin"]);
 }
+
+// Case 26: everything in DEST/.s3load/ is opened without following links.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlink_planted_in_the_record_directory_is_refused_not_written_through() {
+    let h = Harness::new().await;
+    h.put("m/a.bin", &b"a"[..]);
+    let victim = h.path("victim");
+    std::fs::write(&victim, b"keep me").unwrap();
+    for name in ["state", "lock"] {
+        let dest = h.path(&format!("dest-{name}"));
+        std::fs::create_dir_all(dest.join(".s3load")).unwrap();
+        std::os::unix::fs::symlink(&victim, dest.join(".s3load").join(name)).unwrap();
+        let run = h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await;
+        assert_eq!(run.code, 3, "{}", run.stderr);
+        assert!(run.stderr.contains(&format!(".s3load/{name}")), "named: {}", run.stderr);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me", "{name}: the link's target is untouched");
+    }
+    let dest = h.path("dest-dir");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::create_dir_all(h.path("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(h.path("elsewhere"), dest.join(".s3load")).unwrap();
+    let run = h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_dir(h.path("elsewhere")).unwrap().count(),
+        0,
+        "nothing written through .s3load -> elsewhere"
+    );
+}
+
+// Case 28: a destination that is itself a symlink is followed (only it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_that_is_a_symlink_is_synced_through_not_seen_as_empty() {
+    let h = Harness::new().await;
+    h.put("m/a.bin", &b"aaaa"[..]);
+    h.put("m/sub/b.bin", &b"bb"[..]);
+    let v3 = h.path("models/v3");
+    std::fs::create_dir_all(&v3).unwrap();
+    let current = h.path("models/current");
+    std::os::unix::fs::symlink(&v3, &current).unwrap();
+    h.run(&["sync", "s3://bucket/m/*", s(&current)]).await.assert_ok();
+    std::fs::write(v3.join("stale.bin"), b"old").unwrap();
+    h.server.log().clear();
+    let run = h.run(&["sync", "--delete", "s3://bucket/m/*", s(&current)]).await;
+    run.assert_ok();
+    assert_eq!(h.server.log().count("GetObject"), 0, "up to date: nothing fetched again: {}", run.stderr);
+    assert!(!v3.join("stale.bin").exists(), "--delete works through the destination link");
+    assert_eq!(crate::harness::files_under(&v3), vec!["a.bin", "sub/b.bin"]);
+    assert!(std::fs::symlink_metadata(&current).unwrap().file_type().is_symlink(), "the link itself stays");
+}
+
+// Case 34: a record in a newer or unknown format is set aside, never appended to.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_from_a_newer_s3load_is_set_aside_not_overwritten_with_older_lines() {
+    let h = Harness::new().await;
+    h.put("m/a.bin", &b"aaaa"[..]);
+    let dest = h.path("out");
+    std::fs::create_dir_all(dest.join(".s3load")).unwrap();
+    let newer = "s3load-state 2\n{\"path\":\"a.bin\",\"future\":true}\n";
+    std::fs::write(dest.join(".s3load/state"), newer).unwrap();
+    let run = h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await;
+    run.assert_ok();
+    assert!(run.stderr.contains("does not know") && run.stderr.contains("state.set-aside-"), "{}", run.stderr);
+    let names: Vec<String> = std::fs::read_dir(dest.join(".s3load"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let aside = names.iter().find(|n| n.starts_with("state.set-aside-")).expect("set aside");
+    assert_eq!(std::fs::read_to_string(dest.join(".s3load").join(aside)).unwrap(), newer, "kept byte for byte");
+    let state = std::fs::read_to_string(dest.join(".s3load/state")).unwrap();
+    assert!(state.starts_with("s3load-state 1\n") && state.contains("a.bin"), "{state}");
+}
+
+// Case 33: a loader that waited for the destination's lock lists after it holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loader_that_waited_for_the_lock_never_applies_a_stale_listing() {
+    use s3load_testserver::{Fault, Rule, When};
+    use std::time::Duration;
+    // The destination new (listed first, then locked) and already synced (locked first).
+    for existing in [false, true] {
+        let h = Harness::new().await;
+        h.put("m/a.bin", &b"aaaa"[..]);
+        let dest = h.path("out");
+        if existing {
+            h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await.assert_ok();
+            h.server.log().clear();
+        }
+        // Loader B's listing is answered late: whatever B lists, it sees only a.bin.
+        h.server.faults().add(Rule::new("ListObjectsV2", When::Nth(1), Fault::AnswerLate(Duration::from_secs(2))));
+        let b = h.spawn(&["sync", "--delete", "s3://bucket/m/*", s(&dest)]);
+        let started = std::time::Instant::now();
+        while h.server.log().count("ListObjectsV2") == 0 {
+            assert!(started.elapsed() < Duration::from_secs(20), "B never listed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A new object appears and loader A fetches it while B's old listing is on its way.
+        h.put("m/new.bin", &b"new"[..]);
+        let a = h.run(&["sync", "--delete", "s3://bucket/m/*", s(&dest)]).await;
+        a.assert_ok();
+        let b = b.wait_with_output().await.unwrap();
+        assert_eq!(b.status.code(), Some(0), "{}", String::from_utf8_lossy(&b.stderr));
+        assert!(dest.join("new.bin").exists(), "existing={existing}: B deleted what A fetched from a newer listing");
+        assert_eq!(crate::harness::files_under(&dest), vec!["a.bin", "new.bin"]);
+    }
+}

@@ -50,6 +50,9 @@ pub enum Fault {
     /// continuation token the request carried (or a fixed one): a listing that
     /// never advances.
     RepeatToken,
+    /// ListObjectsV2: read the page, then wait this long before answering (the
+    /// client gets a listing that is that old).
+    AnswerLate(Duration),
     /// ListObjectsV2: leave out every object's Size.
     NoSize,
     /// Answer 403 AccessDenied to requests that name a version (a role with

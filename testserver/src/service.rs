@@ -370,6 +370,9 @@ impl S3 for Service {
         if matches!(fault, Some(Fault::NoSize)) {
             contents.iter_mut().for_each(|o| o.size = None);
         }
+        if let Some(Fault::AnswerLate(d)) = fault {
+            tokio::time::sleep(d).await;
+        }
         let next_continuation_token = match fault {
             Some(Fault::TruncatedWithoutToken) => None,
             Some(Fault::RepeatToken) => Some(input.continuation_token.clone().unwrap_or_else(|| "again".into())),
