@@ -63,6 +63,13 @@ pub struct Args {
     #[arg(long, global = true, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub stall_timeout: std::time::Duration,
 
+    /// Longest wait for each attempt of a request that carries no streamed body
+    /// (listing page, HEAD, HeadBucket, DeleteObjects, multipart create/abort),
+    /// answer included; it is then retried (see --retry-count). GET bodies are
+    /// bounded by --stall-timeout and a minimum rate instead.
+    #[arg(long, global = true, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+
     /// Checksum verification: auto checks the store's full-object checksum
     /// (CRC64NVME, CRC32C, CRC32) when it states one; require also fails objects
     /// that cannot be checked; off checks nothing.
@@ -217,9 +224,10 @@ impl Args {
             no_sign_request: self.no_sign_request,
             retry_count: self.retry_count,
             static_credentials: None,
+            request_timeout: self.request_timeout,
         };
-        if self.stall_timeout.is_zero() {
-            return Err(Error::Usage("--stall-timeout must be more than zero".into()));
+        if self.stall_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err(Error::Usage("--stall-timeout and --request-timeout must be more than zero".into()));
         }
         let mut engine = EngineConfig {
             max_requests: self.numworkers,

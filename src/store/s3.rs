@@ -33,7 +33,7 @@ use super::{FileRange, GetRequest, GetResponse, ListPage, ObjectMeta, ObjectStor
 use crate::error::{StoreError, StoreErrorKind};
 
 /// Connection settings, resolved from flags and environment by the CLI layer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct S3Settings {
     pub endpoint_url: Option<String>,
     pub region: Option<String>,
@@ -44,6 +44,28 @@ pub struct S3Settings {
     /// Fixed credentials for embedders and the demo; the CLI never sets this (secrets
     /// do not belong on a command line) and uses the default chain instead.
     pub static_credentials: Option<(String, String)>,
+    /// Longest wait for one attempt of a request without a streamed body
+    /// (listing, HEAD, HeadBucket, DeleteObjects, CreateMultipartUpload,
+    /// AbortMultipartUpload, ListBuckets), answer included; then it is retried.
+    pub request_timeout: Duration,
+}
+
+/// `--request-timeout`'s default: S3 answers these in milliseconds; a listing
+/// page of 1,000 keys or a DeleteObjects of 1,000 keys in a few seconds.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            endpoint_url: None,
+            region: None,
+            profile: None,
+            no_sign_request: false,
+            retry_count: 0,
+            static_credentials: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 /// Region used when none is configured and the bucket does not say (S3-compatible
@@ -53,7 +75,11 @@ const DEFAULT_REGION: &str = "us-east-1";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct S3Store {
+    /// Requests without a streamed body: each attempt bounded by `request_timeout`.
     client: Client,
+    /// GET, PutObject, UploadPart, CompleteMultipartUpload: bounded by the engine
+    /// (stall timeout and minimum rate for bodies, a time per byte for uploads).
+    body_client: Client,
 }
 
 impl S3Store {
@@ -110,13 +136,18 @@ impl S3Store {
         }
 
         let path_style = settings.endpoint_url.is_some();
-        let build = |region: Option<Region>| {
-            let mut b = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style);
+        let bounded = TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(settings.request_timeout)
+            .build();
+        let build_with = |region: Option<Region>, timeouts: TimeoutConfig| {
+            let mut b = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).timeout_config(timeouts);
             if region.is_some() {
                 b = b.region(region);
             }
             Client::from_conf(b.build())
         };
+        let build = |region: Option<Region>| build_with(region, bounded.clone());
 
         // No region configured: ask the bucket (HeadBucket answers with
         // `x-amz-bucket-region`, S3 and most S3-compatible stores alike).
@@ -125,7 +156,8 @@ impl S3Store {
             (None, Some(b)) => discover_region(&build(Some(Region::from_static(DEFAULT_REGION))), b).await,
             (None, None) => Region::from_static(DEFAULT_REGION),
         };
-        Ok(S3Store { client: build(Some(region)) })
+        let unbounded = TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build();
+        Ok(S3Store { client: build(Some(region.clone())), body_client: build_with(Some(region), unbounded) })
     }
 }
 
@@ -415,7 +447,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, req: &GetRequest) -> Result<GetResponse, StoreError> {
-        let mut op = self.client.get_object().bucket(&req.bucket).key(&req.key);
+        let mut op = self.body_client.get_object().bucket(&req.bucket).key(&req.key);
         if let Some(r) = &req.range {
             op = op.range(format!("bytes={}-{}", r.start, r.end - 1));
         }
@@ -462,7 +494,7 @@ impl ObjectStore for S3Store {
     async fn put_object(&self, target: &PutTarget, body: FileRange, checksum: u64) -> Result<(), StoreError> {
         let value = to_base64(target.checksum, checksum);
         let mut op = self
-            .client
+            .body_client
             .put_object()
             .bucket(&target.bucket)
             .key(&target.key)
@@ -514,7 +546,7 @@ impl ObjectStore for S3Store {
     ) -> Result<String, StoreError> {
         let value = to_base64(target.checksum, checksum);
         let mut op = self
-            .client
+            .body_client
             .upload_part()
             .bucket(&target.bucket)
             .key(&target.key)
@@ -562,7 +594,7 @@ impl ObjectStore for S3Store {
             .collect();
         let value = to_base64(a, checksum);
         let mut op = self
-            .client
+            .body_client
             .complete_multipart_upload()
             .bucket(&target.bucket)
             .key(&target.key)

@@ -65,6 +65,25 @@ struct Attempt {
     digest: Option<PartDigest>,
 }
 
+/// The slowest a body may arrive, measured over each `--stall-timeout` window:
+/// a server that trickles a byte just before every stall timeout would
+/// otherwise hold a part (and a connection slot) forever. 16 KiB/s is far below
+/// any healthy connection, even 64 sharing a 10 Mbit/s link; a part cut for
+/// being slower resumes from its first missing byte, so a false alarm costs a
+/// reconnect, not data.
+pub(crate) const MIN_BODY_RATE: u64 = 16 * 1024;
+
+fn too_slow(round: &Round, got: u64) -> StoreError {
+    let secs = round.env.cfg.stall_timeout.as_secs_f64();
+    StoreError::new(
+        StoreErrorKind::Network,
+        format!(
+            "only {got} bytes in {secs:.0} s, below the minimum rate of {} KiB/s (a trickling connection)",
+            MIN_BODY_RATE / 1024
+        ),
+    )
+}
+
 fn stalled(round: &Round) -> StoreError {
     let secs = round.env.cfg.stall_timeout.as_secs_f64();
     StoreError::new(StoreErrorKind::Network, format!("no data for {secs:.0} s (stalled connection)"))
@@ -150,17 +169,35 @@ async fn fetch_once(
     let mut body = resp.body;
     let mut received = 0u64;
     buf.clear();
+    // Two clocks: silence (no byte for `stall`) and rate (fewer than
+    // MIN_BODY_RATE x `stall` bytes in a window of `stall`, or what is left).
+    let min_window_bytes = (MIN_BODY_RATE as f64 * stall.as_secs_f64()) as u64;
+    let mut last_chunk = tokio::time::Instant::now();
+    let mut window_end = last_chunk + stall;
+    let mut window_bytes = 0u64;
     let result = loop {
+        let silence_end = last_chunk + stall;
         let next = tokio::select! {
-            n = tokio::time::timeout(stall, body.next()) => n,
+            n = tokio::time::timeout_at(silence_end.min(window_end), body.next()) => n,
             () = env.stop.cancelled() => break Err(interrupted()),
         };
         let chunk = match next {
-            Err(_) => break Err(Error::store(ctx(), stalled(round))),
+            Err(_) if tokio::time::Instant::now() >= silence_end => break Err(Error::store(ctx(), stalled(round))),
+            Err(_) => {
+                let needed = min_window_bytes.min(expected - (received - window_bytes));
+                if window_bytes < needed {
+                    break Err(Error::store(ctx(), too_slow(round, window_bytes)));
+                }
+                window_end += stall;
+                window_bytes = 0;
+                continue;
+            }
             Ok(None) => break Ok(()),
             Ok(Some(Err(e))) => break Err(Error::store(ctx(), e)),
             Ok(Some(Ok(bytes))) => bytes,
         };
+        last_chunk = tokio::time::Instant::now();
+        window_bytes += chunk.len() as u64;
         received += chunk.len() as u64;
         if received > expected {
             let msg = format!("{}: body is longer than the {} bytes promised", ctx(), expected);

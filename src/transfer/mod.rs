@@ -272,7 +272,14 @@ pub async fn download(
             match result {
                 Err(e) if !last && retry::restarts_object(&e) => {
                     tracing::warn!(object = %job.source_url(), error = %e, "fetching the object again from the start");
-                    match store.head(&job.bucket, &job.key).await {
+                    let head = tokio::select! {
+                        r = store.head(&job.bucket, &job.key) => r,
+                        () = env.stop.cancelled() => Err(crate::error::StoreError::new(
+                            crate::error::StoreErrorKind::Other,
+                            "stopped by a signal",
+                        )),
+                    };
+                    match head {
                         Ok(meta) => pending.push((i, job.refreshed(meta))),
                         Err(he) => {
                             let outcome = Err(Error::store(job.source_url(), he));
@@ -304,8 +311,19 @@ async fn describe(env: &round::Env, job: Download) -> Described {
         return Ok(job);
     }
     let mut job = job;
+    if env.stop.is_cancelled() {
+        let e = Error::Interrupted(job.source_url());
+        return Err((job, e));
+    }
     if job.checksum == KnownChecksum::NotAsked && (job.size > cfg.part_size || job.multipart()) {
-        match env.store.head(&job.bucket, &job.key).await {
+        let head = tokio::select! {
+            r = env.store.head(&job.bucket, &job.key) => r,
+            () = env.stop.cancelled() => {
+                let e = Error::Interrupted(job.source_url());
+                return Err((job, e));
+            }
+        };
+        match head {
             Ok(meta) => job = job.refreshed(meta),
             Err(e) => {
                 let e = Error::store(job.source_url(), e);
@@ -314,7 +332,14 @@ async fn describe(env: &round::Env, job: Download) -> Described {
         }
     }
     if job.multipart() && job.upload.is_none() {
-        match upload_layout(env, &job).await {
+        let layout = tokio::select! {
+            r = upload_layout(env, &job) => r,
+            () = env.stop.cancelled() => {
+                let e = Error::Interrupted(job.source_url());
+                return Err((job, e));
+            }
+        };
+        match layout {
             Ok(layout) => job.upload = layout,
             Err(e) => {
                 let e = Error::store(job.source_url(), e);

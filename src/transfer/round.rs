@@ -477,25 +477,30 @@ fn journal_header(file: &FileState) -> String {
 
 /// Checks the parts an earlier run recorded by reading them back from disk and
 /// hashing them; those that match are not fetched again.
+///
+/// A part whose hash cannot be checked (an object with nothing to verify it
+/// against, or `--verify off`) is fetched again: after a machine crash a part
+/// the journal calls done may be zeros on disk, and only a hash tells. Stops
+/// early (returning what it checked so far) when `stop` is cancelled.
 fn restore(
     parts: &[Range<u64>],
     kind: Option<DigestKind>,
     tmp: &TempFile,
     recorded: Vec<Recorded>,
+    stop: &tokio_util::sync::CancellationToken,
 ) -> Vec<(usize, Option<PartSum>)> {
     let mut buf = vec![0u8; 1 << 20];
     let mut out = Vec::new();
+    let Some(kind) = kind else { return out };
     for r in recorded {
         let Some(range) = parts.get(r.part) else { continue };
-        let Some(kind) = kind else {
-            // Not hashed (an unverifiable object): trusted as recorded.
-            out.push((r.part, None));
-            continue;
-        };
         let mut d = integrity::PartDigest::new(kind);
         let mut at = range.start;
         let mut ok = true;
         while at < range.end {
+            if stop.is_cancelled() {
+                return out;
+            }
             let n = ((range.end - at) as usize).min(buf.len());
             if tmp.read_at(&mut buf[..n], at).is_err() {
                 ok = false;
@@ -535,9 +540,13 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
                 .env
                 .blocking_io({
                     let (t, parts, kind) = (t.clone(), file.parts.clone(), digest_kind(file));
-                    move || restore(&parts, kind, &t, recorded)
+                    let stop = round.env.stop.clone();
+                    move || restore(&parts, kind, &t, recorded, &stop)
                 })
                 .await;
+            if round.env.stop.is_cancelled() {
+                return Err(Error::Interrupted(file.job.source_url()));
+            }
             let mut flags = vec![false; file.parts.len()];
             let mut bytes = 0;
             for (p, sum) in restored {
@@ -559,4 +568,51 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
     let t = Arc::new(t);
     *file.file.lock().unwrap() = Some(t.clone());
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::Algorithm;
+
+    /// A resumable file of two 4-byte parts, both written and journalled.
+    fn journalled(dir: &std::path::Path) -> (TempFile, Vec<Recorded>, Vec<Range<u64>>) {
+        let dest = dir.join("w.bin");
+        let (t, _) = TempFile::open_resumable(dir, &dest, 8, "h").unwrap();
+        let parts = vec![0..4, 4..8];
+        let kind = DigestKind::Crc(Algorithm::Crc64Nvme);
+        let mut recorded = Vec::new();
+        for (i, (r, bytes)) in parts.iter().zip([b"abcd", b"efgh"]).enumerate() {
+            t.write_at(bytes, r.start).unwrap();
+            let mut d = integrity::PartDigest::new(kind);
+            d.update(bytes);
+            recorded.push(Recorded { part: i, hash: d.finish().to_string() });
+        }
+        (t, recorded, parts)
+    }
+
+    #[test]
+    fn resumed_parts_are_trusted_only_when_their_hash_checks() {
+        let d = tempfile::tempdir().unwrap();
+        let (t, recorded, parts) = journalled(d.path());
+        let go = tokio_util::sync::CancellationToken::new();
+        let kind = Some(DigestKind::Crc(Algorithm::Crc64Nvme));
+        assert_eq!(restore(&parts, kind, &t, recorded.clone(), &go).len(), 2);
+        // Zeros on disk where the journal says "done" (a crash before write-back).
+        t.write_at(&[0; 4], 4).unwrap();
+        let kept: Vec<usize> = restore(&parts, kind, &t, recorded.clone(), &go).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(kept, vec![0]);
+        // Nothing to check them against: none is trusted, all are fetched again.
+        let unhashed: Vec<Recorded> = recorded.iter().map(|r| Recorded { hash: String::new(), ..r.clone() }).collect();
+        assert!(restore(&parts, None, &t, unhashed, &go).is_empty());
+    }
+
+    #[test]
+    fn rehashing_resumed_parts_stops_when_the_run_is_stopped() {
+        let d = tempfile::tempdir().unwrap();
+        let (t, recorded, parts) = journalled(d.path());
+        let stop = tokio_util::sync::CancellationToken::new();
+        stop.cancel();
+        assert!(restore(&parts, Some(DigestKind::Crc(Algorithm::Crc64Nvme)), &t, recorded, &stop).is_empty());
+    }
 }

@@ -167,3 +167,44 @@ async fn leftovers_of_dead_runs_are_removed_and_files_in_use_are_not() {
     assert_eq!(files_under(&dest), vec![".busy.bin.77.s3load-tmp", "a.json"]);
     drop(busy);
 }
+
+// Case 31 (docs/reliability.md): after a machine crash a part the journal calls
+// done may be zeros on disk. Where no checksum can re-check it (here
+// `--verify off`; also objects with nothing to verify against), it is fetched again.
+#[tokio::test(flavor = "multi_thread")]
+async fn case31_resumed_parts_that_cannot_be_rehashed_are_fetched_again() {
+    let h = slow_harness().await;
+    let size = 16 * MIB;
+    let data = generate_bytes(size, 80);
+    h.put("big/a.bin", data.clone());
+    let dest = h.path("out");
+    let args = [
+        "--verify",
+        "off",
+        "--numworkers",
+        "2",
+        "cp",
+        "-p",
+        "1",
+        "-c",
+        "2",
+        "s3://bucket/big/*",
+        dest.to_str().unwrap(),
+    ];
+    let mut child = h.spawn(&args);
+    let journal = dest.join(".a.bin.s3load-journal");
+    wait_for_parts(&journal, 3).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    // Every part the journal records is zeros on disk, as after a power loss.
+    let tmp = dest.join(".a.bin.s3load-resume");
+    let f = std::fs::OpenOptions::new().write(true).open(&tmp).unwrap();
+    for part in 0..16 {
+        std::os::unix::fs::FileExt::write_all_at(&f, &vec![0u8; MIB], (part * MIB) as u64).unwrap();
+    }
+    drop(f);
+    h.server.log().clear();
+    h.run(&args).await.assert_ok();
+    assert!(std::fs::read(dest.join("a.bin")).unwrap() == data, "no zero-filled part committed");
+    assert_eq!(h.server.log().body_bytes(), size as u64, "every part fetched again");
+}

@@ -29,6 +29,15 @@ fn bucket_with_siblings(h: &Harness) {
     }
 }
 
+/// A multipart object with a composite checksum: fetching it needs a HEAD and
+/// the part-layout HEAD (`partNumber=1`, then `=N`).
+fn put_composite(h: &Harness, key: &str) {
+    use s3load_testserver::{ChecksumAlgorithm, StoredObject, generate_bytes};
+    let parts = [generate_bytes(2 << 20, 1), generate_bytes(2 << 20, 2), generate_bytes(1 << 20, 3)];
+    let obj = StoredObject::multipart(&parts, std::time::SystemTime::now(), Some(ChecksumAlgorithm::Crc64Nvme), true);
+    h.server.store().put_object(BUCKET, key, obj);
+}
+
 fn local_model(h: &Harness) -> std::path::PathBuf {
     let dir = h.path("my-model");
     std::fs::create_dir_all(&dir).unwrap();
@@ -320,4 +329,111 @@ async fn a_loader_that_waited_for_the_lock_never_applies_a_stale_listing() {
         assert!(dest.join("new.bin").exists(), "existing={existing}: B deleted what A fetched from a newer listing");
         assert_eq!(crate::harness::files_under(&dest), vec!["a.bin", "new.bin"]);
     }
+}
+
+// Case 25: every request has a deadline; bodies have a minimum rate; SIGTERM
+// ends the HEAD phase.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_that_are_never_answered_are_abandoned_after_the_request_timeout_and_retried() {
+    use s3load_testserver::{Fault, Rule, When};
+    use std::time::{Duration, Instant};
+    let never = Fault::Delay(Duration::from_secs(3600));
+    // (operation, which request, what to run)
+    let cases: [(&str, u64, &str); 5] = [
+        ("ListObjectsV2", 1, "download"),
+        ("HeadObject", 1, "download"),
+        ("HeadObject", 2, "download"), // the part-layout HEAD (partNumber=1)
+        ("HeadBucket", 1, "download-no-region"),
+        ("DeleteObjectsRequest", 1, "upload-delete"),
+    ];
+    for (op, nth, what) in cases {
+        let h = Harness::new().await;
+        // Multipart (a `-N` ETag), larger than a part: HEAD and part-layout HEAD.
+        put_composite(&h, "m/w.bin");
+        h.put("m/stale.bin", &b"x"[..]);
+        h.server.faults().add(Rule::new(op, When::Nth(nth), never.clone()));
+        let dest = h.path("out");
+        let src = h.path("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a.bin"), b"a").unwrap();
+        let started = Instant::now();
+        let endpoint = h.server.endpoint_url();
+        let base = ["--endpoint-url", endpoint.as_str(), "--request-timeout", "1s"];
+        let run = match what {
+            "download" => h.run(&[&base[2..], &["cp", "-p", "1", "s3://bucket/m/*", s(&dest)]].concat()).await,
+            "download-no-region" => {
+                let env: Vec<(&str, String)> =
+                    h.server.client_env().into_iter().filter(|(k, _)| *k != "AWS_REGION").collect();
+                h.run_env(&[&base[..], &["cp", "-p", "1", "s3://bucket/m/*", s(&dest)]].concat(), &env).await
+            }
+            _ => {
+                let args = ["sync", "--delete", &format!("{}/", src.display()), "s3://bucket/m/"];
+                h.run(&[&base[2..], &args[..]].concat()).await
+            }
+        };
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(30), "{op} #{nth}: took {took:?}");
+        let sent = h.server.log().count(if op == "DeleteObjectsRequest" { "DeleteObjects" } else { op }) as u64;
+        assert!(sent > nth, "{op} #{nth}: sent {sent}, not retried: {}", run.stderr);
+        match what {
+            "upload-delete" => {
+                run.assert_ok();
+                assert!(h.server.store().get(BUCKET, "m/stale.bin").is_none(), "{op}: deleted on the retry");
+            }
+            _ => {
+                run.assert_ok();
+                assert_eq!(std::fs::read(dest.join("stale.bin")).unwrap(), b"x", "{op}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_trickles_a_byte_at_a_time_is_cut_and_resumed() {
+    use s3load_testserver::{Fault, Rule, When, generate_bytes};
+    use std::time::Duration;
+    let h = Harness::new().await;
+    let data = generate_bytes(3 << 20, 9);
+    h.put("m/a.bin", data.clone());
+    // Never silent for the stall timeout (a byte every 300 ms), never getting anywhere.
+    h.server.faults().add(Rule::new(
+        "GetObject",
+        When::Nth(1),
+        Fault::TrickleAfter(100_000, Duration::from_millis(300)),
+    ));
+    let dest = h.path("out");
+    let run = tokio::time::timeout(
+        Duration::from_secs(60),
+        h.run(&["--stall-timeout", "2s", "cp", "s3://bucket/m/a.bin", s(&dest.join("a.bin"))]),
+    )
+    .await
+    .expect("a trickling body must not hold the part forever");
+    run.assert_ok();
+    assert_eq!(std::fs::read(dest.join("a.bin")).unwrap(), data);
+    let gets: Vec<_> = h.server.log().records().into_iter().filter(|r| r.op == "GetObject").collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    let resumed_at = gets[1].range.expect("a ranged GET resumes the body").0;
+    assert!(resumed_at >= 100_000, "resumed after the bytes received, at {resumed_at}");
+    assert!(run.stderr.contains("minimum rate"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_the_head_phase_stops_within_seconds() {
+    use s3load_testserver::{Fault, Rule, When};
+    use std::time::{Duration, Instant};
+    let h = Harness::new().await;
+    put_composite(&h, "m/w.bin");
+    h.server.faults().add(Rule::new("HeadObject", When::Always, Fault::Delay(Duration::from_secs(3600))));
+    let dest = h.path("out");
+    let mut child = h.spawn(&["cp", "-p", "1", "s3://bucket/m/*", s(&dest)]);
+    let t = Instant::now();
+    while h.server.log().count("HeadObject") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "no HEAD sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("stops within seconds").unwrap();
+    assert_eq!(status.code(), Some(143));
 }

@@ -28,6 +28,9 @@ pub enum Fault {
     EndAfter(u64),
     /// Send this many body bytes, then send nothing more, ever.
     StallAfter(u64),
+    /// Send this many body bytes, then one byte per interval: a connection that
+    /// is never silent for long but never gets anywhere.
+    TrickleAfter(u64, Duration),
     /// Wait this long before answering at all.
     Delay(Duration),
     /// Invert the byte at this offset of the body (counted from the body's start);
@@ -158,6 +161,7 @@ pub enum BodyFault {
     End(u64),
     Stall(u64),
     Flip(u64),
+    Trickle(u64, Duration),
 }
 
 impl Fault {
@@ -167,6 +171,7 @@ impl Fault {
             Fault::EndAfter(n) => Some(BodyFault::End(n)),
             Fault::StallAfter(n) => Some(BodyFault::Stall(n)),
             Fault::FlipByte(n) => Some(BodyFault::Flip(n)),
+            Fault::TrickleAfter(n, every) => Some(BodyFault::Trickle(n, every)),
             _ => None,
         }
     }

@@ -283,6 +283,7 @@ impl S3 for Service {
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
         self.delay().await;
         self.record("HeadBucket", &req.input.bucket, "", None, None);
+        self.fault("HeadBucket", "").await?;
         self.require_bucket(&req.input.bucket)?;
         let region = self.store.region(&req.input.bucket);
         Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(region), ..Default::default() }))
@@ -660,6 +661,8 @@ impl S3 for Service {
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
         self.record("DeleteObjects", &input.bucket, "", None, None);
+        // Rules for the request as a whole use the op "DeleteObjectsRequest".
+        self.fault("DeleteObjectsRequest", "").await?;
         self.require_bucket(&input.bucket)?;
         let mut deleted = Vec::new();
         let mut errors = Vec::new();

@@ -44,6 +44,8 @@ pub struct ShapedBody {
     counter: Arc<AtomicU64>,
     fault: Option<BodyFault>,
     cut_pending: bool,
+    /// A trickle's wait before its next byte is done.
+    trickle_waited: bool,
 }
 
 /// Time given to hyper to flush the bytes before an injected cut.
@@ -62,6 +64,7 @@ impl ShapedBody {
             counter,
             fault,
             cut_pending: false,
+            trickle_waited: false,
         }
     }
 
@@ -69,7 +72,7 @@ impl ShapedBody {
     fn stop_at(&self) -> Option<usize> {
         match self.fault? {
             BodyFault::Cut(n) | BodyFault::End(n) | BodyFault::Stall(n) => Some(n as usize),
-            BodyFault::Flip(_) => None,
+            BodyFault::Flip(_) | BodyFault::Trickle(..) => None,
         }
     }
 }
@@ -119,7 +122,23 @@ impl Stream for ShapedBody {
                 }
             }
         }
-        let end = (this.pos + this.chunk).min(stop);
+        let mut end = (this.pos + this.chunk).min(stop);
+        if let Some(BodyFault::Trickle(n, every)) = this.fault
+            && this.pos >= n as usize
+        {
+            if !this.trickle_waited {
+                this.trickle_waited = true;
+                let mut sleep = Box::pin(tokio::time::sleep(every));
+                if sleep.as_mut().poll(cx).is_pending() {
+                    this.sleep = Some(sleep);
+                    return Poll::Pending;
+                }
+            }
+            this.trickle_waited = false;
+            end = this.pos + 1;
+        } else if let Some(BodyFault::Trickle(n, _)) = this.fault {
+            end = end.min(n as usize);
+        }
         let mut out = this.data.slice(this.pos..end);
         if let Some(BodyFault::Flip(at)) = this.fault
             && (this.pos..end).contains(&(at as usize))
