@@ -205,7 +205,9 @@ async fn download(
     let signal = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let watcher = tokio::spawn(stop_on_signal(stop.clone(), signal.clone()));
     let results = transfer::download(store, jobs, cfg.engine.clone(), reporter.clone(), stop.clone()).await;
-    watcher.abort();
+    // The watcher stays until the end: a signal during deletions, the flush or
+    // the record still stops the run and sets its exit code.
+    let _watcher = AbortOnDrop(watcher);
     progress.finish();
     let mut failed = results.iter().filter(|r| r.is_err()).count() + expanded.refused.len();
     let complete = failed == 0 && !stop.is_cancelled();
@@ -224,6 +226,10 @@ async fn download(
         Gate::HeldBack => {}
         Gate::Go => {
             for rel in &deletes {
+                if stop_deleting(&stop, deleted, deletes.len()) {
+                    failed += 1;
+                    break;
+                }
                 let r = writer::remove_file(&dst, rel);
                 let path = dst.join(rel).display().to_string();
                 match &r {
@@ -443,6 +449,26 @@ fn too_many_deletes(sync: Option<&SyncOptions>, n: usize) -> Option<String> {
     (n as u64 > max).then(|| {
         format!("{n} destination files would be deleted, more than --max-delete {max}: nothing deleted (check the source, or raise --max-delete)")
     })
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Whether deletions must stop (a signal arrived); says how far they got.
+fn stop_deleting(stop: &CancellationToken, done: usize, of: usize) -> bool {
+    if !stop.is_cancelled() {
+        return false;
+    }
+    crate::output::error_line(&format!(
+        "ERROR stopped by a signal after {done} of {of} deletions; the rest were not deleted (run again to finish)"
+    ));
+    true
 }
 
 /// Cancels `stop` on SIGINT or SIGTERM and notes which (2 or 15) in `which`.

@@ -142,7 +142,8 @@ pub(super) async fn upload(
     let signal = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let watcher = tokio::spawn(stop_on_signal(stop.clone(), signal.clone()));
     let results = upload::upload(store.clone(), jobs, cfg.engine.clone(), reporter, stop.clone()).await;
-    watcher.abort();
+    // Kept until the end: a signal during deletions still stops the run.
+    let _watcher = super::AbortOnDrop(watcher);
     progress.finish();
     let mut failed = results.iter().filter(|r| r.is_err()).count() + held_back_failures;
     let complete = results.iter().all(|r| r.is_ok()) && !stop.is_cancelled();
@@ -153,6 +154,12 @@ pub(super) async fn upload(
         Gate::HeldBack => {}
         Gate::Go => {
             for batch in deletes.chunks(DELETE_BATCH) {
+                // A batch in flight is let finish (bounded by --request-timeout):
+                // abandoning it would leave unknown which of its keys are gone.
+                if super::stop_deleting(&stop, deleted, deletes.len()) {
+                    failed += 1;
+                    break;
+                }
                 let keys: Vec<String> = batch.iter().map(|r| format!("{prefix}{r}")).collect();
                 let refused = match store.delete_objects(&dst.bucket, &keys).await {
                     Ok(refused) => refused,

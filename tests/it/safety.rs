@@ -437,3 +437,34 @@ async fn sigterm_during_the_head_phase_stops_within_seconds() {
         tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("stops within seconds").unwrap();
     assert_eq!(status.code(), Some(143));
 }
+
+// Case 38: the signal handler stays in force after the transfers: SIGTERM during
+// deletions stops them (reported) and exits 143.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_deletions_stops_them_reports_how_far_and_exits_143() {
+    use s3load_testserver::{Fault, Rule, When};
+    use std::time::{Duration, Instant};
+    let h = Harness::new().await;
+    for i in 0..2500 {
+        h.put(&format!("m/stale-{i:04}"), &b"x"[..]);
+    }
+    let src = h.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.bin"), b"a").unwrap();
+    // The first of three DeleteObjects batches takes a while to answer.
+    h.server.faults().add(Rule::new("DeleteObjectsRequest", When::Nth(1), Fault::Delay(Duration::from_secs(3))));
+    let mut child = h.spawn(&["sync", "--delete", &format!("{}/", src.display()), "s3://bucket/m/"]);
+    let t = Instant::now();
+    while h.server.log().count("DeleteObjects") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "no deletion started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.expect("stops").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("stopped by a signal after 1000 of 2500 deletions"), "{stderr}");
+    assert_eq!(h.server.log().count("DeleteObjects"), 1, "no batch started after the signal");
+    assert_eq!(keys(&h).len(), 1501, "the batch in flight finished; the rest is kept");
+}
