@@ -164,6 +164,7 @@ async fn download(
             checksum: if batch { KnownChecksum::NotAsked } else { o.meta.checksum.into() },
             etag_md5: o.meta.etag_md5,
             upload: None,
+            layout_unknown: None,
         })
         .collect();
 

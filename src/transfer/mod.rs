@@ -84,6 +84,8 @@ pub struct Download {
     pub etag_md5: bool,
     /// How a multipart upload was split, once asked (see [`describe`]).
     pub upload: Option<UploadParts>,
+    /// Why the layout could not be learnt, when the store refused to say.
+    pub layout_unknown: Option<String>,
 }
 
 /// The part layout of a multipart upload, as S3 reveals it: the sizes of the
@@ -126,6 +128,7 @@ impl Download {
             checksum: meta.checksum.into(),
             etag_md5: meta.etag_md5,
             upload: None,
+            layout_unknown: None,
             ..self.clone()
         }
     }
@@ -341,6 +344,14 @@ async fn describe(env: &round::Env, job: Download) -> Described {
         };
         match layout {
             Ok(layout) => job.upload = layout,
+            // Some stores refuse HEAD with partNumber (or lack it). The object
+            // can still be fetched; what cannot be checked without its layout
+            // is counted unverified, with this reason.
+            Err(e) if !e.kind.is_transient() => {
+                tracing::warn!(object = %job.source_url(), error = %e, "the store did not give the part layout (HEAD with partNumber)");
+                job.layout_unknown =
+                    Some(format!("the store refused to give its part layout (HEAD with partNumber: {e})"));
+            }
             Err(e) => {
                 let e = Error::store(job.source_url(), e);
                 return Err((job, e));

@@ -188,9 +188,10 @@ fn md5_unverifiable(file: &FileState) -> Option<String> {
             file.parts.len()
         )),
         (true, Some(u)) if file.aligned.is_some() && file.parts.len() == u.count as usize => None,
-        (true, _) => {
-            Some("the store states no checksum, and its multipart upload's parts are not of equal size".into())
-        }
+        (true, _) => Some(match &job.layout_unknown {
+            Some(why) => format!("the store states no checksum, and {why}"),
+            None => "the store states no checksum, and its multipart upload's parts are not of equal size".into(),
+        }),
     }
 }
 
@@ -402,10 +403,13 @@ fn check(file: &FileState, mode: VerifyMode) -> Outcome {
                 }
                 return Ok(Verification::Verified(algorithm.name()));
             }
-            None => format!(
-                "its {} checksum is composite (per uploaded part), and the parts are not of equal size",
-                algorithm.name()
-            ),
+            None => match &file.job.layout_unknown {
+                Some(why) => format!("its {} checksum is composite (per uploaded part), and {why}", algorithm.name()),
+                None => format!(
+                    "its {} checksum is composite (per uploaded part), and the parts are not of equal size",
+                    algorithm.name()
+                ),
+            },
         },
         KnownChecksum::NoneStated | KnownChecksum::NotAsked => match md5_unverifiable(file) {
             Some(why) => why,

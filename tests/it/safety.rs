@@ -453,7 +453,7 @@ async fn sigterm_during_deletions_stops_them_reports_how_far_and_exits_143() {
     std::fs::write(src.join("a.bin"), b"a").unwrap();
     // The first of three DeleteObjects batches takes a while to answer.
     h.server.faults().add(Rule::new("DeleteObjectsRequest", When::Nth(1), Fault::Delay(Duration::from_secs(3))));
-    let mut child = h.spawn(&["sync", "--delete", &format!("{}/", src.display()), "s3://bucket/m/"]);
+    let child = h.spawn(&["sync", "--delete", &format!("{}/", src.display()), "s3://bucket/m/"]);
     let t = Instant::now();
     while h.server.log().count("DeleteObjects") == 0 {
         assert!(t.elapsed() < Duration::from_secs(20), "no deletion started");
@@ -467,4 +467,28 @@ async fn sigterm_during_deletions_stops_them_reports_how_far_and_exits_143() {
     assert!(stderr.contains("stopped by a signal after 1000 of 2500 deletions"), "{stderr}");
     assert_eq!(h.server.log().count("DeleteObjects"), 1, "no batch started after the signal");
     assert_eq!(keys(&h).len(), 1501, "the batch in flight finished; the rest is kept");
+}
+
+// Case 36: a store that refuses the part-layout HEAD (`partNumber`): the object is
+// fetched and counted unverified with the reason, not failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_part_layout_head_counts_the_object_unverified_with_the_reason() {
+    use s3load_testserver::{Fault, Rule, When};
+    let h = Harness::new().await;
+    put_composite(&h, "m/w.bin");
+    let want = h.server.store().get(BUCKET, "m/w.bin").unwrap().data.clone();
+    // The first HEAD describes the object; the second is the one with partNumber=1.
+    let refuse = || Rule::new("HeadObject", When::Nth(2), Fault::Status { status: 400, code: "InvalidArgument" });
+    h.server.faults().add(refuse());
+    let dest = h.path("out");
+    let run = h.run(&["cp", "-p", "1", "s3://bucket/m/*", s(&dest)]).await;
+    run.assert_ok();
+    assert_eq!(std::fs::read(dest.join("w.bin")).unwrap(), want);
+    assert!(run.stderr.contains("1 of them unverified"), "{}", run.stderr);
+    assert!(run.stderr.contains("refused to give its part layout"), "the reason is given: {}", run.stderr);
+    h.server.faults().clear();
+    h.server.faults().add(refuse());
+    let strict = h.run(&["--verify", "require", "cp", "-p", "1", "s3://bucket/m/*", s(&h.path("strict"))]).await;
+    assert_eq!(strict.code, 1, "{}", strict.stderr);
+    assert!(strict.stderr.contains("refused to give its part layout"), "{}", strict.stderr);
 }
