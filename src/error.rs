@@ -43,6 +43,8 @@ pub enum StoreErrorKind {
     /// The store refused an upload whose bytes did not match the checksum sent
     /// (BadDigest): corrupted on the way, or the file changed.
     BadDigest,
+    /// The multipart upload id is unknown: completed or aborted already.
+    NoSuchUpload,
     /// Anything else (4xx we do not expect, malformed response).
     Other,
 }

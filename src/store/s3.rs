@@ -205,6 +205,7 @@ fn map_service(status: u16, code: Option<&str>, message: Option<&str>, what: Obj
     let kind = match (code, status) {
         (Some("NoSuchBucket"), _) => K::NoSuchBucket,
         (Some("NoSuchKey"), _) => K::NoSuchKey,
+        (Some("NoSuchUpload"), _) => K::NoSuchUpload,
         (Some("BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch"), _) => K::BadDigest,
         // The store lacks the operation: asking again will not help.
         (Some("NotImplemented"), _) | (_, 501) => K::Other,

@@ -41,6 +41,7 @@ pub fn classify(err: &Error) -> Class {
             StoreErrorKind::PreconditionFailed => Class::ObjectChanged,
             StoreErrorKind::NoSuchBucket
             | StoreErrorKind::NoSuchKey
+            | StoreErrorKind::NoSuchUpload
             | StoreErrorKind::AccessDenied
             | StoreErrorKind::InvalidRange
             | StoreErrorKind::Credentials

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use super::EngineConfig;
 use super::limiter::Limiter;
 use super::retry::{Class, Decision, RetryPolicy, classify};
-use crate::error::Error;
-use crate::integrity::{self, Algorithm, DigestKind, PartCrc, PartDigest, PartSum};
+use crate::error::{Error, StoreErrorKind};
+use crate::integrity::{self, Algorithm, DigestKind, PartCrc, PartDigest, PartSum, Stated};
 use crate::store::{FileRange, ObjectStore, PutTarget, UploadedPart};
 
 /// S3's smallest part (all but the last) and largest part count.
@@ -138,10 +138,35 @@ async fn upload_one(env: &Env, job: &Upload) -> Result<(), Error> {
     let id = request(env, job, env.cfg.stall_timeout, || env.store.create_upload(&job.target)).await?;
     match upload_parts(env, job, &id, part).await {
         Ok(()) => Ok(()),
+        // The upload is gone (completed or aborted): nothing to abort.
+        Err(e @ Error::Store { source: crate::error::StoreError { kind: StoreErrorKind::NoSuchUpload, .. }, .. }) => {
+            Err(e)
+        }
         Err(e) => {
             abort(env, job, &id).await;
             Err(e)
         }
+    }
+}
+
+/// CompleteMultipartUpload answered NoSuchUpload. When an earlier attempt
+/// succeeded and only its answer was lost, the upload is gone because it
+/// became the object: the key then holds an object of this size whose stored
+/// full-object checksum is the one this upload stated. Anything else is a failure.
+async fn completed_earlier(env: &Env, job: &Upload, whole: u64, e: Error) -> Result<(), Error> {
+    let head = tokio::time::timeout(env.cfg.stall_timeout, env.store.head(&job.target.bucket, &job.target.key)).await;
+    let stated = Stated::Full { algorithm: job.target.checksum, value: whole };
+    match head {
+        Ok(Ok(meta)) if meta.size == job.size && meta.checksum == Some(stated) => {
+            tracing::info!(object = %job.dest_url(), "a retried CompleteMultipartUpload found the upload already completed; the object has this upload's checksum");
+            Ok(())
+        }
+        Ok(Ok(_)) => Err(Error::Refused(format!(
+            "{}: CompleteMultipartUpload answered NoSuchUpload and the object now at the key is not this upload \
+             (size or checksum differ): another writer, or the upload was aborted; run again",
+            job.dest_url()
+        ))),
+        _ => Err(e),
     }
 }
 
@@ -169,7 +194,12 @@ async fn upload_parts(env: &Env, job: &Upload, id: &str, part: u64) -> Result<()
     let whole = integrity::combine(job.target.checksum, &crcs);
     let uploaded: Vec<UploadedPart> = parts.into_iter().map(|(p, _)| p).collect();
     unchanged(job)?;
-    request(env, job, COMPLETE_TIMEOUT, || env.store.complete_upload(&job.target, id, &uploaded, whole)).await
+    match request(env, job, COMPLETE_TIMEOUT, || env.store.complete_upload(&job.target, id, &uploaded, whole)).await {
+        Err(e @ Error::Store { source: crate::error::StoreError { kind: StoreErrorKind::NoSuchUpload, .. }, .. }) => {
+            completed_earlier(env, job, whole, e).await
+        }
+        r => r,
+    }
 }
 
 /// Aborts a multipart upload, best effort: a failure is logged with the upload

@@ -492,3 +492,26 @@ async fn a_refused_part_layout_head_counts_the_object_unverified_with_the_reason
     assert_eq!(strict.code, 1, "{}", strict.stderr);
     assert!(strict.stderr.contains("refused to give its part layout"), "{}", strict.stderr);
 }
+
+// Case 37: a CompleteMultipartUpload that succeeded but whose answer was lost is
+// retried, answered NoSuchUpload, and recognised as done by the object's checksum.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_complete_that_finds_the_upload_already_completed_is_a_success() {
+    use s3load_testserver::{Fault, Rule, When, generate_bytes};
+    let h = Harness::new().await;
+    let src = h.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = generate_bytes(12 << 20, 5);
+    std::fs::write(src.join("w.bin"), &data).unwrap();
+    h.server.faults().add(Rule::new(
+        "CompleteMultipartUpload",
+        When::Nth(1),
+        Fault::ApplyThenStatus { status: 500, code: "InternalError" },
+    ));
+    let run = h.run(&["cp", "-p", "5", s(&src.join("w.bin")), "s3://bucket/m/w.bin"]).await;
+    run.assert_ok();
+    assert_eq!(h.server.log().count("CompleteMultipartUpload"), 2, "retried once");
+    assert_eq!(h.server.store().get(BUCKET, "m/w.bin").unwrap().data, data);
+    assert_eq!(h.server.log().count("AbortMultipartUpload"), 0);
+    assert!(!run.stderr.contains("ERROR"), "no error, no 'parts stay billed': {}", run.stderr);
+}

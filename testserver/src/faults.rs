@@ -21,6 +21,9 @@ pub enum Fault {
     /// Answer with this HTTP status and S3 error code (e.g. 503 `SlowDown`,
     /// 500 `InternalError`, 403 `AccessDenied`, 404 `NoSuchKey`).
     Status { status: u16, code: &'static str },
+    /// CompleteMultipartUpload: do the operation, then answer with this error
+    /// anyway (a success whose answer was lost on the way back).
+    ApplyThenStatus { status: u16, code: &'static str },
     /// Send this many body bytes, then fail the body: the connection is reset.
     CutAfter(u64),
     /// Send this many body bytes, then end the body early (fewer bytes than the

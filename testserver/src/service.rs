@@ -117,14 +117,7 @@ impl Service {
     async fn fault(&self, op: &str, key: &str) -> S3Result<Option<Fault>> {
         match self.faults.take(op, key) {
             None => Ok(None),
-            Some(Fault::Status { status, code }) => {
-                let mut e = S3Error::with_message(
-                    S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::InternalError),
-                    "injected fault",
-                );
-                e.set_status_code(http::StatusCode::from_u16(status).expect("valid status"));
-                Err(e)
-            }
+            Some(Fault::Status { status, code }) => Err(status_error(status, code)),
             Some(Fault::Delay(d)) => {
                 tokio::time::sleep(d).await;
                 Ok(None)
@@ -149,6 +142,16 @@ impl Service {
             Err(s3_error!(NoSuchBucket, "The specified bucket does not exist"))
         }
     }
+}
+
+/// An injected error answer.
+fn status_error(status: u16, code: &str) -> S3Error {
+    let mut e = S3Error::with_message(
+        S3ErrorCode::from_bytes(code.as_bytes()).unwrap_or(S3ErrorCode::InternalError),
+        "injected fault",
+    );
+    e.set_status_code(http::StatusCode::from_u16(status).expect("valid status"));
+    e
 }
 
 fn etag(v: &str) -> ETag {
@@ -587,7 +590,7 @@ impl S3 for Service {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
         self.record("CompleteMultipartUpload", &input.bucket, &input.key, None, None);
-        self.fault("CompleteMultipartUpload", &input.key).await?;
+        let fault = self.fault("CompleteMultipartUpload", &input.key).await?;
         let listed = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
         let upload = self.store.with_upload(&input.upload_id, |u| u.clone()).ok_or_else(|| s3_error!(NoSuchUpload))?;
         let mut parts = Vec::new();
@@ -627,6 +630,9 @@ impl S3 for Service {
         self.store.take_upload(&input.upload_id);
         let checksum = obj.checksum;
         let obj = self.store.put_object(&input.bucket, &input.key, obj);
+        if let Some(Fault::ApplyThenStatus { status, code }) = fault {
+            return Err(status_error(status, code));
+        }
         let mut out = CompleteMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
