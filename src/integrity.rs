@@ -180,6 +180,18 @@ pub fn etag_of(md5s: &[[u8; 16]]) -> String {
     }
 }
 
+/// Whether an ETag has the form of an MD5 ETag: 32 hex digits, then `-N` for
+/// a multipart upload. Stores whose ETags are something else cannot be checked.
+pub fn looks_like_md5_etag(etag: &str) -> bool {
+    let (md5, parts) = match etag.split_once('-') {
+        Some((m, n)) => (m, Some(n)),
+        None => (etag, None),
+    };
+    md5.len() == 32
+        && md5.bytes().all(|b| b.is_ascii_hexdigit())
+        && parts.is_none_or(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -191,6 +203,24 @@ pub fn to_base64(algorithm: Algorithm, value: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_etags_of_the_md5_form_are_taken_for_md5s() {
+        assert!(looks_like_md5_etag("0cc175b9c0f1b6a831c399e269772661"));
+        assert!(looks_like_md5_etag("0CC175B9C0F1B6A831C399E269772661-12"));
+        for e in [
+            "",
+            "abc",
+            "0cc175b9c0f1b6a831c399e26977266",
+            "0cc175b9c0f1b6a831c399e269772661-",
+            "z".repeat(32).as_str(),
+            "0cc175b9c0f1b6a831c399e269772661-x",
+            "1700000000-5f3a",
+        ] {
+            assert!(!looks_like_md5_etag(e), "{e:?}");
+        }
+    }
+
     use super::*;
 
     fn crc_of(d: PartDigest) -> PartCrc {

@@ -29,6 +29,10 @@ pub(super) struct Env {
     pub stop: CancellationToken,
     /// Set once the store refused a request naming a version.
     pub versions_denied: std::sync::atomic::AtomicBool,
+    /// The MD5 ETag computed from each object that failed its ETag check: the
+    /// same value from a second download means the bytes were not corrupted on
+    /// the way; the store's ETags are simply not MD5s.
+    etag_samples: Mutex<std::collections::HashMap<String, String>>,
     /// Bounds filesystem calls in flight (see [`EngineConfig::io_concurrency`]).
     io: Semaphore,
 }
@@ -43,6 +47,7 @@ impl Env {
         Env {
             stop,
             versions_denied: std::sync::atomic::AtomicBool::new(false),
+            etag_samples: Mutex::default(),
             store,
             reporter,
             policy: RetryPolicy::new(cfg.retry_count, cfg.retry_budget),
@@ -181,6 +186,11 @@ fn md5_unverifiable(file: &FileState) -> Option<String> {
     if !*file.etag_md5.lock().unwrap() {
         return Some("the store states no checksum, and its ETag is not an MD5 (SSE-KMS or SSE-C)".into());
     }
+    let etag = job.etag.as_deref().unwrap_or_default();
+    if !integrity::looks_like_md5_etag(etag) {
+        return Some(format!("the store states no checksum, and its ETag {etag:?} is not an MD5"));
+    }
+
     match (job.multipart(), job.upload) {
         (false, _) if file.parts.len() == 1 => None,
         (false, _) => Some(format!(
@@ -319,7 +329,7 @@ async fn finish_part(round: &Round, idx: usize, result: Result<(), Error>) {
         // Interrupted: a resumable file stays for the next run.
         (Some(e @ Error::Interrupted(_)), Some(t)) if t.resumable() => Err(e),
         (Some(e), tmp) => Err(e).inspect_err(|_| discard(round, file, tmp)),
-        (None, Some(t)) => match check(file, env.cfg.verify) {
+        (None, Some(t)) => match check(env, file, env.cfg.verify) {
             Err(e) => Err(e).inspect_err(|_| discard(round, file, Some(t))),
             Ok(verification) => match Arc::try_unwrap(t) {
                 Ok(t) => {
@@ -350,7 +360,7 @@ fn discard(round: &Round, file: &FileState, tmp: Option<Arc<TempFile>>) {
 }
 
 /// Compares what was received with what the store states, before commit.
-fn check(file: &FileState, mode: VerifyMode) -> Outcome {
+fn check(env: &Env, file: &FileState, mode: VerifyMode) -> Outcome {
     if mode == VerifyMode::Off {
         return Ok(Verification::Off);
     }
@@ -424,10 +434,23 @@ fn check(file: &FileState, mode: VerifyMode) -> Outcome {
                 }
                 let got = integrity::etag_of(&md5s);
                 let stated = file.job.etag.clone().unwrap_or_default();
-                if got != stated {
-                    return Err(mismatch("the MD5 ETag", got, stated));
+                if got == stated {
+                    return Ok(Verification::Verified("MD5"));
                 }
-                return Ok(Verification::Verified("MD5"));
+                let before = env.etag_samples.lock().unwrap().insert(file.job.key.clone(), got.clone());
+                if before.as_deref() == Some(got.as_str()) {
+                    // The same bytes twice: not corrupted on the way. Another
+                    // download would bring them again; fail it with what to do.
+                    return Err(Error::Integrity(format!(
+                        "{url}: two downloads gave the same bytes, whose MD5 ETag is {got}, but the store states \
+                         ETag {stated} and no checksum: the object is damaged in the store, or (more likely on an \
+                         S3-compatible store) its ETags are not MD5s; nothing was written. If the store's ETags are \
+                         not MD5s, use --verify off (or have the store keep CRC64NVME checksums)"
+                    )));
+                }
+                // Corrupted on the way, or a store whose ETags are not MD5s: a
+                // second download tells which.
+                return Err(mismatch("the MD5 ETag", got, stated));
             }
         },
     };

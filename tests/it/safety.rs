@@ -515,3 +515,33 @@ async fn a_retried_complete_that_finds_the_upload_already_completed_is_a_success
     assert_eq!(h.server.log().count("AbortMultipartUpload"), 0);
     assert!(!run.stderr.contains("ERROR"), "no error, no 'parts stay billed': {}", run.stderr);
 }
+
+// Case 35: a store whose ETags are not MD5s (and which sends no SSE header).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_whose_etags_are_not_md5s_is_recognised_after_two_downloads_and_told_what_to_set() {
+    use s3load_testserver::{StoredObject, generate_bytes};
+    let h = Harness::new().await;
+    let now = std::time::SystemTime::now();
+    // An MD5-shaped ETag that is not the MD5 of the bytes, and no checksum.
+    let mut hexlike = StoredObject::with_checksum(generate_bytes(100_000, 1), now, None);
+    hexlike.etag = "0123456789abcdef0123456789abcdef".into();
+    h.server.store().put_object(BUCKET, "m/hexlike.bin", hexlike);
+    // An ETag of another form altogether: nothing to check against.
+    let mut other = StoredObject::with_checksum(generate_bytes(100_000, 2), now, None);
+    other.etag = "1700000000-5f3a".into();
+    h.server.store().put_object(BUCKET, "m/other.bin", other);
+    let dest = h.path("out");
+    let run = h.run(&["cp", "s3://bucket/m/*", s(&dest)]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let line = run.stderr.lines().find(|l| l.contains("s3://bucket/m/hexlike.bin") && l.contains("ERROR")).unwrap();
+    assert!(line.contains("--verify off") && line.contains("not MD5s"), "{line}");
+    assert!(!dest.join("hexlike.bin").exists(), "nothing committed");
+    let gets = |k: &str| h.server.log().records().iter().filter(|r| r.op == "GetObject" && r.key == k).count();
+    assert_eq!(gets("m/hexlike.bin"), 2, "downloaded twice, not four times");
+    assert_eq!(gets("m/other.bin"), 1);
+    assert!(dest.join("other.bin").exists(), "an ETag that is no MD5 leaves the object unverified, not failed");
+    assert!(run.stderr.contains("1 of them unverified"), "{}", run.stderr);
+    // As told: --verify off.
+    let off = h.run(&["--verify", "off", "cp", "s3://bucket/m/*", s(&dest)]).await;
+    off.assert_ok();
+}
