@@ -123,6 +123,15 @@ async fn download(
         return Err(Error::Refused(format!("no objects match {src}{with}{}", empty_source_hint(sync))));
     }
 
+    if batch && !cfg.dry_run {
+        // Where the destination exists, ask its filesystem how it compares names
+        // (the record's directory is s3load's own to probe in; a dry run
+        // creates nothing, not even a probe, and so does not check this).
+        let probe_dir = [dst.join(state::STATE_DIR), dst.clone()].into_iter().find(|d| d.is_dir());
+        if let Some(dir) = probe_dir {
+            plan::refuse_name_collisions(&mut expanded, localfs::name_folding(&dir));
+        }
+    }
     let dest_of = |o: &SourceObject| if batch { dst.join(&o.path) } else { single_destination(&dst, &o.path) };
     let (selected, local): (Vec<&SourceObject>, Vec<local::LocalEntry>) = match sync {
         None => (expanded.objects.iter().collect(), Vec::new()),

@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+
 use crate::error::Error;
 use crate::progress::human_bytes;
 
@@ -26,6 +28,48 @@ fn existing_ancestor(path: &Path) -> PathBuf {
             _ => return PathBuf::from("."),
         }
     }
+}
+
+/// Which names the destination's filesystem takes for the same name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NameFolding {
+    /// `Model.bin` is `model.bin` (macOS, Windows shares, some NAS volumes).
+    pub case: bool,
+    /// `é` composed and decomposed are one name (macOS, some SMB/ONTAP settings).
+    pub unicode: bool,
+}
+
+impl NameFolding {
+    pub fn any(self) -> bool {
+        self.case || self.unicode
+    }
+
+    /// What the filesystem makes of `name`: two names with the same fold are one file.
+    pub fn fold(self, name: &str) -> String {
+        use unicode_normalization::UnicodeNormalization;
+        let n: String = if self.unicode { name.nfc().collect() } else { name.to_string() };
+        if self.case { n.to_lowercase() } else { n }
+    }
+}
+
+/// Asks the filesystem of `dir` (an existing directory s3load may write in)
+/// whether it tells letter case and Unicode forms apart: creates a probe file
+/// and looks it up under another case and another normal form. Reads as
+/// byte-exact (ext4, xfs) when the probe cannot be made.
+pub fn name_folding(dir: &Path) -> NameFolding {
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+    let Ok(d) = rustix::fs::open(dir, flags, Mode::empty()) else { return NameFolding::default() };
+    let stem = format!(".s3load-probe-{}-", std::process::id());
+    let probe = format!("{stem}a\u{e9}");
+    let create = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if rustix::fs::openat(&d, probe.as_str(), create, Mode::from_raw_mode(0o600)).is_err() {
+        tracing::debug!(dir = %dir.display(), "could not probe how the filesystem compares names");
+        return NameFolding::default();
+    }
+    let exists = |name: &str| rustix::fs::statat(&d, name, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+    let folding = NameFolding { case: exists(&format!("{stem}A\u{e9}")), unicode: exists(&format!("{stem}ae\u{301}")) };
+    let _ = rustix::fs::unlinkat(&d, probe.as_str(), AtFlags::empty());
+    folding
 }
 
 /// Fails when `needed` bytes do not fit in the space available at `dest`.

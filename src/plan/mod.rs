@@ -105,6 +105,42 @@ pub async fn list_all(
     }
 }
 
+/// Keys that the destination's filesystem would take for one name (`Model.bin`
+/// and `model.bin` where case is not told apart; `é` composed and decomposed
+/// where names are normalised) would land on one file: both would be reported
+/// copied, one would hold the other's bytes, and every later sync would fetch
+/// them again. All such keys are refused by name; on a byte-exact filesystem
+/// nothing is refused and they stay the distinct files they are.
+pub fn refuse_name_collisions(out: &mut Expanded, folding: crate::localfs::NameFolding) {
+    if !folding.any() {
+        return;
+    }
+    let mut by_fold: std::collections::HashMap<String, Vec<usize>> = std::collections::HashMap::new();
+    for (i, o) in out.objects.iter().enumerate() {
+        by_fold.entry(folding.fold(&o.rel)).or_default().push(i);
+    }
+    let mut clash: Vec<(usize, String)> = Vec::new();
+    for group in by_fold.values().filter(|g| g.len() > 1) {
+        let names: Vec<&str> = group.iter().map(|&i| out.objects[i].rel.as_str()).collect();
+        let what = match (folding.case, folding.unicode) {
+            (true, true) => "letter case or Unicode forms",
+            (true, false) => "letter case",
+            _ => "Unicode forms",
+        };
+        let why = format!(
+            "keys {} would be one file on this destination, whose filesystem does not tell {what} apart; \
+             rename all but one of them, or use a destination on a filesystem that keeps names as they are",
+            names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(" and ")
+        );
+        clash.extend(group.iter().map(|&i| (i, why.clone())));
+    }
+    clash.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+    for (i, why) in clash {
+        let o = out.objects.remove(i);
+        out.refused.push((o.meta.key, why));
+    }
+}
+
 /// Keys `a` and `a/b` cannot both land: `a` would have to be a file and a
 /// directory. The outcome is fixed, whatever the listing or download order: the
 /// objects below `a/` are kept and `a` is refused by name (so the run exits
@@ -144,6 +180,25 @@ mod tests {
             version_id: None,
         };
         SourceObject { meta, rel: rel.to_string(), path: PathBuf::from(rel) }
+    }
+
+    #[test]
+    fn keys_one_file_apart_on_a_folding_filesystem_are_all_refused_and_kept_elsewhere() {
+        use crate::localfs::NameFolding;
+        let names = ["Model.bin", "model.bin", "caf\u{e9}.bin", "cafe\u{301}.bin", "Sub/x", "sub/x", "other"];
+        let expanded = || Expanded { objects: names.iter().map(|n| obj(n)).collect(), ..Default::default() };
+        let mut exact = expanded();
+        refuse_name_collisions(&mut exact, NameFolding::default());
+        assert_eq!(exact.objects.len(), 7, "a byte-exact filesystem keeps every name");
+        let mut both = expanded();
+        refuse_name_collisions(&mut both, NameFolding { case: true, unicode: true });
+        let kept: Vec<&str> = both.objects.iter().map(|o| o.rel.as_str()).collect();
+        assert_eq!(kept, vec!["other"]);
+        assert_eq!(both.refused.len(), 6);
+        assert!(both.refused.iter().all(|(_, why)| why.contains("would be one file")));
+        let mut case_only = expanded();
+        refuse_name_collisions(&mut case_only, NameFolding { case: true, unicode: false });
+        assert_eq!(case_only.objects.len(), 3, "the two forms of caf\u{e9} stay, and other");
     }
 
     #[test]

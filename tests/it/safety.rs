@@ -545,3 +545,45 @@ async fn a_store_whose_etags_are_not_md5s_is_recognised_after_two_downloads_and_
     let off = h.run(&["--verify", "off", "cp", "s3://bucket/m/*", s(&dest)]).await;
     off.assert_ok();
 }
+
+// Case 29: keys that a case-insensitive or normalising destination takes for one
+// name are refused by name; on a byte-exact filesystem they stay distinct files.
+const LOOKALIKE_KEYS: [&str; 5] = ["m/Model.bin", "m/model.bin", "m/caf\u{e9}.bin", "m/cafe\u{301}.bin", "m/ok.bin"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_that_are_one_name_on_a_case_insensitive_destination_are_refused_by_name() {
+    let h = Harness::new().await;
+    for (i, k) in LOOKALIKE_KEYS.iter().enumerate() {
+        h.put(k, format!("object {i}").into_bytes());
+    }
+    let (backing, mount) = (h.path("foldfs-backing"), h.path("foldfs-mnt"));
+    for _ in 0..2 {
+        let dest = mount.join("model");
+        std::fs::create_dir_all(&backing).unwrap();
+        let run = h.run_on_folding_fs(&backing, &mount, &["sync", "s3://bucket/m/*", s(&dest)]).await;
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        for k in &LOOKALIKE_KEYS[..4] {
+            let line = run.stderr.lines().find(|l| l.contains(&format!("s3://bucket/{k}")) && l.contains("ERROR"));
+            assert!(line.is_some_and(|l| l.contains("would be one file")), "{k} refused by name: {}", run.stderr);
+        }
+        // What the folding filesystem holds (names folded): ok.bin only.
+        assert_eq!(crate::harness::files_under(&backing.join("model")), vec!["ok.bin"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_that_differ_by_case_or_unicode_form_stay_distinct_files_on_a_byte_exact_destination() {
+    let h = Harness::new().await;
+    for (i, k) in LOOKALIKE_KEYS.iter().enumerate() {
+        h.put(k, format!("object {i}").into_bytes());
+    }
+    let dest = h.path("model");
+    h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await.assert_ok();
+    for (i, k) in LOOKALIKE_KEYS.iter().enumerate() {
+        let rel = k.strip_prefix("m/").unwrap();
+        assert_eq!(std::fs::read(dest.join(rel)).unwrap(), format!("object {i}").into_bytes(), "{rel}");
+    }
+    h.server.log().clear();
+    h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await.assert_ok();
+    assert_eq!(h.server.log().count("GetObject"), 0, "a second sync fetches nothing");
+}
