@@ -102,6 +102,34 @@ impl Harness {
         self.command("unshare", &full, &self.server.client_env()).await
     }
 
+    /// Runs s3load with `mount` holding a filesystem whose device cannot take
+    /// what is written to it: its image lives on a 24 MiB tmpfs, so once that is
+    /// full the page cache cannot be written back and `syncfs` fails with EIO (a
+    /// disk failing, or an NFS server out of space). ext2 with `errors=continue`
+    /// (no journal to abort) stays writable afterwards, so the test can see what
+    /// s3load did to its record after the failure. Needs real root
+    /// (a loop device), in its own mount namespace. After s3load exits, the
+    /// destination's sync record is printed on stderr between `STATE:` and `END`.
+    pub async fn run_with_failing_writeback(&self, work: &Path, dest: &Path, args: &[&str]) -> Run {
+        let (t, m) = (work.join("backing"), work.join("mnt"));
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::create_dir_all(&m).unwrap();
+        let endpoint = self.server.endpoint_url();
+        let script = format!(
+            "set -e; mount -t tmpfs -o size=24m none {t}; truncate -s 128M {t}/disk.img; \
+             mkfs.ext2 -q {t}/disk.img; mount -t ext2 -o loop,errors=continue {t}/disk.img {m}; \
+             set +e; \"$@\"; rc=$?; echo STATE: >&2; cat {d}/.s3load/state >&2; echo END >&2; \
+             umount {m}; exit $rc",
+            t = t.display(),
+            m = m.display(),
+            d = dest.display()
+        );
+        let mut full = vec!["-m", "sh", "-c", script.as_str(), "sh"];
+        full.extend([env!("CARGO_BIN_EXE_s3load"), "--endpoint-url", endpoint.as_str()]);
+        full.extend_from_slice(args);
+        self.command("unshare", &full, &self.server.client_env()).await
+    }
+
     /// Runs s3load with exactly these arguments and environment (plus isolation).
     pub async fn run_env(&self, args: &[&str], env: &[(&str, String)]) -> Run {
         self.command(env!("CARGO_BIN_EXE_s3load"), args, env).await

@@ -118,3 +118,24 @@ async fn case15_a_key_that_is_also_a_directory_and_directory_markers_have_a_fixe
         assert_eq!(files_under(&dest), vec!["a-1", "a/b", "dir/x"]);
     }
 }
+
+// Case 32 (issue 11, item 11): when `syncfs` fails, the files of this run may not
+// be on disk (after a crash: the right size, zeros inside), so the sync record
+// must not claim them for the next run.
+#[tokio::test(flavor = "multi_thread")]
+async fn case32_a_failed_syncfs_leaves_no_record_of_the_files_it_may_not_have_written() {
+    let h = Harness::new().await;
+    for i in 0..3 {
+        h.put(&format!("m/{i}.bin"), generate_bytes(10 * MIB, i));
+    }
+    let work = h.path("wb");
+    let dest = work.join("mnt/model");
+    let run = h.run_with_failing_writeback(&work, &dest, &["sync", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("may not be on disk"), "{}", run.stderr);
+    let state = run.stderr.split("STATE:").nth(1).and_then(|s| s.split("END").next()).unwrap_or_default();
+    assert!(state.contains("s3load-state 1"), "the record is there: {}", run.stderr);
+    for i in 0..3 {
+        assert!(!state.contains(&format!("\"{i}.bin\"")), "{i}.bin is not claimed by the record: {}", run.stderr);
+    }
+}
