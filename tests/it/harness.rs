@@ -145,6 +145,15 @@ impl Harness {
         cmd.spawn().expect("spawn s3load")
     }
 
+    /// Waits (up to 20 s) until the server has seen a request of `op`.
+    pub async fn wait_for_request(&self, op: &str) {
+        let t = std::time::Instant::now();
+        while self.server.log().count(op) == 0 {
+            assert!(t.elapsed() < std::time::Duration::from_secs(20), "no {op} request was sent");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn command(&self, program: &str, args: &[&str], env: &[(&str, String)]) -> Run {
         let Output { status, stdout, stderr } =
             self.command_for(program, args, env).output().await.expect("run s3load");
@@ -173,6 +182,15 @@ impl Harness {
         }
         cmd
     }
+}
+
+/// Sends SIGTERM to a spawned s3load and waits (up to `within`) for it to
+/// exit; panics if it does not.
+pub async fn terminate(child: tokio::process::Child, within: std::time::Duration) -> std::process::Output {
+    let pid = child.id().expect("running").to_string();
+    let kill = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(kill.success());
+    tokio::time::timeout(within, child.wait_with_output()).await.expect("stops after SIGTERM").unwrap()
 }
 
 /// Every regular file below `root`, as sorted relative paths, leaving out

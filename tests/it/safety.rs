@@ -315,11 +315,7 @@ async fn a_loader_that_waited_for_the_lock_never_applies_a_stale_listing() {
         // Loader B's listing is answered late: whatever B lists, it sees only a.bin.
         h.server.faults().add(Rule::new("ListObjectsV2", When::Nth(1), Fault::AnswerLate(Duration::from_secs(2))));
         let b = h.spawn(&["sync", "--delete", "s3://bucket/m/*", s(&dest)]);
-        let started = std::time::Instant::now();
-        while h.server.log().count("ListObjectsV2") == 0 {
-            assert!(started.elapsed() < Duration::from_secs(20), "B never listed");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        h.wait_for_request("ListObjectsV2").await;
         // A new object appears and loader A fetches it while B's old listing is on its way.
         h.put("m/new.bin", &b"new"[..]);
         let a = h.run(&["sync", "--delete", "s3://bucket/m/*", s(&dest)]).await;
@@ -420,21 +416,14 @@ async fn a_body_that_trickles_a_byte_at_a_time_is_cut_and_resumed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_the_head_phase_stops_within_seconds() {
     use s3load_testserver::{Fault, Rule, When};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let h = Harness::new().await;
     put_composite(&h, "m/w.bin");
     h.server.faults().add(Rule::new("HeadObject", When::Always, Fault::Delay(Duration::from_secs(3600))));
     let dest = h.path("out");
-    let mut child = h.spawn(&["cp", "-p", "1", "s3://bucket/m/*", s(&dest)]);
-    let t = Instant::now();
-    while h.server.log().count("HeadObject") == 0 {
-        assert!(t.elapsed() < Duration::from_secs(20), "no HEAD sent");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = child.id().unwrap().to_string();
-    tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
-    let status =
-        tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("stops within seconds").unwrap();
+    let child = h.spawn(&["cp", "-p", "1", "s3://bucket/m/*", s(&dest)]);
+    h.wait_for_request("HeadObject").await;
+    let status = crate::harness::terminate(child, Duration::from_secs(10)).await.status;
     assert_eq!(status.code(), Some(143));
 }
 
@@ -443,7 +432,7 @@ async fn sigterm_during_the_head_phase_stops_within_seconds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_deletions_stops_them_reports_how_far_and_exits_143() {
     use s3load_testserver::{Fault, Rule, When};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let h = Harness::new().await;
     for i in 0..2500 {
         h.put(&format!("m/stale-{i:04}"), &b"x"[..]);
@@ -454,14 +443,8 @@ async fn sigterm_during_deletions_stops_them_reports_how_far_and_exits_143() {
     // The first of three DeleteObjects batches takes a while to answer.
     h.server.faults().add(Rule::new("DeleteObjectsRequest", When::Nth(1), Fault::Delay(Duration::from_secs(3))));
     let child = h.spawn(&["sync", "--delete", &format!("{}/", src.display()), "s3://bucket/m/"]);
-    let t = Instant::now();
-    while h.server.log().count("DeleteObjects") == 0 {
-        assert!(t.elapsed() < Duration::from_secs(20), "no deletion started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let pid = child.id().unwrap().to_string();
-    tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.expect("stops").unwrap();
+    h.wait_for_request("DeleteObjects").await;
+    let out = crate::harness::terminate(child, Duration::from_secs(20)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(143), "{stderr}");
     assert!(stderr.contains("stopped by a signal after 1000 of 2500 deletions"), "{stderr}");

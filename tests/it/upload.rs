@@ -88,15 +88,9 @@ async fn an_interrupted_multipart_upload_is_aborted() {
     let h = Harness::new().await;
     let dir = model_dir(&h);
     h.server.faults().add(Rule::new("UploadPart", When::Always, Fault::Delay(Duration::from_secs(30))));
-    let mut child = h.spawn(&["cp", "-p", "5", s(&dir.join("model-00001.safetensors")), "s3://bucket/m/"]);
-    let started = std::time::Instant::now();
-    while h.server.log().count("UploadPart") == 0 {
-        assert!(started.elapsed() < Duration::from_secs(20), "no part was sent");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = child.id().unwrap().to_string();
-    tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("stops quickly").unwrap();
+    let child = h.spawn(&["cp", "-p", "5", s(&dir.join("model-00001.safetensors")), "s3://bucket/m/"]);
+    h.wait_for_request("UploadPart").await;
+    let status = crate::harness::terminate(child, Duration::from_secs(10)).await.status;
     assert_eq!(status.code(), Some(143));
     assert!(h.server.store().pending_uploads().is_empty(), "aborted on the way out");
     assert!(h.server.store().get(BUCKET, "m/model-00001.safetensors").is_none());
