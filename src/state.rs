@@ -42,6 +42,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::integrity::Stated;
 
+/// The mtime of a suspect record (see [`StateStore::distrust_this_run`]): no
+/// file has it, so the file is judged changed and fetched again.
+pub const SUSPECT_MTIME: i128 = i128::MIN;
+
 /// The directory below the destination's root that holds the record.
 pub const STATE_DIR: &str = ".s3load";
 const HEADER: &str = "s3load-state 1";
@@ -258,21 +262,30 @@ impl StateStore {
         self.touched.lock().unwrap().contains(path)
     }
 
-    /// Drops every record this run wrote: used when the files may not have
-    /// reached the disk (the durability step failed), so that the next run does
-    /// not take a file that is the right size but holds zeros for the object.
-    /// Falls back to appending "removed" lines if the record cannot be rewritten.
+    /// Marks every record this run wrote as suspect: used when the files may
+    /// not have reached the disk (the durability step failed). A suspect record
+    /// still names the object, but no file can match its mtime, so the next
+    /// sync fetches the file again instead of taking one that is the right size
+    /// but holds zeros. (Dropping the record would not do: without one, the
+    /// size-and-time rule would take such a file as up to date.) Falls back to
+    /// appending the suspect lines if the record cannot be rewritten.
     pub fn distrust_this_run(&self, keep: impl Fn(&str) -> bool) {
         let touched: Vec<String> = self.touched.lock().unwrap().iter().cloned().collect();
-        if let Err(e) = self.compact(|p| keep(p) && !touched.iter().any(|t| t == p)) {
-            tracing::warn!(error = %e, "could not rewrite the sync record; appending removals instead");
+        let mut suspect: Vec<Record> = Vec::new();
+        {
+            let mut records = self.records.lock().unwrap();
             for p in &touched {
-                self.forget(p);
+                if let Some(r) = records.get_mut(p) {
+                    r.mtime_ns = SUSPECT_MTIME;
+                    suspect.push(r.clone());
+                }
             }
         }
-        let mut records = self.records.lock().unwrap();
-        for p in &touched {
-            records.remove(p);
+        if let Err(e) = self.compact(keep) {
+            tracing::warn!(error = %e, "could not rewrite the sync record; appending the suspect entries instead");
+            for r in suspect {
+                self.put(r);
+            }
         }
     }
 
@@ -474,7 +487,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn records_of_a_run_whose_files_may_not_be_on_disk_are_dropped() {
+    async fn records_of_a_run_whose_files_may_not_be_on_disk_become_suspect() {
         let d = tempfile::tempdir().unwrap();
         {
             let s = StateStore::open(d.path()).await.unwrap();
@@ -483,11 +496,10 @@ mod tests {
         let s = StateStore::open(d.path()).await.unwrap();
         s.put(rec("new", "1"));
         s.distrust_this_run(|_| true);
-        assert!(s.get("new").is_none());
         drop(s);
         let s = StateStore::read_only(d.path());
-        assert!(s.get("old").is_some(), "records of earlier runs stay");
-        assert!(s.get("new").is_none(), "this run's entries are not trusted by the next run");
+        assert_eq!(s.get("old").unwrap().mtime_ns, 5, "records of earlier runs stay as they were");
+        assert_eq!(s.get("new").unwrap().mtime_ns, SUSPECT_MTIME, "this run's entries are suspect for the next run");
     }
 
     #[tokio::test]

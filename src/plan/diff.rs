@@ -138,6 +138,28 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    #[test]
+    fn a_suspect_record_makes_the_file_be_fetched_again() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let src = [SourceEntry { rel: "a", size: 3, mtime: Some(t), etag: Some("e"), source: "s3://b/a" }];
+        let local = [LocalEntry { rel: "a".into(), size: 3, mtime: Some(t) }];
+        let rec = |mtime_ns| Record {
+            path: "a".into(),
+            removed: false,
+            size: 3,
+            mtime_ns,
+            source: "s3://b/a".into(),
+            etag: Some("e".into()),
+            version_id: None,
+            checksum: None,
+            last_modified_ns: None,
+        };
+        let trusted = diff(&src, &local, Compare::SizeAndTime, &|_| Some(rec(to_ns(t))));
+        assert!(trusted.copy.is_empty());
+        let suspect = diff(&src, &local, Compare::SizeAndTime, &|_| Some(rec(crate::state::SUSPECT_MTIME)));
+        assert_eq!(suspect.copy, vec![(0, Reason::LocalChanged)]);
+    }
+
     fn t(s: u64) -> Option<SystemTime> {
         Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s))
     }

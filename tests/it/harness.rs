@@ -107,7 +107,10 @@ impl Harness {
     /// full the page cache cannot be written back and `syncfs` fails with EIO (a
     /// disk failing, or an NFS server out of space). ext2 with `errors=continue`
     /// (no journal to abort) stays writable afterwards, so the test can see what
-    /// s3load did to its record after the failure. Needs real root
+    /// s3load did to its record after the failure. After s3load exits, the
+    /// destination's sync record is printed on stderr between `STATE:` and
+    /// `END`; then the backing tmpfs is given room and the same command runs
+    /// again, its exit code printed as `AGAIN: N`. Needs real root
     /// (a loop device), in its own mount namespace. After s3load exits, the
     /// destination's sync record is printed on stderr between `STATE:` and `END`.
     pub async fn run_with_failing_writeback(&self, work: &Path, dest: &Path, args: &[&str]) -> Run {
@@ -119,7 +122,7 @@ impl Harness {
             "set -e; mount -t tmpfs -o size=24m none {t}; truncate -s 128M {t}/disk.img; \
              mkfs.ext2 -q {t}/disk.img; mount -t ext2 -o loop,errors=continue {t}/disk.img {m}; \
              set +e; \"$@\"; rc=$?; echo STATE: >&2; cat {d}/.s3load/state >&2; echo END >&2; \
-             umount {m}; exit $rc",
+             mount -o remount,size=512m {t}; \"$@\"; echo AGAIN: $? >&2; umount {m}; exit $rc",
             t = t.display(),
             m = m.display(),
             d = dest.display()
