@@ -206,7 +206,8 @@ async fn download(
         jobs.len() as u64,
         total_bytes,
     ));
-    let reporter = Arc::new(RunReporter { progress: progress.clone(), out, state: state.clone() });
+    let unflushed = cfg.engine.durability != Durability::Fsync;
+    let reporter = Arc::new(RunReporter { progress: progress.clone(), out, state: state.clone(), unflushed });
     for (key, why) in &expanded.refused {
         let e = Error::Refused(why.clone());
         reporter.out.op("cp", &src.object_url(key), &dst.display().to_string(), 0, Err(&e), crate::output::error_line);
@@ -270,7 +271,13 @@ async fn download(
             // The files of this run may not be on disk (a crash could leave them
             // the right size but zero-filled): the next run must not trust them.
             s.distrust_this_run(keep);
-        } else if let Err(e) = s.compact(keep) {
+        } else if let Err(e) = {
+            if cfg.engine.durability == Durability::Syncfs {
+                // Flushed: this run's files are on disk.
+                s.confirm_this_run();
+            }
+            s.compact(keep)
+        } {
             tracing::warn!(error = %e, "could not rewrite the sync record; the next sync compares sizes and times");
         }
     }
@@ -545,6 +552,8 @@ struct RunReporter {
     progress: Arc<Progress>,
     out: Output,
     state: Option<Arc<StateStore>>,
+    /// Files are not flushed as they are committed (`--durability syncfs|off`).
+    unflushed: bool,
 }
 
 impl RunReporter {
@@ -567,6 +576,9 @@ impl RunReporter {
                 _ => None,
             },
             last_modified_ns: job.last_modified.map(state::to_ns),
+            // With `fsync` the file and its directory entry are on disk already;
+            // otherwise not until the end-of-run flush confirms it (if ever).
+            boot: self.unflushed.then(|| state::boot_id().to_string()),
         });
     }
 }

@@ -70,6 +70,24 @@ pub struct Record {
     pub checksum: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_modified_ns: Option<i128>,
+    /// Set while the file is not known to be on disk (written with `--durability
+    /// off`, or by a run that has not flushed yet): the boot it was written in.
+    /// After a reboot such a record is suspect: a machine crash may have left the
+    /// file the right size but zero-filled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
+}
+
+/// This machine's boot id (`/proc/sys/kernel/random/boot_id`); a fixed
+/// placeholder where it cannot be read, so unconfirmed records are never trusted
+/// across runs there.
+pub fn boot_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| format!("unknown-{}", std::process::id()))
+    })
 }
 
 /// Nanoseconds since the epoch (negative before it).
@@ -289,6 +307,18 @@ impl StateStore {
         }
     }
 
+    /// Marks this run's records as on disk (after a successful flush of the
+    /// whole filesystem); takes effect with the next [`compact`](Self::compact).
+    pub fn confirm_this_run(&self) {
+        let touched = self.touched.lock().unwrap();
+        let mut records = self.records.lock().unwrap();
+        for p in touched.iter() {
+            if let Some(r) = records.get_mut(p) {
+                r.boot = None;
+            }
+        }
+    }
+
     /// Rewrites the record with one line per path for which `keep` holds. Does
     /// nothing when this run changed nothing and every record is kept (a no-op
     /// sync writes nothing).
@@ -339,6 +369,7 @@ impl Record {
             version_id: None,
             checksum: None,
             last_modified_ns: None,
+            boot: None,
         }
     }
 }
@@ -377,7 +408,11 @@ fn load(handle: &OwnedFd, dir: &Path) -> Result<Loaded, Error> {
             Ok(r) if r.removed => {
                 out.remove(&r.path);
             }
-            Ok(r) => {
+            Ok(mut r) => {
+                // Written on another boot and never confirmed on disk: suspect.
+                if r.boot.as_deref().is_some_and(|b| b != boot_id()) {
+                    r.mtime_ns = SUSPECT_MTIME;
+                }
                 out.insert(r.path.clone(), r);
             }
             Err(_) => torn += 1,
@@ -500,6 +535,30 @@ mod tests {
         let s = StateStore::read_only(d.path());
         assert_eq!(s.get("old").unwrap().mtime_ns, 5, "records of earlier runs stay as they were");
         assert_eq!(s.get("new").unwrap().mtime_ns, SUSPECT_MTIME, "this run's entries are suspect for the next run");
+    }
+
+    #[tokio::test]
+    async fn unconfirmed_records_from_another_boot_are_suspect() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let s = StateStore::open(d.path()).await.unwrap();
+            s.put(Record { boot: Some(boot_id().to_string()), ..rec("this-boot", "1") });
+            s.put(Record { boot: Some("another-boot".into()), ..rec("other-boot", "1") });
+            s.put(rec("confirmed", "1"));
+        }
+        let s = StateStore::read_only(d.path());
+        assert_eq!(s.get("this-boot").unwrap().mtime_ns, 5, "same boot: the page cache still holds it");
+        assert_eq!(s.get("confirmed").unwrap().mtime_ns, 5);
+        assert_eq!(s.get("other-boot").unwrap().mtime_ns, SUSPECT_MTIME, "a reboot since: suspect");
+        drop(s);
+        let s = StateStore::open(d.path()).await.unwrap();
+        s.put(Record { boot: Some(boot_id().to_string()), ..rec("flushed", "1") });
+        s.confirm_this_run();
+        s.compact(|_| true).unwrap();
+        drop(s);
+        let text = std::fs::read_to_string(d.path().join(STATE_DIR).join("state")).unwrap();
+        let flushed = text.lines().find(|l| l.contains("\"flushed\"")).unwrap();
+        assert!(!flushed.contains("boot"), "confirmed after the flush: {flushed}");
     }
 
     #[tokio::test]

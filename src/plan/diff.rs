@@ -153,6 +153,7 @@ mod tests {
             version_id: None,
             checksum: None,
             last_modified_ns: None,
+            boot: None,
         };
         let trusted = diff(&src, &local, Compare::SizeAndTime, &|_| Some(rec(to_ns(t))));
         assert!(trusted.copy.is_empty());
@@ -180,6 +181,7 @@ mod tests {
             version_id: None,
             checksum: None,
             last_modified_ns: None,
+            boot: None,
         }
     }
 

@@ -139,3 +139,33 @@ async fn case32_after_a_failed_syncfs_the_next_run_fetches_the_files_again() {
     assert!(run.stderr.contains("AGAIN: 0"), "{}", run.stderr);
     assert_eq!(h.server.log().count("GetObject"), 6, "each file fetched again: {}", run.stderr);
 }
+
+// Case 32, continued: a machine crash after a run that did not flush
+// (`--durability off`) may leave files the right size but zero-filled. Their
+// records carry the boot they were written in and are suspect after a reboot.
+#[tokio::test(flavor = "multi_thread")]
+async fn case32_records_not_known_to_be_on_disk_are_not_trusted_after_a_reboot() {
+    let h = Harness::new().await;
+    for i in 0..3 {
+        h.put(&format!("m/{i}.bin"), generate_bytes(1000, i));
+    }
+    let (off, flushed) = (h.path("off"), h.path("flushed"));
+    h.run(&["--durability", "off", "sync", "s3://bucket/m/*", off.to_str().unwrap()]).await.assert_ok();
+    h.run(&["sync", "s3://bucket/m/*", flushed.to_str().unwrap()]).await.assert_ok();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim().to_string();
+    // Same boot: the page cache holds the files; nothing is fetched again.
+    h.server.log().clear();
+    h.run(&["sync", "s3://bucket/m/*", off.to_str().unwrap()]).await.assert_ok();
+    assert_eq!(h.server.log().count("GetObject"), 0);
+    // A reboot, as the record sees it: another boot id.
+    for dir in [&off, &flushed] {
+        let state = dir.join(".s3load/state");
+        let text = std::fs::read_to_string(&state).unwrap();
+        std::fs::write(&state, text.replace(&boot, "00000000-0000-0000-0000-000000000000")).unwrap();
+    }
+    h.server.log().clear();
+    h.run(&["sync", "s3://bucket/m/*", flushed.to_str().unwrap()]).await.assert_ok();
+    assert_eq!(h.server.log().count("GetObject"), 0, "flushed by syncfs: trusted after a reboot");
+    h.run(&["sync", "s3://bucket/m/*", off.to_str().unwrap()]).await.assert_ok();
+    assert_eq!(h.server.log().count("GetObject"), 3, "never flushed: fetched again after a reboot");
+}
