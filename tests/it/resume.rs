@@ -208,3 +208,40 @@ async fn case31_resumed_parts_that_cannot_be_rehashed_are_fetched_again() {
     assert!(std::fs::read(dest.join("a.bin")).unwrap() == data, "no zero-filled part committed");
     assert_eq!(h.server.log().body_bytes(), size as u64, "every part fetched again");
 }
+
+// Case 25 (docs/reliability.md): SIGTERM while the parts of a resumed file are
+// read back and re-hashed (MD5 here: a legacy multipart object) ends the run
+// within seconds, keeping the resumable file.
+#[tokio::test(flavor = "multi_thread")]
+async fn case25_sigterm_while_resumed_parts_are_rehashed_stops_within_seconds() {
+    use s3load_testserver::StoredObject;
+    let h = Harness::new().await;
+    let parts: Vec<_> = (0..48).map(|i| generate_bytes(8 * MIB, 200 + i)).collect();
+    let obj = StoredObject::multipart(&parts, std::time::SystemTime::now(), None, false);
+    h.server.store().put_object(crate::harness::BUCKET, "big/legacy.bin", obj);
+    let dest = h.path("out");
+    let args = ["cp", "-p", "8", "s3://bucket/big/*", dest.to_str().unwrap()];
+    let mut child = h.spawn(&args);
+    let journal = dest.join(".legacy.bin.s3load-journal");
+    wait_for_parts(&journal, 40).await;
+    child.start_kill().unwrap(); // SIGKILL: the journal records most parts
+    child.wait().await.unwrap();
+    let done = journal_parts(&journal);
+
+    // The second run HEADs the object and its part layout, then re-hashes.
+    h.server.log().clear();
+    let child = h.spawn(&args);
+    let t = Instant::now();
+    while h.server.log().count("HeadObject") < 3 {
+        assert!(t.elapsed() < Duration::from_secs(20), "the resumed run never got to re-hashing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let out = crate::harness::terminate(child, Duration::from_secs(30)).await;
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took < Duration::from_secs(3), "stopped {took:?} after SIGTERM while re-hashing {done} parts");
+    assert_eq!(h.server.log().count("GetObject"), 0, "stopped before fetching");
+    assert!(dest.join(".legacy.bin.s3load-resume").exists(), "the resumable file is kept");
+}
