@@ -215,7 +215,8 @@ async fn case31_resumed_parts_that_cannot_be_rehashed_are_fetched_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn case25_sigterm_while_resumed_parts_are_rehashed_stops_within_seconds() {
     use s3load_testserver::StoredObject;
-    let h = Harness::new().await;
+    // Slow enough that the kill lands well before the last part.
+    let h = slow_harness().await;
     let parts: Vec<_> = (0..48).map(|i| generate_bytes(8 * MIB, 200 + i)).collect();
     let obj = StoredObject::multipart(&parts, std::time::SystemTime::now(), None, false);
     h.server.store().put_object(crate::harness::BUCKET, "big/legacy.bin", obj);
@@ -223,7 +224,7 @@ async fn case25_sigterm_while_resumed_parts_are_rehashed_stops_within_seconds() 
     let args = ["cp", "-p", "8", "s3://bucket/big/*", dest.to_str().unwrap()];
     let mut child = h.spawn(&args);
     let journal = dest.join(".legacy.bin.s3load-journal");
-    wait_for_parts(&journal, 40).await;
+    wait_for_parts(&journal, 32).await;
     child.start_kill().unwrap(); // SIGKILL: the journal records most parts
     child.wait().await.unwrap();
     let done = journal_parts(&journal);
