@@ -218,7 +218,7 @@ async fn download(
     let results = transfer::download(store, jobs, cfg.engine.clone(), reporter.clone(), stop.clone()).await;
     // The watcher stays until the end: a signal during deletions, the flush or
     // the record still stops the run and sets its exit code.
-    let _watcher = AbortOnDrop(watcher);
+    let _watcher = tokio_util::task::AbortOnDropHandle::new(watcher);
     progress.finish();
     let mut failed = results.iter().filter(|r| r.is_err()).count() + expanded.refused.len();
     let complete = failed == 0 && !stop.is_cancelled();
@@ -466,15 +466,6 @@ fn too_many_deletes(sync: Option<&SyncOptions>, n: usize) -> Option<String> {
     (n as u64 > max).then(|| {
         format!("{n} destination files would be deleted, more than --max-delete {max}: nothing deleted (check the source, or raise --max-delete)")
     })
-}
-
-/// Aborts the task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Whether deletions must stop (a signal arrived); says how far they got.

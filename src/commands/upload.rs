@@ -143,7 +143,7 @@ pub(super) async fn upload(
     let watcher = tokio::spawn(stop_on_signal(stop.clone(), signal.clone()));
     let results = upload::upload(store.clone(), jobs, cfg.engine.clone(), reporter, stop.clone()).await;
     // Kept until the end: a signal during deletions still stops the run.
-    let _watcher = super::AbortOnDrop(watcher);
+    let _watcher = tokio_util::task::AbortOnDropHandle::new(watcher);
     progress.finish();
     let mut failed = results.iter().filter(|r| r.is_err()).count() + held_back_failures;
     let complete = results.iter().all(|r| r.is_ok()) && !stop.is_cancelled();

@@ -139,9 +139,7 @@ async fn upload_one(env: &Env, job: &Upload) -> Result<(), Error> {
     match upload_parts(env, job, &id, part).await {
         Ok(()) => Ok(()),
         // The upload is gone (completed or aborted): nothing to abort.
-        Err(e @ Error::Store { source: crate::error::StoreError { kind: StoreErrorKind::NoSuchUpload, .. }, .. }) => {
-            Err(e)
-        }
+        Err(e) if e.store_kind() == Some(StoreErrorKind::NoSuchUpload) => Err(e),
         Err(e) => {
             abort(env, job, &id).await;
             Err(e)
@@ -195,9 +193,7 @@ async fn upload_parts(env: &Env, job: &Upload, id: &str, part: u64) -> Result<()
     let uploaded: Vec<UploadedPart> = parts.into_iter().map(|(p, _)| p).collect();
     unchanged(job)?;
     match request(env, job, COMPLETE_TIMEOUT, || env.store.complete_upload(&job.target, id, &uploaded, whole)).await {
-        Err(e @ Error::Store { source: crate::error::StoreError { kind: StoreErrorKind::NoSuchUpload, .. }, .. }) => {
-            completed_earlier(env, job, whole, e).await
-        }
+        Err(e) if e.store_kind() == Some(StoreErrorKind::NoSuchUpload) => completed_earlier(env, job, whole, e).await,
         r => r,
     }
 }
