@@ -14,15 +14,19 @@
 //! Tools `s3load-verify-off`, `s3load-durability-off` and `s3load-fsync` run
 //! s3load with that setting, to measure what the default costs; `s3load-dist`
 //! runs the binary named by `$S3LOAD_DIST_BIN` (the shipped static build).
+//! `--legacy` stores the objects as s5cmd's own upload leaves them and as most
+//! existing buckets hold them: MD5 ETags and no stored checksum (1 GiB objects in
+//! 50 MiB multipart parts, 64 KiB objects in one PUT). Tool `rclone-fast` is
+//! rclone at its fastest settings here (`--transfers 32 --multi-thread-streams 16`).
 //! `--hash-speed` prints the single-core speed of each body hash instead;
 //! `--ttfb` the time from s3load's start to its first request and first GET.
 #![allow(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use s3load_testserver::{ACCESS_KEY, Options, SECRET_KEY, Shaping, TestServer, generate_bytes};
+use s3load_testserver::{ACCESS_KEY, Options, SECRET_KEY, Shaping, StoredObject, TestServer, generate_bytes};
 
 const BUCKET: &str = "bench";
 
@@ -129,9 +133,12 @@ fn tool_command(tool: &str, endpoint: &str, src_prefix: &str, dest: &Path) -> Co
             c.args(["--endpoint-url", endpoint, "sync", &src, &format!("{}/", dest.display())]);
             c
         }
-        "rclone" => {
+        "rclone" | "rclone-fast" => {
             let mut c = Command::new("rclone");
             c.args(["sync", &format!("bench:{BUCKET}/{src_prefix}"), dest.to_str().unwrap()]);
+            if tool == "rclone-fast" {
+                c.args(["--transfers", "32", "--multi-thread-streams", "16"]);
+            }
             rclone_remote(&mut c, endpoint);
             c
         }
@@ -413,7 +420,7 @@ async fn main() {
         .split(',')
         .map(str::to_string)
         .filter(|t| {
-            s3load_variant(t).is_some() || which(t).is_some() || {
+            s3load_variant(t).is_some() || which(t.trim_end_matches("-fast")).is_some() || {
                 eprintln!("note: {t} not found on PATH; skipped (benches/run.sh installs it)");
                 false
             }
@@ -421,6 +428,7 @@ async fn main() {
         .collect();
     let base =
         PathBuf::from(arg("--dir").unwrap_or_else(|| std::env::temp_dir().join("s3load-bench").display().to_string()));
+    let legacy = std::env::args().any(|a| a == "--legacy");
     let mut networks = vec![("loopback", Shaping::default())];
     if std::env::args().any(|a| a == "--net-only") {
         networks.clear();
@@ -443,14 +451,29 @@ async fn main() {
         if workloads.iter().any(|w| matches!(w, Workload::Large | Workload::Upload)) {
             eprintln!("generating 4 x 1 GiB ...");
             for i in 0..4u64 {
-                store.put(BUCKET, &format!("large/obj-{i}.bin"), generate_bytes(1 << 30, 100 + i));
+                let key = format!("large/obj-{i}.bin");
+                let data = generate_bytes(1 << 30, 100 + i);
+                if legacy {
+                    let parts: Vec<_> = (0..(1u64 << 30).div_ceil(50 << 20))
+                        .map(|p| data.slice((p * (50 << 20)) as usize..((p + 1) * (50 << 20)).min(1 << 30) as usize))
+                        .collect();
+                    store.put_object(BUCKET, &key, StoredObject::multipart(&parts, SystemTime::now(), None, false));
+                } else {
+                    store.put(BUCKET, &key, data);
+                }
             }
             expect_large = (4, 4 << 30);
         }
         if workloads.iter().any(|w| matches!(w, Workload::Small | Workload::Noop)) {
             eprintln!("generating 5000 x 64 KiB ...");
             for i in 0..5000u64 {
-                store.put(BUCKET, &format!("small/d{:02}/f{i:05}.bin", i % 50), generate_bytes(64 << 10, 1000 + i));
+                let key = format!("small/d{:02}/f{i:05}.bin", i % 50);
+                let data = generate_bytes(64 << 10, 1000 + i);
+                if legacy {
+                    store.put_object(BUCKET, &key, StoredObject::with_checksum(data, SystemTime::now(), None));
+                } else {
+                    store.put(BUCKET, &key, data);
+                }
             }
             expect_small = (5000, 5000 * (64 << 10));
         }
