@@ -18,6 +18,18 @@ async fn bad_url_is_a_usage_error() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_zero_or_malformed_request_timeout_is_a_usage_error_and_sends_nothing() {
+    let h = Harness::new().await;
+    for bad in ["0s", "-5s", "soon", ""] {
+        let flag = format!("--request-timeout={bad}");
+        let run = h.run(&[&flag, "cp", "s3://bucket/x/*", h.path("x").to_str().unwrap()]).await;
+        assert_eq!(run.code, 2, "{bad:?}: {}", run.stderr);
+        assert!(run.stderr.contains("request-timeout"), "{bad:?}: the flag is named: {}", run.stderr);
+    }
+    assert!(h.server.log().records().is_empty(), "no request sent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn missing_bucket_names_the_bucket() {
     let h = Harness::new().await;
     let run = h.run(&["sync", "s3://no-such-bucket/p/*", h.path("out").to_str().unwrap()]).await;
