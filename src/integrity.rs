@@ -9,11 +9,16 @@
 //! are combined in order (CRC combination is linear algebra over GF(2): `crc-fast`,
 //! the crate the AWS SDK itself uses, provides it). So verification costs one CRC
 //! pass over bytes already in cache, never a re-read.
+//!
+//! Hashes that do not combine (the MD5 of an ETag, SHA256, SHA1) are computed
+//! per *segment*: the whole object, or one uploaded part. A segment's bytes are
+//! hashed in order as its written prefix grows, off the request path
+//! (`transfer::hasher`), so its ranges still download in parallel.
 
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use crc_fast::CrcAlgorithm;
-use md5::{Digest as _, Md5};
+use sha1::Digest as _;
 
 /// Checksum algorithms s3load can verify a full object with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +64,10 @@ pub enum Stated {
     /// CRC of the concatenated part CRCs of a multipart upload with `parts` parts
     /// (0 when the store did not say): verifiable from ranges aligned to those parts.
     Composite { algorithm: Algorithm, parts: u32, value: u64 },
+    /// SHA256 or SHA1: of the whole object (`parts: None`, a single PUT), or
+    /// composite (`Some(parts)`, 0 when the store did not say), the hash of the
+    /// concatenated part hashes.
+    Sha { algorithm: Sha, parts: Option<u32>, value: DigestValue },
 }
 
 impl Stated {
@@ -79,11 +88,104 @@ impl Stated {
         })
     }
 
-    pub fn algorithm(self) -> Algorithm {
+    /// Parses a SHA checksum header value (`base64`, or `base64-N` for composite);
+    /// `composite` when the response's checksum type says so without a `-N`.
+    pub fn parse_sha(algorithm: Sha, header: &str, composite: bool) -> Option<Stated> {
+        let (b64, parts) = match header.trim().rsplit_once('-') {
+            Some((b64, n)) => (b64, Some(n.parse().ok()?)),
+            None => (header.trim(), composite.then_some(0)),
+        };
+        let raw = BASE64_STANDARD.decode(b64).ok()?;
+        if raw.len() != algorithm.len() {
+            return None;
+        }
+        Some(Stated::Sha { algorithm, parts, value: DigestValue::new(&raw)? })
+    }
+
+    /// The algorithm's name, as S3 spells it.
+    pub fn name(self) -> &'static str {
         match self {
-            Stated::Full { algorithm, .. } | Stated::Composite { algorithm, .. } => algorithm,
+            Stated::Full { algorithm, .. } | Stated::Composite { algorithm, .. } => algorithm.name(),
+            Stated::Sha { algorithm, .. } => algorithm.name(),
         }
     }
+}
+
+/// The cryptographic checksums S3 keeps. They do not combine across ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sha {
+    Sha256,
+    Sha1,
+}
+
+impl Sha {
+    /// Strongest first: the order in which a response's headers are read.
+    pub const ALL: [Sha; 2] = [Sha::Sha256, Sha::Sha1];
+
+    /// Digest length in bytes.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(self) -> usize {
+        match self {
+            Sha::Sha256 => 32,
+            Sha::Sha1 => 20,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Sha::Sha256 => "SHA256",
+            Sha::Sha1 => "SHA1",
+        }
+    }
+
+    /// The hash of `data` in one call.
+    pub fn digest(self, data: &[u8]) -> DigestValue {
+        let mut d = PartDigest::new(DigestKind::Sha(self));
+        d.update(data);
+        match d.finish() {
+            PartSum::Hash(v) => v,
+            PartSum::Crc(_) => unreachable!("a SHA digest finishes as a hash"),
+        }
+    }
+}
+
+/// An MD5 or SHA digest: up to 32 bytes, kept inline so checksums stay `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DigestValue {
+    bytes: [u8; 32],
+    len: u8,
+}
+
+impl DigestValue {
+    pub fn new(raw: &[u8]) -> Option<DigestValue> {
+        let mut bytes = [0u8; 32];
+        bytes.get_mut(..raw.len())?.copy_from_slice(raw);
+        Some(DigestValue { bytes, len: raw.len() as u8 })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    pub fn hex(&self) -> String {
+        hex(self.as_bytes())
+    }
+
+    pub fn base64(&self) -> String {
+        BASE64_STANDARD.encode(self.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for DigestValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+/// The composite SHA of a multipart upload: the hash of the raw part hashes.
+pub fn sha_composite(algorithm: Sha, parts: &[DigestValue]) -> DigestValue {
+    let joined: Vec<u8> = parts.iter().flat_map(|p| p.as_bytes().iter().copied()).collect();
+    algorithm.digest(&joined)
 }
 
 /// What a part's bytes are hashed with while they stream in.
@@ -91,8 +193,18 @@ impl Stated {
 pub enum DigestKind {
     Crc(Algorithm),
     /// For ETags, when the store states no checksum: MD5 cannot be combined, so
-    /// it needs the part's bytes in order, in one range per uploaded part.
+    /// a segment (the object, or one uploaded part) is hashed in order.
     Md5,
+    /// A SHA checksum: like MD5, hashed in order per segment.
+    Sha(Sha),
+}
+
+impl DigestKind {
+    /// Whether the hash combines from ranges hashed apart (else it needs its
+    /// segment's bytes in order).
+    pub fn combines(self) -> bool {
+        matches!(self, DigestKind::Crc(_))
+    }
 }
 
 /// Running hash of one part's bytes, in order.
@@ -100,14 +212,18 @@ pub enum DigestKind {
 pub enum PartDigest {
     // Boxed: the CRC state is large, and a digest lives in every in-flight part.
     Crc { digest: Box<crc_fast::Digest>, len: u64 },
-    Md5(Md5),
+    Md5(md5_many::Md5State),
+    Sha256(Box<sha2::Sha256>),
+    Sha1(Box<sha1::Sha1>),
 }
 
 impl PartDigest {
     pub fn new(kind: DigestKind) -> PartDigest {
         match kind {
             DigestKind::Crc(a) => PartDigest::Crc { digest: Box::new(crc_fast::Digest::new(a.crc())), len: 0 },
-            DigestKind::Md5 => PartDigest::Md5(Md5::new()),
+            DigestKind::Md5 => PartDigest::Md5(md5_many::Md5State::new()),
+            DigestKind::Sha(Sha::Sha256) => PartDigest::Sha256(Box::default()),
+            DigestKind::Sha(Sha::Sha1) => PartDigest::Sha1(Box::default()),
         }
     }
 
@@ -118,13 +234,17 @@ impl PartDigest {
                 *len += data.len() as u64;
             }
             PartDigest::Md5(m) => m.update(data),
+            PartDigest::Sha256(d) => d.update(data),
+            PartDigest::Sha1(d) => d.update(data),
         }
     }
 
     pub fn finish(self) -> PartSum {
         match self {
             PartDigest::Crc { digest, len } => PartSum::Crc(PartCrc { crc: digest.finalize(), len }),
-            PartDigest::Md5(m) => PartSum::Md5(m.finalize().into()),
+            PartDigest::Md5(m) => PartSum::Hash(DigestValue::new(&m.finalize()).expect("16 bytes")),
+            PartDigest::Sha256(d) => PartSum::Hash(DigestValue::new(&d.finalize()).expect("32 bytes")),
+            PartDigest::Sha1(d) => PartSum::Hash(DigestValue::new(&d.finalize()).expect("20 bytes")),
         }
     }
 }
@@ -133,15 +253,16 @@ impl PartDigest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartSum {
     Crc(PartCrc),
-    Md5([u8; 16]),
+    /// MD5 or SHA (the length tells which).
+    Hash(DigestValue),
 }
 
-/// `crc:<hex>:<len>` or `md5:<hex>`, as recorded in resume journals.
+/// `crc:<hex>:<len>` or `hash:<hex>`, as recorded in resume journals.
 impl std::fmt::Display for PartSum {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PartSum::Crc(c) => write!(f, "crc:{:x}:{}", c.crc, c.len),
-            PartSum::Md5(m) => write!(f, "md5:{}", hex(m)),
+            PartSum::Hash(h) => write!(f, "hash:{}", h.hex()),
         }
     }
 }
@@ -172,11 +293,15 @@ pub fn composite(algorithm: Algorithm, part_crcs: &[u64]) -> u64 {
 }
 
 /// The ETag S3 gives an upload whose parts have these MD5s: the hex MD5 of a
-/// single part, or the MD5 of the concatenated part MD5s and `-n`.
-pub fn etag_of(md5s: &[[u8; 16]]) -> String {
+/// single PUT, or for a multipart upload (even of one part) the MD5 of the
+/// concatenated part MD5s and `-n`.
+pub fn etag_of(md5s: &[DigestValue], multipart: bool) -> String {
     match md5s {
-        [one] => hex(one),
-        many => format!("{}-{}", hex(&Md5::digest(many.concat())), many.len()),
+        [one] if !multipart => one.hex(),
+        many => {
+            let joined: Vec<u8> = many.iter().flat_map(|m| m.as_bytes().iter().copied()).collect();
+            format!("{}-{}", hex(&md5_many::md5(&joined)), many.len())
+        }
     }
 }
 
@@ -226,7 +351,7 @@ mod tests {
     fn crc_of(d: PartDigest) -> PartCrc {
         match d.finish() {
             PartSum::Crc(c) => c,
-            PartSum::Md5(_) => unreachable!("a CRC digest"),
+            PartSum::Hash(_) => unreachable!("a CRC digest"),
         }
     }
 
@@ -302,10 +427,13 @@ mod tests {
         joined.extend_from_slice(&c(b"defg").to_be_bytes()[4..]);
         assert_eq!(composite(Algorithm::Crc32c, &[c(b"abc"), c(b"defg")]), c(&joined));
         // MD5("") is d41d8cd98f00b204e9800998ecf8427e; a two-part ETag hashes the raw part MD5s.
-        let md5 = |d: &[u8]| -> [u8; 16] { Md5::digest(d).into() };
-        assert_eq!(etag_of(&[md5(b"")]), "d41d8cd98f00b204e9800998ecf8427e");
-        let two = etag_of(&[md5(b"a"), md5(b"b")]);
-        let expected = hex(&Md5::digest([md5(b"a"), md5(b"b")].concat()));
+        let md5 = |d: &[u8]| DigestValue::new(&md5::Md5::digest(d)).unwrap();
+        assert_eq!(etag_of(&[md5(b"")], false), "d41d8cd98f00b204e9800998ecf8427e");
+        let two = etag_of(&[md5(b"a"), md5(b"b")], true);
+        let expected = hex(&md5::Md5::digest([md5(b"a").as_bytes(), md5(b"b").as_bytes()].concat()));
         assert_eq!(two, format!("{expected}-2"));
+        // A multipart upload of one part still has the MD5-of-MD5s form.
+        let one = hex(&md5::Md5::digest(md5(b"a").as_bytes()));
+        assert_eq!(etag_of(&[md5(b"a")], true), format!("{one}-1"));
     }
 }

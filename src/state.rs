@@ -103,6 +103,8 @@ pub fn checksum_text(s: Stated) -> String {
     match s {
         Stated::Full { algorithm, value } => format!("{}:{value:x}", algorithm.name()),
         Stated::Composite { algorithm, parts, value } => format!("{}:{value:x}-{parts}", algorithm.name()),
+        Stated::Sha { algorithm, parts: None, value } => format!("{}:{}", algorithm.name(), value.hex()),
+        Stated::Sha { algorithm, parts: Some(n), value } => format!("{}:{}-{n}", algorithm.name(), value.hex()),
     }
 }
 

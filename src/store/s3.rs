@@ -27,7 +27,7 @@ use aws_sdk_s3::types::{
     ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, StorageClass,
 };
 
-use crate::integrity::{Algorithm, Stated, to_base64};
+use crate::integrity::{Algorithm, Sha, Stated, to_base64};
 
 use super::{FileRange, GetRequest, GetResponse, ListPage, ObjectMeta, ObjectStore, PutTarget, UploadedPart};
 use crate::error::{StoreError, StoreErrorKind};
@@ -294,15 +294,26 @@ fn etag_is_md5(sse: Option<&aws_sdk_s3::types::ServerSideEncryption>, sse_c: Opt
     sse_c.is_none() && !matches!(sse, Some(S::AwsKms | S::AwsKmsDsse))
 }
 
-/// The strongest checksum a response states, fastest algorithm first.
+/// The checksum a response states: a CRC when there is one (cheapest to check,
+/// from any split), else SHA256, else SHA1. A response carries one in practice.
+macro_rules! stated_checksum {
+    ($out:expr) => {
+        stated_checksum(
+            [$out.checksum_crc64_nvme(), $out.checksum_crc32(), $out.checksum_crc32_c()],
+            [$out.checksum_sha256(), $out.checksum_sha1()],
+            $out.checksum_type(),
+        )
+    };
+}
+
 fn stated_checksum(
-    crc64nvme: Option<&str>,
-    crc32: Option<&str>,
-    crc32c: Option<&str>,
+    crcs: [Option<&str>; 3],
+    shas: [Option<&str>; 2],
     kind: Option<&aws_sdk_s3::types::ChecksumType>,
 ) -> Option<Stated> {
     let composite = matches!(kind, Some(aws_sdk_s3::types::ChecksumType::Composite));
-    Algorithm::ALL.into_iter().find_map(|a| {
+    let [crc64nvme, crc32, crc32c] = crcs;
+    let crc = Algorithm::ALL.into_iter().find_map(|a| {
         let header = match a {
             Algorithm::Crc64Nvme => crc64nvme,
             Algorithm::Crc32 => crc32,
@@ -313,7 +324,8 @@ fn stated_checksum(
             Stated::Full { value, .. } if composite => Some(Stated::Composite { algorithm: a, parts: 0, value }),
             s => Some(s),
         }
-    })
+    });
+    crc.or_else(|| Sha::ALL.into_iter().zip(shas).find_map(|(a, header)| Stated::parse_sha(a, header?, composite)))
 }
 
 /// For requests the engine retries itself (GET, and every upload request).
@@ -414,12 +426,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
-        let checksum = stated_checksum(
-            out.checksum_crc64_nvme(),
-            out.checksum_crc32(),
-            out.checksum_crc32_c(),
-            out.checksum_type(),
-        );
+        let checksum = stated_checksum!(out);
         Ok(ObjectMeta {
             key: key.to_string(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -474,12 +481,7 @@ impl ObjectStore for S3Store {
         let etag_md5 = etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm());
         let range_start = out.content_range().and_then(content_range_start).unwrap_or(0);
         let etag = out.e_tag().map(unquote);
-        let checksum = stated_checksum(
-            out.checksum_crc64_nvme(),
-            out.checksum_crc32(),
-            out.checksum_crc32_c(),
-            out.checksum_type(),
-        );
+        let checksum = stated_checksum!(out);
         let body = futures::stream::unfold(out.body, |mut bs| async move {
             let item = bs.next().await?;
             Some((

@@ -1,7 +1,6 @@
 //! Fetching one part: GET attempts, body streaming into positional writes, the
 //! part's running CRC, stall detection, and retries that resume where a body broke.
 
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -10,7 +9,7 @@ use futures::StreamExt;
 
 use super::VerifyMode;
 use super::retry::{Class, Decision, classify};
-use super::round::{FileState, Round, digest_kind};
+use super::round::{FileState, Round, inline_kind, segment_kind};
 use super::writer::TempFile;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::integrity::{PartDigest, PartSum};
@@ -21,15 +20,22 @@ use crate::store::GetRequest;
 pub(super) async fn fetch_range(
     round: &Round,
     file: &FileState,
-    range: Range<u64>,
+    part: usize,
     tmp: &Arc<TempFile>,
     buf: &mut Vec<u8>,
 ) -> Result<Option<PartSum>, Error> {
+    let range = file.parts[part].clone();
     let env = &round.env;
     let job = &file.job;
     let mut retries = env.policy.part();
-    let mut attempt =
-        Attempt { start: range.start, offset: range.start, end: range.end, whole: file.parts.len() == 1, digest: None };
+    let mut attempt = Attempt {
+        part,
+        start: range.start,
+        offset: range.start,
+        end: range.end,
+        whole: file.parts.len() == 1,
+        digest: None,
+    };
     loop {
         let err = match fetch_once(round, file, &mut attempt, tmp, buf).await {
             Ok(()) => return Ok(attempt.digest.map(|d| d.finish())),
@@ -55,6 +61,8 @@ pub(super) async fn fetch_range(
 
 /// Progress of one part across attempts.
 struct Attempt {
+    /// Index of the range in the object's ranges.
+    part: usize,
     start: u64,
     /// First byte not yet written.
     offset: u64,
@@ -158,12 +166,16 @@ async fn fetch_once(
         *file.stated.lock().unwrap() = resp.checksum.into();
         *file.etag_md5.lock().unwrap() = resp.etag_md5;
     }
-    if a.digest.is_none()
-        && offset == a.start
-        && env.cfg.verify != VerifyMode::Off
-        && let Some(kind) = digest_kind(file)
-    {
-        a.digest = Some(PartDigest::new(kind));
+    if env.cfg.verify != VerifyMode::Off {
+        if a.digest.is_none()
+            && offset == a.start
+            && let Some(kind) = inline_kind(file)
+        {
+            a.digest = Some(PartDigest::new(kind));
+        }
+        if let Some(kind) = segment_kind(file) {
+            round.open_segment(file, a.part, tmp, kind)?;
+        }
     }
 
     let mut body = resp.body;
@@ -285,6 +297,7 @@ async fn write_direct(
 
 fn advance(round: &Round, file: &FileState, a: &mut Attempt, n: u64) {
     a.offset += n;
+    round.wrote(file, a.part, a.offset - a.start);
     file.written.fetch_add(n, Ordering::Relaxed);
     round.env.reporter.bytes(&file.job, n);
 }

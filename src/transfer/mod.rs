@@ -28,10 +28,12 @@
 //! read afresh (HEAD), at most `max_restarts` times.
 
 mod fetch;
+mod hasher;
 mod limiter;
 pub mod parts;
 pub mod retry;
 mod round;
+mod segments;
 pub mod upload;
 pub mod writer;
 

@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::hasher::{Hasher, SegmentResult, StreamId};
 use super::limiter::Limiter;
 use super::retry::{self, RetryPolicy};
+use super::segments::Segments;
 use super::writer::{Recorded, TempFile};
 use super::{Download, Durability, EngineConfig, KnownChecksum, Outcome, Verification, VerifyMode, fetch, parts};
 use crate::error::Error;
-use crate::integrity::{self, DigestKind, PartCrc, PartSum, Stated};
+use crate::integrity::{self, DigestKind, DigestValue, PartCrc, PartSum, Stated};
 use crate::progress::Reporter;
 use crate::store::ObjectStore;
 
@@ -35,6 +37,8 @@ pub(super) struct Env {
     etag_samples: Mutex<std::collections::HashMap<String, String>>,
     /// Bounds filesystem calls in flight (see [`EngineConfig::io_concurrency`]).
     io: Semaphore,
+    /// Hashes segments in order (MD5 ETags, SHA checksums).
+    hasher: Hasher,
 }
 
 impl Env {
@@ -53,6 +57,7 @@ impl Env {
             policy: RetryPolicy::new(cfg.retry_count, cfg.retry_budget),
             limiter: Limiter::new(cfg.max_requests),
             io: Semaphore::new(cfg.io_concurrency.max(1)),
+            hasher: Hasher::new(1),
             cfg,
         }
     }
@@ -85,7 +90,7 @@ pub(super) struct FileState {
     /// The checksum the store states: from HEAD before the first of many parts,
     /// or from the response of a single whole-object GET.
     pub stated: Mutex<KnownChecksum>,
-    /// Hash of each finished part, when its bytes were hashed (see [`digest_kind`]).
+    /// Hash of each finished part, when its bytes were hashed (see [`inline_kind`]).
     pub sums: Mutex<Vec<Option<PartSum>>>,
     /// Upload part size when `parts` are aligned to the parts of a multipart upload.
     aligned: Option<u64>,
@@ -95,6 +100,19 @@ pub(super) struct FileState {
     pub written: AtomicU64,
     /// Parts found complete on disk from an earlier, interrupted run.
     restored: Mutex<Vec<bool>>,
+    /// The segments hashed in order, and how far each is written.
+    segments: Mutex<SegmentState>,
+    /// A read handle on the temporary file, for the hasher.
+    reader: Mutex<Option<Arc<std::fs::File>>>,
+}
+
+/// In-order hashing of an object's segments (see [`super::hasher`]).
+struct SegmentState {
+    written: Segments,
+    /// Per segment: the hasher's stream, its result channel, and the result.
+    streams: Vec<Option<StreamId>>,
+    pending: Vec<Option<tokio::sync::oneshot::Receiver<SegmentResult>>>,
+    sums: Vec<Option<DigestValue>>,
 }
 
 /// Scheduling state of one object (under the scheduler lock).
@@ -149,35 +167,61 @@ impl Sched {
     }
 }
 
-/// The ranges to fetch, and the upload part size when they are aligned to a
-/// multipart upload's parts. Alignment is needed only to check a composite
-/// checksum (ranges within a part, whose CRCs combine into the part's CRC) or,
-/// with no checksum, the multipart ETag (one range per part, as MD5 does not
-/// combine). A full-object checksum is checked from any split.
-fn plan_parts(job: &Download, cfg: &EngineConfig) -> (Vec<Range<u64>>, Option<u64>) {
+/// The ranges to fetch; the upload part size when they are aligned to a
+/// multipart upload's parts; and the size of the segments hashed in order.
+///
+/// Alignment is needed to check a composite checksum (ranges within a part:
+/// their CRCs combine into the part's CRC, or the part's SHA is computed in
+/// order over them) or, with no checksum, a multipart MD5 ETag (the MD5 of each
+/// part, in order). A full-object CRC is checked from any split; a full-object
+/// SHA or a single PUT's MD5 ETag is one segment, hashed in order.
+fn plan_parts(job: &Download, cfg: &EngineConfig) -> (Vec<Range<u64>>, Option<u64>, u64) {
     let layout = job.upload.filter(|u| u.uniform_for(job.size) && cfg.verify != VerifyMode::Off);
-    let within = match job.checksum {
-        KnownChecksum::Stated(Stated::Full { .. }) => None,
-        KnownChecksum::Stated(Stated::Composite { .. }) => Some(cfg.part_size),
-        KnownChecksum::NoneStated | KnownChecksum::NotAsked if job.etag_md5 => layout.map(|u| u.part_size),
+    let by_part = match job.checksum {
+        KnownChecksum::Stated(Stated::Full { .. } | Stated::Sha { parts: None, .. }) => None,
+        KnownChecksum::Stated(Stated::Composite { .. } | Stated::Sha { parts: Some(_), .. }) => layout,
+        KnownChecksum::NoneStated | KnownChecksum::NotAsked if job.etag_md5 && job.multipart() => layout,
         KnownChecksum::NoneStated | KnownChecksum::NotAsked => None,
     };
-    match (layout, within) {
-        (Some(u), Some(within)) => (parts::split_aligned(job.size, u.part_size, within), Some(u.part_size)),
-        _ if job.size <= cfg.part_size => (std::iter::once(0..job.size).collect(), None),
-        _ => (parts::split(job.size, cfg.part_size), None),
+    match by_part {
+        Some(u) => (parts::split_aligned(job.size, u.part_size, cfg.part_size), Some(u.part_size), u.part_size),
+        None if job.size <= cfg.part_size => (std::iter::once(0..job.size).collect(), None, job.size),
+        None => (parts::split(job.size, cfg.part_size), None, job.size),
     }
 }
 
-/// What a part's bytes are hashed with, given what is known of the object now.
-pub(super) fn digest_kind(file: &FileState) -> Option<DigestKind> {
-    match *file.stated.lock().unwrap() {
+/// What each range is hashed with as its bytes stream in: CRCs, which combine.
+pub(super) fn inline_kind(file: &FileState) -> Option<DigestKind> {
+    let stated = *file.stated.lock().unwrap();
+    match stated {
         KnownChecksum::Stated(Stated::Full { algorithm, .. }) => Some(DigestKind::Crc(algorithm)),
         KnownChecksum::Stated(Stated::Composite { algorithm, .. }) => file.aligned.map(|_| DigestKind::Crc(algorithm)),
+        _ => None,
+    }
+}
+
+/// What each segment is hashed with, in order, when that is how the object is checked.
+pub(super) fn segment_kind(file: &FileState) -> Option<DigestKind> {
+    let stated = *file.stated.lock().unwrap();
+    match stated {
+        KnownChecksum::Stated(Stated::Full { .. } | Stated::Composite { .. }) => None,
+        KnownChecksum::Stated(Stated::Sha { algorithm, parts: None, .. }) => {
+            (file.segments.lock().unwrap().written.list.len() == 1).then_some(DigestKind::Sha(algorithm))
+        }
+        KnownChecksum::Stated(Stated::Sha { algorithm, parts: Some(_), .. }) => {
+            file.aligned.map(|_| DigestKind::Sha(algorithm))
+        }
         KnownChecksum::NoneStated | KnownChecksum::NotAsked => {
-            (*file.etag_md5.lock().unwrap() && md5_unverifiable(file).is_none()).then_some(DigestKind::Md5)
+            md5_unverifiable(file).is_none().then_some(DigestKind::Md5)
         }
     }
+}
+
+/// What a range's journal entry is checked with on resume: its CRC, or its
+/// segment's hash when the range is a whole segment. Otherwise nothing, and
+/// the range is fetched again.
+fn range_kind(file: &FileState) -> Option<DigestKind> {
+    inline_kind(file).or_else(|| segment_kind(file).filter(|_| file.segments.lock().unwrap().written.one_range_each()))
 }
 
 /// Why an object without a checksum cannot be checked against its MD5 ETag.
@@ -192,16 +236,92 @@ fn md5_unverifiable(file: &FileState) -> Option<String> {
     }
 
     match (job.multipart(), job.upload) {
-        (false, _) if file.parts.len() == 1 => None,
-        (false, _) => Some(format!(
-            "the store states no checksum, and its MD5 ETag cannot be computed from {} parallel ranges (a --part-size above its size would allow it)",
-            file.parts.len()
-        )),
-        (true, Some(u)) if file.aligned.is_some() && file.parts.len() == u.count as usize => None,
+        // A single PUT: its segment is the whole object.
+        (false, _) => None,
+        (true, Some(u))
+            if file.aligned.is_some() && file.segments.lock().unwrap().written.list.len() == u.count as usize =>
+        {
+            None
+        }
         (true, _) => Some(match &job.layout_unknown {
             Some(why) => format!("the store states no checksum, and {why}"),
             None => "the store states no checksum, and its multipart upload's parts are not of equal size".into(),
         }),
+    }
+}
+
+impl Round {
+    /// Starts hashing the segment that range `part` lies in, unless it is
+    /// already being hashed or done. Called when a range's body starts.
+    pub(super) fn open_segment(
+        &self,
+        file: &FileState,
+        part: usize,
+        tmp: &TempFile,
+        kind: DigestKind,
+    ) -> Result<(), Error> {
+        let reader = {
+            let mut r = file.reader.lock().unwrap();
+            match &*r {
+                Some(f) => f.clone(),
+                None => r.insert(Arc::new(tmp.reader()?)).clone(),
+            }
+        };
+        let mut st = file.segments.lock().unwrap();
+        let s = st.written.segment_of(part);
+        if st.streams[s].is_some() || st.sums[s].is_some() {
+            return Ok(());
+        }
+        let (id, rx) = self.env.hasher.open(reader, st.written.list[s].bytes.clone(), kind);
+        self.env.hasher.ready(id, st.written.prefix(s));
+        st.streams[s] = Some(id);
+        st.pending[s] = Some(rx);
+        Ok(())
+    }
+
+    /// Range `part` has `n` bytes written from its start: its segment's hasher
+    /// may go on.
+    pub(super) fn wrote(&self, file: &FileState, part: usize, n: u64) {
+        let mut st = file.segments.lock().unwrap();
+        let (s, ready) = st.written.wrote(part, n);
+        if let Some(id) = st.streams[s] {
+            self.env.hasher.ready(id, ready);
+        }
+    }
+
+    /// Stops hashing a failed object's segments.
+    fn cancel_segments(&self, file: &FileState) {
+        let mut st = file.segments.lock().unwrap();
+        for id in st.streams.iter_mut().filter_map(Option::take) {
+            self.env.hasher.cancel(id);
+        }
+        st.pending.iter_mut().for_each(|p| *p = None);
+    }
+
+    /// Waits for the hash of segment `s`, if it is being computed.
+    async fn segment_sum(&self, file: &FileState, s: usize) -> Result<Option<DigestValue>, Error> {
+        let rx = file.segments.lock().unwrap().pending[s].take();
+        let Some(rx) = rx else { return Ok(file.segments.lock().unwrap().sums[s]) };
+        let fail = |why: String| Error::io(&file.job.dest, "hashing", std::io::Error::other(why));
+        let sum = match rx.await {
+            Ok(Ok(PartSum::Hash(v))) => v,
+            Ok(Ok(PartSum::Crc(_))) => return Err(fail("internal error: a CRC for a segment".into())),
+            Ok(Err(why)) => return Err(fail(why)),
+            Err(_) => return Err(fail("internal error: hashing stopped".into())),
+        };
+        let mut st = file.segments.lock().unwrap();
+        st.sums[s] = Some(sum);
+        st.streams[s] = None;
+        Ok(Some(sum))
+    }
+
+    /// Waits for every segment being hashed.
+    async fn segment_sums(&self, file: &FileState) -> Result<(), Error> {
+        let n = file.segments.lock().unwrap().sums.len();
+        for s in 0..n {
+            self.segment_sum(file, s).await?;
+        }
+        Ok(())
     }
 }
 
@@ -224,11 +344,20 @@ pub(super) async fn run(env: Arc<Env>, jobs: Vec<Download>, last: bool) -> Vec<O
     let files: Vec<FileState> = jobs
         .into_iter()
         .map(|job| {
-            let (mut parts, aligned) = plan_parts(&job, cfg);
+            let (mut parts, aligned, segment) = plan_parts(&job, cfg);
             if parts.is_empty() {
                 parts.push(0..0);
             }
+            let written = Segments::new(&parts, segment);
+            let n = written.list.len();
             FileState {
+                segments: Mutex::new(SegmentState {
+                    written,
+                    streams: vec![None; n],
+                    pending: (0..n).map(|_| None).collect(),
+                    sums: vec![None; n],
+                }),
+                reader: Mutex::new(None),
                 sums: Mutex::new(vec![None; parts.len()]),
                 stated: Mutex::new(job.checksum),
                 etag_md5: Mutex::new(job.etag_md5),
@@ -262,6 +391,7 @@ pub(super) async fn run(env: Arc<Env>, jobs: Vec<Download>, last: bool) -> Vec<O
     // Stopped early: objects that never finished keep a resumable file, or lose
     // their temporary one.
     for file in &round.files {
+        round.cancel_segments(file);
         let open = file.file.lock().unwrap().take();
         if let Some(t) = open.and_then(|t| Arc::try_unwrap(t).ok())
             && !t.resumable()
@@ -325,6 +455,13 @@ async fn finish_part(round: &Round, idx: usize, result: Result<(), Error>) {
     };
     let tmp = file.file.lock().unwrap().take();
     let env = &round.env;
+    let error = match error {
+        None => round.segment_sums(file).await.err(),
+        e => e,
+    };
+    if error.is_some() {
+        round.cancel_segments(file);
+    }
     let outcome = match (error, tmp) {
         // Interrupted: a resumable file stays for the next run.
         (Some(e @ Error::Interrupted(_)), Some(t)) if t.resumable() => Err(e),
@@ -369,6 +506,7 @@ fn check(env: &Env, file: &FileState, mode: VerifyMode) -> Outcome {
         return Ok(Verification::Verified("empty"));
     }
     let sums: Option<Vec<PartSum>> = file.sums.lock().unwrap().iter().copied().collect();
+    let segment_sums: Option<Vec<DigestValue>> = file.segments.lock().unwrap().sums.iter().copied().collect();
     let crcs = || -> Vec<PartCrc> {
         let all = sums.iter().flatten();
         all.filter_map(|s| if let PartSum::Crc(c) = s { Some(*c) } else { None }).collect()
@@ -378,7 +516,8 @@ fn check(env: &Env, file: &FileState, mode: VerifyMode) -> Outcome {
             "{url}: {what} of the bytes received is {got}, the store states {stated}; nothing was written"
         ))
     };
-    let why = match *file.stated.lock().unwrap() {
+    let stated = *file.stated.lock().unwrap();
+    let why = match stated {
         KnownChecksum::Stated(Stated::Full { algorithm, value }) => {
             let crcs = crcs();
             if crcs.len() != file.parts.len() {
@@ -421,20 +560,47 @@ fn check(env: &Env, file: &FileState, mode: VerifyMode) -> Outcome {
                 ),
             },
         },
+        KnownChecksum::Stated(Stated::Sha { algorithm, parts, value }) => match segment_kind(file) {
+            None => match &file.job.layout_unknown {
+                Some(why) => format!("its {} checksum is composite (per uploaded part), and {why}", algorithm.name()),
+                None => format!(
+                    "its {} checksum is composite (per uploaded part), and the parts are not of equal size",
+                    algorithm.name()
+                ),
+            },
+            Some(_) => {
+                let Some(sums) = segment_sums else {
+                    return Err(Error::Refused(format!("{url}: internal error: a segment's hash is missing")));
+                };
+                let (got, stated) = match parts {
+                    None => (sums[0].base64(), value.base64()),
+                    Some(n) => {
+                        let got = integrity::sha_composite(algorithm, &sums);
+                        let stated = if n == 0 { value.base64() } else { format!("{}-{n}", value.base64()) };
+                        let shown = if n == 0 { got.base64() } else { format!("{}-{}", got.base64(), sums.len()) };
+                        (shown, stated)
+                    }
+                };
+                if got != stated {
+                    let what = if parts.is_some() {
+                        format!("composite {}", algorithm.name())
+                    } else {
+                        algorithm.name().to_string()
+                    };
+                    return Err(mismatch(&what, got, stated));
+                }
+                return Ok(Verification::Verified(algorithm.name()));
+            }
+        },
         KnownChecksum::NoneStated | KnownChecksum::NotAsked => match md5_unverifiable(file) {
             Some(why) => why,
             None => {
-                let md5s: Vec<[u8; 16]> = sums
-                    .iter()
-                    .flatten()
-                    .filter_map(|s| if let PartSum::Md5(m) = s { Some(*m) } else { None })
-                    .collect();
-                if md5s.len() != file.parts.len() {
-                    return Err(Error::Refused(format!("{url}: internal error: a part's MD5 is missing")));
-                }
-                let got = integrity::etag_of(&md5s);
+                let Some(md5s) = segment_sums else {
+                    return Err(Error::Refused(format!("{url}: internal error: a segment's MD5 is missing")));
+                };
+                let got = integrity::etag_of(&md5s, file.job.multipart());
                 let stated = file.job.etag.clone().unwrap_or_default();
-                if got == stated {
+                if got.eq_ignore_ascii_case(&stated) {
                     return Ok(Verification::Verified("MD5"));
                 }
                 let before = env.etag_samples.lock().unwrap().insert(file.job.key.clone(), got.clone());
@@ -466,12 +632,22 @@ async fn run_part(round: &Round, idx: usize, p: usize, buf: &mut Vec<u8>) -> Res
     if file.restored.lock().unwrap().get(p).copied().unwrap_or(false) {
         return Ok(());
     }
-    let range = file.parts[p].clone();
-    if range.is_empty() {
+    if file.parts[p].is_empty() {
         return Ok(());
     }
-    let sum = fetch::fetch_range(round, file, range, &tmp, buf).await?;
+    let mut sum = fetch::fetch_range(round, file, p, &tmp, buf).await?;
     if tmp.resumable() {
+        // A range that is a whole segment is journalled with the segment's hash.
+        let own = {
+            let st = file.segments.lock().unwrap();
+            let s = st.written.segment_of(p);
+            (st.written.list[s].ranges.len() == 1).then_some(s)
+        };
+        if sum.is_none()
+            && let Some(s) = own
+        {
+            sum = round.segment_sum(file, s).await?.map(PartSum::Hash);
+        }
         let hash = sum.map_or_else(|| "-".to_string(), |s| s.to_string());
         round
             .env
@@ -498,7 +674,7 @@ fn journal_header(file: &FileState) -> String {
         file.parts.len(),
         file.parts.first().map_or(0, |r| r.end),
         last,
-        digest_kind(file),
+        range_kind(file),
     )
 }
 
@@ -566,7 +742,7 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
             let restored = round
                 .env
                 .blocking_io({
-                    let (t, parts, kind) = (t.clone(), file.parts.clone(), digest_kind(file));
+                    let (t, parts, kind) = (t.clone(), file.parts.clone(), range_kind(file));
                     let stop = round.env.stop.clone();
                     move || restore(&parts, kind, &t, recorded, &stop)
                 })
@@ -578,8 +754,15 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
             let mut bytes = 0;
             for (p, sum) in restored {
                 flags[p] = true;
-                bytes += file.parts[p].end - file.parts[p].start;
-                file.sums.lock().unwrap()[p] = sum;
+                let len = file.parts[p].end - file.parts[p].start;
+                bytes += len;
+                let mut st = file.segments.lock().unwrap();
+                let (s, _) = st.written.wrote(p, len);
+                match sum {
+                    // A whole segment restored: its hash is known.
+                    Some(PartSum::Hash(v)) => st.sums[s] = Some(v),
+                    sum => file.sums.lock().unwrap()[p] = sum,
+                }
             }
             tracing::info!(object = %file.job.source_url(), parts = flags.iter().filter(|f| **f).count(), of = flags.len(), "resuming: parts already on disk");
             *file.restored.lock().unwrap() = flags;

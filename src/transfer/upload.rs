@@ -249,7 +249,7 @@ async fn file_crc(env: &Env, job: &Upload, offset: u64, len: u64) -> Result<Part
         }
         match digest.finish() {
             PartSum::Crc(c) => Ok(c),
-            PartSum::Md5(_) => unreachable!("a CRC digest finishes as a CRC"),
+            PartSum::Hash(_) => unreachable!("a CRC digest finishes as a CRC"),
         }
     });
     tokio::select! {

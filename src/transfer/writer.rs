@@ -149,7 +149,7 @@ impl TempFile {
         let (dir, name) = open_parent(root, rel)?;
         let tmp_name = temp_name(name);
         let path = dest.with_file_name(&tmp_name);
-        let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&dir, &tmp_name, flags, Mode::from_raw_mode(0o644))
             .map_err(|e| Error::io(&path, "creating temporary file", e.into()))?;
         try_lock(&fd);
@@ -253,6 +253,12 @@ impl TempFile {
     /// Reads `len` bytes at `offset` (to check a resumed part).
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Error> {
         self.file.read_exact_at(buf, offset).map_err(|e| Error::io(&self.path, "reading back", e))
+    }
+
+    /// A second handle on the same open file, for reading back what was
+    /// written (hashing) independently of this one's commit or discard.
+    pub fn reader(&self) -> Result<File, Error> {
+        self.file.try_clone().map_err(|e| Error::io(&self.path, "opening for reading back", e))
     }
 
     fn reserve(&self, size: u64) -> Result<(), Error> {

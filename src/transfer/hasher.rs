@@ -1,0 +1,378 @@
+//! Hashing that cannot follow the ranges: the MD5 of an ETag, SHA256 and SHA1
+//! are computed over a *segment* (a whole object, or one uploaded part) in byte
+//! order, while its ranges download in parallel and out of order.
+//!
+//! A dedicated thread hashes each segment's written prefix as it grows: the
+//! engine reports how far the prefix reaches ([`Hasher::ready`]), the thread
+//! reads those bytes back with `pread` (they were just written, so they come
+//! from the page cache, not the disk) and feeds them to the segment's digest.
+//! MD5s of independent segments are computed together, several per SIMD
+//! instruction (`md5-many`: 8 lanes on AVX2, 16 on AVX-512, with a scalar
+//! fallback chosen at run time), which is where most of the CPU of checking
+//! legacy objects went. Requests never wait on hashing, except the last part
+//! of an object, whose commit needs the result.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use crate::integrity::{DigestKind, PartDigest, PartSum};
+
+/// Bytes read and hashed per segment per step. Small enough that a batch of
+/// [`LANES`] buffers stays within a few MiB; large enough to amortize a `pread`.
+const CHUNK: usize = 256 << 10;
+
+/// Segments hashed together at most: three AVX2 batches of 8, which
+/// `md5-many` interleaves for instruction-level parallelism.
+const LANES: usize = 24;
+
+/// The result of one segment: its digest, or why its bytes could not be read.
+pub(super) type SegmentResult = Result<PartSum, String>;
+
+/// Handle of a segment being hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct StreamId(u64);
+
+struct Stream {
+    file: Arc<File>,
+    /// Next byte to hash.
+    hashed: u64,
+    /// Bytes before this offset are written.
+    ready: u64,
+    end: u64,
+    /// `None` while a thread is hashing a step of this segment.
+    digest: Option<PartDigest>,
+    tx: Option<oneshot::Sender<SegmentResult>>,
+}
+
+impl Stream {
+    /// Whether a step is worth taking now: a full chunk, or the segment's tail.
+    fn due(&self) -> bool {
+        self.digest.is_some() && (self.ready - self.hashed >= CHUNK as u64 || (self.ready == self.end))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<StreamId, Stream>,
+    next_id: u64,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    work: Condvar,
+}
+
+/// The hashing threads of one run; they stop when it is dropped.
+pub(super) struct Hasher {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Hasher {
+    /// Starts `threads` hashing threads (at least one).
+    pub fn new(threads: usize) -> Hasher {
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), work: Condvar::new() });
+        let threads = (0..threads.max(1))
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("s3load-hash-{i}"))
+                    .spawn(move || hash_loop(&shared))
+                    .expect("spawning a hashing thread")
+            })
+            .collect();
+        Hasher { shared, threads }
+    }
+
+    /// Starts hashing `range` of `file` with `kind`, as its bytes are reported
+    /// written. The receiver gets the digest once the last byte is hashed.
+    pub fn open(
+        &self,
+        file: Arc<File>,
+        range: Range<u64>,
+        kind: DigestKind,
+    ) -> (StreamId, oneshot::Receiver<SegmentResult>) {
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.shared.state.lock().unwrap();
+        let id = StreamId(st.next_id);
+        st.next_id += 1;
+        let stream = Stream {
+            file,
+            hashed: range.start,
+            ready: range.start,
+            end: range.end,
+            digest: Some(PartDigest::new(kind)),
+            tx: Some(tx),
+        };
+        let due = stream.due();
+        st.streams.insert(id, stream);
+        drop(st);
+        if due {
+            self.shared.work.notify_one();
+        }
+        (id, rx)
+    }
+
+    /// The segment's bytes before `upto` are written. Never moves backwards.
+    pub fn ready(&self, id: StreamId, upto: u64) {
+        let mut st = self.shared.state.lock().unwrap();
+        let Some(s) = st.streams.get_mut(&id) else { return };
+        let was = s.due();
+        s.ready = s.ready.max(upto.min(s.end));
+        let now = s.due();
+        drop(st);
+        if now && !was {
+            self.shared.work.notify_one();
+        }
+    }
+
+    /// Forgets a segment whose object failed; its receiver sees a closed channel.
+    pub fn cancel(&self, id: StreamId) {
+        self.shared.state.lock().unwrap().streams.remove(&id);
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap().closed = true;
+        self.shared.work.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One step taken by a thread: `len` bytes of a segment from `at`.
+struct Step {
+    id: StreamId,
+    file: Arc<File>,
+    at: u64,
+    len: usize,
+    digest: PartDigest,
+}
+
+fn hash_loop(shared: &Shared) {
+    let md5 = md5_many::Md5Many::new();
+    let mut bufs: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let steps = {
+            let mut st = shared.state.lock().unwrap();
+            loop {
+                if st.closed {
+                    return;
+                }
+                if st.streams.values().any(Stream::due) {
+                    break;
+                }
+                st = shared.work.wait(st).unwrap();
+            }
+            take_steps(&mut st)
+        };
+        run_steps(shared, md5, &mut bufs, steps);
+    }
+}
+
+/// Reads and hashes one step of each segment taken, outside the lock, then
+/// puts the digests back and reports the segments that are finished.
+fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<Vec<u8>>, mut steps: Vec<Step>) {
+    // A step whose bytes cannot be read back fails its segment; the others
+    // are hashed, each with its own buffer.
+    bufs.resize_with(steps.len(), || vec![0u8; CHUNK]);
+    let mut failed: Vec<(StreamId, String)> = Vec::new();
+    let mut read = Vec::with_capacity(steps.len());
+    for (step, buf) in steps.drain(..).zip(bufs.iter_mut()) {
+        match step.file.read_exact_at(&mut buf[..step.len], step.at) {
+            Ok(()) => read.push((step, &buf[..])),
+            Err(e) => failed.push((step.id, format!("reading back bytes {}.. to hash them: {e}", step.at))),
+        }
+    }
+    hash_steps(md5, &mut read);
+    let steps: Vec<Step> = read.into_iter().map(|(step, _)| step).collect();
+    // Finished segments give their file handle back before they report.
+    let mut done: Vec<(oneshot::Sender<SegmentResult>, SegmentResult)> = Vec::new();
+    {
+        let mut st = shared.state.lock().unwrap();
+        for (id, why) in failed {
+            if let Some(tx) = st.streams.remove(&id).and_then(|mut s| s.tx.take()) {
+                done.push((tx, Err(why)));
+            }
+        }
+        for step in steps {
+            let Some(s) = st.streams.get_mut(&step.id) else { continue };
+            s.hashed = step.at + step.len as u64;
+            if s.hashed == s.end {
+                let mut s = st.streams.remove(&step.id).expect("present");
+                if let Some(tx) = s.tx.take() {
+                    done.push((tx, Ok(step.digest.finish())));
+                }
+            } else {
+                s.digest = Some(step.digest);
+            }
+        }
+        if st.streams.values().any(Stream::due) {
+            shared.work.notify_one();
+        }
+    }
+    for (tx, r) in done {
+        let _ = tx.send(r);
+    }
+}
+
+/// Takes up to [`LANES`] due segments out of the state, MD5s first (they gain
+/// from being hashed together).
+fn take_steps(st: &mut State) -> Vec<Step> {
+    let mut due: Vec<(bool, StreamId)> = st
+        .streams
+        .iter()
+        .filter(|(_, s)| s.due())
+        .map(|(id, s)| (!matches!(s.digest, Some(PartDigest::Md5(_))), *id))
+        .collect();
+    due.sort_unstable_by_key(|(not_md5, id)| (*not_md5, id.0));
+    due.truncate(LANES);
+    due.into_iter()
+        .map(|(_, id)| {
+            let s = st.streams.get_mut(&id).expect("present");
+            let len = (s.ready - s.hashed).min(CHUNK as u64) as usize;
+            Step { id, file: s.file.clone(), at: s.hashed, len, digest: s.digest.take().expect("due") }
+        })
+        .collect()
+}
+
+/// Feeds each step's bytes to its digest: the MD5s as one multi-buffer call.
+fn hash_steps(md5: md5_many::Md5Many, steps: &mut [(Step, &[u8])]) {
+    let mut md5_states = Vec::new();
+    let mut md5_inputs: Vec<&[u8]> = Vec::new();
+    let mut md5_steps = Vec::new();
+    for (i, (step, buf)) in steps.iter_mut().enumerate() {
+        let data = &buf[..step.len];
+        match &mut step.digest {
+            PartDigest::Md5(state) => {
+                md5_states.push(*state);
+                md5_inputs.push(data);
+                md5_steps.push(i);
+            }
+            other => other.update(data),
+        }
+    }
+    match md5_states.len() {
+        0 => {}
+        1 => md5_states[0].update(md5_inputs[0]),
+        _ => md5.update_many(&mut md5_states, &md5_inputs),
+    }
+    for (state, i) in md5_states.into_iter().zip(md5_steps) {
+        steps[i].0.digest = PartDigest::Md5(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::{DigestValue, Sha};
+    use md5::Digest as _;
+
+    fn data(n: usize, seed: usize) -> Vec<u8> {
+        (0..n).map(|i| ((i + seed).wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+    }
+
+    fn file_with(bytes: &[u8]) -> Arc<File> {
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, bytes).unwrap();
+        Arc::new(f)
+    }
+
+    fn hash_of(r: SegmentResult) -> DigestValue {
+        match r.unwrap() {
+            PartSum::Hash(v) => v,
+            PartSum::Crc(_) => panic!("a hash"),
+        }
+    }
+
+    #[tokio::test]
+    async fn segments_hashed_together_in_pieces_match_an_independent_md5_and_sha() {
+        let hasher = Hasher::new(2);
+        // Uneven lengths (a tail shorter than a block, an empty segment, one
+        // above a chunk) over one file, as the parts of an upload lie.
+        let bytes = data(3 * CHUNK + 12_345, 7);
+        let file = file_with(&bytes);
+        let cuts = [0, 0, 1, 64, 1000, CHUNK + 1, 2 * CHUNK + 7, bytes.len()];
+        let mut open = Vec::new();
+        for w in cuts.windows(2) {
+            let r = w[0] as u64..w[1] as u64;
+            for kind in [DigestKind::Md5, DigestKind::Sha(Sha::Sha256), DigestKind::Sha(Sha::Sha1)] {
+                let (id, rx) = hasher.open(file.clone(), r.clone(), kind);
+                open.push((id, rx, r.clone(), kind));
+            }
+        }
+        // Report the written prefix in uneven steps, as bodies arrive.
+        for step in [3usize, 5000, 70_000, CHUNK, usize::MAX] {
+            for (id, _, r, _) in &open {
+                hasher.ready(*id, r.start.saturating_add(step as u64));
+            }
+        }
+        for (_, rx, r, kind) in open {
+            let slice = &bytes[r.start as usize..r.end as usize];
+            let expected = match kind {
+                DigestKind::Md5 => md5::Md5::digest(slice).to_vec(),
+                DigestKind::Sha(s) => Sha::digest(s, slice).as_bytes().to_vec(),
+                DigestKind::Crc(_) => unreachable!(),
+            };
+            assert_eq!(hash_of(rx.await.unwrap()).as_bytes(), &expected[..], "{kind:?} {r:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_segment_is_finished_only_when_its_last_byte_is_ready() {
+        let hasher = Hasher::new(1);
+        let bytes = data(CHUNK * 2, 1);
+        let (id, mut rx) = hasher.open(file_with(&bytes), 0..bytes.len() as u64, DigestKind::Md5);
+        hasher.ready(id, bytes.len() as u64 - 1);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(rx.try_recv().is_err(), "finished before its last byte");
+        hasher.ready(id, bytes.len() as u64);
+        assert_eq!(hash_of(rx.await.unwrap()).as_bytes(), &md5::Md5::digest(&bytes)[..]);
+    }
+
+    #[test]
+    fn a_segment_that_cannot_be_read_back_fails_alone_in_its_batch() {
+        // Three MD5 segments taken in one batch; the middle one's file is short.
+        let shared = Shared { state: Mutex::new(State::default()), work: Condvar::new() };
+        let (good_a, good_b) = (data(100_000, 3), data(70_000, 4));
+        let mut rxs = Vec::new();
+        for (file, len) in [(file_with(&good_a), 100_000), (file_with(b"short"), 50_000), (file_with(&good_b), 70_000)]
+        {
+            let (tx, rx) = oneshot::channel();
+            let mut st = shared.state.lock().unwrap();
+            let id = StreamId(st.next_id);
+            st.next_id += 1;
+            let digest = Some(PartDigest::new(DigestKind::Md5));
+            st.streams.insert(id, Stream { file, hashed: 0, ready: len, end: len, digest, tx: Some(tx) });
+            rxs.push(rx);
+        }
+        let steps = take_steps(&mut shared.state.lock().unwrap());
+        assert_eq!(steps.len(), 3, "one batch");
+        run_steps(&shared, md5_many::Md5Many::new(), &mut Vec::new(), steps);
+        let mut results = rxs.into_iter().map(|mut rx| rx.try_recv().unwrap());
+        assert_eq!(hash_of(results.next().unwrap()).as_bytes(), &md5::Md5::digest(&good_a)[..]);
+        assert!(results.next().unwrap().is_err());
+        assert_eq!(hash_of(results.next().unwrap()).as_bytes(), &md5::Md5::digest(&good_b)[..]);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_segment_closes_its_channel_and_an_unreadable_one_says_why() {
+        let hasher = Hasher::new(1);
+        let (id, rx) = hasher.open(file_with(b"abc"), 0..3, DigestKind::Md5);
+        hasher.cancel(id);
+        assert!(rx.await.is_err());
+        // Bytes reported written that the file does not have.
+        let (id, rx) = hasher.open(file_with(b"abc"), 0..10, DigestKind::Md5);
+        hasher.ready(id, 10);
+        assert!(rx.await.unwrap().unwrap_err().contains("reading back"));
+    }
+}
