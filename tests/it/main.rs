@@ -10,6 +10,7 @@ mod image;
 mod localfs;
 mod manifests;
 mod output;
+mod profiles;
 mod resume;
 mod safety;
 mod sync;

@@ -162,34 +162,59 @@ fn sse(obj: &StoredObject) -> Option<ServerSideEncryption> {
     obj.sse_kms.then(|| ServerSideEncryption::from_static(ServerSideEncryption::AWS_KMS))
 }
 
+fn user_metadata(obj: &StoredObject) -> Option<s3s::dto::Metadata> {
+    (!obj.metadata.is_empty()).then(|| obj.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
 fn checksum_enabled(mode: Option<&ChecksumMode>) -> bool {
     mode.is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"))
 }
 
-/// A checksum that does not match the body.
-fn wrong(c: StoredChecksum) -> StoredChecksum {
-    StoredChecksum { value: c.value ^ 1, ..c }
+/// The checksum fields of a response, one per algorithm, and the type.
+#[derive(Default)]
+struct ChecksumFields {
+    crc64nvme: Option<String>,
+    crc32: Option<String>,
+    crc32c: Option<String>,
+    sha256: Option<String>,
+    sha1: Option<String>,
+    kind: Option<ChecksumType>,
 }
 
-type ChecksumFields = (Option<String>, Option<String>, Option<String>, Option<ChecksumType>);
+/// Sets the checksum fields of an output (`no_type` for outputs without one).
+macro_rules! set_checksum {
+    ($out:expr, $f:expr) => {{
+        let f: ChecksumFields = $f;
+        $out.checksum_type = f.kind.clone();
+        set_checksum!($out, f, no_type);
+    }};
+    ($out:expr, $f:expr, no_type) => {{
+        let f: ChecksumFields = $f;
+        $out.checksum_crc64nvme = f.crc64nvme;
+        $out.checksum_crc32 = f.crc32;
+        $out.checksum_crc32c = f.crc32c;
+        $out.checksum_sha256 = f.sha256;
+        $out.checksum_sha1 = f.sha1;
+    }};
+}
 
 /// The checksum fields of a response: the object's checksum when the client
 /// asked for checksums (`x-amz-checksum-mode: ENABLED`), altered by a
 /// `WrongChecksum` fault; nothing otherwise.
 fn checksum_fields(obj: &StoredObject, mode: Option<&ChecksumMode>, fault: Option<&Fault>) -> ChecksumFields {
     match obj.checksum.filter(|_| checksum_enabled(mode)) {
-        Some(c) if matches!(fault, Some(Fault::WrongChecksum)) => checksum_headers(wrong(c)),
+        Some(c) if matches!(fault, Some(Fault::WrongChecksum)) => checksum_headers(c.wrong()),
         Some(c) => checksum_headers(c),
-        None => (None, None, None, None),
+        None => ChecksumFields::default(),
     }
 }
 
 /// The checksum response fields for an object's checksum, if it has one.
 fn stored_fields(c: Option<StoredChecksum>) -> ChecksumFields {
-    c.map_or((None, None, None, None), checksum_headers)
+    c.map_or_else(ChecksumFields::default, checksum_headers)
 }
 
-/// The checksum response fields for a full-object checksum.
+/// The checksum response fields for a checksum.
 fn checksum_headers(c: StoredChecksum) -> ChecksumFields {
     let v = Some(c.to_base64());
     let kind = Some(ChecksumType::from_static(if c.composite_parts.is_some() {
@@ -197,11 +222,15 @@ fn checksum_headers(c: StoredChecksum) -> ChecksumFields {
     } else {
         ChecksumType::FULL_OBJECT
     }));
+    let mut f = ChecksumFields { kind, ..Default::default() };
     match c.algorithm {
-        ChecksumAlgorithm::Crc64Nvme => (v, None, None, kind),
-        ChecksumAlgorithm::Crc32 => (None, v, None, kind),
-        ChecksumAlgorithm::Crc32c => (None, None, v, kind),
+        ChecksumAlgorithm::Crc64Nvme => f.crc64nvme = v,
+        ChecksumAlgorithm::Crc32 => f.crc32 = v,
+        ChecksumAlgorithm::Crc32c => f.crc32c = v,
+        ChecksumAlgorithm::Sha256 => f.sha256 = v,
+        ChecksumAlgorithm::Sha1 => f.sha1 = v,
     }
+    f
 }
 
 /// The whole request body.
@@ -218,24 +247,28 @@ fn algorithm_of(a: &s3s::dto::ChecksumAlgorithm) -> Option<ChecksumAlgorithm> {
         "CRC64NVME" => Some(ChecksumAlgorithm::Crc64Nvme),
         "CRC32" => Some(ChecksumAlgorithm::Crc32),
         "CRC32C" => Some(ChecksumAlgorithm::Crc32c),
+        "SHA256" => Some(ChecksumAlgorithm::Sha256),
+        "SHA1" => Some(ChecksumAlgorithm::Sha1),
         _ => None,
     }
 }
 
-/// The value of the first checksum header given for `algorithm`.
+/// The value of the checksum header given for `algorithm` (SHA checksums are
+/// not sent by s3load; only CRC headers are read).
 fn sent_value(
     algorithm: ChecksumAlgorithm,
     crc64nvme: &Option<String>,
     crc32: &Option<String>,
     crc32c: &Option<String>,
-) -> Option<u64> {
+) -> Option<[u8; 32]> {
     let v = match algorithm {
         ChecksumAlgorithm::Crc64Nvme => crc64nvme,
         ChecksumAlgorithm::Crc32 => crc32,
         ChecksumAlgorithm::Crc32c => crc32c,
+        ChecksumAlgorithm::Sha256 | ChecksumAlgorithm::Sha1 => &None,
     };
     // An unparseable value never matches.
-    v.as_deref().map(|v| StoredChecksum::from_base64(algorithm, v).map_or(u64::MAX, |c| c.value))
+    v.as_deref().map(|v| StoredChecksum::from_base64(algorithm, v).map_or([0xff; 32], |c| c.value))
 }
 
 /// Checks the checksum header a client sent with a body, as S3 does: a value that
@@ -415,6 +448,7 @@ impl S3 for Service {
             server_side_encryption: sse(&obj),
             storage_class: obj.storage_class.clone().map(StorageClass::from),
             content_type: obj.content_type.clone(),
+            metadata: user_metadata(&obj),
             ..Default::default()
         };
         // With partNumber, S3 describes that part of a multipart upload.
@@ -426,8 +460,7 @@ impl S3 for Service {
             out.parts_count = Some(obj.part_sizes.len() as i32);
             return Ok(S3Response::new(out));
         }
-        (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) =
-            checksum_fields(&obj, input.checksum_mode.as_ref(), fault.as_ref());
+        set_checksum!(out, checksum_fields(&obj, input.checksum_mode.as_ref(), fault.as_ref()));
         Ok(S3Response::new(out))
     }
 
@@ -487,12 +520,12 @@ impl S3 for Service {
             server_side_encryption: sse(&obj),
             storage_class: obj.storage_class.clone().map(StorageClass::from),
             content_type: obj.content_type.clone(),
+            metadata: user_metadata(&obj),
             ..Default::default()
         };
         // Like S3: the full-object checksum only comes with a full-object body.
         if content_range.is_none() {
-            (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) =
-                checksum_fields(&obj, input.checksum_mode.as_ref(), fault.as_ref());
+            set_checksum!(out, checksum_fields(&obj, input.checksum_mode.as_ref(), fault.as_ref()));
         }
         Ok(S3Response::new(out))
     }
@@ -521,7 +554,7 @@ impl S3 for Service {
         let obj = self.store.put_object(&input.bucket, &input.key, obj);
         let mut out =
             PutObjectOutput { e_tag: Some(etag(&obj.etag)), version_id: obj.version_id.clone(), ..Default::default() };
-        (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) = stored_fields(checksum);
+        set_checksum!(out, stored_fields(checksum));
         Ok(S3Response::new(out))
     }
 
@@ -579,7 +612,7 @@ impl S3 for Service {
         let mut out = UploadPartOutput { e_tag: Some(etag(&tag)), ..Default::default() };
         let part = sent.or_else(|| declared.map(|(a, _)| StoredChecksum::compute(a, &data)));
         if let Some(c) = part {
-            (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, _) = checksum_headers(c);
+            set_checksum!(out, checksum_headers(c), no_type);
         }
         Ok(S3Response::new(out))
     }
@@ -640,7 +673,7 @@ impl S3 for Service {
             version_id: obj.version_id.clone(),
             ..Default::default()
         };
-        (out.checksum_crc64nvme, out.checksum_crc32, out.checksum_crc32c, out.checksum_type) = stored_fields(checksum);
+        set_checksum!(out, stored_fields(checksum));
         Ok(S3Response::new(out))
     }
 

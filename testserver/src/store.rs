@@ -16,29 +16,43 @@ use bytes::Bytes;
 use crc_fast::CrcAlgorithm;
 use md5::{Digest, Md5};
 
-/// Full-object checksum algorithms the server can store, as S3 names them.
+/// Checksum algorithms the server can store, as S3 names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChecksumAlgorithm {
     Crc64Nvme,
     Crc32,
     Crc32c,
+    Sha256,
+    Sha1,
 }
 
 impl ChecksumAlgorithm {
-    fn crc(self) -> CrcAlgorithm {
-        match self {
-            ChecksumAlgorithm::Crc64Nvme => CrcAlgorithm::Crc64Nvme,
-            ChecksumAlgorithm::Crc32 => CrcAlgorithm::Crc32IsoHdlc,
-            ChecksumAlgorithm::Crc32c => CrcAlgorithm::Crc32Iscsi,
-        }
-    }
-
     /// Width of the checksum in bytes.
-    fn width(self) -> usize {
+    pub fn width(self) -> usize {
         match self {
             ChecksumAlgorithm::Crc64Nvme => 8,
             ChecksumAlgorithm::Crc32 | ChecksumAlgorithm::Crc32c => 4,
+            ChecksumAlgorithm::Sha256 => 32,
+            ChecksumAlgorithm::Sha1 => 20,
         }
+    }
+
+    /// The checksum of `data`, big-endian, in the first `width()` bytes.
+    fn digest(self, data: &[u8]) -> [u8; 32] {
+        let crc = |a| {
+            let be = crc_fast::checksum(a, data).to_be_bytes();
+            be[8 - self.width()..].to_vec()
+        };
+        let raw = match self {
+            ChecksumAlgorithm::Crc64Nvme => crc(CrcAlgorithm::Crc64Nvme),
+            ChecksumAlgorithm::Crc32 => crc(CrcAlgorithm::Crc32IsoHdlc),
+            ChecksumAlgorithm::Crc32c => crc(CrcAlgorithm::Crc32Iscsi),
+            ChecksumAlgorithm::Sha256 => <sha2::Sha256 as sha2::Digest>::digest(data).to_vec(),
+            ChecksumAlgorithm::Sha1 => <sha1::Sha1 as sha1::Digest>::digest(data).to_vec(),
+        };
+        let mut value = [0u8; 32];
+        value[..raw.len()].copy_from_slice(&raw);
+        value
     }
 }
 
@@ -46,7 +60,8 @@ impl ChecksumAlgorithm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredChecksum {
     pub algorithm: ChecksumAlgorithm,
-    pub value: u64,
+    /// Big-endian, in the first `algorithm.width()` bytes.
+    pub value: [u8; 32],
     /// `Some(n)` for a composite checksum of a multipart upload of `n` parts: the
     /// checksum of the concatenated part checksums, sent as `value-n`.
     pub composite_parts: Option<u32>,
@@ -54,21 +69,16 @@ pub struct StoredChecksum {
 
 impl StoredChecksum {
     pub fn compute(algorithm: ChecksumAlgorithm, data: &[u8]) -> StoredChecksum {
-        StoredChecksum { algorithm, value: crc_fast::checksum(algorithm.crc(), data), composite_parts: None }
+        StoredChecksum { algorithm, value: algorithm.digest(data), composite_parts: None }
     }
 
     /// The composite checksum of `parts`, as S3 computes it for a multipart upload.
     pub fn composite(algorithm: ChecksumAlgorithm, parts: &[Bytes]) -> StoredChecksum {
         let mut joined = Vec::new();
         for p in parts {
-            let be = crc_fast::checksum(algorithm.crc(), p).to_be_bytes();
-            joined.extend_from_slice(&be[8 - algorithm.width()..]);
+            joined.extend_from_slice(&algorithm.digest(p)[..algorithm.width()]);
         }
-        StoredChecksum {
-            algorithm,
-            value: crc_fast::checksum(algorithm.crc(), &joined),
-            composite_parts: Some(parts.len() as u32),
-        }
+        StoredChecksum { algorithm, value: algorithm.digest(&joined), composite_parts: Some(parts.len() as u32) }
     }
 
     /// The value as S3 sends it: base64 of the big-endian bytes (`-n` for composite).
@@ -77,17 +87,77 @@ impl StoredChecksum {
         if raw.len() != algorithm.width() {
             return None;
         }
-        let value = raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        let mut value = [0u8; 32];
+        value[..raw.len()].copy_from_slice(&raw);
         Some(StoredChecksum { algorithm, value, composite_parts: None })
     }
 
+    /// The same checksum with its last bit flipped: a value that does not match.
+    pub fn wrong(mut self) -> StoredChecksum {
+        self.value[self.algorithm.width() - 1] ^= 1;
+        self
+    }
+
     pub fn to_base64(self) -> String {
-        let be = self.value.to_be_bytes();
-        let v = BASE64_STANDARD.encode(&be[8 - self.algorithm.width()..]);
+        let v = BASE64_STANDARD.encode(&self.value[..self.algorithm.width()]);
         match self.composite_parts {
             Some(n) => format!("{v}-{n}"),
             None => v,
         }
+    }
+}
+
+/// The tools that wrote most objects in existing buckets, and how they split
+/// an upload: what an object looks like depends on which of them wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// `aws s3 cp`: multipart from 8 MiB, in 8 MiB parts.
+    AwsCli,
+    /// boto3's `upload_file`: the same defaults as the CLI (8 MiB, 8 MiB).
+    Boto3,
+    /// s5cmd: multipart from 50 MiB, in 50 MiB parts.
+    S5cmd,
+    /// rclone: single PUT up to 200 MiB, then 5 MiB chunks, with the whole
+    /// file's MD5 in `X-Amz-Meta-Md5chksum`.
+    Rclone,
+}
+
+impl Writer {
+    pub const ALL: [Writer; 4] = [Writer::AwsCli, Writer::Boto3, Writer::S5cmd, Writer::Rclone];
+
+    /// (single PUT below this size, part size).
+    pub fn split(self) -> (u64, u64) {
+        const MIB: u64 = 1 << 20;
+        match self {
+            Writer::AwsCli | Writer::Boto3 => (8 * MIB, 8 * MIB),
+            Writer::S5cmd => (50 * MIB, 50 * MIB),
+            Writer::Rclone => (200 * MIB, 5 * MIB),
+        }
+    }
+
+    /// The object this tool leaves for `data`, as S3 stored it before it kept
+    /// checksums by default (and as many S3-compatible stores still do): an
+    /// MD5 ETag (of the body, or of the part MD5s with `-N`), no checksum.
+    pub fn legacy_object(self, data: Bytes, last_modified: SystemTime) -> StoredObject {
+        self.object(data, last_modified, None)
+    }
+
+    /// The object this tool leaves for `data` with a checksum of `algorithm`
+    /// (full for a single PUT, composite for a multipart upload).
+    pub fn object(self, data: Bytes, last_modified: SystemTime, algorithm: Option<ChecksumAlgorithm>) -> StoredObject {
+        let (threshold, part) = self.split();
+        if (data.len() as u64) < threshold {
+            return StoredObject::with_checksum(data, last_modified, algorithm);
+        }
+        let parts: Vec<Bytes> = (0..data.len())
+            .step_by(part as usize)
+            .map(|at| data.slice(at..(at + part as usize).min(data.len())))
+            .collect();
+        let mut obj = StoredObject::multipart(&parts, last_modified, algorithm, true);
+        if self == Writer::Rclone {
+            obj.metadata.insert("md5chksum".into(), BASE64_STANDARD.encode(Md5::digest(&data)));
+        }
+        obj
     }
 }
 
@@ -109,6 +179,8 @@ pub struct StoredObject {
     /// As given by the uploader (`None` = STANDARD).
     pub storage_class: Option<String>,
     pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`), keys without the prefix.
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl StoredObject {
@@ -131,6 +203,7 @@ impl StoredObject {
             sse_kms: false,
             storage_class: None,
             content_type: None,
+            metadata: BTreeMap::new(),
         }
     }
 
@@ -169,6 +242,7 @@ impl StoredObject {
             sse_kms: false,
             storage_class: None,
             content_type: None,
+            metadata: BTreeMap::new(),
         }
     }
 
