@@ -76,10 +76,12 @@ pub struct Args {
     #[arg(long, global = true, value_enum, default_value_t = VerifyMode::Auto)]
     pub verify: VerifyMode,
 
-    /// What is on disk before success is reported: syncfs flushes the destination's
-    /// filesystem once at the end; fsync flushes every file and its directory as
-    /// it is committed (slower with many files); off leaves it to the kernel.
-    #[arg(long, global = true, value_enum, default_value_t = Durability::Syncfs)]
+    /// What is on disk before success is reported: off (default) leaves flushing
+    /// to the kernel (enough for an emptyDir, which a node crash loses anyway, and
+    /// for NFS); syncfs flushes the destination's filesystem once at the end (use
+    /// it for a shared block-backed volume); fsync flushes every file and its
+    /// directory as it is committed (slower with many files).
+    #[arg(long, global = true, value_enum, default_value_t = Durability::Off)]
     pub durability: Durability,
 
     /// Print what would be copied; change nothing.

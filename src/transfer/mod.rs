@@ -155,16 +155,24 @@ pub enum VerifyMode {
 }
 
 /// `--durability`: what is on disk before s3load reports success.
+///
+/// The default is `off` because the main use does not need more: an
+/// initContainer filling an `emptyDir` loses the directory with the node, and
+/// NFS puts each file on the server at `close`. The sync record knows which
+/// files were not flushed and fetches them again after a reboot. With
+/// `syncfs` or `fsync`, each finished range is handed to the disk as it
+/// completes (`sync_file_range`), so the final flush waits only for the tail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Durability {
     /// One `syncfs` of the destination's filesystem after the last file is
     /// renamed into place: everything is on disk before the exit code says so.
-    #[default]
     Syncfs,
     /// `fsync` each file before its rename and its directory after: each file is
     /// durable as soon as it is reported, at a cost per file.
     Fsync,
-    /// Leave flushing to the kernel (a crash may lose recently written files).
+    /// Leave flushing to the kernel (a crash may lose recently written files;
+    /// their records are not trusted after a reboot).
+    #[default]
     Off,
 }
 
@@ -220,7 +228,7 @@ impl Default for EngineConfig {
             stall_timeout: Duration::from_secs(30),
             max_restarts: 3,
             verify: VerifyMode::Auto,
-            durability: Durability::Syncfs,
+            durability: Durability::Off,
             max_open_files: 64,
             io_concurrency: 4,
         }

@@ -636,6 +636,10 @@ async fn run_part(round: &Round, idx: usize, p: usize, buf: &mut Vec<u8>) -> Res
         return Ok(());
     }
     let mut sum = fetch::fetch_range(round, file, p, &tmp, buf).await?;
+    if round.env.cfg.durability != Durability::Off && file.parts.len() > 1 {
+        let (t, range) = (tmp.clone(), file.parts[p].clone());
+        round.env.blocking_io(move || t.start_writeback(range)).await;
+    }
     if tmp.resumable() {
         // A range that is a whole segment is journalled with the segment's hash.
         let own = {

@@ -31,6 +31,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
@@ -273,6 +274,22 @@ impl TempFile {
 
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), Error> {
         self.file.write_all_at(buf, offset).map_err(|e| Error::io(&self.path, "writing", e))
+    }
+
+    /// Starts writing `range` back to the disk without waiting for it, so that
+    /// a later `syncfs` or `fsync` waits only for what was written since. A
+    /// hint: where the filesystem cannot, nothing happens.
+    pub fn start_writeback(&self, range: std::ops::Range<u64>) {
+        let (Ok(offset), Ok(len)) = (i64::try_from(range.start), i64::try_from(range.end - range.start)) else {
+            return;
+        };
+        // SAFETY: sync_file_range only reads its integer arguments; the fd is
+        // open for as long as `self` lives. No safe wrapper exists in rustix.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::sync_file_range(self.file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+        if r != 0 {
+            tracing::debug!(path = %self.path.display(), error = %std::io::Error::last_os_error(), "sync_file_range");
+        }
     }
 
     /// Sets the mtime and renames the file to its destination. With `fsync`, the

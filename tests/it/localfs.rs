@@ -130,7 +130,8 @@ async fn case32_after_a_failed_syncfs_the_next_run_fetches_the_files_again() {
     }
     let work = h.path("wb");
     let dest = work.join("mnt/model");
-    let run = h.run_with_failing_writeback(&work, &dest, &["sync", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+    let args = ["--durability", "syncfs", "sync", "s3://bucket/m/*", dest.to_str().unwrap()];
+    let run = h.run_with_failing_writeback(&work, &dest, &args).await;
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("may not be on disk"), "{}", run.stderr);
     let state = run.stderr.split("STATE:").nth(1).and_then(|s| s.split("END").next()).unwrap_or_default();
@@ -151,7 +152,7 @@ async fn case32_records_not_known_to_be_on_disk_are_not_trusted_after_a_reboot()
     }
     let (off, flushed) = (h.path("off"), h.path("flushed"));
     h.run(&["--durability", "off", "sync", "s3://bucket/m/*", off.to_str().unwrap()]).await.assert_ok();
-    h.run(&["sync", "s3://bucket/m/*", flushed.to_str().unwrap()]).await.assert_ok();
+    h.run(&["--durability", "syncfs", "sync", "s3://bucket/m/*", flushed.to_str().unwrap()]).await.assert_ok();
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim().to_string();
     // Same boot: the page cache holds the files; nothing is fetched again.
     h.server.log().clear();
