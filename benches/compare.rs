@@ -17,7 +17,10 @@
 //! `--legacy` stores the objects as s5cmd's own upload leaves them and as most
 //! existing buckets hold them: MD5 ETags and no stored checksum (1 GiB objects in
 //! 50 MiB multipart parts, 64 KiB objects in one PUT). Tool `rclone-fast` is
-//! rclone at its fastest settings here (`--transfers 32 --multi-thread-streams 16`).
+//! rclone at its fastest settings here (`--transfers 32 --multi-thread-streams 16`);
+//! `s5cmd-then-sync` is s5cmd followed by `sync(1)` (what `--durability syncfs`
+//! is compared with); `s3load-syncfs` is s3load with `--durability syncfs`.
+//! Workload `model` is a published model's files (see [`MODEL`]).
 //! `--hash-speed` prints the single-core speed of each body hash instead;
 //! `--ttfb` the time from s3load's start to its first request and first GET.
 #![allow(unsafe_code)]
@@ -26,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use s3load_testserver::{ACCESS_KEY, Options, SECRET_KEY, Shaping, StoredObject, TestServer, generate_bytes};
+use s3load_testserver::{ACCESS_KEY, Options, SECRET_KEY, Shaping, TestServer, Writer, generate_bytes};
 
 const BUCKET: &str = "bench";
 
@@ -40,7 +43,24 @@ enum Workload {
     Noop,
     /// 4 × 1 GiB local files (on the `--dir` filesystem) uploaded to an empty prefix.
     Upload,
+    /// A model as it is published: three 1 GiB safetensors shards, a 45 MiB
+    /// last shard, a 9 MiB tokenizer and five small JSON files.
+    Model,
 }
+
+/// The model workload's files: (name, size).
+const MODEL: [(&str, usize); 10] = [
+    ("model-00001-of-00004.safetensors", 1 << 30),
+    ("model-00002-of-00004.safetensors", 1 << 30),
+    ("model-00003-of-00004.safetensors", 1 << 30),
+    ("model-00004-of-00004.safetensors", 45 << 20),
+    ("tokenizer.json", 9 << 20),
+    ("model.safetensors.index.json", 25 << 10),
+    ("tokenizer_config.json", 50 << 10),
+    ("config.json", 700),
+    ("generation_config.json", 200),
+    ("special_tokens_map.json", 500),
+];
 
 impl Workload {
     fn name(self) -> &'static str {
@@ -49,12 +69,14 @@ impl Workload {
             Workload::Small => "5000 x 64 KiB",
             Workload::Noop => "no-op re-sync of 5000",
             Workload::Upload => "upload 4 x 1 GiB",
+            Workload::Model => "model (3.05 GiB in 10 files)",
         }
     }
     fn prefix(self) -> &'static str {
         match self {
             Workload::Large | Workload::Upload => "large",
             Workload::Small | Workload::Noop => "small",
+            Workload::Model => "model",
         }
     }
 }
@@ -81,6 +103,7 @@ fn s3load_variant(tool: &str) -> Option<&'static [&'static str]> {
         "s3load" => Some(&[]),
         "s3load-verify-off" => Some(&["--verify", "off"]),
         "s3load-durability-off" => Some(&["--durability", "off"]),
+        "s3load-syncfs" => Some(&["--durability", "syncfs"]),
         "s3load-fsync" => Some(&["--durability", "fsync"]),
         // The shipped binary (static, `dist` profile), from $S3LOAD_DIST_BIN.
         "s3load-dist" => Some(&[]),
@@ -131,6 +154,13 @@ fn tool_command(tool: &str, endpoint: &str, src_prefix: &str, dest: &Path) -> Co
         "s5cmd" => {
             let mut c = Command::new("s5cmd");
             c.args(["--endpoint-url", endpoint, "sync", &src, &format!("{}/", dest.display())]);
+            c
+        }
+        // What durability costs a user of s5cmd: its sync, then `sync(1)`.
+        "s5cmd-then-sync" => {
+            let mut c = Command::new("sh");
+            c.args(["-c", "s5cmd \"$@\" && sync", "sh", "--endpoint-url", endpoint, "sync", &src]);
+            c.arg(format!("{}/", dest.display()));
             c
         }
         "rclone" | "rclone-fast" => {
@@ -412,6 +442,7 @@ async fn main() {
             "small" => Workload::Small,
             "noop" => Workload::Noop,
             "upload" => Workload::Upload,
+            "model" => Workload::Model,
             o => panic!("unknown workload {o}"),
         })
         .collect();
@@ -420,10 +451,12 @@ async fn main() {
         .split(',')
         .map(str::to_string)
         .filter(|t| {
-            s3load_variant(t).is_some() || which(t.trim_end_matches("-fast")).is_some() || {
-                eprintln!("note: {t} not found on PATH; skipped (benches/run.sh installs it)");
-                false
-            }
+            s3load_variant(t).is_some()
+                || which(t.trim_end_matches("-fast").trim_end_matches("-then-sync")).is_some()
+                || {
+                    eprintln!("note: {t} not found on PATH; skipped (benches/run.sh installs it)");
+                    false
+                }
         })
         .collect();
     let base =
@@ -454,10 +487,7 @@ async fn main() {
                 let key = format!("large/obj-{i}.bin");
                 let data = generate_bytes(1 << 30, 100 + i);
                 if legacy {
-                    let parts: Vec<_> = (0..(1u64 << 30).div_ceil(50 << 20))
-                        .map(|p| data.slice((p * (50 << 20)) as usize..((p + 1) * (50 << 20)).min(1 << 30) as usize))
-                        .collect();
-                    store.put_object(BUCKET, &key, StoredObject::multipart(&parts, SystemTime::now(), None, false));
+                    store.put_object(BUCKET, &key, Writer::S5cmd.legacy_object(data, SystemTime::now()));
                 } else {
                     store.put(BUCKET, &key, data);
                 }
@@ -470,12 +500,26 @@ async fn main() {
                 let key = format!("small/d{:02}/f{i:05}.bin", i % 50);
                 let data = generate_bytes(64 << 10, 1000 + i);
                 if legacy {
-                    store.put_object(BUCKET, &key, StoredObject::with_checksum(data, SystemTime::now(), None));
+                    store.put_object(BUCKET, &key, Writer::S5cmd.legacy_object(data, SystemTime::now()));
                 } else {
                     store.put(BUCKET, &key, data);
                 }
             }
             expect_small = (5000, 5000 * (64 << 10));
+        }
+        let mut expect_model = (0, 0);
+        if workloads.contains(&Workload::Model) {
+            eprintln!("generating the model ...");
+            for (i, (name, size)) in MODEL.iter().enumerate() {
+                let data = generate_bytes(*size, 5000 + i as u64);
+                let key = format!("model/{name}");
+                if legacy {
+                    store.put_object(BUCKET, &key, Writer::S5cmd.legacy_object(data, SystemTime::now()));
+                } else {
+                    store.put(BUCKET, &key, data);
+                }
+                expect_model = (expect_model.0 + 1, expect_model.1 + *size as u64);
+            }
         }
         let endpoint = server.endpoint_url();
         let upload_src = base.join("upload-src");
@@ -488,7 +532,11 @@ async fn main() {
             }
         }
         for &w in &workloads {
-            let expect = if w == Workload::Large { expect_large } else { expect_small };
+            let expect = match w {
+                Workload::Large => expect_large,
+                Workload::Model => expect_model,
+                _ => expect_small,
+            };
             let mut samples: Vec<(String, Vec<Sample>)> = tools.iter().map(|t| (t.clone(), Vec::new())).collect();
             for round in 0..runs {
                 for (tool, s) in samples.iter_mut() {
