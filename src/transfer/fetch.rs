@@ -4,26 +4,28 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use futures::StreamExt;
 
 use super::VerifyMode;
 use super::retry::{Class, Decision, classify};
-use super::round::{FileState, Round, inline_kind, segment_kind};
+use super::round::{FileState, Round, inline_kind, one_write, segment_kind};
 use super::writer::TempFile;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::integrity::{PartDigest, PartSum};
 use crate::store::GetRequest;
 
-/// Fetches `range` of the object into `tmp`, retrying as the policy allows.
-/// Returns the part's hash when its bytes were hashed.
+/// Fetches range `part` of the object into `tmp`, retrying as the policy
+/// allows. With no `tmp` (an object written in one go, see
+/// [`super::round::one_write`]), the temporary file is created by its first
+/// write, in the same blocking call. Returns the range's hash, when its bytes
+/// were hashed as they came, and the file.
 pub(super) async fn fetch_range(
     round: &Round,
     file: &FileState,
     part: usize,
-    tmp: &Arc<TempFile>,
+    tmp: Option<Arc<TempFile>>,
     buf: &mut Vec<u8>,
-) -> Result<Option<PartSum>, Error> {
+) -> Result<(Option<PartSum>, Option<Arc<TempFile>>), Error> {
     let range = file.parts[part].clone();
     let env = &round.env;
     let job = &file.job;
@@ -35,10 +37,11 @@ pub(super) async fn fetch_range(
         end: range.end,
         whole: file.parts.len() == 1,
         digest: None,
+        tmp,
     };
     loop {
-        let err = match fetch_once(round, file, &mut attempt, tmp, buf).await {
-            Ok(()) => return Ok(attempt.digest.map(|d| d.finish())),
+        let err = match fetch_once(round, file, &mut attempt, buf).await {
+            Ok(()) => return Ok((attempt.digest.map(|d| d.finish()), attempt.tmp)),
             Err(e) => e,
         };
         if classify(&err) == Class::Throttled
@@ -69,8 +72,10 @@ struct Attempt {
     end: u64,
     /// The object is fetched in this one part (a plain GET when from byte 0).
     whole: bool,
-    /// CRC of the bytes `start..offset`, once the checksum is known.
+    /// Hash of the bytes `start..offset`, once the checksum is known.
     digest: Option<PartDigest>,
+    /// The temporary file, once it exists.
+    tmp: Option<Arc<TempFile>>,
 }
 
 /// The slowest a body may arrive, measured over each `--stall-timeout` window:
@@ -99,13 +104,7 @@ fn stalled(round: &Round) -> StoreError {
 
 /// One GET of `offset..end`. On failure `a.offset` is where to resume: bytes
 /// received before a break are written (and hashed) first, so they are not fetched again.
-async fn fetch_once(
-    round: &Round,
-    file: &FileState,
-    a: &mut Attempt,
-    tmp: &Arc<TempFile>,
-    buf: &mut Vec<u8>,
-) -> Result<(), Error> {
+async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut Vec<u8>) -> Result<(), Error> {
     let env = &round.env;
     let job = &file.job;
     let (offset, end) = (a.offset, a.end);
@@ -167,13 +166,14 @@ async fn fetch_once(
         *file.etag_md5.lock().unwrap() = resp.etag_md5;
     }
     if env.cfg.verify != VerifyMode::Off {
+        let once = one_write(file, &env.cfg);
         if a.digest.is_none()
             && offset == a.start
-            && let Some(kind) = inline_kind(file)
+            && let Some(kind) = inline_kind(file).or_else(|| segment_kind(file).filter(|_| once))
         {
             a.digest = Some(PartDigest::new(kind));
         }
-        if let Some(kind) = segment_kind(file) {
+        if !once && let (Some(kind), Some(tmp)) = (segment_kind(file), &a.tmp) {
             round.open_segment(file, a.part, tmp, kind)?;
         }
     }
@@ -218,16 +218,16 @@ async fn fetch_once(
         // Never grow the buffer past its capacity: a Vec that overflows doubles,
         // and 32 doubled buffers were most of the peak RSS.
         if buf.len() + chunk.len() > env.cfg.buffer_size {
-            flush(round, file, tmp, buf, a).await?;
+            flush(round, file, buf, a).await?;
         }
         if chunk.len() >= env.cfg.buffer_size {
-            write_direct(round, file, tmp, chunk, a).await?;
+            write_out(round, file, a, chunk).await?;
         } else {
             buf.extend_from_slice(&chunk);
         }
     };
     // What arrived before a break is kept: the next attempt starts after it.
-    flush(round, file, tmp, buf, a).await?;
+    flush(round, file, buf, a).await?;
     result?;
     if received < expected {
         let e = StoreError::new(StoreErrorKind::Network, format!("body ended after {received} of {expected} bytes"));
@@ -237,62 +237,70 @@ async fn fetch_once(
     Ok(())
 }
 
-/// Writes the buffered bytes at the attempt's offset and advances it. The
-/// part's hash is updated on the same blocking-pool thread, over the whole
-/// buffer while it is in cache: large inputs are where SIMD CRCs are fastest
-/// (a body arrives in pieces of a few KiB). The buffer and the hash state travel
-/// to the pool and back, so nothing is copied or reallocated.
-async fn flush(
-    round: &Round,
-    file: &FileState,
-    tmp: &Arc<TempFile>,
-    buf: &mut Vec<u8>,
-    a: &mut Attempt,
-) -> Result<(), Error> {
+/// Writes the buffered bytes at the attempt's offset and advances it.
+async fn flush(round: &Round, file: &FileState, buf: &mut Vec<u8>, a: &mut Attempt) -> Result<(), Error> {
     if buf.is_empty() {
         return Ok(());
     }
-    let (data, at, t, mut digest) = (std::mem::take(buf), a.offset, tmp.clone(), a.digest.take());
+    let data = write_out(round, file, a, std::mem::take(buf)).await;
+    match data {
+        Ok(data) => {
+            *buf = data;
+            buf.clear();
+            Ok(())
+        }
+        Err(e) => {
+            *buf = Vec::with_capacity(round.env.cfg.buffer_size);
+            Err(e)
+        }
+    }
+}
+
+/// Writes `data` at the attempt's offset (creating the temporary file first
+/// when there is none yet) and advances it. The hash is updated on the same
+/// blocking-pool thread, over the whole buffer while it is in cache: large
+/// inputs are where SIMD CRCs are fastest (a body arrives in pieces of a few
+/// KiB). The buffer and the hash state travel to the pool and back, so nothing
+/// is copied or reallocated.
+async fn write_out<D: AsRef<[u8]> + Send + 'static>(
+    round: &Round,
+    file: &FileState,
+    a: &mut Attempt,
+    data: D,
+) -> Result<D, Error> {
+    let (at, len, mut digest) = (a.offset, data.as_ref().len() as u64, a.digest.take());
+    let tmp = a.tmp.clone();
+    let job = &file.job;
+    let create = (round.env.dirs.clone(), job.root.clone(), job.dest.clone(), job.size);
     let (data, digest, result) = round
         .env
         .blocking_io(move || {
             if let Some(d) = digest.as_mut() {
-                d.update(&data);
+                d.update(data.as_ref());
             }
-            let r = t.write_at(&data, at);
+            let t = match tmp {
+                Some(t) => Ok(t),
+                // One write fills the file: nothing to preallocate.
+                None => TempFile::create_in(&create.0, &create.1, &create.2, create.3, false).map(Arc::new),
+            };
+            // A file created here is kept even when the write fails: the
+            // object's owner removes it.
+            let r = t.map(|t| {
+                let w = t.write_at(data.as_ref(), at);
+                (t, w)
+            });
             (data, digest, r)
         })
         .await;
-    *buf = data;
     a.digest = digest;
-    result?;
-    advance(round, file, a, buf.len() as u64);
-    buf.clear();
-    Ok(())
-}
-
-/// Writes (and hashes) a chunk too large to buffer straight from the body.
-async fn write_direct(
-    round: &Round,
-    file: &FileState,
-    tmp: &Arc<TempFile>,
-    data: Bytes,
-    a: &mut Attempt,
-) -> Result<(), Error> {
-    let (at, len, t, mut digest) = (a.offset, data.len() as u64, tmp.clone(), a.digest.take());
-    let (digest, result) = round
-        .env
-        .blocking_io(move || {
-            if let Some(d) = digest.as_mut() {
-                d.update(&data);
-            }
-            (digest, t.write_at(&data, at))
-        })
-        .await;
-    a.digest = digest;
-    result?;
+    let (t, written) = result?;
+    if a.tmp.is_none() {
+        *file.file.lock().unwrap() = Some(t.clone());
+        a.tmp = Some(t);
+    }
+    written?;
     advance(round, file, a, len);
-    Ok(())
+    Ok(data)
 }
 
 fn advance(round: &Round, file: &FileState, a: &mut Attempt, n: u64) {

@@ -13,7 +13,7 @@ use super::hasher::{Hasher, SegmentResult, StreamId};
 use super::limiter::Limiter;
 use super::retry::{self, RetryPolicy};
 use super::segments::Segments;
-use super::writer::{Recorded, TempFile};
+use super::writer::{Dirs, Recorded, TempFile};
 use super::{Download, Durability, EngineConfig, KnownChecksum, Outcome, Verification, VerifyMode, fetch, parts};
 use crate::error::Error;
 use crate::integrity::{self, DigestKind, DigestValue, PartCrc, PartSum, Stated};
@@ -39,6 +39,8 @@ pub(super) struct Env {
     io: Semaphore,
     /// Hashes segments in order (MD5 ETags, SHA checksums).
     hasher: Hasher,
+    /// Destination directories opened so far.
+    pub dirs: Arc<Dirs>,
 }
 
 impl Env {
@@ -58,6 +60,7 @@ impl Env {
             limiter: Limiter::new(cfg.max_requests),
             io: Semaphore::new(cfg.io_concurrency.max(1)),
             hasher: Hasher::new(1),
+            dirs: Arc::default(),
             cfg,
         }
     }
@@ -84,7 +87,7 @@ pub(super) struct FileState {
     pub job: Download,
     pub parts: Vec<Range<u64>>,
     /// Created when the first part starts; taken when the object is finished.
-    file: Mutex<Option<Arc<TempFile>>>,
+    pub(super) file: Mutex<Option<Arc<TempFile>>>,
     /// Held while the temporary file is being created.
     create: tokio::sync::Mutex<()>,
     /// The checksum the store states: from HEAD before the first of many parts,
@@ -188,6 +191,13 @@ fn plan_parts(job: &Download, cfg: &EngineConfig) -> (Vec<Range<u64>>, Option<u6
         None if job.size <= cfg.part_size => (std::iter::once(0..job.size).collect(), None, job.size),
         None => (parts::split(job.size, cfg.part_size), None, job.size),
     }
+}
+
+/// Whether the object arrives in one GET that fits the write buffer: its
+/// temporary file is created, written and hashed in one blocking call, with no
+/// preallocation and no journal.
+pub(super) fn one_write(file: &FileState, cfg: &EngineConfig) -> bool {
+    file.parts.len() == 1 && file.job.size > 0 && file.job.size <= cfg.buffer_size as u64
 }
 
 /// What each range is hashed with as its bytes stream in: CRCs, which combine.
@@ -628,14 +638,26 @@ fn check(env: &Env, file: &FileState, mode: VerifyMode) -> Outcome {
 
 async fn run_part(round: &Round, idx: usize, p: usize, buf: &mut Vec<u8>) -> Result<(), Error> {
     let file = &round.files[idx];
-    let tmp = open(round, file).await?;
+    let tmp = match one_write(file, &round.env.cfg) {
+        true => None,
+        false => Some(open(round, file).await?),
+    };
     if file.restored.lock().unwrap().get(p).copied().unwrap_or(false) {
         return Ok(());
     }
     if file.parts[p].is_empty() {
         return Ok(());
     }
-    let mut sum = fetch::fetch_range(round, file, p, &tmp, buf).await?;
+    let (mut sum, tmp) = fetch::fetch_range(round, file, p, tmp, buf).await?;
+    let Some(tmp) = tmp else {
+        return Err(Error::Refused(format!("{}: internal error: no file written", file.job.dest.display())));
+    };
+    if let Some(PartSum::Hash(v)) = sum {
+        // Hashed as it came: the range is its whole segment.
+        let mut st = file.segments.lock().unwrap();
+        let s = st.written.segment_of(p);
+        st.sums[s] = Some(v);
+    }
     if round.env.cfg.durability != Durability::Off && file.parts.len() > 1 {
         let (t, range) = (tmp.clone(), file.parts[p].clone());
         round.env.blocking_io(move || t.start_writeback(range)).await;
@@ -661,7 +683,9 @@ async fn run_part(round: &Round, idx: usize, p: usize, buf: &mut Vec<u8>) -> Res
             })
             .await?;
     }
-    file.sums.lock().unwrap()[p] = sum;
+    if let Some(PartSum::Crc(_)) = sum {
+        file.sums.lock().unwrap()[p] = sum;
+    }
     Ok(())
 }
 
@@ -777,7 +801,8 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
         }
         t
     } else {
-        round.env.blocking_io(move || TempFile::create(&root, &dest, size)).await?
+        let dirs = round.env.dirs.clone();
+        round.env.blocking_io(move || TempFile::create_in(&dirs, &root, &dest, size, true)).await?
     };
     let t = Arc::new(t);
     *file.file.lock().unwrap() = Some(t.clone());

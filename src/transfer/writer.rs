@@ -35,6 +35,7 @@ use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -70,13 +71,44 @@ fn kept(name: &OsStr) -> String {
 }
 
 fn temp_name(name: &OsStr) -> OsString {
-    let unique = (u64::from(std::process::id()) << 32) ^ SEQ.fetch_add(1, Ordering::Relaxed);
+    // glibc no longer caches getpid: one call per run, not per file.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
+    let unique = (u64::from(pid) << 32) ^ SEQ.fetch_add(1, Ordering::Relaxed);
     OsString::from(format!(".{}.{unique:x}{TEMP_SUFFIX}", kept(name)))
 }
 
 /// Takes the file's lock, or says that another process holds it.
 fn try_lock(fd: impl std::os::fd::AsFd) -> bool {
     rustix::fs::flock(fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
+/// Directory handles opened during a run: each destination directory is
+/// created and opened (without following symlinks) once, not once per file.
+/// A handle keeps naming the directory it opened even if a symlink is put in
+/// its place later. At most [`Dirs::MAX`] are kept open.
+#[derive(Debug, Default)]
+pub struct Dirs(std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<OwnedFd>>>);
+
+impl Dirs {
+    const MAX: usize = 256;
+}
+
+/// [`open_parent`] through the run's open directories.
+fn open_parent_cached<'a>(dirs: &Dirs, root: &Path, rel: &'a Path) -> Result<(Arc<OwnedFd>, &'a OsStr), Error> {
+    let key = root.join(rel.parent().unwrap_or(Path::new("")));
+    let name = rel.file_name().ok_or_else(|| Error::Refused(format!("{}: no file name", rel.display())))?;
+    if let Some(d) = dirs.0.lock().unwrap().get(&key) {
+        return Ok((d.clone(), name));
+    }
+    let (dir, name) = open_parent(root, rel)?;
+    let dir = Arc::new(dir);
+    let mut cache = dirs.0.lock().unwrap();
+    if cache.len() >= Dirs::MAX {
+        cache.clear();
+    }
+    cache.insert(key, dir.clone());
+    Ok((dir, name))
 }
 
 /// Opens (creating as needed) the directory that will hold `root/rel`, never
@@ -122,7 +154,7 @@ fn open_parent<'a>(root: &Path, rel: &'a Path) -> Result<(OwnedFd, &'a OsStr), E
 pub struct TempFile {
     file: File,
     /// The destination's directory, opened without following symlinks.
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     tmp_name: OsString,
     name: OsString,
     /// Full paths, for messages.
@@ -144,10 +176,16 @@ impl TempFile {
     /// Creates the directories from `root` down to `dest`'s parent and a
     /// temporary file of `size` bytes there. `dest` must lie below `root`.
     pub fn create(root: &Path, dest: &Path, size: u64) -> Result<TempFile, Error> {
+        TempFile::create_in(&Dirs::default(), root, dest, size, true)
+    }
+
+    /// [`TempFile::create`] through the run's open directories; `reserve`
+    /// preallocates `size` bytes (pointless when one write fills the file).
+    pub fn create_in(dirs: &Dirs, root: &Path, dest: &Path, size: u64, reserve: bool) -> Result<TempFile, Error> {
         let rel = dest.strip_prefix(root).map_err(|_| {
             Error::Refused(format!("internal error: {} is not below {}", dest.display(), root.display()))
         })?;
-        let (dir, name) = open_parent(root, rel)?;
+        let (dir, name) = open_parent_cached(dirs, root, rel)?;
         let tmp_name = temp_name(name);
         let path = dest.with_file_name(&tmp_name);
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -163,7 +201,8 @@ impl TempFile {
             dest: dest.to_path_buf(),
             journal: None,
         };
-        if size > 0
+        if reserve
+            && size > 0
             && let Err(e) = tmp.reserve(size)
         {
             tmp.discard();
@@ -211,7 +250,7 @@ impl TempFile {
         let fresh = recorded.is_empty();
         let tmp = TempFile {
             file,
-            dir,
+            dir: Arc::new(dir),
             tmp_name,
             name: name.to_owned(),
             path,
