@@ -538,9 +538,16 @@ async fn main() {
                 _ => expect_small,
             };
             let mut samples: Vec<(String, Vec<Sample>)> = tools.iter().map(|t| (t.clone(), Vec::new())).collect();
+            // Many small files are kept until the workload ends: ext4 skips
+            // inodes freed in the last seconds when it allocates new ones
+            // (`recently_deleted`), so creating 5,000 files right after
+            // deleting 5,000 costs each run more CPU than the one before, and
+            // whichever tool runs next pays for it.
+            let keep = matches!(w, Workload::Small | Workload::Noop);
+            let mut kept = Vec::new();
             for round in 0..runs {
                 for (tool, s) in samples.iter_mut() {
-                    let dest = base.join(format!("{tool}-dest"));
+                    let dest = base.join(format!("{tool}-dest-{round}"));
                     let result = if w == Workload::Upload {
                         run_upload(tool, &endpoint, &upload_src, store, round)
                     } else {
@@ -560,8 +567,15 @@ async fn main() {
                         }
                         Err(e) => eprintln!("{net_name} | {} | {tool} run {} FAILED: {e}", w.name(), round + 1),
                     }
-                    let _ = std::fs::remove_dir_all(&dest);
+                    if keep {
+                        kept.push(dest);
+                    } else {
+                        let _ = std::fs::remove_dir_all(&dest);
+                    }
                 }
+            }
+            for dest in kept {
+                let _ = std::fs::remove_dir_all(&dest);
             }
             let med = |s: &Vec<Sample>| {
                 (
