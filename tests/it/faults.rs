@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use s3load_testserver::{ChecksumAlgorithm, Fault, RequestRecord, Rule, StoredObject, When, generate_bytes};
 
-use crate::harness::{BUCKET, Harness, files_under};
+use crate::harness::{BUCKET, Harness, files_under, verified_by};
 
 const MIB: usize = 1 << 20;
 
@@ -300,21 +300,6 @@ async fn case09_corruption_on_every_try_fails_and_commits_nothing() {
     assert!(run.stderr.contains("s3://bucket/f/a.bin: CRC64NVME of the bytes received"), "{}", run.stderr);
     assert_eq!(files_under(&dest), Vec::<String>::new());
     assert_eq!(gets(&h).len(), 4, "first try and three restarts");
-}
-
-/// `--json` lines as (source, verified) pairs, sorted.
-fn verified_by(run: &crate::harness::Run) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = run
-        .stdout_lines()
-        .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|v| {
-            let how = v["verified"].as_str().map_or_else(|| v["verified"].to_string(), str::to_string);
-            (v["source"].as_str().unwrap().to_string(), how)
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 fn pair(src: &str, how: &str) -> (String, String) {

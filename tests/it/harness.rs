@@ -218,3 +218,18 @@ pub fn files_under(root: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Each object's (source URL, how it was verified) from `--json` lines, sorted.
+pub fn verified_by(run: &crate::harness::Run) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = run
+        .stdout_lines()
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            let how = v["verified"].as_str().map_or_else(|| v["verified"].to_string(), str::to_string);
+            (v["source"].as_str().unwrap().to_string(), how)
+        })
+        .collect();
+    v.sort();
+    v
+}

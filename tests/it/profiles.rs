@@ -11,19 +11,10 @@ use crate::harness::{BUCKET, Harness};
 
 const MIB: usize = 1 << 20;
 
-/// Each object's (source, how it was verified) from `--json` lines, sorted.
+/// Each object's (key, how it was verified) from `--json` lines, sorted.
 fn verified_by(run: &crate::harness::Run) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = run
-        .stdout_lines()
-        .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|v| {
-            let how = v["verified"].as_str().map_or_else(|| v["verified"].to_string(), str::to_string);
-            (v["source"].as_str().unwrap().trim_start_matches("s3://bucket/").to_string(), how)
-        })
-        .collect();
-    v.sort();
-    v
+    let strip = |(src, how): (String, String)| (src.trim_start_matches("s3://bucket/").to_string(), how);
+    crate::harness::verified_by(run).into_iter().map(strip).collect()
 }
 
 fn name(w: Writer) -> &'static str {
