@@ -402,6 +402,7 @@ pub(super) async fn run(env: Arc<Env>, jobs: Vec<Download>, last: bool) -> Vec<O
     // their temporary one.
     for file in &round.files {
         round.cancel_segments(file);
+        file.reader.lock().unwrap().take();
         let open = file.file.lock().unwrap().take();
         if let Some(t) = open.and_then(|t| Arc::try_unwrap(t).ok())
             && !t.resumable()
@@ -472,6 +473,9 @@ async fn finish_part(round: &Round, idx: usize, result: Result<(), Error>) {
     if error.is_some() {
         round.cancel_segments(file);
     }
+    // The hasher is done with the object: close its read handle now, not at
+    // the end of the round (thousands of objects would hold thousands of fds).
+    file.reader.lock().unwrap().take();
     let outcome = match (error, tmp) {
         // Interrupted: a resumable file stays for the next run.
         (Some(e @ Error::Interrupted(_)), Some(t)) if t.resumable() => Err(e),

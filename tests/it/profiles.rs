@@ -168,3 +168,52 @@ async fn a_corrupted_range_of_a_sha256_object_is_caught() {
     );
     corrupted_range_is_caught("c/sha.bin", obj, "SHA256", "SHA256").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_put_of_1_gib_with_only_an_md5_etag_is_verified() {
+    // What s5cmd or rclone leave for a 1 GiB file uploaded in one PUT (or any
+    // tool on a store that keeps no checksums): 64 ranges of 16 MiB, one MD5.
+    let h = Harness::new().await;
+    let data = generate_bytes(1 << 30, 9);
+    let obj = StoredObject::with_checksum(data.clone(), std::time::SystemTime::now(), None);
+    assert!(!obj.etag.contains('-'));
+    h.server.store().put_object(BUCKET, "big/one-put.bin", obj);
+    let dest = h.path("out");
+    let run =
+        h.run(&["--json", "--verify", "require", "cp", "s3://bucket/big/one-put.bin", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    assert_eq!(verified_by(&run), vec![("big/one-put.bin".to_string(), "MD5".to_string())]);
+    assert_eq!(h.server.log().count("GetObject"), 64, "fetched in parallel ranges");
+    assert!(std::fs::read(&dest).unwrap() == data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hashing_many_objects_in_order_holds_no_file_handle_past_its_object() {
+    // 400 single PUTs above the write buffer, hashed by the hashing thread
+    // through a read handle each, under a limit of 256 open files: a handle
+    // kept until the end of the run would run out of them.
+    let h = Harness::new().await;
+    let now = std::time::SystemTime::now();
+    for i in 0..400 {
+        let obj = StoredObject::with_checksum(generate_bytes(300 << 10, 7000 + i), now, None);
+        h.server.store().put_object(BUCKET, &format!("many/{i:03}.bin"), obj);
+    }
+    let dest = h.path("out");
+    let endpoint = h.server.endpoint_url();
+    let args = [
+        "-c",
+        "ulimit -n 256 && exec \"$@\"",
+        "sh",
+        env!("CARGO_BIN_EXE_s3load"),
+        "--endpoint-url",
+        endpoint.as_str(),
+        "--verify",
+        "require",
+        "cp",
+        "s3://bucket/many/*",
+        dest.to_str().unwrap(),
+    ];
+    let run = h.command("sh", &args, &h.server.client_env()).await;
+    run.assert_ok();
+    assert!(run.stderr.contains("400 copied"), "{}", run.stderr);
+}
