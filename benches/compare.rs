@@ -8,7 +8,7 @@
 //! ratio s3load/peer. The server runs in this process, so its CPU is not counted
 //! against any client; client and server share the machine's cores.
 //!
-//! Options: `--runs N` (default 3), `--workloads large,small,noop,upload`, `--net`
+//! Options: `--runs N` (default 3), `--workloads large,model,small,noop,upload`, `--net`
 //! (also run every workload through the emulated network: 20 ms to first byte,
 //! 100 MB/s per connection; `--net-only` for that alone), `--tools s3load,s5cmd,rclone`, `--dir PATH`.
 //! Tools `s3load-verify-off`, `s3load-durability-off` and `s3load-fsync` run

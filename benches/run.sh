@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks s3load against s5cmd and rclone on the in-process test server.
-# Usage: benches/run.sh [--runs N] [--workloads large,small,noop] [--net] [--tools ...]
+# Usage: benches/run.sh [--runs N] [--workloads large,model,small,noop,upload] [--legacy] [--net] [--tools ...] [--dir PATH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3load/target}"
