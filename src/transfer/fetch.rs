@@ -271,17 +271,21 @@ async fn write_out<D: AsRef<[u8]> + Send + 'static>(
     let (at, len, mut digest) = (a.offset, data.as_ref().len() as u64, a.digest.take());
     let tmp = a.tmp.clone();
     let job = &file.job;
-    let create = (round.env.dirs.clone(), job.root.clone(), job.dest.clone(), job.size);
+    // What creating the file needs, cloned only when it is to be created.
+    let create = tmp.is_none().then(|| (round.env.dirs.clone(), job.root.clone(), job.dest.clone(), job.size));
     let (data, digest, result) = round
         .env
         .blocking_io(move || {
             if let Some(d) = digest.as_mut() {
                 d.update(data.as_ref());
             }
-            let t = match tmp {
-                Some(t) => Ok(t),
+            let t = match (tmp, create) {
+                (Some(t), _) => Ok(t),
                 // One write fills the file: nothing to preallocate.
-                None => TempFile::create_in(&create.0, &create.1, &create.2, create.3, false).map(Arc::new),
+                (None, Some((dirs, root, dest, size))) => {
+                    TempFile::create_in(&dirs, &root, &dest, size, false).map(Arc::new)
+                }
+                (None, None) => unreachable!("a file to create when there is none"),
             };
             // A file created here is kept even when the write fails: the
             // object's owner removes it.
