@@ -404,6 +404,34 @@ mod tests {
     }
 
     #[test]
+    fn sha_headers_parse_only_when_well_formed() {
+        let sha = Sha::Sha256.digest(b"abc");
+        let b64 = sha.base64();
+        assert_eq!(
+            Stated::parse_sha(Sha::Sha256, &b64, false),
+            Some(Stated::Sha { algorithm: Sha::Sha256, parts: None, value: sha })
+        );
+        assert_eq!(
+            Stated::parse_sha(Sha::Sha256, &format!("{b64}-3"), false),
+            Some(Stated::Sha { algorithm: Sha::Sha256, parts: Some(3), value: sha })
+        );
+        // A COMPOSITE type without `-N`: composite, part count unknown.
+        assert_eq!(
+            Stated::parse_sha(Sha::Sha256, &b64, true),
+            Some(Stated::Sha { algorithm: Sha::Sha256, parts: Some(0), value: sha })
+        );
+        // A SHA1-sized value under the SHA256 header, not base64, a bad count,
+        // or longer than any digest: no checksum (the ETag is used, if any).
+        let sha1 = Sha::Sha1.digest(b"abc").base64();
+        for bad in [sha1.as_str(), "!!!", &format!("{b64}-x"), &BASE64_STANDARD.encode([0u8; 40])] {
+            assert_eq!(Stated::parse_sha(Sha::Sha256, bad, false), None, "{bad}");
+        }
+        assert!(Stated::parse_sha(Sha::Sha1, &sha1, false).is_some());
+        // SHA256("abc") is ba7816bf...
+        assert!(sha.hex().starts_with("ba7816bf8f01cfea"));
+    }
+
+    #[test]
     fn headers_parse_into_full_or_composite() {
         let v = to_base64(Algorithm::Crc32c, 0xE306_9283);
         assert_eq!(

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use s3load_testserver::{ChecksumAlgorithm, Fault, Rule, StoredObject, When, Writer, generate_bytes};
 
-use crate::harness::{BUCKET, Harness};
+use crate::harness::{BUCKET, Harness, files_under};
 
 const MIB: usize = 1 << 20;
 
@@ -216,4 +216,29 @@ async fn hashing_many_objects_in_order_holds_no_file_handle_past_its_object() {
     let run = h.command("sh", &args, &h.server.client_env()).await;
     run.assert_ok();
     assert!(run.stderr.contains("400 copied"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sha256_the_bytes_do_not_match_is_refused_and_nothing_is_written() {
+    // The store states a SHA256 that is not that of the bytes it serves
+    // (single PUT above a part, and composite), on every request.
+    let h = Harness::new().await;
+    let now = std::time::SystemTime::now();
+    let single = StoredObject::with_checksum(generate_bytes(20 * MIB, 1), now, Some(ChecksumAlgorithm::Sha256));
+    h.server.store().put_object(BUCKET, "w/single.bin", single);
+    let multi = Writer::AwsCli.object(generate_bytes(20 * MIB, 2), now, Some(ChecksumAlgorithm::Sha256));
+    h.server.store().put_object(BUCKET, "w/multi.bin", multi);
+    for op in ["HeadObject", "GetObject"] {
+        h.server.faults().add(Rule::new(op, When::Always, Fault::WrongChecksum));
+    }
+    let dest = h.path("out");
+    let run = h.run(&["cp", "s3://bucket/w/*", dest.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("s3://bucket/w/single.bin: SHA256 of the bytes received is"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("s3://bucket/w/multi.bin: composite SHA256 of the bytes received is"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(files_under(&dest), Vec::<String>::new(), "nothing at the destination");
 }
