@@ -308,6 +308,8 @@ pub async fn download(
             break;
         }
     }
+    // No journal outlives the run that committed its file.
+    env.journals_removed().await;
     outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Refused("download did not run".into())))).collect()
 }
 

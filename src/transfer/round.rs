@@ -13,7 +13,7 @@ use super::hasher::{Hasher, SegmentResult, StreamId};
 use super::limiter::Limiter;
 use super::retry::{self, RetryPolicy};
 use super::segments::Segments;
-use super::writer::{Dirs, Recorded, TempFile};
+use super::writer::{Dirs, Recorded, SpentJournal, TempFile};
 use super::{Download, Durability, EngineConfig, KnownChecksum, Outcome, Verification, VerifyMode, fetch, parts};
 use crate::error::Error;
 use crate::integrity::{self, DigestKind, DigestValue, PartCrc, PartSum, Stated};
@@ -41,6 +41,8 @@ pub(super) struct Env {
     hasher: Hasher,
     /// Destination directories opened so far.
     pub dirs: Arc<Dirs>,
+    /// Journals of committed files being removed (see [`SpentJournal`]).
+    spent: Mutex<tokio::task::JoinSet<()>>,
 }
 
 impl Env {
@@ -61,8 +63,25 @@ impl Env {
             io: Semaphore::new(cfg.io_concurrency.max(1)),
             hasher: Hasher::new(1),
             dirs: Arc::default(),
+            spent: Mutex::default(),
             cfg,
         }
+    }
+
+    /// Removes a committed file's journal on the blocking pool, outside the
+    /// `io_concurrency` bound: a slow removal must not hold up the writes.
+    pub fn remove_journal(&self, journal: SpentJournal) {
+        let mut spent = self.spent.lock().unwrap();
+        // Reap what has finished, so a long run holds no more handles than
+        // removals in progress.
+        while spent.try_join_next().is_some() {}
+        spent.spawn_blocking(move || journal.remove());
+    }
+
+    /// Waits until every journal handed to [`Env::remove_journal`] is gone.
+    pub async fn journals_removed(&self) {
+        let pending = std::mem::take(&mut *self.spent.lock().unwrap());
+        pending.join_all().await;
     }
 
     /// Runs blocking filesystem work on tokio's blocking pool, at most
@@ -170,6 +189,13 @@ impl Sched {
     }
 }
 
+/// The largest uploaded part fetched in one request when its hash is computed
+/// in order. s5cmd uploads 50 MiB parts, aws-cli and boto3 8 MiB, rclone 5 MiB.
+/// Measured on 4 x 1 GiB in s5cmd's 50 MiB parts: with 16 MiB ranges a third
+/// of the MD5 work was lanes padded for want of parts to hash (6.5 parts per
+/// call), with whole parts almost none, and 0.6 CPU-s less.
+const SEGMENT_RANGE: u64 = 64 << 20;
+
 /// The ranges to fetch; the upload part size when they are aligned to a
 /// multipart upload's parts; and the size of the segments hashed in order.
 ///
@@ -178,16 +204,24 @@ impl Sched {
 /// order over them) or, with no checksum, a multipart MD5 ETag (the MD5 of each
 /// part, in order). A full-object CRC is checked from any split; a full-object
 /// SHA or a single PUT's MD5 ETag is one segment, hashed in order.
+///
+/// Where each part is hashed in order (MD5 or SHA, which do not combine), a
+/// part of up to [`SEGMENT_RANGE`] bytes is fetched in one request: every
+/// request then extends a part's hashed prefix as its body arrives, so there
+/// are as many parts to hash together in SIMD lanes as requests in flight, and
+/// a resumed part can be checked against its hash.
 fn plan_parts(job: &Download, cfg: &EngineConfig) -> (Vec<Range<u64>>, Option<u64>, u64) {
     let layout = job.upload.filter(|u| u.uniform_for(job.size) && cfg.verify != VerifyMode::Off);
-    let by_part = match job.checksum {
-        KnownChecksum::Stated(Stated::Full { .. } | Stated::Sha { parts: None, .. }) => None,
-        KnownChecksum::Stated(Stated::Composite { .. } | Stated::Sha { parts: Some(_), .. }) => layout,
-        KnownChecksum::NoneStated | KnownChecksum::NotAsked if job.etag_md5 && job.multipart() => layout,
-        KnownChecksum::NoneStated | KnownChecksum::NotAsked => None,
+    let (by_part, hashed_in_order) = match job.checksum {
+        KnownChecksum::Stated(Stated::Full { .. } | Stated::Sha { parts: None, .. }) => (None, false),
+        KnownChecksum::Stated(Stated::Composite { .. }) => (layout, false),
+        KnownChecksum::Stated(Stated::Sha { parts: Some(_), .. }) => (layout, true),
+        KnownChecksum::NoneStated | KnownChecksum::NotAsked if job.etag_md5 && job.multipart() => (layout, true),
+        KnownChecksum::NoneStated | KnownChecksum::NotAsked => (None, false),
     };
+    let range = if hashed_in_order { cfg.part_size.max(SEGMENT_RANGE) } else { cfg.part_size };
     match by_part {
-        Some(u) => (parts::split_aligned(job.size, u.part_size, cfg.part_size), Some(u.part_size), u.part_size),
+        Some(u) => (parts::split_aligned(job.size, u.part_size, range), Some(u.part_size), u.part_size),
         None if job.size <= cfg.part_size => (std::iter::once(0..job.size).collect(), None, job.size),
         None => (parts::split(job.size, cfg.part_size), None, job.size),
     }
@@ -485,7 +519,13 @@ async fn finish_part(round: &Round, idx: usize, result: Result<(), Error>) {
             Ok(verification) => match Arc::try_unwrap(t) {
                 Ok(t) => {
                     let (mtime, fsync) = (file.job.last_modified, env.cfg.durability == Durability::Fsync);
-                    env.blocking_io(move || t.commit(mtime, fsync)).await.map(|()| verification)
+                    let committed = env.blocking_io(move || t.commit(mtime, fsync)).await;
+                    committed.map(|journal| {
+                        if let Some(j) = journal {
+                            env.remove_journal(j);
+                        }
+                        verification
+                    })
                 }
                 Err(_) => Err(Error::Refused(format!(
                     "{}: internal error: file still in use at commit",
@@ -848,6 +888,58 @@ mod tests {
         // Nothing to check them against: none is trusted, all are fetched again.
         let unhashed: Vec<Recorded> = recorded.iter().map(|r| Recorded { hash: String::new(), ..r.clone() }).collect();
         assert!(restore(&parts, None, &t, unhashed, &go).is_empty());
+    }
+
+    /// A 1 GiB object uploaded in `part` MiB parts, with what the store states.
+    fn uploaded(part: u64, checksum: KnownChecksum) -> Download {
+        let size = 1u64 << 30;
+        let count = size.div_ceil(part << 20);
+        let last_size = size - (count - 1) * (part << 20);
+        Download {
+            bucket: "b".into(),
+            key: "k".into(),
+            size,
+            etag: Some(format!("\"0123456789abcdef0123456789abcdef-{count}\"")),
+            version_id: None,
+            last_modified: None,
+            dest: "k".into(),
+            root: ".".into(),
+            checksum,
+            etag_md5: true,
+            upload: Some(super::super::UploadParts { part_size: part << 20, last_size, count: count as u32 }),
+            layout_unknown: None,
+        }
+    }
+
+    #[test]
+    fn parts_hashed_in_order_are_fetched_whole_up_to_a_limit_and_crc_parts_in_ranges() {
+        let cfg = EngineConfig::default();
+        let sizes = |job: &Download| {
+            let (ranges, aligned, segment) = plan_parts(job, &cfg);
+            assert_eq!(aligned, Some(segment));
+            assert_eq!(ranges.iter().map(|r| r.end - r.start).sum::<u64>(), job.size);
+            ranges.iter().map(|r| (r.end - r.start) >> 20).collect::<Vec<u64>>()
+        };
+        // s5cmd's 50 MiB parts behind an MD5 ETag: one request a part.
+        let md5 = sizes(&uploaded(50, KnownChecksum::NoneStated));
+        assert_eq!(md5.len(), 21);
+        assert!(md5[..20].iter().all(|&m| m == 50) && md5[20] == 24, "{md5:?}");
+        // A composite SHA256 the same way.
+        let value = crate::integrity::DigestValue::new(&[7; 32]).unwrap();
+        let sha = Stated::Sha { algorithm: crate::integrity::Sha::Sha256, parts: Some(21), value };
+        assert_eq!(sizes(&uploaded(50, KnownChecksum::Stated(sha))).len(), 21);
+        // Parts above the limit in pieces of at most 64 MiB, none across parts.
+        let big = sizes(&uploaded(100, KnownChecksum::NoneStated));
+        assert!(big.iter().all(|&m| m <= 64), "{big:?}");
+        assert_eq!(&big[..4], &[64, 36, 64, 36]);
+        // A composite CRC combines per range: ranges stay at --part-size.
+        let crc = Stated::Composite { algorithm: Algorithm::Crc32, parts: 21, value: 1 };
+        let ranges = sizes(&uploaded(50, KnownChecksum::Stated(crc)));
+        assert!(ranges.iter().all(|&m| m <= 16), "{ranges:?}");
+        // Without verification nothing is aligned: plain --part-size ranges.
+        let off = EngineConfig { verify: VerifyMode::Off, ..EngineConfig::default() };
+        let (ranges, aligned, _) = plan_parts(&uploaded(50, KnownChecksum::NoneStated), &off);
+        assert!(aligned.is_none() && ranges.len() == 64);
     }
 
     #[test]

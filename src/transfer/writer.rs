@@ -164,6 +164,30 @@ pub struct TempFile {
     journal: Option<(File, OsString)>,
 }
 
+/// The journal of a committed file, still to be removed.
+///
+/// Removing it can take long: once write-back has given its few bytes a block,
+/// freeing that block on a filesystem mounted with `discard` waits for the
+/// device to trim it, behind all the data queued for writing (measured: one to
+/// two seconds while 4 GiB were being written back, with every I/O thread
+/// stuck in `blkdev_issue_discard` from `close`). So it is done apart from the
+/// transfers, and the run waits for it only at its end.
+#[derive(Debug)]
+#[must_use = "a spent journal is left behind unless removed"]
+pub struct SpentJournal {
+    file: File,
+    dir: Arc<OwnedFd>,
+    name: OsString,
+}
+
+impl SpentJournal {
+    /// Unlinks and closes the journal (best effort: the object is committed).
+    pub fn remove(self) {
+        let _ = rustix::fs::unlinkat(&self.dir, &self.name, AtFlags::empty());
+        drop(self.file);
+    }
+}
+
 /// A finished part recorded in a journal: its index and hash (empty when the
 /// object's bytes are not hashed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,7 +357,9 @@ impl TempFile {
 
     /// Sets the mtime and renames the file to its destination. With `fsync`, the
     /// data is flushed to disk before the rename and the directory entry after it.
-    pub fn commit(self, mtime: Option<SystemTime>, fsync: bool) -> Result<(), Error> {
+    /// The journal, now of no use, is handed back to be removed with
+    /// [`SpentJournal::remove`] off the I/O path.
+    pub fn commit(mut self, mtime: Option<SystemTime>, fsync: bool) -> Result<Option<SpentJournal>, Error> {
         if let Some(t) = mtime {
             self.file.set_modified(t).map_err(|e| Error::io(&self.path, "setting modification time", e))?;
         }
@@ -343,13 +369,10 @@ impl TempFile {
         self.check_identity()?;
         rustix::fs::renameat(&self.dir, &self.tmp_name, &self.dir, &self.name)
             .map_err(|e| Error::io(&self.dest, "moving into place", e.into()))?;
-        if let Some((_, j)) = &self.journal {
-            let _ = rustix::fs::unlinkat(&self.dir, j, AtFlags::empty());
-        }
         if fsync {
             rustix::fs::fsync(&self.dir).map_err(|e| Error::io(&self.dest, "flushing directory to disk", e.into()))?;
         }
-        Ok(())
+        Ok(self.journal.take().map(|(file, name)| SpentJournal { file, dir: self.dir.clone(), name }))
     }
 
     /// Whether the temporary name still names the file this run wrote and
@@ -526,7 +549,7 @@ mod tests {
         let t = TempFile::create(dir.path(), &dest, 4).unwrap();
         t.write_at(b"abcd", 0).unwrap();
         assert!(!dest.exists());
-        t.commit(None, true).unwrap();
+        t.commit(None, true).unwrap().map(SpentJournal::remove);
         assert_eq!(std::fs::read(&dest).unwrap(), b"abcd");
         assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1);
     }
@@ -573,7 +596,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, root.join("link.bin")).unwrap();
         let t = TempFile::create(&root, &root.join("link.bin"), 3).unwrap();
         t.write_at(b"new", 0).unwrap();
-        t.commit(None, false).unwrap();
+        t.commit(None, false).unwrap().map(SpentJournal::remove);
         assert_eq!(std::fs::read(&target).unwrap(), b"keep", "the symlink's target is untouched");
         assert!(!std::fs::symlink_metadata(root.join("link.bin")).unwrap().file_type().is_symlink());
     }

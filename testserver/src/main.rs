@@ -3,11 +3,14 @@
 //! until interrupted.
 //!
 //! Usage: s3load-testserver [--port P] [--small N] [--large N] [--large-mib M]
-//!        [--latency-ms L] [--rate-mbps R]
+//!        [--latency-ms L] [--rate-mbps R] [--legacy]
+//!
+//! `--legacy` stores the objects as s5cmd's upload leaves them: MD5 ETags, no
+//! stored checksum, multipart in 50 MiB parts above 50 MiB.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use s3load_testserver::{ACCESS_KEY, Options, SECRET_KEY, Shaping, TestServer, generate_bytes};
+use s3load_testserver::{ACCESS_KEY, Options, SECRET_KEY, Shaping, TestServer, Writer, generate_bytes};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -24,15 +27,19 @@ async fn main() -> std::io::Result<()> {
     let server = TestServer::start_with(Options { shaping, port: arg("--port", 0) as u16, tls: None }).await?;
     let store = server.store();
     store.create_bucket("bucket");
+    let legacy = std::env::args().any(|a| a == "--legacy");
+    let put = |key: String, data: bytes::Bytes| {
+        if legacy {
+            store.put_object("bucket", &key, Writer::S5cmd.legacy_object(data, SystemTime::now()));
+        } else {
+            store.put("bucket", &key, data);
+        }
+    };
     for i in 0..arg("--small", 0) {
-        store.put("bucket", &format!("small/d{:02}/f{i:05}.bin", i % 50), generate_bytes(64 << 10, 1000 + i));
+        put(format!("small/d{:02}/f{i:05}.bin", i % 50), generate_bytes(64 << 10, 1000 + i));
     }
     for i in 0..arg("--large", 0) {
-        store.put(
-            "bucket",
-            &format!("large/obj-{i}.bin"),
-            generate_bytes((arg("--large-mib", 1024) << 20) as usize, 100 + i),
-        );
+        put(format!("large/obj-{i}.bin"), generate_bytes((arg("--large-mib", 1024) << 20) as usize, 100 + i));
     }
     println!("endpoint {}", server.endpoint_url());
     println!("export AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} AWS_REGION=us-east-1");
