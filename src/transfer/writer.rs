@@ -549,7 +549,7 @@ mod tests {
         let t = TempFile::create(dir.path(), &dest, 4).unwrap();
         t.write_at(b"abcd", 0).unwrap();
         assert!(!dest.exists());
-        t.commit(None, true).unwrap().map(SpentJournal::remove);
+        assert!(t.commit(None, true).unwrap().is_none(), "no journal for a file that is not resumable");
         assert_eq!(std::fs::read(&dest).unwrap(), b"abcd");
         assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1);
     }
@@ -567,6 +567,26 @@ mod tests {
         let err = t.commit(None, false).unwrap_err().to_string();
         assert!(err.contains("replaced or removed"), "{err}");
         assert!(!dest.exists(), "nothing committed");
+    }
+
+    #[test]
+    fn a_committed_resumable_file_hands_back_its_journal_for_removal() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("r.bin");
+        let (t, _) = TempFile::open_resumable(d.path(), &dest, 4, "h").unwrap();
+        t.write_at(b"abcd", 0).unwrap();
+        t.record(0, "").unwrap();
+        let journal = t.commit(None, false).unwrap().expect("a resumable file has a journal");
+        let names = || {
+            let mut n: Vec<String> =
+                std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(), vec![".r.bin.s3load-journal", "r.bin"]);
+        journal.remove();
+        assert_eq!(names(), vec!["r.bin"]);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"abcd");
     }
 
     #[test]
@@ -596,7 +616,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, root.join("link.bin")).unwrap();
         let t = TempFile::create(&root, &root.join("link.bin"), 3).unwrap();
         t.write_at(b"new", 0).unwrap();
-        t.commit(None, false).unwrap().map(SpentJournal::remove);
+        assert!(t.commit(None, false).unwrap().is_none());
         assert_eq!(std::fs::read(&target).unwrap(), b"keep", "the symlink's target is untouched");
         assert!(!std::fs::symlink_metadata(root.join("link.bin")).unwrap().file_type().is_symlink());
     }
