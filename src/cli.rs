@@ -84,6 +84,11 @@ pub struct Args {
     #[arg(long, global = true, value_enum, default_value_t = Durability::Off)]
     pub durability: Durability,
 
+    /// How long a resume journal keeps its lines in memory before writing
+    /// them (for tests; see docs/reliability.md).
+    #[arg(long, global = true, hide = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub journal_hold: std::time::Duration,
+
     /// Print what would be copied; change nothing.
     #[arg(long, global = true)]
     pub dry_run: bool,
@@ -237,6 +242,7 @@ impl Args {
             stall_timeout: self.stall_timeout,
             verify: self.verify,
             durability: self.durability,
+            journal_hold: self.journal_hold,
             ..EngineConfig::default()
         };
         engine.max_open_files = engine.max_open_files.max(self.numworkers * 2);

@@ -198,6 +198,9 @@ pub struct EngineConfig {
     pub max_requests: usize,
     /// Per-request write buffer; bounds body memory at `max_requests × buffer_size`.
     pub buffer_size: usize,
+    /// How long a fresh resume journal holds its lines in memory (see
+    /// `writer::Journal`): objects that finish sooner never write one.
+    pub journal_hold: Duration,
     /// Retries per part after the first attempt (`--retry-count`).
     pub retry_count: u32,
     /// Retries over the whole run; a storm ends in failure instead of going on.
@@ -223,6 +226,7 @@ impl Default for EngineConfig {
             part_concurrency: 16,
             max_requests: 32,
             buffer_size: 256 << 10,
+            journal_hold: Duration::from_secs(5),
             retry_count: 10,
             retry_budget: 1000,
             stall_timeout: Duration::from_secs(30),

@@ -807,8 +807,9 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
     let (root, dest, size) = (file.job.root.clone(), file.job.dest.clone(), file.job.size);
     let t = if file.parts.len() > 1 {
         let header = journal_header(file);
+        let hold = round.env.cfg.journal_hold;
         let (t, recorded) =
-            round.env.blocking_io(move || TempFile::open_resumable(&root, &dest, size, &header)).await?;
+            round.env.blocking_io(move || TempFile::open_resumable(&root, &dest, size, &header, hold)).await?;
         if !recorded.is_empty() {
             let t = Arc::new(t);
             let restored = round
@@ -861,7 +862,7 @@ mod tests {
     /// A resumable file of two 4-byte parts, both written and journalled.
     fn journalled(dir: &std::path::Path) -> (TempFile, Vec<Recorded>, Vec<Range<u64>>) {
         let dest = dir.join("w.bin");
-        let (t, _) = TempFile::open_resumable(dir, &dest, 8, "h").unwrap();
+        let (t, _) = TempFile::open_resumable(dir, &dest, 8, "h", std::time::Duration::ZERO).unwrap();
         let parts = vec![0..4, 4..8];
         let kind = DigestKind::Crc(Algorithm::Crc64Nvme);
         let mut recorded = Vec::new();

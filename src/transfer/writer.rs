@@ -35,9 +35,9 @@ use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
@@ -161,7 +161,75 @@ pub struct TempFile {
     path: PathBuf,
     dest: PathBuf,
     /// Progress journal of a resumable file.
-    journal: Option<(File, OsString)>,
+    journal: Option<Journal>,
+}
+
+/// The progress journal of a resumable file.
+///
+/// A fresh journal holds its lines (header included) in memory until `hold`
+/// has passed since it was opened, then writes them and every later line at
+/// once. An object that finishes sooner never writes its journal, so removing
+/// it frees no disk block: freeing one can wait long (see [`SpentJournal`]),
+/// and such an object has little to resume. Held lines are written when the
+/// file is kept for a later run (dropped without commit or discard, as when a
+/// signal stops the run); only a kill or a crash within `hold` of an object's
+/// start loses them, and with them at most that much of its progress.
+#[derive(Debug)]
+struct Journal {
+    file: File,
+    name: OsString,
+    /// Lines not written yet and until when they may wait; `None` once the
+    /// journal writes through.
+    held: Mutex<Option<Held>>,
+}
+
+#[derive(Debug)]
+struct Held {
+    lines: Vec<u8>,
+    until: Instant,
+}
+
+impl Journal {
+    /// Appends `line` (one `write` of whole lines, `O_APPEND`: a kill leaves
+    /// whole lines, or a torn last one that the reader ignores).
+    fn append(&self, line: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut held = self.held.lock().unwrap();
+        let out = match held.as_mut() {
+            None => line.as_bytes().to_vec(),
+            Some(h) => {
+                h.lines.extend_from_slice(line.as_bytes());
+                if Instant::now() < h.until {
+                    return Ok(());
+                }
+                held.take().expect("matched").lines
+            }
+        };
+        (&self.file).write_all(&out)
+    }
+
+    /// Writes the held lines now.
+    fn write_held(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        match self.held.lock().unwrap().take() {
+            Some(h) => (&self.file).write_all(&h.lines),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets the held lines: the journal is about to be removed.
+    fn disarm(&self) {
+        self.held.lock().unwrap().take();
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // Kept for a later run: what it holds is what that run can skip.
+        if let Err(e) = self.write_held() {
+            tracing::warn!(journal = ?self.name, error = %e, "could not write the resume journal");
+        }
+    }
 }
 
 /// The journal of a committed file, still to be removed.
@@ -175,16 +243,15 @@ pub struct TempFile {
 #[derive(Debug)]
 #[must_use = "a spent journal is left behind unless removed"]
 pub struct SpentJournal {
-    file: File,
+    journal: Journal,
     dir: Arc<OwnedFd>,
-    name: OsString,
 }
 
 impl SpentJournal {
     /// Unlinks and closes the journal (best effort: the object is committed).
     pub fn remove(self) {
-        let _ = rustix::fs::unlinkat(&self.dir, &self.name, AtFlags::empty());
-        drop(self.file);
+        let _ = rustix::fs::unlinkat(&self.dir, &self.journal.name, AtFlags::empty());
+        drop(self.journal);
     }
 }
 
@@ -239,11 +306,14 @@ impl TempFile {
     /// file holds (object identity and part layout); when the journal beside it
     /// has the same header, its finished parts are returned to be checked and
     /// skipped. When another process holds the file, a fresh unique one is used.
+    ///
+    /// A fresh journal holds its lines for `hold` (see [`Journal`]).
     pub fn open_resumable(
         root: &Path,
         dest: &Path,
         size: u64,
         header: &str,
+        hold: Duration,
     ) -> Result<(TempFile, Vec<Recorded>), Error> {
         let rel = dest.strip_prefix(root).map_err(|_| {
             Error::Refused(format!("internal error: {} is not below {}", dest.display(), root.display()))
@@ -270,8 +340,9 @@ impl TempFile {
         let jflags = if recorded.is_empty() { jflags | OFlags::TRUNC } else { jflags };
         let jfd = rustix::fs::openat(&dir, &journal_name, jflags, Mode::from_raw_mode(0o644))
             .map_err(|e| Error::io(&journal_path, "opening journal", e.into()))?;
-        let journal = File::from(jfd);
         let fresh = recorded.is_empty();
+        let held = fresh.then(|| Held { lines: Vec::new(), until: Instant::now() + hold });
+        let journal = Journal { file: File::from(jfd), name: journal_name, held: Mutex::new(held) };
         let tmp = TempFile {
             file,
             dir: Arc::new(dir),
@@ -279,15 +350,14 @@ impl TempFile {
             name: name.to_owned(),
             path,
             dest: dest.to_path_buf(),
-            journal: Some((journal, journal_name)),
+            journal: Some(journal),
         };
         if fresh {
             // Starting over: if the file cannot be prepared (a full disk), neither
             // it nor its journal may stay behind.
             let started = tmp.file.set_len(0).map_err(|e| Error::io(&tmp.path, "truncating", e)).and_then(|()| {
-                use std::io::Write;
-                let mut j = &tmp.journal.as_ref().expect("set above").0;
-                j.write_all(format!("{JOURNAL_MAGIC}\n{header}\n").as_bytes())
+                let j = tmp.journal.as_ref().expect("set above");
+                j.append(&format!("{JOURNAL_MAGIC}\n{header}\n"))
                     .map_err(|e| Error::io(&journal_path, "starting journal", e))
             });
             if let Err(e) = started.and_then(|()| if size > 0 { tmp.reserve(size) } else { Ok(()) }) {
@@ -300,11 +370,8 @@ impl TempFile {
 
     /// Notes in the journal that `part` is written, with its hash.
     pub fn record(&self, part: usize, hash: &str) -> Result<(), Error> {
-        use std::io::Write;
-        if let Some((mut j, _)) = self.journal.as_ref().map(|(f, n)| (f, n)) {
-            // One write per line (O_APPEND): a kill leaves whole lines only.
-            j.write_all(format!("done {part} {hash}\n").as_bytes())
-                .map_err(|e| Error::io(&self.path, "writing journal", e))?;
+        if let Some(j) = &self.journal {
+            j.append(&format!("done {part} {hash}\n")).map_err(|e| Error::io(&self.path, "writing journal", e))?;
         }
         Ok(())
     }
@@ -372,7 +439,10 @@ impl TempFile {
         if fsync {
             rustix::fs::fsync(&self.dir).map_err(|e| Error::io(&self.dest, "flushing directory to disk", e.into()))?;
         }
-        Ok(self.journal.take().map(|(file, name)| SpentJournal { file, dir: self.dir.clone(), name }))
+        Ok(self.journal.take().map(|journal| {
+            journal.disarm();
+            SpentJournal { journal, dir: self.dir.clone() }
+        }))
     }
 
     /// Whether the temporary name still names the file this run wrote and
@@ -400,8 +470,9 @@ impl TempFile {
             return;
         }
         let _ = rustix::fs::unlinkat(&self.dir, &self.tmp_name, AtFlags::empty());
-        if let Some((_, j)) = &self.journal {
-            let _ = rustix::fs::unlinkat(&self.dir, j, AtFlags::empty());
+        if let Some(j) = &self.journal {
+            j.disarm();
+            let _ = rustix::fs::unlinkat(&self.dir, &j.name, AtFlags::empty());
         }
     }
 }
@@ -558,7 +629,7 @@ mod tests {
     fn a_temporary_file_replaced_under_its_name_is_never_committed() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("w.bin");
-        let (t, _) = TempFile::open_resumable(dir.path(), &dest, 4, "header").unwrap();
+        let (t, _) = TempFile::open_resumable(dir.path(), &dest, 4, "header", Duration::ZERO).unwrap();
         t.write_at(b"ours", 0).unwrap();
         // Another writer puts its own file at the temporary name.
         let other = dir.path().join(".w.bin.other");
@@ -573,7 +644,7 @@ mod tests {
     fn a_committed_resumable_file_hands_back_its_journal_for_removal() {
         let d = tempfile::tempdir().unwrap();
         let dest = d.path().join("r.bin");
-        let (t, _) = TempFile::open_resumable(d.path(), &dest, 4, "h").unwrap();
+        let (t, _) = TempFile::open_resumable(d.path(), &dest, 4, "h", Duration::ZERO).unwrap();
         t.write_at(b"abcd", 0).unwrap();
         t.record(0, "").unwrap();
         let journal = t.commit(None, false).unwrap().expect("a resumable file has a journal");
@@ -590,11 +661,48 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_journal_holds_its_lines_until_its_time_is_up_or_it_is_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let text = |name: &str| std::fs::read_to_string(d.path().join(name)).unwrap();
+        // Committed within the hold: the journal never had a byte.
+        let dest = d.path().join("fast.bin");
+        let (t, _) = TempFile::open_resumable(d.path(), &dest, 4, "h", Duration::from_secs(60)).unwrap();
+        t.write_at(b"abcd", 0).unwrap();
+        t.record(0, "x").unwrap();
+        assert_eq!(text(".fast.bin.s3load-journal"), "");
+        let spent = t.commit(None, false).unwrap().unwrap();
+        assert_eq!(text(".fast.bin.s3load-journal"), "", "nothing written at commit");
+        spent.remove();
+        // Kept (dropped without commit): the held lines are written.
+        let dest = d.path().join("kept.bin");
+        let (t, _) = TempFile::open_resumable(d.path(), &dest, 8, "h", Duration::from_secs(60)).unwrap();
+        t.record(1, "y").unwrap();
+        drop(t);
+        assert_eq!(text(".kept.bin.s3load-journal"), format!("{JOURNAL_MAGIC}\nh\ndone 1 y\n"));
+        // Once the hold is over, each line is written as it comes.
+        let dest = d.path().join("slow.bin");
+        let (t, _) = TempFile::open_resumable(d.path(), &dest, 8, "h", Duration::from_millis(50)).unwrap();
+        t.record(0, "a").unwrap();
+        assert_eq!(text(".slow.bin.s3load-journal"), "");
+        std::thread::sleep(Duration::from_millis(60));
+        t.record(1, "b").unwrap();
+        assert_eq!(text(".slow.bin.s3load-journal"), format!("{JOURNAL_MAGIC}\nh\ndone 0 a\ndone 1 b\n"));
+        t.record(2, "c").unwrap();
+        assert!(text(".slow.bin.s3load-journal").ends_with("done 2 c\n"));
+        // Discarded: nothing left, held or written.
+        let dest = d.path().join("gone.bin");
+        let (t, _) = TempFile::open_resumable(d.path(), &dest, 8, "h", Duration::from_secs(60)).unwrap();
+        t.record(0, "z").unwrap();
+        t.discard();
+        assert!(!d.path().join(".gone.bin.s3load-journal").exists());
+    }
+
+    #[test]
     fn a_resumable_file_that_cannot_be_prepared_leaves_no_journal() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("w.bin");
         // More than any filesystem can reserve: fallocate fails (EFBIG/ENOSPC).
-        let r = TempFile::open_resumable(dir.path(), &dest, u64::MAX / 2, "header");
+        let r = TempFile::open_resumable(dir.path(), &dest, u64::MAX / 2, "header", Duration::ZERO);
         assert!(r.is_err());
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert!(left.is_empty(), "{left:?}");

@@ -34,7 +34,19 @@ async fn case11_sigkill_mid_download_then_rerun_fetches_only_what_was_missing() 
     let data = generate_bytes(size, 77);
     h.put("big/shard.bin", data.clone());
     let dest = h.path("out");
-    let args = ["--numworkers", "4", "cp", "-p", "1", "-c", "4", "s3://bucket/big/*", dest.to_str().unwrap()];
+    let args = [
+        "--journal-hold",
+        "0s",
+        "--numworkers",
+        "4",
+        "cp",
+        "-p",
+        "1",
+        "-c",
+        "4",
+        "s3://bucket/big/*",
+        dest.to_str().unwrap(),
+    ];
 
     let mut child = h.spawn(&args);
     let journal = dest.join(".shard.bin.s3load-journal");
@@ -64,7 +76,19 @@ async fn case11_a_resumed_part_damaged_on_disk_or_a_changed_object_is_fetched_ag
     let size = 16 * MIB;
     h.put("big/a.bin", generate_bytes(size, 78));
     let dest = h.path("out");
-    let args = ["--numworkers", "2", "cp", "-p", "1", "-c", "2", "s3://bucket/big/*", dest.to_str().unwrap()];
+    let args = [
+        "--journal-hold",
+        "0s",
+        "--numworkers",
+        "2",
+        "cp",
+        "-p",
+        "1",
+        "-c",
+        "2",
+        "s3://bucket/big/*",
+        dest.to_str().unwrap(),
+    ];
     let mut child = h.spawn(&args);
     let journal = dest.join(".a.bin.s3load-journal");
     wait_for_parts(&journal, 3).await;
@@ -90,6 +114,8 @@ async fn case11_a_resumed_part_damaged_on_disk_or_a_changed_object_is_fetched_ag
 
     // A journal for another version of the object is not resumed from.
     let mut child = h.spawn(&[
+        "--journal-hold",
+        "0s",
         "--numworkers",
         "2",
         "cp",
@@ -123,7 +149,19 @@ async fn case12_sigterm_stops_within_seconds_keeps_the_resumable_file_and_exits_
         h.put(&format!("t/small-{i}.json"), generate_bytes(3_000_000, 81 + i));
     }
     let dest = h.path("out");
-    let args = ["--numworkers", "4", "sync", "-p", "1", "-c", "4", "s3://bucket/t/*", dest.to_str().unwrap()];
+    let args = [
+        "--journal-hold",
+        "0s",
+        "--numworkers",
+        "4",
+        "sync",
+        "-p",
+        "1",
+        "-c",
+        "4",
+        "s3://bucket/t/*",
+        dest.to_str().unwrap(),
+    ];
     let child = h.spawn(&args);
     let journal = dest.join(".big.bin.s3load-journal");
     wait_for_parts(&journal, 2).await;
@@ -179,6 +217,8 @@ async fn case31_resumed_parts_that_cannot_be_rehashed_are_fetched_again() {
     h.put("big/a.bin", data.clone());
     let dest = h.path("out");
     let args = [
+        "--journal-hold",
+        "0s",
         "--verify",
         "off",
         "--numworkers",
@@ -221,7 +261,7 @@ async fn case25_sigterm_while_resumed_parts_are_rehashed_stops_within_seconds() 
     let obj = StoredObject::multipart(&parts, std::time::SystemTime::now(), None, false);
     h.server.store().put_object(crate::harness::BUCKET, "big/legacy.bin", obj);
     let dest = h.path("out");
-    let args = ["cp", "-p", "8", "s3://bucket/big/*", dest.to_str().unwrap()];
+    let args = ["--journal-hold", "0s", "cp", "-p", "8", "s3://bucket/big/*", dest.to_str().unwrap()];
     let mut child = h.spawn(&args);
     let journal = dest.join(".legacy.bin.s3load-journal");
     wait_for_parts(&journal, 32).await;
@@ -245,4 +285,59 @@ async fn case25_sigterm_while_resumed_parts_are_rehashed_stops_within_seconds() 
     assert!(took < Duration::from_secs(3), "stopped {took:?} after SIGTERM while re-hashing {done} parts");
     assert_eq!(h.server.log().count("GetObject"), 0, "stopped before fetching");
     assert!(dest.join(".legacy.bin.s3load-resume").exists(), "the resumable file is kept");
+}
+
+/// Waits until the server has sent at least `n` body bytes.
+async fn wait_for_bytes(h: &Harness, n: u64) {
+    let t = Instant::now();
+    while h.server.log().body_bytes() < n {
+        assert!(t.elapsed() < Duration::from_secs(60), "the download never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// A fresh journal holds its lines in memory for its first seconds (default
+// 5 s), so an object that finishes sooner never writes one. A signal within
+// that time still writes them (the run keeps the file for the next); a kill
+// loses them, and the next run fetches the object again, whole and correct.
+#[tokio::test(flavor = "multi_thread")]
+async fn journal_lines_held_at_first_are_written_on_a_signal_and_lost_only_to_a_kill() {
+    let h = slow_harness().await;
+    let size = 32 * MIB;
+    let data = generate_bytes(size, 90);
+    h.put("big/held.bin", data.clone());
+    let dest = h.path("out");
+    let journal = dest.join(".held.bin.s3load-journal");
+    let args = ["--numworkers", "4", "cp", "-p", "1", "-c", "4", "s3://bucket/big/*", dest.to_str().unwrap()];
+
+    // SIGTERM within the hold: the held lines reach the journal, and the next
+    // run resumes from them.
+    let child = h.spawn(&args);
+    wait_for_bytes(&h, 8 * MIB as u64).await;
+    assert_eq!(journal_parts(&journal), 0, "lines are held for the first seconds");
+    let pid = child.id().unwrap().to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", String::from_utf8_lossy(&out.stderr));
+    let kept = journal_parts(&journal);
+    assert!(kept >= 4, "parts finished before the signal are written at exit: {kept}");
+    h.server.log().clear();
+    h.run(&args).await.assert_ok();
+    assert!(std::fs::read(dest.join("held.bin")).unwrap() == data);
+    assert!(h.server.log().body_bytes() <= (size - kept * MIB) as u64, "resumed from the held lines");
+
+    // SIGKILL within the hold: nothing was written, so nothing is trusted;
+    // the object is fetched again, whole.
+    std::fs::remove_file(dest.join("held.bin")).unwrap();
+    h.server.log().clear();
+    let mut child = h.spawn(&args);
+    wait_for_bytes(&h, 8 * MIB as u64).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(journal_parts(&journal), 0);
+    h.server.log().clear();
+    h.run(&args).await.assert_ok();
+    assert!(std::fs::read(dest.join("held.bin")).unwrap() == data);
+    assert_eq!(h.server.log().body_bytes(), size as u64, "every part fetched again");
+    assert_eq!(files_under(&dest), vec!["held.bin"]);
 }
