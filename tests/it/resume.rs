@@ -18,13 +18,19 @@ fn journal_parts(journal: &Path) -> usize {
     std::fs::read_to_string(journal).map_or(0, |t| t.lines().filter(|l| l.starts_with("done ")).count())
 }
 
-/// Waits until the journal records at least `n` finished parts.
-async fn wait_for_parts(journal: &Path, n: usize) {
+/// Polls `done` until it holds; fails with `what` after a minute.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
     let t = Instant::now();
-    while journal_parts(journal) < n {
-        assert!(t.elapsed() < Duration::from_secs(60), "no progress recorded in {}", journal.display());
+    while !done() {
+        assert!(t.elapsed() < Duration::from_secs(60), "{what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until the journal records at least `n` finished parts.
+async fn wait_for_parts(journal: &Path, n: usize) {
+    let what = format!("no progress recorded in {}", journal.display());
+    wait_until(&what, || journal_parts(journal) >= n).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -289,11 +295,7 @@ async fn case25_sigterm_while_resumed_parts_are_rehashed_stops_within_seconds() 
 
 /// Waits until the server has sent at least `n` body bytes.
 async fn wait_for_bytes(h: &Harness, n: u64) {
-    let t = Instant::now();
-    while h.server.log().body_bytes() < n {
-        assert!(t.elapsed() < Duration::from_secs(60), "the download never got going");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the download never got going", || h.server.log().body_bytes() >= n).await;
 }
 
 // A fresh journal holds its lines in memory for its first seconds (default
