@@ -200,6 +200,50 @@ pub struct TransferArgs {
 }
 
 /// `--checksum-algorithm`.
+/// Command-line names (and help) of the engine's choices, so that nothing
+/// below this module knows clap. Each line: variant => name, help ("" = none).
+macro_rules! value_enum {
+    ($ty:ty { $($variant:ident => $name:literal, $help:literal;)* }) => {
+        impl clap::ValueEnum for $ty {
+            fn value_variants<'a>() -> &'a [Self] {
+                &[$(<$ty>::$variant),*]
+            }
+
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                let (name, help) = match self {
+                    $(<$ty>::$variant => ($name, $help),)*
+                };
+                let value = clap::builder::PossibleValue::new(name);
+                Some(if help.is_empty() { value } else { value.help(help) })
+            }
+        }
+    };
+}
+
+value_enum!(VerifyMode {
+    Auto => "auto", "Check the strongest checksum the store states; objects without one are committed and counted as unverified";
+    Off => "off", "Check nothing (the transport's own checks still apply)";
+    Require => "require", "Like auto, but an object that cannot be checked fails";
+});
+
+value_enum!(Durability {
+    Syncfs => "syncfs", "One `syncfs` of the destination's filesystem after the last file is renamed into place: everything is on disk before the exit code says so";
+    Fsync => "fsync", "`fsync` each file before its rename and its directory after: each file is durable as soon as it is reported, at a cost per file";
+    Off => "off", "Leave flushing to the kernel (a crash may lose recently written files; their records are not trusted after a reboot)";
+});
+
+value_enum!(ProgressMode {
+    Auto => "auto", "A bar on a terminal, log lines otherwise";
+    Bar => "bar", "";
+    Log => "log", "";
+    Off => "off", "";
+});
+
+value_enum!(crate::LogFormat {
+    Text => "text", "Human-readable lines; colour only on a terminal and without `NO_COLOR`";
+    Json => "json", "One JSON object per line (for log collectors in a pod)";
+});
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ChecksumArg {
     Crc64nvme,

@@ -31,7 +31,7 @@ pub mod url;
 pub use commands::run;
 
 /// Log line format on stderr (`--log-format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     /// Human-readable lines; colour only on a terminal and without `NO_COLOR`.
     #[default]

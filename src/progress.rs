@@ -27,7 +27,7 @@ pub trait Reporter: Send + Sync {
 }
 
 /// How progress is shown (`--progress`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProgressMode {
     /// A bar on a terminal, log lines otherwise.
     #[default]

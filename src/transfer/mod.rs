@@ -142,7 +142,7 @@ impl Download {
 }
 
 /// `--verify`: how much checking an object needs before it is committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VerifyMode {
     /// Check the strongest checksum the store states; objects without one are
     /// committed and counted as unverified.
@@ -162,7 +162,7 @@ pub enum VerifyMode {
 /// files were not flushed and fetches them again after a reboot. With
 /// `syncfs` or `fsync`, each finished range is handed to the disk as it
 /// completes (`sync_file_range`), so the final flush waits only for the tail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// One `syncfs` of the destination's filesystem after the last file is
     /// renamed into place: everything is on disk before the exit code says so.
