@@ -294,6 +294,19 @@ fn etag_is_md5(sse: Option<&aws_sdk_s3::types::ServerSideEncryption>, sse_c: Opt
     sse_c.is_none() && !matches!(sse, Some(S::AwsKms | S::AwsKmsDsse))
 }
 
+/// Sets the `algorithm` checksum `value` on a request or completed-part
+/// builder: each SDK builder has its own three setters and no common trait.
+macro_rules! with_checksum {
+    ($builder:expr, $algorithm:expr, $value:expr) => {{
+        let (b, v) = ($builder, $value);
+        match $algorithm {
+            Algorithm::Crc64Nvme => b.checksum_crc64_nvme(v),
+            Algorithm::Crc32 => b.checksum_crc32(v),
+            Algorithm::Crc32c => b.checksum_crc32_c(v),
+        }
+    }};
+}
+
 /// The checksum a response states: a CRC when there is one (cheapest to check,
 /// from any split), else SHA256, else SHA1. A response carries one in practice.
 macro_rules! stated_checksum {
@@ -505,11 +518,7 @@ impl ObjectStore for S3Store {
             .set_content_type(target.content_type.clone())
             .set_storage_class(target.storage_class.as_deref().map(StorageClass::from))
             .body(file_body(&body).await?);
-        op = match target.checksum {
-            Algorithm::Crc64Nvme => op.checksum_crc64_nvme(value),
-            Algorithm::Crc32 => op.checksum_crc32(value),
-            Algorithm::Crc32c => op.checksum_crc32_c(value),
-        };
+        op = with_checksum!(op, target.checksum, value);
         op.customize()
             .config_override(no_retries())
             .disable_payload_signing()
@@ -557,11 +566,7 @@ impl ObjectStore for S3Store {
             .part_number(n as i32)
             .content_length(body.len as i64)
             .body(file_body(&body).await?);
-        op = match target.checksum {
-            Algorithm::Crc64Nvme => op.checksum_crc64_nvme(value),
-            Algorithm::Crc32 => op.checksum_crc32(value),
-            Algorithm::Crc32c => op.checksum_crc32_c(value),
-        };
+        op = with_checksum!(op, target.checksum, value);
         let out = op
             .customize()
             .config_override(no_retries())
@@ -587,12 +592,7 @@ impl ObjectStore for S3Store {
             .map(|p| {
                 let b = CompletedPart::builder().part_number(p.number as i32).e_tag(format!("\"{}\"", p.etag));
                 let v = to_base64(a, p.checksum);
-                match a {
-                    Algorithm::Crc64Nvme => b.checksum_crc64_nvme(v),
-                    Algorithm::Crc32 => b.checksum_crc32(v),
-                    Algorithm::Crc32c => b.checksum_crc32_c(v),
-                }
-                .build()
+                with_checksum!(b, a, v).build()
             })
             .collect();
         let value = to_base64(a, checksum);
@@ -604,11 +604,7 @@ impl ObjectStore for S3Store {
             .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
             .checksum_type(ChecksumType::FullObject);
-        op = match a {
-            Algorithm::Crc64Nvme => op.checksum_crc64_nvme(value),
-            Algorithm::Crc32 => op.checksum_crc32(value),
-            Algorithm::Crc32c => op.checksum_crc32_c(value),
-        };
+        op = with_checksum!(op, a, value);
         op.customize().config_override(no_retries()).send().await.map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
         Ok(())
     }
