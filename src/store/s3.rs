@@ -239,7 +239,7 @@ fn map_service(status: u16, code: Option<&str>, message: Option<&str>, what: Obj
 fn map_sdk_err<E, R>(err: SdkError<E, R>, what: ObjectKind) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + HasStatus,
+    R: std::fmt::Debug + HasStatus + 'static,
 {
     match &err {
         SdkError::ServiceError(se) => map_service(se.raw().status_code(), se.err().code(), se.err().message(), what),
@@ -250,7 +250,7 @@ where
             let text = DisplayErrorContext(&err).to_string();
             if d.is_io() || d.is_timeout() {
                 StoreError::new(StoreErrorKind::Network, text)
-            } else if text.contains("credentials") || text.contains("identity") {
+            } else if from_credentials(&err) {
                 StoreError::new(StoreErrorKind::Credentials, text)
             } else {
                 StoreError::new(StoreErrorKind::Network, text)
@@ -258,14 +258,24 @@ where
         }
         _ => {
             let text = DisplayErrorContext(&err).to_string();
-            let kind = if text.contains("credentials") || text.contains("identity") {
-                StoreErrorKind::Credentials
-            } else {
-                StoreErrorKind::Other
-            };
+            let kind = if from_credentials(&err) { StoreErrorKind::Credentials } else { StoreErrorKind::Other };
             StoreError::new(kind, text)
         }
     }
+}
+
+/// Whether a failure comes from the credential chain: a `CredentialsError`
+/// among its causes (the SDK wraps what the provider returned when it
+/// resolves the request's identity).
+fn from_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.is::<aws_credential_types::provider::error::CredentialsError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The HTTP status of a raw response, whatever the SDK's response type.

@@ -123,6 +123,36 @@ async fn eks_pod_identity_through_a_local_agent() {
     assert_no_secrets(&run, &[agent_token, session]);
 }
 
+// Credentials that work when the run starts and are refused later (trust
+// revoked, agent broken): the SDK's own error types say so, and the run fails
+// with the credentials exit code, not as a network error to retry.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_refused_after_the_start_fail_as_credentials_not_as_a_network_error() {
+    let h = Harness::new().await;
+    let agent_token = "pod-identity-agent-token-0123456789";
+    let agent = CredentialServer::start(agent_token, "a-session").await.unwrap();
+    // The start-up check gets credentials; the requests' own resolution does not.
+    agent.refuse_after(1);
+    let env = [
+        ("AWS_REGION", REGION.to_string()),
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", agent.pod_identity_url()),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_file(&h, "pod-token", agent_token)),
+    ];
+    let run = sync_with(&h, &env, &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let error = run.stderr.lines().find(|l| l.starts_with("ERROR")).unwrap_or_default();
+    assert!(error.contains("loading credentials"), "{}", run.stderr);
+    assert!(error.contains("IRSA/Pod Identity"), "told what to set, not to check the network: {error}");
+    let calls = agent.calls();
+    assert!(
+        calls.len() >= 2
+            && calls.iter().skip(1).all(|c| matches!(c, CredentialCall::PodIdentity { granted: false, .. })),
+        "{calls:?}"
+    );
+    assert_eq!(h.server.log().records().len(), 0, "nothing sent to S3 without credentials");
+    assert_no_secrets(&run, &[agent_token]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_web_identity_token_fails_fast_and_names_the_cause() {
     let h = Harness::new().await;

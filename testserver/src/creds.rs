@@ -42,6 +42,8 @@ struct State {
     /// The session token handed out.
     session_token: String,
     calls: Mutex<Vec<CredentialCall>>,
+    /// Calls still granted before every later one is refused (`None`: no limit).
+    grants_left: Mutex<Option<usize>>,
 }
 
 /// A running credentials stand-in; stops when dropped.
@@ -59,6 +61,7 @@ impl CredentialServer {
             expect_token: expect_token.to_string(),
             session_token: session_token.to_string(),
             calls: Mutex::default(),
+            grants_left: Mutex::default(),
         });
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
@@ -89,6 +92,12 @@ impl CredentialServer {
     pub fn calls(&self) -> Vec<CredentialCall> {
         self.state.calls.lock().unwrap().clone()
     }
+
+    /// Grants the next `n` calls only, then refuses every call, even with the
+    /// right token (a role whose trust was revoked mid-run).
+    pub fn refuse_after(&self, n: usize) {
+        *self.state.grants_left.lock().unwrap() = Some(n);
+    }
 }
 
 impl Drop for CredentialServer {
@@ -108,6 +117,18 @@ fn expiration() -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Whether one more call may be granted (and counts it).
+fn take_grant(st: &State) -> bool {
+    match st.grants_left.lock().unwrap().as_mut() {
+        None => true,
+        Some(0) => false,
+        Some(n) => {
+            *n -= 1;
+            true
+        }
+    }
+}
+
 async fn answer(st: Arc<State>, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: StatusCode, ctype: &str, body: String| {
         Ok(Response::builder().status(status).header("content-type", ctype).body(Full::new(Bytes::from(body))).unwrap())
@@ -115,7 +136,7 @@ async fn answer(st: Arc<State>, req: Request<hyper::body::Incoming>) -> Result<R
     if req.method() == hyper::Method::GET {
         let authorization =
             req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        let granted = authorization == st.expect_token;
+        let granted = authorization == st.expect_token && take_grant(&st);
         st.calls.lock().unwrap().push(CredentialCall::PodIdentity { authorization, granted });
         if !granted {
             return reply(StatusCode::FORBIDDEN, "application/json", r#"{"message":"invalid token"}"#.into());
@@ -131,8 +152,9 @@ async fn answer(st: Arc<State>, req: Request<hyper::body::Incoming>) -> Result<R
     let body = String::from_utf8_lossy(&body).into_owned();
     let role_arn = form_field(&body, "RoleArn").unwrap_or_default();
     let token = form_field(&body, "WebIdentityToken").unwrap_or_default();
-    let granted =
-        form_field(&body, "Action").as_deref() == Some("AssumeRoleWithWebIdentity") && token == st.expect_token;
+    let granted = form_field(&body, "Action").as_deref() == Some("AssumeRoleWithWebIdentity")
+        && token == st.expect_token
+        && take_grant(&st);
     st.calls.lock().unwrap().push(CredentialCall::WebIdentity { role_arn: role_arn.clone(), token, granted });
     if !granted {
         let xml = r#"<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>invalid token</Message></Error><RequestId>r</RequestId></ErrorResponse>"#;
