@@ -186,7 +186,8 @@ struct Journal {
 #[derive(Debug)]
 struct Held {
     lines: Vec<u8>,
-    until: Instant,
+    /// `None`: a hold too long to add to the clock, kept until the file is.
+    until: Option<Instant>,
 }
 
 impl Journal {
@@ -195,17 +196,15 @@ impl Journal {
     fn append(&self, line: &str) -> std::io::Result<()> {
         use std::io::Write;
         let mut held = self.held.lock().unwrap();
-        let out = match held.as_mut() {
-            None => line.as_bytes().to_vec(),
-            Some(h) => {
-                h.lines.extend_from_slice(line.as_bytes());
-                if Instant::now() < h.until {
-                    return Ok(());
-                }
-                held.take().expect("matched").lines
-            }
+        let Some(h) = held.as_mut() else {
+            return (&self.file).write_all(line.as_bytes());
         };
-        (&self.file).write_all(&out)
+        h.lines.extend_from_slice(line.as_bytes());
+        if h.until.is_none_or(|until| Instant::now() < until) {
+            return Ok(());
+        }
+        let lines = held.take().expect("matched").lines;
+        (&self.file).write_all(&lines)
     }
 
     /// Writes the held lines now.
@@ -341,7 +340,7 @@ impl TempFile {
         let jfd = rustix::fs::openat(&dir, &journal_name, jflags, Mode::from_raw_mode(0o644))
             .map_err(|e| Error::io(&journal_path, "opening journal", e.into()))?;
         let fresh = recorded.is_empty();
-        let held = fresh.then(|| Held { lines: Vec::new(), until: Instant::now() + hold });
+        let held = fresh.then(|| Held { lines: Vec::new(), until: Instant::now().checked_add(hold) });
         let journal = Journal { file: File::from(jfd), name: journal_name, held: Mutex::new(held) };
         let tmp = TempFile {
             file,

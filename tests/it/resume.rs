@@ -343,3 +343,25 @@ async fn journal_lines_held_at_first_are_written_on_a_signal_and_lost_only_to_a_
     assert_eq!(h.server.log().body_bytes(), size as u64, "every part fetched again");
     assert_eq!(files_under(&dest), vec!["held.bin"]);
 }
+
+// The hidden `--journal-hold` is still an input: a hold too long to add to the
+// clock means "hold until kept", never a panic; a malformed one is refused by
+// name before anything is fetched.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absurd_or_malformed_journal_hold_is_handled() {
+    let h = Harness::new().await;
+    let data = generate_bytes(3 * MIB, 91);
+    h.put("big/h.bin", data.clone());
+    let dest = h.path("out");
+    let d = dest.to_str().unwrap();
+    let run = h.run(&["--journal-hold", "500000000000years", "cp", "-p", "1", "s3://bucket/big/*", d]).await;
+    run.assert_ok();
+    assert!(std::fs::read(dest.join("h.bin")).unwrap() == data);
+    assert_eq!(files_under(&dest), vec!["h.bin"]);
+
+    h.server.log().clear();
+    let run = h.run(&["--journal-hold", "soon", "cp", "s3://bucket/big/*", h.path("other").to_str().unwrap()]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--journal-hold"), "{}", run.stderr);
+    assert_eq!(h.server.log().records().len(), 0);
+}
