@@ -19,7 +19,7 @@ use crate::progress::{Progress, Reporter, human_bytes};
 use crate::state::{self, Record, StateStore};
 use crate::store::ObjectStore;
 use crate::store::s3::S3Store;
-use crate::transfer::writer;
+
 use crate::transfer::{self, Download, Durability, KnownChecksum, Outcome, Verification};
 use crate::url::{Location, S3Url};
 
@@ -224,7 +224,7 @@ async fn download(
     let complete = failed == 0 && !stop.is_cancelled();
     if batch {
         // Leftovers of killed runs; resumable files stay unless this run is complete.
-        let removed = writer::remove_orphans(&dst, !complete);
+        let removed = localfs::remove_orphans(&dst, !complete);
         if removed > 0 {
             tracing::info!(removed, "removed temporary files left by earlier runs");
         }
@@ -241,7 +241,7 @@ async fn download(
                     failed += 1;
                     break;
                 }
-                let r = writer::remove_file(&dst, rel);
+                let r = localfs::remove_file(&dst, rel);
                 let path = dst.join(rel).display().to_string();
                 match &r {
                     Ok(()) => {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::error::Error;
-use crate::transfer::writer::is_temp_name;
+use crate::localfs::is_temp_name;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalEntry {

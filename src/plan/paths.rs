@@ -29,7 +29,7 @@ pub fn map_key(rel: &str) -> Result<Mapped, String> {
             crate::state::STATE_DIR
         ));
     }
-    if rel.rsplit('/').next().is_some_and(crate::transfer::writer::is_temp_name) {
+    if rel.rsplit('/').next().is_some_and(crate::localfs::is_temp_name) {
         return Err("the name has the form of s3load's own temporary, resume or journal files \
                     ('.NAME.s3load-tmp', '.NAME.s3load-resume', '.NAME.s3load-journal'), which another object's \
                     download uses beside it; rename the object"

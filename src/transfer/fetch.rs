@@ -9,9 +9,9 @@ use futures::StreamExt;
 use super::VerifyMode;
 use super::retry::{Class, Decision, classify};
 use super::round::{FileState, Round, inline_kind, one_write, segment_kind};
-use super::writer::TempFile;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::integrity::{PartDigest, PartSum};
+use crate::localfs::TempFile;
 use crate::store::GetRequest;
 
 /// Fetches range `part` of the object into `tmp`, retrying as the policy

@@ -35,7 +35,6 @@ pub mod retry;
 mod round;
 mod segments;
 pub mod upload;
-pub mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -199,7 +198,7 @@ pub struct EngineConfig {
     /// Per-request write buffer; bounds body memory at `max_requests × buffer_size`.
     pub buffer_size: usize,
     /// How long a fresh resume journal holds its lines in memory (see
-    /// `writer::Journal`): objects that finish sooner never write one.
+    /// `localfs::journal::Journal`): objects that finish sooner never write one.
     pub journal_hold: Duration,
     /// Retries per part after the first attempt (`--retry-count`).
     pub retry_count: u32,

@@ -13,10 +13,10 @@ use super::hasher::{Hasher, SegmentResult, StreamId};
 use super::limiter::Limiter;
 use super::retry::{self, RetryPolicy};
 use super::segments::Segments;
-use super::writer::{Dirs, Recorded, SpentJournal, TempFile};
 use super::{Download, Durability, EngineConfig, KnownChecksum, Outcome, Verification, VerifyMode, fetch, parts};
 use crate::error::Error;
 use crate::integrity::{self, DigestKind, DigestValue, PartCrc, PartSum, Stated};
+use crate::localfs::{Dirs, Recorded, SpentJournal, TempFile};
 use crate::progress::Reporter;
 use crate::store::ObjectStore;
 

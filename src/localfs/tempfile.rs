@@ -34,7 +34,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -42,13 +42,13 @@ use std::time::{Duration, Instant, SystemTime};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::dirs::{Dirs, open_parent, open_parent_cached};
+use super::journal::{Held, JOURNAL_MAGIC, Journal, Recorded, SpentJournal, read_journal};
 use crate::error::Error;
 
 const TEMP_SUFFIX: &str = ".s3load-tmp";
-const RESUME_SUFFIX: &str = ".s3load-resume";
-const JOURNAL_SUFFIX: &str = ".s3load-journal";
-/// First line of a journal; the format is described in `docs/reliability.md`.
-const JOURNAL_MAGIC: &str = "s3load-journal 1";
+pub(super) const RESUME_SUFFIX: &str = ".s3load-resume";
+pub(super) const JOURNAL_SUFFIX: &str = ".s3load-journal";
 /// Part of the destination's name kept in the temporary name, so that the
 /// temporary name stays under NAME_MAX (255) whatever the destination's length.
 const NAME_KEEP: usize = 200;
@@ -61,7 +61,7 @@ pub fn is_temp_name(name: &str) -> bool {
 }
 
 /// The destination's name, cut to leave room for s3load's additions.
-fn kept(name: &OsStr) -> String {
+pub(super) fn kept(name: &OsStr) -> String {
     let name = name.to_string_lossy();
     let mut keep = name.len().min(NAME_KEEP);
     while !name.is_char_boundary(keep) {
@@ -79,74 +79,8 @@ fn temp_name(name: &OsStr) -> OsString {
 }
 
 /// Takes the file's lock, or says that another process holds it.
-fn try_lock(fd: impl std::os::fd::AsFd) -> bool {
+pub(super) fn try_lock(fd: impl std::os::fd::AsFd) -> bool {
     rustix::fs::flock(fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
-}
-
-/// Directory handles opened during a run: each destination directory is
-/// created and opened (without following symlinks) once, not once per file.
-/// A handle keeps naming the directory it opened even if a symlink is put in
-/// its place later. At most [`Dirs::MAX`] are kept open.
-#[derive(Debug, Default)]
-pub struct Dirs(std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<OwnedFd>>>);
-
-impl Dirs {
-    const MAX: usize = 256;
-}
-
-/// [`open_parent`] through the run's open directories.
-fn open_parent_cached<'a>(dirs: &Dirs, root: &Path, rel: &'a Path) -> Result<(Arc<OwnedFd>, &'a OsStr), Error> {
-    let key = root.join(rel.parent().unwrap_or(Path::new("")));
-    let name = rel.file_name().ok_or_else(|| Error::Refused(format!("{}: no file name", rel.display())))?;
-    if let Some(d) = dirs.0.lock().unwrap().get(&key) {
-        return Ok((d.clone(), name));
-    }
-    let (dir, name) = open_parent(root, rel)?;
-    let dir = Arc::new(dir);
-    let mut cache = dirs.0.lock().unwrap();
-    if cache.len() >= Dirs::MAX {
-        cache.clear();
-    }
-    cache.insert(key, dir.clone());
-    Ok((dir, name))
-}
-
-/// Opens (creating as needed) the directory that will hold `root/rel`, never
-/// following a symlink below `root`. Returns its handle and the file's name.
-fn open_parent<'a>(root: &Path, rel: &'a Path) -> Result<(OwnedFd, &'a OsStr), Error> {
-    let mut comps = Vec::new();
-    for c in rel.components() {
-        match c {
-            Component::Normal(n) => comps.push(n),
-            _ => return Err(Error::Refused(format!("{}: not a plain relative path", rel.display()))),
-        }
-    }
-    let Some((name, parents)) = comps.split_last() else {
-        return Err(Error::Refused(format!("{}: no file name", rel.display())));
-    };
-    let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
-    std::fs::create_dir_all(root).map_err(|e| Error::io(root, "creating directory", e))?;
-    let dir_flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
-    let mut dir = rustix::fs::open(root, dir_flags, Mode::empty()).map_err(|e| Error::io(root, "opening", e.into()))?;
-    let mut shown = root.to_path_buf();
-    for c in parents {
-        shown.push(c);
-        match rustix::fs::mkdirat(&dir, *c, Mode::from_raw_mode(0o777)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(Error::io(&shown, "creating directory", e.into())),
-        }
-        dir = match rustix::fs::openat(&dir, *c, dir_flags | OFlags::NOFOLLOW, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::LOOP | Errno::NOTDIR) => {
-                return Err(Error::Refused(format!(
-                    "{}: is a symlink or a file where a directory is needed; s3load never writes through symlinks (remove it or choose another destination)",
-                    shown.display()
-                )));
-            }
-            Err(e) => return Err(Error::io(&shown, "opening directory", e.into())),
-        };
-    }
-    Ok((dir, name))
 }
 
 /// An open temporary file for one destination.
@@ -162,104 +96,6 @@ pub struct TempFile {
     dest: PathBuf,
     /// Progress journal of a resumable file.
     journal: Option<Journal>,
-}
-
-/// The progress journal of a resumable file.
-///
-/// A fresh journal holds its lines (header included) in memory until `hold`
-/// has passed since it was opened, then writes them and every later line at
-/// once. An object that finishes sooner never writes its journal, so removing
-/// it frees no disk block: freeing one can wait long (see [`SpentJournal`]),
-/// and such an object has little to resume. Held lines are written when the
-/// file is kept for a later run (dropped without commit or discard, as when a
-/// signal stops the run); only a kill or a crash within `hold` of an object's
-/// start loses them, and with them at most that much of its progress.
-#[derive(Debug)]
-struct Journal {
-    file: File,
-    name: OsString,
-    /// Lines not written yet and until when they may wait; `None` once the
-    /// journal writes through.
-    held: Mutex<Option<Held>>,
-}
-
-#[derive(Debug)]
-struct Held {
-    lines: Vec<u8>,
-    /// `None`: a hold too long to add to the clock, kept until the file is.
-    until: Option<Instant>,
-}
-
-impl Journal {
-    /// Appends `line` (one `write` of whole lines, `O_APPEND`: a kill leaves
-    /// whole lines, or a torn last one that the reader ignores).
-    fn append(&self, line: &str) -> std::io::Result<()> {
-        use std::io::Write;
-        let mut held = self.held.lock().unwrap();
-        let Some(h) = held.as_mut() else {
-            return (&self.file).write_all(line.as_bytes());
-        };
-        h.lines.extend_from_slice(line.as_bytes());
-        if h.until.is_none_or(|until| Instant::now() < until) {
-            return Ok(());
-        }
-        let lines = held.take().expect("matched").lines;
-        (&self.file).write_all(&lines)
-    }
-
-    /// Writes the held lines now.
-    fn write_held(&self) -> std::io::Result<()> {
-        use std::io::Write;
-        match self.held.lock().unwrap().take() {
-            Some(h) => (&self.file).write_all(&h.lines),
-            None => Ok(()),
-        }
-    }
-
-    /// Forgets the held lines: the journal is about to be removed.
-    fn disarm(&self) {
-        self.held.lock().unwrap().take();
-    }
-}
-
-impl Drop for Journal {
-    fn drop(&mut self) {
-        // Kept for a later run: what it holds is what that run can skip.
-        if let Err(e) = self.write_held() {
-            tracing::warn!(journal = ?self.name, error = %e, "could not write the resume journal");
-        }
-    }
-}
-
-/// The journal of a committed file, still to be removed.
-///
-/// Removing it can take long: once write-back has given its few bytes a block,
-/// freeing that block on a filesystem mounted with `discard` waits for the
-/// device to trim it, behind all the data queued for writing (measured: one to
-/// two seconds while 4 GiB were being written back, with every I/O thread
-/// stuck in `blkdev_issue_discard` from `close`). So it is done apart from the
-/// transfers, and the run waits for it only at its end.
-#[derive(Debug)]
-#[must_use = "a spent journal is left behind unless removed"]
-pub struct SpentJournal {
-    journal: Journal,
-    dir: Arc<OwnedFd>,
-}
-
-impl SpentJournal {
-    /// Unlinks and closes the journal (best effort: the object is committed).
-    pub fn remove(self) {
-        let _ = rustix::fs::unlinkat(&self.dir, &self.journal.name, AtFlags::empty());
-        drop(self.journal);
-    }
-}
-
-/// A finished part recorded in a journal: its index and hash (empty when the
-/// object's bytes are not hashed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recorded {
-    pub part: usize,
-    pub hash: String,
 }
 
 impl TempFile {
@@ -476,67 +312,6 @@ impl TempFile {
     }
 }
 
-/// The finished parts a journal records, if its header is `header`.
-fn read_journal(dir: &OwnedFd, name: &OsStr, header: &str) -> Option<Vec<Recorded>> {
-    use std::io::Read;
-    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()?;
-    let mut text = String::new();
-    File::from(fd).read_to_string(&mut text).ok()?;
-    let body = text.strip_prefix(JOURNAL_MAGIC)?.strip_prefix('\n')?.strip_prefix(header)?.strip_prefix('\n')?;
-    let mut out = Vec::new();
-    for line in body.lines() {
-        let mut words = line.split(' ');
-        match (words.next(), words.next().and_then(|p| p.parse().ok()), words.next()) {
-            (Some("done"), Some(part), Some(hash)) => out.push(Recorded { part, hash: hash.to_string() }),
-            _ => break, // a torn last line: ignore it and what follows
-        }
-    }
-    Some(out)
-}
-
-/// Removes the file `root/rel` (`rel` relative, `/`-separated), then every
-/// directory below `root` that this leaves empty. Directories are opened with
-/// `O_NOFOLLOW` relative to their parents, so a symlinked directory is refused,
-/// never followed; a missing file counts as removed.
-pub fn remove_file(root: &Path, rel: &str) -> Result<(), Error> {
-    let comps: Vec<&str> = rel.split('/').collect();
-    if comps.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
-        return Err(Error::Refused(format!("{rel}: not a plain relative path")));
-    }
-    let (name, parents) = comps.split_last().expect("split yields one item");
-    let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
-    let dir_flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
-    let mut dirs =
-        vec![rustix::fs::open(root, dir_flags, Mode::empty()).map_err(|e| Error::io(root, "opening", e.into()))?];
-    let mut shown = root.to_path_buf();
-    for c in parents {
-        shown.push(c);
-        match rustix::fs::openat(dirs.last().expect("root"), *c, dir_flags | OFlags::NOFOLLOW, Mode::empty()) {
-            Ok(fd) => dirs.push(fd),
-            Err(Errno::NOENT) => return Ok(()),
-            Err(Errno::LOOP | Errno::NOTDIR) => {
-                return Err(Error::Refused(format!(
-                    "{}: is a symlink or a file where a directory was listed; not deleting through it",
-                    shown.display()
-                )));
-            }
-            Err(e) => return Err(Error::io(&shown, "opening directory", e.into())),
-        }
-    }
-    match rustix::fs::unlinkat(dirs.last().expect("root"), *name, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => {}
-        Err(e) => return Err(Error::io(root.join(rel), "deleting", e.into())),
-    }
-    // Prune: the deepest directory first; stop at the first one not empty.
-    dirs.pop();
-    for (i, c) in parents.iter().enumerate().rev() {
-        if rustix::fs::unlinkat(&dirs[i], *c, AtFlags::REMOVEDIR).is_err() {
-            break;
-        }
-    }
-    Ok(())
-}
-
 /// Removes s3load's temporary files and journals below `root` that no live
 /// process holds (leftovers of runs that were killed). With `keep_resumable`,
 /// the fixed-name files that a later run could resume from are kept.
@@ -580,27 +355,6 @@ pub fn remove_orphans(root: &Path, keep_resumable: bool) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn removing_a_file_prunes_the_directories_it_empties_but_not_the_root() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("root");
-        std::fs::create_dir_all(root.join("a/b/c")).unwrap();
-        std::fs::write(root.join("a/b/c/f"), b"x").unwrap();
-        std::fs::write(root.join("a/keep"), b"x").unwrap();
-        remove_file(&root, "a/b/c/f").unwrap();
-        assert!(!root.join("a/b").exists(), "a/b/c and a/b became empty");
-        assert!(root.join("a/keep").exists());
-        remove_file(&root, "a/keep").unwrap();
-        assert!(root.exists() && !root.join("a").exists());
-        remove_file(&root, "gone/x").unwrap();
-        // A symlinked directory is not deleted through.
-        std::fs::create_dir_all(d.path().join("outside")).unwrap();
-        std::fs::write(d.path().join("outside/f"), b"x").unwrap();
-        std::os::unix::fs::symlink(d.path().join("outside"), root.join("link")).unwrap();
-        assert!(remove_file(&root, "link/f").is_err());
-        assert!(d.path().join("outside/f").exists());
-    }
 
     #[test]
     fn temp_names_are_recognised_and_short() {

@@ -1,0 +1,21 @@
+//! The local filesystem layer: everything s3load does to the destination (or
+//! upload source) directory goes through here.
+//!
+//! - [`dirs`]: directories below a root, created and opened without following
+//!   symlinks, and `--delete`'s file removal through them;
+//! - [`tempfile`]: the temporary file beside each destination, written with
+//!   positional writes and renamed into place when complete and verified;
+//!   leftovers of killed runs ([`remove_orphans`]);
+//! - [`journal`]: the resume journal beside a resumable temporary file;
+//! - [`filesystem`]: the destination's filesystem as a whole (free space,
+//!   how it compares names, the end-of-run `syncfs`).
+
+pub mod dirs;
+pub mod filesystem;
+pub mod journal;
+pub mod tempfile;
+
+pub use dirs::{Dirs, remove_file};
+pub use filesystem::{NameFolding, check_space, name_folding, sync_filesystem};
+pub use journal::{Recorded, SpentJournal};
+pub use tempfile::{TempFile, is_temp_name, remove_orphans};
