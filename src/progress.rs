@@ -1,6 +1,7 @@
 //! Progress: what the engine reports, and how it is shown.
 //!
-//! The engine only knows the [`Reporter`] trait. [`Progress`] turns the counts into
+//! The engine only knows its `transfer::Reporter` trait; the run driver
+//! bridges it to [`Progress`], which turns the counts into
 //! an indicatif bar when stderr is a terminal, or into one plain log line every few
 //! seconds when it is not (a pod's log). Progress never goes to stdout.
 
@@ -13,18 +14,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-use crate::transfer::{Download, Outcome};
-
-/// What the engine tells whoever watches it.
-pub trait Reporter: Send + Sync {
-    /// `n` more bytes of `job` are written to disk.
-    fn bytes(&self, job: &Download, n: u64);
-    /// `n` bytes of `job` already reported were thrown away (a failed or restarted object).
-    fn discarded(&self, job: &Download, n: u64);
-    /// An object is finished, committed or failed. Called once per object.
-    fn object_done(&self, job: &Download, outcome: &Outcome);
-}
 
 /// How progress is shown (`--progress`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

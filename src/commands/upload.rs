@@ -1,27 +1,36 @@
-//! `cp`/`sync` from a local path to S3.
+//! `cp`/`sync` from a local path to S3: the plan, the engine call and the
+//! deletions from the bucket.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Gate, Summary, connect, delete_gate, stop_on_signal, too_many_deletes};
+use super::driver::{Direction, Plan, Tally, drive, empty_source_hint, stop_deleting};
 use crate::config::{Config, SyncOptions};
-use crate::error::{Error, exit_code};
-use crate::output::Output;
+use crate::error::Error;
+use crate::output::{self, Output};
 use crate::plan::diff::{SourceEntry, diff, no_records};
 use crate::plan::filter::Filters;
 use crate::plan::local::{self, LocalEntry, LocalSource, Scope, Skipped, SourceFile};
-use crate::plan::{self};
-use crate::progress::Progress;
+use crate::plan::{self, delete};
 use crate::store::{ObjectStore, PutTarget};
-use crate::transfer::Verification;
-use crate::transfer::upload::{self, Upload, UploadReporter};
+use crate::transfer::upload::{self, Upload};
+use crate::transfer::{Engine, Outcome};
 use crate::url::S3Url;
 
 /// Keys per DeleteObjects request (S3's maximum).
 const DELETE_BATCH: usize = 1000;
+
+/// An upload run, once planned.
+struct Uploading {
+    /// The source as given.
+    spec: String,
+    dst: S3Url,
+    /// The key prefix that relative paths are appended to.
+    prefix: String,
+    store: Arc<dyn ObjectStore>,
+}
 
 pub(super) async fn upload(
     src: PathBuf,
@@ -44,7 +53,7 @@ pub(super) async fn upload(
     files.retain(|f| filters.selects(&f.rel));
     let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
     if files.is_empty() && !allow_empty {
-        return Err(Error::Refused(format!("no files match {spec}{}", super::empty_source_hint(sync))));
+        return Err(Error::Refused(format!("no files match {spec}{}", empty_source_hint(sync))));
     }
     // A single file to a key not ending in '/' is stored under that key; anything
     // else goes below the destination taken as a prefix.
@@ -63,7 +72,7 @@ pub(super) async fn upload(
         )));
     }
 
-    let store = connect(cfg, Some(&dst.bucket)).await?;
+    let store = super::connect(cfg, Some(&dst.bucket)).await?;
     // What the destination holds of what the source stands for, as paths
     // relative to the prefix. Nothing outside the source's scope is listed, so
     // nothing outside it can be compared or deleted.
@@ -76,25 +85,25 @@ pub(super) async fn upload(
             r
         }
     };
-    let selected: Vec<&SourceFile> = match sync {
-        None => files.iter().collect(),
+    let (selected, dest_only): (Vec<&SourceFile>, Vec<usize>) = match sync {
+        None => (files.iter().collect(), Vec::new()),
         Some(opts) => {
             let entries: Vec<SourceEntry<'_>> = files
                 .iter()
                 .map(|f| SourceEntry { rel: &f.rel, size: f.size, mtime: f.mtime, etag: None, source: "" })
                 .collect();
             let d = diff(&entries, &remote, opts.compare, &no_records);
-            d.copy.iter().map(|&(i, _)| &files[i]).collect()
+            (d.copy.iter().map(|&(i, _)| &files[i]).collect(), d.dest_only)
         }
     };
-    let skipped_count = files.len() - selected.len();
+    let up_to_date = files.len() - selected.len();
     let object_url = |rel: &str| format!("s3://{}/{prefix}{rel}", dst.bucket);
-    let (deletes, held_back_failures) = match sync {
+    let (deletes, failures) = match sync {
         Some(opts) if opts.delete => {
-            let local: std::collections::HashSet<&str> = files.iter().map(|f| f.rel.as_str()).collect();
-            let candidates =
-                remote.iter().filter(|r| !local.contains(r.rel.as_str()) && filters.selects(&r.rel)).map(|r| &r.rel);
-            hold_back_shadowed(candidates, &skipped, &object_url)
+            // Keys are compared byte for byte: no case or Unicode lookalikes.
+            let sources = files.iter().map(|f| f.rel.as_str());
+            let p = delete::plan(sources, dest_only.iter().map(|&i| remote[i].rel.as_str()), filters, false);
+            hold_back_shadowed(p.delete.iter(), &skipped, &object_url)
         }
         _ => (Vec::new(), 0),
     };
@@ -114,96 +123,69 @@ pub(super) async fn upload(
             },
         })
         .collect();
-    let object_url = |rel: &str| format!("s3://{}/{prefix}{rel}", dst.bucket);
+    let plan = Plan { jobs, up_to_date, deletes, refused: Vec::new(), failures };
+    let run = Uploading { spec, dst, prefix, store: store.clone() };
+    drive(&run, plan, store, sync, cfg, out).await
+}
 
-    if cfg.dry_run {
-        for j in &jobs {
-            out.planned("cp", &j.path.display().to_string(), &j.dest_url(), j.size);
-        }
-        let too_many = too_many_deletes(sync, deletes.len());
-        match &too_many {
-            None => deletes.iter().for_each(|d| out.planned("rm", &object_url(d), "", 0)),
-            Some(msg) => crate::output::error_line(msg),
-        }
-        let ok = too_many.is_none() && held_back_failures == 0;
-        return Ok(if ok { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE });
+impl Direction for Uploading {
+    type Job = Upload;
+
+    fn source(&self) -> String {
+        self.spec.clone()
     }
 
-    let total_bytes: u64 = jobs.iter().map(|j| j.size).sum();
-    let progress = Arc::new(Progress::start(
-        cfg.progress,
-        cfg.log_format == crate::LogFormat::Json,
-        cfg.progress_interval,
-        jobs.len() as u64,
-        total_bytes,
-    ));
-    let reporter = Arc::new(Reporter { progress: progress.clone(), out, checksum: cfg.upload.checksum.name() });
-    let stop = CancellationToken::new();
-    let signal = Arc::new(std::sync::atomic::AtomicU8::new(0));
-    let watcher = tokio::spawn(stop_on_signal(stop.clone(), signal.clone()));
-    let results = upload::upload(store.clone(), jobs, cfg.engine.clone(), reporter, stop.clone()).await;
-    // Kept until the end: a signal during deletions still stops the run.
-    let _watcher = tokio_util::task::AbortOnDropHandle::new(watcher);
-    progress.finish();
-    let mut failed = results.iter().filter(|r| r.is_err()).count() + held_back_failures;
-    let complete = results.iter().all(|r| r.is_ok()) && !stop.is_cancelled();
+    fn destination(&self) -> String {
+        self.dst.to_string()
+    }
 
-    let mut deleted = 0;
-    match delete_gate(deletes.len(), complete, stop.is_cancelled(), sync, "objects") {
-        Gate::Refused => failed += 1,
-        Gate::HeldBack => {}
-        Gate::Go => {
-            for batch in deletes.chunks(DELETE_BATCH) {
-                // A batch in flight is let finish (bounded by --request-timeout):
-                // abandoning it would leave unknown which of its keys are gone.
-                if super::stop_deleting(&stop, deleted, deletes.len()) {
-                    failed += 1;
-                    break;
-                }
-                let keys: Vec<String> = batch.iter().map(|r| format!("{prefix}{r}")).collect();
-                let refused = match store.delete_objects(&dst.bucket, &keys).await {
-                    Ok(refused) => refused,
-                    Err(e) => keys.iter().map(|k| (k.clone(), e.to_string())).collect(),
-                };
-                let refused: std::collections::HashMap<String, String> = refused.into_iter().collect();
-                for k in &keys {
-                    let url = format!("s3://{}/{k}", dst.bucket);
-                    match refused.get(k) {
-                        None => {
-                            deleted += 1;
-                            out.removed(&url, Ok(()), crate::output::error_line);
-                        }
-                        Some(why) => {
-                            failed += 1;
-                            out.removed(&url, Err(&Error::Refused(why.clone())), crate::output::error_line);
-                        }
+    fn deleted_things(&self) -> &'static str {
+        "objects"
+    }
+
+    fn shown(&self, rel: &str) -> String {
+        format!("s3://{}/{}{rel}", self.dst.bucket, self.prefix)
+    }
+
+    fn verify_off(&self) -> bool {
+        false
+    }
+
+    async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<Upload>) -> Vec<Outcome> {
+        upload::upload(engine, jobs).await
+    }
+
+    async fn delete(&self, deletes: &[String], stop: &CancellationToken, out: Output) -> Tally {
+        let mut tally = Tally::default();
+        for batch in deletes.chunks(DELETE_BATCH) {
+            // A batch in flight is let finish (bounded by --request-timeout):
+            // abandoning it would leave unknown which of its keys are gone.
+            if stop_deleting(stop, tally.deleted, deletes.len()) {
+                tally.failed += 1;
+                break;
+            }
+            let keys: Vec<String> = batch.iter().map(|r| format!("{}{r}", self.prefix)).collect();
+            let refused = match self.store.delete_objects(&self.dst.bucket, &keys).await {
+                Ok(refused) => refused,
+                Err(e) => keys.iter().map(|k| (k.clone(), e.to_string())).collect(),
+            };
+            let refused: std::collections::HashMap<String, String> = refused.into_iter().collect();
+            for k in &keys {
+                let url = format!("s3://{}/{k}", self.dst.bucket);
+                match refused.get(k) {
+                    None => {
+                        tally.deleted += 1;
+                        out.removed(&url, Ok(()), output::error_line);
+                    }
+                    Some(why) => {
+                        tally.failed += 1;
+                        out.removed(&url, Err(&Error::Refused(why.clone())), output::error_line);
                     }
                 }
             }
         }
+        tally
     }
-
-    let summary = Summary {
-        operation: if sync.is_some() { "sync" } else { "cp" },
-        source: spec.clone(),
-        destination: dst.to_string(),
-        copied: results.iter().filter(|r| r.is_ok()).count(),
-        bytes: progress.counters.bytes.load(Ordering::Relaxed),
-        unverified: 0,
-        verify_off: false,
-        skipped: skipped_count,
-        deleted: sync.is_some_and(|s| s.delete).then_some(deleted),
-        failed,
-        secs: progress.elapsed().as_secs_f64(),
-    };
-    summary.print();
-    let code = match super::signal_code(&signal) {
-        Some(code) => code,
-        None if failed == 0 => exit_code::SUCCESS,
-        None => exit_code::PARTIAL_FAILURE,
-    };
-    summary.write(cfg, code);
-    Ok(code)
 }
 
 /// Objects below `prefix` + `below`, as entries relative to `prefix`.
@@ -214,7 +196,7 @@ async fn list_destination(
     below: &str,
 ) -> Result<Vec<LocalEntry>, Error> {
     let url = S3Url::parse(&format!("s3://{bucket}/{prefix}{below}"))?;
-    let expanded = plan::expand(store, &url).await?;
+    let expanded = plan::list_source(store, &url).await?;
     if !expanded.refused.is_empty() {
         tracing::warn!(
             count = expanded.refused.len(),
@@ -265,7 +247,7 @@ fn hold_back_shadowed<'a>(
     for (s, n) in skipped.iter().zip(held).filter(|(_, n)| *n > 0) {
         let (level, what) = if s.deliberate { ("WARN", "left out") } else { ("ERROR", "could not be read") };
         failures += usize::from(!s.deliberate);
-        crate::output::stderr_line(
+        output::stderr_line(
             level,
             &format!(
                 "not deleting {n} object(s) at or below {}: the local entry they may come from {what}: {}",
@@ -281,26 +263,6 @@ fn hold_back_shadowed<'a>(
 /// Content-Type from the file name; `None` leaves it to the store.
 fn content_type_of(rel: &str) -> Option<String> {
     mime_guess::from_path(rel).first_raw().map(str::to_string)
-}
-
-struct Reporter {
-    progress: Arc<Progress>,
-    out: Output,
-    checksum: &'static str,
-}
-
-impl UploadReporter for Reporter {
-    fn bytes(&self, job: &Upload, n: u64) {
-        self.progress.object_bytes(&job.target.key, job.size, n);
-    }
-
-    fn done(&self, job: &Upload, result: &Result<(), Error>) {
-        self.progress.object_finished(&job.target.key, result.is_ok());
-        let v = Verification::Verified(self.checksum);
-        let r = result.as_ref().map(|()| &v);
-        let (src, dst) = (job.path.display().to_string(), job.dest_url());
-        self.progress.suspend(|| self.out.op("cp", &src, &dst, job.size, r, crate::output::error_line));
-    }
 }
 
 #[cfg(test)]

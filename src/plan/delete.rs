@@ -25,16 +25,22 @@ fn fold(s: &str) -> String {
     s.nfc().collect::<String>().to_lowercase()
 }
 
+/// What `--delete` removes of `dest_only`. With `lookalikes` (a local
+/// destination), names that fold to a source name are kept; S3 keys are
+/// compared byte for byte, so an upload passes false.
 pub fn plan<'a>(
     source: impl Iterator<Item = &'a str>,
     dest_only: impl Iterator<Item = &'a str>,
     filters: &Filters,
+    lookalikes: bool,
 ) -> DeletePlan {
-    let folded: std::collections::HashMap<String, &str> = source.map(|s| (fold(s), s)).collect();
+    let folded: std::collections::HashMap<String, &str> =
+        if lookalikes { source.map(|s| (fold(s), s)).collect() } else { Default::default() };
     let mut out = DeletePlan::default();
     let mut seen = HashSet::new();
     for d in dest_only.filter(|d| filters.selects(d)) {
-        match folded.get(&fold(d)) {
+        let like = if lookalikes { folded.get(&fold(d)) } else { None };
+        match like {
             Some(s) => out.lookalikes.push((d.to_string(), s.to_string())),
             None if seen.insert(d) => out.delete.push(d.to_string()),
             None => {}
@@ -49,7 +55,7 @@ mod tests {
 
     fn run(src: &[&str], dst: &[&str], exclude: &[&str]) -> DeletePlan {
         let ex: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
-        plan(src.iter().copied(), dst.iter().copied(), &Filters::new(&[], &ex).unwrap())
+        plan(src.iter().copied(), dst.iter().copied(), &Filters::new(&[], &ex).unwrap(), true)
     }
 
     #[test]
@@ -66,5 +72,8 @@ mod tests {
         assert_eq!(p.delete, vec!["other"]);
         assert_eq!(p.lookalikes.len(), 2);
         assert_eq!(p.lookalikes[0], ("Model.bin".to_string(), "model.bin".to_string()));
+        // Keys in a bucket are compared byte for byte.
+        let keys = plan(["model.bin"].into_iter(), ["Model.bin"].into_iter(), &Filters::new(&[], &[]).unwrap(), false);
+        assert_eq!(keys.delete, vec!["Model.bin"]);
     }
 }

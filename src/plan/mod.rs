@@ -1,6 +1,6 @@
 //! Planning: what the source holds, where each object lands, and what to copy.
 //!
-//! [`expand`] lists the source (all pages) and maps each selected key to a safe
+//! [`list_source`] lists the source (all pages) and maps each selected key to a safe
 //! relative path; [`diff`](diff::diff) compares that with the destination listing.
 //! Objects whose keys cannot be mapped safely are kept as refusals so they are
 //! reported by name and make the exit code non-zero.
@@ -29,7 +29,7 @@ pub struct SourceObject {
 }
 
 #[derive(Debug, Default)]
-pub struct Expanded {
+pub struct SourceListing {
     /// Sorted by `rel`.
     pub objects: Vec<SourceObject>,
     /// Keys refused by the safe-path rules, with the reason.
@@ -39,7 +39,7 @@ pub struct Expanded {
 }
 
 /// Lists every object the URL selects. A single-object URL is looked up with HEAD.
-pub async fn expand(store: &dyn ObjectStore, url: &S3Url) -> Result<Expanded, Error> {
+pub async fn list_source(store: &dyn ObjectStore, url: &S3Url) -> Result<SourceListing, Error> {
     let mut metas = Vec::new();
     if url.is_batch() {
         list_all(store, &url.bucket, &url.prefix, None, |page| {
@@ -62,7 +62,7 @@ pub async fn expand(store: &dyn ObjectStore, url: &S3Url) -> Result<Expanded, Er
         metas.push(meta);
     }
 
-    let mut out = Expanded::default();
+    let mut out = SourceListing::default();
     for meta in metas {
         let rel = url.relative(&meta.key).to_string();
         match map_key(&rel) {
@@ -111,7 +111,7 @@ pub async fn list_all(
 /// copied, one would hold the other's bytes, and every later sync would fetch
 /// them again. All such keys are refused by name; on a byte-exact filesystem
 /// nothing is refused and they stay the distinct files they are.
-pub fn refuse_name_collisions(out: &mut Expanded, folding: crate::localfs::NameFolding) {
+pub fn refuse_name_collisions(out: &mut SourceListing, folding: crate::localfs::NameFolding) {
     if !folding.any() {
         return;
     }
@@ -145,7 +145,7 @@ pub fn refuse_name_collisions(out: &mut Expanded, folding: crate::localfs::NameF
 /// directory. The outcome is fixed, whatever the listing or download order: the
 /// objects below `a/` are kept and `a` is refused by name (so the run exits
 /// non-zero and nothing is silently dropped).
-fn refuse_file_directory_collisions(out: &mut Expanded) {
+fn refuse_file_directory_collisions(out: &mut SourceListing) {
     let dirs: std::collections::HashSet<&str> =
         out.objects.iter().flat_map(|o| o.rel.match_indices('/').map(|(i, _)| &o.rel[..i])).collect();
     if out.objects.iter().all(|o| !dirs.contains(o.rel.as_str())) {
@@ -186,7 +186,7 @@ mod tests {
     fn keys_one_file_apart_on_a_folding_filesystem_are_all_refused_and_kept_elsewhere() {
         use crate::localfs::NameFolding;
         let names = ["Model.bin", "model.bin", "caf\u{e9}.bin", "cafe\u{301}.bin", "Sub/x", "sub/x", "other"];
-        let expanded = || Expanded { objects: names.iter().map(|n| obj(n)).collect(), ..Default::default() };
+        let expanded = || SourceListing { objects: names.iter().map(|n| obj(n)).collect(), ..Default::default() };
         let mut exact = expanded();
         refuse_name_collisions(&mut exact, NameFolding::default());
         assert_eq!(exact.objects.len(), 7, "a byte-exact filesystem keeps every name");
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_file_that_is_also_a_directory_is_refused_and_the_directory_kept() {
-        let mut e = Expanded {
+        let mut e = SourceListing {
             objects: vec![obj("a"), obj("a-1"), obj("a/b"), obj("a/c/d"), obj("test-1")],
             ..Default::default()
         };

@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use futures::StreamExt;
 
 use super::VerifyMode;
-use super::retry::{Class, Decision, classify};
 use super::round::{FileState, Round, inline_kind, one_write, segment_kind};
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::integrity::{PartDigest, PartSum};
@@ -27,9 +26,9 @@ pub(super) async fn fetch_range(
     buf: &mut Vec<u8>,
 ) -> Result<(Option<PartSum>, Option<Arc<TempFile>>), Error> {
     let range = file.parts[part].clone();
-    let env = &round.env;
-    let job = &file.job;
-    let mut retries = env.policy.part();
+    let engine = &round.engine;
+    let url = file.job.source_url();
+    let mut attempts = engine.attempts();
     let mut attempt = Attempt {
         part,
         start: range.start,
@@ -40,24 +39,9 @@ pub(super) async fn fetch_range(
         tmp,
     };
     loop {
-        let err = match fetch_once(round, file, &mut attempt, buf).await {
+        match fetch_once(round, file, &mut attempt, buf).await {
             Ok(()) => return Ok((attempt.digest.map(|d| d.finish()), attempt.tmp)),
-            Err(e) => e,
-        };
-        if classify(&err) == Class::Throttled
-            && let Some(limit) = env.limiter.throttled()
-        {
-            tracing::warn!(limit, "the store is throttling requests; lowering concurrency");
-        }
-        match env.policy.decide(&err, &mut retries) {
-            Decision::Retry(delay) => {
-                tracing::warn!(object = %job.source_url(), offset = attempt.offset, attempt = retries.attempts, ?delay, error = %err, "retrying part");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = env.stop.cancelled() => return Err(Error::Interrupted(job.source_url())),
-                }
-            }
-            Decision::GiveUp => return Err(env.policy.gave_up(err, retries.attempts)),
+            Err(err) => engine.backoff(&url, err, &mut attempts).await?,
         }
     }
 }
@@ -87,7 +71,7 @@ struct Attempt {
 pub(crate) const MIN_BODY_RATE: u64 = 16 * 1024;
 
 fn too_slow(round: &Round, got: u64) -> StoreError {
-    let secs = round.env.cfg.stall_timeout.as_secs_f64();
+    let secs = round.engine.cfg.stall_timeout.as_secs_f64();
     StoreError::new(
         StoreErrorKind::Network,
         format!(
@@ -98,14 +82,14 @@ fn too_slow(round: &Round, got: u64) -> StoreError {
 }
 
 fn stalled(round: &Round) -> StoreError {
-    let secs = round.env.cfg.stall_timeout.as_secs_f64();
+    let secs = round.engine.cfg.stall_timeout.as_secs_f64();
     StoreError::new(StoreErrorKind::Network, format!("no data for {secs:.0} s (stalled connection)"))
 }
 
 /// One GET of `offset..end`. On failure `a.offset` is where to resume: bytes
 /// received before a break are written (and hashed) first, so they are not fetched again.
 async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut Vec<u8>) -> Result<(), Error> {
-    let env = &round.env;
+    let engine = &round.engine;
     let job = &file.job;
     let (offset, end) = (a.offset, a.end);
     let ranged = !(a.whole && offset == 0);
@@ -114,26 +98,21 @@ async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut 
         key: job.key.clone(),
         range: ranged.then_some(offset..end),
         if_match: job.etag.clone(),
-        version_id: job.version_id.clone().filter(|_| !env.versions_denied.load(Ordering::Relaxed)),
+        version_id: job.version_id.clone().filter(|_| !engine.versions_denied.load(Ordering::Relaxed)),
     };
     let ctx = || format!("{} bytes {}-{}", job.source_url(), offset, end.saturating_sub(1));
-    let stall = env.cfg.stall_timeout;
+    let stall = engine.cfg.stall_timeout;
+    let url = job.source_url();
     let interrupted = || Error::Interrupted(job.source_url());
-    let _permit = tokio::select! {
-        p = env.limiter.acquire() => p,
-        () = env.stop.cancelled() => return Err(interrupted()),
-    };
+    let _permit = engine.permit(&url).await?;
     let resp = loop {
-        let r = tokio::select! {
-            r = tokio::time::timeout(stall, env.store.get(&req)) => r,
-            () = env.stop.cancelled() => return Err(interrupted()),
-        };
+        let r = engine.unless_stopped(&url, tokio::time::timeout(stall, engine.store.get(&req))).await?;
         match r {
             Err(_) => return Err(Error::store(ctx(), stalled(round))),
             // A role may read objects but not name their versions
             // (s3:GetObjectVersion): pin by ETag alone from now on.
             Ok(Err(e)) if e.kind == StoreErrorKind::AccessDenied && req.version_id.is_some() => {
-                if !env.versions_denied.swap(true, Ordering::Relaxed) {
+                if !engine.versions_denied.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "reading by versionId was denied (no s3:GetObjectVersion?); pinning objects by ETag only");
                 }
                 req.version_id = None;
@@ -165,8 +144,8 @@ async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut 
         *file.stated.lock().unwrap() = resp.checksum.into();
         *file.etag_md5.lock().unwrap() = resp.etag_md5;
     }
-    if env.cfg.verify != VerifyMode::Off {
-        let once = one_write(file, &env.cfg);
+    if engine.cfg.verify != VerifyMode::Off {
+        let once = one_write(file, &engine.cfg);
         if a.digest.is_none()
             && offset == a.start
             && let Some(kind) = inline_kind(file).or_else(|| segment_kind(file).filter(|_| once))
@@ -191,7 +170,7 @@ async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut 
         let silence_end = last_chunk + stall;
         let next = tokio::select! {
             n = tokio::time::timeout_at(silence_end.min(window_end), body.next()) => n,
-            () = env.stop.cancelled() => break Err(interrupted()),
+            () = engine.stop.cancelled() => break Err(interrupted()),
         };
         let chunk = match next {
             Err(_) if tokio::time::Instant::now() >= silence_end => break Err(Error::store(ctx(), stalled(round))),
@@ -217,10 +196,10 @@ async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut 
         }
         // Never grow the buffer past its capacity: a Vec that overflows doubles,
         // and 32 doubled buffers were most of the peak RSS.
-        if buf.len() + chunk.len() > env.cfg.buffer_size {
+        if buf.len() + chunk.len() > engine.cfg.buffer_size {
             flush(round, file, buf, a).await?;
         }
-        if chunk.len() >= env.cfg.buffer_size {
+        if chunk.len() >= engine.cfg.buffer_size {
             write_out(round, file, a, chunk).await?;
         } else {
             buf.extend_from_slice(&chunk);
@@ -233,7 +212,7 @@ async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut 
         let e = StoreError::new(StoreErrorKind::Network, format!("body ended after {received} of {expected} bytes"));
         return Err(Error::store(ctx(), e));
     }
-    env.limiter.succeeded();
+    engine.succeeded();
     Ok(())
 }
 
@@ -250,7 +229,7 @@ async fn flush(round: &Round, file: &FileState, buf: &mut Vec<u8>, a: &mut Attem
             Ok(())
         }
         Err(e) => {
-            *buf = Vec::with_capacity(round.env.cfg.buffer_size);
+            *buf = Vec::with_capacity(round.engine.cfg.buffer_size);
             Err(e)
         }
     }
@@ -272,9 +251,9 @@ async fn write_out<D: AsRef<[u8]> + Send + 'static>(
     let tmp = a.tmp.clone();
     let job = &file.job;
     // What creating the file needs, cloned only when it is to be created.
-    let create = tmp.is_none().then(|| (round.env.dirs.clone(), job.root.clone(), job.dest.clone(), job.size));
+    let create = tmp.is_none().then(|| (round.engine.dirs.clone(), job.root.clone(), job.dest.clone(), job.size));
     let (data, digest, result) = round
-        .env
+        .engine
         .blocking_io(move || {
             if let Some(d) = digest.as_mut() {
                 d.update(data.as_ref());
@@ -311,5 +290,5 @@ fn advance(round: &Round, file: &FileState, a: &mut Attempt, n: u64) {
     a.offset += n;
     round.wrote(file, a.part, a.offset - a.start);
     file.written.fetch_add(n, Ordering::Relaxed);
-    round.env.reporter.bytes(&file.job, n);
+    round.engine.hooks.reporter.bytes(&file.job, n);
 }

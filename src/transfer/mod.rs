@@ -27,10 +27,12 @@
 //! match its checksum is discarded and fetched again whole, with its identity
 //! read afresh (HEAD), at most `max_restarts` times.
 
+mod engine;
 mod fetch;
 mod hasher;
 mod limiter;
 pub mod parts;
+pub mod report;
 pub mod retry;
 mod round;
 mod segments;
@@ -41,12 +43,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
+
+pub use engine::Engine;
+pub use report::{CommitHook, Hooks, Item, Reporter};
 
 use crate::error::Error;
 use crate::integrity::Stated;
-use crate::progress::Reporter;
-use crate::store::{ObjectMeta, ObjectStore};
+use crate::store::ObjectMeta;
 
 /// What is known of the checksum the store states for an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +86,9 @@ pub struct Download {
     pub checksum: KnownChecksum,
     /// Whether the ETag is known to be an MD5 (from HEAD or a whole-object GET).
     pub etag_md5: bool,
-    /// How a multipart upload was split, once asked (see [`describe`]).
-    pub upload: Option<UploadParts>,
+    /// How the object was split into parts when it was uploaded (a
+    /// multipart upload), once asked (see [`prepare`]).
+    pub source_parts: Option<PartLayout>,
     /// Why the layout could not be learnt, when the store refused to say.
     pub layout_unknown: Option<String>,
 }
@@ -97,13 +101,13 @@ pub struct Download {
 /// vary while its first and last fit the pattern would fail its composite
 /// check (a false failure, never a false pass).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UploadParts {
+pub struct PartLayout {
     pub part_size: u64,
     pub last_size: u64,
     pub count: u32,
 }
 
-impl UploadParts {
+impl PartLayout {
     pub fn uniform_for(self, size: u64) -> bool {
         let n = u64::from(self.count);
         n > 0
@@ -111,6 +115,21 @@ impl UploadParts {
             && self.last_size > 0
             && self.last_size <= self.part_size
             && (n - 1).checked_mul(self.part_size).and_then(|a| a.checked_add(self.last_size)) == Some(size)
+    }
+}
+
+impl Item for Download {
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn source(&self) -> String {
+        self.source_url()
+    }
+    fn destination(&self) -> String {
+        self.dest.display().to_string()
     }
 }
 
@@ -128,7 +147,7 @@ impl Download {
             last_modified: meta.last_modified,
             checksum: meta.checksum.into(),
             etag_md5: meta.etag_md5,
-            upload: None,
+            source_parts: None,
             layout_unknown: None,
             ..self.clone()
         }
@@ -244,32 +263,26 @@ pub type Outcome = Result<Verification, Error>;
 /// Downloads every job; returns one outcome per job, in job order. The reporter
 /// hears of each object once, when its outcome is final.
 ///
-/// Cancelling `stop` (on SIGTERM/SIGINT) ends every request at once; objects in
-/// flight fail as interrupted, those with a journal keep their temporary file
-/// for the next run to resume, the others remove it.
-pub async fn download(
-    store: Arc<dyn ObjectStore>,
-    jobs: Vec<Download>,
-    cfg: EngineConfig,
-    reporter: Arc<dyn Reporter>,
-    stop: CancellationToken,
-) -> Vec<Outcome> {
-    let env = Arc::new(round::Env::new(store.clone(), reporter.clone(), cfg.clone(), stop));
+/// Cancelling the engine's stop token (on SIGTERM/SIGINT) ends every request
+/// at once; objects in flight fail as interrupted, those with a journal keep
+/// their temporary file for the next run to resume, the others remove it.
+pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome> {
+    let (env, cfg, store, reporter) = (engine, &engine.cfg, &engine.store, &engine.hooks.reporter);
     let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
     let mut pending: Vec<(usize, Download)> = jobs.into_iter().enumerate().collect();
     for restart in 0..=cfg.max_restarts {
         let last = restart == cfg.max_restarts;
-        let described: Vec<(usize, Described)> = futures::stream::iter(pending)
+        let prepared: Vec<(usize, Prepared)> = futures::stream::iter(pending)
             .map(|(i, job)| {
                 let env = env.clone();
-                async move { (i, describe(&env, job).await) }
+                async move { (i, prepare(&env, job).await) }
             })
             .buffered(cfg.max_requests.max(1))
             .collect()
             .await;
         let mut index = Vec::new();
         let mut round_jobs = Vec::new();
-        for (i, d) in described {
+        for (i, d) in prepared {
             match d {
                 Ok(job) => {
                     index.push(i);
@@ -277,7 +290,7 @@ pub async fn download(
                 }
                 Err((job, e)) => {
                     let outcome = Err(e);
-                    reporter.object_done(&job, &outcome);
+                    reporter.finished(&job, &outcome);
                     outcomes[i] = Some(outcome);
                 }
             }
@@ -288,18 +301,17 @@ pub async fn download(
             match result {
                 Err(e) if !last && retry::restarts_object(&e) => {
                     tracing::warn!(object = %job.source_url(), error = %e, "fetching the object again from the start");
-                    let head = tokio::select! {
-                        r = store.head(&job.bucket, &job.key) => r,
-                        () = env.stop.cancelled() => Err(crate::error::StoreError::new(
-                            crate::error::StoreErrorKind::Other,
-                            "stopped by a signal",
-                        )),
-                    };
+                    let head = env.unless_stopped(&job.source_url(), store.head(&job.bucket, &job.key)).await;
                     match head {
-                        Ok(meta) => pending.push((i, job.refreshed(meta))),
-                        Err(he) => {
+                        Ok(Ok(meta)) => pending.push((i, job.refreshed(meta))),
+                        Ok(Err(he)) => {
                             let outcome = Err(Error::store(job.source_url(), he));
-                            reporter.object_done(&job, &outcome);
+                            reporter.finished(&job, &outcome);
+                            outcomes[i] = Some(outcome);
+                        }
+                        Err(stopped) => {
+                            let outcome = Err(stopped);
+                            reporter.finished(&job, &outcome);
                             outcomes[i] = Some(outcome);
                         }
                     }
@@ -317,13 +329,13 @@ pub async fn download(
 }
 
 /// A job ready for a round, or the job and why it cannot be.
-type Described = Result<Download, (Download, Error)>;
+type Prepared = Result<Download, (Download, Error)>;
 
 /// Asks the store what a listing does not say but verification needs: the
 /// checksum of an object fetched in several parts (HEAD, which also gives its
 /// current identity), and the part layout of a multipart upload (HEAD with
 /// `partNumber=1`). Objects fetched in one GET learn their checksum from it.
-async fn describe(env: &round::Env, job: Download) -> Described {
+async fn prepare(env: &Engine, job: Download) -> Prepared {
     let cfg = &env.cfg;
     if cfg.verify == VerifyMode::Off || job.size == 0 {
         return Ok(job);
@@ -349,7 +361,7 @@ async fn describe(env: &round::Env, job: Download) -> Described {
             }
         }
     }
-    if job.multipart() && job.upload.is_none() {
+    if job.multipart() && job.source_parts.is_none() {
         let layout = tokio::select! {
             r = upload_layout(env, &job) => r,
             () = env.stop.cancelled() => {
@@ -358,7 +370,7 @@ async fn describe(env: &round::Env, job: Download) -> Described {
             }
         };
         match layout {
-            Ok(layout) => job.upload = layout,
+            Ok(layout) => job.source_parts = layout,
             // Some stores refuse HEAD with partNumber (or lack it). The object
             // can still be fetched; what cannot be checked without its layout
             // is counted unverified, with this reason.
@@ -376,7 +388,7 @@ async fn describe(env: &round::Env, job: Download) -> Described {
     Ok(job)
 }
 
-async fn upload_layout(env: &round::Env, job: &Download) -> Result<Option<UploadParts>, crate::error::StoreError> {
+async fn upload_layout(env: &Engine, job: &Download) -> Result<Option<PartLayout>, crate::error::StoreError> {
     let Some((part_size, count)) = env.store.part_info(&job.bucket, &job.key, 1).await? else {
         return Ok(None);
     };
@@ -384,7 +396,7 @@ async fn upload_layout(env: &round::Env, job: &Download) -> Result<Option<Upload
         1 => part_size,
         n => env.store.part_info(&job.bucket, &job.key, n).await?.map_or(0, |(s, _)| s),
     };
-    Ok(Some(UploadParts { part_size, last_size, count }))
+    Ok(Some(PartLayout { part_size, last_size, count }))
 }
 
 #[cfg(test)]
@@ -393,7 +405,7 @@ mod tests {
 
     #[test]
     fn only_fixed_size_upload_layouts_are_aligned() {
-        let up = |part_size, last_size, count| UploadParts { part_size, last_size, count };
+        let up = |part_size, last_size, count| PartLayout { part_size, last_size, count };
         assert!(up(8, 8, 3).uniform_for(24));
         assert!(up(8, 1, 3).uniform_for(17));
         assert!(up(8, 8, 1).uniform_for(8));

@@ -89,20 +89,20 @@ impl RetryPolicy {
         RetryPolicy { per_part, budget: AtomicU64::new(budget) }
     }
 
-    /// A fresh retry state for one part.
-    pub fn part(&self) -> PartRetries {
+    /// A fresh retry state for one request.
+    pub fn attempts(&self) -> Attempts {
         let delays = ExponentialBuilder::default()
             .with_min_delay(MIN_DELAY)
             .with_max_delay(MAX_DELAY)
             .with_jitter()
             .with_max_times(self.per_part as usize)
             .build();
-        PartRetries { delays: Box::new(delays), attempts: 1 }
+        Attempts { delays: Box::new(delays), made: 1 }
     }
 
     /// Decides after a failed attempt. Transient and throttling failures retry
     /// while both the part's and the run's allowance last.
-    pub fn decide(&self, err: &Error, part: &mut PartRetries) -> Decision {
+    pub fn decide(&self, err: &Error, part: &mut Attempts) -> Decision {
         if !matches!(classify(err), Class::Transient | Class::Throttled) {
             return Decision::GiveUp;
         }
@@ -111,7 +111,7 @@ impl RetryPolicy {
         if !took {
             return Decision::GiveUp;
         }
-        part.attempts += 1;
+        part.made += 1;
         Decision::Retry(delay)
     }
 
@@ -135,11 +135,11 @@ impl RetryPolicy {
     }
 }
 
-/// Retry state of one part.
-pub struct PartRetries {
+/// Retry state of one request.
+pub struct Attempts {
     delays: Box<dyn Iterator<Item = Duration> + Send>,
     /// Attempts made so far, counting the first.
-    pub attempts: u32,
+    pub made: u32,
 }
 
 #[cfg(test)]
@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn a_part_retries_at_most_retry_count_times_with_bounded_jittered_delays() {
         let policy = RetryPolicy::new(3, 100);
-        let mut part = policy.part();
+        let mut part = policy.attempts();
         let err = store_err(StoreErrorKind::Network);
         for _ in 0..3 {
             match policy.decide(&err, &mut part) {
@@ -179,15 +179,16 @@ mod tests {
             }
         }
         assert_eq!(policy.decide(&err, &mut part), Decision::GiveUp);
-        assert_eq!(part.attempts, 4);
-        assert_eq!(policy.decide(&store_err(StoreErrorKind::AccessDenied), &mut policy.part()), Decision::GiveUp);
+        assert_eq!(part.made, 4);
+        assert_eq!(policy.decide(&store_err(StoreErrorKind::AccessDenied), &mut policy.attempts()), Decision::GiveUp);
     }
 
     #[test]
     fn the_run_budget_stops_a_storm() {
         let policy = RetryPolicy::new(10, 5);
         let err = store_err(StoreErrorKind::Throttled);
-        let retried = (0..10).filter(|_| matches!(policy.decide(&err, &mut policy.part()), Decision::Retry(_))).count();
+        let retried =
+            (0..10).filter(|_| matches!(policy.decide(&err, &mut policy.attempts()), Decision::Retry(_))).count();
         assert_eq!(retried, 5);
         assert!(policy.exhausted());
     }

@@ -6,100 +6,16 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
-use super::hasher::{Hasher, SegmentResult, StreamId};
-use super::limiter::Limiter;
-use super::retry::{self, RetryPolicy};
+use super::engine::Engine;
+use super::hasher::{SegmentResult, StreamId};
+use super::retry;
 use super::segments::Segments;
 use super::{Download, Durability, EngineConfig, KnownChecksum, Outcome, Verification, VerifyMode, fetch, parts};
 use crate::error::Error;
 use crate::integrity::{self, DigestKind, DigestValue, PartCrc, PartSum, Stated};
-use crate::localfs::{Dirs, Recorded, SpentJournal, TempFile};
-use crate::progress::Reporter;
-use crate::store::ObjectStore;
-
-/// What lasts across rounds: the store, limits, and shared retry state.
-pub(super) struct Env {
-    pub store: Arc<dyn ObjectStore>,
-    pub reporter: Arc<dyn Reporter>,
-    pub cfg: EngineConfig,
-    pub policy: RetryPolicy,
-    pub limiter: Limiter,
-    /// Cancelled when the run must stop (a signal).
-    pub stop: CancellationToken,
-    /// Set once the store refused a request naming a version.
-    pub versions_denied: std::sync::atomic::AtomicBool,
-    /// The MD5 ETag computed from each object that failed its ETag check: the
-    /// same value from a second download means the bytes were not corrupted on
-    /// the way; the store's ETags are simply not MD5s.
-    etag_samples: Mutex<std::collections::HashMap<String, String>>,
-    /// Bounds filesystem calls in flight (see [`EngineConfig::io_concurrency`]).
-    io: Semaphore,
-    /// Hashes segments in order (MD5 ETags, SHA checksums).
-    hasher: Hasher,
-    /// Destination directories opened so far.
-    pub dirs: Arc<Dirs>,
-    /// Journals of committed files being removed (see [`SpentJournal`]).
-    spent: Mutex<tokio::task::JoinSet<()>>,
-}
-
-impl Env {
-    pub fn new(
-        store: Arc<dyn ObjectStore>,
-        reporter: Arc<dyn Reporter>,
-        cfg: EngineConfig,
-        stop: CancellationToken,
-    ) -> Env {
-        Env {
-            stop,
-            versions_denied: std::sync::atomic::AtomicBool::new(false),
-            etag_samples: Mutex::default(),
-            store,
-            reporter,
-            policy: RetryPolicy::new(cfg.retry_count, cfg.retry_budget),
-            limiter: Limiter::new(cfg.max_requests),
-            io: Semaphore::new(cfg.io_concurrency.max(1)),
-            hasher: Hasher::new(1),
-            dirs: Arc::default(),
-            spent: Mutex::default(),
-            cfg,
-        }
-    }
-
-    /// Removes a committed file's journal on the blocking pool, outside the
-    /// `io_concurrency` bound: a slow removal must not hold up the writes.
-    pub fn remove_journal(&self, journal: SpentJournal) {
-        let mut spent = self.spent.lock().unwrap();
-        // Reap what has finished, so a long run holds no more handles than
-        // removals in progress.
-        while spent.try_join_next().is_some() {}
-        spent.spawn_blocking(move || journal.remove());
-    }
-
-    /// Waits until every journal handed to [`Env::remove_journal`] is gone.
-    pub async fn journals_removed(&self) {
-        let pending = std::mem::take(&mut *self.spent.lock().unwrap());
-        pending.join_all().await;
-    }
-
-    /// Runs blocking filesystem work on tokio's blocking pool, at most
-    /// `io_concurrency` calls at once.
-    ///
-    /// `spawn_blocking` rather than `block_in_place`: the latter moves the async
-    /// worker to a fresh thread on every call, so the HTTP client's buffers end
-    /// up allocated from dozens of threads and glibc gives each its own arena;
-    /// that fragmentation doubled the peak RSS of a 4 x 1 GiB download. Here the
-    /// pool threads only run `pwrite`/`rename` and allocate nothing.
-    pub async fn blocking_io<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
-        let _permit = self.io.acquire().await.expect("semaphore is never closed");
-        match tokio::task::spawn_blocking(f).await {
-            Ok(r) => r,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-}
+use crate::localfs::{Recorded, TempFile};
 
 /// One object in the round.
 pub(super) struct FileState {
@@ -211,7 +127,7 @@ const SEGMENT_RANGE: u64 = 64 << 20;
 /// are as many parts to hash together in SIMD lanes as requests in flight, and
 /// a resumed part can be checked against its hash.
 fn plan_parts(job: &Download, cfg: &EngineConfig) -> (Vec<Range<u64>>, Option<u64>, u64) {
-    let layout = job.upload.filter(|u| u.uniform_for(job.size) && cfg.verify != VerifyMode::Off);
+    let layout = job.source_parts.filter(|u| u.uniform_for(job.size) && cfg.verify != VerifyMode::Off);
     let (by_part, hashed_in_order) = match job.checksum {
         KnownChecksum::Stated(Stated::Full { .. } | Stated::Sha { parts: None, .. }) => (None, false),
         KnownChecksum::Stated(Stated::Composite { .. }) => (layout, false),
@@ -279,7 +195,7 @@ fn md5_unverifiable(file: &FileState) -> Option<String> {
         return Some(format!("the store states no checksum, and its ETag {etag:?} is not an MD5"));
     }
 
-    match (job.multipart(), job.upload) {
+    match (job.multipart(), job.source_parts) {
         // A single PUT: its segment is the whole object.
         (false, _) => None,
         (true, Some(u))
@@ -316,8 +232,8 @@ impl Round {
         if st.streams[s].is_some() || st.sums[s].is_some() {
             return Ok(());
         }
-        let (id, rx) = self.env.hasher.open(reader, st.written.list[s].bytes.clone(), kind);
-        self.env.hasher.ready(id, st.written.prefix(s));
+        let (id, rx) = self.engine.hasher().open(reader, st.written.list[s].bytes.clone(), kind);
+        self.engine.hasher().ready(id, st.written.prefix(s));
         st.streams[s] = Some(id);
         st.pending[s] = Some(rx);
         Ok(())
@@ -329,7 +245,7 @@ impl Round {
         let mut st = file.segments.lock().unwrap();
         let (s, ready) = st.written.wrote(part, n);
         if let Some(id) = st.streams[s] {
-            self.env.hasher.ready(id, ready);
+            self.engine.hasher().ready(id, ready);
         }
     }
 
@@ -337,7 +253,7 @@ impl Round {
     fn cancel_segments(&self, file: &FileState) {
         let mut st = file.segments.lock().unwrap();
         for id in st.streams.iter_mut().filter_map(Option::take) {
-            self.env.hasher.cancel(id);
+            self.engine.hasher().cancel(id);
         }
         st.pending.iter_mut().for_each(|p| *p = None);
     }
@@ -371,7 +287,7 @@ impl Round {
 
 /// State of one round, shared by its workers.
 pub(super) struct Round {
-    pub env: Arc<Env>,
+    pub engine: Arc<Engine>,
     pub files: Vec<FileState>,
     sched: Mutex<Sched>,
     notify: Notify,
@@ -382,9 +298,9 @@ pub(super) struct Round {
 }
 
 /// Downloads `jobs`; returns one outcome per job, in order.
-pub(super) async fn run(env: Arc<Env>, jobs: Vec<Download>, last: bool) -> Vec<Outcome> {
+pub(super) async fn run(engine: Arc<Engine>, jobs: Vec<Download>, last: bool) -> Vec<Outcome> {
     let n = jobs.len();
-    let cfg = &env.cfg;
+    let cfg = &engine.cfg;
     let files: Vec<FileState> = jobs
         .into_iter()
         .map(|job| {
@@ -419,7 +335,7 @@ pub(super) async fn run(env: Arc<Env>, jobs: Vec<Download>, last: bool) -> Vec<O
         files.iter().map(|f| Slot { next_part: 0, in_flight: 0, unfinished: f.parts.len(), error: None }).collect();
     let workers = cfg.max_requests.max(1).min(n.max(1) * cfg.part_concurrency.max(1));
     let round = Arc::new(Round {
-        env: env.clone(),
+        engine: engine.clone(),
         files,
         sched: Mutex::new(Sched { slots, active: Vec::new(), next_job: 0 }),
         notify: Notify::new(),
@@ -449,20 +365,20 @@ pub(super) async fn run(env: Arc<Env>, jobs: Vec<Download>, last: bool) -> Vec<O
 }
 
 async fn worker(round: Arc<Round>) {
-    let mut buf = Vec::with_capacity(round.env.cfg.buffer_size);
+    let mut buf = Vec::with_capacity(round.engine.cfg.buffer_size);
     loop {
         let mut notified = pin!(round.notify.notified());
         notified.as_mut().enable();
-        if round.env.stop.is_cancelled() {
+        if round.engine.stop.is_cancelled() {
             return;
         }
-        let pick = round.sched.lock().unwrap().pick(&round.files, &round.env.cfg);
+        let pick = round.sched.lock().unwrap().pick(&round.files, &round.engine.cfg);
         match pick {
             Pick::Done => return,
             Pick::Wait => {
                 tokio::select! {
                     () = notified => {}
-                    () = round.env.stop.cancelled() => return,
+                    () = round.engine.stop.cancelled() => return,
                 }
             }
             Pick::Part(idx, p) => {
@@ -499,7 +415,7 @@ async fn finish_part(round: &Round, idx: usize, result: Result<(), Error>) {
         slot.error.take()
     };
     let tmp = file.file.lock().unwrap().take();
-    let env = &round.env;
+    let engine = &round.engine;
     let error = match error {
         None => round.segment_sums(file).await.err(),
         e => e,
@@ -514,15 +430,18 @@ async fn finish_part(round: &Round, idx: usize, result: Result<(), Error>) {
         // Interrupted: a resumable file stays for the next run.
         (Some(e @ Error::Interrupted(_)), Some(t)) if t.resumable() => Err(e),
         (Some(e), tmp) => Err(e).inspect_err(|_| discard(round, file, tmp)),
-        (None, Some(t)) => match check(env, file, env.cfg.verify) {
+        (None, Some(t)) => match check(engine, file, engine.cfg.verify) {
             Err(e) => Err(e).inspect_err(|_| discard(round, file, Some(t))),
             Ok(verification) => match Arc::try_unwrap(t) {
                 Ok(t) => {
-                    let (mtime, fsync) = (file.job.last_modified, env.cfg.durability == Durability::Fsync);
-                    let committed = env.blocking_io(move || t.commit(mtime, fsync)).await;
+                    let (mtime, fsync) = (file.job.last_modified, engine.cfg.durability == Durability::Fsync);
+                    let committed = engine.blocking_io(move || t.commit(mtime, fsync)).await;
                     committed.map(|journal| {
                         if let Some(j) = journal {
-                            env.remove_journal(j);
+                            engine.remove_journal(j);
+                        }
+                        if let Some(hook) = &engine.hooks.committed {
+                            hook.committed(&file.job);
                         }
                         verification
                     })
@@ -537,7 +456,7 @@ async fn finish_part(round: &Round, idx: usize, result: Result<(), Error>) {
     };
     let again = !round.last && outcome.as_ref().is_err_and(retry::restarts_object);
     if !again {
-        env.reporter.object_done(&file.job, &outcome);
+        engine.hooks.reporter.finished(&file.job, &outcome);
     }
     round.results.lock().unwrap()[idx] = Some(outcome);
 }
@@ -547,11 +466,11 @@ fn discard(round: &Round, file: &FileState, tmp: Option<Arc<TempFile>>) {
     if let Some(t) = tmp.and_then(|t| Arc::try_unwrap(t).ok()) {
         t.discard();
     }
-    round.env.reporter.discarded(&file.job, file.written.swap(0, Ordering::Relaxed));
+    round.engine.hooks.reporter.discarded(&file.job, file.written.swap(0, Ordering::Relaxed));
 }
 
 /// Compares what was received with what the store states, before commit.
-fn check(env: &Env, file: &FileState, mode: VerifyMode) -> Outcome {
+fn check(engine: &Engine, file: &FileState, mode: VerifyMode) -> Outcome {
     if mode == VerifyMode::Off {
         return Ok(Verification::Off);
     }
@@ -657,7 +576,7 @@ fn check(env: &Env, file: &FileState, mode: VerifyMode) -> Outcome {
                 if got.eq_ignore_ascii_case(&stated) {
                     return Ok(Verification::Verified("MD5"));
                 }
-                let before = env.etag_samples.lock().unwrap().insert(file.job.key.clone(), got.clone());
+                let before = engine.etag_samples.lock().unwrap().insert(file.job.key.clone(), got.clone());
                 if before.as_deref() == Some(got.as_str()) {
                     // The same bytes twice: not corrupted on the way. Another
                     // download would bring them again; fail it with what to do.
@@ -682,7 +601,7 @@ fn check(env: &Env, file: &FileState, mode: VerifyMode) -> Outcome {
 
 async fn run_part(round: &Round, idx: usize, p: usize, buf: &mut Vec<u8>) -> Result<(), Error> {
     let file = &round.files[idx];
-    let tmp = match one_write(file, &round.env.cfg) {
+    let tmp = match one_write(file, &round.engine.cfg) {
         true => None,
         false => Some(open(round, file).await?),
     };
@@ -702,9 +621,9 @@ async fn run_part(round: &Round, idx: usize, p: usize, buf: &mut Vec<u8>) -> Res
         let s = st.written.segment_of(p);
         st.sums[s] = Some(v);
     }
-    if round.env.cfg.durability != Durability::Off && file.parts.len() > 1 {
+    if round.engine.cfg.durability != Durability::Off && file.parts.len() > 1 {
         let (t, range) = (tmp.clone(), file.parts[p].clone());
-        round.env.blocking_io(move || t.start_writeback(range)).await;
+        round.engine.blocking_io(move || t.start_writeback(range)).await;
     }
     if tmp.resumable() {
         // A range that is a whole segment is journalled with the segment's hash.
@@ -720,7 +639,7 @@ async fn run_part(round: &Round, idx: usize, p: usize, buf: &mut Vec<u8>) -> Res
         }
         let hash = sum.map_or_else(|| "-".to_string(), |s| s.to_string());
         round
-            .env
+            .engine
             .blocking_io({
                 let tmp = tmp.clone();
                 move || tmp.record(p, &hash)
@@ -807,20 +726,20 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
     let (root, dest, size) = (file.job.root.clone(), file.job.dest.clone(), file.job.size);
     let t = if file.parts.len() > 1 {
         let header = journal_header(file);
-        let hold = round.env.cfg.journal_hold;
+        let hold = round.engine.cfg.journal_hold;
         let (t, recorded) =
-            round.env.blocking_io(move || TempFile::open_resumable(&root, &dest, size, &header, hold)).await?;
+            round.engine.blocking_io(move || TempFile::open_resumable(&root, &dest, size, &header, hold)).await?;
         if !recorded.is_empty() {
             let t = Arc::new(t);
             let restored = round
-                .env
+                .engine
                 .blocking_io({
                     let (t, parts, kind) = (t.clone(), file.parts.clone(), range_kind(file));
-                    let stop = round.env.stop.clone();
+                    let stop = round.engine.stop.clone();
                     move || restore(&parts, kind, &t, recorded, &stop)
                 })
                 .await;
-            if round.env.stop.is_cancelled() {
+            if round.engine.stop.is_cancelled() {
                 return Err(Error::Interrupted(file.job.source_url()));
             }
             let mut flags = vec![false; file.parts.len()];
@@ -840,14 +759,14 @@ async fn open(round: &Round, file: &FileState) -> Result<Arc<TempFile>, Error> {
             tracing::info!(object = %file.job.source_url(), parts = flags.iter().filter(|f| **f).count(), of = flags.len(), "resuming: parts already on disk");
             *file.restored.lock().unwrap() = flags;
             file.written.fetch_add(bytes, Ordering::Relaxed);
-            round.env.reporter.bytes(&file.job, bytes);
+            round.engine.hooks.reporter.bytes(&file.job, bytes);
             *file.file.lock().unwrap() = Some(t.clone());
             return Ok(t);
         }
         t
     } else {
-        let dirs = round.env.dirs.clone();
-        round.env.blocking_io(move || TempFile::create_in(&dirs, &root, &dest, size, true)).await?
+        let dirs = round.engine.dirs.clone();
+        round.engine.blocking_io(move || TempFile::create_in(&dirs, &root, &dest, size, true)).await?
     };
     let t = Arc::new(t);
     *file.file.lock().unwrap() = Some(t.clone());
@@ -907,7 +826,7 @@ mod tests {
             root: ".".into(),
             checksum,
             etag_md5: true,
-            upload: Some(super::super::UploadParts { part_size: part << 20, last_size, count: count as u32 }),
+            source_parts: Some(super::super::PartLayout { part_size: part << 20, last_size, count: count as u32 }),
             layout_unknown: None,
         }
     }

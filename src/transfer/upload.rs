@@ -23,14 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
-use super::EngineConfig;
-use super::limiter::Limiter;
-use super::retry::{Class, Decision, RetryPolicy, classify};
+use super::engine::Engine;
+use super::report::Item;
+use super::{Outcome, Verification};
 use crate::error::{Error, StoreErrorKind};
 use crate::integrity::{self, Algorithm, DigestKind, PartCrc, PartDigest, PartSum, Stated};
-use crate::store::{FileRange, ObjectStore, PutTarget, UploadedPart};
+use crate::store::{FileRange, PutTarget, UploadedPart};
 
 /// S3's smallest part (all but the last) and largest part count.
 const MIN_PART: u64 = 5 << 20;
@@ -46,7 +45,7 @@ const MIN_RATE: u64 = 256 << 10;
 /// How long a request sending `len` bytes may take: the stall timeout plus the
 /// body at 256 KiB/s. The SDK does not report a body's progress as it is sent,
 /// so a stalled upload is caught by this bound, not by watching bytes.
-fn body_limit(env: &Env, len: u64) -> Duration {
+fn body_limit(env: &Engine, len: u64) -> Duration {
     env.cfg.stall_timeout + Duration::from_secs(len / MIN_RATE)
 }
 
@@ -65,49 +64,34 @@ impl Upload {
     }
 }
 
-/// Hears of upload progress.
-pub trait UploadReporter: Send + Sync {
-    /// `n` more bytes of `job` are stored.
-    fn bytes(&self, job: &Upload, n: u64);
-    /// A file is uploaded or failed. Called once per file.
-    fn done(&self, job: &Upload, result: &Result<(), Error>);
+impl Item for Upload {
+    fn key(&self) -> &str {
+        &self.target.key
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn source(&self) -> String {
+        self.path.display().to_string()
+    }
+    fn destination(&self) -> String {
+        self.dest_url()
+    }
 }
 
-struct Env {
-    store: Arc<dyn ObjectStore>,
-    cfg: EngineConfig,
-    policy: RetryPolicy,
-    limiter: Limiter,
-    stop: CancellationToken,
-    reporter: Arc<dyn UploadReporter>,
-}
-
-/// Uploads every job; returns one result per job, in job order.
-pub async fn upload(
-    store: Arc<dyn ObjectStore>,
-    jobs: Vec<Upload>,
-    cfg: EngineConfig,
-    reporter: Arc<dyn UploadReporter>,
-    stop: CancellationToken,
-) -> Vec<Result<(), Error>> {
-    let env = Arc::new(Env {
-        store,
-        policy: RetryPolicy::new(cfg.retry_count, cfg.retry_budget),
-        limiter: Limiter::new(cfg.max_requests),
-        stop,
-        reporter,
-        cfg,
-    });
-    let mut results: Vec<(usize, Result<(), Error>)> = futures::stream::iter(jobs.into_iter().enumerate())
+/// Uploads every job; returns one outcome per job, in job order: verified by
+/// the store against the checksum sent.
+pub async fn upload(engine: &Arc<Engine>, jobs: Vec<Upload>) -> Vec<Outcome> {
+    let mut results: Vec<(usize, Outcome)> = futures::stream::iter(jobs.into_iter().enumerate())
         .map(|(i, job)| {
-            let env = env.clone();
+            let env = engine.clone();
             async move {
-                let r = upload_one(&env, &job).await;
-                env.reporter.done(&job, &r);
+                let r = upload_one(&env, &job).await.map(|()| Verification::Verified(job.target.checksum.name()));
+                env.hooks.reporter.finished(&job, &r);
                 (i, r)
             }
         })
-        .buffer_unordered(env.cfg.max_requests.max(1))
+        .buffer_unordered(engine.cfg.max_requests.max(1))
         .collect()
         .await;
     results.sort_by_key(|(i, _)| *i);
@@ -121,7 +105,7 @@ pub fn part_size_for(size: u64, configured: u64) -> u64 {
     configured.max(MIN_PART).max(fit)
 }
 
-async fn upload_one(env: &Env, job: &Upload) -> Result<(), Error> {
+async fn upload_one(env: &Engine, job: &Upload) -> Result<(), Error> {
     if env.stop.is_cancelled() {
         return Err(Error::Interrupted(job.dest_url()));
     }
@@ -132,7 +116,7 @@ async fn upload_one(env: &Env, job: &Upload) -> Result<(), Error> {
         request(env, job, body_limit(env, job.size), || env.store.put_object(&job.target, body.clone(), crc.crc))
             .await?;
         unchanged(job)?;
-        env.reporter.bytes(job, job.size);
+        env.hooks.reporter.bytes(job, job.size);
         return Ok(());
     }
     let id = request(env, job, env.cfg.stall_timeout, || env.store.create_upload(&job.target)).await?;
@@ -151,7 +135,7 @@ async fn upload_one(env: &Env, job: &Upload) -> Result<(), Error> {
 /// succeeded and only its answer was lost, the upload is gone because it
 /// became the object: the key then holds an object of this size whose stored
 /// full-object checksum is the one this upload stated. Anything else is a failure.
-async fn completed_earlier(env: &Env, job: &Upload, whole: u64, e: Error) -> Result<(), Error> {
+async fn completed_earlier(env: &Engine, job: &Upload, whole: u64, e: Error) -> Result<(), Error> {
     let head = tokio::time::timeout(env.cfg.stall_timeout, env.store.head(&job.target.bucket, &job.target.key)).await;
     let stated = Stated::Full { algorithm: job.target.checksum, value: whole };
     match head {
@@ -168,7 +152,7 @@ async fn completed_earlier(env: &Env, job: &Upload, whole: u64, e: Error) -> Res
     }
 }
 
-async fn upload_parts(env: &Env, job: &Upload, id: &str, part: u64) -> Result<(), Error> {
+async fn upload_parts(env: &Engine, job: &Upload, id: &str, part: u64) -> Result<(), Error> {
     let ranges: Vec<(u32, u64, u64)> =
         (0..job.size.div_ceil(part)).map(|i| (i as u32 + 1, i * part, part.min(job.size - i * part))).collect();
     let mut parts: Vec<(UploadedPart, PartCrc)> = futures::stream::iter(ranges)
@@ -179,7 +163,7 @@ async fn upload_parts(env: &Env, job: &Upload, id: &str, part: u64) -> Result<()
                 env.store.upload_part(&job.target, id, n, body.clone(), crc.crc)
             })
             .await?;
-            env.reporter.bytes(job, len);
+            env.hooks.reporter.bytes(job, len);
             Ok::<_, Error>((UploadedPart { number: n, etag, checksum: crc.crc }, crc))
         })
         .buffer_unordered(env.cfg.part_concurrency.max(1))
@@ -200,7 +184,7 @@ async fn upload_parts(env: &Env, job: &Upload, id: &str, part: u64) -> Result<()
 
 /// Aborts a multipart upload, best effort: a failure is logged with the upload
 /// id so that it can be cleaned up (or left to a lifecycle rule).
-async fn abort(env: &Env, job: &Upload, id: &str) {
+async fn abort(env: &Engine, job: &Upload, id: &str) {
     let r = tokio::time::timeout(ABORT_TIMEOUT, env.store.abort_upload(&job.target.bucket, &job.target.key, id)).await;
     match r {
         Ok(Ok(())) => tracing::debug!(object = %job.dest_url(), "multipart upload aborted"),
@@ -226,10 +210,10 @@ fn unchanged(job: &Upload) -> Result<(), Error> {
 }
 
 /// CRC of `len` bytes of the file from `offset`, read on the blocking pool.
-async fn file_crc(env: &Env, job: &Upload, offset: u64, len: u64) -> Result<PartCrc, Error> {
+async fn file_crc(env: &Engine, job: &Upload, offset: u64, len: u64) -> Result<PartCrc, Error> {
     let path = job.path.clone();
     let algorithm: Algorithm = job.target.checksum;
-    let work = tokio::task::spawn_blocking(move || -> Result<PartCrc, Error> {
+    let work = env.blocking_io(move || -> Result<PartCrc, Error> {
         use std::os::unix::fs::FileExt;
         let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening", e))?;
         let mut digest = PartDigest::new(DigestKind::Crc(algorithm));
@@ -252,65 +236,43 @@ async fn file_crc(env: &Env, job: &Upload, offset: u64, len: u64) -> Result<Part
             PartSum::Hash(_) => unreachable!("a CRC digest finishes as a CRC"),
         }
     });
-    tokio::select! {
-        r = work => r.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
-        () = env.stop.cancelled() => Err(Error::Interrupted(job.dest_url())),
-    }
+    env.unless_stopped(&job.dest_url(), work).await?
 }
 
-/// One request under the limiter and the retry policy; transient failures and
-/// throttling are retried with backoff, the limiter lowering concurrency on
-/// throttling. An attempt taking longer than `limit` is abandoned and retried.
+/// One request under the limiter and the retry policy (see [`Engine::backoff`]).
+/// An attempt taking longer than `limit` is abandoned and retried.
 /// Cancellation ends it at once.
-async fn request<T, F, Fut>(env: &Env, job: &Upload, limit: Duration, mut f: F) -> Result<T, Error>
+async fn request<T, F, Fut>(env: &Engine, job: &Upload, limit: Duration, mut f: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::error::StoreError>>,
 {
-    let interrupted = || Error::Interrupted(job.dest_url());
-    let mut retries = env.policy.part();
+    let url = job.dest_url();
+    let mut attempts = env.attempts();
     loop {
         let r = {
-            let _permit = tokio::select! {
-                p = env.limiter.acquire() => p,
-                () = env.stop.cancelled() => return Err(interrupted()),
-            };
-            tokio::select! {
-                r = tokio::time::timeout(limit, f()) => r.unwrap_or_else(|_| Err(crate::error::StoreError::new(
-                    crate::error::StoreErrorKind::Network,
+            let _permit = env.permit(&url).await?;
+            env.unless_stopped(&url, tokio::time::timeout(limit, f())).await?.unwrap_or_else(|_| {
+                Err(crate::error::StoreError::new(
+                    StoreErrorKind::Network,
                     format!("no answer within {limit:?}: the request stalled"),
-                ))),
-                () = env.stop.cancelled() => return Err(interrupted()),
-            }
+                ))
+            })
         };
         let err = match r {
             Ok(v) => {
-                env.limiter.succeeded();
+                env.succeeded();
                 return Ok(v);
             }
             // Refused as not matching its checksum: sending it again helps
             // only if the file is still what was read.
-            Err(e) if e.kind == crate::error::StoreErrorKind::BadDigest => {
+            Err(e) if e.kind == StoreErrorKind::BadDigest => {
                 unchanged(job)?;
-                Error::store(job.dest_url(), e)
+                Error::store(&url, e)
             }
-            Err(e) => Error::store(job.dest_url(), e),
+            Err(e) => Error::store(&url, e),
         };
-        if classify(&err) == Class::Throttled
-            && let Some(limit) = env.limiter.throttled()
-        {
-            tracing::warn!(limit, "the store is throttling requests; lowering concurrency");
-        }
-        match env.policy.decide(&err, &mut retries) {
-            Decision::Retry(delay) => {
-                tracing::warn!(object = %job.dest_url(), attempt = retries.attempts, ?delay, error = %err, "retrying upload request");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = env.stop.cancelled() => return Err(interrupted()),
-                }
-            }
-            Decision::GiveUp => return Err(env.policy.gave_up(err, retries.attempts)),
-        }
+        env.backoff(&url, err, &mut attempts).await?;
     }
 }
 

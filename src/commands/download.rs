@@ -1,0 +1,345 @@
+//! `cp`/`sync` from S3 to a local path: the plan, the engine call, the local
+//! deletions and the last steps (flush, sync record).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::driver::{Direction, Plan, Tally, drive, empty_source_hint, stop_deleting};
+use crate::config::{Config, SyncOptions};
+use crate::error::Error;
+use crate::localfs;
+use crate::output::{self, Output};
+use crate::plan::diff::{Compare, SourceEntry, diff};
+use crate::plan::filter::Filters;
+use crate::plan::{self, SourceObject, delete, local};
+use crate::state::{self, Record, StateStore};
+use crate::transfer::{self, CommitHook, Download, Durability, Engine, KnownChecksum, Outcome};
+use crate::url::S3Url;
+
+/// A download run, once planned.
+struct Downloading {
+    src: S3Url,
+    dst: PathBuf,
+    /// A prefix or wildcard (many objects into a directory), not one object.
+    batch: bool,
+    /// The destination's sync record (batch runs).
+    state: Option<Arc<StateStore>>,
+    /// What a sync found at the destination (empty for `cp`).
+    local: Vec<local::LocalEntry>,
+    sync: bool,
+    durability: Durability,
+    verify_off: bool,
+}
+
+pub(super) async fn download(
+    src: S3Url,
+    dst: PathBuf,
+    filters: &Filters,
+    sync: Option<&SyncOptions>,
+    cfg: &Config,
+    out: Output,
+) -> Result<u8, Error> {
+    let store = super::connect(cfg, Some(&src.bucket)).await?;
+    let batch = src.is_batch();
+    // What s3load recorded in the destination (batch runs only: a single file's
+    // parent directory is not s3load's to write a record into), under the
+    // destination's lock. A run must list the source while it holds the lock:
+    // a listing made before another run wrote into the directory is older than
+    // what that run wrote, and its --delete would remove files the other run
+    // just fetched from a newer listing. Where the destination already exists,
+    // the lock comes first; where it does not, the source is listed first (so a
+    // bad URL creates nothing) and again if another run got there in between.
+    let existed = dst.is_dir();
+    let locked_first = match (batch, cfg.dry_run, existed) {
+        (true, false, true) => Some(Arc::new(StateStore::open(&dst).await?)),
+        _ => None,
+    };
+    let mut listed = plan::list_source(store.as_ref(), &src).await?;
+    let state = match (batch, cfg.dry_run, locked_first) {
+        (_, _, Some(s)) => Some(s),
+        (false, _, None) => None,
+        (true, true, None) => Some(Arc::new(StateStore::read_only(&dst))),
+        (true, false, None) => {
+            let s = StateStore::open(&dst).await?;
+            if s.waited() || !s.is_empty() {
+                tracing::info!("another run wrote into the destination since it was listed: listing again");
+                listed = plan::list_source(store.as_ref(), &src).await?;
+            }
+            Some(Arc::new(s))
+        }
+    };
+    listed.objects.retain(|o| filters.selects(&o.rel));
+    listed.refused.retain(|(key, _)| filters.selects(src.relative(key)));
+    let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
+    if listed.objects.is_empty() && listed.refused.is_empty() && !allow_empty {
+        let with = if filters.is_empty() { "" } else { " (after --include/--exclude)" };
+        return Err(Error::Refused(format!("no objects match {src}{with}{}", empty_source_hint(sync))));
+    }
+
+    if batch && !cfg.dry_run {
+        // Where the destination exists, ask its filesystem how it compares names
+        // (the record's directory is s3load's own to probe in; a dry run
+        // creates nothing, not even a probe, and so does not check this).
+        let probe_dir = [dst.join(state::STATE_DIR), dst.clone()].into_iter().find(|d| d.is_dir());
+        if let Some(dir) = probe_dir {
+            plan::refuse_name_collisions(&mut listed, localfs::name_folding(&dir));
+        }
+    }
+    let dest_of = |o: &SourceObject| if batch { dst.join(&o.path) } else { single_destination(&dst, &o.path) };
+    let (selected, local, dest_only): (Vec<&SourceObject>, Vec<local::LocalEntry>, Vec<usize>) = match sync {
+        None => (listed.objects.iter().collect(), Vec::new(), Vec::new()),
+        Some(opts) => select_for_sync(&listed.objects, &src, &dst, &dest_of, opts.compare, state.as_deref())?,
+    };
+    let up_to_date = listed.objects.len() - selected.len();
+    let deletes = match sync {
+        Some(opts) if opts.delete && batch => {
+            let sources = listed.objects.iter().map(|o| o.rel.as_str());
+            let p = delete::plan(sources, dest_only.iter().map(|&i| local[i].rel.as_str()), filters, true);
+            for (path, like) in &p.lookalikes {
+                tracing::warn!(
+                    "not deleting {}: its name differs from the source's {like:?} only by case or Unicode form, and on a case-insensitive or normalising filesystem they are one file",
+                    dst.join(path).display()
+                );
+            }
+            p.delete
+        }
+        Some(opts) if opts.delete => {
+            return Err(Error::Usage("--delete needs a prefix or wildcard source and a destination directory".into()));
+        }
+        _ => Vec::new(),
+    };
+
+    let jobs: Vec<Download> = selected
+        .iter()
+        .map(|o| Download {
+            bucket: src.bucket.clone(),
+            key: o.meta.key.clone(),
+            size: o.meta.size,
+            etag: o.meta.etag.clone(),
+            version_id: o.meta.version_id.clone(),
+            last_modified: o.meta.last_modified,
+            dest: dest_of(o),
+            root: if batch { dst.clone() } else { dest_of(o).parent().map(Path::to_path_buf).unwrap_or_default() },
+            // A single object was looked up with HEAD, which states its checksum;
+            // a listing does not, so the engine asks when it needs to.
+            checksum: if batch { KnownChecksum::NotAsked } else { o.meta.checksum.into() },
+            etag_md5: o.meta.etag_md5,
+            source_parts: None,
+            layout_unknown: None,
+        })
+        .collect();
+    let refused = listed.refused.iter().map(|(key, why)| (src.object_url(key), why.clone())).collect();
+    let plan = Plan { jobs, up_to_date, deletes, refused, failures: 0 };
+    let run = Downloading {
+        src,
+        dst,
+        batch,
+        state,
+        local,
+        sync: sync.is_some(),
+        durability: cfg.engine.durability,
+        verify_off: cfg.engine.verify == transfer::VerifyMode::Off,
+    };
+    drive(&run, plan, store, sync, cfg, out).await
+}
+
+impl Direction for Downloading {
+    type Job = Download;
+
+    fn source(&self) -> String {
+        self.src.to_string()
+    }
+
+    fn destination(&self) -> String {
+        self.dst.display().to_string()
+    }
+
+    fn deleted_things(&self) -> &'static str {
+        "destination files"
+    }
+
+    fn shown(&self, rel: &str) -> String {
+        self.dst.join(rel).display().to_string()
+    }
+
+    fn verify_off(&self) -> bool {
+        self.verify_off
+    }
+
+    fn ready(&self, total_bytes: u64) -> Result<(), Error> {
+        localfs::check_space(&self.dst, total_bytes)
+    }
+
+    fn commit_hook(&self) -> Option<Arc<dyn CommitHook>> {
+        let state = self.state.clone()?;
+        Some(Arc::new(RecordCommits { state, unflushed: self.durability != Durability::Fsync }))
+    }
+
+    async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome> {
+        transfer::download(engine, jobs).await
+    }
+
+    fn transferred(&self, complete: bool) {
+        if self.batch {
+            // Leftovers of killed runs; resumable files stay unless this run is complete.
+            let removed = localfs::remove_orphans(&self.dst, !complete);
+            if removed > 0 {
+                tracing::info!(removed, "removed temporary files left by earlier runs");
+            }
+        }
+    }
+
+    async fn delete(&self, deletes: &[String], stop: &CancellationToken, out: Output) -> Tally {
+        let mut tally = Tally::default();
+        for rel in deletes {
+            if stop_deleting(stop, tally.deleted, deletes.len()) {
+                tally.failed += 1;
+                break;
+            }
+            let r = localfs::remove_file(&self.dst, rel);
+            match &r {
+                Ok(()) => {
+                    tally.deleted += 1;
+                    if let Some(s) = &self.state {
+                        s.forget(rel);
+                    }
+                }
+                Err(_) => tally.failed += 1,
+            }
+            out.removed(&self.shown(rel), r.as_ref().map(|_| ()), output::error_line);
+        }
+        tally
+    }
+
+    fn finish(&self, outcomes: &[Outcome], deleted: usize, deletes: &[String]) -> Result<(), Error> {
+        // Durable before success is reported (see `localfs`).
+        let synced = match self.durability {
+            Durability::Syncfs if outcomes.iter().any(Result::is_ok) || deleted > 0 => {
+                localfs::sync_filesystem(&self.dst)
+            }
+            _ => Ok(()),
+        };
+        let Some(s) = &self.state else { return synced };
+        let gone: HashSet<&str> = deletes.iter().map(String::as_str).collect();
+        let present: HashSet<&str> = self.local.iter().map(|l| l.rel.as_str()).collect();
+        // A sync knows what is on disk: drop records of files that are gone. A cp
+        // did not look, so it keeps them (a record is checked against the file anyway).
+        let keep = |p: &str| !self.sync || (!gone.contains(p) && (present.contains(p) || s.written_this_run(p)));
+        if synced.is_err() {
+            // The files of this run may not be on disk (a crash could leave them
+            // the right size but zero-filled): the next run must not trust them.
+            s.distrust_this_run(keep);
+        } else if let Err(e) = {
+            if self.durability == Durability::Syncfs {
+                // Flushed: this run's files are on disk.
+                s.confirm_this_run();
+            }
+            s.compact(keep)
+        } {
+            tracing::warn!(error = %e, "could not rewrite the sync record; the next sync compares sizes and times");
+        }
+        synced
+    }
+}
+
+/// Writes each committed file into the destination's sync record.
+struct RecordCommits {
+    state: Arc<StateStore>,
+    /// Files are not flushed as they are committed (`--durability syncfs|off`).
+    unflushed: bool,
+}
+
+impl CommitHook for RecordCommits {
+    /// Records what the file was written from, and its size and mtime now
+    /// (which a later sync checks before trusting the record).
+    fn committed(&self, job: &Download) {
+        let Ok(rel) = job.dest.strip_prefix(&job.root) else { return };
+        let Some(rel) = rel.to_str() else { return };
+        let Ok(meta) = std::fs::symlink_metadata(&job.dest) else { return };
+        self.state.put(Record {
+            path: rel.to_string(),
+            removed: false,
+            size: meta.len(),
+            mtime_ns: meta.modified().map(state::to_ns).unwrap_or_default(),
+            source: job.source_url(),
+            etag: job.etag.clone(),
+            version_id: job.version_id.clone(),
+            checksum: match job.checksum {
+                KnownChecksum::Stated(s) => Some(state::checksum_text(s)),
+                _ => None,
+            },
+            last_modified_ns: job.last_modified.map(state::to_ns),
+            // With `fsync` the file and its directory entry are on disk already;
+            // otherwise not until the end-of-run flush confirms it (if ever).
+            boot: self.unflushed.then(|| state::boot_id().to_string()),
+        });
+    }
+}
+
+/// Where a single object lands: inside `dst` when it is a directory (or ends with
+/// `/`), else at `dst` itself.
+fn single_destination(dst: &Path, rel: &Path) -> PathBuf {
+    let as_dir = dst.as_os_str().to_string_lossy().ends_with('/') || dst.is_dir();
+    if as_dir { dst.join(rel) } else { dst.to_path_buf() }
+}
+
+/// Objects to copy under the sync rule (the rest are up to date), the
+/// destination listing they were compared with, and which of its entries the
+/// source lacks (for `--delete`).
+#[allow(clippy::type_complexity)]
+fn select_for_sync<'a>(
+    objects: &'a [SourceObject],
+    src: &S3Url,
+    dst: &Path,
+    dest_of: &dyn Fn(&SourceObject) -> PathBuf,
+    compare: Compare,
+    state: Option<&StateStore>,
+) -> Result<(Vec<&'a SourceObject>, Vec<local::LocalEntry>, Vec<usize>), Error> {
+    let urls: Vec<String> = objects.iter().map(|o| src.object_url(&o.meta.key)).collect();
+    let entries: Vec<SourceEntry<'_>> = objects
+        .iter()
+        .zip(&urls)
+        .map(|(o, url)| SourceEntry {
+            rel: &o.rel,
+            size: o.meta.size,
+            mtime: o.meta.last_modified,
+            etag: o.meta.etag.as_deref(),
+            source: url,
+        })
+        .collect();
+    let local = if src.is_batch() {
+        local::walk(dst)?
+    } else if let Some(first) = objects.first() {
+        // One object: compare with the one file it would land on.
+        match std::fs::metadata(dest_of(first)) {
+            Ok(m) if m.is_file() => {
+                vec![local::LocalEntry { rel: first.rel.clone(), size: m.len(), mtime: m.modified().ok() }]
+            }
+            _ => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    let recorded = |p: &str| state.and_then(|s| s.get(p));
+    let d = diff(&entries, &local, compare, &recorded);
+    for &(i, why) in &d.copy {
+        tracing::debug!(path = %objects[i].rel, reason = ?why, "to copy");
+    }
+    Ok((d.copy.iter().map(|&(i, _)| &objects[i]).collect(), local, d.dest_only))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_object_goes_inside_a_directory_or_to_the_named_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(single_destination(dir.path(), Path::new("c.json")), dir.path().join("c.json"));
+        assert_eq!(single_destination(Path::new("out/"), Path::new("c.json")), PathBuf::from("out/c.json"));
+        assert_eq!(single_destination(Path::new("new.json"), Path::new("c.json")), PathBuf::from("new.json"));
+    }
+}

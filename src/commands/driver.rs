@@ -1,0 +1,314 @@
+//! The run driver: what every `cp` and `sync` does around its direction's work.
+//!
+//! A direction (download or upload, see [`Direction`]) plans: what to copy,
+//! what is up to date, what `--delete` would remove. The driver then owns the
+//! run: the dry-run listing, progress, the stop token and the signal watcher,
+//! one [`Engine`] for the transfers, the `--delete` gate, the direction's last
+//! steps (durability, the sync record), the summary and the exit code. A
+//! direction supplies only its plan, its engine call and its delete executor.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use super::summary::Summary;
+use crate::config::{Config, SyncOptions};
+use crate::error::{Error, exit_code};
+use crate::output::{self, Output};
+use crate::progress::Progress;
+use crate::store::ObjectStore;
+use crate::transfer::{CommitHook, Engine, Hooks, Item, Outcome, Reporter, Verification};
+
+/// What a direction plans before anything is transferred.
+pub(super) struct Plan<J> {
+    pub jobs: Vec<J>,
+    /// Source entries already up to date at the destination.
+    pub up_to_date: usize,
+    /// Paths (relative to the destination) that `--delete` would remove.
+    pub deletes: Vec<String>,
+    /// Source entries refused while planning (source, why): each one fails
+    /// and holds back deletions.
+    pub refused: Vec<(String, String)>,
+    /// Failures already reported while planning that do not hold back other
+    /// deletions (a source entry that could not be read kept what it may
+    /// stand for).
+    pub failures: usize,
+}
+
+/// Deletions done and failed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tally {
+    pub deleted: usize,
+    pub failed: usize,
+}
+
+/// One direction of a copy, as the driver uses it.
+pub(super) trait Direction {
+    type Job: Item + Send + Sync + 'static;
+
+    /// The source and destination as the summary names them.
+    fn source(&self) -> String;
+    fn destination(&self) -> String;
+    /// What deletions remove, in messages ("destination files", "objects").
+    fn deleted_things(&self) -> &'static str;
+    /// How a planned deletion is shown (a path or a URL).
+    fn shown(&self, rel: &str) -> String;
+    /// Whether `--verify off` applies (uploads are always checked by the store).
+    fn verify_off(&self) -> bool;
+    /// Checks before the first byte moves (room on the destination).
+    fn ready(&self, _total_bytes: u64) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Who hears of each file committed, besides the reporter.
+    fn commit_hook(&self) -> Option<Arc<dyn CommitHook>> {
+        None
+    }
+    /// Runs the engine over the jobs; one outcome per job, in order.
+    async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<Self::Job>) -> Vec<Outcome>;
+    /// After the transfers; `complete` when every object was copied.
+    fn transferred(&self, _complete: bool) {}
+    /// Deletes the planned paths (the gate has let them through); stops when
+    /// `stop` is cancelled, saying so.
+    async fn delete(&self, deletes: &[String], stop: &CancellationToken, out: Output) -> Tally;
+    /// The last steps (durability, the record). An error means the files
+    /// reported may not be on disk.
+    fn finish(&self, _outcomes: &[Outcome], _deleted: usize, _deletes: &[String]) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Runs a planned copy to its exit code.
+pub(super) async fn drive<D: Direction>(
+    d: &D,
+    plan: Plan<D::Job>,
+    store: Arc<dyn ObjectStore>,
+    sync: Option<&SyncOptions>,
+    cfg: &Config,
+    out: Output,
+) -> Result<u8, Error> {
+    if cfg.dry_run {
+        return Ok(dry_run(d, &plan, sync, out));
+    }
+    let Plan { jobs, up_to_date, deletes, refused, failures } = plan;
+    let total_bytes: u64 = jobs.iter().map(|j| j.size()).sum();
+    d.ready(total_bytes)?;
+    let progress = Arc::new(Progress::start(
+        cfg.progress,
+        cfg.log_format == crate::LogFormat::Json,
+        cfg.progress_interval,
+        jobs.len() as u64,
+        total_bytes,
+    ));
+    let reporter = Arc::new(RunReporter { progress: progress.clone(), out });
+    for (source, why) in &refused {
+        let e = Error::Refused(why.clone());
+        out.op("cp", source, &d.destination(), 0, Err(&e), output::error_line);
+    }
+    let stop = CancellationToken::new();
+    let signal = Arc::new(AtomicU8::new(0));
+    let watcher = tokio::spawn(stop_on_signal(stop.clone(), signal.clone()));
+    let hooks = Hooks { reporter, committed: d.commit_hook() };
+    let engine = Engine::new(store, cfg.engine.clone(), hooks, stop.clone());
+    let outcomes = d.transfer(&engine, jobs).await;
+    // The watcher stays until the end: a signal during deletions, the flush or
+    // the record still stops the run and sets its exit code.
+    let _watcher = tokio_util::task::AbortOnDropHandle::new(watcher);
+    progress.finish();
+    let transfer_failures = outcomes.iter().filter(|r| r.is_err()).count() + refused.len();
+    let complete = transfer_failures == 0 && !stop.is_cancelled();
+    d.transferred(complete);
+    let mut failed = transfer_failures + failures;
+
+    // --delete: only after a run in which everything was listed and copied.
+    let mut tally = Tally::default();
+    match delete_gate(deletes.len(), complete, stop.is_cancelled(), sync, d.deleted_things()) {
+        DeleteGate::OverLimit => failed += 1,
+        DeleteGate::Withheld => {}
+        DeleteGate::Proceed => tally = d.delete(&deletes, &stop, out).await,
+    }
+    failed += tally.failed;
+    let finished = d.finish(&outcomes, tally.deleted, &deletes);
+
+    let summary = Summary {
+        operation: if sync.is_some() { "sync" } else { "cp" },
+        source: d.source(),
+        destination: d.destination(),
+        copied: outcomes.iter().filter(|r| r.is_ok()).count(),
+        // Bytes actually moved, so failed objects do not count as copied.
+        bytes: progress.counters.bytes.load(Ordering::Relaxed),
+        unverified: outcomes.iter().filter(|r| matches!(r, Ok(Verification::Unverified(_)))).count(),
+        verify_off: d.verify_off(),
+        skipped: up_to_date,
+        deleted: sync.is_some_and(|s| s.delete).then_some(tally.deleted),
+        failed,
+        secs: progress.elapsed().as_secs_f64(),
+    };
+    summary.print();
+    if let Err(e) = &finished {
+        output::error_line(&format!("ERROR {e}: the files above may not be on disk yet"));
+    }
+    let code = match (finished, signal_code(&signal)) {
+        (Err(_), _) => exit_code::PARTIAL_FAILURE,
+        (Ok(()), Some(code)) => code,
+        (Ok(()), None) if failed == 0 => exit_code::SUCCESS,
+        (Ok(()), None) => exit_code::PARTIAL_FAILURE,
+    };
+    summary.write(cfg, code);
+    Ok(code)
+}
+
+/// `--dry-run`: what would be copied and deleted, on stdout; refusals on stderr.
+fn dry_run<D: Direction>(d: &D, plan: &Plan<D::Job>, sync: Option<&SyncOptions>, out: Output) -> u8 {
+    for j in &plan.jobs {
+        out.planned("cp", &j.source(), &j.destination(), j.size());
+    }
+    let too_many = too_many_deletes(sync, plan.deletes.len());
+    if too_many.is_none() {
+        for rel in &plan.deletes {
+            out.planned("rm", &d.shown(rel), "", 0);
+        }
+    }
+    for (source, why) in &plan.refused {
+        output::error_line(&format!("ERROR \"cp {source}\": {why}"));
+    }
+    if let Some(msg) = &too_many {
+        output::error_line(&format!("ERROR {msg}"));
+    }
+    let ok = plan.refused.is_empty() && too_many.is_none() && plan.failures == 0;
+    if ok { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE }
+}
+
+/// Whether planned deletions may go ahead.
+#[derive(Debug, PartialEq, Eq)]
+enum DeleteGate {
+    Proceed,
+    /// Nothing to delete, or the run failed or was stopped (already counted).
+    Withheld,
+    /// Over `--max-delete`: a failure of its own.
+    OverLimit,
+}
+
+/// The `--delete` safety gate: deletions go ahead only after a complete run and
+/// within `--max-delete`. Says on stderr why they do not.
+fn delete_gate(n: usize, complete: bool, stopped: bool, sync: Option<&SyncOptions>, what: &str) -> DeleteGate {
+    if n == 0 {
+        return DeleteGate::Withheld;
+    }
+    if !complete {
+        let why = if stopped { "the run was stopped" } else { "some copies failed (see above)" };
+        output::error_line(&format!("ERROR not deleting {n} {what}: {why}"));
+        return DeleteGate::Withheld;
+    }
+    match too_many_deletes(sync, n) {
+        Some(msg) => {
+            output::error_line(&format!("ERROR {msg}"));
+            DeleteGate::OverLimit
+        }
+        None => DeleteGate::Proceed,
+    }
+}
+
+/// The `--max-delete` refusal, when `n` deletions would exceed it.
+fn too_many_deletes(sync: Option<&SyncOptions>, n: usize) -> Option<String> {
+    let max = sync.and_then(|s| s.max_delete)?;
+    (n as u64 > max).then(|| {
+        format!("{n} destination files would be deleted, more than --max-delete {max}: nothing deleted (check the source, or raise --max-delete)")
+    })
+}
+
+/// Whether deletions must stop (a signal arrived); says how far they got.
+pub(super) fn stop_deleting(stop: &CancellationToken, done: usize, of: usize) -> bool {
+    if !stop.is_cancelled() {
+        return false;
+    }
+    output::error_line(&format!(
+        "ERROR stopped by a signal after {done} of {of} deletions; the rest were not deleted (run again to finish)"
+    ));
+    true
+}
+
+/// Cancels `stop` on SIGINT or SIGTERM and notes which (2 or 15) in `which`.
+async fn stop_on_signal(stop: CancellationToken, which: Arc<AtomicU8>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    let sig = tokio::select! {
+        _ = int.recv() => 2,
+        _ = term.recv() => 15,
+    };
+    tracing::warn!("signal received: stopping (in-flight parts are abandoned, finished parts kept for resume)");
+    which.store(sig, Ordering::Relaxed);
+    stop.cancel();
+}
+
+/// The exit code of a run stopped by a signal, after saying so.
+fn signal_code(signal: &AtomicU8) -> Option<u8> {
+    match signal.load(Ordering::Relaxed) {
+        0 => None,
+        sig => {
+            output::stderr_line(
+                "WARN",
+                "stopped by a signal: run again to resume; large objects continue from their finished parts",
+                serde_json::Value::Null,
+            );
+            Some(if sig == 2 { exit_code::INTERRUPTED } else { exit_code::TERMINATED })
+        }
+    }
+}
+
+/// What an empty source means for `--delete`, for the error message.
+pub(super) fn empty_source_hint(sync: Option<&SyncOptions>) -> &'static str {
+    if sync.is_some_and(|s| s.delete) {
+        "; nothing deleted (--allow-empty-source lets an empty source empty the destination)"
+    } else {
+        ""
+    }
+}
+
+/// Bridges engine events to the progress display and the per-object lines.
+struct RunReporter {
+    progress: Arc<Progress>,
+    out: Output,
+}
+
+impl Reporter for RunReporter {
+    fn bytes(&self, item: &dyn Item, n: u64) {
+        self.progress.object_bytes(item.key(), item.size(), n);
+    }
+
+    fn discarded(&self, item: &dyn Item, n: u64) {
+        self.progress.object_discarded(item.key(), n);
+    }
+
+    fn finished(&self, item: &dyn Item, outcome: &Outcome) {
+        self.progress.object_finished(item.key(), outcome.is_ok());
+        if let Ok(Verification::Unverified(why)) = outcome {
+            tracing::info!(object = %item.source(), "not verified: {why}");
+        }
+        let (src, dst) = (item.source(), item.destination());
+        // Suspended: a line on a terminal would otherwise tear the bars.
+        self.progress.suspend(|| self.out.op("cp", &src, &dst, item.size(), outcome.as_ref(), output::error_line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync_with_max(max: Option<u64>) -> SyncOptions {
+        SyncOptions { max_delete: max, ..SyncOptions::default() }
+    }
+
+    #[test]
+    fn deletions_wait_for_a_complete_run_and_stay_within_max_delete() {
+        let s = sync_with_max(Some(2));
+        assert_eq!(delete_gate(0, true, false, Some(&s), "x"), DeleteGate::Withheld);
+        assert_eq!(delete_gate(2, false, false, Some(&s), "x"), DeleteGate::Withheld);
+        assert_eq!(delete_gate(2, false, true, Some(&s), "x"), DeleteGate::Withheld);
+        assert_eq!(delete_gate(3, true, false, Some(&s), "x"), DeleteGate::OverLimit);
+        assert_eq!(delete_gate(2, true, false, Some(&s), "x"), DeleteGate::Proceed);
+        assert_eq!(delete_gate(9, true, false, Some(&sync_with_max(None)), "x"), DeleteGate::Proceed);
+    }
+}

@@ -1,0 +1,54 @@
+//! `ls`: buckets, or the objects and directories under a URL, laid out as s5cmd does.
+
+use crate::config::Config;
+use crate::error::{Error, exit_code};
+use crate::plan;
+use crate::url::S3Url;
+
+pub(super) async fn ls(url: Option<S3Url>, cfg: &Config) -> Result<u8, Error> {
+    let store = super::connect(cfg, url.as_ref().map(|u| u.bucket.as_str())).await?;
+    let Some(url) = url else {
+        for b in store.list_buckets().await.map_err(|e| Error::store("listing buckets", e))? {
+            println!("s3://{b}");
+        }
+        return Ok(exit_code::SUCCESS);
+    };
+    let delimiter = (!url.is_wildcard()).then_some("/");
+    // Names are shown relative to the directory the URL points into.
+    let base = url.prefix.rfind('/').map_or(0, |i| i + 1);
+    let mut any = false;
+    plan::list_all(store.as_ref(), &url.bucket, &url.prefix, delimiter, |page| {
+        for p in &page.common_prefixes {
+            any = true;
+            println!("{:>19} {:>12}  {}", "", "DIR", &p[base.min(p.len())..]);
+        }
+        for o in page.objects.iter().filter(|o| url.matches(&o.key)) {
+            any = true;
+            let when = o.last_modified.map(ls_time).unwrap_or_default();
+            println!("{when:>19} {:>12}  {}", o.size, &o.key[base.min(o.key.len())..]);
+        }
+    })
+    .await
+    .map_err(|e| Error::store(format!("listing {url}"), e))?;
+    if !any {
+        return Err(Error::Refused(format!("no objects match {url}")));
+    }
+    Ok(exit_code::SUCCESS)
+}
+
+/// `2024/01/31 12:00:00` (UTC), as s5cmd shows times.
+fn ls_time(t: std::time::SystemTime) -> String {
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    s.trim_end_matches('Z').replacen('-', "/", 2).replacen('T', " ", 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ls_time_matches_s5cmd_layout() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(86400 * 365);
+        assert_eq!(ls_time(t), "1971/01/01 00:00:00");
+    }
+}

@@ -1,0 +1,61 @@
+//! What the engine tells its caller, in both directions.
+//!
+//! Two separate hooks, because they serve different ends: a [`Reporter`] hears
+//! of bytes and of each object's outcome (progress, per-object lines); a
+//! [`CommitHook`] hears of each downloaded file renamed into place (the sync
+//! record). An embedder that shows no progress still gets its record written.
+
+use std::sync::Arc;
+
+use super::{Download, Outcome};
+
+/// One object the engine moves, as a reporter names it.
+pub trait Item {
+    /// The object's key (what progress shows).
+    fn key(&self) -> &str;
+    fn size(&self) -> u64;
+    /// Where the bytes come from: an `s3://` URL or a local path.
+    fn source(&self) -> String;
+    /// Where they go.
+    fn destination(&self) -> String;
+}
+
+/// Hears of the engine's progress, object by object.
+pub trait Reporter: Send + Sync {
+    /// `n` more bytes of `item` are written (downloads) or stored (uploads).
+    fn bytes(&self, item: &dyn Item, n: u64);
+    /// `n` bytes of `item` already reported were thrown away (a failed or
+    /// restarted object).
+    fn discarded(&self, item: &dyn Item, n: u64);
+    /// An object is finished, done or failed. Called once per object.
+    fn finished(&self, item: &dyn Item, outcome: &Outcome);
+}
+
+/// Hears of each downloaded file as it is renamed into place, before its
+/// outcome is reported.
+pub trait CommitHook: Send + Sync {
+    fn committed(&self, job: &Download);
+}
+
+/// What a run's engine calls back.
+#[derive(Clone)]
+pub struct Hooks {
+    pub reporter: Arc<dyn Reporter>,
+    pub committed: Option<Arc<dyn CommitHook>>,
+}
+
+/// A reporter that hears nothing (for embedders and tests that need none).
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn bytes(&self, _: &dyn Item, _: u64) {}
+    fn discarded(&self, _: &dyn Item, _: u64) {}
+    fn finished(&self, _: &dyn Item, _: &Outcome) {}
+}
+
+impl Hooks {
+    /// Only a reporter.
+    pub fn reporting(reporter: Arc<dyn Reporter>) -> Hooks {
+        Hooks { reporter, committed: None }
+    }
+}
