@@ -44,10 +44,6 @@ pub struct Engine {
     pub(super) dirs: Arc<Dirs>,
     /// Set once the store refused a request naming a version.
     pub(super) versions_denied: AtomicBool,
-    /// The MD5 ETag computed from each object that failed its ETag check: the
-    /// same value from a second download means the bytes were not corrupted on
-    /// the way; the store's ETags are simply not MD5s.
-    pub(super) etag_samples: Mutex<std::collections::HashMap<String, String>>,
     /// Journals of committed files being removed (see [`SpentJournal`]).
     spent: Mutex<tokio::task::JoinSet<()>>,
 }
@@ -64,7 +60,6 @@ impl Engine {
             hasher: OnceLock::new(),
             dirs: Arc::default(),
             versions_denied: AtomicBool::new(false),
-            etag_samples: Mutex::default(),
             spent: Mutex::default(),
             cfg,
         })
@@ -72,6 +67,11 @@ impl Engine {
 
     pub(super) fn hasher(&self) -> &Hasher {
         self.hasher.get_or_init(|| Hasher::new(1))
+    }
+
+    /// The hasher, if anything needed it yet.
+    pub(super) fn started_hasher(&self) -> Option<&Hasher> {
+        self.hasher.get()
     }
 
     /// The interruption error of `object`.

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use futures::StreamExt;
 
 use super::VerifyMode;
-use super::round::{FileState, Round, inline_kind, one_write, segment_kind};
+use super::engine::Engine;
+use super::object::ObjectState;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::integrity::{PartDigest, PartSum};
 use crate::localfs::TempFile;
@@ -15,18 +16,17 @@ use crate::store::GetRequest;
 
 /// Fetches range `part` of the object into `tmp`, retrying as the policy
 /// allows. With no `tmp` (an object written in one go, see
-/// [`super::round::one_write`]), the temporary file is created by its first
+/// [`ObjectState::one_write`]), the temporary file is created by its first
 /// write, in the same blocking call. Returns the range's hash, when its bytes
 /// were hashed as they came, and the file.
 pub(super) async fn fetch_range(
-    round: &Round,
-    file: &FileState,
+    engine: &Engine,
+    file: &ObjectState,
     part: usize,
     tmp: Option<Arc<TempFile>>,
     buf: &mut Vec<u8>,
 ) -> Result<(Option<PartSum>, Option<Arc<TempFile>>), Error> {
     let range = file.parts[part].clone();
-    let engine = &round.engine;
     let url = file.job.source_url();
     let mut attempts = engine.attempts();
     let mut attempt = Attempt {
@@ -39,7 +39,7 @@ pub(super) async fn fetch_range(
         tmp,
     };
     loop {
-        match fetch_once(round, file, &mut attempt, buf).await {
+        match fetch_once(engine, file, &mut attempt, buf).await {
             Ok(()) => return Ok((attempt.digest.map(|d| d.finish()), attempt.tmp)),
             Err(err) => engine.backoff(&url, err, &mut attempts).await?,
         }
@@ -70,8 +70,8 @@ struct Attempt {
 /// reconnect, not data.
 pub(crate) const MIN_BODY_RATE: u64 = 16 * 1024;
 
-fn too_slow(round: &Round, got: u64) -> StoreError {
-    let secs = round.engine.cfg.stall_timeout.as_secs_f64();
+fn too_slow(engine: &Engine, got: u64) -> StoreError {
+    let secs = engine.cfg.stall_timeout.as_secs_f64();
     StoreError::new(
         StoreErrorKind::Network,
         format!(
@@ -81,15 +81,14 @@ fn too_slow(round: &Round, got: u64) -> StoreError {
     )
 }
 
-fn stalled(round: &Round) -> StoreError {
-    let secs = round.engine.cfg.stall_timeout.as_secs_f64();
+fn stalled(engine: &Engine) -> StoreError {
+    let secs = engine.cfg.stall_timeout.as_secs_f64();
     StoreError::new(StoreErrorKind::Network, format!("no data for {secs:.0} s (stalled connection)"))
 }
 
 /// One GET of `offset..end`. On failure `a.offset` is where to resume: bytes
 /// received before a break are written (and hashed) first, so they are not fetched again.
-async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut Vec<u8>) -> Result<(), Error> {
-    let engine = &round.engine;
+async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &mut Vec<u8>) -> Result<(), Error> {
     let job = &file.job;
     let (offset, end) = (a.offset, a.end);
     let ranged = !(a.whole && offset == 0);
@@ -108,7 +107,7 @@ async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut 
     let resp = loop {
         let r = engine.unless_stopped(&url, tokio::time::timeout(stall, engine.store.get(&req))).await?;
         match r {
-            Err(_) => return Err(Error::store(ctx(), stalled(round))),
+            Err(_) => return Err(Error::store(ctx(), stalled(engine))),
             // A role may read objects but not name their versions
             // (s3:GetObjectVersion): pin by ETag alone from now on.
             Ok(Err(e)) if e.kind == StoreErrorKind::AccessDenied && req.version_id.is_some() => {
@@ -141,19 +140,18 @@ async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut 
         return Err(Error::Integrity(msg));
     }
     if !ranged {
-        *file.stated.lock().unwrap() = resp.checksum.into();
-        *file.etag_md5.lock().unwrap() = resp.etag_md5;
+        file.learned_from_get(resp.checksum, resp.etag_md5);
     }
     if engine.cfg.verify != VerifyMode::Off {
-        let once = one_write(file, &engine.cfg);
+        let once = file.one_write(&engine.cfg);
         if a.digest.is_none()
             && offset == a.start
-            && let Some(kind) = inline_kind(file).or_else(|| segment_kind(file).filter(|_| once))
+            && let Some(kind) = file.inline_kind().or_else(|| file.segment_kind().filter(|_| once))
         {
             a.digest = Some(PartDigest::new(kind));
         }
-        if !once && let (Some(kind), Some(tmp)) = (segment_kind(file), &a.tmp) {
-            round.open_segment(file, a.part, tmp, kind)?;
+        if !once && let (Some(kind), Some(tmp)) = (file.segment_kind(), &a.tmp) {
+            file.open_segment(engine.hasher(), a.part, tmp, kind)?;
         }
     }
 
@@ -173,11 +171,11 @@ async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut 
             () = engine.stop.cancelled() => break Err(interrupted()),
         };
         let chunk = match next {
-            Err(_) if tokio::time::Instant::now() >= silence_end => break Err(Error::store(ctx(), stalled(round))),
+            Err(_) if tokio::time::Instant::now() >= silence_end => break Err(Error::store(ctx(), stalled(engine))),
             Err(_) => {
                 let needed = min_window_bytes.min(expected - (received - window_bytes));
                 if window_bytes < needed {
-                    break Err(Error::store(ctx(), too_slow(round, window_bytes)));
+                    break Err(Error::store(ctx(), too_slow(engine, window_bytes)));
                 }
                 window_end += stall;
                 window_bytes = 0;
@@ -197,16 +195,16 @@ async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut 
         // Never grow the buffer past its capacity: a Vec that overflows doubles,
         // and 32 doubled buffers were most of the peak RSS.
         if buf.len() + chunk.len() > engine.cfg.buffer_size {
-            flush(round, file, buf, a).await?;
+            flush(engine, file, buf, a).await?;
         }
         if chunk.len() >= engine.cfg.buffer_size {
-            write_out(round, file, a, chunk).await?;
+            write_out(engine, file, a, chunk).await?;
         } else {
             buf.extend_from_slice(&chunk);
         }
     };
     // What arrived before a break is kept: the next attempt starts after it.
-    flush(round, file, buf, a).await?;
+    flush(engine, file, buf, a).await?;
     result?;
     if received < expected {
         let e = StoreError::new(StoreErrorKind::Network, format!("body ended after {received} of {expected} bytes"));
@@ -217,11 +215,11 @@ async fn fetch_once(round: &Round, file: &FileState, a: &mut Attempt, buf: &mut 
 }
 
 /// Writes the buffered bytes at the attempt's offset and advances it.
-async fn flush(round: &Round, file: &FileState, buf: &mut Vec<u8>, a: &mut Attempt) -> Result<(), Error> {
+async fn flush(engine: &Engine, file: &ObjectState, buf: &mut Vec<u8>, a: &mut Attempt) -> Result<(), Error> {
     if buf.is_empty() {
         return Ok(());
     }
-    let data = write_out(round, file, a, std::mem::take(buf)).await;
+    let data = write_out(engine, file, a, std::mem::take(buf)).await;
     match data {
         Ok(data) => {
             *buf = data;
@@ -229,7 +227,7 @@ async fn flush(round: &Round, file: &FileState, buf: &mut Vec<u8>, a: &mut Attem
             Ok(())
         }
         Err(e) => {
-            *buf = Vec::with_capacity(round.engine.cfg.buffer_size);
+            *buf = Vec::with_capacity(engine.cfg.buffer_size);
             Err(e)
         }
     }
@@ -242,8 +240,8 @@ async fn flush(round: &Round, file: &FileState, buf: &mut Vec<u8>, a: &mut Attem
 /// KiB). The buffer and the hash state travel to the pool and back, so nothing
 /// is copied or reallocated.
 async fn write_out<D: AsRef<[u8]> + Send + 'static>(
-    round: &Round,
-    file: &FileState,
+    engine: &Engine,
+    file: &ObjectState,
     a: &mut Attempt,
     data: D,
 ) -> Result<D, Error> {
@@ -251,9 +249,8 @@ async fn write_out<D: AsRef<[u8]> + Send + 'static>(
     let tmp = a.tmp.clone();
     let job = &file.job;
     // What creating the file needs, cloned only when it is to be created.
-    let create = tmp.is_none().then(|| (round.engine.dirs.clone(), job.root.clone(), job.dest.clone(), job.size));
-    let (data, digest, result) = round
-        .engine
+    let create = tmp.is_none().then(|| (engine.dirs.clone(), job.root.clone(), job.dest.clone(), job.size));
+    let (data, digest, result) = engine
         .blocking_io(move || {
             if let Some(d) = digest.as_mut() {
                 d.update(data.as_ref());
@@ -278,17 +275,17 @@ async fn write_out<D: AsRef<[u8]> + Send + 'static>(
     a.digest = digest;
     let (t, written) = result?;
     if a.tmp.is_none() {
-        *file.file.lock().unwrap() = Some(t.clone());
+        file.set_file(t.clone());
         a.tmp = Some(t);
     }
     written?;
-    advance(round, file, a, len);
+    advance(engine, file, a, len);
     Ok(data)
 }
 
-fn advance(round: &Round, file: &FileState, a: &mut Attempt, n: u64) {
+fn advance(engine: &Engine, file: &ObjectState, a: &mut Attempt, n: u64) {
     a.offset += n;
-    round.wrote(file, a.part, a.offset - a.start);
+    file.wrote(engine.started_hasher(), a.part, a.offset - a.start);
     file.written.fetch_add(n, Ordering::Relaxed);
-    round.engine.hooks.reporter.bytes(&file.job, n);
+    engine.hooks.reporter.bytes(&file.job, n);
 }

@@ -31,12 +31,16 @@ mod engine;
 mod fetch;
 mod hasher;
 mod limiter;
+mod object;
 pub mod parts;
+mod pass;
 pub mod report;
+mod resume;
 pub mod retry;
-mod round;
+mod scheduler;
 mod segments;
 pub mod upload;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -270,6 +274,7 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
     let (env, cfg, store, reporter) = (engine, &engine.cfg, &engine.store, &engine.hooks.reporter);
     let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
     let mut pending: Vec<(usize, Download)> = jobs.into_iter().enumerate().collect();
+    let samples = Arc::new(verify::EtagSamples::default());
     for restart in 0..=cfg.max_restarts {
         let last = restart == cfg.max_restarts;
         let prepared: Vec<(usize, Prepared)> = futures::stream::iter(pending)
@@ -281,12 +286,12 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
             .collect()
             .await;
         let mut index = Vec::new();
-        let mut round_jobs = Vec::new();
+        let mut pass_jobs = Vec::new();
         for (i, d) in prepared {
             match d {
                 Ok(job) => {
                     index.push(i);
-                    round_jobs.push(job);
+                    pass_jobs.push(job);
                 }
                 Err((job, e)) => {
                     let outcome = Err(e);
@@ -295,9 +300,9 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                 }
             }
         }
-        let results = round::run(env.clone(), round_jobs.clone(), last).await;
+        let results = pass::run(env.clone(), samples.clone(), pass_jobs.clone(), last).await;
         pending = Vec::new();
-        for ((i, job), result) in index.into_iter().zip(round_jobs).zip(results) {
+        for ((i, job), result) in index.into_iter().zip(pass_jobs).zip(results) {
             match result {
                 Err(e) if !last && retry::restarts_object(&e) => {
                     tracing::warn!(object = %job.source_url(), error = %e, "fetching the object again from the start");
@@ -328,7 +333,7 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
     outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Refused("download did not run".into())))).collect()
 }
 
-/// A job ready for a round, or the job and why it cannot be.
+/// A job ready for a pass, or the job and why it cannot be.
 type Prepared = Result<Download, (Download, Error)>;
 
 /// Asks the store what a listing does not say but verification needs: the

@@ -1,0 +1,203 @@
+//! One pass of the engine: the parts of a set of objects over a pool of
+//! workers, each object committed (or discarded) when its last part is back.
+//!
+//! Workers ask the [`Scheduler`] which part to take; each part is fetched
+//! (`fetch.rs`) into the object's temporary file ([`resume::open`]); the part
+//! that finishes an object has it verified ([`verify`]) and renamed into
+//! place, or discards it. Objects that changed or failed their check are
+//! fetched again in the next pass (see [`super::download`]).
+
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use super::engine::Engine;
+use super::object::ObjectState;
+use super::scheduler::{Finished, Pick, Scheduler};
+use super::verify::{EtagSamples, verify};
+use super::{Download, Durability, Outcome, fetch, resume, retry};
+use crate::error::Error;
+use crate::integrity::PartSum;
+use crate::localfs::TempFile;
+
+/// State of one pass, shared by its workers.
+struct Pass {
+    engine: Arc<Engine>,
+    files: Vec<ObjectState>,
+    /// Across passes: see [`EtagSamples`].
+    samples: Arc<EtagSamples>,
+    sched: Mutex<Scheduler<Error>>,
+    notify: Notify,
+    results: Mutex<Vec<Option<Outcome>>>,
+    /// The last pass reports every outcome; earlier passes keep quiet about
+    /// objects that will be fetched again.
+    last: bool,
+}
+
+/// Downloads `jobs`; returns one outcome per job, in order.
+pub(super) async fn run(
+    engine: Arc<Engine>,
+    samples: Arc<EtagSamples>,
+    jobs: Vec<Download>,
+    last: bool,
+) -> Vec<Outcome> {
+    let n = jobs.len();
+    let cfg = &engine.cfg;
+    let files: Vec<ObjectState> = jobs.into_iter().map(|job| ObjectState::new(job, cfg)).collect();
+    let sched = Scheduler::new(files.iter().map(|f| f.parts.len()), cfg.part_concurrency, cfg.max_open_files);
+    let workers = cfg.max_requests.max(1).min(n.max(1) * cfg.part_concurrency.max(1));
+    let pass = Arc::new(Pass {
+        engine: engine.clone(),
+        files,
+        samples,
+        sched: Mutex::new(sched),
+        notify: Notify::new(),
+        results: Mutex::new((0..n).map(|_| None).collect()),
+        last,
+    });
+    let handles: Vec<_> = (0..workers).map(|_| tokio::spawn(worker(pass.clone()))).collect();
+    for h in handles {
+        if let Err(e) = h.await {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    // Stopped early: objects that never finished keep a resumable file, or lose
+    // their temporary one.
+    for file in &pass.files {
+        file.cancel_segments(engine.started_hasher());
+        if let Some(t) = file.take_file().and_then(|t| Arc::try_unwrap(t).ok())
+            && !t.resumable()
+        {
+            t.discard();
+        }
+    }
+    let mut results = pass.results.lock().unwrap();
+    results.iter_mut().map(|r| r.take().unwrap_or_else(|| Err(Error::Refused("download did not run".into())))).collect()
+}
+
+async fn worker(pass: Arc<Pass>) {
+    let mut buf = Vec::with_capacity(pass.engine.cfg.buffer_size);
+    loop {
+        let mut notified = pin!(pass.notify.notified());
+        notified.as_mut().enable();
+        if pass.engine.stop.is_cancelled() {
+            return;
+        }
+        let pick = pass.sched.lock().unwrap().pick();
+        match pick {
+            Pick::Done => return,
+            Pick::Wait => {
+                tokio::select! {
+                    () = notified => {}
+                    () = pass.engine.stop.cancelled() => return,
+                }
+            }
+            Pick::Part(idx, p) => {
+                let result = run_part(&pass, idx, p, &mut buf).await;
+                finish_part(&pass, idx, result).await;
+                pass.notify.notify_waiters();
+            }
+        }
+    }
+}
+
+/// Fetches range `p` of object `idx` (unless an earlier run left it on disk),
+/// journals it, and keeps its hash for verification.
+async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut Vec<u8>) -> Result<(), Error> {
+    let (engine, file) = (&pass.engine, &pass.files[idx]);
+    let tmp = match file.one_write(&engine.cfg) {
+        true => None,
+        false => Some(resume::open(engine, file).await?),
+    };
+    if file.restored(p) || file.parts[p].is_empty() {
+        return Ok(());
+    }
+    let (mut sum, tmp) = fetch::fetch_range(engine, file, p, tmp, buf).await?;
+    let Some(tmp) = tmp else {
+        return Err(Error::Refused(format!("{}: internal error: no file written", file.job.dest.display())));
+    };
+    if engine.cfg.durability != Durability::Off && file.parts.len() > 1 {
+        let (t, range) = (tmp.clone(), file.parts[p].clone());
+        engine.blocking_io(move || t.start_writeback(range)).await;
+    }
+    if tmp.resumable() {
+        // A range that is a whole segment is journalled with the segment's hash.
+        if sum.is_none()
+            && let Some(s) = file.own_segment(p)
+        {
+            sum = file.segment_sum(s).await?.map(PartSum::Hash);
+        }
+        let hash = sum.map_or_else(|| "-".to_string(), |s| s.to_string());
+        engine
+            .blocking_io({
+                let tmp = tmp.clone();
+                move || tmp.record(p, &hash)
+            })
+            .await?;
+    }
+    if let Some(sum) = sum {
+        file.range_hashed(p, sum);
+    }
+    Ok(())
+}
+
+/// Records a finished part; the part that finishes an object commits or discards it.
+async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
+    let file = &pass.files[idx];
+    let error = match pass.sched.lock().unwrap().part_done(idx, result) {
+        Finished::No => return,
+        Finished::Yes(r) => r.err(),
+    };
+    let tmp = file.take_file();
+    let engine = &pass.engine;
+    let error = match error {
+        None => file.segment_sums().await.err(),
+        e => e,
+    };
+    if error.is_some() {
+        file.cancel_segments(engine.started_hasher());
+    }
+    let outcome = match (error, tmp) {
+        // Interrupted: a resumable file stays for the next run.
+        (Some(e @ Error::Interrupted(_)), Some(t)) if t.resumable() => Err(e),
+        (Some(e), tmp) => Err(e).inspect_err(|_| discard(pass, file, tmp)),
+        (None, Some(t)) => match verify(file, engine.cfg.verify, &pass.samples) {
+            Err(e) => Err(e).inspect_err(|_| discard(pass, file, Some(t))),
+            Ok(verification) => match Arc::try_unwrap(t) {
+                Ok(t) => {
+                    let (mtime, fsync) = (file.job.last_modified, engine.cfg.durability == Durability::Fsync);
+                    let committed = engine.blocking_io(move || t.commit(mtime, fsync)).await;
+                    committed.map(|journal| {
+                        if let Some(j) = journal {
+                            engine.remove_journal(j);
+                        }
+                        if let Some(hook) = &engine.hooks.committed {
+                            hook.committed(&file.job);
+                        }
+                        verification
+                    })
+                }
+                Err(_) => Err(Error::Refused(format!(
+                    "{}: internal error: file still in use at commit",
+                    file.job.dest.display()
+                ))),
+            },
+        },
+        (None, None) => Err(Error::Refused(format!("{}: internal error: no file written", file.job.dest.display()))),
+    };
+    let again = !pass.last && outcome.as_ref().is_err_and(retry::restarts_object);
+    if !again {
+        engine.hooks.reporter.finished(&file.job, &outcome);
+    }
+    pass.results.lock().unwrap()[idx] = Some(outcome);
+}
+
+/// Removes a failed object's temporary file and takes its bytes off the progress count.
+fn discard(pass: &Pass, file: &ObjectState, tmp: Option<Arc<TempFile>>) {
+    if let Some(t) = tmp.and_then(|t| Arc::try_unwrap(t).ok()) {
+        t.discard();
+    }
+    pass.engine.hooks.reporter.discarded(&file.job, file.written.swap(0, Ordering::Relaxed));
+}

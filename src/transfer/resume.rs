@@ -1,0 +1,174 @@
+//! Resume: what a resumable temporary file must hold to be picked up by a
+//! later run, and the check of the ranges an earlier run recorded.
+//!
+//! An object in several ranges is written to a fixed temporary name with a
+//! journal beside it (see [`crate::localfs::journal`]). The journal's header
+//! names the object's identity (URL, ETag, size), the range layout and how
+//! ranges are hashed; a later run with the same header re-reads each recorded
+//! range from disk and trusts it only when its hash matches. Anything else
+//! (another ETag, another layout, a range with no hash to check) starts over.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::engine::Engine;
+use super::object::ObjectState;
+use crate::error::Error;
+use crate::integrity::{self, DigestKind, PartSum};
+use crate::localfs::{Recorded, TempFile};
+
+/// What a resumable temporary file must hold to be resumed: the object's
+/// identity, the part layout and how parts are hashed.
+fn journal_header(file: &ObjectState) -> String {
+    let job = &file.job;
+    let last = file.parts.last().map_or(0, |r| r.start);
+    format!(
+        "object {}\netag {}\nsize {}\nparts {} {} {}\ndigest {:?}",
+        job.source_url(),
+        job.etag.as_deref().unwrap_or("-"),
+        job.size,
+        file.parts.len(),
+        file.parts.first().map_or(0, |r| r.end),
+        last,
+        file.range_kind(),
+    )
+}
+
+/// Checks the parts an earlier run recorded by reading them back from disk and
+/// hashing them; those that match are not fetched again.
+///
+/// A part whose hash cannot be checked (an object with nothing to verify it
+/// against, or `--verify off`) is fetched again: after a machine crash a part
+/// the journal calls done may be zeros on disk, and only a hash tells. Stops
+/// early (returning what it checked so far) when `stop` is cancelled.
+pub(super) fn rehash_recorded(
+    parts: &[Range<u64>],
+    kind: Option<DigestKind>,
+    tmp: &TempFile,
+    recorded: Vec<Recorded>,
+    stop: &CancellationToken,
+) -> Vec<(usize, Option<PartSum>)> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut out = Vec::new();
+    let Some(kind) = kind else { return out };
+    for r in recorded {
+        let Some(range) = parts.get(r.part) else { continue };
+        let mut d = integrity::PartDigest::new(kind);
+        let mut at = range.start;
+        let mut ok = true;
+        while at < range.end {
+            if stop.is_cancelled() {
+                return out;
+            }
+            let n = ((range.end - at) as usize).min(buf.len());
+            if tmp.read_at(&mut buf[..n], at).is_err() {
+                ok = false;
+                break;
+            }
+            d.update(&buf[..n]);
+            at += n as u64;
+        }
+        let sum = d.finish();
+        if ok && sum.to_string() == r.hash {
+            out.push((r.part, Some(sum)));
+        }
+    }
+    out
+}
+
+/// The object's temporary file, created by the first part to start. An object
+/// in several parts gets a resumable file: parts an earlier run finished are
+/// checked and marked restored.
+/// The object's temporary file, created by the first part to start. An object
+/// in several parts gets a resumable file: ranges an earlier run finished are
+/// checked ([`rehash_recorded`]) and marked restored.
+pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<TempFile>, Error> {
+    if let Some(t) = file.file() {
+        return Ok(t);
+    }
+    // Other parts of the same object wait on `create` only for this moment.
+    let _create = file.create.lock().await;
+    if let Some(t) = file.file() {
+        return Ok(t);
+    }
+    let (root, dest, size) = (file.job.root.clone(), file.job.dest.clone(), file.job.size);
+    let t = if file.parts.len() > 1 {
+        let header = journal_header(file);
+        let hold = engine.cfg.journal_hold;
+        let (t, recorded) =
+            engine.blocking_io(move || TempFile::open_resumable(&root, &dest, size, &header, hold)).await?;
+        let t = Arc::new(t);
+        if !recorded.is_empty() {
+            let checked = engine
+                .blocking_io({
+                    let (t, parts, kind) = (t.clone(), file.parts.clone(), file.range_kind());
+                    let stop = engine.stop.clone();
+                    move || rehash_recorded(&parts, kind, &t, recorded, &stop)
+                })
+                .await;
+            if engine.stop.is_cancelled() {
+                return Err(Error::Interrupted(file.job.source_url()));
+            }
+            let count = checked.len();
+            let bytes = file.restore(checked);
+            tracing::info!(object = %file.job.source_url(), parts = count, of = file.parts.len(), "resuming: parts already on disk");
+            engine.hooks.reporter.bytes(&file.job, bytes);
+        }
+        t
+    } else {
+        let dirs = engine.dirs.clone();
+        Arc::new(engine.blocking_io(move || TempFile::create_in(&dirs, &root, &dest, size, true)).await?)
+    };
+    file.set_file(t.clone());
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::Algorithm;
+
+    /// A resumable file of two 4-byte parts, both written and journalled.
+    fn journalled(dir: &std::path::Path) -> (TempFile, Vec<Recorded>, Vec<Range<u64>>) {
+        let dest = dir.join("w.bin");
+        let (t, _) = TempFile::open_resumable(dir, &dest, 8, "h", std::time::Duration::ZERO).unwrap();
+        let parts = vec![0..4, 4..8];
+        let kind = DigestKind::Crc(Algorithm::Crc64Nvme);
+        let mut recorded = Vec::new();
+        for (i, (r, bytes)) in parts.iter().zip([b"abcd", b"efgh"]).enumerate() {
+            t.write_at(bytes, r.start).unwrap();
+            let mut d = integrity::PartDigest::new(kind);
+            d.update(bytes);
+            recorded.push(Recorded { part: i, hash: d.finish().to_string() });
+        }
+        (t, recorded, parts)
+    }
+
+    #[test]
+    fn resumed_parts_are_trusted_only_when_their_hash_checks() {
+        let d = tempfile::tempdir().unwrap();
+        let (t, recorded, parts) = journalled(d.path());
+        let go = tokio_util::sync::CancellationToken::new();
+        let kind = Some(DigestKind::Crc(Algorithm::Crc64Nvme));
+        assert_eq!(rehash_recorded(&parts, kind, &t, recorded.clone(), &go).len(), 2);
+        // Zeros on disk where the journal says "done" (a crash before write-back).
+        t.write_at(&[0; 4], 4).unwrap();
+        let kept: Vec<usize> =
+            rehash_recorded(&parts, kind, &t, recorded.clone(), &go).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(kept, vec![0]);
+        // Nothing to check them against: none is trusted, all are fetched again.
+        let unhashed: Vec<Recorded> = recorded.iter().map(|r| Recorded { hash: String::new(), ..r.clone() }).collect();
+        assert!(rehash_recorded(&parts, None, &t, unhashed, &go).is_empty());
+    }
+
+    #[test]
+    fn rehashing_resumed_parts_stops_when_the_run_is_stopped() {
+        let d = tempfile::tempdir().unwrap();
+        let (t, recorded, parts) = journalled(d.path());
+        let stop = tokio_util::sync::CancellationToken::new();
+        stop.cancel();
+        assert!(rehash_recorded(&parts, Some(DigestKind::Crc(Algorithm::Crc64Nvme)), &t, recorded, &stop).is_empty());
+    }
+}
