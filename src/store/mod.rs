@@ -4,6 +4,8 @@
 //! page by page, describe one object, and GET a byte range pinned to an ETag. Bodies
 //! come back as a stream of [`Bytes`] so the engine can write them as they arrive.
 
+#[cfg(test)]
+pub mod memory;
 pub mod s3;
 
 use std::ops::Range;

@@ -405,6 +405,9 @@ async fn upload_layout(env: &Engine, job: &Download) -> Result<Option<PartLayout
 }
 
 #[cfg(test)]
+mod engine_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

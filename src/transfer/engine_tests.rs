@@ -1,0 +1,271 @@
+//! The engine against the in-memory store: verification outcomes, resume
+//! decisions and retries, without the binary or HTTP.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::report::Silent;
+use super::upload::Upload;
+use super::*;
+use crate::integrity::Algorithm;
+use crate::store::memory::{Fault, Faulty, MemoryStore, Written};
+use crate::store::{GetRequest, ObjectStore, PutTarget};
+
+const B: &str = "bucket";
+const KIB: usize = 1024;
+
+/// Small parts so that small objects have several; resume journals written at once.
+fn config() -> EngineConfig {
+    EngineConfig { part_size: 256 << 10, journal_hold: Duration::ZERO, ..EngineConfig::default() }
+}
+
+/// `n` bytes that differ from part to part.
+fn body(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 4096) as u8).collect()
+}
+
+/// The job a batch listing makes for `key`, into `dir`.
+async fn job(store: &MemoryStore, key: &str, dir: &Path) -> Download {
+    let page = store.list_page(B, key, None, None).await.unwrap();
+    let meta = page.objects.into_iter().find(|o| o.key == key).expect("listed");
+    Download {
+        bucket: B.into(),
+        key: key.into(),
+        size: meta.size,
+        etag: meta.etag,
+        version_id: None,
+        last_modified: meta.last_modified,
+        dest: dir.join(key),
+        root: dir.to_path_buf(),
+        checksum: KnownChecksum::NotAsked,
+        etag_md5: false,
+        source_parts: None,
+        layout_unknown: None,
+    }
+}
+
+async fn download_with(store: Arc<dyn ObjectStore>, jobs: Vec<Download>, cfg: EngineConfig) -> Vec<Outcome> {
+    download_stoppable(store, jobs, cfg, CancellationToken::new()).await
+}
+
+async fn download_stoppable(
+    store: Arc<dyn ObjectStore>,
+    jobs: Vec<Download>,
+    cfg: EngineConfig,
+    stop: CancellationToken,
+) -> Vec<Outcome> {
+    let engine = Engine::new(store, cfg, Hooks::reporting(Arc::new(Silent)), stop);
+    download(&engine, jobs).await
+}
+
+/// GETs of `key`, as (start, end) ranges (`None`: the whole object).
+fn ranges(gets: &[GetRequest], key: &str) -> Vec<Option<(u64, u64)>> {
+    gets.iter().filter(|g| g.key == key).map(|g| g.range.as_ref().map(|r| (r.start, r.end))).collect()
+}
+
+fn temp_files(dir: &Path) -> Vec<String> {
+    let names = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+    names.filter(|n| crate::localfs::is_temp_name(n)).collect()
+}
+
+#[tokio::test]
+async fn a_full_object_crc_is_checked_over_ranges_and_the_file_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let data = body(1024 * KIB + 3);
+    store.put(B, "crc.bin", data.clone(), Written::Crc64);
+    let j = job(&store, "crc.bin", dir.path()).await;
+    let out = download_with(store.clone(), vec![j], config()).await;
+    assert_eq!(out[0].as_ref().unwrap(), &Verification::Verified(Algorithm::Crc64Nvme.name()));
+    assert_eq!(std::fs::read(dir.path().join("crc.bin")).unwrap(), data);
+    assert_eq!(ranges(&store.gets(), "crc.bin").len(), 5, "four 256 KiB ranges and the 3-byte tail");
+    assert_eq!(store.heads(), 1, "one HEAD for the checksum of an object in several parts");
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn legacy_md5_etags_are_checked_whole_and_per_uploaded_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let part = 300 * KIB as u64;
+    store.put(B, "single", body(700 * KIB), Written::Md5);
+    store.put(B, "multi", body(1000 * KIB), Written::MultipartMd5(part));
+    let jobs = vec![job(&store, "single", dir.path()).await, job(&store, "multi", dir.path()).await];
+    let out = download_with(store.clone(), jobs, config()).await;
+    for o in &out {
+        assert_eq!(o.as_ref().unwrap(), &Verification::Verified("MD5"));
+    }
+    // Each uploaded part is fetched whole (it is hashed in order), none across parts.
+    let multi = ranges(&store.gets(), "multi");
+    assert_eq!(multi.len(), 4);
+    assert!(multi.iter().flatten().all(|&(s, e)| s % part == 0 && e - s <= part), "{multi:?}");
+}
+
+#[tokio::test]
+async fn objects_without_a_usable_checksum_are_unverified_or_fail_under_require() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    store.put(B, "kms", body(600 * KIB), Written::Opaque);
+    let out = download_with(store.clone(), vec![job(&store, "kms", dir.path()).await], config()).await;
+    match &out[0] {
+        Ok(Verification::Unverified(why)) => assert!(why.contains("not an MD5"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    std::fs::remove_file(dir.path().join("kms")).unwrap();
+    let require = EngineConfig { verify: VerifyMode::Require, ..config() };
+    let out = download_with(store.clone(), vec![job(&store, "kms", dir.path()).await], require).await;
+    assert!(matches!(out[0], Err(Error::Unverified(_))), "{:?}", out[0]);
+    assert!(!dir.path().join("kms").exists(), "nothing at the final path");
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_body_corrupted_on_the_way_is_fetched_again_whole_and_then_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let data = body(1024 * KIB);
+    store.put(B, "c", data.clone(), Written::Crc64);
+    let faulty = Arc::new(Faulty::new(store.clone()).on_get(2, Fault::Corrupt(1000)));
+    let out = download_with(faulty, vec![job(&store, "c", dir.path()).await], config()).await;
+    assert_eq!(out[0].as_ref().unwrap(), &Verification::Verified(Algorithm::Crc64Nvme.name()));
+    assert_eq!(std::fs::read(dir.path().join("c")).unwrap(), data);
+    assert_eq!(ranges(&store.gets(), "c").len(), 8, "the whole object again, not only the bad range");
+    assert_eq!(store.heads(), 2, "its identity read afresh before the second pass");
+}
+
+#[tokio::test]
+async fn an_etag_that_is_not_the_md5_of_the_bytes_fails_after_two_identical_downloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    store.put(B, "w", body(100 * KIB), Written::WrongMd5);
+    let out = download_with(store.clone(), vec![job(&store, "w", dir.path()).await], config()).await;
+    match &out[0] {
+        Err(Error::Integrity(msg)) => assert!(msg.contains("two downloads gave the same bytes"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ranges(&store.gets(), "w").len(), 2);
+    assert!(!dir.path().join("w").exists());
+}
+
+#[tokio::test]
+async fn a_broken_body_resumes_from_its_first_missing_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let data = body(512 * KIB);
+    store.put(B, "r", data.clone(), Written::Crc64);
+    let faulty = Arc::new(Faulty::new(store.clone()).on_get(1, Fault::CutAfter(100_000)));
+    let cfg = EngineConfig { max_requests: 1, ..config() };
+    let out = download_with(faulty, vec![job(&store, "r", dir.path()).await], cfg).await;
+    assert!(out[0].is_ok(), "{:?}", out[0]);
+    assert_eq!(std::fs::read(dir.path().join("r")).unwrap(), data);
+    let got = ranges(&store.gets(), "r");
+    assert_eq!(got[..2], [Some((0, 256 * 1024)), Some((100_000, 256 * 1024))], "{got:?}");
+}
+
+#[tokio::test]
+async fn fatal_and_transient_failures_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    store.put(B, "t", body(100 * KIB), Written::Crc64);
+    store.put(B, "d", body(100 * KIB), Written::Crc64);
+    let jobs = vec![job(&store, "t", dir.path()).await, job(&store, "d", dir.path()).await];
+    let cfg = EngineConfig { max_requests: 1, ..config() };
+    // GET 1 (t) is throttled and retried; GET 3 (d) is denied: no retry.
+    let faulty = Faulty::new(store.clone())
+        .on_get(1, Fault::Fail(crate::error::StoreErrorKind::Throttled))
+        .on_get(3, Fault::Fail(crate::error::StoreErrorKind::AccessDenied));
+    let out = download_with(Arc::new(faulty), jobs, cfg).await;
+    assert!(out[0].is_ok(), "{:?}", out[0]);
+    assert_eq!(out[1].as_ref().unwrap_err().store_kind(), Some(crate::error::StoreErrorKind::AccessDenied));
+    assert_eq!(ranges(&store.gets(), "d").len(), 0, "the injected denial never reached the store, and was not retried");
+}
+
+/// Stops a 4-range download at its third GET, leaving two ranges journalled.
+async fn interrupted(store: &Arc<MemoryStore>, dir: &Path) {
+    let stop = CancellationToken::new();
+    let faulty = Arc::new(Faulty::new(store.clone()).on_get(3, Fault::Stop(stop.clone())));
+    let cfg = EngineConfig { max_requests: 1, part_concurrency: 1, ..config() };
+    let out = download_stoppable(faulty, vec![job(store, "big", dir).await], cfg, stop).await;
+    assert!(matches!(out[0], Err(Error::Interrupted(_))), "{:?}", out[0]);
+    assert_eq!(temp_files(dir).len(), 2, "the resumable file and its journal stay");
+}
+
+#[tokio::test]
+async fn an_interrupted_object_resumes_with_only_its_missing_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let data = body(1024 * KIB);
+    store.put(B, "big", data.clone(), Written::Crc64);
+    interrupted(&store, dir.path()).await;
+    let before = store.gets().len();
+    let out = download_with(store.clone(), vec![job(&store, "big", dir.path()).await], config()).await;
+    assert!(out[0].is_ok(), "{:?}", out[0]);
+    let again = ranges(&store.gets()[before..], "big");
+    assert_eq!(again, [Some((512 * 1024, 768 * 1024)), Some((768 * 1024, 1024 * 1024))]);
+    assert_eq!(std::fs::read(dir.path().join("big")).unwrap(), data);
+    assert!(temp_files(dir.path()).is_empty(), "the journal is removed once the file is committed");
+}
+
+#[tokio::test]
+async fn a_journalled_range_that_no_longer_matches_its_hash_is_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let data = body(1024 * KIB);
+    store.put(B, "big", data.clone(), Written::Crc64);
+    interrupted(&store, dir.path()).await;
+    // Zeros where the journal says range 1 is done (lost in a crash).
+    let tmp = dir.path().join(".big.s3load-resume");
+    let f = std::fs::OpenOptions::new().write(true).open(&tmp).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0; 4096], 300 * 1024).unwrap();
+    let before = store.gets().len();
+    let out = download_with(store.clone(), vec![job(&store, "big", dir.path()).await], config()).await;
+    assert!(out[0].is_ok(), "{:?}", out[0]);
+    let mut again = ranges(&store.gets()[before..], "big");
+    again.sort();
+    assert_eq!(again.len(), 3, "ranges 1, 2 and 3: {again:?}");
+    assert_eq!(again[0], Some((256 * 1024, 512 * 1024)));
+    assert_eq!(std::fs::read(dir.path().join("big")).unwrap(), data);
+}
+
+#[tokio::test]
+async fn an_object_replaced_since_the_interruption_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    store.put(B, "big", body(1024 * KIB), Written::Crc64);
+    interrupted(&store, dir.path()).await;
+    let new: Vec<u8> = body(1024 * KIB).into_iter().map(|b| b.wrapping_add(1)).collect();
+    store.put(B, "big", new.clone(), Written::Crc64);
+    let before = store.gets().len();
+    let out = download_with(store.clone(), vec![job(&store, "big", dir.path()).await], config()).await;
+    assert!(out[0].is_ok(), "{:?}", out[0]);
+    assert_eq!(ranges(&store.gets()[before..], "big").len(), 4, "nothing of the old version is kept");
+    assert_eq!(std::fs::read(dir.path().join("big")).unwrap(), new);
+}
+
+#[tokio::test]
+async fn uploads_go_through_the_same_engine_and_are_checked_by_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let data = body(11 << 20);
+    let path = dir.path().join("up.bin");
+    std::fs::write(&path, &data).unwrap();
+    let job = Upload {
+        path: path.clone(),
+        size: data.len() as u64,
+        mtime: std::fs::metadata(&path).unwrap().modified().ok(),
+        target: PutTarget {
+            bucket: B.into(),
+            key: "up.bin".into(),
+            content_type: None,
+            storage_class: None,
+            checksum: Algorithm::Crc64Nvme,
+        },
+    };
+    let cfg = EngineConfig { part_size: 5 << 20, ..config() };
+    let engine = Engine::new(store.clone(), cfg, Hooks::reporting(Arc::new(Silent)), CancellationToken::new());
+    let out = upload::upload(&engine, vec![job]).await;
+    assert_eq!(out[0].as_ref().unwrap(), &Verification::Verified(Algorithm::Crc64Nvme.name()));
+    assert_eq!(store.body(B, "up.bin").unwrap().as_ref(), data.as_slice());
+}
