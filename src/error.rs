@@ -4,6 +4,7 @@
 //! user-facing message both read; every error that reaches the user names the
 //! object or path it concerns and, where one exists, what to do about it.
 
+use std::ops::Range;
 use std::path::PathBuf;
 
 /// Exit codes, documented in `docs/configuration.md`.
@@ -70,17 +71,53 @@ impl StoreError {
     }
 }
 
+/// What a store error concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Context {
+    /// One object, or a byte range of it (end exclusive).
+    Object { bucket: String, key: String, range: Option<Range<u64>> },
+    /// Anything else ("listing s3://b/p/", "connecting to S3").
+    Operation(String),
+}
+
+impl std::fmt::Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Context::Object { bucket, key, range: None } => write!(f, "s3://{bucket}/{key}"),
+            Context::Object { bucket, key, range: Some(r) } => {
+                write!(f, "s3://{bucket}/{key} bytes {}-{}", r.start, r.end.saturating_sub(1))
+            }
+            Context::Operation(what) => f.write_str(what),
+        }
+    }
+}
+
 /// A failure of one object (or the whole run), ready to show to the user.
+/// The variants and their fields are for code to decide on; the text is for
+/// display only.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Usage(String),
     #[error("{context}: {source}{}", hint_suffix(.source.kind))]
     Store {
-        context: String,
+        context: Context,
         #[source]
         source: StoreError,
     },
+    /// A request that failed transiently until its retries (or the run's
+    /// budget) ran out; `source` is its last failure.
+    #[error("{source} (gave up after {attempts} attempts; {})", gave_up_hint(*.budget_spent))]
+    GaveUp {
+        attempts: u32,
+        /// The run's retry budget ran out (rather than this request's).
+        budget_spent: bool,
+        #[source]
+        source: Box<Error>,
+    },
+    /// An invariant of s3load itself did not hold (a bug); the object fails.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("{path}: {action}: {source}{}", io_hint(source))]
     Io {
         path: PathBuf,
@@ -116,6 +153,14 @@ fn io_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
+fn gave_up_hint(budget_spent: bool) -> &'static str {
+    if budget_spent {
+        "the run's retry budget is spent: the store or network is failing persistently"
+    } else {
+        "raise --retry-count to try longer"
+    }
+}
+
 fn hint_suffix(kind: StoreErrorKind) -> &'static str {
     match kind {
         StoreErrorKind::NoSuchBucket => " (check the bucket name and --region/--endpoint-url)",
@@ -132,18 +177,26 @@ fn hint_suffix(kind: StoreErrorKind) -> &'static str {
 }
 
 impl Error {
-    pub fn store(context: impl Into<String>, source: StoreError) -> Self {
-        Error::Store { context: context.into(), source }
+    /// A store error in an operation that is not about one object.
+    pub fn store(operation: impl Into<String>, source: StoreError) -> Self {
+        Error::Store { context: Context::Operation(operation.into()), source }
+    }
+
+    /// A store error about one object, or a byte range of it.
+    pub fn object(bucket: &str, key: &str, range: Option<Range<u64>>, source: StoreError) -> Self {
+        Error::Store { context: Context::Object { bucket: bucket.into(), key: key.into(), range }, source }
     }
 
     pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), action, source }
     }
 
-    /// The store error kind, if this error came from the store.
+    /// The store error kind, if this error came from the store (also after
+    /// retries gave up: access denied stays access denied).
     pub fn store_kind(&self) -> Option<StoreErrorKind> {
         match self {
             Error::Store { source, .. } => Some(source.kind),
+            Error::GaveUp { source, .. } => source.store_kind(),
             _ => None,
         }
     }

@@ -221,7 +221,7 @@ async fn head_destination(
     match store.head(bucket, key).await {
         Ok(m) => Ok(vec![LocalEntry { rel: rel.to_string(), size: m.size, mtime: m.last_modified }]),
         Err(e) if e.kind == crate::error::StoreErrorKind::NoSuchKey => Ok(Vec::new()),
-        Err(e) => Err(Error::store(format!("s3://{bucket}/{key}"), e)),
+        Err(e) => Err(Error::object(bucket, key, None, e)),
     }
 }
 

@@ -108,9 +108,9 @@ impl TempFile {
     /// [`TempFile::create`] through the run's open directories; `reserve`
     /// preallocates `size` bytes (pointless when one write fills the file).
     pub fn create_in(dirs: &Dirs, root: &Path, dest: &Path, size: u64, reserve: bool) -> Result<TempFile, Error> {
-        let rel = dest.strip_prefix(root).map_err(|_| {
-            Error::Refused(format!("internal error: {} is not below {}", dest.display(), root.display()))
-        })?;
+        let rel = dest
+            .strip_prefix(root)
+            .map_err(|_| Error::Internal(format!("{} is not below {}", dest.display(), root.display())))?;
         let (dir, name) = open_parent_cached(dirs, root, rel)?;
         let tmp_name = temp_name(name);
         let path = dest.with_file_name(&tmp_name);
@@ -150,9 +150,9 @@ impl TempFile {
         header: &str,
         hold: Duration,
     ) -> Result<(TempFile, Vec<Recorded>), Error> {
-        let rel = dest.strip_prefix(root).map_err(|_| {
-            Error::Refused(format!("internal error: {} is not below {}", dest.display(), root.display()))
-        })?;
+        let rel = dest
+            .strip_prefix(root)
+            .map_err(|_| Error::Internal(format!("{} is not below {}", dest.display(), root.display())))?;
         let (dir, name) = open_parent(root, rel)?;
         let tmp_name = OsString::from(format!(".{}{RESUME_SUFFIX}", kept(name)));
         let journal_name = OsString::from(format!(".{}{JOURNAL_SUFFIX}", kept(name)));

@@ -57,7 +57,7 @@ pub async fn list_source(store: &dyn ObjectStore, url: &S3Url) -> Result<SourceL
             } else {
                 e
             };
-            Error::store(url.to_string(), e)
+            Error::object(&url.bucket, &url.key, None, e)
         })?;
         metas.push(meta);
     }

@@ -269,3 +269,22 @@ async fn uploads_go_through_the_same_engine_and_are_checked_by_the_store() {
     assert_eq!(out[0].as_ref().unwrap(), &Verification::Verified(Algorithm::Crc64Nvme.name()));
     assert_eq!(store.body(B, "up.bin").unwrap().as_ref(), data.as_slice());
 }
+
+#[tokio::test]
+async fn a_request_that_keeps_failing_gives_up_keeping_what_failed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    store.put(B, "g", body(100 * KIB), Written::Crc64);
+    let faulty = Faulty::new(store.clone())
+        .on_get(1, Fault::Fail(crate::error::StoreErrorKind::ServerError))
+        .on_get(2, Fault::Fail(crate::error::StoreErrorKind::ServerError));
+    let cfg = EngineConfig { retry_count: 1, ..config() };
+    let out = download_with(Arc::new(faulty), vec![job(&store, "g", dir.path()).await], cfg).await;
+    match &out[0] {
+        Err(e @ Error::GaveUp { attempts: 2, budget_spent: false, .. }) => {
+            assert_eq!(e.store_kind(), Some(crate::error::StoreErrorKind::ServerError));
+            assert!(e.to_string().contains("raise --retry-count"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

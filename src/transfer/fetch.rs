@@ -99,6 +99,7 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
         if_match: job.etag.clone(),
         version_id: job.version_id.clone().filter(|_| !engine.versions_denied.load(Ordering::Relaxed)),
     };
+    let at = |e| Error::object(&job.bucket, &job.key, Some(offset..end), e);
     let ctx = || format!("{} bytes {}-{}", job.source_url(), offset, end.saturating_sub(1));
     let stall = engine.cfg.stall_timeout;
     let url = job.source_url();
@@ -107,7 +108,7 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
     let resp = loop {
         let r = engine.unless_stopped(&url, tokio::time::timeout(stall, engine.store.get(&req))).await?;
         match r {
-            Err(_) => return Err(Error::store(ctx(), stalled(engine))),
+            Err(_) => return Err(at(stalled(engine))),
             // A role may read objects but not name their versions
             // (s3:GetObjectVersion): pin by ETag alone from now on.
             Ok(Err(e)) if e.kind == StoreErrorKind::AccessDenied && req.version_id.is_some() => {
@@ -116,7 +117,7 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
                 }
                 req.version_id = None;
             }
-            Ok(r) => break r.map_err(|e| Error::store(ctx(), e))?,
+            Ok(r) => break r.map_err(&at)?,
         }
     };
     let expected = end - offset;
@@ -171,18 +172,18 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
             () = engine.stop.cancelled() => break Err(interrupted()),
         };
         let chunk = match next {
-            Err(_) if tokio::time::Instant::now() >= silence_end => break Err(Error::store(ctx(), stalled(engine))),
+            Err(_) if tokio::time::Instant::now() >= silence_end => break Err(at(stalled(engine))),
             Err(_) => {
                 let needed = min_window_bytes.min(expected - (received - window_bytes));
                 if window_bytes < needed {
-                    break Err(Error::store(ctx(), too_slow(engine, window_bytes)));
+                    break Err(at(too_slow(engine, window_bytes)));
                 }
                 window_end += stall;
                 window_bytes = 0;
                 continue;
             }
             Ok(None) => break Ok(()),
-            Ok(Some(Err(e))) => break Err(Error::store(ctx(), e)),
+            Ok(Some(Err(e))) => break Err(at(e)),
             Ok(Some(Ok(bytes))) => bytes,
         };
         last_chunk = tokio::time::Instant::now();
@@ -208,7 +209,7 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
     result?;
     if received < expected {
         let e = StoreError::new(StoreErrorKind::Network, format!("body ended after {received} of {expected} bytes"));
-        return Err(Error::store(ctx(), e));
+        return Err(at(e));
     }
     engine.succeeded();
     Ok(())

@@ -310,7 +310,7 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                     match head {
                         Ok(Ok(meta)) => pending.push((i, job.refreshed(meta))),
                         Ok(Err(he)) => {
-                            let outcome = Err(Error::store(job.source_url(), he));
+                            let outcome = Err(Error::object(&job.bucket, &job.key, None, he));
                             reporter.finished(&job, &outcome);
                             outcomes[i] = Some(outcome);
                         }
@@ -330,7 +330,7 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
     }
     // No journal outlives the run that committed its file.
     env.journals_removed().await;
-    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Refused("download did not run".into())))).collect()
+    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Internal("download did not run".into())))).collect()
 }
 
 /// A job ready for a pass, or the job and why it cannot be.
@@ -361,7 +361,7 @@ async fn prepare(env: &Engine, job: Download) -> Prepared {
         match head {
             Ok(meta) => job = job.refreshed(meta),
             Err(e) => {
-                let e = Error::store(job.source_url(), e);
+                let e = Error::object(&job.bucket, &job.key, None, e);
                 return Err((job, e));
             }
         }
@@ -385,7 +385,7 @@ async fn prepare(env: &Engine, job: Download) -> Prepared {
                     Some(format!("the store refused to give its part layout (HEAD with partNumber: {e})"));
             }
             Err(e) => {
-                let e = Error::store(job.source_url(), e);
+                let e = Error::object(&job.bucket, &job.key, None, e);
                 return Err((job, e));
             }
         }

@@ -74,7 +74,10 @@ pub(super) async fn run(
         }
     }
     let mut results = pass.results.lock().unwrap();
-    results.iter_mut().map(|r| r.take().unwrap_or_else(|| Err(Error::Refused("download did not run".into())))).collect()
+    results
+        .iter_mut()
+        .map(|r| r.take().unwrap_or_else(|| Err(Error::Internal("download did not run".into()))))
+        .collect()
 }
 
 async fn worker(pass: Arc<Pass>) {
@@ -116,7 +119,7 @@ async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut Vec<u8>) -> Resul
     }
     let (mut sum, tmp) = fetch::fetch_range(engine, file, p, tmp, buf).await?;
     let Some(tmp) = tmp else {
-        return Err(Error::Refused(format!("{}: internal error: no file written", file.job.dest.display())));
+        return Err(Error::Internal(format!("{}: no file written", file.job.dest.display())));
     };
     if engine.cfg.durability != Durability::Off && file.parts.len() > 1 {
         let (t, range) = (tmp.clone(), file.parts[p].clone());
@@ -179,13 +182,10 @@ async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
                         verification
                     })
                 }
-                Err(_) => Err(Error::Refused(format!(
-                    "{}: internal error: file still in use at commit",
-                    file.job.dest.display()
-                ))),
+                Err(_) => Err(Error::Internal(format!("{}: file still in use at commit", file.job.dest.display()))),
             },
         },
-        (None, None) => Err(Error::Refused(format!("{}: internal error: no file written", file.job.dest.display()))),
+        (None, None) => Err(Error::Internal(format!("{}: no file written", file.job.dest.display()))),
     };
     let again = !pass.last && outcome.as_ref().is_err_and(retry::restarts_object);
     if !again {

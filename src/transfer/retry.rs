@@ -48,6 +48,7 @@ pub fn classify(err: &Error) -> Class {
             | StoreErrorKind::Other => Class::Fatal,
         },
         Error::Mismatch(_) => Class::Corrupt,
+        Error::GaveUp { .. } | Error::Internal(_) => Class::Fatal,
         Error::Usage(_)
         | Error::Io { .. }
         | Error::Refused(_)
@@ -126,12 +127,7 @@ impl RetryPolicy {
         if !matches!(classify(&err), Class::Transient | Class::Throttled) {
             return err;
         }
-        let why = if self.exhausted() {
-            "the run's retry budget is spent: the store or network is failing persistently"
-        } else {
-            "raise --retry-count to try longer"
-        };
-        Error::Refused(format!("{err} (gave up after {attempts} attempts; {why})"))
+        Error::GaveUp { attempts, budget_spent: self.exhausted(), source: Box::new(err) }
     }
 }
 
@@ -148,7 +144,7 @@ mod tests {
     use crate::error::StoreError;
 
     fn store_err(kind: StoreErrorKind) -> Error {
-        Error::store("s3://b/k", StoreError::new(kind, "x"))
+        Error::object("b", "k", None, StoreError::new(kind, "x"))
     }
 
     #[test]

@@ -268,9 +268,9 @@ where
             // only if the file is still what was read.
             Err(e) if e.kind == StoreErrorKind::BadDigest => {
                 unchanged(job)?;
-                Error::store(&url, e)
+                Error::object(&job.target.bucket, &job.target.key, None, e)
             }
-            Err(e) => Error::store(&url, e),
+            Err(e) => Error::object(&job.target.bucket, &job.target.key, None, e),
         };
         env.backoff(&url, err, &mut attempts).await?;
     }

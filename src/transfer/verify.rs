@@ -46,7 +46,7 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
         KnownChecksum::Stated(Stated::Full { algorithm, value }) => {
             let crcs = crcs();
             if crcs.len() != file.parts.len() {
-                return Err(Error::Refused(format!("{url}: internal error: a part's checksum is missing")));
+                return Err(Error::Internal(format!("{url}: a part's checksum is missing")));
             }
             let got = integrity::combine(algorithm, &crcs);
             if got != value {
@@ -59,7 +59,7 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
             Some(upload_part) => {
                 let crcs = crcs();
                 if crcs.len() != file.parts.len() {
-                    return Err(Error::Refused(format!("{url}: internal error: a part's checksum is missing")));
+                    return Err(Error::Internal(format!("{url}: a part's checksum is missing")));
                 }
                 // Combine the ranges of each uploaded part into that part's CRC.
                 let mut per_part: Vec<Vec<PartCrc>> = Vec::new();
@@ -95,7 +95,7 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
             },
             Some(_) => {
                 let Some(sums) = segment_sums else {
-                    return Err(Error::Refused(format!("{url}: internal error: a segment's hash is missing")));
+                    return Err(Error::Internal(format!("{url}: a segment's hash is missing")));
                 };
                 let (got, stated) = match parts {
                     None => (sums[0].base64(), value.base64()),
@@ -121,7 +121,7 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
             Some(why) => why,
             None => {
                 let Some(md5s) = segment_sums else {
-                    return Err(Error::Refused(format!("{url}: internal error: a segment's MD5 is missing")));
+                    return Err(Error::Internal(format!("{url}: a segment's MD5 is missing")));
                 };
                 let got = integrity::etag_of(&md5s, file.job.multipart());
                 let stated = file.job.etag.clone().unwrap_or_default();
