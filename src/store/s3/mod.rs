@@ -1,0 +1,277 @@
+//! [`ObjectStore`] on the AWS SDK for Rust: the only module that imports `aws_sdk_s3`.
+//!
+//! Credentials come from the SDK's default chain (environment, shared profile, IRSA
+//! web identity, EKS Pod Identity, IMDSv2). When an endpoint is given (flag,
+//! `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`) requests use path-style addressing,
+//! which every S3-compatible store accepts. The region comes from `--region`, the
+//! environment or the profile; failing those it is discovered from the bucket
+//! (HeadBucket), with or without a custom endpoint.
+//!
+//! Retries: listing, HEAD, DeleteObjects and AbortMultipartUpload use the SDK's
+//! standard retry (bounded by `--retry-count`). GET and the upload requests have
+//! SDK retries turned off because the engine retries them itself (a GET resuming
+//! a broken body from the first byte not yet written), under its retry budget
+//! and adaptive limiter.
+
+use std::time::{Duration, SystemTime};
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{ProvideCredentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::DateTime;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{
+    ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, StorageClass,
+};
+
+use crate::integrity::{Algorithm, Sha, Stated, to_base64};
+
+use super::{FileRange, GetRequest, GetResponse, ListPage, ObjectMeta, ObjectStore, PutTarget, UploadedPart};
+use crate::error::{StoreError, StoreErrorKind};
+
+#[macro_use]
+mod convert;
+mod delete;
+mod errors;
+mod get;
+mod head;
+mod list;
+mod upload;
+
+use convert::*;
+use errors::*;
+
+/// Connection settings, resolved from flags and environment by the CLI layer.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub no_sign_request: bool,
+    /// Retries after the first attempt for listing and HEAD.
+    pub retry_count: u32,
+    /// Fixed credentials for embedders and the demo; the CLI never sets this (secrets
+    /// do not belong on a command line) and uses the default chain instead.
+    pub static_credentials: Option<(String, String)>,
+    /// Longest wait for one attempt of a request without a streamed body
+    /// (listing, HEAD, HeadBucket, DeleteObjects, CreateMultipartUpload,
+    /// AbortMultipartUpload, ListBuckets), answer included; then it is retried.
+    pub request_timeout: Duration,
+}
+
+/// `--request-timeout`'s default: S3 answers these in milliseconds; a listing
+/// page of 1,000 keys or a DeleteObjects of 1,000 keys in a few seconds.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            endpoint_url: None,
+            region: None,
+            profile: None,
+            no_sign_request: false,
+            retry_count: 0,
+            static_credentials: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Region used when none is configured and the bucket does not say (S3-compatible
+/// stores accept any region in the signature; most expect this one).
+const DEFAULT_REGION: &str = "us-east-1";
+/// A dead endpoint should fail in seconds, not minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct S3Store {
+    /// Requests without a streamed body: each attempt bounded by `request_timeout`.
+    client: Client,
+    /// GET, PutObject, UploadPart, CompleteMultipartUpload: bounded by the engine
+    /// (stall timeout and minimum rate for bodies, a time per byte for uploads).
+    body_client: Client,
+}
+
+impl S3Store {
+    /// Builds a client. `bucket` is used to discover the region when none is set.
+    pub async fn connect(settings: &S3Settings, bucket: Option<&str>) -> Result<S3Store, StoreError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            // s3load verifies bodies itself, also across ranged parts (see
+            // `integrity`); the SDK's own check would only cover whole-object GETs
+            // and compute every CRC a second time.
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // Uploads state their checksums themselves (computed from the file,
+            // see `transfer::upload`); the SDK adds one only where S3 requires it.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.retry_count.saturating_add(1)))
+            .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build());
+        if let Some(p) = &settings.profile {
+            loader = loader.profile_name(p);
+        }
+        // Region: flag, environment, profile. Not instance metadata: when none is
+        // set, the bucket is asked (below), which works everywhere and never waits.
+        loader = match &settings.region {
+            Some(r) => loader.region(Region::new(r.clone())),
+            None => {
+                let mut profile = aws_config::profile::ProfileFileRegionProvider::builder();
+                if let Some(p) = &settings.profile {
+                    profile = profile.profile_name(p);
+                }
+                loader.region(
+                    aws_config::meta::region::RegionProviderChain::first_try(
+                        aws_config::environment::EnvironmentVariableRegionProvider::new(),
+                    )
+                    .or_else(profile.build()),
+                )
+            }
+        };
+        if settings.no_sign_request {
+            loader = loader.no_credentials();
+        } else if let Some((id, secret)) = &settings.static_credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id,
+                secret,
+                None,
+                None,
+                "s3load-static",
+            ));
+        }
+        if let Some(e) = &settings.endpoint_url {
+            loader = loader.endpoint_url(e);
+        }
+        let sdk = loader.load().await;
+
+        if !settings.no_sign_request {
+            check_credentials(&sdk).await?;
+        }
+
+        let path_style = settings.endpoint_url.is_some();
+        let bounded = TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(settings.request_timeout)
+            .build();
+        let build_with = |region: Option<Region>, timeouts: TimeoutConfig| {
+            let mut b = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).timeout_config(timeouts);
+            if region.is_some() {
+                b = b.region(region);
+            }
+            Client::from_conf(b.build())
+        };
+        let build = |region: Option<Region>| build_with(region, bounded.clone());
+
+        // No region configured: ask the bucket (HeadBucket answers with
+        // `x-amz-bucket-region`, S3 and most S3-compatible stores alike).
+        let region = match (sdk.region(), bucket) {
+            (Some(r), _) => r.clone(),
+            (None, Some(b)) => discover_region(&build(Some(Region::from_static(DEFAULT_REGION))), b).await,
+            (None, None) => Region::from_static(DEFAULT_REGION),
+        };
+        let unbounded = TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build();
+        Ok(S3Store { client: build(Some(region.clone())), body_client: build_with(Some(region), unbounded) })
+    }
+}
+
+async fn check_credentials(sdk: &aws_config::SdkConfig) -> Result<(), StoreError> {
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err(StoreError::new(StoreErrorKind::Credentials, "no AWS credentials provider is configured"));
+    };
+    provider.provide_credentials().await.map(|_| ()).map_err(|e| {
+        StoreError::new(
+            StoreErrorKind::Credentials,
+            format!(
+                "no AWS credentials found. Tried, in order: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; the profile (AWS_PROFILE or --profile) in ~/.aws/credentials and ~/.aws/config; web identity (IRSA: AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN); container credentials (EKS Pod Identity: AWS_CONTAINER_CREDENTIALS_FULL_URI + AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE); instance metadata (EC2 node role). Set one of these, or use --no-sign-request for a public bucket. Details: {}",
+                DisplayErrorContext(&e)
+            ),
+        )
+    })
+}
+
+/// Asks the store where the bucket lives: HeadBucket answers with
+/// `x-amz-bucket-region`, also on the 301 or 403 S3 returns when asked in the
+/// wrong region or without `s3:ListBucket`. When no answer carries it, the
+/// default region is used and the real request reports any error.
+async fn discover_region(client: &Client, bucket: &str) -> Region {
+    let found = match client.head_bucket().bucket(bucket).send().await {
+        Ok(out) => out.bucket_region().map(str::to_string),
+        Err(SdkError::ServiceError(se)) => se.raw().headers().get("x-amz-bucket-region").map(str::to_string),
+        Err(e) => {
+            tracing::debug!(error = %DisplayErrorContext(&e), "could not ask the bucket for its region");
+            None
+        }
+    };
+    tracing::debug!(bucket, region = ?found, "bucket region");
+    Region::new(found.unwrap_or_else(|| DEFAULT_REGION.to_string()))
+}
+
+/// For requests the engine retries itself (GET, and every upload request).
+fn no_retries() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled())
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        list::list_page(self, bucket, prefix, delimiter, token).await
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
+        head::head(self, bucket, key).await
+    }
+
+    async fn part_info(&self, bucket: &str, key: &str, n: u32) -> Result<Option<(u64, u32)>, StoreError> {
+        head::part_info(self, bucket, key, n).await
+    }
+
+    async fn get(&self, req: &GetRequest) -> Result<GetResponse, StoreError> {
+        get::get(self, req).await
+    }
+
+    async fn put_object(&self, target: &PutTarget, body: FileRange, checksum: u64) -> Result<(), StoreError> {
+        upload::put_object(self, target, body, checksum).await
+    }
+
+    async fn create_upload(&self, target: &PutTarget) -> Result<String, StoreError> {
+        upload::create_upload(self, target).await
+    }
+
+    async fn upload_part(
+        &self,
+        target: &PutTarget,
+        upload_id: &str,
+        n: u32,
+        body: FileRange,
+        checksum: u64,
+    ) -> Result<String, StoreError> {
+        upload::upload_part(self, target, upload_id, n, body, checksum).await
+    }
+
+    async fn complete_upload(
+        &self,
+        target: &PutTarget,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        checksum: u64,
+    ) -> Result<(), StoreError> {
+        upload::complete_upload(self, target, upload_id, parts, checksum).await
+    }
+
+    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        upload::abort_upload(self, bucket, key, upload_id).await
+    }
+
+    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+        delete::delete_objects(self, bucket, keys).await
+    }
+
+    async fn list_buckets(&self) -> Result<Vec<String>, StoreError> {
+        list::list_buckets(self).await
+    }
+}
