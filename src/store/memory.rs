@@ -1,19 +1,16 @@
-//! An in-memory [`ObjectStore`], and a wrapper that injects faults into any
-//! store, for unit tests of the engine without the binary or HTTP.
+//! An in-memory [`ObjectStore`] for unit tests of the engine without the
+//! binary or HTTP (see also [`super::faulty`]).
 //!
 //! [`MemoryStore`] keeps objects with the identity S3 would give them: an MD5
 //! ETag (or a multipart one, with its part layout), optionally a full-object
 //! CRC64NVME, or an ETag that is not an MD5 (as SSE-KMS gives). GETs honour
-//! ranges and `If-Match`, and are logged. [`Faulty`] wraps a store and makes
-//! chosen GETs fail, end early, arrive corrupted, or stop the run, as
-//! mountpoint-s3's failure client does.
+//! ranges and `If-Match`, and are logged.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
 use super::{FileRange, GetRequest, GetResponse, ListPage, ObjectMeta, ObjectStore, PutTarget, UploadedPart};
 use crate::error::{StoreError, StoreErrorKind};
@@ -152,7 +149,7 @@ impl MemoryStore {
 }
 
 /// A body sent in pieces of 64 KiB, as a network would.
-fn chunked(body: Bytes) -> super::BodyStream {
+pub(super) fn chunked(body: Bytes) -> super::BodyStream {
     let pieces: Vec<Result<Bytes, StoreError>> =
         (0..body.len()).step_by(64 << 10).map(|i| Ok(body.slice(i..body.len().min(i + (64 << 10))))).collect();
     Box::pin(futures::stream::iter(pieces))
@@ -295,138 +292,5 @@ impl ObjectStore for MemoryStore {
         let mut names: Vec<String> = objects.keys().map(|(b, _)| b.clone()).collect();
         names.dedup();
         Ok(names)
-    }
-}
-
-/// What happens to one GET.
-#[derive(Debug, Clone)]
-pub enum Fault {
-    /// The request fails with this kind.
-    Fail(StoreErrorKind),
-    /// The body ends after this many bytes.
-    CutAfter(usize),
-    /// One byte of the body, at this offset in it, arrives flipped.
-    Corrupt(usize),
-    /// The run's stop token is cancelled and the body never comes (as a
-    /// signal arriving mid-download).
-    Stop(CancellationToken),
-}
-
-/// A store whose GETs fail as planned: the `n`th GET (1-based) meets the
-/// fault planned for `n`; the rest pass through.
-pub struct Faulty {
-    inner: std::sync::Arc<dyn ObjectStore>,
-    plan: Mutex<BTreeMap<usize, Fault>>,
-    gets: Mutex<usize>,
-}
-
-impl Faulty {
-    pub fn new(inner: std::sync::Arc<dyn ObjectStore>) -> Faulty {
-        Faulty { inner, plan: Mutex::default(), gets: Mutex::new(0) }
-    }
-
-    /// Plans `fault` for the `n`th GET.
-    pub fn on_get(self, n: usize, fault: Fault) -> Faulty {
-        self.plan.lock().unwrap().insert(n, fault);
-        self
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for Faulty {
-    async fn list_page(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        delimiter: Option<&str>,
-        token: Option<String>,
-    ) -> Result<ListPage, StoreError> {
-        self.inner.list_page(bucket, prefix, delimiter, token).await
-    }
-
-    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.inner.head(bucket, key).await
-    }
-
-    async fn part_info(&self, bucket: &str, key: &str, n: u32) -> Result<Option<(u64, u32)>, StoreError> {
-        self.inner.part_info(bucket, key, n).await
-    }
-
-    async fn get(&self, req: &GetRequest) -> Result<GetResponse, StoreError> {
-        let n = {
-            let mut g = self.gets.lock().unwrap();
-            *g += 1;
-            *g
-        };
-        let fault = self.plan.lock().unwrap().remove(&n);
-        if let Some(Fault::Fail(kind)) = fault {
-            return Err(StoreError::new(kind, format!("injected failure of GET {n}")));
-        }
-        let mut resp = self.inner.get(req).await?;
-        let body = {
-            use futures::TryStreamExt;
-            let parts: Vec<Bytes> = resp.body.try_collect().await?;
-            parts.concat()
-        };
-        resp.body = match fault {
-            None | Some(Fault::Fail(_)) => chunked(body.into()),
-            Some(Fault::CutAfter(at)) => {
-                let cut = Bytes::from(body).slice(..at);
-                let broken: Vec<Result<Bytes, StoreError>> =
-                    vec![Ok(cut), Err(StoreError::new(StoreErrorKind::Network, "injected: connection reset"))];
-                Box::pin(futures::stream::iter(broken))
-            }
-            Some(Fault::Corrupt(at)) => {
-                let mut body = body;
-                body[at] ^= 0xff;
-                chunked(body.into())
-            }
-            Some(Fault::Stop(token)) => {
-                token.cancel();
-                Box::pin(futures::stream::pending())
-            }
-        };
-        Ok(resp)
-    }
-
-    async fn put_object(&self, target: &PutTarget, body: FileRange, checksum: u64) -> Result<(), StoreError> {
-        self.inner.put_object(target, body, checksum).await
-    }
-
-    async fn create_upload(&self, target: &PutTarget) -> Result<String, StoreError> {
-        self.inner.create_upload(target).await
-    }
-
-    async fn upload_part(
-        &self,
-        target: &PutTarget,
-        upload_id: &str,
-        n: u32,
-        body: FileRange,
-        checksum: u64,
-    ) -> Result<String, StoreError> {
-        self.inner.upload_part(target, upload_id, n, body, checksum).await
-    }
-
-    async fn complete_upload(
-        &self,
-        target: &PutTarget,
-        upload_id: &str,
-        parts: &[UploadedPart],
-        checksum: u64,
-    ) -> Result<(), StoreError> {
-        self.inner.complete_upload(target, upload_id, parts, checksum).await
-    }
-
-    async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError> {
-        self.inner.abort_upload(bucket, key, upload_id).await
-    }
-
-    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
-        self.inner.delete_objects(bucket, keys).await
-    }
-
-    async fn list_buckets(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.list_buckets().await
     }
 }

@@ -5,6 +5,8 @@
 //! come back as a stream of [`Bytes`] so the engine can write them as they arrive.
 
 #[cfg(test)]
+pub mod faulty;
+#[cfg(test)]
 pub mod memory;
 pub mod s3;
 

@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::EngineConfig;
 use super::hasher::Hasher;
 use super::limiter::{Limiter, Permit};
 use super::report::Hooks;
 use super::retry::{Attempts, Class, Decision, RetryPolicy, classify};
+use super::settings::EngineConfig;
 use crate::error::Error;
 use crate::localfs::{Dirs, SpentJournal};
 use crate::store::ObjectStore;

@@ -3,14 +3,17 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::report::Silent;
 use super::upload::Upload;
 use super::*;
+use crate::error::Error;
 use crate::integrity::Algorithm;
-use crate::store::memory::{Fault, Faulty, MemoryStore, Written};
+use crate::store::faulty::{Fault, Faulty};
+use crate::store::memory::{MemoryStore, Written};
 use crate::store::{GetRequest, ObjectStore, PutTarget};
 
 const B: &str = "bucket";

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 
-use super::VerifyMode;
 use super::engine::Engine;
 use super::object::ObjectState;
+use super::settings::VerifyMode;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::integrity::{PartDigest, PartSum};
 use crate::localfs::TempFile;

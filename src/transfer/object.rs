@@ -16,8 +16,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::hasher::{Hasher, SegmentResult, StreamId};
+use super::job::{Download, KnownChecksum};
+use super::parts;
 use super::segments::Segments;
-use super::{Download, EngineConfig, KnownChecksum, VerifyMode, parts};
+use super::settings::{EngineConfig, VerifyMode};
 use crate::error::Error;
 use crate::integrity::{self, DigestKind, DigestValue, PartSum, Stated};
 use crate::localfs::TempFile;
@@ -396,7 +398,7 @@ mod tests {
             root: ".".into(),
             checksum,
             etag_md5: true,
-            source_parts: Some(super::super::PartLayout { part_size: part << 20, last_size, count: count as u32 }),
+            source_parts: Some(super::super::job::PartLayout { part_size: part << 20, last_size, count: count as u32 }),
             layout_unknown: None,
         }
     }

@@ -14,10 +14,12 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::engine::Engine;
+use super::job::{Download, Outcome};
 use super::object::ObjectState;
 use super::scheduler::{Finished, Pick, Scheduler};
+use super::settings::Durability;
 use super::verify::{EtagSamples, verify};
-use super::{Download, Durability, Outcome, fetch, resume, retry};
+use super::{fetch, resume, retry};
 use crate::error::Error;
 use crate::integrity::PartSum;
 use crate::localfs::TempFile;

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{Download, Outcome};
+use super::job::{Download, Outcome};
 
 /// One object the engine moves, as a reporter names it.
 pub trait Item {
@@ -57,5 +57,20 @@ impl Hooks {
     /// Only a reporter.
     pub fn reporting(reporter: Arc<dyn Reporter>) -> Hooks {
         Hooks { reporter, committed: None }
+    }
+}
+
+impl Item for Download {
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn source(&self) -> String {
+        self.source_url()
+    }
+    fn destination(&self) -> String {
+        self.dest.display().to_string()
     }
 }

@@ -25,8 +25,8 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 
 use super::engine::Engine;
+use super::job::{Outcome, Verification};
 use super::report::Item;
-use super::{Outcome, Verification};
 use crate::error::{Error, StoreErrorKind};
 use crate::integrity::{self, Algorithm, DigestKind, PartCrc, PartDigest, PartSum, Stated};
 use crate::store::{FileRange, PutTarget, UploadedPart};

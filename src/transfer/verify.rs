@@ -15,8 +15,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::job::{KnownChecksum, Outcome, Verification};
 use super::object::{ObjectState, Received};
-use super::{KnownChecksum, Outcome, Verification, VerifyMode};
+use super::settings::VerifyMode;
 use crate::error::Error;
 use crate::integrity::{self, PartCrc, Stated};
 

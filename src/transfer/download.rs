@@ -1,0 +1,153 @@
+//! Downloads: prepare each object (what verification needs that a listing
+//! does not say), run passes over them, and fetch again whole, with a fresh
+//! identity, the objects that changed or failed their check.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use super::engine::Engine;
+use super::job::{Download, KnownChecksum, Outcome, PartLayout};
+use super::settings::VerifyMode;
+use super::{pass, retry, verify};
+use crate::error::Error;
+
+/// Downloads every job; returns one outcome per job, in job order. The reporter
+/// hears of each object once, when its outcome is final.
+///
+/// Cancelling the engine's stop token (on SIGTERM/SIGINT) ends every request
+/// at once; objects in flight fail as interrupted, those with a journal keep
+/// their temporary file for the next run to resume, the others remove it.
+pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome> {
+    let (env, cfg, store, reporter) = (engine, &engine.cfg, &engine.store, &engine.hooks.reporter);
+    let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
+    let mut pending: Vec<(usize, Download)> = jobs.into_iter().enumerate().collect();
+    let samples = Arc::new(verify::EtagSamples::default());
+    for restart in 0..=cfg.max_restarts {
+        let last = restart == cfg.max_restarts;
+        let prepared: Vec<(usize, Prepared)> = futures::stream::iter(pending)
+            .map(|(i, job)| {
+                let env = env.clone();
+                async move { (i, prepare(&env, job).await) }
+            })
+            .buffered(cfg.max_requests.max(1))
+            .collect()
+            .await;
+        let mut index = Vec::new();
+        let mut pass_jobs = Vec::new();
+        for (i, d) in prepared {
+            match d {
+                Ok(job) => {
+                    index.push(i);
+                    pass_jobs.push(job);
+                }
+                Err((job, e)) => {
+                    let outcome = Err(e);
+                    reporter.finished(&job, &outcome);
+                    outcomes[i] = Some(outcome);
+                }
+            }
+        }
+        let results = pass::run(env.clone(), samples.clone(), pass_jobs.clone(), last).await;
+        pending = Vec::new();
+        for ((i, job), result) in index.into_iter().zip(pass_jobs).zip(results) {
+            match result {
+                Err(e) if !last && retry::restarts_object(&e) => {
+                    tracing::warn!(object = %job.source_url(), error = %e, "fetching the object again from the start");
+                    let head = env.unless_stopped(&job.source_url(), store.head(&job.bucket, &job.key)).await;
+                    match head {
+                        Ok(Ok(meta)) => pending.push((i, job.refreshed(meta))),
+                        Ok(Err(he)) => {
+                            let outcome = Err(Error::object(&job.bucket, &job.key, None, he));
+                            reporter.finished(&job, &outcome);
+                            outcomes[i] = Some(outcome);
+                        }
+                        Err(stopped) => {
+                            let outcome = Err(stopped);
+                            reporter.finished(&job, &outcome);
+                            outcomes[i] = Some(outcome);
+                        }
+                    }
+                }
+                r => outcomes[i] = Some(r),
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+    }
+    // No journal outlives the run that committed its file.
+    env.journals_removed().await;
+    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Internal("download did not run".into())))).collect()
+}
+
+/// A job ready for a pass, or the job and why it cannot be.
+type Prepared = Result<Download, (Download, Error)>;
+
+/// Asks the store what a listing does not say but verification needs: the
+/// checksum of an object fetched in several parts (HEAD, which also gives its
+/// current identity), and the part layout of a multipart upload (HEAD with
+/// `partNumber=1`). Objects fetched in one GET learn their checksum from it.
+async fn prepare(env: &Engine, job: Download) -> Prepared {
+    let cfg = &env.cfg;
+    if cfg.verify == VerifyMode::Off || job.size == 0 {
+        return Ok(job);
+    }
+    let mut job = job;
+    if env.stop.is_cancelled() {
+        let e = Error::Interrupted(job.source_url());
+        return Err((job, e));
+    }
+    if job.checksum == KnownChecksum::NotAsked && (job.size > cfg.part_size || job.multipart()) {
+        let head = tokio::select! {
+            r = env.store.head(&job.bucket, &job.key) => r,
+            () = env.stop.cancelled() => {
+                let e = Error::Interrupted(job.source_url());
+                return Err((job, e));
+            }
+        };
+        match head {
+            Ok(meta) => job = job.refreshed(meta),
+            Err(e) => {
+                let e = Error::object(&job.bucket, &job.key, None, e);
+                return Err((job, e));
+            }
+        }
+    }
+    if job.multipart() && job.source_parts.is_none() {
+        let layout = tokio::select! {
+            r = upload_layout(env, &job) => r,
+            () = env.stop.cancelled() => {
+                let e = Error::Interrupted(job.source_url());
+                return Err((job, e));
+            }
+        };
+        match layout {
+            Ok(layout) => job.source_parts = layout,
+            // Some stores refuse HEAD with partNumber (or lack it). The object
+            // can still be fetched; what cannot be checked without its layout
+            // is counted unverified, with this reason.
+            Err(e) if !e.kind.is_transient() => {
+                tracing::warn!(object = %job.source_url(), error = %e, "the store did not give the part layout (HEAD with partNumber)");
+                job.layout_unknown =
+                    Some(format!("the store refused to give its part layout (HEAD with partNumber: {e})"));
+            }
+            Err(e) => {
+                let e = Error::object(&job.bucket, &job.key, None, e);
+                return Err((job, e));
+            }
+        }
+    }
+    Ok(job)
+}
+
+async fn upload_layout(env: &Engine, job: &Download) -> Result<Option<PartLayout>, crate::error::StoreError> {
+    let Some((part_size, count)) = env.store.part_info(&job.bucket, &job.key, 1).await? else {
+        return Ok(None);
+    };
+    let last_size = match count {
+        1 => part_size,
+        n => env.store.part_info(&job.bucket, &job.key, n).await?.map_or(0, |(s, _)| s),
+    };
+    Ok(Some(PartLayout { part_size, last_size, count }))
+}

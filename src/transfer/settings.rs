@@ -1,0 +1,90 @@
+//! The engine's settings: limits, verification and durability modes.
+
+use std::time::Duration;
+
+/// `--verify`: how much checking an object needs before it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyMode {
+    /// Check the strongest checksum the store states; objects without one are
+    /// committed and counted as unverified.
+    #[default]
+    Auto,
+    /// Check nothing (the transport's own checks still apply).
+    Off,
+    /// Like auto, but an object that cannot be checked fails.
+    Require,
+}
+
+/// `--durability`: what is on disk before s3load reports success.
+///
+/// The default is `off` because the main use does not need more: an
+/// initContainer filling an `emptyDir` loses the directory with the node, and
+/// NFS puts each file on the server at `close`. The sync record knows which
+/// files were not flushed and fetches them again after a reboot. With
+/// `syncfs` or `fsync`, each finished range is handed to the disk as it
+/// completes (`sync_file_range`), so the final flush waits only for the tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// One `syncfs` of the destination's filesystem after the last file is
+    /// renamed into place: everything is on disk before the exit code says so.
+    Syncfs,
+    /// `fsync` each file before its rename and its directory after: each file is
+    /// durable as soon as it is reported, at a cost per file.
+    Fsync,
+    /// Leave flushing to the kernel (a crash may lose recently written files;
+    /// their records are not trusted after a reboot).
+    #[default]
+    Off,
+}
+
+/// Engine limits. See `docs/configuration.md` for the defaults and why.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Bytes per ranged GET.
+    pub part_size: u64,
+    /// Parts of one object in flight at once (s5cmd's `--concurrency`).
+    pub part_concurrency: usize,
+    /// Requests in flight at most, over all objects (`--numworkers`).
+    pub max_requests: usize,
+    /// Per-request write buffer; bounds body memory at `max_requests × buffer_size`.
+    pub buffer_size: usize,
+    /// How long a fresh resume journal holds its lines in memory (see
+    /// `localfs::journal::Journal`): objects that finish sooner never write one.
+    pub journal_hold: Duration,
+    /// Retries per part after the first attempt (`--retry-count`).
+    pub retry_count: u32,
+    /// Retries over the whole run; a storm ends in failure instead of going on.
+    pub retry_budget: u64,
+    /// A request that receives nothing for this long is aborted and retried.
+    pub stall_timeout: Duration,
+    /// Times an object is fetched again whole after it changed or failed its checksum.
+    pub max_restarts: u32,
+    pub verify: VerifyMode,
+    pub durability: Durability,
+    /// Objects with an open temporary file at once.
+    pub max_open_files: usize,
+    /// Filesystem calls (create, write, rename) running at once. Many threads
+    /// writing one file contend on its inode lock and burn CPU spinning; a few
+    /// writers keep the page cache just as busy.
+    pub io_concurrency: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            part_size: 16 << 20,
+            part_concurrency: 16,
+            max_requests: 32,
+            buffer_size: 256 << 10,
+            journal_hold: Duration::from_secs(5),
+            retry_count: 10,
+            retry_budget: 1000,
+            stall_timeout: Duration::from_secs(30),
+            max_restarts: 3,
+            verify: VerifyMode::Auto,
+            durability: Durability::Off,
+            max_open_files: 64,
+            io_concurrency: 4,
+        }
+    }
+}
