@@ -13,7 +13,8 @@
 //! 100 MB/s per connection; `--net-only` for that alone), `--tools s3load,s5cmd,rclone`, `--dir PATH`.
 //! Tools `s3load-verify-off`, `s3load-durability-off` and `s3load-fsync` run
 //! s3load with that setting, to measure what the default costs; `s3load-dist`
-//! runs the binary named by `$S3LOAD_DIST_BIN` (the shipped static build).
+//! runs the binary named by `$S3LOAD_DIST_BIN` (the shipped static build), and
+//! `s3load-before` the one named by `$S3LOAD_BEFORE_BIN` (the build before a change).
 //! `--legacy` stores the objects as s5cmd's own upload leaves them and as most
 //! existing buckets hold them: MD5 ETags and no stored checksum (1 GiB objects in
 //! 50 MiB multipart parts, 64 KiB objects in one PUT). Tool `rclone-fast` is
@@ -107,6 +108,8 @@ fn s3load_variant(tool: &str) -> Option<&'static [&'static str]> {
         "s3load-fsync" => Some(&["--durability", "fsync"]),
         // The shipped binary (static, `dist` profile), from $S3LOAD_DIST_BIN.
         "s3load-dist" => Some(&[]),
+        // An earlier build, from $S3LOAD_BEFORE_BIN: a change against the build before it.
+        "s3load-before" => Some(&[]),
         _ => None,
     }
 }
@@ -115,6 +118,7 @@ fn s3load_variant(tool: &str) -> Option<&'static [&'static str]> {
 fn s3load_binary(tool: &str, default: &str) -> String {
     match tool {
         "s3load-dist" => std::env::var("S3LOAD_DIST_BIN").expect("S3LOAD_DIST_BIN names the dist binary"),
+        "s3load-before" => std::env::var("S3LOAD_BEFORE_BIN").expect("S3LOAD_BEFORE_BIN names the earlier build"),
         _ => default.to_string(),
     }
 }

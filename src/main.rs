@@ -1,3 +1,5 @@
+//! The binary: parse the command line, run it, exit with its code (see `lib.rs`).
+
 use std::process::ExitCode;
 
 use clap::Parser;

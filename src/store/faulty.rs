@@ -1,6 +1,6 @@
 //! A wrapper that injects faults into any [`ObjectStore`]'s GETs, as
 //! mountpoint-s3's failure client does: the Nth GET fails, ends early,
-//! arrives corrupted, or stops the run.
+//! stalls, arrives corrupted, or stops the run.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,9 @@ pub enum Fault {
     CutAfter(usize),
     /// One byte of the body, at this offset in it, arrives flipped.
     Corrupt(usize),
+    /// The body sends this many bytes, then nothing more, ever (a stalled
+    /// connection).
+    StallAfter(usize),
     /// The run's stop token is cancelled and the body never comes (as a
     /// signal arriving mid-download).
     Stop(CancellationToken),
@@ -94,6 +97,10 @@ impl ObjectStore for Faulty {
                 let mut body = body;
                 body[at] ^= 0xff;
                 chunked(body.into())
+            }
+            Some(Fault::StallAfter(at)) => {
+                let first = futures::stream::iter([Ok(Bytes::from(body).slice(..at))]);
+                Box::pin(futures::StreamExt::chain(first, futures::stream::pending()))
             }
             Some(Fault::Stop(token)) => {
                 token.cancel();

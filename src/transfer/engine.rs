@@ -6,7 +6,7 @@
 //! filesystem calls in flight and the caller's [`Hooks`]. Every request goes
 //! through the same steps: a permit from the limiter ([`Engine::permit`]), the
 //! request raced against the stop token ([`Engine::unless_stopped`]), and on
-//! failure [`Engine::backoff`], which alone decides (through [`RetryPolicy`])
+//! failure [`Engine::backoff`] (inside the one loop, [`Engine::with_retries`]), which alone decides (through [`RetryPolicy`])
 //! whether to wait and try again or give up. Blocking filesystem work (writes,
 //! renames, reading a file to checksum it) runs through
 //! [`Engine::blocking_io`].
@@ -14,6 +14,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -98,15 +99,29 @@ impl Engine {
         self.limiter.succeeded();
     }
 
-    /// A fresh retry state for one request (a part, a HEAD, an upload call).
-    pub(super) fn attempts(&self) -> Attempts {
-        self.policy.attempts()
+    /// The retry loop of every request the engine makes, in both directions:
+    /// runs `attempt` until it succeeds or [`Engine::backoff`] ends it. `state`
+    /// lasts across attempts (a part's progress, so that a retry resumes where
+    /// the last attempt broke) and holds whatever the attempt borrows.
+    pub(super) async fn with_retries<S: Send, T>(
+        &self,
+        object: &str,
+        state: &mut S,
+        mut attempt: impl for<'a> FnMut(&'a mut S) -> BoxFuture<'a, Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let mut attempts = self.policy.attempts();
+        loop {
+            match attempt(state).await {
+                Ok(v) => return Ok(v),
+                Err(err) => self.backoff(object, err, &mut attempts).await?,
+            }
+        }
     }
 
     /// After a failed attempt of a request on `object`: waits out the backoff
     /// and returns `Ok` to try again, or the error the request ends with. The
-    /// one place that turns a failure into a retry, for every request.
-    pub(super) async fn backoff(&self, object: &str, err: Error, attempts: &mut Attempts) -> Result<(), Error> {
+    /// one place that turns a failure into a retry.
+    async fn backoff(&self, object: &str, err: Error, attempts: &mut Attempts) -> Result<(), Error> {
         if classify(&err) == Class::Throttled
             && let Some(limit) = self.limiter.throttled()
         {

@@ -291,3 +291,18 @@ async fn a_request_that_keeps_failing_gives_up_keeping_what_failed_it() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_stalled_body_is_abandoned_after_the_stall_timeout_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let data = body(200 * KIB);
+    store.put(B, "s", data.clone(), Written::Crc64);
+    let faulty = Faulty::new(store.clone()).on_get(1, Fault::StallAfter(70_000));
+    let cfg = EngineConfig { stall_timeout: Duration::from_millis(300), ..config() };
+    let out = download_with(Arc::new(faulty), vec![job(&store, "s", dir.path()).await], cfg).await;
+    assert!(out[0].is_ok(), "{:?}", out[0]);
+    assert_eq!(std::fs::read(dir.path().join("s")).unwrap(), data);
+    // The second GET asks only for what the stalled one did not bring.
+    assert_eq!(ranges(&store.gets(), "s"), [None, Some((70_000, 200 * 1024))]);
+}

@@ -28,8 +28,7 @@ pub(super) async fn fetch_range(
 ) -> Result<(Option<PartSum>, Option<Arc<TempFile>>), Error> {
     let range = file.parts[part].clone();
     let url = file.job.source_url();
-    let mut attempts = engine.attempts();
-    let mut attempt = Attempt {
+    let attempt = Attempt {
         part,
         start: range.start,
         offset: range.start,
@@ -38,12 +37,10 @@ pub(super) async fn fetch_range(
         digest: None,
         tmp,
     };
-    loop {
-        match fetch_once(engine, file, &mut attempt, buf).await {
-            Ok(()) => return Ok((attempt.digest.map(|d| d.finish()), attempt.tmp)),
-            Err(err) => engine.backoff(&url, err, &mut attempts).await?,
-        }
-    }
+    let mut state = (engine, file, attempt, buf);
+    engine.with_retries(&url, &mut state, |(engine, file, a, buf)| Box::pin(fetch_once(engine, file, a, buf))).await?;
+    let (_, _, attempt, _) = state;
+    Ok((attempt.digest.map(|d| d.finish()), attempt.tmp))
 }
 
 /// Progress of one part across attempts.

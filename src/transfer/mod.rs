@@ -1,8 +1,11 @@
-//! The download engine: one scheduler over the *parts* of all objects.
+//! The engine: downloads (one scheduler over the *parts* of all objects) and
+//! uploads, sharing one [`Engine`] context: store, limits, stop token, retry
+//! policy and budget, adaptive limiter, I/O bound and the caller's [`Hooks`].
 //!
 //! Every object is split into byte ranges ([`parts::split`]); an object no larger
 //! than one part is fetched with a single plain GET. A fixed pool of
-//! `max_requests` workers takes parts from one scheduler (`round.rs`), so a single
+//! `max_requests` workers takes parts from one scheduler (`scheduler.rs`, run by
+//! `pass.rs`), so a single
 //! 20 GB object and 10,000 small objects both keep every connection busy:
 //!
 //! - a worker first takes the next part of an object already open, as long as that
@@ -16,16 +19,17 @@
 //! object sizes and counts. Requests also take a permit from an adaptive limiter
 //! (`limiter.rs`) that lowers concurrency while the store throttles.
 //!
-//! Integrity (`fetch.rs`, [`crate::integrity`]): every part request carries
+//! Integrity (`fetch.rs`, `verify.rs`, [`crate::integrity`]): every part request carries
 //! `If-Match` with the object's ETag, so a file is never assembled from two
 //! versions; each part's CRC is computed as its bytes stream in, and the part CRCs
 //! are combined and compared with the store's full-object checksum before the file
 //! is renamed into place. A part that breaks resumes from the first byte not yet
 //! written; a part that stalls is aborted and resumed ([`retry`] decides).
 //!
-//! Rounds: an object whose ETag changed mid-download (412) or whose bytes did not
+//! Passes (`download.rs`): an object whose ETag changed mid-download (412) or whose bytes did not
 //! match its checksum is discarded and fetched again whole, with its identity
-//! read afresh (HEAD), at most `max_restarts` times.
+//! read afresh (HEAD), at most `max_restarts` times. Resume across runs is in
+//! `resume.rs`; uploads in [`upload`].
 
 mod download;
 mod engine;

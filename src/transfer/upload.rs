@@ -239,41 +239,45 @@ async fn file_crc(env: &Engine, job: &Upload, offset: u64, len: u64) -> Result<P
     env.unless_stopped(&job.dest_url(), work).await?
 }
 
-/// One request under the limiter and the retry policy (see [`Engine::backoff`]).
+/// One request under the limiter and the retry loop ([`Engine::with_retries`]).
 /// An attempt taking longer than `limit` is abandoned and retried.
 /// Cancellation ends it at once.
-async fn request<T, F, Fut>(env: &Engine, job: &Upload, limit: Duration, mut f: F) -> Result<T, Error>
+async fn request<T, F, Fut>(env: &Engine, job: &Upload, limit: Duration, f: F) -> Result<T, Error>
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, crate::error::StoreError>>,
+    T: Send,
+    F: FnMut() -> Fut + Send,
+    Fut: std::future::Future<Output = Result<T, crate::error::StoreError>> + Send,
 {
     let url = job.dest_url();
-    let mut attempts = env.attempts();
-    loop {
-        let r = {
-            let _permit = env.permit(&url).await?;
-            env.unless_stopped(&url, tokio::time::timeout(limit, f())).await?.unwrap_or_else(|_| {
-                Err(crate::error::StoreError::new(
-                    StoreErrorKind::Network,
-                    format!("no answer within {limit:?}: the request stalled"),
-                ))
-            })
-        };
-        let err = match r {
-            Ok(v) => {
-                env.succeeded();
-                return Ok(v);
+    let mut state = (env, job, url.as_str(), f);
+    env.with_retries(&url, &mut state, |(env, job, url, f)| {
+        Box::pin(async move {
+            let r = {
+                let _permit = env.permit(url).await?;
+                env.unless_stopped(url, tokio::time::timeout(limit, f())).await?.unwrap_or_else(|_| {
+                    Err(crate::error::StoreError::new(
+                        StoreErrorKind::Network,
+                        format!("no answer within {limit:?}: the request stalled"),
+                    ))
+                })
+            };
+            let (bucket, key) = (&job.target.bucket, &job.target.key);
+            match r {
+                Ok(v) => {
+                    env.succeeded();
+                    Ok(v)
+                }
+                // Refused as not matching its checksum: sending it again helps
+                // only if the file is still what was read.
+                Err(e) if e.kind == StoreErrorKind::BadDigest => {
+                    unchanged(job)?;
+                    Err(Error::object(bucket, key, None, e))
+                }
+                Err(e) => Err(Error::object(bucket, key, None, e)),
             }
-            // Refused as not matching its checksum: sending it again helps
-            // only if the file is still what was read.
-            Err(e) if e.kind == StoreErrorKind::BadDigest => {
-                unchanged(job)?;
-                Error::object(&job.target.bucket, &job.target.key, None, e)
-            }
-            Err(e) => Error::object(&job.target.bucket, &job.target.key, None, e),
-        };
-        env.backoff(&url, err, &mut attempts).await?;
-    }
+        })
+    })
+    .await
 }
 
 #[cfg(test)]
