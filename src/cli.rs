@@ -197,6 +197,12 @@ pub struct TransferArgs {
     /// Uploads: leave symlinks out instead of uploading what they point to.
     #[arg(long)]
     pub no_follow_symlinks: bool,
+    /// Take share K of N (0 <= K < N): N runs with the same source and
+    /// destination each copy a disjoint share, balanced by bytes, and each
+    /// stale path is deleted by one of them. In an Indexed Job:
+    /// --shard $(JOB_COMPLETION_INDEX)/N.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
 }
 
 /// `--checksum-algorithm`.
@@ -291,7 +297,9 @@ impl Args {
         };
         engine.max_open_files = engine.max_open_files.max(self.numworkers * 2);
         let mut upload = UploadOptions::default();
+        let mut shard = None;
         let mut apply = |t: &TransferArgs| -> Result<(), Error> {
+            shard = t.shard.as_deref().map(crate::shard::Shard::parse).transpose()?;
             if t.concurrency == 0 || t.part_size == 0 {
                 return Err(Error::Usage("--concurrency and --part-size must be at least 1".into()));
             }
@@ -341,6 +349,7 @@ impl Args {
             log_format: self.log_format,
             progress_interval: self.progress_interval.max(std::time::Duration::from_millis(100)),
             summary_file: self.summary_file,
+            shard,
         };
         Ok((command, config))
     }

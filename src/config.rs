@@ -26,6 +26,8 @@ pub struct Config {
     pub progress_interval: std::time::Duration,
     /// Where to write the run's summary as JSON at exit.
     pub summary_file: Option<std::path::PathBuf>,
+    /// `--shard K/N`: this run takes one share of the source (see `plan::shard`).
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// How uploads create objects.
@@ -59,6 +61,7 @@ impl Default for Config {
             log_format: crate::LogFormat::default(),
             progress_interval: std::time::Duration::from_secs(5),
             summary_file: None,
+            shard: None,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod localfs;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod shard;
 pub mod state;
 pub mod store;
 pub mod transfer;

@@ -30,6 +30,8 @@ struct Downloading {
     /// What a sync found at the destination (empty for `cp`).
     local: Vec<local::LocalEntry>,
     sync: bool,
+    /// One of several shards writing into the destination (`--shard`).
+    sharded: bool,
     durability: Durability,
     verify_off: bool,
 }
@@ -54,7 +56,7 @@ pub(super) async fn download(
     // bad URL creates nothing) and again if another run got there in between.
     let existed = dst.is_dir();
     let locked_first = match (batch, cfg.dry_run, existed) {
-        (true, false, true) => Some(Arc::new(StateStore::open(&dst).await?)),
+        (true, false, true) => Some(Arc::new(StateStore::open(&dst, cfg.shard).await?)),
         _ => None,
     };
     let mut listed = plan::list_source(store.as_ref(), &src).await?;
@@ -63,7 +65,7 @@ pub(super) async fn download(
         (false, _, None) => None,
         (true, true, None) => Some(Arc::new(StateStore::read_only(&dst))),
         (true, false, None) => {
-            let s = StateStore::open(&dst).await?;
+            let s = StateStore::open(&dst, cfg.shard).await?;
             if s.waited() || !s.is_empty() {
                 tracing::info!("another run wrote into the destination since it was listed: listing again");
                 listed = plan::list_source(store.as_ref(), &src).await?;
@@ -93,7 +95,10 @@ pub(super) async fn download(
         None => (listed.objects.iter().collect(), Vec::new(), Vec::new()),
         Some(opts) => select_for_sync(&listed.objects, &src, &dst, &dest_of, opts.compare, state.as_deref())?,
     };
-    let up_to_date = listed.objects.len() - selected.len();
+    // This run's share (--shard): taken from the listing, before the
+    // comparison, so that every shard computes the same partition.
+    let all: Vec<(&str, u64)> = listed.objects.iter().map(|o| (o.rel.as_str(), o.meta.size)).collect();
+    let (selected, up_to_date) = crate::shard::cut(cfg.shard, &all, selected, |o| o.rel.as_str());
     let deletes = match sync {
         Some(opts) if opts.delete && batch => {
             let sources = listed.objects.iter().map(|o| o.rel.as_str());
@@ -104,7 +109,8 @@ pub(super) async fn download(
                     dst.join(path).display()
                 );
             }
-            p.delete
+            // Each stale path is deleted by one shard.
+            p.delete.into_iter().filter(|rel| cfg.shard.is_none_or(|s| s.deletes(rel))).collect()
         }
         Some(opts) if opts.delete => {
             return Err(Error::Usage("--delete needs a prefix or wildcard source and a destination directory".into()));
@@ -131,7 +137,13 @@ pub(super) async fn download(
             layout_unknown: None,
         })
         .collect();
-    let refused = listed.refused.iter().map(|(key, why)| (src.object_url(key), why.clone())).collect();
+    // A refused key fails one shard, not all of them.
+    let refused = listed
+        .refused
+        .iter()
+        .filter(|(key, _)| cfg.shard.is_none_or(|s| s.deletes(key)))
+        .map(|(key, why)| (src.object_url(key), why.clone()))
+        .collect();
     let plan = Plan { jobs, up_to_date, deletes, refused, failures: 0 };
     let run = Downloading {
         src,
@@ -140,6 +152,7 @@ pub(super) async fn download(
         state,
         local,
         sync: sync.is_some(),
+        sharded: cfg.shard.is_some(),
         durability: cfg.engine.durability,
         verify_off: cfg.engine.verify == transfer::VerifyMode::Off,
     };
@@ -184,8 +197,9 @@ impl Direction for Downloading {
 
     fn transferred(&self, complete: bool) {
         if self.batch {
-            // Leftovers of killed runs; resumable files stay unless this run is complete.
-            let removed = localfs::remove_orphans(&self.dst, !complete);
+            // Leftovers of killed runs; resumable files stay unless this run is
+            // complete (and, sharded, always: another shard may resume them).
+            let removed = localfs::remove_orphans(&self.dst, !complete || self.sharded);
             if removed > 0 {
                 tracing::info!(removed, "removed temporary files left by earlier runs");
             }

@@ -96,14 +96,18 @@ pub(super) async fn upload(
             (d.copy.iter().map(|&(i, _)| &files[i]).collect(), d.dest_only)
         }
     };
-    let up_to_date = files.len() - selected.len();
+    // This run's share (--shard), from the local listing alone.
+    let all: Vec<(&str, u64)> = files.iter().map(|f| (f.rel.as_str(), f.size)).collect();
+    let (selected, up_to_date) = crate::shard::cut(cfg.shard, &all, selected, |f| f.rel.as_str());
     let object_url = |rel: &str| format!("s3://{}/{prefix}{rel}", dst.bucket);
     let (deletes, failures) = match sync {
         Some(opts) if opts.delete => {
             // Keys are compared byte for byte: no case or Unicode lookalikes.
             let sources = files.iter().map(|f| f.rel.as_str());
             let p = delete::plan(sources, dest_only.iter().map(|&i| remote[i].rel.as_str()), filters, false);
-            hold_back_shadowed(p.delete.iter(), &skipped, &object_url)
+            // Each stale key is deleted by one shard.
+            let mine = p.delete.iter().filter(|rel| cfg.shard.is_none_or(|s| s.deletes(rel)));
+            hold_back_shadowed(mine, &skipped, &object_url)
         }
         _ => (Vec::new(), 0),
     };

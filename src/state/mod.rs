@@ -40,6 +40,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::Error;
+use crate::shard::Shard;
 
 mod record;
 
@@ -48,6 +49,8 @@ pub use record::{Record, SUSPECT_MTIME, boot_id, checksum_text, to_ns};
 /// The directory below the destination's root that holds the record.
 pub const STATE_DIR: &str = ".s3load";
 const HEADER: &str = "s3load-state 1";
+/// Record files of sharded runs: `state.shard-K-of-N`.
+const SHARD_PREFIX: &str = "state.shard-";
 
 /// A destination's record, loaded, and (unless read-only) locked and open for appending.
 #[derive(Debug)]
@@ -57,11 +60,21 @@ pub struct StateStore {
     /// `.s3load/`, opened without following a symlink; every file in it is
     /// opened relative to this handle, also without following one.
     handle: Option<OwnedFd>,
+    /// The merged view: every record file's live records.
     records: Mutex<HashMap<String, Record>>,
+    /// The file this run appends to and compacts: `state`, or its shard's.
+    file: String,
+    /// A sharded run: the entries of its own file (removals included), which
+    /// is all its compaction rewrites; the other files are other shards'.
+    own: Option<Mutex<HashMap<String, Record>>>,
+    /// An unsharded run: shard files merged into the view, removed once its
+    /// compaction has written everything into `state`.
+    merged_shards: Vec<String>,
     /// Paths recorded or forgotten by this run.
     touched: Mutex<std::collections::HashSet<String>>,
     log: Option<Mutex<File>>,
-    _lock: Option<File>,
+    /// The locks held (see [`StateStore::open`]).
+    _locks: Vec<File>,
     /// Whether taking the lock meant waiting for another run.
     waited: bool,
     /// Lines after the header in the file on disk: loaded, then appended.
@@ -107,19 +120,19 @@ impl StateStore {
             .ok()
             .and_then(|r| rustix::fs::openat(&r, STATE_DIR, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()).ok());
         let records = match &handle {
-            Some(h) => match load(h, &dir) {
-                Ok(Loaded::Records(r, _)) => r,
-                Ok(Loaded::Unknown) | Err(_) => HashMap::new(),
-            },
+            Some(h) => load_merged(h, &dir, &record_files(&dir), "").map(|(m, _)| m).unwrap_or_default(),
             None => HashMap::new(),
         };
         StateStore {
             records: Mutex::new(records),
+            file: "state".into(),
+            own: None,
+            merged_shards: Vec::new(),
             touched: Mutex::default(),
             dir,
             handle: None,
             log: None,
-            _lock: None,
+            _locks: Vec::new(),
             waited: false,
             lines: AtomicUsize::new(0),
             changed: AtomicBool::new(false),
@@ -131,7 +144,15 @@ impl StateStore {
     /// destination itself may be a symlink (the user's choice); nothing below it
     /// is followed. A record in a format this s3load does not know (a newer
     /// s3load's, or a damaged one) is set aside under a new name, never appended to.
-    pub async fn open(root: &Path) -> Result<StateStore, Error> {
+    ///
+    /// With `shard`, runs of other shards share the directory: this one takes
+    /// the directory's lock shared and its shard's lock exclusive, appends to
+    /// its own file `state.shard-K-of-N` and reads every file (see
+    /// [`load_merged`]). An unsharded run takes the lock exclusive (waiting
+    /// for every shard), and its compaction merges the shards' files into
+    /// `state`. `flock` is carried to the server on NFSv4 (Linux maps it to
+    /// a whole-file lock there), so this holds on a shared volume.
+    pub async fn open(root: &Path, shard: Option<Shard>) -> Result<StateStore, Error> {
         let dir = root.join(STATE_DIR);
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, "creating the destination directory", e))?;
         let root_fd =
@@ -145,40 +166,61 @@ impl StateStore {
             Err(Errno::LOOP | Errno::NOTDIR) => return Err(planted(&dir)),
             Err(e) => return Err(Error::io(&dir, "opening the state directory", e.into())),
         };
+        use rustix::fs::FlockOperation::{NonBlockingLockExclusive, NonBlockingLockShared};
         let lock = open_in(&handle, &dir, "lock", OFlags::CREATE | OFlags::WRONLY)?;
-        let mut told = false;
-        while rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-            if !told {
-                tracing::warn!(
-                    destination = %root.display(),
-                    "another s3load run is writing into this directory; waiting for it to finish"
-                );
-                told = true;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut locks = vec![(lock, if shard.is_some() { NonBlockingLockShared } else { NonBlockingLockExclusive })];
+        if let Some(s) = shard {
+            let name = format!("lock.shard-{}-of-{}", s.index, s.count);
+            locks.push((open_in(&handle, &dir, &name, OFlags::CREATE | OFlags::WRONLY)?, NonBlockingLockExclusive));
         }
-        let (records, lines) = match load(&handle, &dir)? {
-            Loaded::Records(r, lines) => (r, lines),
-            Loaded::Unknown => {
-                let aside = format!("state.set-aside-{}", to_ns(SystemTime::now()));
-                rustix::fs::renameat(&handle, "state", &handle, aside.as_str())
-                    .map_err(|e| Error::io(dir.join("state"), "setting aside", e.into()))?;
+        let mut told = false;
+        for (lock, how) in &locks {
+            while rustix::fs::flock(lock, *how).is_err() {
+                if !told {
+                    tracing::warn!(
+                        destination = %root.display(),
+                        "another s3load run is writing into this directory; waiting for it to finish"
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let file = match shard {
+            Some(s) => format!("{SHARD_PREFIX}{}-of-{}", s.index, s.count),
+            None => "state".to_string(),
+        };
+        let files = record_files(&dir);
+        let merged_shards: Vec<String> = match shard {
+            None => files.iter().filter(|f| f.starts_with(SHARD_PREFIX)).cloned().collect(),
+            Some(_) => Vec::new(),
+        };
+        let (mut records, own_entries) = load_merged(&handle, &dir, &files, &file)?;
+        let (own, lines) = match own_entries {
+            Some((entries, lines)) => (entries, lines),
+            None => {
+                let aside = format!("{file}.set-aside-{}", to_ns(SystemTime::now()));
+                rustix::fs::renameat(&handle, file.as_str(), &handle, aside.as_str())
+                    .map_err(|e| Error::io(dir.join(&file), "setting aside", e.into()))?;
                 crate::output::stderr_line(
                     "WARN",
                     &format!(
                         "the sync record {} is in a format this s3load does not know (written by a newer s3load, \
                          or damaged); kept as {} and a new record started: files are compared by size and time \
                          until this run records them",
-                        dir.join("state").display(),
+                        dir.join(&file).display(),
                         dir.join(&aside).display()
                     ),
                     serde_json::Value::Null,
                 );
+                if shard.is_none() {
+                    records = HashMap::new();
+                }
                 (HashMap::new(), 0)
             }
         };
-        let mut log = open_in(&handle, &dir, "state", OFlags::CREATE | OFlags::RDWR | OFlags::APPEND)?;
-        let path = dir.join("state");
+        let mut log = open_in(&handle, &dir, &file, OFlags::CREATE | OFlags::RDWR | OFlags::APPEND)?;
+        let path = dir.join(&file);
         let len = log.metadata().map_err(|e| Error::io(&path, "reading", e))?.len();
         if len == 0 {
             log.write_all(format!("{HEADER}\n").as_bytes()).map_err(|e| Error::io(&path, "writing", e))?;
@@ -196,12 +238,15 @@ impl StateStore {
             dir,
             handle: Some(handle),
             records: Mutex::new(records),
+            own: shard.map(|_| Mutex::new(own)),
+            changed: AtomicBool::new(!merged_shards.is_empty()),
+            merged_shards,
+            file,
             touched: Mutex::default(),
             log: Some(Mutex::new(log)),
-            _lock: Some(lock),
+            _locks: locks.into_iter().map(|(f, _)| f).collect(),
             waited: told,
             lines: AtomicUsize::new(lines),
-            changed: AtomicBool::new(false),
         })
     }
 
@@ -237,6 +282,9 @@ impl StateStore {
             }
         }
         self.touched.lock().unwrap().insert(rec.path.clone());
+        if let Some(own) = &self.own {
+            own.lock().unwrap().insert(rec.path.clone(), rec.clone());
+        }
         let mut records = self.records.lock().unwrap();
         if rec.removed {
             records.remove(&rec.path);
@@ -306,22 +354,41 @@ impl StateStore {
             return Ok(());
         };
         let records = self.records.lock().unwrap();
-        let mut paths: Vec<&String> = records.keys().filter(|p| keep(p)).collect();
-        let superseded = self.lines.load(Ordering::Relaxed).saturating_sub(records.len());
-        let unchanged = paths.len() == records.len() && !self.changed.load(Ordering::Relaxed);
+        // What this run's file holds now, and what it will hold.
+        let (before, mut after): (usize, Vec<Record>) = match &self.own {
+            None => (records.len(), records.iter().filter(|(p, _)| keep(p)).map(|(_, r)| r.clone()).collect()),
+            Some(own) => {
+                let own = own.lock().unwrap();
+                let mut after = Vec::new();
+                for (p, r) in own.iter() {
+                    if r.removed {
+                        // Kept until an unsharded run merges every file: the
+                        // path may still be recorded in another shard's file.
+                        after.push(r.clone());
+                    } else if keep(p)
+                        && let Some(current) = records.get(p)
+                    {
+                        after.push(current.clone());
+                    }
+                }
+                (own.len(), after)
+            }
+        };
+        let superseded = self.lines.load(Ordering::Relaxed).saturating_sub(before);
+        let unchanged = after.len() == before && !self.changed.load(Ordering::Relaxed);
         // A run that wrote nothing writes nothing, whatever the file holds.
-        if unchanged && (self.touched.lock().unwrap().is_empty() || superseded <= SLACK_LINES + records.len()) {
+        if unchanged && (self.touched.lock().unwrap().is_empty() || superseded <= SLACK_LINES + before) {
             return Ok(());
         }
-        paths.sort();
+        after.sort_by(|a, b| a.path.cmp(&b.path));
         let mut text = format!("{HEADER}\n");
-        for p in paths {
-            if let Ok(l) = serde_json::to_string(&records[p]) {
+        for r in &after {
+            if let Ok(l) = serde_json::to_string(r) {
                 text.push_str(&l);
                 text.push('\n');
             }
         }
-        let tmp = format!("state.{}.tmp", std::process::id());
+        let tmp = format!("{}.{}.tmp", self.file, std::process::id());
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY;
         // A leftover of a crashed run that had this pid: no live process has it
         // (this run holds the lock), so it can go.
@@ -329,30 +396,87 @@ impl StateStore {
         let mut f = open_in(handle, &self.dir, &tmp, flags)?;
         f.write_all(text.as_bytes()).map_err(|e| Error::io(self.dir.join(&tmp), "writing", e))?;
         drop(f);
-        rustix::fs::renameat(handle, tmp.as_str(), handle, "state")
-            .map_err(|e| Error::io(self.dir.join("state"), "replacing", e.into()))?;
+        rustix::fs::renameat(handle, tmp.as_str(), handle, self.file.as_str())
+            .map_err(|e| Error::io(self.dir.join(&self.file), "replacing", e.into()))?;
+        // Everything the shards recorded is in `state` now.
+        for name in &self.merged_shards {
+            let _ = rustix::fs::unlinkat(handle, name.as_str(), AtFlags::empty());
+        }
         self.lines.store(text.lines().count() - 1, Ordering::Relaxed);
         self.changed.store(false, Ordering::Relaxed);
         // Later appends would go to the old file: reopen.
-        if let Ok(f) = open_in(handle, &self.dir, "state", OFlags::WRONLY | OFlags::APPEND) {
+        if let Ok(f) = open_in(handle, &self.dir, &self.file, OFlags::WRONLY | OFlags::APPEND) {
             *log.lock().unwrap() = f;
         }
         Ok(())
     }
 }
 
-/// What `.s3load/state` holds.
+/// The record files in `.s3load/`, in merge order: `state` (an unsharded
+/// run's), then each shard's `state.shard-K-of-N`, by name.
+fn record_files(dir: &Path) -> Vec<String> {
+    let mut shards: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with(SHARD_PREFIX) && !n.ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default();
+    shards.sort();
+    std::iter::once("state".to_string()).chain(shards).collect()
+}
+
+/// The live records of `files`, merged in order: a later file's entry (or
+/// removal) for a path wins. Files in a format this s3load does not know are
+/// skipped with a warning, except `own` (returned as `None`: the caller sets it aside).
+#[allow(clippy::type_complexity)]
+fn load_merged(
+    handle: &OwnedFd,
+    dir: &Path,
+    files: &[String],
+    own: &str,
+) -> Result<(HashMap<String, Record>, Option<(HashMap<String, Record>, usize)>), Error> {
+    let mut merged: HashMap<String, Record> = HashMap::new();
+    let mut own_entries = Some((HashMap::new(), 0));
+    for name in files {
+        match load(handle, dir, name)? {
+            Loaded::Records(entries, lines) => {
+                for (path, r) in &entries {
+                    if r.removed {
+                        merged.remove(path);
+                    } else {
+                        merged.insert(path.clone(), r.clone());
+                    }
+                }
+                if name == own {
+                    own_entries = Some((entries, lines));
+                }
+            }
+            Loaded::Unknown if name == own => own_entries = None,
+            Loaded::Unknown => {
+                tracing::warn!(path = %dir.join(name).display(), "a sync record file in a format this s3load does not know: not used");
+            }
+        }
+    }
+    Ok((merged, own_entries))
+}
+
+/// What a record file holds.
 enum Loaded {
-    /// The records, and how many lines after the header held them.
+    /// The entries (removals included), and how many lines after the header held them.
     Records(HashMap<String, Record>, usize),
     /// A first line this s3load does not know.
     Unknown,
 }
 
-fn load(handle: &OwnedFd, dir: &Path) -> Result<Loaded, Error> {
+/// Loads one record file: its final entry per path, removals included (they
+/// cancel entries of files merged before it).
+fn load(handle: &OwnedFd, dir: &Path, name: &str) -> Result<Loaded, Error> {
     let mut out = HashMap::new();
-    let path = dir.join("state");
-    let file = match open_in(handle, dir, "state", OFlags::RDONLY) {
+    let path = dir.join(name);
+    let file = match open_in(handle, dir, name, OFlags::RDONLY) {
         Ok(f) => f,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Loaded::Records(out, 0));
@@ -375,7 +499,7 @@ fn load(handle: &OwnedFd, dir: &Path) -> Result<Loaded, Error> {
         count += 1;
         match serde_json::from_str::<Record>(&line) {
             Ok(r) if r.removed => {
-                out.remove(&r.path);
+                out.insert(r.path.clone(), r);
             }
             Ok(mut r) => {
                 // Written on another boot and never confirmed on disk: suspect.
@@ -412,7 +536,7 @@ mod tests {
     async fn records_survive_a_reopen_later_lines_win_and_torn_lines_are_skipped() {
         let d = tempfile::tempdir().unwrap();
         {
-            let s = StateStore::open(d.path()).await.unwrap();
+            let s = StateStore::open(d.path(), None).await.unwrap();
             s.put(rec("a", "1"));
             s.put(rec("b", "1"));
             s.put(rec("a", "2"));
@@ -437,7 +561,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_that_only_grew_is_not_rewritten_one_full_of_superseded_lines_is() {
         let d = tempfile::tempdir().unwrap();
-        let s = StateStore::open(d.path()).await.unwrap();
+        let s = StateStore::open(d.path(), None).await.unwrap();
         let first = inode(d.path());
         for p in ["a", "b", "c", "d"] {
             s.put(rec(p, "1"));
@@ -464,7 +588,7 @@ mod tests {
     async fn a_line_torn_by_a_crash_does_not_swallow_the_next_runs_first_line() {
         let d = tempfile::tempdir().unwrap();
         {
-            let s = StateStore::open(d.path()).await.unwrap();
+            let s = StateStore::open(d.path(), None).await.unwrap();
             s.put(rec("a", "1"));
         }
         let path = d.path().join(STATE_DIR).join("state");
@@ -472,7 +596,7 @@ mod tests {
         f.write_all(br#"{"path":"torn","si"#).unwrap();
         drop(f);
         {
-            let s = StateStore::open(d.path()).await.unwrap();
+            let s = StateStore::open(d.path(), None).await.unwrap();
             s.put(rec("b", "1"));
             s.compact(|_| true).unwrap();
         }
@@ -484,7 +608,7 @@ mod tests {
     #[tokio::test]
     async fn compaction_keeps_only_what_is_asked_and_stays_readable() {
         let d = tempfile::tempdir().unwrap();
-        let s = StateStore::open(d.path()).await.unwrap();
+        let s = StateStore::open(d.path(), None).await.unwrap();
         for p in ["a", "b", "c"] {
             s.put(rec(p, "1"));
         }
@@ -506,7 +630,7 @@ mod tests {
         let newer = "s3load-state 9\n{\"path\":\"a\"}\n";
         std::fs::write(dir.join("state"), newer).unwrap();
         assert!(StateStore::read_only(d.path()).get("a").is_none());
-        let s = StateStore::open(d.path()).await.unwrap();
+        let s = StateStore::open(d.path(), None).await.unwrap();
         assert!(s.get("a").is_none());
         s.put(rec("b", "1"));
         drop(s);
@@ -530,14 +654,14 @@ mod tests {
             let root = d.path().join(format!("dest-{name}"));
             std::fs::create_dir_all(root.join(STATE_DIR)).unwrap();
             std::os::unix::fs::symlink(&victim, root.join(STATE_DIR).join(name)).unwrap();
-            let err = StateStore::open(&root).await.unwrap_err().to_string();
+            let err = StateStore::open(&root, None).await.unwrap_err().to_string();
             assert!(err.contains("never follows links") && err.contains(name), "{err}");
         }
         let root = d.path().join("dest-dir");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(d.path().join("elsewhere")).unwrap();
         std::os::unix::fs::symlink(d.path().join("elsewhere"), root.join(STATE_DIR)).unwrap();
-        assert!(StateStore::open(&root).await.is_err());
+        assert!(StateStore::open(&root, None).await.is_err());
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
         assert_eq!(std::fs::read_dir(d.path().join("elsewhere")).unwrap().count(), 0);
     }
@@ -546,10 +670,10 @@ mod tests {
     async fn records_of_a_run_whose_files_may_not_be_on_disk_become_suspect() {
         let d = tempfile::tempdir().unwrap();
         {
-            let s = StateStore::open(d.path()).await.unwrap();
+            let s = StateStore::open(d.path(), None).await.unwrap();
             s.put(rec("old", "1"));
         }
-        let s = StateStore::open(d.path()).await.unwrap();
+        let s = StateStore::open(d.path(), None).await.unwrap();
         s.put(rec("new", "1"));
         s.distrust_this_run(|_| true);
         drop(s);
@@ -562,7 +686,7 @@ mod tests {
     async fn unconfirmed_records_from_another_boot_are_suspect() {
         let d = tempfile::tempdir().unwrap();
         {
-            let s = StateStore::open(d.path()).await.unwrap();
+            let s = StateStore::open(d.path(), None).await.unwrap();
             s.put(Record { boot: Some(boot_id().to_string()), ..rec("this-boot", "1") });
             s.put(Record { boot: Some("another-boot".into()), ..rec("other-boot", "1") });
             s.put(rec("confirmed", "1"));
@@ -572,7 +696,7 @@ mod tests {
         assert_eq!(s.get("confirmed").unwrap().mtime_ns, 5);
         assert_eq!(s.get("other-boot").unwrap().mtime_ns, SUSPECT_MTIME, "a reboot since: suspect");
         drop(s);
-        let s = StateStore::open(d.path()).await.unwrap();
+        let s = StateStore::open(d.path(), None).await.unwrap();
         s.put(Record { boot: Some(boot_id().to_string()), ..rec("flushed", "1") });
         s.confirm_this_run();
         s.compact(|_| true).unwrap();
@@ -585,10 +709,10 @@ mod tests {
     #[tokio::test]
     async fn a_second_run_waits_for_the_lock() {
         let d = tempfile::tempdir().unwrap();
-        let first = StateStore::open(d.path()).await.unwrap();
-        let second = tokio::time::timeout(Duration::from_millis(500), StateStore::open(d.path())).await;
+        let first = StateStore::open(d.path(), None).await.unwrap();
+        let second = tokio::time::timeout(Duration::from_millis(500), StateStore::open(d.path(), None)).await;
         assert!(second.is_err(), "the second open must wait while the first holds the lock");
         drop(first);
-        tokio::time::timeout(Duration::from_secs(5), StateStore::open(d.path())).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), StateStore::open(d.path(), None)).await.unwrap().unwrap();
     }
 }

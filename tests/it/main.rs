@@ -13,5 +13,6 @@ mod output;
 mod profiles;
 mod resume;
 mod safety;
+mod shard;
 mod sync;
 mod upload;
