@@ -159,3 +159,90 @@ fn the_parser_reads_env_args_and_mounts() {
     assert_eq!(expand(&c[0].args[1], &c[0].env), "s3://bkt/p/*");
     assert_eq!(c[0].mounts, vec!["/m"]);
 }
+
+/// The Indexed Job: its s3load command run once per index, all at once, into
+/// one directory (the RWX volume), with JOB_COMPLETION_INDEX set as the Job
+/// controller sets it. Then again: nothing is copied.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_indexed_job_example_runs_once_per_index_into_one_directory() {
+    let file = "indexed-job.yaml";
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/kubernetes").join(file)).unwrap();
+    let field = |name: &str| -> String {
+        text.lines().find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string())).expect(name)
+    };
+    assert_eq!(field("completionMode:"), "Indexed");
+    let n: u32 = field("completions:").parse().unwrap();
+    assert_eq!(field("parallelism:"), n.to_string(), "every index runs at once");
+    let containers = s3load_containers(&text);
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert!(
+        c.args.iter().any(|a| a == &format!("$(JOB_COMPLETION_INDEX)/{n}")),
+        "--shard names the index and completions"
+    );
+
+    let h = Harness::new().await;
+    let root = h.path("volume");
+    let mount = c.mounts[0].clone();
+    let argv = |index: u32| -> Vec<String> {
+        let mut env = c.env.clone();
+        env.insert("JOB_COMPLETION_INDEX".into(), index.to_string());
+        let map = |p: String| -> String {
+            if p == "/dev/termination-log" {
+                return h.path(&format!("termination-log-{index}")).display().to_string();
+            }
+            match p.strip_prefix(&mount) {
+                Some(rest) => format!("{}{rest}", root.display()),
+                None => p,
+            }
+        };
+        c.args.iter().map(|a| map(expand(a, &env))).collect()
+    };
+    let first = argv(0);
+    assert!(!first.iter().any(|a| a.contains("$(")), "every $(VAR) is defined: {first:?}");
+    let src = first.iter().find(|a| a.starts_with("s3://")).unwrap().clone();
+    let (bucket, key) = src["s3://".len()..].split_once('/').unwrap();
+    let prefix = key.trim_end_matches('*');
+    h.server.store().create_bucket(bucket);
+    let mut expected = vec!["config.json".to_string()];
+    h.server.store().put(bucket, &format!("{prefix}config.json"), &b"{}"[..]);
+    for i in 1..=6u64 {
+        let rel = format!("weights/model-0000{i}-of-00006.safetensors");
+        h.server.store().put(bucket, &format!("{prefix}{rel}"), generate_bytes((i as usize) << 19, i));
+        expected.push(rel);
+    }
+    expected.sort();
+    std::fs::create_dir_all(root.join("old")).unwrap();
+    std::fs::write(root.join("old/model-00009.safetensors"), b"previous version").unwrap();
+
+    for round in 0..2 {
+        let children: Vec<_> = (0..n)
+            .map(|k| {
+                let args = argv(k);
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                h.spawn(&refs)
+            })
+            .collect();
+        let mut lines = Vec::new();
+        for (k, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().await.unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "index {k}, round {round}: {stderr}");
+            lines.extend(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string));
+            let summary: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(h.path(&format!("termination-log-{k}"))).unwrap())
+                    .unwrap();
+            assert_eq!(summary["result"], "success", "{summary}");
+        }
+        let copies = lines.iter().filter(|l| l.starts_with("cp ")).count();
+        let deletions = lines.iter().filter(|l| l.starts_with("rm ")).count();
+        if round == 0 {
+            assert_eq!(copies, expected.len(), "each file copied by one index: {lines:?}");
+            assert_eq!(deletions, 1, "the stale file deleted by one index: {lines:?}");
+        } else {
+            assert!(lines.is_empty(), "a second run of the Job copies nothing: {lines:?}");
+        }
+        assert_eq!(files_under(&root), expected);
+    }
+}
