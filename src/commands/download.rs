@@ -19,6 +19,11 @@ use crate::state::{self, Record, StateStore};
 use crate::transfer::{self, CommitHook, Download, Durability, Engine, KnownChecksum, Outcome};
 use crate::url::S3Url;
 
+/// How old an unlocked temporary file must be before a sharded run takes it
+/// for a leftover: another shard's file is unlocked only between its creation
+/// and its `flock`, microseconds apart; a minute leaves a wide margin.
+const SHARDED_ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A download run, once planned.
 struct Downloading {
     src: S3Url,
@@ -199,7 +204,10 @@ impl Direction for Downloading {
         if self.batch {
             // Leftovers of killed runs; resumable files stay unless this run is
             // complete (and, sharded, always: another shard may resume them).
-            let removed = localfs::remove_orphans(&self.dst, !complete || self.sharded);
+            // Sharded, other runs create temporary files here at this moment:
+            // only old ones are leftovers.
+            let min_age = if self.sharded { SHARDED_ORPHAN_AGE } else { std::time::Duration::ZERO };
+            let removed = localfs::remove_orphans(&self.dst, !complete || self.sharded, min_age);
             if removed > 0 {
                 tracing::info!(removed, "removed temporary files left by earlier runs");
             }

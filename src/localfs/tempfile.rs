@@ -316,7 +316,11 @@ impl TempFile {
 /// process holds (leftovers of runs that were killed). With `keep_resumable`,
 /// the fixed-name files that a later run could resume from are kept.
 /// Returns how many files were removed.
-pub fn remove_orphans(root: &Path, keep_resumable: bool) -> usize {
+///
+/// Files modified less than `min_age` ago are kept: with other runs writing
+/// into the same directory at once (`--shard`), a temporary file is unlocked
+/// for the moment between its creation and its `flock`.
+pub fn remove_orphans(root: &Path, keep_resumable: bool, min_age: Duration) -> usize {
     let mut removed = 0;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -333,6 +337,10 @@ pub fn remove_orphans(root: &Path, keep_resumable: bool) -> usize {
                 continue;
             }
             if keep_resumable && !n.ends_with(TEMP_SUFFIX) {
+                continue;
+            }
+            let fresh = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            if !min_age.is_zero() && fresh.is_none_or(|age| age < min_age) {
                 continue;
             }
             // A journal is locked through its temporary file.
@@ -480,5 +488,25 @@ mod tests {
         assert!(t.commit(None, false).unwrap().is_none());
         assert_eq!(std::fs::read(&target).unwrap(), b"keep", "the symlink's target is untouched");
         assert!(!std::fs::symlink_metadata(root.join("link.bin")).unwrap().file_type().is_symlink());
+    }
+}
+
+#[cfg(test)]
+mod orphan_tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_unlocked_temporary_file_is_left_to_its_creator_when_others_write_here() {
+        let d = tempfile::tempdir().unwrap();
+        // Created by another shard a moment ago, not locked yet.
+        let name = d.path().join(".model.bin.1234.s3load-tmp");
+        std::fs::write(&name, b"x").unwrap();
+        assert_eq!(remove_orphans(d.path(), true, Duration::from_secs(60)), 0);
+        assert!(name.exists());
+        // Old enough to be a leftover of a killed run.
+        let old = SystemTime::now() - Duration::from_secs(120);
+        std::fs::File::options().write(true).open(&name).unwrap().set_modified(old).unwrap();
+        assert_eq!(remove_orphans(d.path(), true, Duration::from_secs(60)), 1);
+        assert!(!name.exists());
     }
 }
