@@ -6,7 +6,7 @@
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
-use crate::config::{Command, Config, SyncOptions, UploadOptions};
+use crate::config::{AtomicOptions, Command, Config, SyncOptions, UploadOptions};
 use crate::error::Error;
 use crate::integrity::Algorithm;
 use crate::plan::diff::Compare;
@@ -150,6 +150,20 @@ pub enum Cmd {
         /// With --delete: if more than N files would be deleted, delete none and fail.
         #[arg(long, value_name = "N", requires = "delete")]
         max_delete: Option<u64>,
+        /// DEST is a symlink to a whole version: build the new version beside
+        /// it (unchanged files hard-linked from the current one), verify it,
+        /// put it on disk, then switch DEST with one rename. Readers see the
+        /// old tree or the new one, never a mix.
+        #[arg(long)]
+        atomic: bool,
+        /// With --atomic: the new version's name (default: from the listing's
+        /// paths, sizes and ETags). Letters, digits, '.', '_' and '-'.
+        #[arg(long, value_name = "ID", requires = "atomic")]
+        version_id: Option<String>,
+        /// With --atomic: after a switch, remove versions beyond the K most
+        /// recent (never the live one, nor the one just switched away from).
+        #[arg(long, value_name = "K", requires = "atomic")]
+        keep: Option<usize>,
         /// An empty source is not an error; with --delete it empties the destination.
         #[arg(long)]
         allow_empty_source: bool,
@@ -163,6 +177,18 @@ pub enum Cmd {
     Ls {
         /// s3://bucket[/prefix]; omit to list buckets.
         url: Option<String>,
+    },
+    /// Switch a DEST filled by `sync --atomic` back to its previous version
+    /// (one rename of the link).
+    Rollback {
+        /// The link `sync --atomic` maintains.
+        dest: String,
+    },
+    /// List the versions of a DEST filled by `sync --atomic`, most recent
+    /// first; `*` marks the one DEST points to.
+    Versions {
+        /// The link `sync --atomic` maintains.
+        dest: String,
     },
 }
 
@@ -324,13 +350,32 @@ impl Args {
                 let filters = Filters::new(&transfer.include, &transfer.exclude)?;
                 Command::Cp { src: Location::parse(&src)?, dst: Location::parse(&dst)?, filters }
             }
-            Cmd::Sync { transfer, size_only, delete, max_delete, allow_empty_source, src, dst } => {
+            Cmd::Sync {
+                transfer,
+                size_only,
+                delete,
+                max_delete,
+                allow_empty_source,
+                atomic,
+                version_id,
+                keep,
+                src,
+                dst,
+            } => {
                 apply(&transfer)?;
                 let filters = Filters::new(&transfer.include, &transfer.exclude)?;
                 let compare = if size_only { Compare::SizeOnly } else { Compare::SizeAndTime };
-                let opts = SyncOptions { compare, delete, max_delete, allow_empty_source };
+                if let Some(id) = version_id.as_deref().filter(|id| !crate::commands::valid_version_id(id)) {
+                    return Err(Error::Usage(format!(
+                        "--version-id {id:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
+                    )));
+                }
+                let atomic = atomic.then_some(AtomicOptions { version_id, keep });
+                let opts = SyncOptions { compare, delete, max_delete, allow_empty_source, atomic };
                 Command::Sync { src: Location::parse(&src)?, dst: Location::parse(&dst)?, filters, opts }
             }
+            Cmd::Rollback { dest } => Command::Rollback { dest: dest.into() },
+            Cmd::Versions { dest } => Command::Versions { dest: dest.into() },
             Cmd::Ls { url } => match url.as_deref().map(Location::parse).transpose()? {
                 None => Command::Ls { url: None },
                 Some(Location::Remote(u)) => Command::Ls { url: Some(u) },

@@ -75,6 +75,10 @@ pub enum Command {
     Sync { src: Location, dst: Location, filters: Filters, opts: SyncOptions },
     /// List buckets (`None`) or objects.
     Ls { url: Option<S3Url> },
+    /// Point an `--atomic` DEST back at its previous version.
+    Rollback { dest: std::path::PathBuf },
+    /// List an `--atomic` DEST's versions.
+    Versions { dest: std::path::PathBuf },
 }
 
 /// What `sync` adds to `cp`.
@@ -87,4 +91,15 @@ pub struct SyncOptions {
     pub max_delete: Option<u64>,
     /// An empty source is not an error (with `delete`: empty the destination).
     pub allow_empty_source: bool,
+    /// `--atomic`: build a whole new version beside DEST and switch to it.
+    pub atomic: Option<AtomicOptions>,
+}
+
+/// What `sync --atomic` adds (see `commands::atomic`).
+#[derive(Debug, Clone, Default)]
+pub struct AtomicOptions {
+    /// `--version-id`; default: from the content.
+    pub version_id: Option<String>,
+    /// `--keep K`: versions kept after a switch (besides the live and the previous one).
+    pub keep: Option<usize>,
 }

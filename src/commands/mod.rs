@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+mod atomic;
 mod download;
 mod driver;
 mod ls;
@@ -27,7 +28,15 @@ pub async fn run(cmd: Command, cfg: Config) -> u8 {
     let result = match cmd {
         Command::Ls { url } => ls::ls(url, &cfg).await,
         Command::Cp { src, dst, filters } => copy(src, dst, &filters, None, &cfg, out).await,
-        Command::Sync { src, dst, filters, opts } => copy(src, dst, &filters, Some(&opts), &cfg, out).await,
+        Command::Sync { src, dst, filters, opts } => match (&opts.atomic, src, dst) {
+            (Some(a), Location::Remote(s), Location::Local(d)) => {
+                atomic::sync(s, d, &filters, &opts, a, &cfg, out).await
+            }
+            (Some(_), _, _) => Err(Error::Usage("--atomic works from s3:// to a local DEST".into())),
+            (None, src, dst) => copy(src, dst, &filters, Some(&opts), &cfg, out).await,
+        },
+        Command::Rollback { dest } => atomic::rollback(&dest),
+        Command::Versions { dest } => atomic::list(&dest),
     };
     match result {
         Ok(code) => code,
@@ -41,6 +50,11 @@ pub async fn run(cmd: Command, cfg: Config) -> u8 {
             code
         }
     }
+}
+
+/// Whether `id` may name an `--atomic` version.
+pub fn valid_version_id(id: &str) -> bool {
+    atomic::valid_id(id)
 }
 
 async fn connect(cfg: &Config, bucket: Option<&str>) -> Result<Arc<dyn ObjectStore>, Error> {

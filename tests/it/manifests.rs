@@ -246,3 +246,8 @@ async fn the_indexed_job_example_runs_once_per_index_into_one_directory() {
         assert_eq!(files_under(&root), expected);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_atomic_loader_job_example_runs() {
+    run_manifest("atomic-loader-job.yaml").await;
+}

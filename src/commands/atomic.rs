@@ -1,0 +1,354 @@
+//! `sync --atomic`: whole versions beside DEST, switched by one `rename(2)`.
+//!
+//! DEST (say `/models/my-model`) is a symlink to `.my-model.versions/<id>` in
+//! the same directory. A run lists the source and names the version by its
+//! content (SHA-256 over each object's path, size and ETag; or `--version-id`).
+//! It builds the version in `.my-model.versions/.<id>.partial`, starting from
+//! hard links to the current version's files (an unchanged file is not fetched
+//! again; a changed one is written to a new file, which breaks the link for
+//! that path only), and fetches the rest with `sync --delete` semantics and
+//! `syncfs` durability. Only when every object is in and verified and on disk
+//! is the directory renamed to `<id>` and DEST switched: a new symlink is made
+//! beside it and renamed over it, so readers that resolve DEST see the old
+//! complete tree or the new complete tree, never a mix. Nothing is switched
+//! after any failure; a killed build leaves its `.partial` directory, which
+//! the next run resumes.
+//!
+//! Versions share unchanged files (hard links), so a version must never be
+//! modified in place: serving pods mount the volume read-only.
+//!
+//! `history` in the versions directory lists the versions DEST pointed to, in
+//! order; `s3load rollback` switches back to the one before the current, and
+//! `--keep K` removes versions beyond the K most recent, never the current one
+//! nor the one just switched away from (readers that resolved DEST before the
+//! switch may still be reading it).
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{AtomicOptions, Config, SyncOptions};
+use crate::error::{Error, exit_code};
+use crate::output::{self, Output};
+use crate::plan::filter::Filters;
+use crate::transfer::Durability;
+use crate::url::S3Url;
+
+const HISTORY: &str = "history";
+
+/// The versions of one DEST.
+pub(super) struct Versions {
+    link: PathBuf,
+    /// `.NAME.versions`, beside the link.
+    dir: PathBuf,
+    dir_name: String,
+}
+
+/// Whether `id` may name a version directory.
+pub(crate) fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Versions {
+    pub fn at(dest: &Path) -> Result<Versions, Error> {
+        let name = dest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+            .ok_or_else(|| {
+                Error::Usage(format!("{}: --atomic needs DEST to name a link, e.g. /models/my-model", dest.display()))
+            })?;
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir_name = format!(".{name}.versions");
+        Ok(Versions { link: dest.to_path_buf(), dir: parent.join(&dir_name), dir_name })
+    }
+
+    /// The version DEST points to; `None` when DEST does not exist yet.
+    pub fn current(&self) -> Result<Option<String>, Error> {
+        let not_ours = |what: &str| {
+            Error::Refused(format!(
+                "{}: {what}; --atomic only switches a link it made (to {}/<version>): move it away, or run without --atomic",
+                self.link.display(),
+                self.dir_name
+            ))
+        };
+        match std::fs::symlink_metadata(&self.link) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&self.link, "reading", e)),
+            Ok(m) if !m.file_type().is_symlink() => Err(not_ours("exists and is not a symlink")),
+            Ok(_) => {
+                let target =
+                    std::fs::read_link(&self.link).map_err(|e| Error::io(&self.link, "reading the link", e))?;
+                let id = target
+                    .to_str()
+                    .and_then(|t| t.strip_prefix(&format!("{}/", self.dir_name)))
+                    .filter(|id| valid_id(id))
+                    .ok_or_else(|| not_ours(&format!("points to {}", target.display())))?;
+                Ok(Some(id.to_string()))
+            }
+        }
+    }
+
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Points DEST at version `id` with one rename of a new link over it, then
+    /// makes that durable and notes it in the history.
+    pub fn switch(&self, id: &str) -> Result<(), Error> {
+        let parent = self.dir.parent().unwrap_or(Path::new("."));
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(self.link.file_name().unwrap_or_default());
+        tmp_name.push(format!(".link-{}", std::process::id()));
+        let tmp = parent.join(tmp_name);
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(format!("{}/{id}", self.dir_name), &tmp)
+            .map_err(|e| Error::io(&tmp, "making the new link", e))?;
+        std::fs::rename(&tmp, &self.link).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(&self.link, "switching the link", e)
+        })?;
+        sync_dir(parent)?;
+        let mut history = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(HISTORY))
+            .map_err(|e| Error::io(self.dir.join(HISTORY), "opening", e))?;
+        history.write_all(format!("{id}\n").as_bytes()).map_err(|e| Error::io(self.dir.join(HISTORY), "writing", e))?;
+        Ok(())
+    }
+
+    /// The versions DEST pointed to, oldest first.
+    pub fn history(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.join(HISTORY)).unwrap_or_default();
+        text.lines().filter(|l| valid_id(l)).map(str::to_string).collect()
+    }
+
+    /// Complete versions on disk, most recently used first (by the history;
+    /// those it does not name last, by name).
+    pub fn complete(&self) -> Vec<String> {
+        let mut on_disk: Vec<String> = std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| valid_id(n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        on_disk.sort();
+        let history = self.history();
+        let last_use = |id: &str| history.iter().rposition(|h| h == id);
+        on_disk.sort_by_key(|id| std::cmp::Reverse(last_use(id)));
+        on_disk
+    }
+
+    /// Removes complete versions beyond the `keep` most recent, never `live`
+    /// nor `previous`. Returns those removed.
+    pub fn prune(&self, keep: usize, live: &str, previous: Option<&str>) -> Vec<String> {
+        let mut removed = Vec::new();
+        for (i, id) in self.complete().into_iter().enumerate() {
+            if i < keep || id == live || Some(id.as_str()) == previous {
+                continue;
+            }
+            match std::fs::remove_dir_all(self.path(&id)) {
+                Ok(()) => removed.push(id),
+                Err(e) => tracing::warn!(version = %id, error = %e, "could not remove an old version"),
+            }
+        }
+        removed
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "flushing to disk", e))
+}
+
+/// A version id from the content: SHA-256 over each selected object's path,
+/// size and ETag, in path order.
+fn content_id(objects: &[crate::plan::SourceObject]) -> String {
+    let mut h = Sha256::new();
+    for o in objects {
+        h.update(o.rel.as_bytes());
+        h.update([0]);
+        h.update(o.meta.size.to_string().as_bytes());
+        h.update([0]);
+        h.update(o.meta.etag.as_deref().unwrap_or("").as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hard-links the files of version `from` into `to` (created), with a copy
+/// of its sync record, so that the sync that follows fetches only what
+/// changed. A file that cannot be linked is left to be fetched.
+fn link_tree(from: &Path, to: &Path) -> Result<(), Error> {
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = to.join(&rel);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "creating directory", e))?;
+        let Ok(entries) = std::fs::read_dir(from.join(&rel)) else { continue };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let name = e.file_name();
+            let r = rel.join(&name);
+            if ft.is_dir() && name == crate::state::STATE_DIR {
+                let state = e.path().join("state");
+                if state.is_file() {
+                    let into = to.join(&r);
+                    std::fs::create_dir_all(&into).map_err(|e| Error::io(&into, "creating directory", e))?;
+                    std::fs::copy(&state, into.join("state")).map_err(|e| Error::io(&state, "copying", e))?;
+                }
+            } else if ft.is_dir() {
+                stack.push(r);
+            } else if ft.is_file()
+                && !name.to_str().is_some_and(crate::localfs::is_temp_name)
+                && let Err(err) = std::fs::hard_link(e.path(), to.join(&r))
+            {
+                tracing::debug!(path = %r.display(), error = %err, "not linked; it will be fetched");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sync --atomic SRC DEST`.
+pub(super) async fn sync(
+    src: S3Url,
+    dest: PathBuf,
+    filters: &Filters,
+    opts: &SyncOptions,
+    atomic: &AtomicOptions,
+    cfg: &Config,
+    out: Output,
+) -> Result<u8, Error> {
+    if !src.is_batch() {
+        return Err(Error::Usage("--atomic needs a prefix or wildcard source (a whole tree to version)".into()));
+    }
+    if cfg.shard.is_some() || cfg.dry_run {
+        return Err(Error::Usage("--atomic cannot be combined with --shard or --dry-run yet".into()));
+    }
+    let versions = Versions::at(&dest)?;
+    let current = versions.current()?;
+    let store = super::connect(cfg, Some(&src.bucket)).await?;
+    let id = match &atomic.version_id {
+        Some(id) => id.clone(),
+        None => {
+            let mut listed = crate::plan::list_source(store.as_ref(), &src).await?;
+            listed.objects.retain(|o| filters.selects(&o.rel));
+            content_id(&listed.objects)
+        }
+    };
+    if current.as_deref() == Some(id.as_str()) {
+        output::stderr_line(
+            "INFO",
+            &format!("{} is at version {id} already: nothing to do", dest.display()),
+            serde_json::json!({"version": id}),
+        );
+        return Ok(exit_code::SUCCESS);
+    }
+    std::fs::create_dir_all(&versions.dir).map_err(|e| Error::io(&versions.dir, "creating directory", e))?;
+    let ready = versions.path(&id);
+    if !ready.is_dir() {
+        let build = versions.dir.join(format!(".{id}.partial"));
+        if !build.exists()
+            && let Some(cur) = &current
+        {
+            link_tree(&versions.path(cur), &build)?;
+        }
+        let mut cfg = cfg.clone();
+        if cfg.engine.durability == Durability::Off {
+            // The switch must not point at files a crash could lose.
+            cfg.engine.durability = Durability::Syncfs;
+        }
+        let opts = SyncOptions { delete: true, max_delete: None, ..opts.clone() };
+        let code = super::download::download(src, build.clone(), filters, Some(&opts), &cfg, out).await?;
+        if code != exit_code::SUCCESS {
+            output::error_line(&format!(
+                "ERROR not switching {}: version {id} is incomplete (kept in {} to resume; run again)",
+                dest.display(),
+                build.display()
+            ));
+            return Ok(code);
+        }
+        std::fs::rename(&build, &ready).map_err(|e| Error::io(&ready, "completing the version", e))?;
+        sync_dir(&versions.dir)?;
+    }
+    versions.switch(&id)?;
+    let was = current.as_deref().unwrap_or("none");
+    output::stderr_line(
+        "INFO",
+        &format!("switched {} to version {id} (was {was})", dest.display()),
+        serde_json::json!({"version": id, "previous": current}),
+    );
+    if let Some(keep) = atomic.keep {
+        let removed = versions.prune(keep, &id, current.as_deref());
+        if !removed.is_empty() {
+            tracing::info!(removed = ?removed, "removed old versions (--keep {keep})");
+        }
+    }
+    Ok(exit_code::SUCCESS)
+}
+
+/// `s3load rollback DEST`: back to the version before the current one.
+pub(super) fn rollback(dest: &Path) -> Result<u8, Error> {
+    let versions = Versions::at(dest)?;
+    let Some(current) = versions.current()? else {
+        return Err(Error::Refused(format!("{}: no version to roll back from", dest.display())));
+    };
+    let history = versions.history();
+    let complete = versions.complete();
+    let before = history
+        .iter()
+        .rev()
+        .skip_while(|h| **h != current)
+        .find(|h| **h != current && complete.contains(h))
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "{}: no earlier version is kept to roll back to (see s3load versions)",
+                dest.display()
+            ))
+        })?
+        .clone();
+    versions.switch(&before)?;
+    output::stderr_line(
+        "INFO",
+        &format!("switched {} back to version {before} (was {current})", dest.display()),
+        serde_json::json!({"version": before, "previous": current}),
+    );
+    Ok(exit_code::SUCCESS)
+}
+
+/// `s3load versions DEST`: the complete versions, most recent first; the
+/// current one marked `*`.
+pub(super) fn list(dest: &Path) -> Result<u8, Error> {
+    let versions = Versions::at(dest)?;
+    let current = versions.current()?;
+    for id in versions.complete() {
+        let mark = if current.as_deref() == Some(id.as_str()) { "*" } else { " " };
+        println!("{mark} {id}");
+    }
+    Ok(exit_code::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_ids_cannot_leave_the_versions_directory() {
+        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "x y", "é", &"x".repeat(65)] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+        for good in ["v1", "2024-06-01_a.b", "0123456789abcdef"] {
+            assert!(valid_id(good), "{good:?}");
+        }
+    }
+}
