@@ -185,13 +185,14 @@ async fn readers_never_see_a_mixed_or_partial_tree_across_switches_and_kills() {
             Ok(())
         })
     };
-    let kills = 50;
+    // 50 in CI; `benches/atomic-kills.sh N` runs more.
+    let kills: u64 = std::env::var("S3LOAD_ATOMIC_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let mut killed = 0;
     for i in 0..kills {
         let src = if i % 2 == 0 { "s3://bucket/b/*" } else { "s3://bucket/a/*" };
         let mut child = h.spawn(&["sync", "--atomic", "--keep", "2", src, s(&dest)]);
         // Kill points spread over the run: from at once to after the switch.
-        let delay = (i as u64 * 37) % 160;
+        let delay = (i * 37) % 160;
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         if child.try_wait().unwrap().is_none() {
             child.kill().await.unwrap();
@@ -206,6 +207,6 @@ async fn readers_never_see_a_mixed_or_partial_tree_across_switches_and_kills() {
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap().unwrap();
     assert_eq!(read_tree(&dest), a);
-    assert!(killed >= 10, "kills landed mid-run only {killed} times of {kills}");
+    assert!(killed >= kills / 5, "kills landed mid-run only {killed} times of {kills}");
     assert!(checked.load(Ordering::Relaxed) > 0);
 }
