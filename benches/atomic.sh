@@ -9,22 +9,12 @@
 # Usage: benches/atomic.sh [RUNS]   (env: DIR=/work/bench-tmp/atomic)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3load/target}"
 RUNS="${1:-5}"
 DIR="${DIR:-/work/bench-tmp/atomic}"
-cargo build --release --locked -p s3load --bin s3load >&2
-cargo build --release --locked -p s3load-testserver --bin s3load-testserver >&2
-BIN="$CARGO_TARGET_DIR/release/s3load"
-SRV="$CARGO_TARGET_DIR/release/s3load-testserver"
 rm -rf "$DIR" && mkdir -p "$DIR"
-LOG="$DIR/server.log"
-"$SRV" --large 8 --large-mib 64 >"$LOG" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q '^endpoint' "$LOG" && break; sleep 0.1; done
-EP=$(awk '/^endpoint/ {print $2}' "$LOG")
-eval "$(grep '^export' "$LOG")"
-export AWS_EC2_METADATA_DISABLED=true
+SERVER_ARGS="--large 8 --large-mib 64"
+# shellcheck source=benches/testserver.sh
+source benches/testserver.sh
 s3() { "$BIN" --endpoint-url "$EP" --progress off "$@"; }
 ms() { python3 -c 'import sys,time; print(round((time.time()-float(sys.argv[1]))*1000))' "$1"; }
 median() { sort -n | sed -n "$(((RUNS + 1) / 2))p"; }

@@ -15,24 +15,14 @@
 # Usage: benches/shards.sh [RUNS]   (env: RATE=20 WORKERS=4 DIR=/work/bench-tmp/shards)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3load/target}"
 RUNS="${1:-3}"
 RATE="${RATE:-20}"
 WORKERS="${WORKERS:-4}"
 DIR="${DIR:-/work/bench-tmp/shards}"
-cargo build --release --locked -p s3load --bin s3load >&2
-cargo build --release --locked -p s3load-testserver --bin s3load-testserver >&2
-BIN="$CARGO_TARGET_DIR/release/s3load"
-SRV="$CARGO_TARGET_DIR/release/s3load-testserver"
 mkdir -p "$DIR"
-LOG="$DIR/server.log"
-"$SRV" --large 16 --large-mib 32 --rate-mbps "$RATE" >"$LOG" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q '^endpoint' "$LOG" && break; sleep 0.1; done
-EP=$(awk '/^endpoint/ {print $2}' "$LOG")
-eval "$(grep '^export' "$LOG")"
-export AWS_EC2_METADATA_DISABLED=true
+SERVER_ARGS="--large 16 --large-mib 32 --rate-mbps $RATE"
+# shellcheck source=benches/testserver.sh
+source benches/testserver.sh
 s3() { "$BIN" --endpoint-url "$EP" --progress off --numworkers "$WORKERS" "$@"; }
 
 # The skewed workload: the 16 objects and one of 256 MiB, under another prefix.

@@ -42,6 +42,17 @@ fn version_b() -> Tree {
     t
 }
 
+/// A server holding A under `a/` and B under `b/`, and DEST at version A.
+async fn at_version_a() -> (Harness, Tree, Tree, PathBuf) {
+    let h = Harness::new().await;
+    let (a, b) = (version_a(), version_b());
+    put_tree(&h, "a/", &a);
+    put_tree(&h, "b/", &b);
+    let dest = h.path("m");
+    h.run(&["sync", "--atomic", "s3://bucket/a/*", s(&dest)]).await.assert_ok();
+    (h, a, b, dest)
+}
+
 /// The tree DEST resolves to now, read through the link.
 fn read_tree(dest: &Path) -> Tree {
     files_under(dest).into_iter().map(|rel| (rel.clone(), std::fs::read(dest.join(&rel)).unwrap())).collect()
@@ -101,12 +112,7 @@ async fn a_new_version_is_built_beside_the_old_and_switched_to_with_unchanged_fi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_is_switched_after_a_failure_and_keep_never_removes_the_live_version() {
-    let h = Harness::new().await;
-    let (a, b) = (version_a(), version_b());
-    put_tree(&h, "a/", &a);
-    put_tree(&h, "b/", &b);
-    let dest = h.path("m");
-    h.run(&["sync", "--atomic", "s3://bucket/a/*", s(&dest)]).await.assert_ok();
+    let (h, a, b, dest) = at_version_a().await;
     // Every GET of the new file fails: the new version cannot complete.
     h.server.faults().add(
         Rule::new("GetObject", When::Always, Fault::Status { status: 403, code: "AccessDenied" })
@@ -159,12 +165,7 @@ async fn a_dest_that_is_not_an_s3load_link_is_refused_and_left_alone() {
 /// loader switches between A and B and is killed at random points.
 #[tokio::test(flavor = "multi_thread")]
 async fn readers_never_see_a_mixed_or_partial_tree_across_switches_and_kills() {
-    let h = Harness::new().await;
-    let (a, b) = (version_a(), version_b());
-    put_tree(&h, "a/", &a);
-    put_tree(&h, "b/", &b);
-    let dest = h.path("m");
-    h.run(&["sync", "--atomic", "s3://bucket/a/*", s(&dest)]).await.assert_ok();
+    let (h, a, b, dest) = at_version_a().await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let checked = Arc::new(AtomicUsize::new(0));
