@@ -21,7 +21,7 @@
 //! order; `s3load rollback` switches back to the one before the current, and
 //! `--keep K` removes versions beyond the K most recent, never the current one
 //! nor the one just switched away from (readers that resolved DEST before the
-//! switch may still be reading it).
+//! switch may still be reading it), and builds no run is working on.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -161,6 +161,35 @@ impl Versions {
             match std::fs::remove_dir_all(self.path(&id)) {
                 Ok(()) => removed.push(id),
                 Err(e) => tracing::warn!(version = %id, error = %e, "could not remove an old version"),
+            }
+        }
+        removed.extend(self.remove_abandoned_builds());
+        removed
+    }
+
+    /// Removes `.ID.partial` directories that no run is building (the build
+    /// holds the lock in the directory's `.s3load/`): builds of versions that
+    /// were given up. A later run of the same version starts it again.
+    fn remove_abandoned_builds(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut removed = Vec::new();
+        for e in entries.flatten() {
+            let Some(name) = e.file_name().into_string().ok() else { continue };
+            if !name.starts_with('.') || !name.ends_with(".partial") || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let lock = std::fs::File::open(e.path().join(crate::state::STATE_DIR).join("lock"));
+            // Held while we remove it: a run starting now waits, then finds it gone.
+            let held = match &lock {
+                Ok(f) => rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err(),
+                Err(_) => false,
+            };
+            if held {
+                continue;
+            }
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => removed.push(name),
+                Err(err) => tracing::warn!(build = %name, error = %err, "could not remove an abandoned build"),
             }
         }
         removed

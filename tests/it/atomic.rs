@@ -211,3 +211,22 @@ async fn readers_never_see_a_mixed_or_partial_tree_across_switches_and_kills() {
     assert!(killed >= kills / 5, "kills landed mid-run only {killed} times of {kills}");
     assert!(checked.load(Ordering::Relaxed) > 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_removes_abandoned_builds_but_not_one_in_progress() {
+    let (h, _a, b, dest) = at_version_a().await;
+    let versions = h.path(".m.versions");
+    // A build given up long ago, and one a run is working on (it holds the lock).
+    let abandoned = versions.join(".old.partial");
+    std::fs::create_dir_all(abandoned.join("weights")).unwrap();
+    std::fs::write(abandoned.join("weights/x.bin"), b"half").unwrap();
+    let busy = versions.join(".busy.partial/.s3load");
+    std::fs::create_dir_all(&busy).unwrap();
+    let lock = std::fs::File::create(busy.join("lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .expect("the test holds the build's lock");
+    h.run(&["sync", "--atomic", "--keep", "2", "s3://bucket/b/*", s(&dest)]).await.assert_ok();
+    assert_eq!(read_tree(&dest), b);
+    assert!(!abandoned.exists(), "an abandoned build is removed");
+    assert!(busy.exists(), "a build in progress is left alone");
+}
