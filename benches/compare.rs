@@ -49,6 +49,23 @@ enum Workload {
     Model,
 }
 
+/// A model file of `size` bytes as `--check-model` expects it: a well-formed
+/// safetensors shard, a weight index naming the first shard's tensor (padded
+/// with metadata to its size), or other bytes.
+fn model_file(name: &str, size: usize, seed: u64) -> bytes::Bytes {
+    if name.ends_with(".safetensors") {
+        return s3load_testserver::safetensors_bytes(size, seed);
+    }
+    if name.ends_with(".index.json") {
+        let head = r#"{"weight_map": {"t": "model-00001-of-00004.safetensors"}, "metadata": {"pad": ""#;
+        let mut text = head.to_string();
+        text.push_str(&"x".repeat(size.saturating_sub(head.len() + 3)));
+        text.push_str("\"}}");
+        return bytes::Bytes::from(text);
+    }
+    generate_bytes(size, seed)
+}
+
 /// The model workload's files: (name, size).
 const MODEL: [(&str, usize); 10] = [
     ("model-00001-of-00004.safetensors", 1 << 30),
@@ -103,6 +120,7 @@ fn s3load_variant(tool: &str) -> Option<&'static [&'static str]> {
     match tool {
         "s3load" => Some(&[]),
         "s3load-verify-off" => Some(&["--verify", "off"]),
+        "s3load-check-model-off" => Some(&["--check-model", "off"]),
         "s3load-durability-off" => Some(&["--durability", "off"]),
         "s3load-syncfs" => Some(&["--durability", "syncfs"]),
         "s3load-fsync" => Some(&["--durability", "fsync"]),
@@ -515,7 +533,7 @@ async fn main() {
         if workloads.contains(&Workload::Model) {
             eprintln!("generating the model ...");
             for (i, (name, size)) in MODEL.iter().enumerate() {
-                let data = generate_bytes(*size, 5000 + i as u64);
+                let data = model_file(name, *size, 5000 + i as u64);
                 let key = format!("model/{name}");
                 if legacy {
                     store.put_object(BUCKET, &key, Writer::S5cmd.legacy_object(data, SystemTime::now()));

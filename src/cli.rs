@@ -9,6 +9,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use crate::config::{AtomicOptions, Command, Config, SyncOptions, UploadOptions};
 use crate::error::Error;
 use crate::integrity::Algorithm;
+use crate::model::CheckModel;
 use crate::plan::diff::Compare;
 use crate::plan::filter::Filters;
 use crate::progress::ProgressMode;
@@ -75,6 +76,13 @@ pub struct Args {
     /// that cannot be checked; off checks nothing.
     #[arg(long, global = true, value_enum, default_value_t = VerifyMode::Auto)]
     pub verify: VerifyMode,
+
+    /// Model structure checks on download: auto checks each *.safetensors
+    /// file's header against its length before it is renamed into place, and
+    /// after the run that each *.index.json names shards that are present and
+    /// hold its tensors; off checks nothing.
+    #[arg(long, global = true, value_enum, default_value_t = CheckModel::Auto)]
+    pub check_model: CheckModel,
 
     /// What is on disk before success is reported: off (default) leaves flushing
     /// to the kernel (enough for an emptyDir, which a node crash loses anyway, and
@@ -258,6 +266,11 @@ value_enum!(VerifyMode {
     Require => "require", "Like auto, but an object that cannot be checked fails";
 });
 
+value_enum!(CheckModel {
+    Auto => "auto", "Check safetensors headers and weight indexes";
+    Off => "off", "Check no model structure";
+});
+
 value_enum!(Durability {
     Syncfs => "syncfs", "One `syncfs` of the destination's filesystem after the last file is renamed into place: everything is on disk before the exit code says so";
     Fsync => "fsync", "`fsync` each file before its rename and its directory after: each file is durable as soon as it is reported, at a cost per file";
@@ -317,6 +330,7 @@ impl Args {
             retry_count: self.retry_count,
             stall_timeout: self.stall_timeout,
             verify: self.verify,
+            check_model: self.check_model,
             durability: self.durability,
             journal_hold: self.journal_hold,
             ..EngineConfig::default()

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod integrity;
 pub mod localfs;
+pub mod model;
 pub mod output;
 pub mod plan;
 pub mod progress;

@@ -11,6 +11,7 @@ use super::driver::{Direction, Plan, Tally, drive, empty_source_hint, stop_delet
 use crate::config::{Config, SyncOptions};
 use crate::error::Error;
 use crate::localfs;
+use crate::model::{self, CheckModel};
 use crate::output::{self, Output};
 use crate::plan::diff::{Compare, SourceEntry, diff};
 use crate::plan::filter::Filters;
@@ -37,6 +38,8 @@ struct Downloading {
     sync: bool,
     /// One of several shards writing into the destination (`--shard`).
     sharded: bool,
+    /// Weight indexes of the source (`*.index.json`), checked after the run.
+    indexes: Vec<PathBuf>,
     durability: Durability,
     verify_off: bool,
 }
@@ -149,6 +152,14 @@ pub(super) async fn download(
         .filter(|(key, _)| cfg.shard.is_none_or(|s| s.deletes(key)))
         .map(|(key, why)| (src.object_url(key), why.clone()))
         .collect();
+    // Sharded, the shards an index names may be another pod's, still coming.
+    let check_indexes = cfg.engine.check_model == CheckModel::Auto && cfg.shard.is_none();
+    let indexes: Vec<PathBuf> = listed
+        .objects
+        .iter()
+        .filter(|o| check_indexes && o.rel.rsplit('/').next().is_some_and(model::is_index))
+        .map(&dest_of)
+        .collect();
     let plan = Plan { jobs, up_to_date, deletes, refused, failures: 0 };
     let run = Downloading {
         src,
@@ -158,6 +169,7 @@ pub(super) async fn download(
         local,
         sync: sync.is_some(),
         sharded: cfg.shard.is_some(),
+        indexes,
         durability: cfg.engine.durability,
         verify_off: cfg.engine.verify == transfer::VerifyMode::Off,
     };
@@ -198,6 +210,18 @@ impl Direction for Downloading {
 
     async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome> {
         transfer::download(engine, jobs).await
+    }
+
+    fn check(&self) -> usize {
+        let mut failed = 0;
+        for index in self.indexes.iter().filter(|p| p.is_file()) {
+            let problems = model::check_index(index);
+            for p in &problems {
+                output::error_line(&format!("ERROR {p}"));
+            }
+            failed += usize::from(!problems.is_empty());
+        }
+        failed
     }
 
     fn transferred(&self, complete: bool) {

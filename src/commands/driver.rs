@@ -66,6 +66,11 @@ pub(super) trait Direction {
     }
     /// Runs the engine over the jobs; one outcome per job, in order.
     async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<Self::Job>) -> Vec<Outcome>;
+    /// Checks after the transfers (model indexes); returns how many failed,
+    /// each reported. A failure holds back deletions.
+    fn check(&self) -> usize {
+        0
+    }
     /// After the transfers; `complete` when every object was copied.
     fn transferred(&self, _complete: bool) {}
     /// Deletes the planned paths (the gate has let them through); stops when
@@ -115,7 +120,7 @@ pub(super) async fn drive<D: Direction>(
     // the record still stops the run and sets its exit code.
     let _watcher = tokio_util::task::AbortOnDropHandle::new(watcher);
     progress.finish();
-    let transfer_failures = outcomes.iter().filter(|r| r.is_err()).count() + refused.len();
+    let transfer_failures = outcomes.iter().filter(|r| r.is_err()).count() + refused.len() + d.check();
     let complete = transfer_failures == 0 && !stop.is_cancelled();
     d.transferred(complete);
     let mut failed = transfer_failures + failures;

@@ -23,6 +23,7 @@ use super::{fetch, resume, retry};
 use crate::error::Error;
 use crate::integrity::PartSum;
 use crate::localfs::TempFile;
+use crate::model::CheckModel;
 
 /// State of one pass, shared by its workers.
 struct Pass {
@@ -168,25 +169,27 @@ async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
         // Interrupted: a resumable file stays for the next run.
         (Some(e @ Error::Interrupted(_)), Some(t)) if t.resumable() => Err(e),
         (Some(e), tmp) => Err(e).inspect_err(|_| discard(pass, file, tmp)),
-        (None, Some(t)) => match verify(file, engine.cfg.verify, &pass.samples) {
-            Err(e) => Err(e).inspect_err(|_| discard(pass, file, Some(t))),
-            Ok(verification) => match Arc::try_unwrap(t) {
-                Ok(t) => {
-                    let (mtime, fsync) = (file.job.last_modified, engine.cfg.durability == Durability::Fsync);
-                    let committed = engine.blocking_io(move || t.commit(mtime, fsync)).await;
-                    committed.map(|journal| {
-                        if let Some(j) = journal {
-                            engine.remove_journal(j);
-                        }
-                        if let Some(hook) = &engine.hooks.committed {
-                            hook.committed(&file.job);
-                        }
-                        verification
-                    })
-                }
-                Err(_) => Err(Error::Internal(format!("{}: file still in use at commit", file.job.dest.display()))),
-            },
-        },
+        (None, Some(t)) => {
+            match check_structure(engine, file, &t, verify(file, engine.cfg.verify, &pass.samples)).await {
+                Err(e) => Err(e).inspect_err(|_| discard(pass, file, Some(t))),
+                Ok(verification) => match Arc::try_unwrap(t) {
+                    Ok(t) => {
+                        let (mtime, fsync) = (file.job.last_modified, engine.cfg.durability == Durability::Fsync);
+                        let committed = engine.blocking_io(move || t.commit(mtime, fsync)).await;
+                        committed.map(|journal| {
+                            if let Some(j) = journal {
+                                engine.remove_journal(j);
+                            }
+                            if let Some(hook) = &engine.hooks.committed {
+                                hook.committed(&file.job);
+                            }
+                            verification
+                        })
+                    }
+                    Err(_) => Err(Error::Internal(format!("{}: file still in use at commit", file.job.dest.display()))),
+                },
+            }
+        }
         (None, None) => Err(Error::Internal(format!("{}: no file written", file.job.dest.display()))),
     };
     let again = !pass.last && outcome.as_ref().is_err_and(retry::restarts_object);
@@ -194,6 +197,26 @@ async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
         engine.hooks.reporter.finished(&file.job, &outcome);
     }
     pass.results.lock().unwrap()[idx] = Some(outcome);
+}
+
+/// After verification: a `*.safetensors` file's header must agree with its
+/// length (`--check-model`, see [`crate::model`]); only the header is read.
+async fn check_structure(engine: &Engine, file: &ObjectState, tmp: &Arc<TempFile>, verified: Outcome) -> Outcome {
+    let verification = verified?;
+    let name = file.job.dest.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if engine.cfg.check_model == CheckModel::Off || !crate::model::is_safetensors(name) {
+        return Ok(verification);
+    }
+    let (t, len) = (tmp.clone(), file.job.size);
+    let checked = engine.blocking_io(move || t.reader().map(|f| crate::model::check_safetensors(&f, len))).await?;
+    match checked {
+        Ok(_) => Ok(verification),
+        Err(why) => Err(Error::Integrity(format!(
+            "{}: not a valid safetensors file: {why}; nothing was written (the object in the store is damaged: \
+             re-upload it, or use --check-model off to take it as it is)",
+            file.job.source_url()
+        ))),
+    }
 }
 
 /// Removes a failed object's temporary file and takes its bytes off the progress count.

@@ -60,6 +60,8 @@ pub struct EngineConfig {
     /// Times an object is fetched again whole after it changed or failed its checksum.
     pub max_restarts: u32,
     pub verify: VerifyMode,
+    /// `--check-model`: safetensors headers checked before commit.
+    pub check_model: crate::model::CheckModel,
     pub durability: Durability,
     /// Objects with an open temporary file at once.
     pub max_open_files: usize,
@@ -82,6 +84,7 @@ impl Default for EngineConfig {
             stall_timeout: Duration::from_secs(30),
             max_restarts: 3,
             verify: VerifyMode::Auto,
+            check_model: crate::model::CheckModel::Auto,
             durability: Durability::Off,
             max_open_files: 64,
             io_concurrency: 4,

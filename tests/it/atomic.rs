@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use s3load_testserver::{Fault, Rule, When, generate_bytes};
+use s3load_testserver::{Fault, Rule, When, generate_bytes, safetensors_bytes};
 
 use crate::harness::{BUCKET, Harness, files_under};
 
@@ -27,8 +27,8 @@ fn put_tree(h: &Harness, prefix: &str, tree: &Tree) {
 fn version_a() -> Tree {
     let mut t = Tree::new();
     t.insert("config.json".into(), b"{\"v\": 1}".to_vec());
-    t.insert("weights/model-1.safetensors".into(), generate_bytes(300_000, 1).to_vec());
-    t.insert("weights/model-2.safetensors".into(), generate_bytes(2 << 20, 2).to_vec());
+    t.insert("weights/model-1.safetensors".into(), safetensors_bytes(300_000, 1).to_vec());
+    t.insert("weights/model-2.safetensors".into(), safetensors_bytes(2 << 20, 2).to_vec());
     t.insert("tokenizer.json".into(), generate_bytes(20_000, 3).to_vec());
     t
 }
@@ -38,7 +38,7 @@ fn version_b() -> Tree {
     let mut t = version_a();
     t.insert("config.json".into(), b"{\"v\": 2}".to_vec());
     t.remove("tokenizer.json");
-    t.insert("weights/model-3.safetensors".into(), generate_bytes(500_000, 4).to_vec());
+    t.insert("weights/model-3.safetensors".into(), safetensors_bytes(500_000, 4).to_vec());
     t
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use s3load_testserver::generate_bytes;
+use s3load_testserver::{generate_bytes, safetensors_bytes};
 
 use crate::harness::{BUCKET, Harness, files_under};
 
@@ -33,7 +33,7 @@ async fn seed_design_sync_line_pulls_the_version_prefix_only() {
         h.server.store().put("my-ml-bucket", k, v.to_vec());
     };
     put("model-artifacts/my-model-1.2.3/config.json", b"cfg");
-    put("model-artifacts/my-model-1.2.3/model.safetensors", &generate_bytes(300_000, 1));
+    put("model-artifacts/my-model-1.2.3/model.safetensors", &safetensors_bytes(300_000, 1));
     put("model-artifacts/my-model-1.2.3/tokenizer/vocab.txt", b"a b c");
     put("model-artifacts/my-model-1.2.30/config.json", b"other version");
     put("model-artifacts/my-model-1.2.4/config.json", b"other version");
@@ -42,7 +42,7 @@ async fn seed_design_sync_line_pulls_the_version_prefix_only() {
     let run = h.run(&["sync", "s3://my-ml-bucket/model-artifacts/my-model-1.2.3/*", dest.to_str().unwrap()]).await;
     run.assert_ok();
     assert_eq!(files_under(&dest), vec!["config.json", "model.safetensors", "tokenizer/vocab.txt"]);
-    assert_eq!(std::fs::read(dest.join("model.safetensors")).unwrap(), generate_bytes(300_000, 1));
+    assert_eq!(std::fs::read(dest.join("model.safetensors")).unwrap(), safetensors_bytes(300_000, 1));
     assert_eq!(std::fs::read(dest.join("tokenizer/vocab.txt")).unwrap(), b"a b c");
 }
 
@@ -85,7 +85,7 @@ async fn empty_object_becomes_an_empty_file_without_a_ranged_get() {
 async fn large_object_is_fetched_in_pinned_parallel_ranges_and_is_byte_exact() {
     let h = Harness::new().await;
     let size = 40 * 1024 * 1024 + 12345;
-    let data = generate_bytes(size, 7);
+    let data = safetensors_bytes(size, 7);
     let obj = h.server.store().put(BUCKET, "big/shard.safetensors", data.clone());
     let dest = h.path("out");
     h.run(&["cp", "--part-size", "1", "--concurrency", "8", "s3://bucket/big/*", dest.to_str().unwrap()])

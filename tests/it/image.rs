@@ -13,7 +13,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use s3load_testserver::{Options, TestServer, Tls, generate_bytes};
+use s3load_testserver::{Options, TestServer, Tls, safetensors_bytes};
 
 use crate::harness::{Harness, files_under};
 
@@ -83,7 +83,7 @@ async fn run_in_root(h: &Harness, root: &Path, args: &[&str]) -> std::process::O
 
 fn seed(h: &Harness) {
     h.put("models/m-1/config.json", &b"{\"layers\": 2}"[..]);
-    h.put("models/m-1/model.safetensors", generate_bytes(20 << 20, 7));
+    h.put("models/m-1/model.safetensors", safetensors_bytes(20 << 20, 7));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,7 +102,7 @@ async fn the_static_binary_syncs_from_an_empty_root_as_a_non_root_user() {
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     let volume = root.join("model-artifacts");
     assert_eq!(files_under(&volume.join("m-1")), vec!["config.json", "model.safetensors"]);
-    assert_eq!(std::fs::read(volume.join("m-1/model.safetensors")).unwrap(), generate_bytes(20 << 20, 7));
+    assert_eq!(std::fs::read(volume.join("m-1/model.safetensors")).unwrap(), safetensors_bytes(20 << 20, 7));
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(volume.join("m-1/config.json")).unwrap());
     assert_eq!(owner, UID, "written by the image's user, not root");
 }

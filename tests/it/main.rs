@@ -10,6 +10,7 @@ mod harness;
 mod image;
 mod localfs;
 mod manifests;
+mod model;
 mod output;
 mod profiles;
 mod resume;

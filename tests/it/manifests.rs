@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use s3load_testserver::generate_bytes;
+use s3load_testserver::safetensors_bytes;
 
 use crate::harness::{Harness, files_under};
 
@@ -101,7 +101,11 @@ async fn run_manifest(file: &str) -> Vec<PathBuf> {
         let prefix = key.trim_end_matches('*');
         h.server.store().create_bucket(bucket);
         h.server.store().put(bucket, &format!("{prefix}config.json"), &b"{}"[..]);
-        h.server.store().put(bucket, &format!("{prefix}weights/model-00001.safetensors"), generate_bytes(3 << 20, 1));
+        h.server.store().put(
+            bucket,
+            &format!("{prefix}weights/model-00001.safetensors"),
+            safetensors_bytes(3 << 20, 1),
+        );
         let dest = PathBuf::from(args.last().unwrap());
         if args.iter().any(|a| a == "--delete") {
             std::fs::create_dir_all(dest.join("old")).unwrap();
@@ -209,7 +213,7 @@ async fn the_indexed_job_example_runs_once_per_index_into_one_directory() {
     h.server.store().put(bucket, &format!("{prefix}config.json"), &b"{}"[..]);
     for i in 1..=6u64 {
         let rel = format!("weights/model-0000{i}-of-00006.safetensors");
-        h.server.store().put(bucket, &format!("{prefix}{rel}"), generate_bytes((i as usize) << 19, i));
+        h.server.store().put(bucket, &format!("{prefix}{rel}"), safetensors_bytes((i as usize) << 19, i));
         expected.push(rel);
     }
     expected.sort();

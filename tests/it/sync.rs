@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use s3load_testserver::{Fault, Rule, When, generate_bytes};
+use s3load_testserver::{Fault, Rule, When, generate_bytes, safetensors_bytes};
 
 use crate::harness::{BUCKET, Harness, files_under};
 
@@ -16,22 +16,22 @@ fn s(p: &Path) -> &str {
 async fn a_retrained_shard_of_the_same_size_and_an_older_time_is_fetched_again() {
     let h = Harness::new().await;
     let t0 = SystemTime::now() - Duration::from_secs(7200);
-    h.server.store().put_at(BUCKET, "m/shard-1.safetensors", generate_bytes(70_000, 1), t0);
+    h.server.store().put_at(BUCKET, "m/shard-1.safetensors", safetensors_bytes(70_000, 1), t0);
     h.server.store().put_at(BUCKET, "m/config.json", &b"{}"[..], t0);
     let dest = h.path("model");
     h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await.assert_ok();
     // Same size, new bytes, and a LastModified older than the local file's
     // (copied in with its original time): size and time alone would skip it.
     let older = t0 - Duration::from_secs(3600);
-    h.server.store().put_at(BUCKET, "m/shard-1.safetensors", generate_bytes(70_000, 2), older);
+    h.server.store().put_at(BUCKET, "m/shard-1.safetensors", safetensors_bytes(70_000, 2), older);
     let run = h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await;
     run.assert_ok();
     assert_eq!(run.stdout_lines().len(), 1, "only the shard: {}", run.stdout);
-    assert_eq!(std::fs::read(dest.join("shard-1.safetensors")).unwrap(), generate_bytes(70_000, 2));
+    assert_eq!(std::fs::read(dest.join("shard-1.safetensors")).unwrap(), safetensors_bytes(70_000, 2));
 
     // Without the record (a tree filled by another tool) s5cmd's rule applies.
     std::fs::remove_dir_all(dest.join(".s3load")).unwrap();
-    h.server.store().put_at(BUCKET, "m/shard-1.safetensors", generate_bytes(70_000, 3), older);
+    h.server.store().put_at(BUCKET, "m/shard-1.safetensors", safetensors_bytes(70_000, 3), older);
     let run = h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await;
     run.assert_ok();
     assert!(run.stdout.is_empty(), "same size and older: kept, as s5cmd would: {}", run.stdout);
@@ -234,7 +234,8 @@ async fn dry_run_lists_every_copy_and_delete_and_changes_nothing() {
 async fn include_and_exclude_select_what_is_copied() {
     let h = Harness::new().await;
     for k in ["w-1.safetensors", "w-2.safetensors", "draft.safetensors", "config.json", "notes/readme.md"] {
-        h.put(&format!("src/{k}"), k.as_bytes().to_vec());
+        let data = if k.ends_with(".safetensors") { safetensors_bytes(200, 1).to_vec() } else { k.as_bytes().to_vec() };
+        h.put(&format!("src/{k}"), data);
     }
     let dest = h.path("dest");
     let run = h

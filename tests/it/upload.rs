@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use s3load_testserver::{ChecksumAlgorithm, Fault, Rule, When, generate_bytes};
+use s3load_testserver::{ChecksumAlgorithm, Fault, Rule, When, generate_bytes, safetensors_bytes};
 
 use crate::harness::{BUCKET, Harness, files_under};
 
@@ -16,7 +16,7 @@ fn s(p: &Path) -> &str {
 fn model_dir(h: &Harness) -> std::path::PathBuf {
     let dir = h.path("model");
     std::fs::create_dir_all(dir.join("tokenizer")).unwrap();
-    std::fs::write(dir.join("model-00001.safetensors"), generate_bytes(12 << 20, 1)).unwrap();
+    std::fs::write(dir.join("model-00001.safetensors"), safetensors_bytes(12 << 20, 1)).unwrap();
     std::fs::write(dir.join("config.json"), b"{\"layers\": 2}").unwrap();
     std::fs::write(dir.join("tokenizer/vocab.txt"), generate_bytes(3000, 2)).unwrap();
     std::fs::write(dir.join("EMPTY"), b"").unwrap();
@@ -37,7 +37,7 @@ async fn upload_then_download_round_trips_and_second_syncs_either_way_are_no_ops
     assert_eq!(up.stdout_lines().len(), 4, "{}", up.stdout);
     // 12 MiB in 5 MiB parts: three parts, stored with a full-object CRC64NVME.
     let shard = stored(&h, "models/m-1/model-00001.safetensors");
-    assert_eq!(shard.data, generate_bytes(12 << 20, 1));
+    assert_eq!(shard.data, safetensors_bytes(12 << 20, 1));
     assert_eq!(shard.part_sizes, vec![5 << 20, 5 << 20, 2 << 20]);
     let c = shard.checksum.expect("checksum stored");
     assert_eq!((c.algorithm, c.composite_parts), (ChecksumAlgorithm::Crc64Nvme, None));
@@ -106,7 +106,7 @@ async fn a_part_corrupted_on_the_way_or_throttled_is_sent_again() {
     h.server.faults().add(Rule::new("PutObject", When::Nth(1), Fault::FlipByte(3)));
     let run = h.run(&["cp", "-p", "5", &format!("{}/", dir.display()), "s3://bucket/m/"]).await;
     run.assert_ok();
-    assert_eq!(stored(&h, key).data, generate_bytes(12 << 20, 1));
+    assert_eq!(stored(&h, key).data, safetensors_bytes(12 << 20, 1));
     assert!(h.server.log().count("UploadPart") >= 5, "two parts sent twice");
     for f in ["config.json", "tokenizer/vocab.txt", "EMPTY"] {
         assert_eq!(stored(&h, &format!("m/{f}")).data, std::fs::read(dir.join(f)).unwrap(), "{f}");

@@ -31,7 +31,9 @@ pub use creds::{CredentialCall, CredentialServer};
 pub use faults::{Fault, Faults, Rule, When};
 pub use service::{RequestLog, RequestRecord};
 pub use shaping::Shaping;
-pub use store::{ChecksumAlgorithm, PendingUpload, Store, StoredChecksum, StoredObject, Writer, generate_bytes};
+pub use store::{
+    ChecksumAlgorithm, PendingUpload, Store, StoredChecksum, StoredObject, Writer, generate_bytes, safetensors_bytes,
+};
 pub use tls::Tls;
 
 /// Access key the server accepts.

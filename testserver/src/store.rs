@@ -390,6 +390,22 @@ impl Store {
 
 /// Deterministic, incompressible bytes: a splitmix64 stream seeded by `seed`.
 /// Fast enough (several GB/s) to generate multi-GiB benchmark objects.
+/// A well-formed safetensors file of exactly `len` bytes (at least 136): one
+/// U8 tensor holding [`generate_bytes`] data, its JSON header padded with
+/// spaces to 128 bytes, as the format allows. For tests of files that
+/// `--check-model` accepts.
+pub fn safetensors_bytes(len: usize, seed: u64) -> Bytes {
+    const HEADER: usize = 128;
+    assert!(len > 8 + HEADER, "a safetensors file of {len} bytes is too small for a test tensor");
+    let data = len - 8 - HEADER;
+    let mut header = format!(r#"{{"t":{{"dtype":"U8","shape":[{data}],"data_offsets":[0,{data}]}}}}"#);
+    header.push_str(&" ".repeat(HEADER - header.len()));
+    let mut out = (HEADER as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&generate_bytes(data, seed));
+    Bytes::from(out)
+}
+
 pub fn generate_bytes(len: usize, seed: u64) -> Bytes {
     let mut out = vec![0u8; len];
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
