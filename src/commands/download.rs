@@ -126,6 +126,12 @@ pub(super) async fn download(
         _ => Vec::new(),
     };
 
+    // Small files first (configs, tokenizer, index), by size and then path:
+    // they are committed within moments, so a failure late in a large shard
+    // leaves them in place and a re-run fetches only the shard. The scheduler
+    // still spreads each large object over every connection.
+    let mut selected = selected;
+    selected.sort_by(|a, b| a.meta.size.cmp(&b.meta.size).then_with(|| a.rel.cmp(&b.rel)));
     let jobs: Vec<Download> = selected
         .iter()
         .map(|o| Download {

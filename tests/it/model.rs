@@ -107,3 +107,41 @@ async fn an_index_naming_a_missing_shard_fails_the_run_and_holds_back_delete() {
     assert!(run.stderr.contains("model-00002-of-00002.safetensors, which is not in the destination"), "{}", run.stderr);
     assert!(dest.join("stale.bin").exists(), "nothing deleted after a failed check");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_files_are_committed_before_a_large_shard_so_a_kill_late_in_it_leaves_them_in_place() {
+    let h = Harness::new().await;
+    // Keys sort the large shard first; sizes put it last.
+    let shard_key = "m/a-model-00001.safetensors";
+    h.put(shard_key, s3load_testserver::safetensors_bytes(6 << 20, 1));
+    h.put("m/config.json", &b"{}"[..]);
+    h.put("m/tokenizer.json", s3load_testserver::generate_bytes(300_000, 2));
+    // The shard's fifth range never arrives: the pod is killed meanwhile.
+    h.server.faults().add(
+        s3load_testserver::Rule::new(
+            "GetObject",
+            s3load_testserver::When::After(4),
+            s3load_testserver::Fault::StallAfter(0),
+        )
+        .for_key(shard_key),
+    );
+    let dest = h.path("out");
+    let args = ["sync", "--part-size", "1", "--concurrency", "1", "s3://bucket/m/*", s(&dest)];
+    let mut one_at_a_time = vec!["--numworkers", "1"];
+    one_at_a_time.extend_from_slice(&args);
+    let mut child = h.spawn(&one_at_a_time);
+    let shard_gets = || h.server.log().records().iter().filter(|r| r.op == "GetObject" && r.key == shard_key).count();
+    let t = std::time::Instant::now();
+    while shard_gets() < 5 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "the shard's fifth range was never asked for");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+    let visible: Vec<String> = files_under(&dest).into_iter().filter(|f| !f.starts_with('.')).collect();
+    assert_eq!(visible, vec!["config.json", "tokenizer.json"], "the small files were committed first");
+    h.server.faults().clear();
+    let again = h.run(&args).await;
+    again.assert_ok();
+    assert_eq!(again.stdout_lines().len(), 1, "only the shard: {}", again.stdout);
+}
