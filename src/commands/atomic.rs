@@ -67,7 +67,9 @@ impl Versions {
             _ => PathBuf::from("."),
         };
         let dir_name = format!(".{name}.versions");
-        Ok(Versions { link: dest.to_path_buf(), dir: parent.join(&dir_name), dir_name })
+        let versions = Versions { link: dest.to_path_buf(), dir: parent.join(&dir_name), dir_name };
+        real_dir(&versions.dir)?;
+        Ok(versions)
     }
 
     /// The version DEST points to; `None` when DEST does not exist yet.
@@ -116,9 +118,11 @@ impl Versions {
             Error::io(&self.link, "switching the link", e)
         })?;
         sync_dir(parent)?;
+        use std::os::unix::fs::OpenOptionsExt;
         let mut history = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(self.dir.join(HISTORY))
             .map_err(|e| Error::io(self.dir.join(HISTORY), "opening", e))?;
         history.write_all(format!("{id}\n").as_bytes()).map_err(|e| Error::io(self.dir.join(HISTORY), "writing", e))?;
@@ -193,6 +197,22 @@ impl Versions {
             }
         }
         removed
+    }
+}
+
+/// Whether `path` is a directory s3load may write into: `false` when it does
+/// not exist; refused when something else (a symlink, planted to redirect the
+/// build or the switch elsewhere, or a file) stands there.
+fn real_dir(path: &Path) -> Result<bool, Error> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(path, "reading", e)),
+        Ok(m) if m.file_type().is_dir() => Ok(true),
+        Ok(_) => Err(Error::Refused(format!(
+            "{}: is a symlink or a file where s3load keeps versions; it never writes or switches through links \
+             (remove it, and check who put it there)",
+            path.display()
+        ))),
     }
 }
 
@@ -285,9 +305,9 @@ pub(super) async fn sync(
     }
     std::fs::create_dir_all(&versions.dir).map_err(|e| Error::io(&versions.dir, "creating directory", e))?;
     let ready = versions.path(&id);
-    if !ready.is_dir() {
+    if !real_dir(&ready)? {
         let build = versions.dir.join(format!(".{id}.partial"));
-        if !build.exists()
+        if !real_dir(&build)?
             && let Some(cur) = &current
         {
             link_tree(&versions.path(cur), &build)?;

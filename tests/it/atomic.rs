@@ -230,3 +230,30 @@ async fn keep_removes_abandoned_builds_but_not_one_in_progress() {
     assert!(!abandoned.exists(), "an abandoned build is removed");
     assert!(busy.exists(), "a build in progress is left alone");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn links_planted_where_versions_are_kept_are_refused_never_written_through() {
+    let (h, _a, _b, dest) = at_version_a().await;
+    let outside = h.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let versions = h.path(".m.versions");
+    // The build directory of the next version, planted as a link elsewhere.
+    std::os::unix::fs::symlink(&outside, versions.join(".next.partial")).unwrap();
+    let run = h.run(&["sync", "--atomic", "--version-id", "next", "s3://bucket/b/*", s(&dest)]).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("symlink"), "{}", run.stderr);
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "nothing written through the link");
+    std::fs::remove_file(versions.join(".next.partial")).unwrap();
+    // A complete version planted as a link is not switched to.
+    std::os::unix::fs::symlink(&outside, versions.join("next")).unwrap();
+    let run = h.run(&["sync", "--atomic", "--version-id", "next", "s3://bucket/b/*", s(&dest)]).await;
+    assert_ne!(run.code, 0);
+    assert!(!std::fs::read_link(&dest).unwrap().ends_with("next"));
+    // The versions directory itself.
+    let other = h.path("other");
+    std::os::unix::fs::symlink(&outside, h.path(".other.versions")).unwrap();
+    let run = h.run(&["sync", "--atomic", "s3://bucket/a/*", s(&other)]).await;
+    assert_ne!(run.code, 0);
+    assert!(!other.exists());
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+}

@@ -33,6 +33,15 @@ async fn wait_for_parts(journal: &Path, n: usize) {
     wait_until(&what, || journal_parts(journal) >= n).await;
 }
 
+/// Starts s3load with `args`, and SIGKILLs it once `journal` records `n`
+/// finished parts (a pod killed mid-download).
+async fn killed_after_parts(h: &Harness, args: &[&str], journal: &Path, n: usize) {
+    let mut child = h.spawn(args);
+    wait_for_parts(journal, n).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn case11_sigkill_mid_download_then_rerun_fetches_only_what_was_missing() {
     let h = slow_harness().await;
@@ -54,11 +63,8 @@ async fn case11_sigkill_mid_download_then_rerun_fetches_only_what_was_missing() 
         dest.to_str().unwrap(),
     ];
 
-    let mut child = h.spawn(&args);
     let journal = dest.join(".shard.bin.s3load-journal");
-    wait_for_parts(&journal, 8).await;
-    child.start_kill().unwrap(); // SIGKILL
-    child.wait().await.unwrap();
+    killed_after_parts(&h, &args, &journal, 8).await;
     assert!(!dest.join("shard.bin").exists(), "nothing at the final path after a kill");
     let done_before = journal_parts(&journal);
     assert!((8..32).contains(&done_before), "{done_before}");
@@ -95,11 +101,8 @@ async fn case11_a_resumed_part_damaged_on_disk_or_a_changed_object_is_fetched_ag
         "s3://bucket/big/*",
         dest.to_str().unwrap(),
     ];
-    let mut child = h.spawn(&args);
     let journal = dest.join(".a.bin.s3load-journal");
-    wait_for_parts(&journal, 3).await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    killed_after_parts(&h, &args, &journal, 3).await;
 
     // Zero a recorded part on disk, as a crash before write-back could.
     let first_done: usize = std::fs::read_to_string(&journal)
@@ -119,23 +122,26 @@ async fn case11_a_resumed_part_damaged_on_disk_or_a_changed_object_is_fetched_ag
     assert!(refetched.contains(&((first_done * MIB) as u64)), "the damaged part is fetched again");
 
     // A journal for another version of the object is not resumed from.
-    let mut child = h.spawn(&[
-        "--journal-hold",
-        "0s",
-        "--numworkers",
-        "2",
-        "cp",
-        "-p",
-        "1",
-        "-c",
-        "2",
-        "s3://bucket/big/*",
-        h.path("v2").to_str().unwrap(),
-    ]);
     let journal = h.path("v2/.a.bin.s3load-journal");
-    wait_for_parts(&journal, 3).await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    killed_after_parts(
+        &h,
+        &[
+            "--journal-hold",
+            "0s",
+            "--numworkers",
+            "2",
+            "cp",
+            "-p",
+            "1",
+            "-c",
+            "2",
+            "s3://bucket/big/*",
+            h.path("v2").to_str().unwrap(),
+        ],
+        &journal,
+        3,
+    )
+    .await;
     let v2 = generate_bytes(size, 79);
     h.put("big/a.bin", v2.clone());
     h.server.log().clear();
@@ -237,11 +243,8 @@ async fn case31_resumed_parts_that_cannot_be_rehashed_are_fetched_again() {
         "s3://bucket/big/*",
         dest.to_str().unwrap(),
     ];
-    let mut child = h.spawn(&args);
     let journal = dest.join(".a.bin.s3load-journal");
-    wait_for_parts(&journal, 3).await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    killed_after_parts(&h, &args, &journal, 3).await;
     // Every part the journal records is zeros on disk, as after a power loss.
     let tmp = dest.join(".a.bin.s3load-resume");
     let f = std::fs::OpenOptions::new().write(true).open(&tmp).unwrap();
@@ -268,11 +271,8 @@ async fn case25_sigterm_while_resumed_parts_are_rehashed_stops_within_seconds() 
     h.server.store().put_object(crate::harness::BUCKET, "big/legacy.bin", obj);
     let dest = h.path("out");
     let args = ["--journal-hold", "0s", "cp", "-p", "8", "s3://bucket/big/*", dest.to_str().unwrap()];
-    let mut child = h.spawn(&args);
     let journal = dest.join(".legacy.bin.s3load-journal");
-    wait_for_parts(&journal, 32).await;
-    child.start_kill().unwrap(); // SIGKILL: the journal records most parts
-    child.wait().await.unwrap();
+    killed_after_parts(&h, &args, &journal, 32).await;
     let done = journal_parts(&journal);
 
     // The second run HEADs the object and its part layout, then re-hashes.

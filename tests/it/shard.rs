@@ -164,3 +164,18 @@ async fn a_malformed_shard_is_refused_before_anything_happens() {
     assert!(!dest.exists());
     assert_eq!(h.server.log().records().len(), 0, "nothing sent to the store");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_planted_as_another_shards_record_is_refused_not_followed() {
+    let h = Harness::new().await;
+    fill(&h);
+    let dest = h.path("model");
+    std::fs::create_dir_all(dest.join(".s3load")).unwrap();
+    let secret = h.path("secret");
+    std::fs::write(&secret, b"not a record").unwrap();
+    std::os::unix::fs::symlink(&secret, dest.join(".s3load/state.shard-1-of-2")).unwrap();
+    let run = h.run(&["sync", "--shard", "0/2", "s3://bucket/m/*", s(&dest)]).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("symlink"), "{}", run.stderr);
+    assert_eq!(std::fs::read(&secret).unwrap(), b"not a record");
+}
