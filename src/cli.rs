@@ -186,6 +186,33 @@ pub enum Cmd {
         /// s3://bucket[/prefix]; omit to list buckets.
         url: Option<String>,
     },
+    /// Write one object to standard output (e.g. `s3load cat s3://b/m.tar | tar x`).
+    ///
+    /// Parts are fetched in parallel and written in order; memory holds at
+    /// most (concurrency + 1) x part-size of the object (144 MiB with the
+    /// defaults), whatever its size. Every part is pinned to the object's ETag
+    /// (and version), and the bytes are hashed as they stream and checked
+    /// against the store's checksum after the last one.
+    ///
+    /// Output cannot be taken back: a failure, or a checksum mismatch, comes
+    /// after some (or all) of the object was written; it is reported on stderr
+    /// with exit code 1, and the output must be discarded. In a pipeline, check
+    /// s3load's exit code (`set -o pipefail`). Exit codes: 0 written and
+    /// checked (or not checkable, said on stderr, unless --verify require); 1
+    /// failed after output may have started; 3 nothing written (no such
+    /// object, access denied); 141 (128 + SIGPIPE, what a shell shows for a
+    /// `cat` whose reader left) the reader closed the pipe early, said
+    /// nowhere.
+    Cat {
+        /// Parts fetched at once (and held in memory until their turn).
+        #[arg(short = 'c', long, default_value_t = 8, value_name = "N")]
+        concurrency: usize,
+        /// Size of each part in MiB.
+        #[arg(short = 'p', long, default_value_t = 16, value_name = "MiB")]
+        part_size: u64,
+        /// s3://bucket/key of one object.
+        url: String,
+    },
     /// Switch a DEST filled by `sync --atomic` back to its previous version
     /// (one rename of the link).
     Rollback {
@@ -387,6 +414,32 @@ impl Args {
                 let atomic = atomic.then_some(AtomicOptions { version_id, keep });
                 let opts = SyncOptions { compare, delete, max_delete, allow_empty_source, atomic };
                 Command::Sync { src: Location::parse(&src)?, dst: Location::parse(&dst)?, filters, opts }
+            }
+            Cmd::Cat { concurrency, part_size, url } => {
+                if concurrency == 0 || part_size == 0 {
+                    return Err(Error::Usage("--concurrency and --part-size must be at least 1".into()));
+                }
+                if self.dry_run {
+                    return Err(Error::Usage("cat has no --dry-run: it changes nothing but stdout".into()));
+                }
+                // Each part is whole in memory: a size beyond what a Vec can
+                // hold, or than the machine has, is refused here.
+                if part_size > 4096 {
+                    return Err(Error::Usage(format!(
+                        "cat --part-size {part_size}: at most 4096 MiB (each part is held in memory)"
+                    )));
+                }
+                engine.part_concurrency = concurrency;
+                engine.part_size = part_size << 20;
+                match Location::parse(&url)? {
+                    Location::Remote(u) => Command::Cat { url: u },
+                    Location::Local(p) => {
+                        return Err(Error::Usage(format!(
+                            "cat takes an s3:// URL, not a local path ({})",
+                            p.display()
+                        )));
+                    }
+                }
             }
             Cmd::Rollback { dest } => Command::Rollback { dest: dest.into() },
             Cmd::Versions { dest } => Command::Versions { dest: dest.into() },

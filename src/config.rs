@@ -75,6 +75,8 @@ pub enum Command {
     Sync { src: Location, dst: Location, filters: Filters, opts: SyncOptions },
     /// List buckets (`None`) or objects.
     Ls { url: Option<S3Url> },
+    /// One object to stdout.
+    Cat { url: S3Url },
     /// Point an `--atomic` DEST back at its previous version.
     Rollback { dest: std::path::PathBuf },
     /// List an `--atomic` DEST's versions.

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 mod atomic;
+mod cat;
 mod download;
 mod driver;
 mod ls;
@@ -35,6 +36,7 @@ pub async fn run(cmd: Command, cfg: Config) -> u8 {
             (Some(_), _, _) => Err(Error::Usage("--atomic works from s3:// to a local DEST".into())),
             (None, src, dst) => copy(src, dst, &filters, Some(&opts), &cfg, out).await,
         },
+        Command::Cat { url } => cat::cat(url, &cfg).await,
         Command::Rollback { dest } => atomic::rollback(&dest),
         Command::Versions { dest } => atomic::list(&dest),
     };

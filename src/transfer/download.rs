@@ -88,7 +88,7 @@ type Prepared = Result<Download, (Download, Error)>;
 /// checksum of an object fetched in several parts (HEAD, which also gives its
 /// current identity), and the part layout of a multipart upload (HEAD with
 /// `partNumber=1`). Objects fetched in one GET learn their checksum from it.
-async fn prepare(env: &Engine, job: Download) -> Prepared {
+pub(super) async fn prepare(env: &Engine, job: Download) -> Prepared {
     let cfg = &env.cfg;
     if cfg.verify == VerifyMode::Off || job.size == 0 {
         return Ok(job);

@@ -4,15 +4,19 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use std::ops::Range;
+
+use bytes::Bytes;
 use futures::StreamExt;
 
 use super::engine::Engine;
+use super::job::Download;
 use super::object::ObjectState;
 use super::settings::VerifyMode;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::integrity::{PartDigest, PartSum};
 use crate::localfs::TempFile;
-use crate::store::GetRequest;
+use crate::store::{BodyStream, GetRequest, GetResponse};
 
 /// Fetches range `part` of the object into `tmp`, retrying as the policy
 /// allows. With no `tmp` (an object written in one go, see
@@ -89,6 +93,62 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
     let job = &file.job;
     let (offset, end) = (a.offset, a.end);
     let ranged = !(a.whole && offset == 0);
+    let url = job.source_url();
+    let _permit = engine.permit(&url).await?;
+    let resp = open_get(engine, job, offset..end, ranged).await?;
+    if !ranged {
+        file.learned_from_get(resp.checksum, resp.etag_md5);
+    }
+    if engine.cfg.verify != VerifyMode::Off {
+        let once = file.one_write(&engine.cfg);
+        if a.digest.is_none()
+            && offset == a.start
+            && let Some(kind) = file.inline_kind().or_else(|| file.segment_kind().filter(|_| once))
+        {
+            a.digest = Some(PartDigest::new(kind));
+        }
+        if !once && let (Some(kind), Some(tmp)) = (file.segment_kind(), &a.tmp) {
+            file.open_segment(engine.hasher(), a.part, tmp, kind)?;
+        }
+    }
+
+    let mut body = Body::new(engine, job, offset..end, resp.body);
+    buf.clear();
+    let result = loop {
+        let chunk = match body.next().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        // Never grow the buffer past its capacity: a Vec that overflows doubles,
+        // and 32 doubled buffers were most of the peak RSS.
+        if buf.len() + chunk.len() > engine.cfg.buffer_size {
+            flush(engine, file, buf, a).await?;
+        }
+        if chunk.len() >= engine.cfg.buffer_size {
+            write_out(engine, file, a, chunk).await?;
+        } else {
+            buf.extend_from_slice(&chunk);
+        }
+    };
+    // What arrived before a break is kept: the next attempt starts after it.
+    flush(engine, file, buf, a).await?;
+    result?;
+    engine.succeeded();
+    Ok(())
+}
+
+/// Sends a GET of `range` of `job` (pinned to its ETag, and to its version
+/// unless the store refused versions), or of the whole object when `ranged` is
+/// false, and checks that the answer is that range. The caller holds a
+/// request permit.
+pub(super) async fn open_get(
+    engine: &Engine,
+    job: &Download,
+    range: Range<u64>,
+    ranged: bool,
+) -> Result<GetResponse, Error> {
+    let (offset, end) = (range.start, range.end);
     let mut req = GetRequest {
         bucket: job.bucket.clone(),
         key: job.key.clone(),
@@ -97,14 +157,10 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
         version_id: job.version_id.clone().filter(|_| !engine.versions_denied.load(Ordering::Relaxed)),
     };
     let at = |e| Error::object(&job.bucket, &job.key, Some(offset..end), e);
-    let ctx = || format!("{} bytes {}-{}", job.source_url(), offset, end.saturating_sub(1));
-    let stall = engine.cfg.stall_timeout;
     let url = job.source_url();
-    let interrupted = || Error::Interrupted(job.source_url());
-    let _permit = engine.permit(&url).await?;
     let resp = loop {
-        let r = engine.unless_stopped(&url, tokio::time::timeout(stall, engine.store.get(&req))).await?;
-        match r {
+        let get = tokio::time::timeout(engine.cfg.stall_timeout, engine.store.get(&req));
+        match engine.unless_stopped(&url, get).await? {
             Err(_) => return Err(at(stalled(engine))),
             // A role may read objects but not name their versions
             // (s3:GetObjectVersion): pin by ETag alone from now on.
@@ -122,94 +178,99 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
     if resp.content_length != expected || start != offset {
         let msg = if ranged && !resp.partial {
             format!(
-                "{}: the server ignored the Range header and sent the whole object; s3load needs ranged GETs (try a larger --part-size, or an endpoint that supports Range)",
-                ctx()
+                "{url} bytes {offset}-{}: the server ignored the Range header and sent the whole object; s3load needs ranged GETs (try a larger --part-size, or an endpoint that supports Range)",
+                end.saturating_sub(1)
             )
         } else {
             format!(
-                "{}: the server sent {} bytes from offset {} where {} bytes from offset {} were asked for",
-                job.source_url(),
-                resp.content_length,
-                start,
-                expected,
-                offset
+                "{url}: the server sent {} bytes from offset {start} where {expected} bytes from offset {offset} were asked for",
+                resp.content_length
             )
         };
         return Err(Error::Integrity(msg));
     }
-    if !ranged {
-        file.learned_from_get(resp.checksum, resp.etag_md5);
-    }
-    if engine.cfg.verify != VerifyMode::Off {
-        let once = file.one_write(&engine.cfg);
-        if a.digest.is_none()
-            && offset == a.start
-            && let Some(kind) = file.inline_kind().or_else(|| file.segment_kind().filter(|_| once))
-        {
-            a.digest = Some(PartDigest::new(kind));
-        }
-        if !once && let (Some(kind), Some(tmp)) = (file.segment_kind(), &a.tmp) {
-            file.open_segment(engine.hasher(), a.part, tmp, kind)?;
+    Ok(resp)
+}
+
+/// A GET body read chunk by chunk under two clocks: silence (no byte for
+/// `--stall-timeout`) and rate (fewer than [`MIN_BODY_RATE`] x the timeout
+/// bytes in a window of the timeout, or what is left), and checked against
+/// the length promised: longer fails at once, shorter at its end.
+pub(super) struct Body<'a> {
+    engine: &'a Engine,
+    job: &'a Download,
+    range: Range<u64>,
+    stream: BodyStream,
+    expected: u64,
+    received: u64,
+    min_window_bytes: u64,
+    last_chunk: tokio::time::Instant,
+    window_end: tokio::time::Instant,
+    window_bytes: u64,
+}
+
+impl<'a> Body<'a> {
+    pub(super) fn new(engine: &'a Engine, job: &'a Download, range: Range<u64>, stream: BodyStream) -> Body<'a> {
+        let stall = engine.cfg.stall_timeout;
+        let now = tokio::time::Instant::now();
+        Body {
+            engine,
+            job,
+            expected: range.end - range.start,
+            range,
+            stream,
+            received: 0,
+            min_window_bytes: (MIN_BODY_RATE as f64 * stall.as_secs_f64()) as u64,
+            last_chunk: now,
+            window_end: now + stall,
+            window_bytes: 0,
         }
     }
 
-    let mut body = resp.body;
-    let mut received = 0u64;
-    buf.clear();
-    // Two clocks: silence (no byte for `stall`) and rate (fewer than
-    // MIN_BODY_RATE x `stall` bytes in a window of `stall`, or what is left).
-    let min_window_bytes = (MIN_BODY_RATE as f64 * stall.as_secs_f64()) as u64;
-    let mut last_chunk = tokio::time::Instant::now();
-    let mut window_end = last_chunk + stall;
-    let mut window_bytes = 0u64;
-    let result = loop {
-        let silence_end = last_chunk + stall;
-        let next = tokio::select! {
-            n = tokio::time::timeout_at(silence_end.min(window_end), body.next()) => n,
-            () = engine.stop.cancelled() => break Err(interrupted()),
-        };
-        let chunk = match next {
-            Err(_) if tokio::time::Instant::now() >= silence_end => break Err(at(stalled(engine))),
-            Err(_) => {
-                let needed = min_window_bytes.min(expected - (received - window_bytes));
-                if window_bytes < needed {
-                    break Err(at(too_slow(engine, window_bytes)));
-                }
-                window_end += stall;
-                window_bytes = 0;
-                continue;
-            }
-            Ok(None) => break Ok(()),
-            Ok(Some(Err(e))) => break Err(at(e)),
-            Ok(Some(Ok(bytes))) => bytes,
-        };
-        last_chunk = tokio::time::Instant::now();
-        window_bytes += chunk.len() as u64;
-        received += chunk.len() as u64;
-        if received > expected {
-            let msg = format!("{}: body is longer than the {} bytes promised", ctx(), expected);
-            break Err(Error::Integrity(msg));
-        }
-        // Never grow the buffer past its capacity: a Vec that overflows doubles,
-        // and 32 doubled buffers were most of the peak RSS.
-        if buf.len() + chunk.len() > engine.cfg.buffer_size {
-            flush(engine, file, buf, a).await?;
-        }
-        if chunk.len() >= engine.cfg.buffer_size {
-            write_out(engine, file, a, chunk).await?;
-        } else {
-            buf.extend_from_slice(&chunk);
-        }
-    };
-    // What arrived before a break is kept: the next attempt starts after it.
-    flush(engine, file, buf, a).await?;
-    result?;
-    if received < expected {
-        let e = StoreError::new(StoreErrorKind::Network, format!("body ended after {received} of {expected} bytes"));
-        return Err(at(e));
+    fn at(&self, e: StoreError) -> Error {
+        Error::object(&self.job.bucket, &self.job.key, Some(self.range.clone()), e)
     }
-    engine.succeeded();
-    Ok(())
+
+    /// The next chunk; `None` once the promised length has arrived.
+    pub(super) async fn next(&mut self) -> Result<Option<Bytes>, Error> {
+        let stall = self.engine.cfg.stall_timeout;
+        loop {
+            let silence_end = self.last_chunk + stall;
+            let next = tokio::select! {
+                n = tokio::time::timeout_at(silence_end.min(self.window_end), self.stream.next()) => n,
+                () = self.engine.stop.cancelled() => return Err(Error::Interrupted(self.job.source_url())),
+            };
+            let chunk = match next {
+                Err(_) if tokio::time::Instant::now() >= silence_end => return Err(self.at(stalled(self.engine))),
+                Err(_) => {
+                    let needed = self.min_window_bytes.min(self.expected - (self.received - self.window_bytes));
+                    if self.window_bytes < needed {
+                        return Err(self.at(too_slow(self.engine, self.window_bytes)));
+                    }
+                    self.window_end += stall;
+                    self.window_bytes = 0;
+                    continue;
+                }
+                Ok(None) if self.received < self.expected => {
+                    let (got, of) = (self.received, self.expected);
+                    let e = StoreError::new(StoreErrorKind::Network, format!("body ended after {got} of {of} bytes"));
+                    return Err(self.at(e));
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Err(self.at(e)),
+                Ok(Some(Ok(bytes))) => bytes,
+            };
+            self.last_chunk = tokio::time::Instant::now();
+            self.window_bytes += chunk.len() as u64;
+            self.received += chunk.len() as u64;
+            if self.received > self.expected {
+                let (url, start, end) = (self.job.source_url(), self.range.start, self.range.end.saturating_sub(1));
+                let msg = format!("{url} bytes {start}-{end}: body is longer than the {} bytes promised", self.expected);
+                return Err(Error::Integrity(msg));
+            }
+            return Ok(Some(chunk));
+        }
+    }
 }
 
 /// Writes the buffered bytes at the attempt's offset and advances it.

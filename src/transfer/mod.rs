@@ -45,6 +45,7 @@ mod resume;
 pub mod retry;
 mod scheduler;
 mod segments;
+mod stream;
 mod settings;
 pub mod upload;
 mod verify;
@@ -53,6 +54,7 @@ pub use download::download;
 pub use engine::Engine;
 pub use job::{Download, KnownChecksum, Outcome, PartLayout, Verification};
 pub use report::{CommitHook, Hooks, Item, Reporter};
+pub use stream::{Sink, stream};
 pub use settings::{Durability, EngineConfig, VerifyMode};
 
 #[cfg(test)]

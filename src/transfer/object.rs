@@ -83,7 +83,18 @@ pub(super) struct Received {
 
 impl ObjectState {
     pub fn new(job: Download, cfg: &EngineConfig) -> ObjectState {
-        let (mut parts, aligned, segment) = plan_parts(&job, cfg);
+        Self::planned(job, cfg, SEGMENT_RANGE)
+    }
+
+    /// An object streamed in order (`cat`): every range at most
+    /// `--part-size`, since each is held in memory until its turn to be
+    /// written; what is hashed in order is hashed by the writer.
+    pub fn for_stream(job: Download, cfg: &EngineConfig) -> ObjectState {
+        Self::planned(job, cfg, 0)
+    }
+
+    fn planned(job: Download, cfg: &EngineConfig, whole_parts_up_to: u64) -> ObjectState {
+        let (mut parts, aligned, segment) = plan_parts(&job, cfg, whole_parts_up_to);
         if parts.is_empty() {
             parts.push(0..0);
         }
@@ -262,6 +273,12 @@ impl ObjectState {
         }
     }
 
+    /// The ranges of the segment range `p` lies in.
+    pub fn segment_ranges(&self, p: usize) -> Range<usize> {
+        let st = self.lock();
+        st.written.list[st.written.segment_of(p)].ranges.clone()
+    }
+
     /// The segment range `p` makes up alone, if it does.
     pub fn own_segment(&self, p: usize) -> Option<usize> {
         let st = self.lock();
@@ -356,11 +373,15 @@ impl ObjectState {
 /// SHA or a single PUT's MD5 ETag is one segment, hashed in order.
 ///
 /// Where each part is hashed in order (MD5 or SHA, which do not combine), a
-/// part of up to [`SEGMENT_RANGE`] bytes is fetched in one request: every
+/// part of up to `whole_parts_up_to` bytes ([`SEGMENT_RANGE`] for downloads) is fetched in one request: every
 /// request then extends a part's hashed prefix as its body arrives, so there
 /// are as many parts to hash together in SIMD lanes as requests in flight, and
 /// a resumed part can be checked against its hash.
-pub(super) fn plan_parts(job: &Download, cfg: &EngineConfig) -> (Vec<Range<u64>>, Option<u64>, u64) {
+pub(super) fn plan_parts(
+    job: &Download,
+    cfg: &EngineConfig,
+    whole_parts_up_to: u64,
+) -> (Vec<Range<u64>>, Option<u64>, u64) {
     let layout = job.source_parts.filter(|u| u.uniform_for(job.size) && cfg.verify != VerifyMode::Off);
     let (by_part, hashed_in_order) = match job.checksum {
         KnownChecksum::Stated(Stated::Full { .. } | Stated::Sha { parts: None, .. }) => (None, false),
@@ -369,7 +390,7 @@ pub(super) fn plan_parts(job: &Download, cfg: &EngineConfig) -> (Vec<Range<u64>>
         KnownChecksum::NoneStated | KnownChecksum::NotAsked if job.etag_md5 && job.multipart() => (layout, true),
         KnownChecksum::NoneStated | KnownChecksum::NotAsked => (None, false),
     };
-    let range = if hashed_in_order { cfg.part_size.max(SEGMENT_RANGE) } else { cfg.part_size };
+    let range = if hashed_in_order { cfg.part_size.max(whole_parts_up_to) } else { cfg.part_size };
     match by_part {
         Some(u) => (parts::split_aligned(job.size, u.part_size, range), Some(u.part_size), u.part_size),
         None if job.size <= cfg.part_size => (std::iter::once(0..job.size).collect(), None, job.size),
@@ -407,7 +428,7 @@ mod tests {
     fn parts_hashed_in_order_are_fetched_whole_up_to_a_limit_and_crc_parts_in_ranges() {
         let cfg = EngineConfig::default();
         let sizes = |job: &Download| {
-            let (ranges, aligned, segment) = plan_parts(job, &cfg);
+            let (ranges, aligned, segment) = plan_parts(job, &cfg, SEGMENT_RANGE);
             assert_eq!(aligned, Some(segment));
             assert_eq!(ranges.iter().map(|r| r.end - r.start).sum::<u64>(), job.size);
             ranges.iter().map(|r| (r.end - r.start) >> 20).collect::<Vec<u64>>()
@@ -430,7 +451,7 @@ mod tests {
         assert!(ranges.iter().all(|&m| m <= 16), "{ranges:?}");
         // Without verification nothing is aligned: plain --part-size ranges.
         let off = EngineConfig { verify: VerifyMode::Off, ..EngineConfig::default() };
-        let (ranges, aligned, _) = plan_parts(&uploaded(50, KnownChecksum::NoneStated), &off);
+        let (ranges, aligned, _) = plan_parts(&uploaded(50, KnownChecksum::NoneStated), &off, SEGMENT_RANGE);
         assert!(aligned.is_none() && ranges.len() == 64);
     }
 }

@@ -27,8 +27,12 @@ use crate::integrity::{self, PartCrc, Stated};
 #[derive(Debug, Default)]
 pub(super) struct EtagSamples(Mutex<HashMap<String, String>>);
 
-/// Compares what was received with what the store states.
-pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples) -> Outcome {
+/// What a failed check means for what was written, ending its message.
+pub(super) const NOTHING_WRITTEN: &str = "nothing was written";
+
+/// Compares what was received with what the store states; `consequence`
+/// ends a mismatch's message (e.g. [`NOTHING_WRITTEN`]).
+pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples, consequence: &str) -> Outcome {
     if mode == VerifyMode::Off {
         return Ok(Verification::Off);
     }
@@ -40,7 +44,7 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
     let crcs = || crcs.clone().unwrap_or_default();
     let mismatch = |what: &str, got: String, stated: String| {
         Error::Mismatch(format!(
-            "{url}: {what} of the bytes received is {got}, the store states {stated}; nothing was written"
+            "{url}: {what} of the bytes received is {got}, the store states {stated}; {consequence}"
         ))
     };
     let why = match stated {
@@ -136,7 +140,7 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
                     return Err(Error::Integrity(format!(
                         "{url}: two downloads gave the same bytes, whose MD5 ETag is {got}, but the store states \
                          ETag {stated} and no checksum: the object is damaged in the store, or (more likely on an \
-                         S3-compatible store) its ETags are not MD5s; nothing was written. If the store's ETags are \
+                         S3-compatible store) its ETags are not MD5s; {consequence}. If the store's ETags are \
                          not MD5s, use --verify off (or have the store keep CRC64NVME checksums)"
                     )));
                 }

@@ -2,6 +2,7 @@
 //! that speaks HTTP and verifies SigV4.
 
 mod atomic;
+mod cat;
 mod credentials;
 mod download;
 mod errors;
