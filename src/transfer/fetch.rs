@@ -265,7 +265,8 @@ impl<'a> Body<'a> {
             self.received += chunk.len() as u64;
             if self.received > self.expected {
                 let (url, start, end) = (self.job.source_url(), self.range.start, self.range.end.saturating_sub(1));
-                let msg = format!("{url} bytes {start}-{end}: body is longer than the {} bytes promised", self.expected);
+                let msg =
+                    format!("{url} bytes {start}-{end}: body is longer than the {} bytes promised", self.expected);
                 return Err(Error::Integrity(msg));
             }
             return Ok(Some(chunk));

@@ -45,8 +45,8 @@ mod resume;
 pub mod retry;
 mod scheduler;
 mod segments;
-mod stream;
 mod settings;
+mod stream;
 pub mod upload;
 mod verify;
 
@@ -54,8 +54,8 @@ pub use download::download;
 pub use engine::Engine;
 pub use job::{Download, KnownChecksum, Outcome, PartLayout, Verification};
 pub use report::{CommitHook, Hooks, Item, Reporter};
-pub use stream::{Sink, stream};
 pub use settings::{Durability, EngineConfig, VerifyMode};
+pub use stream::{Sink, stream};
 
 #[cfg(test)]
 mod engine_tests;

@@ -170,7 +170,14 @@ async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
         (Some(e @ Error::Interrupted(_)), Some(t)) if t.resumable() => Err(e),
         (Some(e), tmp) => Err(e).inspect_err(|_| discard(pass, file, tmp)),
         (None, Some(t)) => {
-            match check_structure(engine, file, &t, verify(file, engine.cfg.verify, &pass.samples, verify::NOTHING_WRITTEN)).await {
+            match check_structure(
+                engine,
+                file,
+                &t,
+                verify(file, engine.cfg.verify, &pass.samples, verify::NOTHING_WRITTEN),
+            )
+            .await
+            {
                 Err(e) => Err(e).inspect_err(|_| discard(pass, file, Some(t))),
                 Ok(verification) => match Arc::try_unwrap(t) {
                     Ok(t) => {

@@ -8,8 +8,10 @@
 //! part_size` of object data (144 MiB with the defaults, 9 x 16 MiB),
 //! whatever the object's size.
 //!
-//! Checking: the writer hashes what it writes, in order (CRCs per range, which
-//! combine; MD5 or SHA per segment), and the same [`verify`] as downloads
+//! Checking: each range is hashed once fetched, before its turn to be
+//! written (a CRC per range, which combine; MD5 or SHA per segment, the
+//! object or one uploaded part, each range after the one before it in its
+//! segment, segments in parallel), and the same [`verify`] as downloads
 //! compares the result with what the store states once the last byte is out.
 //! Bytes written cannot be taken back: a mismatch, or any failure, is an error
 //! after some output, and the caller must say so.
@@ -20,6 +22,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
+use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::download::prepare;
@@ -64,14 +67,16 @@ pub async fn stream(engine: &Arc<Engine>, job: Download, sink: Sink) -> Result<V
     // Each range is its own task, so fetches go on while the writer is
     // busy; `buffered` starts a range only when fewer than `window` are
     // fetched or waiting, and dropping the stream aborts what is in flight.
+    let chain = Arc::new(Chain::new(&file));
     let ranges = futures::stream::iter(0..file.parts.len())
         .map({
             let (engine, file, free) = (engine.clone(), file.clone(), free.clone());
             move |p| {
-                let (engine, file, free) = (engine.clone(), file.clone(), free.clone());
+                let (engine, file, free, chain) = (engine.clone(), file.clone(), free.clone(), chain.clone());
                 AbortOnDropHandle::new(tokio::spawn(async move {
                     let buf = free.lock().unwrap().pop().unwrap_or_default();
-                    fetch_to_memory(&engine, &file, p, buf).await
+                    let data = fetch_to_memory(&engine, &file, p, buf).await?;
+                    hash(&file, &chain, p, data, kinds).await
                 }))
             }
         })
@@ -81,9 +86,8 @@ pub async fn stream(engine: &Arc<Engine>, job: Download, sink: Sink) -> Result<V
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         });
     let writer = {
-        let file = file.clone();
         let rt = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || write_in_order(&file, &rt, Box::pin(ranges), &free, sink, kinds))
+        tokio::task::spawn_blocking(move || write_in_order(&rt, Box::pin(ranges), &free, sink))
     };
     match writer.await {
         Ok(r) => r?,
@@ -128,41 +132,98 @@ async fn fetch_once(
     Ok(())
 }
 
-/// The writer: takes ranges in order, writes each, then hashes it (a CRC per
-/// range, or the running hash of its segment), recording the hashes in `file`
-/// for [`verify`]; each buffer then goes back to `free`. The first failure,
-/// fetching or writing, ends it (and dropping `ranges` stops the fetches).
-fn write_in_order(
+/// The hash of each segment in progress, handed from one range to the next
+/// (segments hashed in order: the object, or each uploaded part): range `p`
+/// waits for `from[p]` (none for a segment's first range) and sends on
+/// `to[p]` (none for its last). Segments hash in parallel, each in order.
+struct Chain {
+    from: Vec<Mutex<Option<oneshot::Receiver<PartDigest>>>>,
+    to: Vec<Mutex<Option<oneshot::Sender<PartDigest>>>>,
+}
+
+impl Chain {
+    fn new(file: &ObjectState) -> Chain {
+        let n = file.parts.len();
+        let (mut from, mut to): (Vec<_>, Vec<_>) = (0..n).map(|_| (Mutex::new(None), Mutex::new(None))).unzip();
+        for p in 0..n {
+            if p + 1 < file.segment_ranges(p).end {
+                let (tx, rx) = oneshot::channel();
+                to[p] = Mutex::new(Some(tx));
+                from[p + 1] = Mutex::new(Some(rx));
+            }
+        }
+        Chain { from, to }
+    }
+}
+
+/// Hashes range `p` once fetched, off the async threads: its CRC, or its
+/// part of its segment's hash (after the range before it in the segment),
+/// recorded in `file` for [`verify`].
+async fn hash(
     file: &ObjectState,
+    chain: &Chain,
+    p: usize,
+    data: Vec<u8>,
+    (inline, segment): (Option<DigestKind>, Option<DigestKind>),
+) -> Result<Vec<u8>, Error> {
+    let mut running = None;
+    if let Some(kind) = segment {
+        let before = chain.from[p].lock().unwrap().take();
+        running = Some(match before {
+            Some(rx) => rx.await.map_err(|_| Error::Internal("a segment's hash was lost".into()))?,
+            None => PartDigest::new(kind),
+        });
+    }
+    if inline.is_none() && running.is_none() {
+        return Ok(data);
+    }
+    let (data, crc, running) = tokio::task::spawn_blocking(move || {
+        let crc = inline.map(|kind| {
+            let mut d = PartDigest::new(kind);
+            d.update(&data);
+            d.finish()
+        });
+        let running = running.map(|mut d| {
+            d.update(&data);
+            d
+        });
+        (data, crc, running)
+    })
+    .await
+    .map_err(|e| match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        // The runtime is shutting down (the process is leaving).
+        Err(_) => Error::Interrupted(file.job.source_url()),
+    })?;
+    if let Some(crc) = crc {
+        file.range_hashed(p, crc);
+    }
+    if let Some(d) = running {
+        match chain.to[p].lock().unwrap().take() {
+            Some(next) => {
+                let _ = next.send(d);
+            }
+            None => file.range_hashed(p, d.finish()),
+        }
+    }
+    Ok(data)
+}
+
+/// The writer: takes ranges in order and writes each; each buffer then goes
+/// back to `free`. The first failure, fetching or writing, ends it (and
+/// dropping `ranges` stops the fetches).
+fn write_in_order(
     rt: &tokio::runtime::Handle,
     mut ranges: Pin<Box<dyn Stream<Item = Result<Vec<u8>, Error>> + Send>>,
     free: &Mutex<Vec<Vec<u8>>>,
     mut sink: Sink,
-    (inline, segment): (Option<DigestKind>, Option<DigestKind>),
 ) -> Result<(), Error> {
-    let mut digest: Option<PartDigest> = None;
     let name = sink.name.clone();
     let failed = |e| Error::io(&name, "writing", e);
-    let mut p = 0;
     while let Some(data) = rt.block_on(ranges.next()) {
         let data = data?;
         sink.out.write_all(&data).map_err(failed)?;
-        if let Some(kind) = inline {
-            let mut d = PartDigest::new(kind);
-            d.update(&data);
-            file.range_hashed(p, d.finish());
-        }
-        if let Some(kind) = segment {
-            let d = digest.get_or_insert_with(|| PartDigest::new(kind));
-            d.update(&data);
-            if p + 1 == file.segment_ranges(p).end
-                && let Some(d) = digest.take()
-            {
-                file.range_hashed(p, d.finish());
-            }
-        }
         free.lock().unwrap().push(data);
-        p += 1;
     }
     sink.out.flush().map_err(failed)
 }
