@@ -6,7 +6,7 @@
 # MD5 ETag only, which s3load checks part by part).
 #
 # Usage: benches/cat.sh [RUNS] [--legacy]   (env: DIR=/work/bench-tmp/cat;
-# RATE=800 caps each connection at 800 Mbit/s, as the network benchmarks do)
+# RATE=100 caps each connection at 100 MB/s, about what one S3 connection gives)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-3}"
