@@ -1,6 +1,7 @@
 //! Integration tests: the real `s3load` binary against an in-process S3 server
 //! that speaks HTTP and verifies SigV4.
 
+mod ami;
 mod atomic;
 mod cat;
 mod credentials;
