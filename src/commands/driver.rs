@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
-use super::summary::Summary;
+use super::summary::{self, Summary};
 use crate::config::{Config, SyncOptions};
 use crate::error::{Error, exit_code};
 use crate::output::{self, Output};
@@ -180,6 +180,10 @@ fn dry_run<D: Direction>(d: &D, plan: &Plan<D::Job>, sync: Option<&SyncOptions>,
     if let Some(msg) = &too_many {
         output::error_line(&format!("ERROR {msg}"));
     }
+    let bytes = plan.jobs.iter().map(|j| j.size()).sum();
+    let deletes = too_many.is_none().then_some(plan.deletes.len());
+    let text = summary::dry_run_text(plan.jobs.len(), bytes, plan.up_to_date, deletes);
+    output::stderr_line("INFO", &text, serde_json::json!({ "dry_run": true }));
     let ok = plan.refused.is_empty() && too_many.is_none() && plan.failures == 0;
     if ok { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE }
 }

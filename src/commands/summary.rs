@@ -26,29 +26,51 @@ impl Summary {
         if self.secs > 0.0 { (self.bytes as f64 / self.secs) as u64 } else { 0 }
     }
 
-    pub fn print(&self) {
-        let deleted = self.deleted.map(|d| format!(", {d} deleted")).unwrap_or_default();
-        let unverified = match (self.verify_off, self.unverified) {
-            (true, _) => ", not verified (--verify off)".to_string(),
-            (false, 0) => String::new(),
-            (false, n) => format!(", {n} of them unverified"),
+    /// The line on stderr: what happened, in the words of the case. A run
+    /// that copied nothing says so instead of a rate of 0 B/s.
+    pub fn text(&self) -> String {
+        let took = seconds(self.secs);
+        let up_to_date = |lead: &str| match self.skipped {
+            0 => String::new(),
+            n => format!("{lead}{n} up to date"),
         };
-        let text = format!(
-            "{}: {} copied ({}){unverified}, {} up to date{deleted}, {} failed, in {:.1} s ({}/s)",
-            if self.failed == 0 { "done" } else { "finished with errors" },
-            self.copied,
-            human_bytes(self.bytes),
-            self.skipped,
-            self.failed,
-            self.secs,
-            human_bytes(self.rate()),
-        );
+        let deleted = match self.deleted {
+            Some(d) if d > 0 => format!(", {d} deleted"),
+            _ => String::new(),
+        };
+        let copied = || {
+            let unverified = match (self.verify_off, self.unverified) {
+                (true, _) => ", not verified (--verify off)".to_string(),
+                (false, 0) => String::new(),
+                (false, n) if n == self.copied => ", none of them verified (see above)".to_string(),
+                (false, n) => format!(", {n} of them unverified (see above)"),
+            };
+            let rate = if self.secs >= 0.01 { format!(", {}/s", human_bytes(self.rate())) } else { String::new() };
+            format!("{} copied ({}{rate}){unverified}", self.copied, human_bytes(self.bytes))
+        };
+        match (self.copied, self.failed) {
+            (0, 0) if self.skipped == 0 && deleted.is_empty() => format!("nothing to copy, in {took}"),
+            (0, 0) => {
+                let what = format!("{}{deleted}", up_to_date(""));
+                format!("nothing to copy: {}, in {took}", what.trim_start_matches(", "))
+            }
+            (_, 0) => format!("done: {}{}{deleted}, in {took}", copied(), up_to_date(", ")),
+            (0, f) => format!("failed: {f} failed (named above), nothing copied{}, in {took}", up_to_date(", ")),
+            (_, f) => format!(
+                "finished with errors: {f} failed (named above), {}{}{deleted}, in {took}",
+                copied(),
+                up_to_date(", ")
+            ),
+        }
+    }
+
+    pub fn print(&self) {
         let mut fields = self.to_json(0);
         if let Some(o) = fields.as_object_mut() {
             o.remove("result");
             o.remove("exit_code");
         }
-        crate::output::stderr_line("INFO", &text, serde_json::json!({ "summary": fields }));
+        crate::output::stderr_line("INFO", &self.text(), serde_json::json!({ "summary": fields }));
     }
 
     /// The `--summary-file` object (documented in docs/configuration.md).
@@ -77,6 +99,29 @@ impl Summary {
     }
 }
 
+/// The line a dry run ends with on stderr (what it printed on stdout, counted).
+pub(super) fn dry_run_text(copies: usize, bytes: u64, up_to_date: usize, deletes: Option<usize>) -> String {
+    let copy = match copies {
+        0 => "nothing to copy".to_string(),
+        n => format!("{n} to copy ({})", human_bytes(bytes)),
+    };
+    let up_to_date = if up_to_date > 0 { format!(", {up_to_date} up to date") } else { String::new() };
+    let delete = match deletes {
+        Some(d) if d > 0 => format!(", {d} to delete"),
+        _ => String::new(),
+    };
+    format!("dry run: {copy}{up_to_date}{delete}; nothing was changed")
+}
+
+/// A duration for people: `0.02 s`, `4.1 s`, `2 min 05 s`.
+fn seconds(secs: f64) -> String {
+    match secs {
+        s if s < 10.0 => format!("{s:.2} s"),
+        s if s < 60.0 => format!("{s:.1} s"),
+        s => format!("{} min {:02} s", (s / 60.0) as u64, (s % 60.0) as u64),
+    }
+}
+
 /// The name of an exit code in the summary file.
 pub(super) fn result_name(code: u8) -> &'static str {
     match code {
@@ -95,5 +140,66 @@ pub(super) fn write_summary(cfg: &Config, value: &serde_json::Value) {
         && let Err(e) = std::fs::write(path, format!("{value}\n"))
     {
         crate::output::error_line(&format!("ERROR writing the summary to {}: {e}", path.display()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(copied: usize, skipped: usize, deleted: Option<usize>, failed: usize) -> Summary {
+        Summary {
+            operation: "sync",
+            source: "s3://b/p/*".into(),
+            destination: "/d".into(),
+            copied,
+            bytes: copied as u64 * (64 << 10),
+            unverified: 0,
+            verify_off: false,
+            skipped,
+            deleted,
+            failed,
+            secs: 0.0213,
+        }
+    }
+
+    #[test]
+    fn each_end_of_a_run_says_what_happened_and_never_a_rate_of_nothing() {
+        assert_eq!(run(0, 14, None, 0).text(), "nothing to copy: 14 up to date, in 0.02 s");
+        assert_eq!(run(0, 14, Some(0), 0).text(), "nothing to copy: 14 up to date, in 0.02 s");
+        assert_eq!(run(0, 14, Some(3), 0).text(), "nothing to copy: 14 up to date, 3 deleted, in 0.02 s");
+        assert_eq!(run(0, 0, Some(0), 0).text(), "nothing to copy, in 0.02 s");
+        assert_eq!(run(0, 0, Some(2), 0).text(), "nothing to copy: 2 deleted, in 0.02 s");
+        assert_eq!(run(14, 0, None, 0).text(), "done: 14 copied (896.0 KiB, 41.1 MiB/s), in 0.02 s");
+        assert_eq!(run(2, 12, None, 0).text(), "done: 2 copied (128.0 KiB, 5.9 MiB/s), 12 up to date, in 0.02 s");
+        assert_eq!(run(0, 0, None, 14).text(), "failed: 14 failed (named above), nothing copied, in 0.02 s");
+        assert_eq!(
+            run(13, 0, Some(0), 1).text(),
+            "finished with errors: 1 failed (named above), 13 copied (832.0 KiB, 38.1 MiB/s), in 0.02 s"
+        );
+        let mut unchecked = run(4, 0, None, 0);
+        unchecked.unverified = 4;
+        assert!(unchecked.text().contains("4 copied (256.0 KiB, 11.7 MiB/s), none of them verified"));
+        unchecked.unverified = 1;
+        assert!(unchecked.text().contains(", 1 of them unverified"));
+        unchecked.verify_off = true;
+        assert!(unchecked.text().contains("not verified (--verify off)"));
+        let mut instant = run(1, 0, None, 0);
+        instant.secs = 0.004;
+        assert_eq!(instant.text(), "done: 1 copied (64.0 KiB), in 0.00 s", "no rate from a clock this short");
+    }
+
+    #[test]
+    fn a_dry_run_counts_what_it_listed_and_says_nothing_changed() {
+        assert_eq!(dry_run_text(0, 0, 14, None), "dry run: nothing to copy, 14 up to date; nothing was changed");
+        assert_eq!(dry_run_text(2, 2048, 0, Some(3)), "dry run: 2 to copy (2.0 KiB), 3 to delete; nothing was changed");
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(seconds(0.0213), "0.02 s");
+        assert_eq!(seconds(9.994), "9.99 s");
+        assert_eq!(seconds(41.26), "41.3 s");
+        assert_eq!(seconds(125.4), "2 min 05 s");
     }
 }

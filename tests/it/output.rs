@@ -138,3 +138,31 @@ async fn on_a_terminal_the_total_and_the_largest_objects_get_bars_that_are_clear
     assert!(drawn[..end].rfind("\u{1b}[2K").is_some(), "the bars were cleared before the summary");
     assert!(!drawn[end..].contains(" eta "), "no bar after the summary");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_line_says_what_happened_on_a_no_op_a_dry_run_and_when_everything_failed() {
+    let h = Harness::new().await;
+    for i in 0..3 {
+        h.put(&format!("m/f{i}.bin"), generate_bytes(1000, i));
+    }
+    let dest = h.path("out");
+    let d = dest.to_str().unwrap();
+    let dry = h.run(&["--dry-run", "sync", "s3://bucket/m/*", d]).await;
+    dry.assert_ok();
+    assert!(dry.stderr.contains("dry run: 3 to copy (2.9 KiB); nothing was changed"), "{}", dry.stderr);
+    let first = h.run(&["sync", "s3://bucket/m/*", d]).await;
+    first.assert_ok();
+    assert!(first.stderr.contains("done: 3 copied (2.9 KiB"), "{}", first.stderr);
+    let again = h.run(&["sync", "--delete", "s3://bucket/m/*", d]).await;
+    again.assert_ok();
+    let last = again.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("nothing to copy: 3 up to date, in "), "{}", again.stderr);
+    assert!(!again.stderr.contains("B/s"), "no rate for a run that moved nothing: {}", again.stderr);
+
+    h.server.faults().add(Rule::new("GetObject", When::Always, Fault::Status { status: 403, code: "AccessDenied" }));
+    let other = h.path("other");
+    let failed = h.run(&["sync", "s3://bucket/m/*", other.to_str().unwrap()]).await;
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let last = failed.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("failed: 3 failed (named above), nothing copied, in "), "{}", failed.stderr);
+}
