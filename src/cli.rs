@@ -213,6 +213,17 @@ pub enum Cmd {
         /// s3://bucket/key of one object.
         url: String,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell),
+    /// generated from these definitions: e.g. `s3load completions bash >
+    /// /etc/bash_completion.d/s3load`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these definitions: `s3load
+    /// man > /usr/local/share/man/man1/s3load.1`.
+    #[command(hide = true)]
+    Man,
     /// Switch a DEST filled by `sync --atomic` back to its previous version
     /// (one rename of the link).
     Rollback {
@@ -334,6 +345,36 @@ fn resolve_endpoint(flag: Option<String>, env: impl Fn(&str) -> Option<String>) 
     Ok(ep)
 }
 
+/// What `completions` and `man` print: text generated from the clap
+/// definitions themselves, so it cannot drift from `--help`.
+pub fn generated(cmd: &Cmd) -> Option<Vec<u8>> {
+    use clap::CommandFactory;
+    let mut command = Args::command();
+    let mut out = Vec::new();
+    match cmd {
+        Cmd::Completions { shell } => clap_complete::generate(*shell, &mut command, "s3load", &mut out),
+        Cmd::Man => man_page(command, &mut out).expect("rendering into memory"),
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// One page: the command's own sections, then each visible subcommand's
+/// synopsis, description and options under a heading of its own.
+fn man_page(mut command: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
+    command.build();
+    clap_mangen::Man::new(command.clone()).render(out)?;
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        let title = format!("s3load {}", sub.get_name()).to_uppercase();
+        out.extend_from_slice(format!(".SH \"{title}\"\n").as_bytes());
+        let page = clap_mangen::Man::new(sub.clone());
+        page.render_synopsis_section(out)?;
+        page.render_description_section(out)?;
+        page.render_options_section(out)?;
+    }
+    Ok(())
+}
+
 impl Args {
     /// Validates the flags and builds the engine's view of the run.
     pub fn into_config(self) -> Result<(Command, Config), Error> {
@@ -440,6 +481,9 @@ impl Args {
                         )));
                     }
                 }
+            }
+            Cmd::Completions { .. } | Cmd::Man => {
+                return Err(Error::Internal("completions and man are printed before the run".into()));
             }
             Cmd::Rollback { dest } => Command::Rollback { dest: dest.into() },
             Cmd::Versions { dest } => Command::Versions { dest: dest.into() },

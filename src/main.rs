@@ -8,6 +8,17 @@ use s3load::error::exit_code;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(text) = s3load::cli::generated(&args.command) {
+        use std::io::Write;
+        return match std::io::stdout().write_all(&text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                s3load::output::error_line(&format!("ERROR writing to stdout: {e}"));
+                ExitCode::from(exit_code::SETUP)
+            }
+        };
+    }
     s3load::output::set_json_logs(args.log_format == s3load::LogFormat::Json);
     if let Err(e) = s3load::init_logging(&args.log, args.log_format) {
         s3load::output::error_line(&format!("ERROR {e}"));

@@ -18,5 +18,6 @@ mod profiles;
 mod resume;
 mod safety;
 mod shard;
+mod shell;
 mod sync;
 mod upload;
