@@ -10,7 +10,7 @@ LOG="$DIR/server.log"
 "$CARGO_TARGET_DIR/release/s3load-testserver" $SERVER_ARGS >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q '^endpoint' "$LOG" && break; sleep 0.1; done
+for _ in $(seq "${SERVER_WAIT:-100}"); do grep -q '^endpoint' "$LOG" && break; sleep 0.1; done
 EP=$(awk '/^endpoint/ {print $2}' "$LOG")
 eval "$(grep '^export' "$LOG")"
 export AWS_EC2_METADATA_DISABLED=true

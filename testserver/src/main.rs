@@ -2,7 +2,7 @@
 //! (or any S3 client) by hand. Prints the endpoint and credentials, then serves
 //! until interrupted.
 //!
-//! Usage: s3load-testserver [--port P] [--small N] [--large N] [--large-mib M]
+//! Usage: s3load-testserver [--port P] [--small N] [--tiny N] [--large N] [--large-mib M]
 //!        [--latency-ms L] [--rate-mbps R] [--legacy]
 //!
 //! `--legacy` stores the objects as s5cmd's upload leaves them: MD5 ETags, no
@@ -37,6 +37,10 @@ async fn main() -> std::io::Result<()> {
     };
     for i in 0..arg("--small", 0) {
         put(format!("small/d{:02}/f{i:05}.bin", i % 50), generate_bytes(64 << 10, 1000 + i));
+    }
+    // Tiny objects in 1000 directories, for listing and memory at scale.
+    for i in 0..arg("--tiny", 0) {
+        put(format!("tiny/d{:03}/f{i:07}.bin", i % 1000), bytes::Bytes::from(format!("{i:016}")));
     }
     for i in 0..arg("--large", 0) {
         put(format!("large/obj-{i}.bin"), generate_bytes((arg("--large-mib", 1024) << 20) as usize, 100 + i));
