@@ -42,7 +42,6 @@ impl Summary {
             let unverified = match (self.verify_off, self.unverified) {
                 (true, _) => ", not verified (--verify off)".to_string(),
                 (false, 0) => String::new(),
-                (false, n) if n == self.copied => ", none of them verified (see above)".to_string(),
                 (false, n) => format!(", {n} of them unverified (see above)"),
             };
             let rate = if self.secs >= 0.01 { format!(", {}/s", human_bytes(self.rate())) } else { String::new() };
@@ -179,7 +178,7 @@ mod tests {
         );
         let mut unchecked = run(4, 0, None, 0);
         unchecked.unverified = 4;
-        assert!(unchecked.text().contains("4 copied (256.0 KiB, 11.7 MiB/s), none of them verified"));
+        assert!(unchecked.text().contains("4 copied (256.0 KiB, 11.7 MiB/s), 4 of them unverified (see above)"));
         unchecked.unverified = 1;
         assert!(unchecked.text().contains(", 1 of them unverified"));
         unchecked.verify_off = true;
