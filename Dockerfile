@@ -12,7 +12,9 @@ WORKDIR /src
 COPY . .
 # glibc linked statically (crt-static): no loader or libc needed at run time.
 # Name resolution works without NSS modules (glibc >= 2.34 builds its files and
-# dns backends into libc), reading the pod's /etc/hosts and /etc/resolv.conf.
+# dns backends into libc), reading the pod's /etc/hosts and /etc/resolv.conf
+# (search list and ndots honoured: tests/it/image.rs runs it against a DNS
+# server of the test harness).
 # The `dist` profile: fat LTO, one codegen unit, panic=abort, stripped.
 RUN RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --profile dist --locked --target x86_64-unknown-linux-gnu --bin s3load

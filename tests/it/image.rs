@@ -13,7 +13,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use s3load_testserver::{Options, TestServer, Tls, safetensors_bytes};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use s3load_testserver::{DnsServer, Options, TestServer, Tls, safetensors_bytes};
 
 use crate::harness::{Harness, files_under};
 
@@ -133,4 +136,57 @@ async fn https_from_the_image_trusts_its_ca_bundle_and_nothing_else() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     assert_eq!(files_under(&root.join("model-artifacts/m-1")), vec!["config.json"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_endpoint_is_resolved_through_resolv_conf_with_a_search_list_and_ndots_as_a_kubelet_writes_it() {
+    const NAME: &str = "objects.storage.internal";
+    let h = Harness::new().await;
+    seed(&h);
+    let dns = DnsServer::start(HashMap::from([(NAME.to_string(), Ipv4Addr::LOCALHOST)]))
+        .await
+        .expect("a DNS server on port 53 of a loopback address (needs root)");
+    let root = empty_root(&h, &std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap()).await;
+    // The name is in no /etc/hosts: only DNS knows it. This is what a kubelet
+    // writes for a pod in namespace `models` with the ClusterFirst policy.
+    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    let resolv = format!(
+        "search models.svc.cluster.local svc.cluster.local cluster.local\nnameserver {}\noptions ndots:5\n",
+        dns.ip()
+    );
+    std::fs::write(root.join("etc/resolv.conf"), resolv).unwrap();
+    let port = h.server.addr().port();
+    let endpoint = format!("http://{NAME}:{port}");
+    let out = run_in_root(
+        &h,
+        &root,
+        &["--endpoint-url", &endpoint, "sync", "s3://bucket/models/m-1/*", "/model-artifacts/m-1"],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}\nqueries: {:?}", dns.queries());
+    assert_eq!(files_under(&root.join("model-artifacts/m-1")), vec!["config.json", "model.safetensors"]);
+    // ndots:5: the name has fewer dots, so the search list is tried first, in
+    // order, then the name as given.
+    let asked: Vec<String> = dns.queries().into_iter().filter(|(_, t)| t == "A").map(|(n, _)| n).collect();
+    let expected = [
+        format!("{NAME}.models.svc.cluster.local"),
+        format!("{NAME}.svc.cluster.local"),
+        format!("{NAME}.cluster.local"),
+        NAME.to_string(),
+    ];
+    assert!(asked.len() >= 4 && asked[..4] == expected, "queries in the resolver's order: {asked:?}");
+
+    // A name DNS does not know: a clear error naming it, nothing written.
+    let missing = format!("http://missing.storage.internal:{port}");
+    let out = run_in_root(
+        &h,
+        &root,
+        &["--endpoint-url", &missing, "-r", "0", "sync", "s3://bucket/models/m-1/*", "/model-artifacts/m-2"],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
+    assert!(stderr.contains("--endpoint-url"), "says what to check: {stderr}");
+    assert!(!root.join("model-artifacts/m-2").exists());
 }

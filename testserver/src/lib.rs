@@ -11,6 +11,7 @@
 //! [`TestServer::faults`] (see `faults.rs`).
 
 mod creds;
+mod dns;
 mod faults;
 mod service;
 mod shaping;
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use creds::{CredentialCall, CredentialServer};
+pub use dns::DnsServer;
 pub use faults::{Fault, Faults, Rule, When};
 pub use service::{RequestLog, RequestRecord};
 pub use shaping::Shaping;
