@@ -86,6 +86,12 @@ impl ObjectState {
         Self::planned(job, cfg, SEGMENT_RANGE)
     }
 
+    /// How many ranges [`ObjectState::new`] splits `job` into (at least one),
+    /// without building the state.
+    pub fn part_count(job: &Download, cfg: &EngineConfig) -> usize {
+        plan_parts(job, cfg, SEGMENT_RANGE).0.len().max(1)
+    }
+
     /// An object streamed in order (`cat`): every range at most
     /// `--part-size`, since each is held in memory until its turn to be
     /// written; what is hashed in order is hashed by the writer.

@@ -25,10 +25,21 @@ use crate::integrity::PartSum;
 use crate::localfs::TempFile;
 use crate::model::CheckModel;
 
+/// One object's place in a pass: its job until a worker first takes one of
+/// its parts, then its state while parts are in flight, then nothing once its
+/// outcome is known. Only the objects in flight (at most `max_open_files`)
+/// hold an [`ObjectState`], so a pass over a million keys does not hold a
+/// million of them.
+enum Slot {
+    Waiting(Download),
+    Active(Arc<ObjectState>),
+    Finished,
+}
+
 /// State of one pass, shared by its workers.
 struct Pass {
     engine: Arc<Engine>,
-    files: Vec<ObjectState>,
+    files: Vec<Mutex<Slot>>,
     /// Across passes: see [`EtagSamples`].
     samples: Arc<EtagSamples>,
     sched: Mutex<Scheduler<Error>>,
@@ -48,8 +59,9 @@ pub(super) async fn run(
 ) -> Vec<Outcome> {
     let n = jobs.len();
     let cfg = &engine.cfg;
-    let files: Vec<ObjectState> = jobs.into_iter().map(|job| ObjectState::new(job, cfg)).collect();
-    let sched = Scheduler::new(files.iter().map(|f| f.parts.len()), cfg.part_concurrency, cfg.max_open_files);
+    let sched =
+        Scheduler::new(jobs.iter().map(|j| ObjectState::part_count(j, cfg)), cfg.part_concurrency, cfg.max_open_files);
+    let files: Vec<Mutex<Slot>> = jobs.into_iter().map(|job| Mutex::new(Slot::Waiting(job))).collect();
     let workers = cfg.max_requests.max(1).min(n.max(1) * cfg.part_concurrency.max(1));
     let pass = Arc::new(Pass {
         engine: engine.clone(),
@@ -68,7 +80,8 @@ pub(super) async fn run(
     }
     // Stopped early: objects that never finished keep a resumable file, or lose
     // their temporary one.
-    for file in &pass.files {
+    for slot in &pass.files {
+        let Slot::Active(file) = &*slot.lock().unwrap() else { continue };
         file.cancel_segments(engine.started_hasher());
         if let Some(t) = file.take_file().and_then(|t| Arc::try_unwrap(t).ok())
             && !t.resumable()
@@ -112,7 +125,7 @@ async fn worker(pass: Arc<Pass>) {
 /// Fetches range `p` of object `idx` (unless an earlier run left it on disk),
 /// journals it, and keeps its hash for verification.
 async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut Vec<u8>) -> Result<(), Error> {
-    let (engine, file) = (&pass.engine, &pass.files[idx]);
+    let (engine, file) = (&pass.engine, &*pass.file(idx)?);
     let tmp = match file.one_write(&engine.cfg) {
         true => None,
         false => Some(resume::open(engine, file).await?),
@@ -151,11 +164,18 @@ async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut Vec<u8>) -> Resul
 
 /// Records a finished part; the part that finishes an object commits or discards it.
 async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
-    let file = &pass.files[idx];
     let error = match pass.sched.lock().unwrap().part_done(idx, result) {
         Finished::No => return,
         Finished::Yes(r) => r.err(),
     };
+    let file = match pass.file(idx) {
+        Ok(f) => f,
+        Err(e) => {
+            pass.results.lock().unwrap()[idx] = Some(Err(e));
+            return;
+        }
+    };
+    let file = &*file;
     let tmp = file.take_file();
     let engine = &pass.engine;
     let error = match error {
@@ -204,6 +224,23 @@ async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
         engine.hooks.reporter.finished(&file.job, &outcome);
     }
     pass.results.lock().unwrap()[idx] = Some(outcome);
+    *pass.files[idx].lock().unwrap() = Slot::Finished;
+}
+
+impl Pass {
+    /// Object `idx`'s state, built when a worker first needs it.
+    fn file(&self, idx: usize) -> Result<Arc<ObjectState>, Error> {
+        let mut slot = self.files[idx].lock().unwrap();
+        if let Slot::Waiting(_) = &*slot
+            && let Slot::Waiting(job) = std::mem::replace(&mut *slot, Slot::Finished)
+        {
+            *slot = Slot::Active(Arc::new(ObjectState::new(job, &self.engine.cfg)));
+        }
+        match &*slot {
+            Slot::Active(file) => Ok(file.clone()),
+            _ => Err(Error::Internal(format!("object {idx} of the pass was taken after it finished"))),
+        }
+    }
 }
 
 /// After verification: a `*.safetensors` file's header must agree with its
