@@ -48,11 +48,13 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                 }
             }
         }
-        let results = pass::run(env.clone(), samples.clone(), pass_jobs.clone(), last).await;
+        // The pass takes the jobs (one copy of each, not two) and gives back
+        // those of the objects to fetch again.
+        let results = pass::run(env.clone(), samples.clone(), pass_jobs, last).await;
         pending = Vec::new();
-        for ((i, job), result) in index.into_iter().zip(pass_jobs).zip(results) {
-            match result {
-                Err(e) if !last && retry::restarts_object(&e) => {
+        for (i, (result, job)) in index.into_iter().zip(results) {
+            match (result, job) {
+                (Err(e), Some(job)) if !last && retry::restarts_object(&e) => {
                     tracing::warn!(object = %job.source_url(), error = %e, "fetching the object again from the start");
                     let head = env.unless_stopped(&job.source_url(), store.head(&job.bucket, &job.key)).await;
                     match head {
@@ -69,7 +71,7 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                         }
                     }
                 }
-                r => outcomes[i] = Some(r),
+                (r, _) => outcomes[i] = Some(r),
             }
         }
         if pending.is_empty() {

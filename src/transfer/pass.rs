@@ -44,19 +44,22 @@ struct Pass {
     samples: Arc<EtagSamples>,
     sched: Mutex<Scheduler<Error>>,
     notify: Notify,
-    results: Mutex<Vec<Option<Outcome>>>,
+    /// Each object's outcome, with its job when the object is to be fetched
+    /// again from the start (see [`retry::restarts_object`]).
+    results: Mutex<Vec<Option<(Outcome, Option<Download>)>>>,
     /// The last pass reports every outcome; earlier passes keep quiet about
     /// objects that will be fetched again.
     last: bool,
 }
 
-/// Downloads `jobs`; returns one outcome per job, in order.
+/// Downloads `jobs`; returns one outcome per job, in order, with the job
+/// given back when the object is to be fetched again from the start.
 pub(super) async fn run(
     engine: Arc<Engine>,
     samples: Arc<EtagSamples>,
     jobs: Vec<Download>,
     last: bool,
-) -> Vec<Outcome> {
+) -> Vec<(Outcome, Option<Download>)> {
     let n = jobs.len();
     let cfg = &engine.cfg;
     let sched =
@@ -92,7 +95,7 @@ pub(super) async fn run(
     let mut results = pass.results.lock().unwrap();
     results
         .iter_mut()
-        .map(|r| r.take().unwrap_or_else(|| Err(Error::Internal("download did not run".into()))))
+        .map(|r| r.take().unwrap_or_else(|| (Err(Error::Internal("download did not run".into())), None)))
         .collect()
 }
 
@@ -171,7 +174,7 @@ async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
     let file = match pass.file(idx) {
         Ok(f) => f,
         Err(e) => {
-            pass.results.lock().unwrap()[idx] = Some(Err(e));
+            pass.results.lock().unwrap()[idx] = Some((Err(e), None));
             return;
         }
     };
@@ -223,7 +226,8 @@ async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
     if !again {
         engine.hooks.reporter.finished(&file.job, &outcome);
     }
-    pass.results.lock().unwrap()[idx] = Some(outcome);
+    let job = again.then(|| file.job.clone());
+    pass.results.lock().unwrap()[idx] = Some((outcome, job));
     *pass.files[idx].lock().unwrap() = Slot::Finished;
 }
 
