@@ -31,10 +31,15 @@ use crate::model::CheckModel;
 /// hold an [`ObjectState`], so a pass over a million keys does not hold a
 /// million of them.
 enum Slot {
-    Waiting(Download),
+    /// Boxed: the vector of slots then shrinks to a pointer each, and a job
+    /// taken or finished gives its bytes back.
+    Waiting(Box<Download>),
     Active(Arc<ObjectState>),
     Finished,
 }
+
+/// An object's outcome, and its job when it is to be fetched again.
+type Ended = (Outcome, Option<Download>);
 
 /// State of one pass, shared by its workers.
 struct Pass {
@@ -46,7 +51,7 @@ struct Pass {
     notify: Notify,
     /// Each object's outcome, with its job when the object is to be fetched
     /// again from the start (see [`retry::restarts_object`]).
-    results: Mutex<Vec<Option<(Outcome, Option<Download>)>>>,
+    results: Mutex<Vec<Option<Ended>>>,
     /// The last pass reports every outcome; earlier passes keep quiet about
     /// objects that will be fetched again.
     last: bool,
@@ -54,17 +59,12 @@ struct Pass {
 
 /// Downloads `jobs`; returns one outcome per job, in order, with the job
 /// given back when the object is to be fetched again from the start.
-pub(super) async fn run(
-    engine: Arc<Engine>,
-    samples: Arc<EtagSamples>,
-    jobs: Vec<Download>,
-    last: bool,
-) -> Vec<(Outcome, Option<Download>)> {
+pub(super) async fn run(engine: Arc<Engine>, samples: Arc<EtagSamples>, jobs: Vec<Download>, last: bool) -> Vec<Ended> {
     let n = jobs.len();
     let cfg = &engine.cfg;
     let sched =
         Scheduler::new(jobs.iter().map(|j| ObjectState::part_count(j, cfg)), cfg.part_concurrency, cfg.max_open_files);
-    let files: Vec<Mutex<Slot>> = jobs.into_iter().map(|job| Mutex::new(Slot::Waiting(job))).collect();
+    let files: Vec<Mutex<Slot>> = jobs.into_iter().map(|job| Mutex::new(Slot::Waiting(Box::new(job)))).collect();
     let workers = cfg.max_requests.max(1).min(n.max(1) * cfg.part_concurrency.max(1));
     let pass = Arc::new(Pass {
         engine: engine.clone(),
@@ -238,7 +238,7 @@ impl Pass {
         if let Slot::Waiting(_) = &*slot
             && let Slot::Waiting(job) = std::mem::replace(&mut *slot, Slot::Finished)
         {
-            *slot = Slot::Active(Arc::new(ObjectState::new(job, &self.engine.cfg)));
+            *slot = Slot::Active(Arc::new(ObjectState::new(*job, &self.engine.cfg)));
         }
         match &*slot {
             Slot::Active(file) => Ok(file.clone()),
