@@ -84,6 +84,12 @@ async fn run_in_root(h: &Harness, root: &Path, args: &[&str]) -> std::process::O
     cmd.output().await.expect("run chroot")
 }
 
+/// The seeded model synced from `endpoint` into the volume's `m-1`.
+async fn sync_seeded(h: &Harness, root: &Path, endpoint: &str) -> std::process::Output {
+    let args = ["--endpoint-url", endpoint, "sync", "s3://bucket/models/m-1/*", "/model-artifacts/m-1"];
+    run_in_root(h, root, &args).await
+}
+
 fn seed(h: &Harness) {
     h.put("models/m-1/config.json", &b"{\"layers\": 2}"[..]);
     h.put("models/m-1/model.safetensors", safetensors_bytes(20 << 20, 7));
@@ -95,12 +101,7 @@ async fn the_static_binary_syncs_from_an_empty_root_as_a_non_root_user() {
     seed(&h);
     let root = empty_root(&h, &std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap()).await;
     let endpoint = format!("http://s3.models.internal:{}", h.server.addr().port());
-    let out = run_in_root(
-        &h,
-        &root,
-        &["--endpoint-url", &endpoint, "sync", "s3://bucket/models/m-1/*", "/model-artifacts/m-1"],
-    )
-    .await;
+    let out = sync_seeded(&h, &root, &endpoint).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
     let volume = root.join("model-artifacts");
@@ -156,13 +157,7 @@ async fn the_endpoint_is_resolved_through_resolv_conf_with_a_search_list_and_ndo
     );
     std::fs::write(root.join("etc/resolv.conf"), resolv).unwrap();
     let port = h.server.addr().port();
-    let endpoint = format!("http://{NAME}:{port}");
-    let out = run_in_root(
-        &h,
-        &root,
-        &["--endpoint-url", &endpoint, "sync", "s3://bucket/models/m-1/*", "/model-artifacts/m-1"],
-    )
-    .await;
+    let out = sync_seeded(&h, &root, &format!("http://{NAME}:{port}")).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}\nqueries: {:?}", dns.queries());
     assert_eq!(files_under(&root.join("model-artifacts/m-1")), vec!["config.json", "model.safetensors"]);
