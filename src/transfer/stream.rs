@@ -81,9 +81,9 @@ pub async fn stream(engine: &Arc<Engine>, job: Download, sink: Sink) -> Result<V
             }
         })
         .buffered(window)
-        .map(|joined| match joined {
-            Ok(r) => r,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        .map({
+            let url = file.job.source_url();
+            move |joined| joined.map_err(|e| cut_short(e, &url)).and_then(|r| r)
         });
     let writer = {
         let rt = tokio::runtime::Handle::current();
@@ -190,11 +190,7 @@ async fn hash(
         (data, crc, running)
     })
     .await
-    .map_err(|e| match e.try_into_panic() {
-        Ok(panic) => std::panic::resume_unwind(panic),
-        // The runtime is shutting down (the process is leaving).
-        Err(_) => Error::Interrupted(file.job.source_url()),
-    })?;
+    .map_err(|e| cut_short(e, &file.job.source_url()))?;
     if let Some(crc) = crc {
         file.range_hashed(p, crc);
     }
@@ -207,6 +203,15 @@ async fn hash(
         }
     }
     Ok(data)
+}
+
+/// A task of the stream that did not finish: its panic goes on; otherwise
+/// it was cancelled (the runtime shutting down as the process leaves).
+fn cut_short(e: tokio::task::JoinError, url: &str) -> Error {
+    match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(_) => Error::Interrupted(url.to_string()),
+    }
 }
 
 /// The writer: takes ranges in order and writes each; each buffer then goes
