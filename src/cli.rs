@@ -275,6 +275,12 @@ pub struct TransferArgs {
     /// --shard $(JOB_COMPLETION_INDEX)/N.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<String>,
+    /// Downloads with --shard: take objects larger than a fair share whole
+    /// (one shard each) instead of splitting their ranges across the shards.
+    /// Splitting needs file locks (flock) that all pods see: any local
+    /// filesystem, NFSv4 (EFS, FSx) without the nolock/local_lock options.
+    #[arg(long)]
+    pub no_split: bool,
 }
 
 /// `--checksum-algorithm`.
@@ -422,6 +428,7 @@ impl Args {
                 follow_symlinks: !t.no_follow_symlinks,
             };
             engine.part_concurrency = t.concurrency;
+            engine.split = !t.no_split;
             engine.part_size =
                 t.part_size.checked_mul(1 << 20).ok_or_else(|| Error::Usage("--part-size is too large".into()))?;
             Ok(())

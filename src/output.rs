@@ -33,7 +33,7 @@ impl Output {
             (true, Ok(v)) => {
                 let verified = match v {
                     Verification::Verified(how) => json!(how),
-                    Verification::Unverified(_) | Verification::Off => json!(false),
+                    Verification::Unverified(_) | Verification::Off | Verification::Piece => json!(false),
                 };
                 json!({"operation": op, "success": true, "source": src, "destination": dst,
                        "object": {"size": size}, "verified": verified})

@@ -9,6 +9,13 @@
 //! write into the same directory meanwhile, so a share computed after the
 //! comparison would differ from pod to pod.
 //!
+//! An object larger than a fair share (the listing's bytes / N) bounds the
+//! speed-up if one shard takes it whole. Downloads split such objects
+//! ([`Shard::share`] with `split`): every shard takes one [`Piece`] of it, a
+//! run of its ranges, written into one temporary file on the shared volume
+//! (see `transfer::piece`); the other objects are shared out as above. The
+//! split too is a function of the listing alone.
+//!
 //! Deletions (`--delete`) go by path instead ([`Shard::deletes`]): a stale path
 //! belongs to the shard a hash of its path names, so each is deleted by exactly
 //! one shard, whatever the listing.
@@ -64,30 +71,100 @@ impl Shard {
         assign(items, self.count).into_iter().map(|s| s == self.index).collect()
     }
 
+    /// What this shard takes of each of `items` (path, size): with `split`,
+    /// objects larger than a fair share and at least `split_min` bytes are
+    /// split, one piece to every shard; the rest go whole as [`Shard::takes`]
+    /// says.
+    pub fn share(&self, items: &[(&str, u64)], split_min: Option<u64>) -> Vec<Take> {
+        let splits = split_objects(items, self.count, split_min);
+        let rest: Vec<(&str, u64)> = items.iter().zip(&splits).filter(|(_, s)| !**s).map(|(i, _)| *i).collect();
+        let mut whole = self.takes(&rest).into_iter();
+        splits
+            .iter()
+            .map(|&split| match split {
+                true => Take::Piece(Piece { index: self.index, count: self.count }),
+                false if whole.next().unwrap_or(false) => Take::Whole,
+                false => Take::No,
+            })
+            .collect()
+    }
+
     /// Whether this shard deletes the stale path `rel`.
     pub fn deletes(&self, rel: &str) -> bool {
         owner_of_path(rel, self.count) == self.index
     }
 }
 
+/// What a shard takes of one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    No,
+    Whole,
+    Piece(Piece),
+}
+
+/// Piece `index` of `count` of an object split across shards: the `index`-th
+/// of `count` runs of its ranges, as even as whole ranges allow
+/// ([`Piece::ranges`]). Every shard takes the piece of its own index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Piece {
+    /// Which of an object's `n` ranges this piece is (maybe none, when the
+    /// object has fewer ranges than pieces).
+    pub fn ranges(&self, n: usize) -> std::ops::Range<usize> {
+        let at = |i: u32| (n as u128 * u128::from(i) / u128::from(self.count.max(1))) as usize;
+        at(self.index)..at(self.index + 1)
+    }
+}
+
+impl std::fmt::Display for Piece {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "piece {} of {}", self.index + 1, self.count)
+    }
+}
+
 /// `selected`, a subset of the listing `all` (path, size), cut to `shard`'s
-/// share (all of it without a shard); and how many of the share `selected`
-/// leaves out (up to date).
+/// share (all of it, whole, without a shard), each with the piece this shard
+/// takes when the object is split (see [`Shard::share`]); and how many of the
+/// share `selected` leaves out (up to date).
 pub fn cut<T>(
     shard: Option<Shard>,
     all: &[(&str, u64)],
     selected: Vec<T>,
+    split_min: Option<u64>,
     rel: impl Fn(&T) -> &str,
-) -> (Vec<T>, usize) {
+) -> (Vec<(T, Option<Piece>)>, usize) {
     let Some(shard) = shard else {
         let up_to_date = all.len() - selected.len();
-        return (selected, up_to_date);
+        return (selected.into_iter().map(|s| (s, None)).collect(), up_to_date);
     };
-    let mine: std::collections::HashSet<&str> =
-        all.iter().zip(shard.takes(all)).filter(|(_, t)| *t).map(|((p, _), _)| *p).collect();
-    let selected: Vec<T> = selected.into_iter().filter(|s| mine.contains(rel(s))).collect();
+    let mine: std::collections::HashMap<&str, Option<Piece>> = all
+        .iter()
+        .zip(shard.share(all, split_min))
+        .filter_map(|((p, _), t)| match t {
+            Take::No => None,
+            Take::Whole => Some((*p, None)),
+            Take::Piece(piece) => Some((*p, Some(piece))),
+        })
+        .collect();
+    let selected: Vec<(T, Option<Piece>)> =
+        selected.into_iter().filter_map(|s| mine.get(rel(&s)).copied().map(|p| (s, p))).collect();
     let up_to_date = mine.len() - selected.len();
     (selected, up_to_date)
+}
+
+/// Which of `items` are split across `count` shards: those larger than a
+/// fair share (total bytes / count) and at least `split_min` bytes; none
+/// without `split_min` or with one shard.
+fn split_objects(items: &[(&str, u64)], count: u32, split_min: Option<u64>) -> Vec<bool> {
+    let Some(min) = split_min.filter(|_| count > 1) else { return vec![false; items.len()] };
+    let total: u128 = items.iter().map(|i| u128::from(i.1)).sum();
+    let fair = total / u128::from(count);
+    items.iter().map(|i| i.1 >= min && u128::from(i.1) > fair).collect()
 }
 
 impl std::fmt::Display for Shard {

@@ -38,6 +38,7 @@ pub(super) async fn cat(url: S3Url, cfg: &Config) -> Result<u8, Error> {
         etag_md5: meta.etag_md5,
         source_parts: None,
         layout_unknown: None,
+        piece: None,
     };
     let hooks = Hooks::reporting(std::sync::Arc::new(transfer::report::Silent));
     let engine = Engine::new(store, cfg.engine.clone(), hooks, tokio_util::sync::CancellationToken::new());
@@ -52,7 +53,8 @@ pub(super) async fn cat(url: S3Url, cfg: &Config) -> Result<u8, Error> {
             tracing::warn!(object = %source, "written, not verified: {why}");
             Ok(exit_code::SUCCESS)
         }
-        Ok(Verification::Off) => Ok(exit_code::SUCCESS),
+        // A stream is never a piece of a split object.
+        Ok(Verification::Off | Verification::Piece) => Ok(exit_code::SUCCESS),
         Err(Error::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             tracing::debug!(object = %source, "the reader closed the pipe");
             Ok(BROKEN_PIPE)

@@ -106,7 +106,10 @@ pub(super) async fn download(
     // This run's share (--shard): taken from the listing, before the
     // comparison, so that every shard computes the same partition.
     let all: Vec<(&str, u64)> = listed.objects.iter().map(|o| (o.rel.as_str(), o.meta.size)).collect();
-    let (selected, up_to_date) = crate::shard::cut(cfg.shard, &all, selected, |o| o.rel.as_str());
+    // Objects larger than a fair share are split across the shards (into a
+    // directory only: a single file's destination is the user's path).
+    let split_min = (batch && cfg.engine.split).then_some(cfg.engine.part_size.saturating_mul(2));
+    let (selected, up_to_date) = crate::shard::cut(cfg.shard, &all, selected, split_min, |o| o.rel.as_str());
     let deletes = match sync {
         Some(opts) if opts.delete && batch => {
             let sources = listed.objects.iter().map(|o| o.rel.as_str());
@@ -131,10 +134,10 @@ pub(super) async fn download(
     // leaves them in place and a re-run fetches only the shard. The scheduler
     // still spreads each large object over every connection.
     let mut selected = selected;
-    selected.sort_by(|a, b| a.meta.size.cmp(&b.meta.size).then_with(|| a.rel.cmp(&b.rel)));
+    selected.sort_by(|(a, _), (b, _)| a.meta.size.cmp(&b.meta.size).then_with(|| a.rel.cmp(&b.rel)));
     let jobs: Vec<Download> = selected
         .iter()
-        .map(|o| Download {
+        .map(|&(o, piece)| Download {
             bucket: src.bucket.clone(),
             key: o.meta.key.clone(),
             size: o.meta.size,
@@ -149,6 +152,7 @@ pub(super) async fn download(
             etag_md5: o.meta.etag_md5,
             source_parts: None,
             layout_unknown: None,
+            piece,
         })
         .collect();
     // A refused key fails one shard, not all of them.

@@ -297,6 +297,11 @@ impl Reporter for RunReporter {
             tracing::info!(object = %item.source(), "not verified: {why}");
         }
         let (src, dst) = (item.source(), item.destination());
+        if let Ok(Verification::Piece) = outcome {
+            // Not in place yet: the shard that finishes the object prints it.
+            tracing::info!(object = %src, "split across shards: this shard's piece is written (or it has none); the shard that finishes last verifies the object and moves it into place");
+            return;
+        }
         // Suspended: a line on a terminal would otherwise tear the bars.
         self.progress.suspend(|| self.out.op("cp", &src, &dst, item.size(), outcome.as_ref(), output::error_line));
     }

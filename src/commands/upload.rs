@@ -98,7 +98,10 @@ pub(super) async fn upload(
     };
     // This run's share (--shard), from the local listing alone.
     let all: Vec<(&str, u64)> = files.iter().map(|f| (f.rel.as_str(), f.size)).collect();
-    let (selected, up_to_date) = crate::shard::cut(cfg.shard, &all, selected, |f| f.rel.as_str());
+    // Whole files only: pieces of one upload from several pods would need one
+    // multipart upload shared between them.
+    let (selected, up_to_date) = crate::shard::cut(cfg.shard, &all, selected, None, |f| f.rel.as_str());
+    let selected: Vec<_> = selected.into_iter().map(|(f, _)| f).collect();
     let object_url = |rel: &str| format!("s3://{}/{prefix}{rel}", dst.bucket);
     let (deletes, failures) = match sync {
         Some(opts) if opts.delete => {

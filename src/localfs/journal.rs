@@ -117,18 +117,34 @@ pub struct Recorded {
 
 /// The finished parts a journal records, if its header is `header`.
 pub(super) fn read_journal(dir: &OwnedFd, name: &OsStr, header: &str) -> Option<Vec<Recorded>> {
+    read_journal_marked(dir, name, header).map(|(parts, _)| parts)
+}
+
+/// The line a piece's journal ends with once every range of the piece is
+/// written and flushed (see `tempfile::TempFile::piece_done`).
+pub(super) const COMPLETE_LINE: &str = "complete";
+
+/// [`read_journal`], and whether the journal ends with [`COMPLETE_LINE`].
+pub(super) fn read_journal_marked(dir: &OwnedFd, name: &OsStr, header: &str) -> Option<(Vec<Recorded>, bool)> {
     use std::io::Read;
     let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()?;
     let mut text = String::new();
     File::from(fd).read_to_string(&mut text).ok()?;
     let body = text.strip_prefix(JOURNAL_MAGIC)?.strip_prefix('\n')?.strip_prefix(header)?.strip_prefix('\n')?;
     let mut out = Vec::new();
-    for line in body.lines() {
+    let mut complete = false;
+    for line in body.split_inclusive('\n') {
+        // A line without its newline is torn (a kill mid-write): ignore it.
+        let Some(line) = line.strip_suffix('\n') else { break };
         let mut words = line.split(' ');
         match (words.next(), words.next().and_then(|p| p.parse().ok()), words.next()) {
             (Some("done"), Some(part), Some(hash)) => out.push(Recorded { part, hash: hash.to_string() }),
+            (Some(COMPLETE_LINE), None, None) => {
+                complete = true;
+                break;
+            }
             _ => break, // a torn last line: ignore it and what follows
         }
     }
-    Some(out)
+    Some((out, complete))
 }

@@ -43,12 +43,17 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::dirs::{Dirs, open_parent, open_parent_cached};
-use super::journal::{Held, JOURNAL_MAGIC, Journal, Recorded, SpentJournal, read_journal};
+use super::journal::{
+    COMPLETE_LINE, Held, JOURNAL_MAGIC, Journal, Recorded, SpentJournal, read_journal, read_journal_marked,
+};
 use crate::error::Error;
 
 const TEMP_SUFFIX: &str = ".s3load-tmp";
 pub(super) const RESUME_SUFFIX: &str = ".s3load-resume";
 pub(super) const JOURNAL_SUFFIX: &str = ".s3load-journal";
+/// The temporary file of an object split across shards, and each piece's journal.
+const SPLIT_SUFFIX: &str = ".s3load-split";
+const PIECE_SUFFIX: &str = ".s3load-piece";
 /// Part of the destination's name kept in the temporary name, so that the
 /// temporary name stays under NAME_MAX (255) whatever the destination's length.
 const NAME_KEEP: usize = 200;
@@ -57,7 +62,8 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Whether a file name is one of s3load's temporary files or journals.
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && [TEMP_SUFFIX, RESUME_SUFFIX, JOURNAL_SUFFIX].iter().any(|s| name.ends_with(s))
+    name.starts_with('.')
+        && [TEMP_SUFFIX, RESUME_SUFFIX, JOURNAL_SUFFIX, SPLIT_SUFFIX, PIECE_SUFFIX].iter().any(|s| name.ends_with(s))
 }
 
 /// The destination's name, cut to leave room for s3load's additions.
@@ -68,6 +74,23 @@ pub(super) fn kept(name: &OsStr) -> String {
         keep -= 1;
     }
     name[..keep].to_string()
+}
+
+/// The destination's name cut shorter, for split objects' files, whose names
+/// carry an id and a piece number besides.
+fn kept_short(name: &OsStr) -> String {
+    let mut k = kept(name);
+    let mut keep = k.len().min(NAME_KEEP - 40);
+    while !k.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    k.truncate(keep);
+    k
+}
+
+/// "piece 2 of 4", as people count.
+pub fn piece_name(index: usize, count: usize) -> String {
+    format!("piece {} of {count}", index + 1)
 }
 
 fn temp_name(name: &OsStr) -> OsString {
@@ -96,6 +119,19 @@ pub struct TempFile {
     dest: PathBuf,
     /// Progress journal of a resumable file.
     journal: Option<Journal>,
+    /// The file of an object split across shards, shared with the other
+    /// shards' runs (see [`TempFile::open_piece`]).
+    split: Option<Split>,
+}
+
+/// What a run writing one piece of a split object knows of the others.
+#[derive(Debug)]
+struct Split {
+    /// The journal header every piece's journal shares, before its piece line.
+    header: String,
+    /// Each piece's journal name, and whether the piece has ranges at all.
+    pieces: Vec<(OsString, bool)>,
+    index: usize,
 }
 
 impl TempFile {
@@ -126,6 +162,7 @@ impl TempFile {
             path,
             dest: dest.to_path_buf(),
             journal: None,
+            split: None,
         };
         if reserve
             && size > 0
@@ -186,6 +223,7 @@ impl TempFile {
             path,
             dest: dest.to_path_buf(),
             journal: Some(journal),
+            split: None,
         };
         if fresh {
             // Starting over: if the file cannot be prepared (a full disk), neither
@@ -201,6 +239,151 @@ impl TempFile {
             }
         }
         Ok((tmp, recorded))
+    }
+
+    /// Opens the temporary file of an object split across shards, to write
+    /// piece `index` of `pieces.len()` into it (`pieces[i]`: whether piece `i`
+    /// has ranges). Every shard's run opens the same file, named by `id` (a
+    /// hash of the object's identity and range layout, so two versions or
+    /// layouts never share one), and holds a shared lock on it while it
+    /// writes; each piece has a journal of its own, written by its shard
+    /// alone (appends from several NFS clients to one file are not atomic).
+    /// Returns the file and the ranges this piece's journal records.
+    ///
+    /// Nothing here truncates or removes the shared file: other shards'
+    /// ranges are in it.
+    pub fn open_piece(
+        root: &Path,
+        dest: &Path,
+        size: u64,
+        id: &str,
+        header: &str,
+        pieces: Vec<bool>,
+        index: usize,
+        hold: Duration,
+    ) -> Result<(TempFile, Vec<Recorded>), Error> {
+        let rel = dest
+            .strip_prefix(root)
+            .map_err(|_| Error::Internal(format!("{} is not below {}", dest.display(), root.display())))?;
+        let (dir, name) = open_parent(root, rel)?;
+        let stem = format!(".{}.{id}", kept_short(name));
+        let tmp_name = OsString::from(format!("{stem}{SPLIT_SUFFIX}"));
+        let path = dest.with_file_name(&tmp_name);
+        let journals: Vec<(OsString, bool)> = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, &has)| (OsString::from(format!("{stem}.{i}{PIECE_SUFFIX}")), has))
+            .collect();
+        let journal_name = journals[index].0.clone();
+        let journal_path = dest.with_file_name(&journal_name);
+        // The piece's journal first, locked: a second run with the same index
+        // (two pods given one --shard) must not write the same piece.
+        let jflags = OFlags::CREATE | OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let jfd = rustix::fs::openat(&dir, &journal_name, jflags, Mode::from_raw_mode(0o644))
+            .map_err(|e| Error::io(&journal_path, "opening journal", e.into()))?;
+        if !try_lock(&jfd) {
+            return Err(Error::Refused(format!(
+                "{}: another run is writing {} of this object; are two shards given the same index?",
+                dest.display(),
+                piece_name(index, pieces.len())
+            )));
+        }
+        let file = loop {
+            let flags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat(&dir, &tmp_name, flags, Mode::from_raw_mode(0o644))
+                .map_err(|e| Error::io(&path, "opening the shared temporary file", e.into()))?;
+            // Waits while a shard that finished the last piece checks the file.
+            rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockShared)
+                .map_err(|e| Error::io(&path, "locking the shared temporary file", e.into()))?;
+            // That shard may have moved it into place meanwhile: the name must
+            // still be this file's, or it is opened (created) again.
+            let ours = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, "checking", e.into()))?;
+            match rustix::fs::statat(&dir, &tmp_name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if st.st_dev == ours.st_dev && st.st_ino == ours.st_ino => break File::from(fd),
+                _ => continue,
+            }
+        };
+        let on_disk = file.metadata().map_err(|e| Error::io(&path, "checking", e))?.len();
+        if on_disk > size {
+            return Err(Error::Refused(format!(
+                "{}: holds {on_disk} bytes, more than the object's {size}; remove it and run again",
+                path.display()
+            )));
+        }
+        let piece_header = format!("{header}\npiece {index} {}", pieces.len());
+        let (recorded, _) = read_journal_marked(&dir, &journal_name, &piece_header).unwrap_or_default();
+        let fresh = recorded.is_empty();
+        if fresh {
+            rustix::fs::ftruncate(&jfd, 0).map_err(|e| Error::io(&journal_path, "starting journal", e.into()))?;
+        }
+        let held = fresh.then(|| Held { lines: Vec::new(), until: Instant::now().checked_add(hold) });
+        let journal = Journal { file: File::from(jfd), name: journal_name, held: Mutex::new(held) };
+        let tmp = TempFile {
+            file,
+            dir: Arc::new(dir),
+            tmp_name,
+            name: name.to_owned(),
+            path,
+            dest: dest.to_path_buf(),
+            journal: Some(journal),
+            split: Some(Split { header: header.to_string(), pieces: journals, index }),
+        };
+        if fresh {
+            let j = tmp.journal.as_ref().expect("set above");
+            j.append(&format!("{JOURNAL_MAGIC}\n{piece_header}\n"))
+                .map_err(|e| Error::io(&journal_path, "starting journal", e))?;
+        }
+        // Sized by the first shard to get here (preallocating keeps what
+        // other shards wrote; a filesystem without it gets a sparse file).
+        if on_disk < size {
+            tmp.reserve(size)?;
+        }
+        Ok((tmp, recorded))
+    }
+
+    /// This piece is all written: its bytes are flushed (on NFS, to the
+    /// server, where the shard that finishes the object reads them), then
+    /// its journal says so.
+    pub fn piece_done(&self) -> Result<(), Error> {
+        self.file.sync_data().map_err(|e| Error::io(&self.path, "flushing to disk", e))?;
+        if let Some(j) = &self.journal {
+            let jpath = self.dest.with_file_name(&j.name);
+            j.write_held().map_err(|e| Error::io(&jpath, "writing journal", e))?;
+            j.append(&format!("{COMPLETE_LINE}\n")).map_err(|e| Error::io(&jpath, "writing journal", e))?;
+            j.file.sync_data().map_err(|e| Error::io(&jpath, "flushing journal", e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether this run finishes the split object: with every other shard's
+    /// run done writing (an exclusive lock on the shared file, which writers
+    /// hold shared) and every piece's journal complete, returns the ranges
+    /// the other pieces' journals record, to be checked and the object
+    /// verified and moved into place by this run, which keeps the lock until
+    /// then. Otherwise `None`: a shard still writing, or one not started,
+    /// will find every piece complete when it finishes its own.
+    pub fn finishes_split(&self) -> Result<Option<Vec<Recorded>>, Error> {
+        let Some(split) = &self.split else { return Ok(None) };
+        // Unlocked first: a failed upgrade must not keep the shared lock
+        // (POSIX locks, which NFS uses for flock, keep it), or two shards
+        // finishing at once could each see the other's and neither finish.
+        let _ = rustix::fs::flock(&self.file, rustix::fs::FlockOperation::Unlock);
+        let exclusive = rustix::fs::flock(&self.file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        if exclusive.is_err() || self.check_identity().is_err() {
+            return Ok(None);
+        }
+        let mut others = Vec::new();
+        for (i, (name, has_ranges)) in split.pieces.iter().enumerate() {
+            if i == split.index || !has_ranges {
+                continue;
+            }
+            let header = format!("{}\npiece {i} {}", split.header, split.pieces.len());
+            match read_journal_marked(&self.dir, name, &header) {
+                Some((recorded, true)) => others.extend(recorded),
+                Some((_, false)) | None => return Ok(None),
+            }
+        }
+        Ok(Some(others))
     }
 
     /// Notes in the journal that `part` is written, with its hash.
@@ -271,6 +454,15 @@ impl TempFile {
         self.check_identity()?;
         rustix::fs::renameat(&self.dir, &self.tmp_name, &self.dir, &self.name)
             .map_err(|e| Error::io(&self.dest, "moving into place", e.into()))?;
+        // A split object's other pieces' journals are spent too (this one's
+        // goes with the commit's, below).
+        if let Some(split) = &self.split {
+            for (i, (name, _)) in split.pieces.iter().enumerate() {
+                if i != split.index {
+                    let _ = rustix::fs::unlinkat(&self.dir, name, AtFlags::empty());
+                }
+            }
+        }
         if fsync {
             rustix::fs::fsync(&self.dir).map_err(|e| Error::io(&self.dest, "flushing directory to disk", e.into()))?;
         }
@@ -299,8 +491,9 @@ impl TempFile {
     }
 
     /// Removes the temporary file (best effort: the error that led here matters more).
+    /// A split object's file is kept, with its journal: other shards write into it.
     pub fn discard(self) {
-        if self.check_identity().is_err() {
+        if self.split.is_some() || self.check_identity().is_err() {
             // Not ours any more: leave whatever is there now alone.
             return;
         }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use super::engine::Engine;
-use super::job::{Download, KnownChecksum, Outcome, PartLayout};
+use super::job::{Download, KnownChecksum, Outcome, PartLayout, Verification};
+use super::object::ObjectState;
+use super::settings::EngineConfig;
 use super::settings::VerifyMode;
 use super::{pass, retry, verify};
 use crate::error::Error;
@@ -36,10 +38,15 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
         let mut index = Vec::new();
         let mut pass_jobs = Vec::new();
         for (i, d) in prepared {
-            match d {
-                Ok(job) => {
+            match d.map(|job| split_role(cfg, job)) {
+                Ok(Ok(job)) => {
                     index.push(i);
                     pass_jobs.push(job);
+                }
+                Ok(Err(job)) => {
+                    let outcome = Ok(Verification::Piece);
+                    reporter.finished(&job, &outcome);
+                    outcomes[i] = Some(outcome);
                 }
                 Err((job, e)) => {
                     let outcome = Err(e);
@@ -58,7 +65,11 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                     tracing::warn!(object = %job.source_url(), error = %e, "fetching the object again from the start");
                     let head = env.unless_stopped(&job.source_url(), store.head(&job.bucket, &job.key)).await;
                     match head {
-                        Ok(Ok(meta)) => pending.push((i, job.refreshed(meta))),
+                        // Fetched again, a split object is fetched whole by the
+                        // run that found it changed: the other shards may have
+                        // finished their pieces of the version they listed,
+                        // and would never write theirs of this one.
+                        Ok(Ok(meta)) => pending.push((i, Download { piece: None, ..job.refreshed(meta) })),
                         Ok(Err(he)) => {
                             let outcome = Err(Error::object(&job.bucket, &job.key, None, he));
                             reporter.finished(&job, &outcome);
@@ -81,6 +92,28 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
     // No journal outlives the run that committed its file.
     env.journals_removed().await;
     outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Internal("download did not run".into())))).collect()
+}
+
+/// What this run does of a prepared object split across shards: `Ok` with
+/// its piece to fetch (or the whole object, for the first shard, when the
+/// object cannot be split: no shard could check another's ranges of it); `Err`
+/// when there is nothing for this run to do (an empty piece of an object with
+/// fewer ranges than shards, or an unsplittable object that the first shard
+/// fetches whole). Every shard decides alike: from the object and the flags.
+fn split_role(cfg: &EngineConfig, job: Download) -> Result<Download, Download> {
+    let Some(piece) = job.piece else { return Ok(job) };
+    let state = ObjectState::new(job, cfg);
+    let (splittable, idle) = (cfg.verify != VerifyMode::Off && state.splittable(), state.mine.is_empty());
+    let job = state.job;
+    match (splittable, piece.index) {
+        (true, _) if idle => Err(job),
+        (true, _) => Ok(job),
+        (false, 0) => {
+            tracing::info!(object = %job.source_url(), "fetched whole by this shard: its ranges cannot be checked one by one");
+            Ok(Download { piece: None, ..job })
+        }
+        (false, _) => Err(job),
+    }
 }
 
 /// A job ready for a pass, or the job and why it cannot be.

@@ -46,6 +46,7 @@ async fn job(store: &MemoryStore, key: &str, dir: &Path) -> Download {
         etag_md5: false,
         source_parts: None,
         layout_unknown: None,
+        piece: None,
     }
 }
 

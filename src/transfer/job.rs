@@ -48,6 +48,9 @@ pub struct Download {
     pub source_parts: Option<PartLayout>,
     /// Why the layout could not be learnt, when the store refused to say.
     pub layout_unknown: Option<String>,
+    /// The piece of the object this run fetches when it is split across
+    /// shards (`--shard`, see [`crate::shard::Piece`]); `None`: all of it.
+    pub piece: Option<crate::shard::Piece>,
 }
 
 /// The part layout of a multipart upload, as S3 reveals it: the sizes of the
@@ -110,6 +113,10 @@ pub enum Verification {
     Unverified(String),
     /// `--verify off`.
     Off,
+    /// A piece of an object split across shards, written and durable; the
+    /// shard that finishes the object's last piece verifies it and moves it
+    /// into place (see `transfer::piece`).
+    Piece,
 }
 
 /// An object's outcome.

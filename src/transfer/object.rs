@@ -38,6 +38,9 @@ pub(super) struct ObjectState {
     pub parts: Vec<Range<u64>>,
     /// Upload part size when `parts` are aligned to the parts of a multipart upload.
     pub aligned: Option<u64>,
+    /// The ranges this run fetches: all of them, or its piece's when the
+    /// object is split across shards.
+    pub mine: Range<usize>,
     /// The segments hashed in order (fixed; how far each is written is in
     /// the locked state).
     segment_count: usize,
@@ -122,6 +125,10 @@ impl ObjectState {
                 reader: None,
             }),
             aligned,
+            mine: match job.piece {
+                Some(piece) => piece.ranges(parts.len()),
+                None => 0..parts.len(),
+            },
             job,
             parts,
             create: tokio::sync::Mutex::new(()),
@@ -134,6 +141,15 @@ impl ObjectState {
     /// no preallocation and no journal.
     pub fn one_write(&self, cfg: &EngineConfig) -> bool {
         self.parts.len() == 1 && self.job.size > 0 && self.job.size <= cfg.buffer_size as u64
+    }
+
+    /// Whether the object can be split across shards: several ranges, each
+    /// of which a later run can check from disk against the hash its
+    /// journal gives (CRCs, or whole segments' MD5s or SHAs). An object
+    /// hashed in order across ranges (a single PUT's MD5) is not: no shard
+    /// could check another's ranges.
+    pub fn splittable(&self) -> bool {
+        self.parts.len() > 1 && self.range_kind().is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Changing> {
@@ -427,6 +443,7 @@ mod tests {
             etag_md5: true,
             source_parts: Some(super::super::job::PartLayout { part_size: part << 20, last_size, count: count as u32 }),
             layout_unknown: None,
+            piece: None,
         }
     }
 

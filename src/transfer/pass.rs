@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::engine::Engine;
-use super::job::{Download, Outcome};
+use super::job::{Download, Outcome, Verification};
 use super::object::ObjectState;
 use super::scheduler::{Finished, Pick, Scheduler};
 use super::settings::Durability;
@@ -129,6 +129,10 @@ async fn worker(pass: Arc<Pass>) {
 /// journals it, and keeps its hash for verification.
 async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut Vec<u8>) -> Result<(), Error> {
     let (engine, file) = (&pass.engine, &*pass.file(idx)?);
+    if !file.mine.contains(&p) {
+        // Another shard's piece of a split object.
+        return Ok(());
+    }
     let tmp = match file.one_write(&engine.cfg) {
         true => None,
         false => Some(resume::open(engine, file).await?),
@@ -192,34 +196,13 @@ async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
         // Interrupted: a resumable file stays for the next run.
         (Some(e @ Error::Interrupted(_)), Some(t)) if t.resumable() => Err(e),
         (Some(e), tmp) => Err(e).inspect_err(|_| discard(pass, file, tmp)),
-        (None, Some(t)) => {
-            match check_structure(
-                engine,
-                file,
-                &t,
-                verify(file, engine.cfg.verify, &pass.samples, verify::NOTHING_WRITTEN),
-            )
-            .await
-            {
-                Err(e) => Err(e).inspect_err(|_| discard(pass, file, Some(t))),
-                Ok(verification) => match Arc::try_unwrap(t) {
-                    Ok(t) => {
-                        let (mtime, fsync) = (file.job.last_modified, engine.cfg.durability == Durability::Fsync);
-                        let committed = engine.blocking_io(move || t.commit(mtime, fsync)).await;
-                        committed.map(|journal| {
-                            if let Some(j) = journal {
-                                engine.remove_journal(j);
-                            }
-                            if let Some(hook) = &engine.hooks.committed {
-                                hook.committed(&file.job);
-                            }
-                            verification
-                        })
-                    }
-                    Err(_) => Err(Error::Internal(format!("{}: file still in use at commit", file.job.dest.display()))),
-                },
-            }
-        }
+        (None, Some(t)) if file.job.piece.is_some() => match resume::piece_done(engine, file, &t).await {
+            Ok(true) => commit(pass, file, t).await,
+            // Another shard finishes the object.
+            Ok(false) => Ok(Verification::Piece),
+            Err(e) => Err(e).inspect_err(|_| discard(pass, file, Some(t))),
+        },
+        (None, Some(t)) => commit(pass, file, t).await,
         (None, None) => Err(Error::Internal(format!("{}: no file written", file.job.dest.display()))),
     };
     let again = !pass.last && outcome.as_ref().is_err_and(retry::restarts_object);
@@ -229,6 +212,28 @@ async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
     let job = again.then(|| file.job.clone());
     pass.results.lock().unwrap()[idx] = Some((outcome, job));
     *pass.files[idx].lock().unwrap() = Slot::Finished;
+}
+
+/// Verifies a finished object and moves it into place, or discards it.
+async fn commit(pass: &Pass, file: &ObjectState, t: Arc<TempFile>) -> Outcome {
+    let engine = &pass.engine;
+    let verified = verify(file, engine.cfg.verify, &pass.samples, verify::NOTHING_WRITTEN);
+    let verification = match check_structure(engine, file, &t, verified).await {
+        Ok(v) => v,
+        Err(e) => return Err(e).inspect_err(|_| discard(pass, file, Some(t))),
+    };
+    let Ok(t) = Arc::try_unwrap(t) else {
+        return Err(Error::Internal(format!("{}: file still in use at commit", file.job.dest.display())));
+    };
+    let (mtime, fsync) = (file.job.last_modified, engine.cfg.durability == Durability::Fsync);
+    let journal = engine.blocking_io(move || t.commit(mtime, fsync)).await?;
+    if let Some(j) = journal {
+        engine.remove_journal(j);
+    }
+    if let Some(hook) = &engine.hooks.committed {
+        hook.committed(&file.job);
+    }
+    Ok(verification)
 }
 
 impl Pass {

@@ -36,6 +36,16 @@ fn journal_header(file: &ObjectState) -> String {
     )
 }
 
+/// The name shared by every shard's run for the file of an object split in
+/// `count` pieces: a hash of the object's identity and range layout (the
+/// journal header) and the count, so that two versions, layouts or shard
+/// counts never write into one file.
+fn split_id(header: &str, count: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{header}\npieces {count}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Checks the parts an earlier run recorded by reading them back from disk and
 /// hashing them; those that match are not fetched again.
 ///
@@ -79,9 +89,6 @@ pub(super) fn rehash_recorded(
 }
 
 /// The object's temporary file, created by the first part to start. An object
-/// in several parts gets a resumable file: parts an earlier run finished are
-/// checked and marked restored.
-/// The object's temporary file, created by the first part to start. An object
 /// in several parts gets a resumable file: ranges an earlier run finished are
 /// checked ([`rehash_recorded`]) and marked restored.
 pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<TempFile>, Error> {
@@ -97,8 +104,21 @@ pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<Temp
     let t = if file.parts.len() > 1 {
         let header = journal_header(file);
         let hold = engine.cfg.journal_hold;
-        let (t, recorded) =
-            engine.blocking_io(move || TempFile::open_resumable(&root, &dest, size, &header, hold)).await?;
+        let (t, recorded) = match file.job.piece {
+            Some(piece) => {
+                let n = file.parts.len();
+                let pieces: Vec<bool> = (0..piece.count)
+                    .map(|index| !crate::shard::Piece { index, ..piece }.ranges(n).is_empty())
+                    .collect();
+                let id = split_id(&header, piece.count);
+                engine
+                    .blocking_io(move || {
+                        TempFile::open_piece(&root, &dest, size, &id, &header, pieces, piece.index as usize, hold)
+                    })
+                    .await?
+            }
+            None => engine.blocking_io(move || TempFile::open_resumable(&root, &dest, size, &header, hold)).await?,
+        };
         let t = Arc::new(t);
         if !recorded.is_empty() {
             let checked = engine
@@ -123,6 +143,47 @@ pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<Temp
     };
     file.set_file(t.clone());
     Ok(t)
+}
+
+/// This run's piece of a split object is all written: flushes it and marks
+/// its journal complete. Returns whether this run finishes the object (see
+/// [`TempFile::finishes_split`]); if so, the other pieces' ranges have been
+/// read back from the shared file, checked against their journals' hashes and
+/// marked restored, and the object is ready to be verified whole. A range
+/// missing or not matching fails the object with a mismatch, so that it is
+/// fetched again whole by this run.
+pub(super) async fn piece_done(engine: &Engine, file: &ObjectState, tmp: &Arc<TempFile>) -> Result<bool, Error> {
+    let t = tmp.clone();
+    engine.blocking_io(move || t.piece_done()).await?;
+    let t = tmp.clone();
+    let Some(recorded) = engine.blocking_io(move || t.finishes_split()).await? else { return Ok(false) };
+    let others: Vec<usize> =
+        (0..file.parts.len()).filter(|p| !file.mine.contains(p) && !file.parts[*p].is_empty()).collect();
+    let mut recorded: Vec<Recorded> = recorded.into_iter().filter(|r| others.binary_search(&r.part).is_ok()).collect();
+    recorded.sort_by_key(|r| r.part);
+    recorded.dedup_by_key(|r| r.part);
+    let checked = engine
+        .blocking_io({
+            let (t, parts, kind) = (tmp.clone(), file.parts.clone(), file.range_kind());
+            let stop = engine.stop.clone();
+            move || rehash_recorded(&parts, kind, &t, recorded, &stop)
+        })
+        .await;
+    if engine.stop.is_cancelled() {
+        return Err(Error::Interrupted(file.job.source_url()));
+    }
+    if let Some(&p) = others.iter().find(|&&p| checked.binary_search_by_key(&p, |c| c.0).is_err()) {
+        let r = &file.parts[p];
+        return Err(Error::Mismatch(format!(
+            "{}: bytes {}-{}, written by another shard into the shared file, are missing or do not match the hash \
+             its journal gives; fetching the object whole",
+            file.job.source_url(),
+            r.start,
+            r.end - 1
+        )));
+    }
+    file.restore(checked);
+    Ok(true)
 }
 
 #[cfg(test)]

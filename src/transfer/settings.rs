@@ -69,6 +69,9 @@ pub struct EngineConfig {
     /// writing one file contend on its inode lock and burn CPU spinning; a few
     /// writers keep the page cache just as busy.
     pub io_concurrency: usize,
+    /// `--shard` downloads split objects larger than a fair share across the
+    /// shards (`--no-split` turns it off).
+    pub split: bool,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +91,7 @@ impl Default for EngineConfig {
             durability: Durability::Off,
             max_open_files: 64,
             io_concurrency: 4,
+            split: true,
         }
     }
 }
