@@ -287,6 +287,36 @@ mod tests {
     }
 
     #[test]
+    fn objects_over_a_fair_share_are_split_one_piece_per_shard_the_rest_taken_whole_once() {
+        // 100 + 10 x 10 bytes: with 4 shards the fair share is 50.
+        let owned: Vec<(String, u64)> =
+            std::iter::once(("big".to_string(), 100)).chain((0..10).map(|i| (format!("s{i}"), 10))).collect();
+        let list: Vec<(&str, u64)> = owned.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+        let shares: Vec<Vec<Take>> = (0..4).map(|index| Shard { index, count: 4 }.share(&list, Some(20))).collect();
+        for (k, share) in shares.iter().enumerate() {
+            assert_eq!(share[0], Take::Piece(Piece { index: k as u32, count: 4 }), "shard {k}");
+        }
+        for i in 1..list.len() {
+            let whole = shares.iter().filter(|s| s[i] == Take::Whole).count();
+            assert_eq!(whole, 1, "{} taken whole by exactly one shard", list[i].0);
+            assert!(shares.iter().all(|s| matches!(s[i], Take::Whole | Take::No)));
+        }
+        // Under the minimum, or without splitting, or with one shard: whole.
+        for (min, count) in [(Some(101), 4), (None, 4), (Some(20), 1)] {
+            let takes = Shard { index: 0, count }.share(&list, min);
+            assert!(takes.iter().all(|t| !matches!(t, Take::Piece(_))), "{min:?} {count}");
+        }
+        // The pieces of n ranges cover them exactly, in order, evenly.
+        for n in [0, 1, 3, 4, 12, 1001] {
+            let ranges: Vec<_> = (0..4).map(|index| Piece { index, count: 4 }.ranges(n)).collect();
+            assert_eq!(ranges[0].start, 0);
+            assert_eq!(ranges[3].end, n);
+            assert!(ranges.windows(2).all(|w| w[0].end == w[1].start), "{ranges:?}");
+            assert!(ranges.iter().all(|r| r.len() >= n / 4 && r.len() <= n.div_ceil(4)), "{ranges:?}");
+        }
+    }
+
+    #[test]
     fn each_stale_path_is_deleted_by_exactly_one_shard() {
         for path in ["a", "dir/b.bin", "é/ü", "x".repeat(300).as_str()] {
             for count in [1, 2, 5] {

@@ -124,6 +124,18 @@ pub struct TempFile {
     split: Option<Split>,
 }
 
+/// Which piece of a split object a run writes (see [`TempFile::open_piece`]).
+#[derive(Debug, Clone)]
+pub struct PieceOf {
+    /// Names the shared file: a hash of the object's identity and layout.
+    pub id: String,
+    /// The journal header every piece's journal shares, before its piece line.
+    pub header: String,
+    /// Whether each piece has ranges at all.
+    pub pieces: Vec<bool>,
+    pub index: usize,
+}
+
 /// What a run writing one piece of a split object knows of the others.
 #[derive(Debug)]
 struct Split {
@@ -242,8 +254,7 @@ impl TempFile {
     }
 
     /// Opens the temporary file of an object split across shards, to write
-    /// piece `index` of `pieces.len()` into it (`pieces[i]`: whether piece `i`
-    /// has ranges). Every shard's run opens the same file, named by `id` (a
+    /// one piece of it ([`PieceOf`]). Every shard's run opens the same file, named by `id` (a
     /// hash of the object's identity and range layout, so two versions or
     /// layouts never share one), and holds a shared lock on it while it
     /// writes; each piece has a journal of its own, written by its shard
@@ -256,12 +267,10 @@ impl TempFile {
         root: &Path,
         dest: &Path,
         size: u64,
-        id: &str,
-        header: &str,
-        pieces: Vec<bool>,
-        index: usize,
+        piece: PieceOf,
         hold: Duration,
     ) -> Result<(TempFile, Vec<Recorded>), Error> {
+        let PieceOf { id, header, pieces, index } = piece;
         let rel = dest
             .strip_prefix(root)
             .map_err(|_| Error::Internal(format!("{} is not below {}", dest.display(), root.display())))?;
@@ -326,7 +335,7 @@ impl TempFile {
             path,
             dest: dest.to_path_buf(),
             journal: Some(journal),
-            split: Some(Split { header: header.to_string(), pieces: journals, index }),
+            split: Some(Split { header, pieces: journals, index }),
         };
         if fresh {
             let j = tmp.journal.as_ref().expect("set above");

@@ -39,11 +39,11 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
         let mut pass_jobs = Vec::new();
         for (i, d) in prepared {
             match d.map(|job| split_role(cfg, job)) {
-                Ok(Ok(job)) => {
+                Ok((job, true)) => {
                     index.push(i);
                     pass_jobs.push(job);
                 }
-                Ok(Err(job)) => {
+                Ok((job, false)) => {
                     let outcome = Ok(Verification::Piece);
                     reporter.finished(&job, &outcome);
                     outcomes[i] = Some(outcome);
@@ -94,25 +94,24 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
     outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Internal("download did not run".into())))).collect()
 }
 
-/// What this run does of a prepared object split across shards: `Ok` with
-/// its piece to fetch (or the whole object, for the first shard, when the
-/// object cannot be split: no shard could check another's ranges of it); `Err`
-/// when there is nothing for this run to do (an empty piece of an object with
+/// What this run does of a prepared object split across shards: its piece
+/// to fetch (or the whole object, for the first shard, when the object
+/// cannot be split: no shard could check another's ranges of it), and
+/// `false` when there is nothing for this run to do (an empty piece of an object with
 /// fewer ranges than shards, or an unsplittable object that the first shard
 /// fetches whole). Every shard decides alike: from the object and the flags.
-fn split_role(cfg: &EngineConfig, job: Download) -> Result<Download, Download> {
-    let Some(piece) = job.piece else { return Ok(job) };
+fn split_role(cfg: &EngineConfig, job: Download) -> (Download, bool) {
+    let Some(piece) = job.piece else { return (job, true) };
     let state = ObjectState::new(job, cfg);
     let (splittable, idle) = (cfg.verify != VerifyMode::Off && state.splittable(), state.mine.is_empty());
     let job = state.job;
     match (splittable, piece.index) {
-        (true, _) if idle => Err(job),
-        (true, _) => Ok(job),
+        (true, _) => (job, !idle),
         (false, 0) => {
             tracing::info!(object = %job.source_url(), "fetched whole by this shard: its ranges cannot be checked one by one");
-            Ok(Download { piece: None, ..job })
+            (Download { piece: None, ..job }, true)
         }
-        (false, _) => Err(job),
+        (false, _) => (job, false),
     }
 }
 

@@ -17,7 +17,7 @@ use super::engine::Engine;
 use super::object::ObjectState;
 use crate::error::Error;
 use crate::integrity::{self, DigestKind, PartSum};
-use crate::localfs::{Recorded, TempFile};
+use crate::localfs::{PieceOf, Recorded, TempFile};
 
 /// What a resumable temporary file must hold to be resumed: the object's
 /// identity, the part layout and how parts are hashed.
@@ -110,12 +110,8 @@ pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<Temp
                 let pieces: Vec<bool> = (0..piece.count)
                     .map(|index| !crate::shard::Piece { index, ..piece }.ranges(n).is_empty())
                     .collect();
-                let id = split_id(&header, piece.count);
-                engine
-                    .blocking_io(move || {
-                        TempFile::open_piece(&root, &dest, size, &id, &header, pieces, piece.index as usize, hold)
-                    })
-                    .await?
+                let of = PieceOf { id: split_id(&header, piece.count), header, pieces, index: piece.index as usize };
+                engine.blocking_io(move || TempFile::open_piece(&root, &dest, size, of, hold)).await?
             }
             None => engine.blocking_io(move || TempFile::open_resumable(&root, &dest, size, &header, hold)).await?,
         };

@@ -179,3 +179,173 @@ async fn a_link_planted_as_another_shards_record_is_refused_not_followed() {
     assert!(run.stderr.contains("symlink"), "{}", run.stderr);
     assert_eq!(std::fs::read(&secret).unwrap(), b"not a record");
 }
+
+// --- objects split across shards ---
+
+const MIB: usize = 1 << 20;
+
+/// Runs shard `k` of `n` alone, to its exit; returns it and the bytes it fetched.
+async fn one_shard(h: &Harness, k: u32, n: u32, dest: &Path) -> (Run, u64) {
+    let before = h.server.log().body_bytes();
+    let shard = format!("--shard={k}/{n}");
+    let run = h.run(&["sync", &shard, "--part-size", "1", "s3://bucket/m/*", s(dest)]).await;
+    (run, h.server.log().body_bytes() - before)
+}
+
+/// The split object's files on the shared volume (`.NAME.ID.s3load-split` and
+/// each piece's journal) below `dest`.
+fn split_files(dest: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".s3load-split") || n.ends_with(".s3load-piece"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A 12 MiB object and three small ones: with 3 shards the fair share is
+/// about 4 MiB, so the large object is split (12 ranges of 1 MiB, 4 each).
+fn fill_split(h: &Harness) -> (bytes::Bytes, u64) {
+    let big = generate_bytes(12 * MIB, 7);
+    h.put("m/big.bin", big.clone());
+    let mut total = big.len() as u64;
+    for i in 0..3u64 {
+        let small = generate_bytes(10_000 + i as usize, i);
+        total += small.len() as u64;
+        h.put(&format!("m/small-{i}.bin"), small);
+    }
+    (big, total)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_larger_than_a_fair_share_is_split_and_the_last_shard_to_finish_moves_it_into_place() {
+    let h = Harness::new().await;
+    let (big, total) = fill_split(&h);
+    let dest = h.path("model");
+    let mut fetched = Vec::new();
+    for k in 0..3 {
+        let (run, bytes) = one_shard(&h, k, 3, &dest).await;
+        run.assert_ok();
+        fetched.push(bytes);
+        let last = k == 2;
+        assert_eq!(dest.join("big.bin").exists(), last, "shard {k}: in place only once every piece is in");
+        let lists_big = run.stdout.contains("s3://bucket/m/big.bin");
+        assert_eq!(lists_big, last, "shard {k} stdout: {}", run.stdout);
+        if !last {
+            let files = split_files(&dest);
+            assert!(files.iter().any(|f| f.starts_with(".big.bin.") && f.ends_with(".s3load-split")), "{files:?}");
+        }
+    }
+    // Each shard fetched its third of the large object (and small ones of
+    // 10 KB at most): no range twice, none left out.
+    for (k, b) in fetched.iter().enumerate() {
+        assert!((4 * MIB as u64..4 * MIB as u64 + 40_000).contains(b), "shard {k} fetched {b}");
+    }
+    assert_eq!(fetched.iter().sum::<u64>(), total);
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == big, "byte-exact");
+    assert_eq!(split_files(&dest), Vec::<String>::new(), "the shared file and the journals are gone");
+    assert_eq!(files_under(&dest), ["big.bin", "small-0.bin", "small-1.bin", "small-2.bin"]);
+    // An unsharded sync finds the tree complete: the finishing shard recorded it.
+    let before = h.server.log().body_bytes();
+    let run = h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await;
+    run.assert_ok();
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert_eq!(h.server.log().body_bytes(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_running_at_once_split_a_large_object_each_range_fetched_once() {
+    let h = Harness::new().await;
+    let (big, total) = fill_split(&h);
+    let dest = h.path("model");
+    let runs = shards(&h, 3, &["sync", "s3://bucket/m/*", s(&dest)]).await;
+    let mut copied = Vec::new();
+    for r in &runs {
+        r.assert_ok();
+        copied.extend(r.stdout_lines().into_iter().map(str::to_string));
+    }
+    assert_eq!(copied.iter().filter(|l| l.contains("m/big.bin")).count(), 1, "moved into place once: {copied:?}");
+    assert_eq!(copied.len(), 4, "{copied:?}");
+    assert_eq!(h.server.log().body_bytes(), total, "no byte fetched twice");
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == big, "byte-exact");
+    assert_eq!(split_files(&dest), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_legacy_multipart_object_is_split_by_its_parts_and_a_single_put_one_is_fetched_whole_by_shard_0() {
+    use s3load_testserver::Writer;
+    let h = Harness::new().await;
+    // aws-cli's 8 MiB parts, MD5 ETags, no checksum: each part's MD5 checks it.
+    let multipart = generate_bytes(24 * MIB, 1);
+    let now = std::time::SystemTime::now();
+    h.server.store().put_object(BUCKET, "m/multi.bin", Writer::AwsCli.legacy_object(multipart.clone(), now));
+    let dest = h.path("model");
+    let mut fetched = Vec::new();
+    for k in 0..3 {
+        let (run, bytes) = one_shard(&h, k, 3, &dest).await;
+        run.assert_ok();
+        fetched.push(bytes);
+    }
+    assert_eq!(fetched, vec![8 * MIB as u64; 3], "one 8 MiB part each");
+    assert!(std::fs::read(dest.join("multi.bin")).unwrap() == multipart);
+
+    // One MD5 over the whole body (a single PUT): no shard could check
+    // another's ranges, so shard 0 fetches it whole and the others none of it.
+    let single = generate_bytes(7 * MIB, 2);
+    h.server.store().put_object(BUCKET, "m/single.bin", Writer::AwsCli.legacy_object(single.clone(), now));
+    let mut fetched = Vec::new();
+    for k in 0..3 {
+        let (run, bytes) = one_shard(&h, k, 3, &dest).await;
+        run.assert_ok();
+        fetched.push(bytes);
+    }
+    assert_eq!(fetched, vec![7 * MIB as u64, 0, 0]);
+    assert!(std::fs::read(dest.join("single.bin")).unwrap() == single);
+    assert_eq!(split_files(&dest), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_piece_damaged_on_the_shared_volume_is_caught_by_the_last_shard_which_fetches_the_object_whole() {
+    let h = Harness::new().await;
+    let (big, total) = fill_split(&h);
+    let dest = h.path("model");
+    for k in 0..2 {
+        one_shard(&h, k, 3, &dest).await.0.assert_ok();
+    }
+    // A byte of shard 0's piece goes bad on the volume (a lost write, a bad disk).
+    let split = split_files(&dest).into_iter().find(|f| f.ends_with(".s3load-split")).unwrap();
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(dest.join(&split)).unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, 1000).unwrap();
+    file.write_all_at(&[b[0] ^ 0x40], 1000).unwrap();
+    drop(file);
+    let (run, _) = one_shard(&h, 2, 3, &dest).await;
+    run.assert_ok();
+    assert!(run.stderr.contains("written by another shard"), "{}", run.stderr);
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == big, "byte-exact after fetching it whole");
+    assert_eq!(h.server.log().body_bytes(), total + big.len() as u64, "fetched whole once more, no more");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_given_the_same_shard_index_do_not_write_the_same_piece() {
+    let h = Harness::new().await;
+    fill_split(&h);
+    let dest = h.path("model");
+    one_shard(&h, 0, 3, &dest).await.0.assert_ok();
+    // Another run with index 0 is writing piece 1 (it holds its journal).
+    let journal = split_files(&dest).into_iter().find(|f| f.ends_with(".0.s3load-piece")).unwrap();
+    let held = std::fs::File::open(dest.join(&journal)).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let (run, _) = one_shard(&h, 0, 3, &dest).await;
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("same index"), "{}", run.stderr);
+    drop(held);
+    assert!(!dest.join("big.bin").exists());
+    // The other shards finish the object as before.
+    for k in 1..3 {
+        one_shard(&h, k, 3, &dest).await.0.assert_ok();
+    }
+    assert!(dest.join("big.bin").exists());
+}
