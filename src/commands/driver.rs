@@ -139,7 +139,8 @@ pub(super) async fn drive<D: Direction>(
         operation: if sync.is_some() { "sync" } else { "cp" },
         source: d.source(),
         destination: d.destination(),
-        copied: outcomes.iter().filter(|r| r.is_ok()).count(),
+        copied: outcomes.iter().filter(|r| matches!(r, Ok(v) if *v != Verification::Piece)).count(),
+        pieces: outcomes.iter().filter(|r| matches!(r, Ok(Verification::Piece))).count(),
         // Bytes actually moved, so failed objects do not count as copied.
         bytes: progress.counters.bytes.load(Ordering::Relaxed),
         unverified: outcomes.iter().filter(|r| matches!(r, Ok(Verification::Unverified(_)))).count(),

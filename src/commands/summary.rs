@@ -10,6 +10,9 @@ pub(super) struct Summary {
     pub source: String,
     pub destination: String,
     pub copied: usize,
+    /// Objects split across shards (`--shard`) whose piece this run wrote (or
+    /// had none of), left to the shard that finishes them.
+    pub pieces: usize,
     pub bytes: u64,
     /// Copied objects that could not be checked against a checksum.
     pub unverified: usize,
@@ -45,9 +48,13 @@ impl Summary {
                 (false, n) => format!(", {n} of them unverified (see above)"),
             };
             let rate = if self.secs >= 0.01 { format!(", {}/s", human_bytes(self.rate())) } else { String::new() };
-            format!("{} copied ({}{rate}){unverified}", self.copied, human_bytes(self.bytes))
+            let pieces = match self.pieces {
+                0 => String::new(),
+                n => format!(", {n} split across shards (the shard that finishes last moves it into place)"),
+            };
+            format!("{} copied ({}{rate}){unverified}{pieces}", self.copied, human_bytes(self.bytes))
         };
-        match (self.copied, self.failed) {
+        match (self.copied + self.pieces, self.failed) {
             (0, 0) if self.skipped == 0 && deleted.is_empty() => format!("nothing to copy, in {took}"),
             (0, 0) => {
                 let what = format!("{}{deleted}", up_to_date(""));
@@ -82,6 +89,7 @@ impl Summary {
             "destination": self.destination,
             "objects": {
                 "copied": self.copied,
+                "pieces": self.pieces,
                 "up_to_date": self.skipped,
                 "deleted": self.deleted.unwrap_or(0),
                 "failed": self.failed,
@@ -152,6 +160,7 @@ mod tests {
             source: "s3://b/p/*".into(),
             destination: "/d".into(),
             copied,
+            pieces: 0,
             bytes: copied as u64 * (64 << 10),
             unverified: 0,
             verify_off: false,
@@ -183,6 +192,15 @@ mod tests {
         assert!(unchecked.text().contains(", 1 of them unverified"));
         unchecked.verify_off = true;
         assert!(unchecked.text().contains("not verified (--verify off)"));
+        let mut shard = run(1, 0, None, 0);
+        shard.pieces = 1;
+        assert_eq!(
+            shard.text(),
+            "done: 1 copied (64.0 KiB, 2.9 MiB/s), 1 split across shards (the shard that finishes last moves it \
+             into place), in 0.02 s"
+        );
+        shard.copied = 0;
+        assert!(shard.text().starts_with("done: 0 copied"), "{}", shard.text());
         let mut instant = run(1, 0, None, 0);
         instant.secs = 0.004;
         assert_eq!(instant.text(), "done: 1 copied (64.0 KiB), in 0.00 s", "no rate from a clock this short");

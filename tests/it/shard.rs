@@ -233,6 +233,7 @@ async fn an_object_larger_than_a_fair_share_is_split_and_the_last_shard_to_finis
         let lists_big = run.stdout.contains("s3://bucket/m/big.bin");
         assert_eq!(lists_big, last, "shard {k} stdout: {}", run.stdout);
         if !last {
+            assert!(run.stderr.contains("1 split across shards"), "{}", run.stderr);
             let files = split_files(&dest);
             assert!(files.iter().any(|f| f.starts_with(".big.bin.") && f.ends_with(".s3load-split")), "{files:?}");
         }
