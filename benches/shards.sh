@@ -10,7 +10,8 @@
 # prefix's bytes (no object fetched twice).
 #
 # Two workloads: 16 x 32 MiB (even), and the same plus one 256 MiB object
-# (skewed: one object is a whole share, so it bounds the speed-up).
+# (skewed: larger than a fair share from N = 3 on, so it is split across the
+# shards; with --no-split one shard takes it whole, which bounds the speed-up).
 #
 # Usage: benches/shards.sh [RUNS]   (env: RATE=20 WORKERS=4 DIR=/work/bench-tmp/shards)
 set -euo pipefail
@@ -34,7 +35,8 @@ rm -f "$DIR/o.bin"
 
 echo "| workload | N | wall s (median of $RUNS) | MB/s combined | ratio to N x one process | files | bytes fetched / prefix |"
 echo "|---|---|---|---|---|---|---|"
-for prefix in large skewed; do
+for workload in large skewed "skewed --no-split"; do
+  read -r prefix flags <<<"$workload"
   expected_files=$(s3 ls "s3://bucket/$prefix/*" | wc -l)
   expected_bytes=$(s3 ls "s3://bucket/$prefix/*" | awk '{s += $(NF-1)} END {print s}')
   one=""
@@ -46,7 +48,7 @@ for prefix in large skewed; do
       start=$(date +%s.%N)
       pids=()
       for k in $(seq 0 $((n - 1))); do
-        s3 --summary-file "$DIR/summary-$k.json" sync --shard "$k/$n" "s3://bucket/$prefix/*" "$DIR/dest" >/dev/null 2>&1 &
+        s3 --summary-file "$DIR/summary-$k.json" sync --shard "$k/$n" $flags "s3://bucket/$prefix/*" "$DIR/dest" >/dev/null 2>&1 &
         pids+=($!)
       done
       # Only the shards: a bare `wait` would also wait for the server.
@@ -60,6 +62,6 @@ for prefix in large skewed; do
     [ -z "$one" ] && one=$wall
     rate=$(echo "scale=1; $expected_bytes / $wall / 1000000" | bc)
     ratio=$(echo "scale=2; $one / $wall / $n" | bc)
-    printf '| %s | %s | %.2f | %s | %.2f | %s of %s | %s / %s |\n' "$prefix" "$n" "$wall" "$rate" "$ratio" "$files" "$expected_files" "$fetched" "$expected_bytes"
+    printf '| %s | %s | %.2f | %s | %.2f | %s of %s | %s / %s |\n' "$workload" "$n" "$wall" "$rate" "$ratio" "$files" "$expected_files" "$fetched" "$expected_bytes"
   done
 done

@@ -96,7 +96,7 @@ pub(super) async fn drive<D: Direction>(
         return Ok(dry_run(d, &plan, sync, out));
     }
     let Plan { jobs, up_to_date, deletes, refused, failures } = plan;
-    let total_bytes: u64 = jobs.iter().map(|j| j.size()).sum();
+    let total_bytes: u64 = jobs.iter().map(|j| j.expected_bytes()).sum();
     d.ready(total_bytes)?;
     let progress = Arc::new(Progress::start(
         cfg.progress,

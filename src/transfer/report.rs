@@ -14,6 +14,11 @@ pub trait Item {
     /// The object's key (what progress shows).
     fn key(&self) -> &str;
     fn size(&self) -> u64;
+    /// The bytes this run expects to move of it: its size, or about its share
+    /// of an object split across shards.
+    fn expected_bytes(&self) -> u64 {
+        self.size()
+    }
     /// Where the bytes come from: an `s3://` URL or a local path.
     fn source(&self) -> String;
     /// Where they go.
@@ -66,6 +71,9 @@ impl Item for Download {
     }
     fn size(&self) -> u64 {
         self.size
+    }
+    fn expected_bytes(&self) -> u64 {
+        self.piece.map_or(self.size, |p| self.size / u64::from(p.count.max(1)))
     }
     fn source(&self) -> String {
         self.source_url()
