@@ -350,3 +350,65 @@ async fn two_runs_given_the_same_shard_index_do_not_write_the_same_piece() {
     }
     assert!(dest.join("big.bin").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shard_killed_mid_piece_resumes_it_and_then_finishes_the_object_the_others_left() {
+    use s3load_testserver::Shaping;
+    use std::time::Duration;
+    // 4 MB/s per connection: a kill lands mid-piece.
+    let shaping = Shaping { first_byte_delay: Duration::ZERO, rate_per_connection: Some(4_000_000) };
+    let h = Harness::with_shaping(shaping).await;
+    let (big, _) = fill_split(&h);
+    let dest = h.path("model");
+    let args = |k: u32| {
+        vec![
+            "--journal-hold".to_string(),
+            "0s".into(),
+            "--numworkers".into(),
+            "2".into(),
+            "sync".into(),
+            format!("--shard={k}/3"),
+            "--part-size".into(),
+            "1".into(),
+            "s3://bucket/m/*".into(),
+            s(&dest).into(),
+        ]
+    };
+    let piece_done = |k: u32| -> usize {
+        let Ok(entries) = std::fs::read_dir(&dest) else { return 0 };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(&format!(".{k}.s3load-piece")))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .map(|t| t.lines().filter(|l| l.starts_with("done ")).count())
+            .sum()
+    };
+    let a: Vec<String> = args(1);
+    let mut child = h.spawn(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let t = std::time::Instant::now();
+    while piece_done(1) < 1 {
+        assert!(t.elapsed() < Duration::from_secs(60), "no range of piece 2 recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let done_before = piece_done(1);
+    assert!((1..4).contains(&done_before), "{done_before} of 4 ranges recorded before the kill");
+    // The other shards complete their pieces; nobody can finish the object.
+    for k in [0, 2] {
+        let a = args(k);
+        h.run(&a.iter().map(String::as_str).collect::<Vec<_>>()).await.assert_ok();
+    }
+    assert!(!dest.join("big.bin").exists());
+    // The restarted pod resumes its piece and finishes the object.
+    let before = h.server.log().body_bytes();
+    let a = args(1);
+    let run = h.run(&a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    run.assert_ok();
+    let fetched = h.server.log().body_bytes() - before;
+    let most = ((4 - done_before) * MIB) as u64 + 40_000;
+    assert!(fetched <= most, "fetched {fetched} after {done_before} of its 4 ranges were on disk");
+    assert!(run.stdout.contains("s3://bucket/m/big.bin"), "{}", run.stdout);
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == big, "byte-exact");
+    assert_eq!(split_files(&dest), Vec::<String>::new());
+}
