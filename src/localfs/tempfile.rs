@@ -88,6 +88,17 @@ fn kept_short(name: &OsStr) -> String {
     k
 }
 
+/// An error opening `path`, saying so plainly when it is a planted symlink.
+fn no_link(path: &Path, doing: &'static str, e: Errno) -> Error {
+    match e {
+        Errno::LOOP => Error::Refused(format!(
+            "{}: is a symlink; s3load never writes through symlinks in the destination (remove it)",
+            path.display()
+        )),
+        e => Error::io(path, doing, e.into()),
+    }
+}
+
 /// "piece 2 of 4", as people count.
 pub fn piece_name(index: usize, count: usize) -> String {
     format!("piece {} of {count}", index + 1)
@@ -289,7 +300,7 @@ impl TempFile {
         // (two pods given one --shard) must not write the same piece.
         let jflags = OFlags::CREATE | OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let jfd = rustix::fs::openat(&dir, &journal_name, jflags, Mode::from_raw_mode(0o644))
-            .map_err(|e| Error::io(&journal_path, "opening journal", e.into()))?;
+            .map_err(|e| no_link(&journal_path, "opening journal", e))?;
         if !try_lock(&jfd) {
             return Err(Error::Refused(format!(
                 "{}: another run is writing {} of this object; are two shards given the same index?",
@@ -300,7 +311,7 @@ impl TempFile {
         let file = loop {
             let flags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
             let fd = rustix::fs::openat(&dir, &tmp_name, flags, Mode::from_raw_mode(0o644))
-                .map_err(|e| Error::io(&path, "opening the shared temporary file", e.into()))?;
+                .map_err(|e| no_link(&path, "opening the shared temporary file", e))?;
             // Waits while a shard that finished the last piece checks the file.
             rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockShared)
                 .map_err(|e| Error::io(&path, "locking the shared temporary file", e.into()))?;

@@ -31,8 +31,8 @@ pub fn map_key(rel: &str) -> Result<Mapped, String> {
     }
     if rel.rsplit('/').next().is_some_and(crate::localfs::is_temp_name) {
         return Err("the name has the form of s3load's own temporary, resume or journal files \
-                    ('.NAME.s3load-tmp', '.NAME.s3load-resume', '.NAME.s3load-journal'), which another object's \
-                    download uses beside it; rename the object"
+                    ('.NAME.s3load-tmp', '.NAME.s3load-resume', '.NAME.s3load-journal', '.NAME.ID.s3load-split', \
+                    '.NAME.ID.K.s3load-piece'), which another object's download uses beside it; rename the object"
             .into());
     }
     let mut path = PathBuf::new();
@@ -74,7 +74,13 @@ mod tests {
 
     #[test]
     fn keys_named_like_s3loads_temporary_files_are_refused() {
-        for k in [".w.bin.s3load-resume", "sub/.w.bin.s3load-journal", ".x.0123.s3load-tmp"] {
+        for k in [
+            ".w.bin.s3load-resume",
+            "sub/.w.bin.s3load-journal",
+            ".x.0123.s3load-tmp",
+            ".w.bin.0123456789abcdef.s3load-split",
+            "sub/.w.bin.0123456789abcdef.2.s3load-piece",
+        ] {
             let why = map_key(k).unwrap_err();
             assert!(why.contains("temporary"), "{k}: {why}");
         }

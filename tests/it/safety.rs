@@ -212,13 +212,20 @@ async fn keys_named_like_temporary_files_cannot_replace_another_objects_resume_f
     let h = Harness::new().await;
     let good = generate_bytes(3 << 20, 1);
     h.put("m/w.bin", good.clone());
-    for k in ["m/.w.bin.s3load-resume", "m/.x.s3load-tmp", "m/.x.s3load-journal"] {
-        h.put(k, generate_bytes(3 << 20, 2));
+    let names = [
+        ".w.bin.s3load-resume",
+        ".x.s3load-tmp",
+        ".x.s3load-journal",
+        ".w.bin.0a.s3load-split",
+        ".w.bin.0a.1.s3load-piece",
+    ];
+    for k in names {
+        h.put(&format!("m/{k}"), generate_bytes(3 << 20, 2));
     }
     let dest = h.path("out");
     let run = h.run(&["cp", "-p", "1", "s3://bucket/m/*", s(&dest)]).await;
     assert_eq!(run.code, 1, "{}", run.stderr);
-    for k in [".w.bin.s3load-resume", ".x.s3load-tmp", ".x.s3load-journal"] {
+    for k in names {
         let line = run.stderr.lines().find(|l| l.contains(&format!("s3://bucket/m/{k}"))).unwrap_or_default();
         assert!(line.contains("temporary"), "{k} refused by name: {}", run.stderr);
     }

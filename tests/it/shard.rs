@@ -412,3 +412,77 @@ async fn a_shard_killed_mid_piece_resumes_it_and_then_finishes_the_object_the_ot
     assert!(std::fs::read(dest.join("big.bin")).unwrap() == big, "byte-exact");
     assert_eq!(split_files(&dest), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_split_a_large_object_goes_whole_to_one_shard() {
+    let h = Harness::new().await;
+    let (big, total) = fill_split(&h);
+    let dest = h.path("model");
+    let mut fetched = Vec::new();
+    for k in 0..3 {
+        let before = h.server.log().body_bytes();
+        let shard = format!("--shard={k}/3");
+        let run = h.run(&["sync", &shard, "--no-split", "--part-size", "1", "s3://bucket/m/*", s(&dest)]).await;
+        run.assert_ok();
+        fetched.push(h.server.log().body_bytes() - before);
+    }
+    assert_eq!(fetched.iter().filter(|&&b| b >= big.len() as u64).count(), 1, "one shard took it whole: {fetched:?}");
+    assert_eq!(fetched.iter().sum::<u64>(), total);
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == big);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlink_planted_as_the_shared_file_is_refused_not_written_through() {
+    let h = Harness::new().await;
+    let (big, _) = fill_split(&h);
+    let dest = h.path("model");
+    one_shard(&h, 0, 3, &dest).await.0.assert_ok();
+    // The shared file is replaced by a link to a file outside the destination.
+    let split = split_files(&dest).into_iter().find(|f| f.ends_with(".s3load-split")).unwrap();
+    let victim = h.path("victim");
+    std::fs::write(&victim, b"keep me").unwrap();
+    std::fs::remove_file(dest.join(&split)).unwrap();
+    std::os::unix::fs::symlink(&victim, dest.join(&split)).unwrap();
+    let (run, _) = one_shard(&h, 1, 3, &dest).await;
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains(&split), "names the file: {}", run.stderr);
+    assert!(run.stderr.contains("is a symlink"), "{}", run.stderr);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me", "nothing written through the link");
+    assert!(!dest.join("big.bin").exists());
+    // Once the link is gone, the shards finish the object (shard 0's piece is
+    // fetched again by whoever finds it missing).
+    std::fs::remove_file(dest.join(&split)).unwrap();
+    for k in 1..3 {
+        one_shard(&h, k, 3, &dest).await.0.assert_ok();
+    }
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == big);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_journal_claiming_a_piece_is_not_trusted_without_its_bytes() {
+    let h = Harness::new().await;
+    let (big, total) = fill_split(&h);
+    let dest = h.path("model");
+    for k in 0..2 {
+        one_shard(&h, k, 3, &dest).await.0.assert_ok();
+    }
+    // Piece 3's journal, forged: same header, ranges "done" with made-up
+    // hashes, "complete"; its bytes were never written.
+    let journal0 = split_files(&dest).into_iter().find(|f| f.ends_with(".0.s3load-piece")).unwrap();
+    let text = std::fs::read_to_string(dest.join(&journal0)).unwrap();
+    let header: Vec<&str> = text.lines().take_while(|l| !l.starts_with("done ")).collect();
+    let mut forged = header.join("\n").replace("piece 0 3", "piece 2 3");
+    for p in 8..12 {
+        forged.push_str(&format!("\ndone {p} crc64nvme:0000000000000000"));
+    }
+    forged.push_str("\ncomplete\n");
+    std::fs::write(dest.join(journal0.replace(".0.s3load-piece", ".2.s3load-piece")), forged).unwrap();
+    // Shard 1 runs again: it finds every piece "complete", checks, and fetches
+    // the object whole rather than trust the forged ranges.
+    let (run, fetched) = one_shard(&h, 1, 3, &dest).await;
+    run.assert_ok();
+    assert!(run.stderr.contains("written by another shard"), "{}", run.stderr);
+    assert_eq!(fetched, big.len() as u64);
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == big);
+    let _ = total;
+}
