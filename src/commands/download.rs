@@ -108,7 +108,12 @@ pub(super) async fn download(
     let all: Vec<(&str, u64)> = listed.objects.iter().map(|o| (o.rel.as_str(), o.meta.size)).collect();
     // Objects larger than a fair share are split across the shards (into a
     // directory only: a single file's destination is the user's path).
-    let split_min = (batch && cfg.engine.split).then_some(cfg.engine.part_size.saturating_mul(2));
+    let mut split_min = (batch && cfg.engine.split).then_some(cfg.engine.part_size.saturating_mul(2));
+    if let (Some(_), Some(why)) = (split_min.filter(|_| cfg.shard.is_some()), localfs::local_only_locks(&dst)) {
+        // Every shard mounts the same volume alike, so every shard decides alike.
+        tracing::warn!("objects larger than a fair share are taken whole, not split across the shards: {why}");
+        split_min = None;
+    }
     let (selected, up_to_date) = crate::shard::cut(cfg.shard, &all, selected, split_min, |o| o.rel.as_str());
     let deletes = match sync {
         Some(opts) if opts.delete && batch => {

@@ -30,6 +30,68 @@ fn existing_ancestor(path: &Path) -> PathBuf {
     }
 }
 
+/// Why `flock` on the destination's filesystem would not reach other
+/// machines, when it would not: an NFS mount with `local_lock=flock|all` or
+/// `nolock`, or a CIFS mount with `nobrl`, takes locks on this machine only.
+/// `None` when the locks are shared (local filesystems, NFSv4 by default) or
+/// the mount table cannot be read. Objects are split across shards (`--shard`)
+/// only where the locks are shared.
+pub fn local_only_locks(dest: &Path) -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let dir = std::fs::canonicalize(existing_ancestor(dest)).ok()?;
+    local_only_locks_in(&mountinfo, &dir)
+}
+
+fn local_only_locks_in(mountinfo: &str, dir: &Path) -> Option<String> {
+    // The mount whose mount point is the longest prefix of `dir` (the last
+    // listed wins a tie: it is mounted over the earlier one).
+    let mut best: Option<(usize, &str, &str, String)> = None;
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some(point) = left.split(' ').nth(4) else { continue };
+        let point = unescape_mount_path(point);
+        if !dir.starts_with(&point) {
+            continue;
+        }
+        let mut r = right.split(' ');
+        let (Some(fstype), Some(_source), Some(options)) = (r.next(), r.next(), r.next()) else { continue };
+        let depth = Path::new(&point).components().count();
+        if best.as_ref().is_none_or(|b| depth >= b.0) {
+            best = Some((depth, fstype, options, point));
+        }
+    }
+    let (_, fstype, options, point) = best?;
+    let has = |o: &str| options.split(',').any(|x| x == o);
+    let local = match fstype {
+        "nfs" | "nfs4" => has("nolock") || has("local_lock=flock") || has("local_lock=all"),
+        "cifs" | "smb3" => has("nobrl"),
+        _ => false,
+    };
+    local.then(|| format!("{point} is mounted {fstype} with locks local to this machine ({options})"))
+}
+
+/// A mount point as `/proc/self/mountinfo` writes it: space, tab, newline and
+/// backslash as three octal digits.
+fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Which names the destination's filesystem takes for the same name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NameFolding {
@@ -99,6 +161,27 @@ pub fn sync_filesystem(dest: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locks_local_to_one_machine_are_told_from_the_mount_table() {
+        let table = "\
+22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard
+40 22 0:45 / /mnt/efs rw,relatime shared:2 - nfs4 fs-1.efs:/ rw,vers=4.1,rsize=1048576,hard,local_lock=none,addr=10.0.0.1
+41 22 0:46 / /mnt/old rw,relatime shared:3 - nfs 10.0.0.2:/export rw,vers=3,nolock,addr=10.0.0.2
+42 22 0:47 / /mnt/flock rw,relatime shared:4 - nfs4 10.0.0.3:/ rw,vers=4.2,local_lock=flock
+43 42 0:48 / /mnt/flock/inner rw,relatime shared:5 - ext4 /dev/vdb rw
+44 22 0:49 / /mnt/with\\040space rw - cifs //nas/share rw,nobrl
+";
+        let at = |p: &str| local_only_locks_in(table, Path::new(p));
+        assert_eq!(at("/work/model"), None, "a local disk");
+        assert_eq!(at("/mnt/efs/models/m"), None, "NFSv4 carries flock to the server");
+        assert!(at("/mnt/old/m").unwrap().contains("nolock"));
+        assert!(at("/mnt/flock").unwrap().contains("/mnt/flock is mounted nfs4"));
+        assert_eq!(at("/mnt/flock/inner/m"), None, "the mount deepest in the path counts");
+        assert_eq!(at("/mnt/flockish"), None, "a prefix of a name is not a parent");
+        assert!(at("/mnt/with space/m").unwrap().contains("cifs"));
+        assert_eq!(local_only_locks_in("garbage\n\n- - -", Path::new("/x")), None);
+    }
 
     #[test]
     fn the_filesystem_of_a_missing_destination_is_its_nearest_ancestors() {
