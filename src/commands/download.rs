@@ -98,7 +98,7 @@ pub(super) async fn download(
             plan::refuse_name_collisions(&mut listed, localfs::name_folding(&dir));
         }
     }
-    let dest_of = |o: &SourceObject| if batch { dst.join(&o.path) } else { single_destination(&dst, &o.path) };
+    let dest_of = |o: &SourceObject| if batch { dst.join(&o.rel) } else { single_destination(&dst, Path::new(&o.rel)) };
     let (selected, local, dest_only): (Vec<&SourceObject>, Vec<local::LocalEntry>, Vec<usize>) = match sync {
         None => (listed.objects.iter().collect(), Vec::new(), Vec::new()),
         Some(opts) => select_for_sync(&listed.objects, &src, &dst, &dest_of, opts.compare, state.as_deref())?,
@@ -335,7 +335,7 @@ impl CommitHook for RecordCommits {
             last_modified_ns: job.last_modified.map(state::to_ns),
             // With `fsync` the file and its directory entry are on disk already;
             // otherwise not until the end-of-run flush confirms it (if ever).
-            boot: self.unflushed.then(|| state::boot_id().to_string()),
+            boot: self.unflushed.then(|| state::boot_id().into()),
         });
     }
 }
@@ -359,16 +359,15 @@ fn select_for_sync<'a>(
     compare: Compare,
     state: Option<&StateStore>,
 ) -> Result<(Vec<&'a SourceObject>, Vec<local::LocalEntry>, Vec<usize>), Error> {
-    let urls: Vec<String> = objects.iter().map(|o| src.object_url(&o.meta.key)).collect();
+    let bucket_url = src.object_url("");
     let entries: Vec<SourceEntry<'_>> = objects
         .iter()
-        .zip(&urls)
-        .map(|(o, url)| SourceEntry {
+        .map(|o| SourceEntry {
             rel: &o.rel,
             size: o.meta.size,
             mtime: o.meta.last_modified,
             etag: o.meta.etag.as_deref(),
-            source: url,
+            source: (&bucket_url, &o.meta.key),
         })
         .collect();
     let local = if src.is_batch() {

@@ -90,7 +90,7 @@ pub(super) async fn upload(
         Some(opts) => {
             let entries: Vec<SourceEntry<'_>> = files
                 .iter()
-                .map(|f| SourceEntry { rel: &f.rel, size: f.size, mtime: f.mtime, etag: None, source: "" })
+                .map(|f| SourceEntry { rel: &f.rel, size: f.size, mtime: f.mtime, etag: None, source: ("", "") })
                 .collect();
             let d = diff(&entries, &remote, opts.compare, &no_records);
             (d.copy.iter().map(|&(i, _)| &files[i]).collect(), d.dest_only)

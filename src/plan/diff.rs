@@ -28,8 +28,10 @@ pub struct SourceEntry<'a> {
     pub size: u64,
     pub mtime: Option<SystemTime>,
     pub etag: Option<&'a str>,
-    /// `s3://bucket/key` (or the local path, uploading): records name their source.
-    pub source: &'a str,
+    /// `s3://bucket/key` (or the local path, uploading), in two pieces joined
+    /// (`s3://bucket/` and the key), so that a million listed objects need no
+    /// million URLs built: records name their source.
+    pub source: (&'a str, &'a str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,7 +116,7 @@ fn judge(
     recorded: &dyn Fn(&str) -> Option<Record>,
 ) -> Option<Reason> {
     if cmp == Compare::SizeAndTime
-        && let Some(r) = recorded(s.rel).filter(|r| r.source == s.source)
+        && let Some(r) = recorded(s.rel).filter(|r| r.source.strip_prefix(s.source.0) == Some(s.source.1))
     {
         let unchanged = l.size == r.size && l.mtime.map(to_ns) == Some(r.mtime_ns);
         return if !unchanged {
@@ -141,7 +143,7 @@ mod tests {
     #[test]
     fn a_suspect_record_makes_the_file_be_fetched_again() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let src = [SourceEntry { rel: "a", size: 3, mtime: Some(t), etag: Some("e"), source: "s3://b/a" }];
+        let src = [SourceEntry { rel: "a", size: 3, mtime: Some(t), etag: Some("e"), source: ("s3://b/", "a") }];
         let local = [LocalEntry { rel: "a".into(), size: 3, mtime: Some(t) }];
         let rec = |mtime_ns| Record {
             path: "a".into(),
@@ -168,7 +170,7 @@ mod tests {
         LocalEntry { rel: rel.into(), size, mtime: t(m) }
     }
     fn s(rel: &str, size: u64, m: u64) -> SourceEntry<'_> {
-        SourceEntry { rel, size, mtime: t(m), etag: Some("e1"), source: rel }
+        SourceEntry { rel, size, mtime: t(m), etag: Some("e1"), source: ("", rel) }
     }
     fn rec(rel: &str, size: u64, m: u64, etag: &str) -> Record {
         Record {

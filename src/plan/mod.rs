@@ -11,8 +11,6 @@ pub mod filter;
 pub mod local;
 pub mod paths;
 
-use std::path::PathBuf;
-
 use crate::error::{Error, StoreErrorKind};
 use crate::store::{ObjectMeta, ObjectStore};
 use crate::url::S3Url;
@@ -23,9 +21,9 @@ use paths::{Mapped, map_key};
 #[derive(Debug, Clone)]
 pub struct SourceObject {
     pub meta: ObjectMeta,
-    /// `/`-separated path relative to the destination directory.
+    /// `/`-separated path relative to the destination directory (checked:
+    /// no empty, `.` or `..` component; see [`paths`]).
     pub rel: String,
-    pub path: PathBuf,
 }
 
 #[derive(Debug, Default)]
@@ -40,10 +38,21 @@ pub struct SourceListing {
 
 /// Lists every object the URL selects. A single-object URL is looked up with HEAD.
 pub async fn list_source(store: &dyn ObjectStore, url: &S3Url) -> Result<SourceListing, Error> {
-    let mut metas = Vec::new();
+    let mut out = SourceListing::default();
+    // Each page is mapped as it comes: the listing is held once, not twice.
+    let take = |meta: ObjectMeta, out: &mut SourceListing| {
+        let rel = url.relative(&meta.key).to_string();
+        match map_key(&rel) {
+            Ok(Mapped::File(_)) => out.objects.push(SourceObject { meta, rel }),
+            Ok(Mapped::DirMarker) => out.markers += 1,
+            Err(why) => out.refused.push((meta.key, why)),
+        }
+    };
     if url.is_batch() {
         list_all(store, &url.bucket, &url.prefix, None, |page| {
-            metas.extend(page.objects.into_iter().filter(|o| url.matches(&o.key)));
+            for o in page.objects.into_iter().filter(|o| url.matches(&o.key)) {
+                take(o, &mut out);
+            }
         })
         .await
         .map_err(|e| Error::store(format!("listing {url}"), e))?;
@@ -59,18 +68,9 @@ pub async fn list_source(store: &dyn ObjectStore, url: &S3Url) -> Result<SourceL
             };
             Error::object(&url.bucket, &url.key, None, e)
         })?;
-        metas.push(meta);
+        take(meta, &mut out);
     }
-
-    let mut out = SourceListing::default();
-    for meta in metas {
-        let rel = url.relative(&meta.key).to_string();
-        match map_key(&rel) {
-            Ok(Mapped::File(path)) => out.objects.push(SourceObject { meta, rel, path }),
-            Ok(Mapped::DirMarker) => out.markers += 1,
-            Err(why) => out.refused.push((meta.key, why)),
-        }
-    }
+    out.objects.shrink_to_fit();
     out.objects.sort_by(|a, b| a.rel.cmp(&b.rel));
     refuse_file_directory_collisions(&mut out);
     Ok(out)
@@ -179,7 +179,7 @@ mod tests {
             etag_md5: false,
             version_id: None,
         };
-        SourceObject { meta, rel: rel.to_string(), path: PathBuf::from(rel) }
+        SourceObject { meta, rel: rel.to_string() }
     }
 
     #[test]

@@ -52,6 +52,10 @@ const HEADER: &str = "s3load-state 1";
 /// Record files of sharded runs: `state.shard-K-of-N`.
 const SHARD_PREFIX: &str = "state.shard-";
 
+/// Records by path. Boxed: a table of a million entries has room for two
+/// million, and an entry inline would be a record's 200-odd bytes each.
+type Records = HashMap<String, Box<Record>>;
+
 /// A destination's record, loaded, and (unless read-only) locked and open for appending.
 #[derive(Debug)]
 pub struct StateStore {
@@ -61,12 +65,12 @@ pub struct StateStore {
     /// opened relative to this handle, also without following one.
     handle: Option<OwnedFd>,
     /// The merged view: every record file's live records.
-    records: Mutex<HashMap<String, Record>>,
+    records: Mutex<Records>,
     /// The file this run appends to and compacts: `state`, or its shard's.
     file: String,
     /// A sharded run: the entries of its own file (removals included), which
     /// is all its compaction rewrites; the other files are other shards'.
-    own: Option<Mutex<HashMap<String, Record>>>,
+    own: Option<Mutex<Records>>,
     /// An unsharded run: shard files merged into the view, removed once its
     /// compaction has written everything into `state`.
     merged_shards: Vec<String>,
@@ -120,7 +124,7 @@ impl StateStore {
             .ok()
             .and_then(|r| rustix::fs::openat(&r, STATE_DIR, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()).ok());
         let records = match &handle {
-            Some(h) => load_merged(h, &dir, &record_files(&dir), "").map(|(m, _)| m).unwrap_or_default(),
+            Some(h) => load_merged(h, &dir, &record_files(&dir), "", false).map(|(m, _)| m).unwrap_or_default(),
             None => HashMap::new(),
         };
         StateStore {
@@ -195,7 +199,7 @@ impl StateStore {
             None => files.iter().filter(|f| f.starts_with(SHARD_PREFIX)).cloned().collect(),
             Some(_) => Vec::new(),
         };
-        let (mut records, own_entries) = load_merged(&handle, &dir, &files, &file)?;
+        let (mut records, own_entries) = load_merged(&handle, &dir, &files, &file, shard.is_some())?;
         let (own, lines) = match own_entries {
             Some((entries, lines)) => (entries, lines),
             None => {
@@ -261,7 +265,7 @@ impl StateStore {
     }
 
     pub fn get(&self, path: &str) -> Option<Record> {
-        self.records.lock().unwrap().get(path).cloned()
+        self.records.lock().unwrap().get(path).map(|r| (**r).clone())
     }
 
     /// Records a file just written (or, with `removed`, just deleted).
@@ -283,13 +287,13 @@ impl StateStore {
         }
         self.touched.lock().unwrap().insert(rec.path.clone());
         if let Some(own) = &self.own {
-            own.lock().unwrap().insert(rec.path.clone(), rec.clone());
+            own.lock().unwrap().insert(rec.path.clone(), Box::new(rec.clone()));
         }
         let mut records = self.records.lock().unwrap();
         if rec.removed {
             records.remove(&rec.path);
         } else {
-            records.insert(rec.path.clone(), rec);
+            records.insert(rec.path.clone(), Box::new(rec));
         }
     }
 
@@ -317,7 +321,7 @@ impl StateStore {
             for p in &touched {
                 if let Some(r) = records.get_mut(p) {
                     r.mtime_ns = SUSPECT_MTIME;
-                    suspect.push(r.clone());
+                    suspect.push((**r).clone());
                 }
             }
         }
@@ -354,21 +358,22 @@ impl StateStore {
             return Ok(());
         };
         let records = self.records.lock().unwrap();
-        // What this run's file holds now, and what it will hold.
-        let (before, mut after): (usize, Vec<Record>) = match &self.own {
-            None => (records.len(), records.iter().filter(|(p, _)| keep(p)).map(|(_, r)| r.clone()).collect()),
+        let own = self.own.as_ref().map(|o| o.lock().unwrap());
+        // What this run's file holds now, and what it will hold: borrowed, not
+        // copied (a million records are hundreds of megabytes).
+        let (before, mut after): (usize, Vec<&Record>) = match &own {
+            None => (records.len(), records.iter().filter(|(p, _)| keep(p)).map(|(_, r)| &**r).collect()),
             Some(own) => {
-                let own = own.lock().unwrap();
                 let mut after = Vec::new();
                 for (p, r) in own.iter() {
                     if r.removed {
                         // Kept until an unsharded run merges every file: the
                         // path may still be recorded in another shard's file.
-                        after.push(r.clone());
+                        after.push(&**r);
                     } else if keep(p)
                         && let Some(current) = records.get(p)
                     {
-                        after.push(current.clone());
+                        after.push(&**current);
                     }
                 }
                 (own.len(), after)
@@ -380,29 +385,38 @@ impl StateStore {
         if unchanged && (self.touched.lock().unwrap().is_empty() || superseded <= SLACK_LINES + before) {
             return Ok(());
         }
-        after.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut text = format!("{HEADER}\n");
-        for r in &after {
-            if let Ok(l) = serde_json::to_string(r) {
-                text.push_str(&l);
-                text.push('\n');
-            }
-        }
+        after.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         let tmp = format!("{}.{}.tmp", self.file, std::process::id());
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY;
         // A leftover of a crashed run that had this pid: no live process has it
         // (this run holds the lock), so it can go.
         let _ = rustix::fs::unlinkat(handle, tmp.as_str(), AtFlags::empty());
-        let mut f = open_in(handle, &self.dir, &tmp, flags)?;
-        f.write_all(text.as_bytes()).map_err(|e| Error::io(self.dir.join(&tmp), "writing", e))?;
-        drop(f);
+        let f = open_in(handle, &self.dir, &tmp, flags)?;
+        // Line by line through a buffer: the text of a million records is
+        // never held whole.
+        let written = (|| -> std::io::Result<()> {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            w.write_all(format!("{HEADER}\n").as_bytes())?;
+            for r in &after {
+                serde_json::to_writer(&mut w, r)?;
+                w.write_all(b"\n")?;
+            }
+            w.flush()
+        })();
+        if let Err(e) = written {
+            let _ = rustix::fs::unlinkat(handle, tmp.as_str(), AtFlags::empty());
+            return Err(Error::io(self.dir.join(&tmp), "writing", e));
+        }
+        let lines = after.len();
+        drop(after);
+        drop(own);
         rustix::fs::renameat(handle, tmp.as_str(), handle, self.file.as_str())
             .map_err(|e| Error::io(self.dir.join(&self.file), "replacing", e.into()))?;
         // Everything the shards recorded is in `state` now.
         for name in &self.merged_shards {
             let _ = rustix::fs::unlinkat(handle, name.as_str(), AtFlags::empty());
         }
-        self.lines.store(text.lines().count() - 1, Ordering::Relaxed);
+        self.lines.store(lines, Ordering::Relaxed);
         self.changed.store(false, Ordering::Relaxed);
         // Later appends would go to the old file: reopen.
         if let Ok(f) = open_in(handle, &self.dir, &self.file, OFlags::WRONLY | OFlags::APPEND) {
@@ -431,18 +445,23 @@ fn record_files(dir: &Path) -> Vec<String> {
 /// The live records of `files`, merged in order: a later file's entry (or
 /// removal) for a path wins. Files in a format this s3load does not know are
 /// skipped with a warning, except `own` (returned as `None`: the caller sets it aside).
+/// With `keep_own` (a sharded run, which compacts only its own file), `own`'s
+/// entries are also returned; otherwise only its line count is, and records
+/// are moved into the merged view, not copied (a million records are a
+/// gigabyte twice over).
 #[allow(clippy::type_complexity)]
 fn load_merged(
     handle: &OwnedFd,
     dir: &Path,
     files: &[String],
     own: &str,
-) -> Result<(HashMap<String, Record>, Option<(HashMap<String, Record>, usize)>), Error> {
-    let mut merged: HashMap<String, Record> = HashMap::new();
+    keep_own: bool,
+) -> Result<(Records, Option<(Records, usize)>), Error> {
+    let mut merged: Records = HashMap::new();
     let mut own_entries = Some((HashMap::new(), 0));
     for name in files {
         match load(handle, dir, name)? {
-            Loaded::Records(entries, lines) => {
+            Loaded::Records(entries, lines) if name == own && keep_own => {
                 for (path, r) in &entries {
                     if r.removed {
                         merged.remove(path);
@@ -450,8 +469,23 @@ fn load_merged(
                         merged.insert(path.clone(), r.clone());
                     }
                 }
+                own_entries = Some((entries, lines));
+            }
+            Loaded::Records(mut entries, lines) => {
                 if name == own {
-                    own_entries = Some((entries, lines));
+                    own_entries = Some((HashMap::new(), lines));
+                }
+                if merged.is_empty() {
+                    entries.retain(|_, r| !r.removed);
+                    merged = entries;
+                    continue;
+                }
+                for (path, r) in entries {
+                    if r.removed {
+                        merged.remove(&path);
+                    } else {
+                        merged.insert(path, r);
+                    }
                 }
             }
             Loaded::Unknown if name == own => own_entries = None,
@@ -466,7 +500,7 @@ fn load_merged(
 /// What a record file holds.
 enum Loaded {
     /// The entries (removals included), and how many lines after the header held them.
-    Records(HashMap<String, Record>, usize),
+    Records(Records, usize),
     /// A first line this s3load does not know.
     Unknown,
 }
@@ -499,14 +533,16 @@ fn load(handle: &OwnedFd, dir: &Path, name: &str) -> Result<Loaded, Error> {
         count += 1;
         match serde_json::from_str::<Record>(&line) {
             Ok(r) if r.removed => {
-                out.insert(r.path.clone(), r);
+                out.insert(r.path.clone(), Box::new(r));
             }
             Ok(mut r) => {
                 // Written on another boot and never confirmed on disk: suspect.
-                if r.boot.as_deref().is_some_and(|b| b != boot_id()) {
-                    r.mtime_ns = SUSPECT_MTIME;
+                match r.boot.as_deref() {
+                    Some(b) if b == boot_id() => r.boot = Some(std::borrow::Cow::Borrowed(boot_id())),
+                    Some(_) => r.mtime_ns = SUSPECT_MTIME,
+                    None => {}
                 }
-                out.insert(r.path.clone(), r);
+                out.insert(r.path.clone(), Box::new(r));
             }
             Err(_) => torn += 1,
         }
@@ -687,7 +723,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         {
             let s = StateStore::open(d.path(), None).await.unwrap();
-            s.put(Record { boot: Some(boot_id().to_string()), ..rec("this-boot", "1") });
+            s.put(Record { boot: Some(boot_id().into()), ..rec("this-boot", "1") });
             s.put(Record { boot: Some("another-boot".into()), ..rec("other-boot", "1") });
             s.put(rec("confirmed", "1"));
         }
@@ -697,7 +733,7 @@ mod tests {
         assert_eq!(s.get("other-boot").unwrap().mtime_ns, SUSPECT_MTIME, "a reboot since: suspect");
         drop(s);
         let s = StateStore::open(d.path(), None).await.unwrap();
-        s.put(Record { boot: Some(boot_id().to_string()), ..rec("flushed", "1") });
+        s.put(Record { boot: Some(boot_id().into()), ..rec("flushed", "1") });
         s.confirm_this_run();
         s.compact(|_| true).unwrap();
         drop(s);

@@ -2,6 +2,7 @@
 //! and the values it is compared by (times in nanoseconds, checksums as text,
 //! the boot a file was written in).
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -36,8 +37,10 @@ pub struct Record {
     /// off`, or by a run that has not flushed yet): the boot it was written in.
     /// After a reboot such a record is suspect: a machine crash may have left the
     /// file the right size but zero-filled.
+    /// This boot's id is shared, not copied into each record (a million
+    /// records would hold a million copies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot: Option<String>,
+    pub boot: Option<Cow<'static, str>>,
 }
 
 /// This machine's boot id (`/proc/sys/kernel/random/boot_id`); a fixed
