@@ -23,7 +23,9 @@ use crate::error::Error;
 pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome> {
     let (env, cfg, store, reporter) = (engine, &engine.cfg, &engine.store, &engine.hooks.reporter);
     let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
-    let mut pending: Vec<(usize, Download)> = jobs.into_iter().enumerate().collect();
+    // Each job boxed once: every list below (a million entries, for a million
+    // keys) moves pointers, not 300-byte jobs, and never holds two copies.
+    let mut pending: Vec<(usize, Box<Download>)> = jobs.into_iter().map(Box::new).enumerate().collect();
     let samples = Arc::new(verify::EtagSamples::default());
     for restart in 0..=cfg.max_restarts {
         let last = restart == cfg.max_restarts;
@@ -45,12 +47,12 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                 }
                 Ok((job, false)) => {
                     let outcome = Ok(Verification::Piece);
-                    reporter.finished(&job, &outcome);
+                    reporter.finished(&*job, &outcome);
                     outcomes[i] = Some(outcome);
                 }
                 Err((job, e)) => {
                     let outcome = Err(e);
-                    reporter.finished(&job, &outcome);
+                    reporter.finished(&*job, &outcome);
                     outcomes[i] = Some(outcome);
                 }
             }
@@ -69,15 +71,15 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                         // run that found it changed: the other shards may have
                         // finished their pieces of the version they listed,
                         // and would never write theirs of this one.
-                        Ok(Ok(meta)) => pending.push((i, Download { piece: None, ..job.refreshed(meta) })),
+                        Ok(Ok(meta)) => pending.push((i, Box::new(Download { piece: None, ..job.refreshed(meta) }))),
                         Ok(Err(he)) => {
                             let outcome = Err(Error::object(&job.bucket, &job.key, None, he));
-                            reporter.finished(&job, &outcome);
+                            reporter.finished(&*job, &outcome);
                             outcomes[i] = Some(outcome);
                         }
                         Err(stopped) => {
                             let outcome = Err(stopped);
-                            reporter.finished(&job, &outcome);
+                            reporter.finished(&*job, &outcome);
                             outcomes[i] = Some(outcome);
                         }
                     }
@@ -100,29 +102,29 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
 /// `false` when there is nothing for this run to do (an empty piece of an object with
 /// fewer ranges than shards, or an unsplittable object that the first shard
 /// fetches whole). Every shard decides alike: from the object and the flags.
-fn split_role(cfg: &EngineConfig, job: Download) -> (Download, bool) {
+fn split_role(cfg: &EngineConfig, job: Box<Download>) -> (Box<Download>, bool) {
     let Some(piece) = job.piece else { return (job, true) };
-    let state = ObjectState::new(job, cfg);
+    let state = ObjectState::new(*job, cfg);
     let (splittable, idle) = (cfg.verify != VerifyMode::Off && state.splittable(), state.mine.is_empty());
-    let job = state.job;
+    let job = Box::new(state.job);
     match (splittable, piece.index) {
         (true, _) => (job, !idle),
         (false, 0) => {
             tracing::info!(object = %job.source_url(), "fetched whole by this shard: its ranges cannot be checked one by one");
-            (Download { piece: None, ..job }, true)
+            (Box::new(Download { piece: None, ..*job }), true)
         }
         (false, _) => (job, false),
     }
 }
 
 /// A job ready for a pass, or the job and why it cannot be.
-type Prepared = Result<Download, (Download, Error)>;
+type Prepared = Result<Box<Download>, (Box<Download>, Error)>;
 
 /// Asks the store what a listing does not say but verification needs: the
 /// checksum of an object fetched in several parts (HEAD, which also gives its
 /// current identity), and the part layout of a multipart upload (HEAD with
 /// `partNumber=1`). Objects fetched in one GET learn their checksum from it.
-pub(super) async fn prepare(env: &Engine, job: Download) -> Prepared {
+pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
     let cfg = &env.cfg;
     if cfg.verify == VerifyMode::Off || job.size == 0 {
         return Ok(job);
@@ -141,7 +143,7 @@ pub(super) async fn prepare(env: &Engine, job: Download) -> Prepared {
             }
         };
         match head {
-            Ok(meta) => job = job.refreshed(meta),
+            Ok(meta) => *job = job.refreshed(meta),
             Err(e) => {
                 let e = Error::object(&job.bucket, &job.key, None, e);
                 return Err((job, e));

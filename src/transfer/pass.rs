@@ -38,8 +38,9 @@ enum Slot {
     Finished,
 }
 
-/// An object's outcome, and its job when it is to be fetched again.
-type Ended = (Outcome, Option<Download>);
+/// An object's outcome, and its job when it is to be fetched again (boxed:
+/// almost every object has none, and a million outcomes are kept at once).
+type Ended = (Outcome, Option<Box<Download>>);
 
 /// State of one pass, shared by its workers.
 struct Pass {
@@ -58,13 +59,21 @@ struct Pass {
 }
 
 /// Downloads `jobs`; returns one outcome per job, in order, with the job
-/// given back when the object is to be fetched again from the start.
-pub(super) async fn run(engine: Arc<Engine>, samples: Arc<EtagSamples>, jobs: Vec<Download>, last: bool) -> Vec<Ended> {
+/// given back when the object is to be fetched again from the start. Jobs
+/// come boxed: each becomes its slot's waiting job as it is, where a vector of
+/// jobs would be held whole beside the boxes made of it.
+#[allow(clippy::vec_box)]
+pub(super) async fn run(
+    engine: Arc<Engine>,
+    samples: Arc<EtagSamples>,
+    jobs: Vec<Box<Download>>,
+    last: bool,
+) -> Vec<Ended> {
     let n = jobs.len();
     let cfg = &engine.cfg;
     let sched =
         Scheduler::new(jobs.iter().map(|j| ObjectState::part_count(j, cfg)), cfg.part_concurrency, cfg.max_open_files);
-    let files: Vec<Mutex<Slot>> = jobs.into_iter().map(|job| Mutex::new(Slot::Waiting(Box::new(job)))).collect();
+    let files: Vec<Mutex<Slot>> = jobs.into_iter().map(|job| Mutex::new(Slot::Waiting(job))).collect();
     let workers = cfg.max_requests.max(1).min(n.max(1) * cfg.part_concurrency.max(1));
     let pass = Arc::new(Pass {
         engine: engine.clone(),
@@ -92,10 +101,10 @@ pub(super) async fn run(engine: Arc<Engine>, samples: Arc<EtagSamples>, jobs: Ve
             t.discard();
         }
     }
-    let mut results = pass.results.lock().unwrap();
+    let results = std::mem::take(&mut *pass.results.lock().unwrap());
     results
-        .iter_mut()
-        .map(|r| r.take().unwrap_or_else(|| (Err(Error::Internal("download did not run".into())), None)))
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| (Err(Error::Internal("download did not run".into())), None)))
         .collect()
 }
 
@@ -209,7 +218,7 @@ async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
     if !again {
         engine.hooks.reporter.finished(&file.job, &outcome);
     }
-    let job = again.then(|| file.job.clone());
+    let job = again.then(|| Box::new(file.job.clone()));
     pass.results.lock().unwrap()[idx] = Some((outcome, job));
     *pass.files[idx].lock().unwrap() = Slot::Finished;
 }

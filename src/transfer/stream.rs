@@ -48,7 +48,7 @@ pub struct Sink {
 /// may come after any amount of output. An error writing to the sink is
 /// [`Error::Io`] with the sink's error (`BrokenPipe` when the reader left).
 pub async fn stream(engine: &Arc<Engine>, job: Download, sink: Sink) -> Result<Verification, Error> {
-    let job = prepare(engine, job).await.map_err(|(_, e)| e)?;
+    let job = *prepare(engine, Box::new(job)).await.map_err(|(_, e)| e)?;
     let file = Arc::new(ObjectState::for_stream(job, &engine.cfg));
     let checking = engine.cfg.verify != VerifyMode::Off;
     let kinds = if checking { (file.inline_kind(), file.segment_kind()) } else { (None, None) };
