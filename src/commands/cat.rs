@@ -26,14 +26,14 @@ pub(super) async fn cat(url: S3Url, cfg: &Config) -> Result<u8, Error> {
     let store = super::connect(cfg, Some(&url.bucket)).await?;
     let meta = store.head(&url.bucket, &url.key).await.map_err(|e| Error::object(&url.bucket, &url.key, None, e))?;
     let job = Download {
-        bucket: url.bucket.clone(),
+        bucket: url.bucket.as_str().into(),
         key: url.key.clone(),
         size: meta.size,
         etag: meta.etag,
         version_id: meta.version_id,
         last_modified: meta.last_modified,
         dest: PathBuf::new(),
-        root: PathBuf::new(),
+        root: PathBuf::new().into(),
         checksum: KnownChecksum::from(meta.checksum),
         etag_md5: meta.etag_md5,
         source_parts: None,

@@ -140,17 +140,18 @@ pub(super) async fn download(
     // still spreads each large object over every connection.
     let mut selected = selected;
     selected.sort_by(|(a, _), (b, _)| a.meta.size.cmp(&b.meta.size).then_with(|| a.rel.cmp(&b.rel)));
+    let (bucket, root): (Arc<str>, Arc<Path>) = (src.bucket.as_str().into(), dst.as_path().into());
     let jobs: Vec<Download> = selected
         .iter()
         .map(|&(o, piece)| Download {
-            bucket: src.bucket.clone(),
+            bucket: bucket.clone(),
             key: o.meta.key.clone(),
             size: o.meta.size,
             etag: o.meta.etag.clone(),
             version_id: o.meta.version_id.clone(),
             last_modified: o.meta.last_modified,
             dest: dest_of(o),
-            root: if batch { dst.clone() } else { dest_of(o).parent().map(Path::to_path_buf).unwrap_or_default() },
+            root: if batch { root.clone() } else { dest_of(o).parent().unwrap_or(Path::new("")).into() },
             // A single object was looked up with HEAD, which states its checksum;
             // a listing does not, so the engine asks when it needs to.
             checksum: if batch { KnownChecksum::NotAsked } else { o.meta.checksum.into() },

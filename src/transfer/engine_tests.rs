@@ -41,7 +41,7 @@ async fn job(store: &MemoryStore, key: &str, dir: &Path) -> Download {
         version_id: None,
         last_modified: meta.last_modified,
         dest: dir.join(key),
-        root: dir.to_path_buf(),
+        root: dir.into(),
         checksum: KnownChecksum::NotAsked,
         etag_md5: false,
         source_parts: None,

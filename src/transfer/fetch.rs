@@ -150,7 +150,7 @@ pub(super) async fn open_get(
 ) -> Result<GetResponse, Error> {
     let (offset, end) = (range.start, range.end);
     let mut req = GetRequest {
-        bucket: job.bucket.clone(),
+        bucket: job.bucket.to_string(),
         key: job.key.clone(),
         range: ranged.then_some(offset..end),
         if_match: job.etag.clone(),

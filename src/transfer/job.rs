@@ -1,7 +1,7 @@
 //! What the engine is given and gives back: the objects to download, what is
 //! known of them, and how each was checked.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::error::Error;
@@ -27,7 +27,8 @@ impl From<Option<Stated>> for KnownChecksum {
 /// One object to download.
 #[derive(Debug, Clone)]
 pub struct Download {
-    pub bucket: String,
+    /// Shared by every job of a run (a million jobs need no million copies).
+    pub bucket: std::sync::Arc<str>,
     pub key: String,
     pub size: u64,
     /// ETag from the listing; pins every part request (`If-Match`).
@@ -39,7 +40,8 @@ pub struct Download {
     pub dest: PathBuf,
     /// The directory `dest` lies below that s3load may create directories in;
     /// nothing between it and `dest` is followed if it is a symlink.
-    pub root: PathBuf,
+    /// Shared by every job of a run, like `bucket`.
+    pub root: std::sync::Arc<Path>,
     pub checksum: KnownChecksum,
     /// Whether the ETag is known to be an MD5 (from HEAD or a whole-object GET).
     pub etag_md5: bool,

@@ -438,7 +438,7 @@ mod tests {
             version_id: None,
             last_modified: None,
             dest: "k".into(),
-            root: ".".into(),
+            root: std::path::Path::new(".").into(),
             checksum,
             etag_md5: true,
             source_parts: Some(super::super::job::PartLayout { part_size: part << 20, last_size, count: count as u32 }),
