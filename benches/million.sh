@@ -5,6 +5,7 @@
 # N = 10000, 100000, 1000000 (docs/benchmarks.md, "Session 9: many keys").
 #
 # Usage: benches/million.sh [N] [TOOLS]   (env: DIR=/work/bench-tmp/million;
+# S3LOAD_BIN: an s3load binary to measure instead of this tree's release build;
 # TOOLS: s3load (default), s5cmd)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ SERVER_ARGS="--tiny $N"
 SERVER_WAIT=3000
 # shellcheck source=benches/testserver.sh
 source benches/testserver.sh
+BIN="${S3LOAD_BIN:-$BIN}"
 measure() {
   local what="$1"
   shift
