@@ -44,6 +44,13 @@ pub(super) struct Held {
 }
 
 impl Journal {
+    /// A journal writing to `file`; a `fresh` one (nothing to resume) holds
+    /// its lines for `hold`.
+    pub(super) fn new(file: File, name: OsString, fresh: bool, hold: std::time::Duration) -> Journal {
+        let held = fresh.then(|| Held { lines: Vec::new(), until: Instant::now().checked_add(hold) });
+        Journal { file, name, held: Mutex::new(held) }
+    }
+
     /// Appends `line` (one `write` of whole lines, `O_APPEND`: a kill leaves
     /// whole lines, or a torn last one that the reader ignores).
     pub(super) fn append(&self, line: &str) -> std::io::Result<()> {

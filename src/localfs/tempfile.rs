@@ -35,16 +35,16 @@ use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::dirs::{Dirs, open_parent, open_parent_cached};
 use super::journal::{
-    COMPLETE_LINE, Held, JOURNAL_MAGIC, Journal, Recorded, SpentJournal, read_journal, read_journal_marked,
+    COMPLETE_LINE, JOURNAL_MAGIC, Journal, Recorded, SpentJournal, read_journal, read_journal_marked,
 };
 use crate::error::Error;
 
@@ -236,18 +236,8 @@ impl TempFile {
         let jfd = rustix::fs::openat(&dir, &journal_name, jflags, Mode::from_raw_mode(0o644))
             .map_err(|e| Error::io(&journal_path, "opening journal", e.into()))?;
         let fresh = recorded.is_empty();
-        let held = fresh.then(|| Held { lines: Vec::new(), until: Instant::now().checked_add(hold) });
-        let journal = Journal { file: File::from(jfd), name: journal_name, held: Mutex::new(held) };
-        let tmp = TempFile {
-            file,
-            dir: Arc::new(dir),
-            tmp_name,
-            name: name.to_owned(),
-            path,
-            dest: dest.to_path_buf(),
-            journal: Some(journal),
-            split: None,
-        };
+        let journal = Journal::new(File::from(jfd), journal_name, fresh, hold);
+        let tmp = TempFile { split: None, ..TempFile::journaled(file, dir, tmp_name, name, path, dest, journal) };
         if fresh {
             // Starting over: if the file cannot be prepared (a full disk), neither
             // it nor its journal may stay behind.
@@ -336,17 +326,10 @@ impl TempFile {
         if fresh {
             rustix::fs::ftruncate(&jfd, 0).map_err(|e| Error::io(&journal_path, "starting journal", e.into()))?;
         }
-        let held = fresh.then(|| Held { lines: Vec::new(), until: Instant::now().checked_add(hold) });
-        let journal = Journal { file: File::from(jfd), name: journal_name, held: Mutex::new(held) };
+        let journal = Journal::new(File::from(jfd), journal_name, fresh, hold);
         let tmp = TempFile {
-            file,
-            dir: Arc::new(dir),
-            tmp_name,
-            name: name.to_owned(),
-            path,
-            dest: dest.to_path_buf(),
-            journal: Some(journal),
             split: Some(Split { header, pieces: journals, index }),
+            ..TempFile::journaled(file, dir, tmp_name, name, path, dest, journal)
         };
         if fresh {
             let j = tmp.journal.as_ref().expect("set above");
@@ -404,6 +387,28 @@ impl TempFile {
             }
         }
         Ok(Some(others))
+    }
+
+    /// A temporary file with a journal (resumable, or a split object's piece).
+    fn journaled(
+        file: File,
+        dir: OwnedFd,
+        tmp_name: OsString,
+        name: &OsStr,
+        path: PathBuf,
+        dest: &Path,
+        journal: Journal,
+    ) -> TempFile {
+        TempFile {
+            file,
+            dir: Arc::new(dir),
+            tmp_name,
+            name: name.to_owned(),
+            path,
+            dest: dest.to_path_buf(),
+            journal: Some(journal),
+            split: None,
+        }
     }
 
     /// Notes in the journal that `part` is written, with its hash.

@@ -36,6 +36,22 @@ fn journal_header(file: &ObjectState) -> String {
     )
 }
 
+/// [`rehash_recorded`] on the blocking pool, for `file`'s ranges in `tmp`;
+/// interrupted when the run is stopped meanwhile.
+async fn rehash(
+    engine: &Engine,
+    file: &ObjectState,
+    tmp: &Arc<TempFile>,
+    recorded: Vec<Recorded>,
+) -> Result<Vec<(usize, Option<PartSum>)>, Error> {
+    let (t, parts, kind, stop) = (tmp.clone(), file.parts.clone(), file.range_kind(), engine.stop.clone());
+    let checked = engine.blocking_io(move || rehash_recorded(&parts, kind, &t, recorded, &stop)).await;
+    if engine.stop.is_cancelled() {
+        return Err(Error::Interrupted(file.job.source_url()));
+    }
+    Ok(checked)
+}
+
 /// The name shared by every shard's run for the file of an object split in
 /// `count` pieces: a hash of the object's identity and range layout (the
 /// journal header) and the count, so that two versions, layouts or shard
@@ -117,16 +133,7 @@ pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<Temp
         };
         let t = Arc::new(t);
         if !recorded.is_empty() {
-            let checked = engine
-                .blocking_io({
-                    let (t, parts, kind) = (t.clone(), file.parts.clone(), file.range_kind());
-                    let stop = engine.stop.clone();
-                    move || rehash_recorded(&parts, kind, &t, recorded, &stop)
-                })
-                .await;
-            if engine.stop.is_cancelled() {
-                return Err(Error::Interrupted(file.job.source_url()));
-            }
+            let checked = rehash(engine, file, &t, recorded).await?;
             let count = checked.len();
             let bytes = file.restore(checked);
             tracing::info!(object = %file.job.source_url(), parts = count, of = file.parts.len(), "resuming: parts already on disk");
@@ -158,16 +165,7 @@ pub(super) async fn piece_done(engine: &Engine, file: &ObjectState, tmp: &Arc<Te
     let mut recorded: Vec<Recorded> = recorded.into_iter().filter(|r| others.binary_search(&r.part).is_ok()).collect();
     recorded.sort_by_key(|r| r.part);
     recorded.dedup_by_key(|r| r.part);
-    let checked = engine
-        .blocking_io({
-            let (t, parts, kind) = (tmp.clone(), file.parts.clone(), file.range_kind());
-            let stop = engine.stop.clone();
-            move || rehash_recorded(&parts, kind, &t, recorded, &stop)
-        })
-        .await;
-    if engine.stop.is_cancelled() {
-        return Err(Error::Interrupted(file.job.source_url()));
-    }
+    let checked = rehash(engine, file, tmp, recorded).await?;
     if let Some(&p) = others.iter().find(|&&p| checked.binary_search_by_key(&p, |c| c.0).is_err()) {
         let r = &file.parts[p];
         return Err(Error::Mismatch(format!(

@@ -218,6 +218,19 @@ fn fill_split(h: &Harness) -> (bytes::Bytes, u64) {
     (big, total)
 }
 
+/// [`fill_split`], and shards 0 and 1 of 3 run: the large object waits for
+/// shard 2's piece. Returns the harness, its bytes, the prefix's bytes and
+/// the destination.
+async fn two_of_three_shards_done() -> (Harness, bytes::Bytes, u64, std::path::PathBuf) {
+    let h = Harness::new().await;
+    let (big, total) = fill_split(&h);
+    let dest = h.path("model");
+    for k in 0..2 {
+        one_shard(&h, k, 3, &dest).await.0.assert_ok();
+    }
+    (h, big, total, dest)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_object_larger_than_a_fair_share_is_split_and_the_last_shard_to_finish_moves_it_into_place() {
     let h = Harness::new().await;
@@ -308,12 +321,7 @@ async fn a_legacy_multipart_object_is_split_by_its_parts_and_a_single_put_one_is
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_piece_damaged_on_the_shared_volume_is_caught_by_the_last_shard_which_fetches_the_object_whole() {
-    let h = Harness::new().await;
-    let (big, total) = fill_split(&h);
-    let dest = h.path("model");
-    for k in 0..2 {
-        one_shard(&h, k, 3, &dest).await.0.assert_ok();
-    }
+    let (h, big, total, dest) = two_of_three_shards_done().await;
     // A byte of shard 0's piece goes bad on the volume (a lost write, a bad disk).
     let split = split_files(&dest).into_iter().find(|f| f.ends_with(".s3load-split")).unwrap();
     let file = std::fs::OpenOptions::new().read(true).write(true).open(dest.join(&split)).unwrap();
@@ -460,12 +468,7 @@ async fn a_symlink_planted_as_the_shared_file_is_refused_not_written_through() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_journal_claiming_a_piece_is_not_trusted_without_its_bytes() {
-    let h = Harness::new().await;
-    let (big, total) = fill_split(&h);
-    let dest = h.path("model");
-    for k in 0..2 {
-        one_shard(&h, k, 3, &dest).await.0.assert_ok();
-    }
+    let (h, big, _, dest) = two_of_three_shards_done().await;
     // Piece 3's journal, forged: same header, ranges "done" with made-up
     // hashes, "complete"; its bytes were never written.
     let journal0 = split_files(&dest).into_iter().find(|f| f.ends_with(".0.s3load-piece")).unwrap();
@@ -484,5 +487,4 @@ async fn a_forged_journal_claiming_a_piece_is_not_trusted_without_its_bytes() {
     assert!(run.stderr.contains("written by another shard"), "{}", run.stderr);
     assert_eq!(fetched, big.len() as u64);
     assert!(std::fs::read(dest.join("big.bin")).unwrap() == big);
-    let _ = total;
 }
