@@ -186,9 +186,17 @@ const MIB: usize = 1 << 20;
 
 /// Runs shard `k` of `n` alone, to its exit; returns it and the bytes it fetched.
 async fn one_shard(h: &Harness, k: u32, n: u32, dest: &Path) -> (Run, u64) {
+    one_shard_with(h, k, n, dest, &[]).await
+}
+
+/// [`one_shard`] with `extra` flags.
+async fn one_shard_with(h: &Harness, k: u32, n: u32, dest: &Path, extra: &[&str]) -> (Run, u64) {
     let before = h.server.log().body_bytes();
     let shard = format!("--shard={k}/{n}");
-    let run = h.run(&["sync", &shard, "--part-size", "1", "s3://bucket/m/*", s(dest)]).await;
+    let mut args = vec!["sync", &shard, "--part-size", "1"];
+    args.extend_from_slice(extra);
+    args.extend(["s3://bucket/m/*", s(dest)]);
+    let run = h.run(&args).await;
     (run, h.server.log().body_bytes() - before)
 }
 
@@ -428,11 +436,9 @@ async fn with_no_split_a_large_object_goes_whole_to_one_shard() {
     let dest = h.path("model");
     let mut fetched = Vec::new();
     for k in 0..3 {
-        let before = h.server.log().body_bytes();
-        let shard = format!("--shard={k}/3");
-        let run = h.run(&["sync", &shard, "--no-split", "--part-size", "1", "s3://bucket/m/*", s(&dest)]).await;
+        let (run, bytes) = one_shard_with(&h, k, 3, &dest, &["--no-split"]).await;
         run.assert_ok();
-        fetched.push(h.server.log().body_bytes() - before);
+        fetched.push(bytes);
     }
     assert_eq!(fetched.iter().filter(|&&b| b >= big.len() as u64).count(), 1, "one shard took it whole: {fetched:?}");
     assert_eq!(fetched.iter().sum::<u64>(), total);
