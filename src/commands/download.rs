@@ -177,6 +177,10 @@ pub(super) async fn download(
         .map(&dest_of)
         .collect();
     let plan = Plan { jobs, up_to_date, deletes, refused, failures: 0 };
+    // The jobs own what they need: the listing (hundreds of megabytes at a
+    // million keys) is not held through the transfer.
+    drop(selected);
+    drop(listed);
     let run = Downloading {
         src,
         dst,
