@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::localfs;
 use crate::model::{self, CheckModel};
 use crate::output::{self, Output};
-use crate::plan::diff::{Compare, SourceEntry, diff};
+use crate::plan::diff::{Compare, SourceEntry, diff_by};
 use crate::plan::filter::Filters;
 use crate::plan::{self, SourceObject, delete, local};
 use crate::state::{self, Record, StateStore};
@@ -365,16 +365,16 @@ fn select_for_sync<'a>(
     state: Option<&StateStore>,
 ) -> Result<(Vec<&'a SourceObject>, Vec<local::LocalEntry>, Vec<usize>), Error> {
     let bucket_url = src.object_url("");
-    let entries: Vec<SourceEntry<'_>> = objects
-        .iter()
-        .map(|o| SourceEntry {
+    let entry = |i: usize| {
+        let o = &objects[i];
+        SourceEntry {
             rel: &o.rel,
             size: o.meta.size,
             mtime: o.meta.last_modified,
             etag: o.meta.etag.as_deref(),
             source: (&bucket_url, &o.meta.key),
-        })
-        .collect();
+        }
+    };
     let local = if src.is_batch() {
         local::walk(dst)?
     } else if let Some(first) = objects.first() {
@@ -389,7 +389,7 @@ fn select_for_sync<'a>(
         Vec::new()
     };
     let recorded = |p: &str| state.and_then(|s| s.get(p));
-    let d = diff(&entries, &local, compare, &recorded);
+    let d = diff_by(objects.len(), &entry, &local, compare, &recorded);
     for &(i, why) in &d.copy {
         tracing::debug!(path = %objects[i].rel, reason = ?why, "to copy");
     }

@@ -77,10 +77,23 @@ pub fn diff(
     cmp: Compare,
     recorded: &dyn Fn(&str) -> Option<Record>,
 ) -> Diff {
+    diff_by(src.len(), &|i| src[i].clone(), dst, cmp, recorded)
+}
+
+/// [`diff`] of `n` source entries made one at a time by `src` (in `rel`
+/// order), so that a million of them are never held at once.
+pub fn diff_by<'a>(
+    n: usize,
+    src: &dyn Fn(usize) -> SourceEntry<'a>,
+    dst: &[LocalEntry],
+    cmp: Compare,
+    recorded: &dyn Fn(&str) -> Option<Record>,
+) -> Diff {
     let mut d = Diff::default();
     let (mut i, mut j) = (0, 0);
-    while i < src.len() || j < dst.len() {
-        let ord = match (src.get(i), dst.get(j)) {
+    while i < n || j < dst.len() {
+        let entry = (i < n).then(|| src(i));
+        let ord = match (&entry, dst.get(j)) {
             (Some(s), Some(l)) => s.rel.cmp(l.rel.as_str()),
             (Some(_), None) => Ordering::Less,
             (None, _) => Ordering::Greater,
@@ -95,7 +108,7 @@ pub fn diff(
                 j += 1;
             }
             Ordering::Equal => {
-                let (s, l) = (&src[i], &dst[j]);
+                let (Some(s), l) = (&entry, &dst[j]) else { unreachable!("equal to a source entry") };
                 match judge(s, l, cmp, recorded) {
                     Some(why) => d.copy.push((i, why)),
                     None => d.skip.push(i),
