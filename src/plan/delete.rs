@@ -34,12 +34,23 @@ pub fn plan<'a>(
     filters: &Filters,
     lookalikes: bool,
 ) -> DeletePlan {
-    let folded: std::collections::HashMap<String, &str> =
-        if lookalikes { source.map(|s| (fold(s), s)).collect() } else { Default::default() };
+    let dest: Vec<&str> = dest_only.filter(|d| filters.selects(d)).collect();
+    // The folded names of the paths to delete (a few, usually), each with the
+    // source path that folds alike, if any (the last one listed): the source
+    // (a million paths, maybe) is scanned, not copied.
+    let mut folded: std::collections::HashMap<String, Option<&str>> =
+        if lookalikes { dest.iter().map(|d| (fold(d), None)).collect() } else { Default::default() };
+    if !folded.is_empty() {
+        for s in source {
+            if let Some(like) = folded.get_mut(&fold(s)) {
+                *like = Some(s);
+            }
+        }
+    }
     let mut out = DeletePlan::default();
     let mut seen = HashSet::new();
-    for d in dest_only.filter(|d| filters.selects(d)) {
-        let like = if lookalikes { folded.get(&fold(d)) } else { None };
+    for d in dest {
+        let like = if lookalikes { folded.get(&fold(d)).copied().flatten() } else { None };
         match like {
             Some(s) => out.lookalikes.push((d.to_string(), s.to_string())),
             None if seen.insert(d) => out.delete.push(d.to_string()),
