@@ -88,6 +88,11 @@ fn kept_short(name: &OsStr) -> String {
     k
 }
 
+/// `dest` relative to `root`, which it must lie below.
+fn below<'a>(root: &Path, dest: &'a Path) -> Result<&'a Path, Error> {
+    dest.strip_prefix(root).map_err(|_| Error::Internal(format!("{} is not below {}", dest.display(), root.display())))
+}
+
 /// An error opening `path`, saying so plainly when it is a planted symlink.
 fn no_link(path: &Path, doing: &'static str, e: Errno) -> Error {
     match e {
@@ -167,9 +172,7 @@ impl TempFile {
     /// [`TempFile::create`] through the run's open directories; `reserve`
     /// preallocates `size` bytes (pointless when one write fills the file).
     pub fn create_in(dirs: &Dirs, root: &Path, dest: &Path, size: u64, reserve: bool) -> Result<TempFile, Error> {
-        let rel = dest
-            .strip_prefix(root)
-            .map_err(|_| Error::Internal(format!("{} is not below {}", dest.display(), root.display())))?;
+        let rel = below(root, dest)?;
         let (dir, name) = open_parent_cached(dirs, root, rel)?;
         let tmp_name = temp_name(name);
         let path = dest.with_file_name(&tmp_name);
@@ -210,9 +213,7 @@ impl TempFile {
         header: &str,
         hold: Duration,
     ) -> Result<(TempFile, Vec<Recorded>), Error> {
-        let rel = dest
-            .strip_prefix(root)
-            .map_err(|_| Error::Internal(format!("{} is not below {}", dest.display(), root.display())))?;
+        let rel = below(root, dest)?;
         let (dir, name) = open_parent(root, rel)?;
         let tmp_name = OsString::from(format!(".{}{RESUME_SUFFIX}", kept(name)));
         let journal_name = OsString::from(format!(".{}{JOURNAL_SUFFIX}", kept(name)));
@@ -272,9 +273,7 @@ impl TempFile {
         hold: Duration,
     ) -> Result<(TempFile, Vec<Recorded>), Error> {
         let PieceOf { id, header, pieces, index } = piece;
-        let rel = dest
-            .strip_prefix(root)
-            .map_err(|_| Error::Internal(format!("{} is not below {}", dest.display(), root.display())))?;
+        let rel = below(root, dest)?;
         let (dir, name) = open_parent(root, rel)?;
         let stem = format!(".{}.{id}", kept_short(name));
         let tmp_name = OsString::from(format!("{stem}{SPLIT_SUFFIX}"));

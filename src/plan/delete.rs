@@ -34,23 +34,27 @@ pub fn plan<'a>(
     filters: &Filters,
     lookalikes: bool,
 ) -> DeletePlan {
-    let dest: Vec<&str> = dest_only.filter(|d| filters.selects(d)).collect();
-    // The folded names of the paths to delete (a few, usually), each with the
-    // source path that folds alike, if any (the last one listed): the source
-    // (a million paths, maybe) is scanned, not copied.
-    let mut folded: std::collections::HashMap<String, Option<&str>> =
-        if lookalikes { dest.iter().map(|d| (fold(d), None)).collect() } else { Default::default() };
+    // Each path to delete (a few, usually) with its folded name, when
+    // lookalikes count.
+    let dest: Vec<(&str, Option<String>)> =
+        dest_only.filter(|d| filters.selects(d)).map(|d| (d, lookalikes.then(|| fold(d)))).collect();
+    // Each folded name with the source path that folds alike, if any (the
+    // last one listed): the source (a million paths, maybe) is scanned, not
+    // copied.
+    let mut folded: std::collections::HashMap<&str, Option<&str>> =
+        dest.iter().filter_map(|(_, f)| f.as_deref()).map(|f| (f, None)).collect();
     if !folded.is_empty() {
         for s in source {
-            if let Some(like) = folded.get_mut(&fold(s)) {
+            if let Some(like) = folded.get_mut(fold(s).as_str()) {
                 *like = Some(s);
             }
         }
     }
     let mut out = DeletePlan::default();
     let mut seen = HashSet::new();
-    for d in dest {
-        let like = if lookalikes { folded.get(&fold(d)).copied().flatten() } else { None };
+    for (d, f) in &dest {
+        let d = *d;
+        let like = f.as_deref().and_then(|f| folded.get(f).copied().flatten());
         match like {
             Some(s) => out.lookalikes.push((d.to_string(), s.to_string())),
             None if seen.insert(d) => out.delete.push(d.to_string()),
