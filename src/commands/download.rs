@@ -290,10 +290,11 @@ impl Direction for Downloading {
         };
         let Some(s) = &self.state else { return synced };
         let gone: HashSet<&str> = deletes.iter().map(String::as_str).collect();
-        let present: HashSet<&str> = self.local.iter().map(|l| l.rel.as_str()).collect();
+        // The walk is sorted: searched, not copied into a set.
+        let present = |p: &str| self.local.binary_search_by(|l| l.rel.as_str().cmp(p)).is_ok();
         // A sync knows what is on disk: drop records of files that are gone. A cp
         // did not look, so it keeps them (a record is checked against the file anyway).
-        let keep = |p: &str| !self.sync || (!gone.contains(p) && (present.contains(p) || s.written_this_run(p)));
+        let keep = |p: &str, written: bool| !self.sync || (!gone.contains(p) && (written || present(p)));
         if synced.is_err() {
             // The files of this run may not be on disk (a crash could leave them
             // the right size but zero-filled): the next run must not trust them.

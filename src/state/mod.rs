@@ -27,7 +27,6 @@
 //! file also with `O_EXCL`), so a planted `.s3load/state -> elsewhere` is
 //! refused by name, never written through.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
@@ -43,18 +42,16 @@ use crate::error::Error;
 use crate::shard::Shard;
 
 mod record;
+mod table;
 
 pub use record::{Record, SUSPECT_MTIME, boot_id, checksum_text, to_ns};
+use table::Table;
 
 /// The directory below the destination's root that holds the record.
 pub const STATE_DIR: &str = ".s3load";
 const HEADER: &str = "s3load-state 1";
 /// Record files of sharded runs: `state.shard-K-of-N`.
 const SHARD_PREFIX: &str = "state.shard-";
-
-/// Records by path. Boxed: a table of a million entries has room for two
-/// million, and an entry inline would be a record's 200-odd bytes each.
-type Records = HashMap<String, Box<Record>>;
 
 /// A destination's record, loaded, and (unless read-only) locked and open for appending.
 #[derive(Debug)]
@@ -64,18 +61,19 @@ pub struct StateStore {
     /// `.s3load/`, opened without following a symlink; every file in it is
     /// opened relative to this handle, also without following one.
     handle: Option<OwnedFd>,
-    /// The merged view: every record file's live records.
-    records: Mutex<Records>,
+    /// The merged view: every record file's live records (packed: see
+    /// [`table`]), each marked when this run recorded it.
+    records: Mutex<Table>,
     /// The file this run appends to and compacts: `state`, or its shard's.
     file: String,
     /// A sharded run: the entries of its own file (removals included), which
     /// is all its compaction rewrites; the other files are other shards'.
-    own: Option<Mutex<Records>>,
+    own: Option<Mutex<Table>>,
     /// An unsharded run: shard files merged into the view, removed once its
     /// compaction has written everything into `state`.
     merged_shards: Vec<String>,
-    /// Paths recorded or forgotten by this run.
-    touched: Mutex<std::collections::HashSet<String>>,
+    /// Whether this run recorded or forgot any path.
+    wrote: AtomicBool,
     log: Option<Mutex<File>>,
     /// The locks held (see [`StateStore::open`]).
     _locks: Vec<File>,
@@ -125,14 +123,14 @@ impl StateStore {
             .and_then(|r| rustix::fs::openat(&r, STATE_DIR, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()).ok());
         let records = match &handle {
             Some(h) => load_merged(h, &dir, &record_files(&dir), "", false).map(|(m, _)| m).unwrap_or_default(),
-            None => HashMap::new(),
+            None => Table::default(),
         };
         StateStore {
             records: Mutex::new(records),
             file: "state".into(),
             own: None,
             merged_shards: Vec::new(),
-            touched: Mutex::default(),
+            wrote: AtomicBool::new(false),
             dir,
             handle: None,
             log: None,
@@ -218,9 +216,9 @@ impl StateStore {
                     serde_json::Value::Null,
                 );
                 if shard.is_none() {
-                    records = HashMap::new();
+                    records = Table::default();
                 }
-                (HashMap::new(), 0)
+                (Table::default(), 0)
             }
         };
         let mut log = open_in(&handle, &dir, &file, OFlags::CREATE | OFlags::RDWR | OFlags::APPEND)?;
@@ -246,7 +244,7 @@ impl StateStore {
             changed: AtomicBool::new(!merged_shards.is_empty()),
             merged_shards,
             file,
-            touched: Mutex::default(),
+            wrote: AtomicBool::new(false),
             log: Some(Mutex::new(log)),
             _locks: locks.into_iter().map(|(f, _)| f).collect(),
             waited: told,
@@ -265,12 +263,27 @@ impl StateStore {
     }
 
     pub fn get(&self, path: &str) -> Option<Record> {
-        self.records.lock().unwrap().get(path).map(|r| (**r).clone())
+        self.records.lock().unwrap().get(path)
     }
 
     /// Records a file just written (or, with `removed`, just deleted).
     pub fn put(&self, rec: Record) {
-        let line = match serde_json::to_string(&rec) {
+        self.append(&rec);
+        self.wrote.store(true, Ordering::Relaxed);
+        if let Some(own) = &self.own {
+            own.lock().unwrap().insert(&rec, true);
+        }
+        let mut records = self.records.lock().unwrap();
+        if rec.removed {
+            records.remove(&rec.path);
+        } else {
+            records.insert(&rec, true);
+        }
+    }
+
+    /// Appends `rec`'s line to the file.
+    fn append(&self, rec: &Record) {
+        let line = match serde_json::to_string(rec) {
             Ok(l) => l + "\n",
             Err(_) => return,
         };
@@ -285,25 +298,10 @@ impl StateStore {
                 }
             }
         }
-        self.touched.lock().unwrap().insert(rec.path.clone());
-        if let Some(own) = &self.own {
-            own.lock().unwrap().insert(rec.path.clone(), Box::new(rec.clone()));
-        }
-        let mut records = self.records.lock().unwrap();
-        if rec.removed {
-            records.remove(&rec.path);
-        } else {
-            records.insert(rec.path.clone(), Box::new(rec));
-        }
     }
 
     pub fn forget(&self, path: &str) {
         self.put(Record { path: path.to_string(), removed: true, ..Record::empty() });
-    }
-
-    /// Whether this run recorded `path`.
-    pub fn written_this_run(&self, path: &str) -> bool {
-        self.touched.lock().unwrap().contains(path)
     }
 
     /// Marks every record this run wrote as suspect: used when the files may
@@ -313,23 +311,16 @@ impl StateStore {
     /// but holds zeros. (Dropping the record would not do: without one, the
     /// size-and-time rule would take such a file as up to date.) Falls back to
     /// appending the suspect lines if the record cannot be rewritten.
-    pub fn distrust_this_run(&self, keep: impl Fn(&str) -> bool) {
-        let touched: Vec<String> = self.touched.lock().unwrap().iter().cloned().collect();
-        let mut suspect: Vec<Record> = Vec::new();
-        {
-            let mut records = self.records.lock().unwrap();
-            for p in &touched {
-                if let Some(r) = records.get_mut(p) {
-                    r.mtime_ns = SUSPECT_MTIME;
-                    suspect.push((**r).clone());
-                }
-            }
-        }
-        self.changed.store(true, Ordering::Relaxed);
+    pub fn distrust_this_run(&self, keep: impl Fn(&str, bool) -> bool) {
+        self.change_this_run(|r| {
+            r.mtime_ns = SUSPECT_MTIME;
+            true
+        });
         if let Err(e) = self.compact(keep) {
             tracing::warn!(error = %e, "could not rewrite the sync record; appending the suspect entries instead");
-            for r in suspect {
-                self.put(r);
+            let records = self.records.lock().unwrap();
+            for at in records.offsets().filter(|&at| records.is_touched(at)) {
+                self.append(&records.at(at));
             }
         }
     }
@@ -337,43 +328,57 @@ impl StateStore {
     /// Marks this run's records as on disk (after a successful flush of the
     /// whole filesystem); takes effect with the next [`compact`](Self::compact).
     pub fn confirm_this_run(&self) {
-        let touched = self.touched.lock().unwrap();
+        self.change_this_run(|r| r.boot.take().is_some());
+    }
+
+    /// Applies `f` to every record this run wrote; `f` says whether it changed one.
+    fn change_this_run(&self, f: impl Fn(&mut Record) -> bool) {
         let mut records = self.records.lock().unwrap();
-        for p in touched.iter() {
-            if let Some(r) = records.get_mut(p)
-                && r.boot.take().is_some()
-            {
+        let touched: Vec<usize> = records.offsets().filter(|&at| records.is_touched(at)).collect();
+        for at in touched {
+            let mut r = records.at(at);
+            if f(&mut r) {
+                records.insert(&r, true);
                 self.changed.store(true, Ordering::Relaxed);
             }
         }
     }
 
-    /// Rewrites the record with one line per path for which `keep` holds. Does
+    /// Rewrites the record with one line per path for which `keep` holds
+    /// (given the path, and whether this run recorded it). Does
     /// nothing when every record is kept, nothing changed that only a rewrite
     /// records, and the file holds at most [`SLACK_LINES`] superseded lines
     /// beyond one per record (a no-op sync, or a first sync into an empty
     /// directory, which only appended).
-    pub fn compact(&self, keep: impl Fn(&str) -> bool) -> Result<(), Error> {
+    pub fn compact(&self, keep: impl Fn(&str, bool) -> bool) -> Result<(), Error> {
         let (Some(log), Some(handle)) = (&self.log, &self.handle) else {
             return Ok(());
         };
         let records = self.records.lock().unwrap();
         let own = self.own.as_ref().map(|o| o.lock().unwrap());
-        // What this run's file holds now, and what it will hold: borrowed, not
-        // copied (a million records are hundreds of megabytes).
-        let (before, mut after): (usize, Vec<&Record>) = match &own {
-            None => (records.len(), records.iter().filter(|(p, _)| keep(p)).map(|(_, r)| &**r).collect()),
+        // What this run's file holds now, and what it will hold: entries of
+        // the tables, not copies (a million records are hundreds of megabytes).
+        let (before, mut after): (usize, Vec<(&Table, usize)>) = match &own {
+            None => (
+                records.len(),
+                records
+                    .offsets()
+                    .filter(|&at| keep(records.path(at), records.is_touched(at)))
+                    .map(|at| (&*records, at))
+                    .collect(),
+            ),
             Some(own) => {
                 let mut after = Vec::new();
-                for (p, r) in own.iter() {
-                    if r.removed {
+                for at in own.offsets() {
+                    let p = own.path(at);
+                    if own.is_removed(at) {
                         // Kept until an unsharded run merges every file: the
                         // path may still be recorded in another shard's file.
-                        after.push(&**r);
-                    } else if keep(p)
-                        && let Some(current) = records.get(p)
+                        after.push((&**own, at));
+                    } else if let Some(current) = records.find(p)
+                        && keep(p, records.is_touched(current))
                     {
-                        after.push(&**current);
+                        after.push((&*records, current));
                     }
                 }
                 (own.len(), after)
@@ -382,10 +387,10 @@ impl StateStore {
         let superseded = self.lines.load(Ordering::Relaxed).saturating_sub(before);
         let unchanged = after.len() == before && !self.changed.load(Ordering::Relaxed);
         // A run that wrote nothing writes nothing, whatever the file holds.
-        if unchanged && (self.touched.lock().unwrap().is_empty() || superseded <= SLACK_LINES + before) {
+        if unchanged && (!self.wrote.load(Ordering::Relaxed) || superseded <= SLACK_LINES + before) {
             return Ok(());
         }
-        after.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        after.sort_unstable_by(|(t, a), (u, b)| t.path(*a).cmp(u.path(*b)));
         let tmp = format!("{}.{}.tmp", self.file, std::process::id());
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY;
         // A leftover of a crashed run that had this pid: no live process has it
@@ -397,8 +402,8 @@ impl StateStore {
         let written = (|| -> std::io::Result<()> {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
             w.write_all(format!("{HEADER}\n").as_bytes())?;
-            for r in &after {
-                serde_json::to_writer(&mut w, r)?;
+            for (t, at) in &after {
+                serde_json::to_writer(&mut w, &t.at(*at))?;
                 w.write_all(b"\n")?;
             }
             w.flush()
@@ -442,54 +447,39 @@ fn record_files(dir: &Path) -> Vec<String> {
     std::iter::once("state".to_string()).chain(shards).collect()
 }
 
-/// The live records of `files`, merged in order: a later file's entry (or
-/// removal) for a path wins. Files in a format this s3load does not know are
-/// skipped with a warning, except `own` (returned as `None`: the caller sets it aside).
-/// With `keep_own` (a sharded run, which compacts only its own file), `own`'s
-/// entries are also returned; otherwise only its line count is, and records
-/// are moved into the merged view, not copied (a million records are a
-/// gigabyte twice over).
-#[allow(clippy::type_complexity)]
+/// The live records of `files`, merged line by line in order: a later line's
+/// entry (or removal) for a path wins. Files in a format this s3load does not
+/// know are skipped with a warning, except `own` (returned as `None`: the
+/// caller sets it aside). Otherwise `own`'s line count is returned, and with
+/// `keep_own` (a sharded run, which compacts only its own file) its entries
+/// too, removals included.
 fn load_merged(
     handle: &OwnedFd,
     dir: &Path,
     files: &[String],
     own: &str,
     keep_own: bool,
-) -> Result<(Records, Option<(Records, usize)>), Error> {
-    let mut merged: Records = HashMap::new();
-    let mut own_entries = Some((HashMap::new(), 0));
+) -> Result<(Table, Option<(Table, usize)>), Error> {
+    let mut merged = Table::default();
+    let mut own_entries = Some((Table::default(), 0));
     for name in files {
-        match load(handle, dir, name)? {
-            Loaded::Records(entries, lines) if name == own && keep_own => {
-                for (path, r) in &entries {
-                    if r.removed {
-                        merged.remove(path);
-                    } else {
-                        merged.insert(path.clone(), r.clone());
-                    }
-                }
-                own_entries = Some((entries, lines));
+        let mut own_table = Table::default();
+        let is_own = name == own;
+        let loaded = load(handle, dir, name, |r| {
+            if is_own && keep_own {
+                own_table.insert(&r, false);
             }
-            Loaded::Records(mut entries, lines) => {
-                if name == own {
-                    own_entries = Some((HashMap::new(), lines));
-                }
-                if merged.is_empty() {
-                    entries.retain(|_, r| !r.removed);
-                    merged = entries;
-                    continue;
-                }
-                for (path, r) in entries {
-                    if r.removed {
-                        merged.remove(&path);
-                    } else {
-                        merged.insert(path, r);
-                    }
-                }
+            if r.removed {
+                merged.remove(&r.path);
+            } else {
+                merged.insert(&r, false);
             }
-            Loaded::Unknown if name == own => own_entries = None,
-            Loaded::Unknown => {
+        })?;
+        match loaded {
+            Some(lines) if is_own => own_entries = Some((own_table, lines)),
+            Some(_) => {}
+            None if is_own => own_entries = None,
+            None => {
                 tracing::warn!(path = %dir.join(name).display(), "a sync record file in a format this s3load does not know: not used");
             }
         }
@@ -497,52 +487,37 @@ fn load_merged(
     Ok((merged, own_entries))
 }
 
-/// What a record file holds.
-enum Loaded {
-    /// The entries (removals included), and how many lines after the header held them.
-    Records(Records, usize),
-    /// A first line this s3load does not know.
-    Unknown,
-}
-
-/// Loads one record file: its final entry per path, removals included (they
-/// cancel entries of files merged before it).
-fn load(handle: &OwnedFd, dir: &Path, name: &str) -> Result<Loaded, Error> {
-    let mut out = HashMap::new();
+/// Reads one record file, line by line, into `each` (removals included: they
+/// cancel entries of files merged before it). Returns how many lines after
+/// the header it holds, or `None` for a first line this s3load does not know.
+fn load(handle: &OwnedFd, dir: &Path, name: &str, mut each: impl FnMut(Record)) -> Result<Option<usize>, Error> {
     let path = dir.join(name);
     let file = match open_in(handle, dir, name, OFlags::RDONLY) {
         Ok(f) => f,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Loaded::Records(out, 0));
-        }
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(Some(0)),
         Err(e @ Error::Refused(_)) => return Err(e),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot read the sync record; comparing sizes and times instead");
-            return Ok(Loaded::Records(out, 0));
+            return Ok(Some(0));
         }
     };
     let mut lines = BufReader::new(file).lines();
     match lines.next() {
         Some(Ok(h)) if h == HEADER => {}
-        None => return Ok(Loaded::Records(out, 0)),
-        Some(_) => return Ok(Loaded::Unknown),
+        None => return Ok(Some(0)),
+        Some(_) => return Ok(None),
     }
     let (mut torn, mut count) = (0, 0);
     for line in lines {
         let Ok(line) = line else { break };
         count += 1;
         match serde_json::from_str::<Record>(&line) {
-            Ok(r) if r.removed => {
-                out.insert(r.path.clone(), Box::new(r));
-            }
             Ok(mut r) => {
                 // Written on another boot and never confirmed on disk: suspect.
-                match r.boot.as_deref() {
-                    Some(b) if b == boot_id() => r.boot = Some(std::borrow::Cow::Borrowed(boot_id())),
-                    Some(_) => r.mtime_ns = SUSPECT_MTIME,
-                    None => {}
+                if !r.removed && r.boot.as_deref().is_some_and(|b| b != boot_id()) {
+                    r.mtime_ns = SUSPECT_MTIME;
                 }
-                out.insert(r.path.clone(), Box::new(r));
+                each(r);
             }
             Err(_) => torn += 1,
         }
@@ -550,7 +525,7 @@ fn load(handle: &OwnedFd, dir: &Path, name: &str) -> Result<Loaded, Error> {
     if torn > 0 {
         tracing::info!(path = %path.display(), lines = torn, "skipped unreadable lines of the sync record (an interrupted run)");
     }
-    Ok(Loaded::Records(out, count))
+    Ok(Some(count))
 }
 
 #[cfg(test)]
@@ -602,7 +577,7 @@ mod tests {
         for p in ["a", "b", "c", "d"] {
             s.put(rec(p, "1"));
         }
-        s.compact(|_| true).unwrap();
+        s.compact(|_, _| true).unwrap();
         assert_eq!(inode(d.path()), first, "a first sync into an empty directory only appends");
         // Each file written again and again: superseded lines pile up until a
         // rewrite pays.
@@ -611,7 +586,7 @@ mod tests {
                 s.put(rec(p, &round.to_string()));
             }
         }
-        s.compact(|_| true).unwrap();
+        s.compact(|_, _| true).unwrap();
         assert_ne!(inode(d.path()), first, "rewritten");
         let text = std::fs::read_to_string(d.path().join(STATE_DIR).join("state")).unwrap();
         assert_eq!(text.lines().count(), 5, "the header and one line per file: {text}");
@@ -634,7 +609,7 @@ mod tests {
         {
             let s = StateStore::open(d.path(), None).await.unwrap();
             s.put(rec("b", "1"));
-            s.compact(|_| true).unwrap();
+            s.compact(|_, _| true).unwrap();
         }
         let s = StateStore::read_only(d.path());
         assert!(s.get("a").is_some() && s.get("b").is_some(), "the line after the torn one is kept");
@@ -648,7 +623,7 @@ mod tests {
         for p in ["a", "b", "c"] {
             s.put(rec(p, "1"));
         }
-        s.compact(|p| p != "b").unwrap();
+        s.compact(|p, _| p != "b").unwrap();
         s.put(rec("d", "1"));
         drop(s);
         let text = std::fs::read_to_string(d.path().join(STATE_DIR).join("state")).unwrap();
@@ -711,7 +686,7 @@ mod tests {
         }
         let s = StateStore::open(d.path(), None).await.unwrap();
         s.put(rec("new", "1"));
-        s.distrust_this_run(|_| true);
+        s.distrust_this_run(|_, _| true);
         drop(s);
         let s = StateStore::read_only(d.path());
         assert_eq!(s.get("old").unwrap().mtime_ns, 5, "records of earlier runs stay as they were");
@@ -735,7 +710,7 @@ mod tests {
         let s = StateStore::open(d.path(), None).await.unwrap();
         s.put(Record { boot: Some(boot_id().into()), ..rec("flushed", "1") });
         s.confirm_this_run();
-        s.compact(|_| true).unwrap();
+        s.compact(|_, _| true).unwrap();
         drop(s);
         let text = std::fs::read_to_string(d.path().join(STATE_DIR).join("state")).unwrap();
         let flushed = text.lines().find(|l| l.contains("\"flushed\"")).unwrap();
