@@ -131,12 +131,12 @@ impl std::fmt::Display for Piece {
 /// share (all of it, whole, without a shard), each with the piece this shard
 /// takes when the object is split (see [`Shard::share`]); and how many of the
 /// share `selected` leaves out (up to date).
-pub fn cut<T>(
+pub fn cut<'a, T>(
     shard: Option<Shard>,
-    all: &[(&str, u64)],
+    all: &[(&'a str, u64)],
     selected: Vec<T>,
     split_min: Option<u64>,
-    rel: impl Fn(&T) -> &str,
+    rel: impl Fn(&T) -> &'a str,
 ) -> (Vec<(T, Option<Piece>)>, usize) {
     let Some(shard) = shard else {
         let up_to_date = all.len() - selected.len();

@@ -222,14 +222,14 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
 
 /// A version id from the content: SHA-256 over each selected object's path,
 /// size and ETag, in path order.
-fn content_id(objects: &[crate::plan::SourceObject]) -> String {
+fn content_id(objects: &crate::plan::Objects) -> String {
     let mut h = Sha256::new();
-    for o in objects {
+    for o in objects.iter() {
         h.update(o.rel.as_bytes());
         h.update([0]);
-        h.update(o.meta.size.to_string().as_bytes());
+        h.update(o.size.to_string().as_bytes());
         h.update([0]);
-        h.update(o.meta.etag.as_deref().unwrap_or("").as_bytes());
+        h.update(o.etag.unwrap_or("").as_bytes());
         h.update(b"\n");
     }
     h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
@@ -291,7 +291,7 @@ pub(super) async fn sync(
         Some(id) => id.clone(),
         None => {
             let mut listed = crate::plan::list_source(store.as_ref(), &src).await?;
-            listed.objects.retain(|o| filters.selects(&o.rel));
+            listed.objects.retain(|_, o| filters.selects(o.rel));
             content_id(&listed.objects)
         }
     };

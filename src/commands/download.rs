@@ -15,7 +15,7 @@ use crate::model::{self, CheckModel};
 use crate::output::{self, Output};
 use crate::plan::diff::{Compare, SourceEntry, diff_by};
 use crate::plan::filter::Filters;
-use crate::plan::{self, SourceObject, delete, local};
+use crate::plan::{self, Objects, delete, local};
 use crate::state::{self, Record, StateStore};
 use crate::transfer::{self, CommitHook, Download, Durability, Engine, KnownChecksum, Outcome};
 use crate::url::S3Url;
@@ -81,7 +81,7 @@ pub(super) async fn download(
             Some(Arc::new(s))
         }
     };
-    listed.objects.retain(|o| filters.selects(&o.rel));
+    listed.objects.retain(|_, o| filters.selects(o.rel));
     listed.refused.retain(|(key, _)| filters.selects(src.relative(key)));
     let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
     if listed.objects.is_empty() && listed.refused.is_empty() && !allow_empty {
@@ -98,14 +98,18 @@ pub(super) async fn download(
             plan::refuse_name_collisions(&mut listed, localfs::name_folding(&dir));
         }
     }
-    let dest_of = |o: &SourceObject| if batch { dst.join(&o.rel) } else { single_destination(&dst, Path::new(&o.rel)) };
-    let (selected, local, dest_only): (Vec<&SourceObject>, Vec<local::LocalEntry>, Vec<usize>) = match sync {
-        None => (listed.objects.iter().collect(), Vec::new(), Vec::new()),
-        Some(opts) => select_for_sync(&listed.objects, &src, &dst, &dest_of, opts.compare, state.as_deref())?,
+    let dest_of = |rel: &str| if batch { dst.join(rel) } else { single_destination(&dst, Path::new(rel)) };
+    let objects = &listed.objects;
+    let (selected, local, dest_only): (Vec<usize>, Vec<local::LocalEntry>, Vec<usize>) = match sync {
+        None => ((0..objects.len()).collect(), Vec::new(), Vec::new()),
+        Some(opts) => select_for_sync(objects, &src, &dst, &dest_of, opts.compare, state.as_deref())?,
     };
     // This run's share (--shard): taken from the listing, before the
     // comparison, so that every shard computes the same partition.
-    let all: Vec<(&str, u64)> = listed.objects.iter().map(|o| (o.rel.as_str(), o.meta.size)).collect();
+    let all: Vec<(&str, u64)> = match cfg.shard {
+        Some(_) => (0..objects.len()).map(|i| (objects.rel(i), objects.size(i))).collect(),
+        None => Vec::new(),
+    };
     // Objects larger than a fair share are split across the shards (into a
     // directory only: a single file's destination is the user's path).
     let mut split_min = (batch && cfg.engine.split).then_some(cfg.engine.part_size.saturating_mul(2));
@@ -114,10 +118,17 @@ pub(super) async fn download(
         tracing::warn!("objects larger than a fair share are taken whole, not split across the shards: {why}");
         split_min = None;
     }
-    let (selected, up_to_date) = crate::shard::cut(cfg.shard, &all, selected, split_min, |o| o.rel.as_str());
+    let (selected, up_to_date) = match cfg.shard {
+        Some(_) => crate::shard::cut(cfg.shard, &all, selected, split_min, |&i| objects.rel(i)),
+        None => {
+            let up_to_date = objects.len() - selected.len();
+            (selected.into_iter().map(|i| (i, None)).collect(), up_to_date)
+        }
+    };
+    drop(all);
     let deletes = match sync {
         Some(opts) if opts.delete && batch => {
-            let sources = listed.objects.iter().map(|o| o.rel.as_str());
+            let sources = objects.iter().map(|o| o.rel);
             let p = delete::plan(sources, dest_only.iter().map(|&i| local[i].rel.as_str()), filters, true);
             for (path, like) in &p.lookalikes {
                 tracing::warn!(
@@ -139,28 +150,9 @@ pub(super) async fn download(
     // leaves them in place and a re-run fetches only the shard. The scheduler
     // still spreads each large object over every connection.
     let mut selected = selected;
-    selected.sort_by(|(a, _), (b, _)| a.meta.size.cmp(&b.meta.size).then_with(|| a.rel.cmp(&b.rel)));
-    let (bucket, root): (Arc<str>, Arc<Path>) = (src.bucket.as_str().into(), dst.as_path().into());
-    let jobs: Vec<Download> = selected
-        .iter()
-        .map(|&(o, piece)| Download {
-            bucket: bucket.clone(),
-            key: o.meta.key.clone(),
-            size: o.meta.size,
-            etag: o.meta.etag.clone(),
-            version_id: o.meta.version_id.clone(),
-            last_modified: o.meta.last_modified,
-            dest: dest_of(o),
-            root: if batch { root.clone() } else { dest_of(o).parent().unwrap_or(Path::new("")).into() },
-            // A single object was looked up with HEAD, which states its checksum;
-            // a listing does not, so the engine asks when it needs to.
-            checksum: if batch { KnownChecksum::NotAsked } else { o.meta.checksum.into() },
-            etag_md5: o.meta.etag_md5,
-            source_parts: None,
-            layout_unknown: None,
-            piece,
-        })
-        .collect();
+    selected.sort_by(|&(a, _), &(b, _)| {
+        objects.size(a).cmp(&objects.size(b)).then_with(|| objects.rel(a).cmp(objects.rel(b)))
+    });
     // A refused key fails one shard, not all of them.
     let refused = listed
         .refused
@@ -170,17 +162,23 @@ pub(super) async fn download(
         .collect();
     // Sharded, the shards an index names may be another pod's, still coming.
     let check_indexes = cfg.engine.check_model == CheckModel::Auto && cfg.shard.is_none();
-    let indexes: Vec<PathBuf> = listed
-        .objects
+    let indexes: Vec<PathBuf> = objects
         .iter()
         .filter(|o| check_indexes && o.rel.rsplit('/').next().is_some_and(model::is_index))
-        .map(&dest_of)
+        .map(|o| dest_of(o.rel))
         .collect();
+    // Jobs are made from the listing as the engine takes them (a million of
+    // them at once would be half a gigabyte): the listing, packed, is what
+    // the transfer holds.
+    let jobs = DownloadJobs {
+        bucket: src.bucket.as_str().into(),
+        root: dst.as_path().into(),
+        dst: dst.clone(),
+        batch,
+        order: selected.into_iter().map(|(i, piece)| (i as u32, piece)).collect(),
+        objects: listed.objects,
+    };
     let plan = Plan { jobs, up_to_date, deletes, refused, failures: 0 };
-    // The jobs own what they need: the listing (hundreds of megabytes at a
-    // million keys) is not held through the transfer.
-    drop(selected);
-    drop(listed);
     let run = Downloading {
         src,
         dst,
@@ -196,8 +194,60 @@ pub(super) async fn download(
     drive(&run, plan, store, sync, cfg, out).await
 }
 
+/// A download's jobs, made from the listing when the engine takes them.
+struct DownloadJobs {
+    objects: Objects,
+    /// Indexes into `objects`, in the order to run, each with this run's
+    /// piece of it (`--shard`).
+    order: Vec<(u32, Option<crate::shard::Piece>)>,
+    /// Shared by every job.
+    bucket: Arc<str>,
+    root: Arc<Path>,
+    dst: PathBuf,
+    batch: bool,
+}
+
+impl super::driver::Jobs for DownloadJobs {
+    type Job = Download;
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn expected_bytes(&self, k: usize) -> u64 {
+        let (i, piece) = self.order[k];
+        let size = self.objects.size(i as usize);
+        piece.map_or(size, |p| size / u64::from(p.count.max(1)))
+    }
+
+    fn job(&self, k: usize) -> Download {
+        let (i, piece) = self.order[k];
+        let o = self.objects.get(i as usize);
+        let meta = o.meta();
+        let dest = if self.batch { self.dst.join(o.rel) } else { single_destination(&self.dst, Path::new(o.rel)) };
+        Download {
+            bucket: self.bucket.clone(),
+            size: meta.size,
+            etag: meta.etag,
+            version_id: meta.version_id,
+            last_modified: meta.last_modified,
+            root: if self.batch { self.root.clone() } else { dest.parent().unwrap_or(Path::new("")).into() },
+            dest,
+            // A single object was looked up with HEAD, which states its checksum;
+            // a listing does not, so the engine asks when it needs to.
+            checksum: if self.batch { KnownChecksum::NotAsked } else { meta.checksum.into() },
+            etag_md5: meta.etag_md5,
+            key: meta.key,
+            source_parts: None,
+            layout_unknown: None,
+            piece,
+        }
+    }
+}
+
 impl Direction for Downloading {
     type Job = Download;
+    type Jobs = DownloadJobs;
 
     fn source(&self) -> String {
         self.src.to_string()
@@ -280,12 +330,10 @@ impl Direction for Downloading {
         tally
     }
 
-    fn finish(&self, outcomes: &[Outcome], deleted: usize, deletes: &[String]) -> Result<(), Error> {
+    fn finish(&self, wrote: bool, deleted: usize, deletes: &[String]) -> Result<(), Error> {
         // Durable before success is reported (see `localfs`).
         let synced = match self.durability {
-            Durability::Syncfs if outcomes.iter().any(Result::is_ok) || deleted > 0 => {
-                localfs::sync_filesystem(&self.dst)
-            }
+            Durability::Syncfs if wrote || deleted > 0 => localfs::sync_filesystem(&self.dst),
             _ => Ok(()),
         };
         let Some(s) = &self.state else { return synced };
@@ -357,32 +405,27 @@ fn single_destination(dst: &Path, rel: &Path) -> PathBuf {
 /// destination listing they were compared with, and which of its entries the
 /// source lacks (for `--delete`).
 #[allow(clippy::type_complexity)]
-fn select_for_sync<'a>(
-    objects: &'a [SourceObject],
+fn select_for_sync(
+    objects: &Objects,
     src: &S3Url,
     dst: &Path,
-    dest_of: &dyn Fn(&SourceObject) -> PathBuf,
+    dest_of: &dyn Fn(&str) -> PathBuf,
     compare: Compare,
     state: Option<&StateStore>,
-) -> Result<(Vec<&'a SourceObject>, Vec<local::LocalEntry>, Vec<usize>), Error> {
+) -> Result<(Vec<usize>, Vec<local::LocalEntry>, Vec<usize>), Error> {
     let bucket_url = src.object_url("");
     let entry = |i: usize| {
-        let o = &objects[i];
-        SourceEntry {
-            rel: &o.rel,
-            size: o.meta.size,
-            mtime: o.meta.last_modified,
-            etag: o.meta.etag.as_deref(),
-            source: (&bucket_url, &o.meta.key),
-        }
+        let o = objects.get(i);
+        SourceEntry { rel: o.rel, size: o.size, mtime: o.last_modified, etag: o.etag, source: (&bucket_url, o.key) }
     };
     let local = if src.is_batch() {
         local::walk(dst)?
-    } else if let Some(first) = objects.first() {
+    } else if !objects.is_empty() {
         // One object: compare with the one file it would land on.
+        let first = objects.rel(0);
         match std::fs::metadata(dest_of(first)) {
             Ok(m) if m.is_file() => {
-                vec![local::LocalEntry { rel: first.rel.clone(), size: m.len(), mtime: m.modified().ok() }]
+                vec![local::LocalEntry { rel: first.to_string(), size: m.len(), mtime: m.modified().ok() }]
             }
             _ => Vec::new(),
         }
@@ -392,9 +435,9 @@ fn select_for_sync<'a>(
     let recorded = |p: &str| state.and_then(|s| s.get(p));
     let d = diff_by(objects.len(), &entry, &local, compare, &recorded);
     for &(i, why) in &d.copy {
-        tracing::debug!(path = %objects[i].rel, reason = ?why, "to copy");
+        tracing::debug!(path = %objects.rel(i), reason = ?why, "to copy");
     }
-    Ok((d.copy.iter().map(|&(i, _)| &objects[i]).collect(), local, d.dest_only))
+    Ok((d.copy.iter().map(|&(i, _)| i).collect(), local, d.dest_only))
 }
 
 #[cfg(test)]

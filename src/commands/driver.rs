@@ -20,9 +20,41 @@ use crate::progress::Progress;
 use crate::store::ObjectStore;
 use crate::transfer::{CommitHook, Engine, Hooks, Item, Outcome, Reporter, Verification};
 
+/// Objects handed to the engine at a time: their jobs are made from the
+/// plan as each batch starts (a million jobs are not held at once), and each
+/// batch's outcomes are counted, then dropped. Between batches the workers
+/// wait for the last objects of one before the next starts: at most a part's
+/// time per batch.
+const BATCH: usize = 4096;
+
+/// A direction's jobs, made one at a time when asked.
+pub(super) trait Jobs {
+    type Job: Item + Send + Sync + 'static;
+    fn len(&self) -> usize;
+    /// The `i`-th job, in the order they are to run.
+    fn job(&self, i: usize) -> Self::Job;
+    /// The bytes the `i`-th job is expected to move.
+    fn expected_bytes(&self, i: usize) -> u64 {
+        self.job(i).expected_bytes()
+    }
+}
+
+impl<J: Item + Clone + Send + Sync + 'static> Jobs for Vec<J> {
+    type Job = J;
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+    fn job(&self, i: usize) -> J {
+        self[i].clone()
+    }
+    fn expected_bytes(&self, i: usize) -> u64 {
+        self[i].expected_bytes()
+    }
+}
+
 /// What a direction plans before anything is transferred.
-pub(super) struct Plan<J> {
-    pub jobs: Vec<J>,
+pub(super) struct Plan<L> {
+    pub jobs: L,
     /// Source entries already up to date at the destination.
     pub up_to_date: usize,
     /// Paths (relative to the destination) that `--delete` would remove.
@@ -43,9 +75,34 @@ pub(super) struct Tally {
     pub failed: usize,
 }
 
+/// How the objects of a run ended, counted as their outcomes come.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ended {
+    /// Copied (verified or not), pieces excepted.
+    copied: usize,
+    /// Pieces written of objects split across shards.
+    pieces: usize,
+    unverified: usize,
+    failed: usize,
+}
+
+impl Ended {
+    fn add(&mut self, outcome: &Outcome) {
+        match outcome {
+            Ok(Verification::Piece) => self.pieces += 1,
+            Ok(v) => {
+                self.copied += 1;
+                self.unverified += usize::from(matches!(v, Verification::Unverified(_)));
+            }
+            Err(_) => self.failed += 1,
+        }
+    }
+}
+
 /// One direction of a copy, as the driver uses it.
 pub(super) trait Direction {
     type Job: Item + Send + Sync + 'static;
+    type Jobs: Jobs<Job = Self::Job>;
 
     /// The source and destination as the summary names them.
     fn source(&self) -> String;
@@ -64,7 +121,7 @@ pub(super) trait Direction {
     fn commit_hook(&self) -> Option<Arc<dyn CommitHook>> {
         None
     }
-    /// Runs the engine over the jobs; one outcome per job, in order.
+    /// Runs the engine over the jobs (a batch of them); one outcome per job, in order.
     async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<Self::Job>) -> Vec<Outcome>;
     /// Checks after the transfers (model indexes); returns how many failed,
     /// each reported. A failure holds back deletions.
@@ -76,9 +133,9 @@ pub(super) trait Direction {
     /// Deletes the planned paths (the gate has let them through); stops when
     /// `stop` is cancelled, saying so.
     async fn delete(&self, deletes: &[String], stop: &CancellationToken, out: Output) -> Tally;
-    /// The last steps (durability, the record). An error means the files
-    /// reported may not be on disk.
-    fn finish(&self, _outcomes: &[Outcome], _deleted: usize, _deletes: &[String]) -> Result<(), Error> {
+    /// The last steps (durability, the record), told whether any object was
+    /// written. An error means the files reported may not be on disk.
+    fn finish(&self, _wrote: bool, _deleted: usize, _deletes: &[String]) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -86,7 +143,7 @@ pub(super) trait Direction {
 /// Runs a planned copy to its exit code.
 pub(super) async fn drive<D: Direction>(
     d: &D,
-    plan: Plan<D::Job>,
+    plan: Plan<D::Jobs>,
     store: Arc<dyn ObjectStore>,
     sync: Option<&SyncOptions>,
     cfg: &Config,
@@ -96,13 +153,14 @@ pub(super) async fn drive<D: Direction>(
         return Ok(dry_run(d, &plan, sync, out));
     }
     let Plan { jobs, up_to_date, deletes, refused, failures } = plan;
-    let total_bytes: u64 = jobs.iter().map(|j| j.expected_bytes()).sum();
+    let n = jobs.len();
+    let total_bytes: u64 = (0..n).map(|i| jobs.expected_bytes(i)).sum();
     d.ready(total_bytes)?;
     let progress = Arc::new(Progress::start(
         cfg.progress,
         cfg.log_format == crate::LogFormat::Json,
         cfg.progress_interval,
-        jobs.len() as u64,
+        n as u64,
         total_bytes,
     ));
     let reporter = Arc::new(RunReporter { progress: progress.clone(), out });
@@ -115,12 +173,27 @@ pub(super) async fn drive<D: Direction>(
     let watcher = tokio::spawn(stop_on_signal(stop.clone(), signal.clone()));
     let hooks = Hooks { reporter, committed: d.commit_hook() };
     let engine = Engine::new(store, cfg.engine.clone(), hooks, stop.clone());
-    let outcomes = d.transfer(&engine, jobs).await;
+    let mut ended = Ended::default();
+    let mut start = 0;
+    while start < n {
+        if stop.is_cancelled() {
+            // Never started: failed, without a line each.
+            ended.failed += n - start;
+            break;
+        }
+        let end = (start + BATCH).min(n);
+        let batch: Vec<D::Job> = (start..end).map(|i| jobs.job(i)).collect();
+        for outcome in d.transfer(&engine, batch).await {
+            ended.add(&outcome);
+        }
+        start = end;
+    }
+    drop(jobs);
     // The watcher stays until the end: a signal during deletions, the flush or
     // the record still stops the run and sets its exit code.
     let _watcher = tokio_util::task::AbortOnDropHandle::new(watcher);
     progress.finish();
-    let transfer_failures = outcomes.iter().filter(|r| r.is_err()).count() + refused.len() + d.check();
+    let transfer_failures = ended.failed + refused.len() + d.check();
     let complete = transfer_failures == 0 && !stop.is_cancelled();
     d.transferred(complete);
     let mut failed = transfer_failures + failures;
@@ -133,17 +206,17 @@ pub(super) async fn drive<D: Direction>(
         DeleteGate::Proceed => tally = d.delete(&deletes, &stop, out).await,
     }
     failed += tally.failed;
-    let finished = d.finish(&outcomes, tally.deleted, &deletes);
+    let finished = d.finish(ended.copied + ended.pieces > 0, tally.deleted, &deletes);
 
     let summary = Summary {
         operation: if sync.is_some() { "sync" } else { "cp" },
         source: d.source(),
         destination: d.destination(),
-        copied: outcomes.iter().filter(|r| matches!(r, Ok(v) if *v != Verification::Piece)).count(),
-        pieces: outcomes.iter().filter(|r| matches!(r, Ok(Verification::Piece))).count(),
+        copied: ended.copied,
+        pieces: ended.pieces,
         // Bytes actually moved, so failed objects do not count as copied.
         bytes: progress.counters.bytes.load(Ordering::Relaxed),
-        unverified: outcomes.iter().filter(|r| matches!(r, Ok(Verification::Unverified(_)))).count(),
+        unverified: ended.unverified,
         verify_off: d.verify_off(),
         skipped: up_to_date,
         deleted: sync.is_some_and(|s| s.delete).then_some(tally.deleted),
@@ -165,9 +238,12 @@ pub(super) async fn drive<D: Direction>(
 }
 
 /// `--dry-run`: what would be copied and deleted, on stdout; refusals on stderr.
-fn dry_run<D: Direction>(d: &D, plan: &Plan<D::Job>, sync: Option<&SyncOptions>, out: Output) -> u8 {
-    for j in &plan.jobs {
+fn dry_run<D: Direction>(d: &D, plan: &Plan<D::Jobs>, sync: Option<&SyncOptions>, out: Output) -> u8 {
+    let mut bytes = 0;
+    for i in 0..plan.jobs.len() {
+        let j = plan.jobs.job(i);
         out.planned("cp", &j.source(), &j.destination(), j.size());
+        bytes += j.size();
     }
     let too_many = too_many_deletes(sync, plan.deletes.len());
     if too_many.is_none() {
@@ -181,7 +257,6 @@ fn dry_run<D: Direction>(d: &D, plan: &Plan<D::Job>, sync: Option<&SyncOptions>,
     if let Some(msg) = &too_many {
         output::error_line(&format!("ERROR {msg}"));
     }
-    let bytes = plan.jobs.iter().map(|j| j.size()).sum();
     let deletes = too_many.is_none().then_some(plan.deletes.len());
     let text = summary::dry_run_text(plan.jobs.len(), bytes, plan.up_to_date, deletes);
     output::stderr_line("INFO", &text, serde_json::json!({ "dry_run": true }));

@@ -137,6 +137,7 @@ pub(super) async fn upload(
 
 impl Direction for Uploading {
     type Job = Upload;
+    type Jobs = Vec<Upload>;
 
     fn source(&self) -> String {
         self.spec.clone()
@@ -212,8 +213,8 @@ async fn list_destination(
     }
     Ok(expanded
         .objects
-        .into_iter()
-        .map(|o| LocalEntry { rel: format!("{below}{}", o.rel), size: o.meta.size, mtime: o.meta.last_modified })
+        .iter()
+        .map(|o| LocalEntry { rel: format!("{below}{}", o.rel), size: o.size, mtime: o.last_modified })
         .collect())
 }
 

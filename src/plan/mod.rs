@@ -9,27 +9,20 @@ pub mod delete;
 pub mod diff;
 pub mod filter;
 pub mod local;
+pub mod objects;
 pub mod paths;
 
 use crate::error::{Error, StoreErrorKind};
 use crate::store::{ObjectMeta, ObjectStore};
 use crate::url::S3Url;
 
+pub use objects::{Object, Objects};
 use paths::{Mapped, map_key};
-
-/// An object selected by the source URL, with its path below the destination.
-#[derive(Debug, Clone)]
-pub struct SourceObject {
-    pub meta: ObjectMeta,
-    /// `/`-separated path relative to the destination directory (checked:
-    /// no empty, `.` or `..` component; see [`paths`]).
-    pub rel: String,
-}
 
 #[derive(Debug, Default)]
 pub struct SourceListing {
-    /// Sorted by `rel`.
-    pub objects: Vec<SourceObject>,
+    /// Sorted by `rel`, packed (a million of them are listed at once).
+    pub objects: Objects,
     /// Keys refused by the safe-path rules, with the reason.
     pub refused: Vec<(String, String)>,
     /// Directory marker objects skipped.
@@ -41,9 +34,12 @@ pub async fn list_source(store: &dyn ObjectStore, url: &S3Url) -> Result<SourceL
     let mut out = SourceListing::default();
     // Each page is mapped as it comes: the listing is held once, not twice.
     let take = |meta: ObjectMeta, out: &mut SourceListing| {
-        let rel = url.relative(&meta.key).to_string();
-        match map_key(&rel) {
-            Ok(Mapped::File(_)) => out.objects.push(SourceObject { meta, rel }),
+        let rel = url.relative(&meta.key);
+        match map_key(rel) {
+            Ok(Mapped::File(_)) => {
+                let rel_len = rel.len();
+                out.objects.push(meta, rel_len);
+            }
             Ok(Mapped::DirMarker) => out.markers += 1,
             Err(why) => out.refused.push((meta.key, why)),
         }
@@ -70,8 +66,7 @@ pub async fn list_source(store: &dyn ObjectStore, url: &S3Url) -> Result<SourceL
         })?;
         take(meta, &mut out);
     }
-    out.objects.shrink_to_fit();
-    out.objects.sort_by(|a, b| a.rel.cmp(&b.rel));
+    out.objects.sort();
     refuse_file_directory_collisions(&mut out);
     Ok(out)
 }
@@ -117,11 +112,11 @@ pub fn refuse_name_collisions(out: &mut SourceListing, folding: crate::localfs::
     }
     let mut by_fold: std::collections::HashMap<String, Vec<usize>> = std::collections::HashMap::new();
     for (i, o) in out.objects.iter().enumerate() {
-        by_fold.entry(folding.fold(&o.rel)).or_default().push(i);
+        by_fold.entry(folding.fold(o.rel)).or_default().push(i);
     }
-    let mut clash: Vec<(usize, String)> = Vec::new();
+    let mut clash: std::collections::HashMap<usize, String> = std::collections::HashMap::new();
     for group in by_fold.values().filter(|g| g.len() > 1) {
-        let names: Vec<&str> = group.iter().map(|&i| out.objects[i].rel.as_str()).collect();
+        let names: Vec<&str> = group.iter().map(|&i| out.objects.rel(i)).collect();
         let what = match (folding.case, folding.unicode) {
             (true, true) => "letter case or Unicode forms",
             (true, false) => "letter case",
@@ -134,11 +129,14 @@ pub fn refuse_name_collisions(out: &mut SourceListing, folding: crate::localfs::
         );
         clash.extend(group.iter().map(|&i| (i, why.clone())));
     }
-    clash.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
-    for (i, why) in clash {
-        let o = out.objects.remove(i);
-        out.refused.push((o.meta.key, why));
-    }
+    let refused = &mut out.refused;
+    out.objects.retain(|i, o| match clash.remove(&i) {
+        Some(why) => {
+            refused.push((o.key.to_string(), why));
+            false
+        }
+        None => true,
+    });
 }
 
 /// Keys `a` and `a/b` cannot both land: `a` would have to be a file and a
@@ -146,53 +144,68 @@ pub fn refuse_name_collisions(out: &mut SourceListing, folding: crate::localfs::
 /// objects below `a/` are kept and `a` is refused by name (so the run exits
 /// non-zero and nothing is silently dropped).
 fn refuse_file_directory_collisions(out: &mut SourceListing) {
-    let dirs: std::collections::HashSet<&str> =
-        out.objects.iter().flat_map(|o| o.rel.match_indices('/').map(|(i, _)| &o.rel[..i])).collect();
-    if out.objects.iter().all(|o| !dirs.contains(o.rel.as_str())) {
+    let dirs: std::collections::HashSet<String> = {
+        let mut dirs = std::collections::HashSet::new();
+        for o in out.objects.iter() {
+            // Each directory once: a million files in a thousand directories
+            // add a thousand names.
+            for (i, _) in o.rel.match_indices('/') {
+                if !dirs.contains(&o.rel[..i]) {
+                    dirs.insert(o.rel[..i].to_string());
+                }
+            }
+        }
+        dirs
+    };
+    if out.objects.iter().all(|o| !dirs.contains(o.rel)) {
         return;
     }
-    let (clash, keep): (Vec<SourceObject>, Vec<SourceObject>) = {
-        let dirs: std::collections::HashSet<String> = dirs.into_iter().map(str::to_string).collect();
-        std::mem::take(&mut out.objects).into_iter().partition(|o| dirs.contains(&o.rel))
-    };
-    out.objects = keep;
-    for o in clash {
+    let refused = &mut out.refused;
+    out.objects.retain(|_, o| {
+        if !dirs.contains(o.rel) {
+            return true;
+        }
         let why = format!(
             "key collides with the keys below '{}/': a path cannot be both a file and a directory; the objects below it are kept",
             o.rel
         );
-        out.refused.push((o.meta.key, why));
-    }
+        refused.push((o.key.to_string(), why));
+        false
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn obj(rel: &str) -> SourceObject {
-        let meta = ObjectMeta {
-            key: format!("p/{rel}"),
-            size: 1,
-            etag: None,
-            last_modified: None,
-            checksum: None,
-            etag_md5: false,
-            version_id: None,
-        };
-        SourceObject { meta, rel: rel.to_string() }
+    fn objects(rels: &[&str]) -> Objects {
+        let mut o = Objects::default();
+        for rel in rels {
+            let meta = ObjectMeta {
+                key: format!("p/{rel}"),
+                size: 1,
+                etag: None,
+                last_modified: None,
+                checksum: None,
+                etag_md5: false,
+                version_id: None,
+            };
+            o.push(meta, rel.len());
+        }
+        o
     }
 
     #[test]
     fn keys_one_file_apart_on_a_folding_filesystem_are_all_refused_and_kept_elsewhere() {
         use crate::localfs::NameFolding;
         let names = ["Model.bin", "model.bin", "caf\u{e9}.bin", "cafe\u{301}.bin", "Sub/x", "sub/x", "other"];
-        let expanded = || SourceListing { objects: names.iter().map(|n| obj(n)).collect(), ..Default::default() };
+        let expanded = || SourceListing { objects: objects(&names), ..Default::default() };
         let mut exact = expanded();
         refuse_name_collisions(&mut exact, NameFolding::default());
         assert_eq!(exact.objects.len(), 7, "a byte-exact filesystem keeps every name");
         let mut both = expanded();
         refuse_name_collisions(&mut both, NameFolding { case: true, unicode: true });
-        let kept: Vec<&str> = both.objects.iter().map(|o| o.rel.as_str()).collect();
+        let kept: Vec<&str> = both.objects.iter().map(|o| o.rel).collect();
         assert_eq!(kept, vec!["other"]);
         assert_eq!(both.refused.len(), 6);
         assert!(both.refused.iter().all(|(_, why)| why.contains("would be one file")));
@@ -203,12 +216,9 @@ mod tests {
 
     #[test]
     fn a_file_that_is_also_a_directory_is_refused_and_the_directory_kept() {
-        let mut e = SourceListing {
-            objects: vec![obj("a"), obj("a-1"), obj("a/b"), obj("a/c/d"), obj("test-1")],
-            ..Default::default()
-        };
+        let mut e = SourceListing { objects: objects(&["a", "a-1", "a/b", "a/c/d", "test-1"]), ..Default::default() };
         refuse_file_directory_collisions(&mut e);
-        let kept: Vec<&str> = e.objects.iter().map(|o| o.rel.as_str()).collect();
+        let kept: Vec<&str> = e.objects.iter().map(|o| o.rel).collect();
         assert_eq!(kept, vec!["a-1", "a/b", "a/c/d", "test-1"]);
         assert_eq!(e.refused.len(), 1);
         assert_eq!(e.refused[0].0, "p/a");

@@ -277,3 +277,44 @@ async fn seed_design_loader_job_line_keeps_the_volume_equal_to_the_prefix() {
     assert!(again.stdout.is_empty(), "{}", again.stdout);
     assert_eq!(h.server.log().count("GetObject"), 0);
 }
+
+/// More objects than the engine is given at a time (jobs are made from the
+/// listing batch by batch): every object lands once, a failure in a later
+/// batch is counted and holds back `--delete` for the whole run, and a
+/// re-run fetches only what failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_of_more_objects_than_a_batch_lands_each_once_and_holds_deletes_for_the_whole_run() {
+    let h = Harness::new().await;
+    let n = 9_000;
+    for i in 0..n {
+        h.put(&format!("m/d{:02}/o{i:05}.bin", i % 50), format!("object {i:05}").into_bytes());
+    }
+    let failing = "m/d17/o06017.bin";
+    let denied = Fault::Status { status: 403, code: "AccessDenied" };
+    h.server.faults().add(Rule::new("GetObject", When::Always, denied).for_key(failing));
+    let dest = h.path("out");
+    std::fs::create_dir_all(dest.join("stale")).unwrap();
+    std::fs::write(dest.join("stale/old.bin"), b"old").unwrap();
+    let first = h.run(&["sync", "--delete", "s3://bucket/m/*", s(&dest)]).await;
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    assert!(first.stderr.contains(&format!("{} copied", n - 1)), "{}", first.stderr);
+    assert!(first.stderr.contains("1 failed") && first.stderr.contains(failing), "{}", first.stderr);
+    assert!(dest.join("stale/old.bin").exists(), "a failure in any batch holds back --delete");
+    assert_eq!(first.stdout_lines().len(), n - 1, "one line per object copied");
+    let files = files_under(&dest);
+    assert_eq!(files.len(), n, "every object but the failed one, and the stale file: {}", files.len());
+    for i in [0, 4095, 4096, 8191, 8192, n - 1] {
+        let got = std::fs::read(dest.join(format!("d{:02}/o{i:05}.bin", i % 50))).unwrap();
+        assert_eq!(got, format!("object {i:05}").into_bytes());
+    }
+
+    h.server.faults().clear();
+    h.server.log().clear();
+    let second = h.run(&["sync", "--delete", "s3://bucket/m/*", s(&dest)]).await;
+    second.assert_ok();
+    assert_eq!(second.stdout_lines().len(), 2, "the failed object, and the stale file removed: {}", second.stdout);
+    assert_eq!(h.server.log().count("GetObject"), 1);
+    assert!(second.stderr.contains(&format!("{} up to date", n - 1)), "{}", second.stderr);
+    assert!(!dest.join("stale/old.bin").exists());
+    assert_eq!(files_under(&dest).len(), n);
+}
