@@ -33,8 +33,6 @@ struct Downloading {
     batch: bool,
     /// The destination's sync record (batch runs).
     state: Option<Arc<StateStore>>,
-    /// What a sync found at the destination (empty for `cp`).
-    local: Vec<local::LocalEntry>,
     sync: bool,
     /// One of several shards writing into the destination (`--shard`).
     sharded: bool,
@@ -100,9 +98,11 @@ pub(super) async fn download(
     }
     let dest_of = |rel: &str| if batch { dst.join(rel) } else { single_destination(&dst, Path::new(rel)) };
     let objects = &listed.objects;
-    let (selected, local, dest_only): (Vec<usize>, Vec<local::LocalEntry>, Vec<usize>) = match sync {
-        None => ((0..objects.len()).collect(), Vec::new(), Vec::new()),
-        Some(opts) => select_for_sync(objects, &src, &dst, &dest_of, opts.compare, state.as_deref())?,
+    let (selected, dest_only): (Vec<usize>, Vec<String>) = match sync {
+        None => ((0..objects.len()).collect(), Vec::new()),
+        Some(opts) => {
+            select_for_sync(objects, &src, &dst, &dest_of, opts.compare, state.as_deref(), opts.delete && batch)?
+        }
     };
     // This run's share (--shard): taken from the listing, before the
     // comparison, so that every shard computes the same partition.
@@ -129,7 +129,7 @@ pub(super) async fn download(
     let deletes = match sync {
         Some(opts) if opts.delete && batch => {
             let sources = objects.iter().map(|o| o.rel);
-            let p = delete::plan(sources, dest_only.iter().map(|&i| local[i].rel.as_str()), filters, true);
+            let p = delete::plan(sources, dest_only.iter().map(String::as_str), filters, true);
             for (path, like) in &p.lookalikes {
                 tracing::warn!(
                     "not deleting {}: its name differs from the source's {like:?} only by case or Unicode form, and on a case-insensitive or normalising filesystem they are one file",
@@ -184,7 +184,6 @@ pub(super) async fn download(
         dst,
         batch,
         state,
-        local,
         sync: sync.is_some(),
         sharded: cfg.shard.is_some(),
         indexes,
@@ -338,11 +337,9 @@ impl Direction for Downloading {
         };
         let Some(s) = &self.state else { return synced };
         let gone: HashSet<&str> = deletes.iter().map(String::as_str).collect();
-        // The walk is sorted: searched, not copied into a set.
-        let present = |p: &str| self.local.binary_search_by(|l| l.rel.as_str().cmp(p)).is_ok();
         // A sync knows what is on disk: drop records of files that are gone. A cp
         // did not look, so it keeps them (a record is checked against the file anyway).
-        let keep = |p: &str, written: bool| !self.sync || (!gone.contains(p) && (written || present(p)));
+        let keep = |p: &str, here: bool| !self.sync || (!gone.contains(p) && here);
         if synced.is_err() {
             // The files of this run may not be on disk (a crash could leave them
             // the right size but zero-filled): the next run must not trust them.
@@ -401,10 +398,10 @@ fn single_destination(dst: &Path, rel: &Path) -> PathBuf {
     if as_dir { dst.join(rel) } else { dst.to_path_buf() }
 }
 
-/// Objects to copy under the sync rule (the rest are up to date), the
-/// destination listing they were compared with, and which of its entries the
-/// source lacks (for `--delete`).
-#[allow(clippy::type_complexity)]
+/// Objects to copy under the sync rule (the rest are up to date), and, with
+/// `dest_only`, the destination's files that the source lacks (for
+/// `--delete`). The destination is walked as it is compared, never held
+/// whole; the record hears of every file found (see [`StateStore::saw`]).
 fn select_for_sync(
     objects: &Objects,
     src: &S3Url,
@@ -412,32 +409,43 @@ fn select_for_sync(
     dest_of: &dyn Fn(&str) -> PathBuf,
     compare: Compare,
     state: Option<&StateStore>,
-) -> Result<(Vec<usize>, Vec<local::LocalEntry>, Vec<usize>), Error> {
+    dest_only: bool,
+) -> Result<(Vec<usize>, Vec<String>), Error> {
     let bucket_url = src.object_url("");
     let entry = |i: usize| {
         let o = objects.get(i);
         SourceEntry { rel: o.rel, size: o.size, mtime: o.last_modified, etag: o.etag, source: (&bucket_url, o.key) }
     };
-    let local = if src.is_batch() {
-        local::walk(dst)?
-    } else if !objects.is_empty() {
-        // One object: compare with the one file it would land on.
-        let first = objects.rel(0);
-        match std::fs::metadata(dest_of(first)) {
-            Ok(m) if m.is_file() => {
-                vec![local::LocalEntry { rel: first.to_string(), size: m.len(), mtime: m.modified().ok() }]
-            }
-            _ => Vec::new(),
-        }
-    } else {
-        Vec::new()
-    };
     let recorded = |p: &str| state.and_then(|s| s.get(p));
-    let d = diff_by(objects.len(), &entry, &local, compare, &recorded);
+    let mut only = Vec::new();
+    let mut seen = |l: local::LocalEntry, in_source: bool| {
+        if let Some(s) = state {
+            s.saw(&l.rel);
+        }
+        if dest_only && !in_source {
+            only.push(l.rel);
+        }
+    };
+    let n = objects.len();
+    let d = if src.is_batch() {
+        let mut walk = local::Walk::new(dst)?;
+        let d = diff_by(n, &entry, &mut walk, compare, &recorded, &mut seen);
+        walk.finish()?;
+        d
+    } else {
+        // One object: compared with the one file it would land on.
+        let file = (n > 0).then(|| objects.rel(0)).and_then(|rel| match std::fs::metadata(dest_of(rel)) {
+            Ok(m) if m.is_file() => {
+                Some(local::LocalEntry { rel: rel.to_string(), size: m.len(), mtime: m.modified().ok() })
+            }
+            _ => None,
+        });
+        diff_by(n, &entry, &mut file.into_iter(), compare, &recorded, &mut seen)
+    };
     for &(i, why) in &d.copy {
         tracing::debug!(path = %objects.rel(i), reason = ?why, "to copy");
     }
-    Ok((d.copy.iter().map(|&(i, _)| i).collect(), local, d.dest_only))
+    Ok((d.copy.iter().map(|&(i, _)| i).collect(), only))
 }
 
 #[cfg(test)]

@@ -58,8 +58,8 @@ pub enum Reason {
 pub struct Diff {
     /// (source index, why)
     pub copy: Vec<(usize, Reason)>,
-    /// Source indexes already up to date.
-    pub skip: Vec<usize>,
+    /// How many source entries are up to date.
+    pub up_to_date: usize,
     /// Destination indexes with no source counterpart.
     pub dest_only: Vec<usize>,
 }
@@ -77,23 +77,27 @@ pub fn diff(
     cmp: Compare,
     recorded: &dyn Fn(&str) -> Option<Record>,
 ) -> Diff {
-    diff_by(src.len(), &|i| src[i].clone(), dst, cmp, recorded)
+    diff_by(src.len(), &|i| src[i].clone(), &mut dst.iter().cloned(), cmp, recorded, &mut |_, _| {})
 }
 
 /// [`diff`] of `n` source entries made one at a time by `src` (in `rel`
-/// order), so that a million of them are never held at once.
+/// order) and destination entries taken one at a time from `dst` (in `rel`
+/// order), so that a million of either are never held at once. `seen` is
+/// given each destination entry, and whether the source has its path.
 pub fn diff_by<'a>(
     n: usize,
     src: &dyn Fn(usize) -> SourceEntry<'a>,
-    dst: &[LocalEntry],
+    dst: &mut dyn Iterator<Item = LocalEntry>,
     cmp: Compare,
     recorded: &dyn Fn(&str) -> Option<Record>,
+    seen: &mut dyn FnMut(LocalEntry, bool),
 ) -> Diff {
     let mut d = Diff::default();
     let (mut i, mut j) = (0, 0);
-    while i < n || j < dst.len() {
+    let mut local = dst.next();
+    while i < n || local.is_some() {
         let entry = (i < n).then(|| src(i));
-        let ord = match (&entry, dst.get(j)) {
+        let ord = match (&entry, &local) {
             (Some(s), Some(l)) => s.rel.cmp(l.rel.as_str()),
             (Some(_), None) => Ordering::Less,
             (None, _) => Ordering::Greater,
@@ -105,14 +109,20 @@ pub fn diff_by<'a>(
             }
             Ordering::Greater => {
                 d.dest_only.push(j);
+                if let Some(l) = local.take() {
+                    seen(l, false);
+                }
+                local = dst.next();
                 j += 1;
             }
             Ordering::Equal => {
-                let (Some(s), l) = (&entry, &dst[j]) else { unreachable!("equal to a source entry") };
-                match judge(s, l, cmp, recorded) {
+                let (Some(s), Some(l)) = (&entry, local.take()) else { unreachable!("equal to a source entry") };
+                match judge(s, &l, cmp, recorded) {
                     Some(why) => d.copy.push((i, why)),
-                    None => d.skip.push(i),
+                    None => d.up_to_date += 1,
                 }
+                seen(l, true);
+                local = dst.next();
                 i += 1;
                 j += 1;
             }
@@ -206,7 +216,7 @@ mod tests {
         let dst = [l("b", 2, 10), l("c", 3, 10), l("d", 5, 10), l("e", 1, 1)];
         let d = diff(&src, &dst, Compare::SizeAndTime, &no_records);
         assert_eq!(d.copy, vec![(0, Reason::Missing), (2, Reason::SourceNewer), (3, Reason::SizeDiffers)]);
-        assert_eq!(d.skip, vec![1]);
+        assert_eq!(d.up_to_date, 1);
         assert_eq!(d.dest_only, vec![3]);
     }
 
@@ -214,13 +224,13 @@ mod tests {
     fn size_only_ignores_times() {
         let src = [s("c", 3, 20)];
         let dst = [l("c", 3, 10)];
-        assert_eq!(diff(&src, &dst, Compare::SizeOnly, &no_records).skip, vec![0]);
+        assert_eq!(diff(&src, &dst, Compare::SizeOnly, &no_records).up_to_date, 1);
     }
 
     #[test]
     fn older_source_with_same_size_is_skipped() {
         let d = diff(&[s("x", 3, 5)], &[l("x", 3, 10)], Compare::SizeAndTime, &no_records);
-        assert_eq!(d.skip, vec![0]);
+        assert_eq!(d.up_to_date, 1);
     }
 
     #[test]
@@ -229,7 +239,7 @@ mod tests {
         let src = [s("test-1", 1, 1), s("test/a", 1, 1)];
         let dst = [l("test-1", 1, 1), l("test/a", 1, 1)];
         let d = diff(&src, &dst, Compare::SizeAndTime, &no_records);
-        assert_eq!(d.skip, vec![0, 1]);
+        assert_eq!(d.up_to_date, 2);
         assert!(d.copy.is_empty() && d.dest_only.is_empty());
     }
 
@@ -251,7 +261,7 @@ mod tests {
         assert_eq!(d.copy, vec![(0, Reason::SourceReplaced)]);
         // The same object as recorded: up to date.
         let same = |p: &str| (p == "w").then(|| rec("w", 3, 10, "e1"));
-        assert_eq!(diff(&src, &dst, Compare::SizeAndTime, &same).skip, vec![0]);
+        assert_eq!(diff(&src, &dst, Compare::SizeAndTime, &same).up_to_date, 1);
     }
 
     #[test]
@@ -267,12 +277,12 @@ mod tests {
         let src = [s("w", 3, 5)];
         let dst = [l("w", 3, 10)];
         let other = |_: &str| Some(Record { source: "s3://other/w".into(), ..rec("w", 3, 10, "e0") });
-        assert_eq!(diff(&src, &dst, Compare::SizeAndTime, &other).skip, vec![0]);
+        assert_eq!(diff(&src, &dst, Compare::SizeAndTime, &other).up_to_date, 1);
     }
 
     #[test]
     fn size_only_ignores_records() {
         let recorded = |_: &str| Some(rec("w", 3, 10, "e0"));
-        assert_eq!(diff(&[s("w", 3, 5)], &[l("w", 3, 10)], Compare::SizeOnly, &recorded).skip, vec![0]);
+        assert_eq!(diff(&[s("w", 3, 5)], &[l("w", 3, 10)], Compare::SizeOnly, &recorded).up_to_date, 1);
     }
 }

@@ -18,19 +18,59 @@ pub struct LocalEntry {
     pub mtime: Option<SystemTime>,
 }
 
+/// Every regular file below `root`, sorted.
 pub fn walk(root: &Path) -> Result<Vec<LocalEntry>, Error> {
-    let mut out = Vec::new();
-    // The destination itself may be a symlink (`~/models/current -> v3`): that
-    // is the user's choice, as with `cd`. Nothing below it is followed.
-    match std::fs::metadata(root) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Error::io(root, "reading destination", e)),
-        Ok(m) if !m.is_dir() => return Ok(out),
-        Ok(_) => {}
+    let mut w = Walk::new(root)?;
+    let all: Vec<LocalEntry> = w.by_ref().collect();
+    w.finish().map(|()| all)
+}
+
+/// Every regular file below a root, one at a time, in byte order of their
+/// paths: only the directories on the way down are held, never the whole
+/// tree (a million files would be 80 MB). A directory's entries are sorted
+/// with `/` after each subdirectory's name, which is where its files fall
+/// among the paths beside it (`a-1` < `a/x` < `a0`). An error ends the walk;
+/// [`Walk::finish`] returns it.
+pub struct Walk {
+    /// Directories entered, each with the entries still to visit, the next last.
+    stack: Vec<Level>,
+    error: Option<Error>,
+}
+
+struct Level {
+    dir: std::path::PathBuf,
+    children: Vec<Child>,
+}
+
+enum Child {
+    File(LocalEntry),
+    Dir(String),
+}
+
+impl Walk {
+    /// The destination itself may be a symlink (`~/models/current -> v3`):
+    /// that is the user's choice, as with `cd`. Nothing below it is followed.
+    /// A missing root, or a root that is not a directory, holds nothing.
+    pub fn new(root: &Path) -> Result<Walk, Error> {
+        let mut w = Walk { stack: Vec::new(), error: None };
+        match std::fs::metadata(root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(w),
+            Err(e) => return Err(Error::io(root, "reading destination", e)),
+            Ok(m) if !m.is_dir() => return Ok(w),
+            Ok(_) => {}
+        }
+        w.enter(root.to_path_buf(), String::new())?;
+        Ok(w)
     }
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
+
+    /// Whether the walk ended because of an error (which it returns).
+    pub fn finish(self) -> Result<(), Error> {
+        self.error.map_or(Ok(()), Err)
+    }
+
+    fn enter(&mut self, dir: std::path::PathBuf, rel: String) -> Result<(), Error> {
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, "listing directory", e))?;
+        let mut children = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&dir, "listing directory", e))?;
             let name = entry.file_name();
@@ -38,18 +78,60 @@ pub fn walk(root: &Path) -> Result<Vec<LocalEntry>, Error> {
             let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
             let ft = entry.file_type().map_err(|e| Error::io(entry.path(), "reading file type", e))?;
             if ft.is_dir() {
-                if rel.is_empty() && name == crate::state::STATE_DIR {
-                    continue;
+                if !(rel.is_empty() && name == crate::state::STATE_DIR) {
+                    children.push(Child::Dir(child_rel));
                 }
-                stack.push((entry.path(), child_rel));
             } else if ft.is_file() && !is_temp_name(name) {
                 let meta = entry.metadata().map_err(|e| Error::io(entry.path(), "reading metadata", e))?;
-                out.push(LocalEntry { rel: child_rel, size: meta.len(), mtime: meta.modified().ok() });
+                children.push(Child::File(LocalEntry {
+                    rel: child_rel,
+                    size: meta.len(),
+                    mtime: meta.modified().ok(),
+                }));
+            }
+        }
+        // Visited from the end: sorted in reverse. A directory sorts as its
+        // name and a `/`, where the paths below it fall.
+        fn key(c: &Child) -> (&[u8], bool) {
+            match c {
+                Child::File(f) => (f.rel.as_bytes(), false),
+                Child::Dir(d) => (d.as_bytes(), true),
+            }
+        }
+        children.sort_unstable_by(|a, b| {
+            let ((a, a_dir), (b, b_dir)) = (key(a), key(b));
+            let a = a.iter().chain(a_dir.then_some(&b'/'));
+            let b = b.iter().chain(b_dir.then_some(&b'/'));
+            b.cmp(a)
+        });
+        self.stack.push(Level { dir, children });
+        Ok(())
+    }
+}
+
+impl Iterator for Walk {
+    type Item = LocalEntry;
+
+    fn next(&mut self) -> Option<LocalEntry> {
+        loop {
+            let top = self.stack.last_mut()?;
+            match top.children.pop() {
+                None => {
+                    self.stack.pop();
+                }
+                Some(Child::File(f)) => return Some(f),
+                Some(Child::Dir(rel)) => {
+                    let name = rel.rsplit('/').next().unwrap_or(&rel);
+                    let dir = top.dir.join(name);
+                    if let Err(e) = self.enter(dir, rel) {
+                        self.stack.clear();
+                        self.error = Some(e);
+                        return None;
+                    }
+                }
             }
         }
     }
-    out.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
 }
 
 /// A local file selected for upload.
@@ -397,5 +479,42 @@ mod tests {
         assert_eq!(src.skipped.len(), 1);
         assert_eq!(src.skipped[0].rel, "m/sub");
         assert!(!src.skipped[0].deliberate);
+    }
+
+    #[test]
+    fn the_walk_yields_files_in_byte_order_of_their_paths_one_directory_at_a_time() {
+        let d = tempfile::tempdir().unwrap();
+        let files = [
+            "a-1",
+            "a/x",
+            "a/b/c",
+            "a0",
+            "b",
+            "test-1",
+            "test/a",
+            "test/a-b",
+            "test/a.b/z",
+            "test/b/z",
+            "test/b-1",
+            "z/.s3load/kept",
+            "é",
+            "Z",
+        ];
+        for f in files {
+            let p = d.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, f).unwrap();
+        }
+        std::fs::create_dir_all(d.path().join(".s3load")).unwrap();
+        std::fs::write(d.path().join(".s3load/state"), "s").unwrap();
+        std::fs::write(d.path().join("a/.x.0123456789abcdef.s3load-tmp"), "t").unwrap();
+        std::fs::create_dir_all(d.path().join("empty/dir")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("b"), d.path().join("link")).unwrap();
+        let got: Vec<String> = walk(d.path()).unwrap().into_iter().map(|e| e.rel).collect();
+        let mut want: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        want.sort();
+        assert_eq!(got, want, "sorted like S3 keys; .s3load/ at the root, temporary files and links left out");
+        let missing = walk(&d.path().join("none")).unwrap();
+        assert!(missing.is_empty());
     }
 }

@@ -300,6 +300,12 @@ impl StateStore {
         }
     }
 
+    /// Notes that `path`'s file is at the destination (a sync's walk found
+    /// it): its record is kept when the record is rewritten.
+    pub fn saw(&self, path: &str) {
+        self.records.lock().unwrap().mark_present(path);
+    }
+
     pub fn forget(&self, path: &str) {
         self.put(Record { path: path.to_string(), removed: true, ..Record::empty() });
     }
@@ -345,7 +351,8 @@ impl StateStore {
     }
 
     /// Rewrites the record with one line per path for which `keep` holds
-    /// (given the path, and whether this run recorded it). Does
+    /// (given the path, and whether this run recorded its file or found it
+    /// on disk: see [`StateStore::saw`]). Does
     /// nothing when every record is kept, nothing changed that only a rewrite
     /// records, and the file holds at most [`SLACK_LINES`] superseded lines
     /// beyond one per record (a no-op sync, or a first sync into an empty
@@ -363,7 +370,7 @@ impl StateStore {
                 records.len(),
                 records
                     .offsets()
-                    .filter(|&at| keep(records.path(at), records.is_touched(at)))
+                    .filter(|&at| keep(records.path(at), records.is_here(at)))
                     .map(|at| (&*records, at))
                     .collect(),
             ),
@@ -376,7 +383,7 @@ impl StateStore {
                         // path may still be recorded in another shard's file.
                         after.push((&**own, at));
                     } else if let Some(current) = records.find(p)
-                        && keep(p, records.is_touched(current))
+                        && keep(p, records.is_here(current))
                     {
                         after.push((&*records, current));
                     }

@@ -22,6 +22,8 @@ use super::record::{Record, boot_id};
 /// Set on an entry this run recorded (or forgot).
 const TOUCHED: u8 = 1;
 const REMOVED: u8 = 2;
+/// Set on an entry whose file this run found at the destination.
+const PRESENT: u8 = 4;
 
 /// Records by path, packed.
 #[derive(Default)]
@@ -94,12 +96,29 @@ impl Table {
         self.buf[at] & TOUCHED != 0
     }
 
+    /// Whether this run recorded the entry's file or found it on disk.
+    pub fn is_here(&self, at: usize) -> bool {
+        self.buf[at] & (TOUCHED | PRESENT) != 0
+    }
+
+    /// Notes that `path`'s file was found at the destination (in place: the
+    /// entry is not written again).
+    pub fn mark_present(&mut self, path: &str) {
+        if let Some(at) = self.find(path) {
+            self.buf[at] |= PRESENT;
+        }
+    }
+
     pub fn find(&self, path: &str) -> Option<usize> {
         let hash = self.hasher.hash_one(path.as_bytes());
         self.index.find(hash, |&o| path_at(&self.buf, o) == path.as_bytes()).copied()
     }
 
     fn encode(&mut self, r: &Record, touched: bool) {
+        // The strings and at most 90 bytes of numbers, lengths and tags.
+        let strings = [Some(r.path.as_str()), Some(&r.source), r.etag.as_deref(), r.version_id.as_deref()];
+        let more = [r.checksum.as_deref(), r.boot.as_deref()].into_iter().chain(strings).flatten().map(str::len);
+        crate::plan::objects::reserve(&mut self.buf, 90 + more.sum::<usize>());
         let flags = if touched { TOUCHED } else { 0 } | if r.removed { REMOVED } else { 0 };
         let base = r.source.strip_suffix(r.path.as_str()).filter(|_| !r.path.is_empty()).map(|base| self.base(base));
         let b = &mut self.buf;
