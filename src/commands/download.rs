@@ -175,7 +175,8 @@ pub(super) async fn download(
         root: dst.as_path().into(),
         dst: dst.clone(),
         batch,
-        order: selected.into_iter().map(|(i, piece)| (i as u32, piece)).collect(),
+        pieces: selected.iter().filter_map(|&(i, piece)| Some((i as u32, piece?))).collect(),
+        order: selected.into_iter().map(|(i, _)| i as u32).collect(),
         objects: listed.objects,
     };
     let plan = Plan { jobs, up_to_date, deletes, refused, failures: 0 };
@@ -196,9 +197,10 @@ pub(super) async fn download(
 /// A download's jobs, made from the listing when the engine takes them.
 struct DownloadJobs {
     objects: Objects,
-    /// Indexes into `objects`, in the order to run, each with this run's
-    /// piece of it (`--shard`).
-    order: Vec<(u32, Option<crate::shard::Piece>)>,
+    /// Indexes into `objects`, in the order to run.
+    order: Vec<u32>,
+    /// This run's piece of each object split across shards (`--shard`), by index.
+    pieces: std::collections::HashMap<u32, crate::shard::Piece>,
     /// Shared by every job.
     bucket: Arc<str>,
     root: Arc<Path>,
@@ -214,13 +216,13 @@ impl super::driver::Jobs for DownloadJobs {
     }
 
     fn expected_bytes(&self, k: usize) -> u64 {
-        let (i, piece) = self.order[k];
+        let (i, piece) = (self.order[k], self.pieces.get(&self.order[k]));
         let size = self.objects.size(i as usize);
         piece.map_or(size, |p| size / u64::from(p.count.max(1)))
     }
 
     fn job(&self, k: usize) -> Download {
-        let (i, piece) = self.order[k];
+        let (i, piece) = (self.order[k], self.pieces.get(&self.order[k]).copied());
         let o = self.objects.get(i as usize);
         let meta = o.meta();
         let dest = if self.batch { self.dst.join(o.rel) } else { single_destination(&self.dst, Path::new(o.rel)) };

@@ -21,6 +21,9 @@ struct Extra {
     version_id: Option<String>,
 }
 
+/// An unknown time.
+const NO_TIME: i64 = i64::MIN;
+
 #[derive(Debug, Clone)]
 struct Entry {
     /// The key's offset in the buffer; its ETag follows it.
@@ -31,8 +34,8 @@ struct Entry {
     /// `u32::MAX`: no ETag.
     etag_len: u32,
     size: u64,
-    /// Seconds and nanoseconds since the epoch; `None` when not known.
-    modified: Option<(i64, u32)>,
+    /// Nanoseconds since the epoch; [`NO_TIME`] when not known.
+    modified: i64,
     extra: Option<Box<Extra>>,
 }
 
@@ -95,14 +98,11 @@ impl Objects {
             }
             None => u32::MAX,
         };
-        let modified = meta.last_modified.map(|t| match t.duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
-            Err(e) => {
-                // Before the epoch: whole seconds down, nanoseconds up.
-                let d = e.duration();
-                let (s, n) = (d.as_secs() as i64, d.subsec_nanos());
-                if n == 0 { (-s, 0) } else { (-s - 1, 1_000_000_000 - n) }
-            }
+        let modified = meta.last_modified.map_or(NO_TIME, |t| {
+            // Nanoseconds since the epoch; times past 2262 (or before 1677)
+            // are held as the nearest that fits.
+            let ns = crate::state::to_ns(t).clamp(i128::from(NO_TIME + 1), i128::from(i64::MAX));
+            ns as i64
         });
         let extra = (meta.checksum.is_some() || meta.etag_md5 || meta.version_id.is_some())
             .then(|| Box::new(Extra { checksum: meta.checksum, etag_md5: meta.etag_md5, version_id: meta.version_id }));
@@ -122,9 +122,9 @@ impl Objects {
         let key_end = e.at + e.key_len as usize;
         let key = str_of(&self.buf[e.at..key_end]);
         let etag = (e.etag_len != u32::MAX).then(|| str_of(&self.buf[key_end..key_end + e.etag_len as usize]));
-        let last_modified = e.modified.map(|(s, n)| match u64::try_from(s) {
-            Ok(s) => SystemTime::UNIX_EPOCH + Duration::new(s, n),
-            Err(_) => SystemTime::UNIX_EPOCH - Duration::new(s.unsigned_abs(), 0) + Duration::new(0, n),
+        let last_modified = (e.modified != NO_TIME).then(|| {
+            let d = Duration::from_nanos(e.modified.unsigned_abs());
+            if e.modified < 0 { SystemTime::UNIX_EPOCH - d } else { SystemTime::UNIX_EPOCH + d }
         });
         Object { key, rel: &key[e.rel_start as usize..], size: e.size, etag, last_modified, extra: e.extra.as_deref() }
     }
@@ -228,5 +228,6 @@ mod tests {
         let rels: Vec<&str> = (0..o.len()).map(|i| o.rel(i)).collect();
         assert_eq!(rels, ["fix/6-é", "fix/8-é", "fix/9-é"]);
         assert_eq!(o.size(0), 7);
+        assert!(std::mem::size_of::<Entry>() <= 48, "{} bytes an entry", std::mem::size_of::<Entry>());
     }
 }

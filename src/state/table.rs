@@ -121,6 +121,8 @@ impl Table {
         crate::plan::objects::reserve(&mut self.buf, 90 + more.sum::<usize>());
         let flags = if touched { TOUCHED } else { 0 } | if r.removed { REMOVED } else { 0 };
         let base = r.source.strip_suffix(r.path.as_str()).filter(|_| !r.path.is_empty()).map(|base| self.base(base));
+        let checksum =
+            r.checksum.as_deref().map(|c| (c, packed_checksum(c).map(|(alg, hex, n)| (self.base(alg), hex, n))));
         let b = &mut self.buf;
         b.push(flags);
         put_str(b, &r.path);
@@ -150,7 +152,22 @@ impl Table {
             }
         }
         put_opt_str(b, r.version_id.as_deref());
-        put_opt_str(b, r.checksum.as_deref());
+        match checksum {
+            None => b.push(0),
+            Some((text, None)) => {
+                b.push(1);
+                put_str(b, text);
+            }
+            Some((_, Some((alg, hex, parts)))) => {
+                b.push(2);
+                put_var(b, alg as u128);
+                put_var(b, hex.len() as u128);
+                for pair in hex.as_bytes().chunks(2) {
+                    b.push(pair.iter().fold(0, |acc, &c| (acc << 4) | nibble(c)) << (4 * (2 - pair.len())));
+                }
+                put_var(b, parts.map_or(0, |n| u128::from(n) + 1));
+            }
+        }
         match r.last_modified_ns {
             None => b.push(0),
             Some(t) => {
@@ -196,7 +213,27 @@ impl Table {
             }
         };
         let version_id = c.opt_string();
-        let checksum = c.opt_string();
+        let checksum = match c.byte() {
+            0 => None,
+            1 => Some(c.string()),
+            _ => {
+                let alg = &self.bases[c.var() as usize];
+                let digits = c.var() as usize;
+                let mut text = String::with_capacity(alg.len() + digits + 8);
+                text.push_str(alg);
+                for (k, byte) in c.take(digits.div_ceil(2)).iter().enumerate() {
+                    text.push(HEX[usize::from(byte >> 4)] as char);
+                    if 2 * k + 1 < digits {
+                        text.push(HEX[usize::from(byte & 15)] as char);
+                    }
+                }
+                match c.var() {
+                    0 => {}
+                    n => text.push_str(&format!("-{}", n - 1)),
+                }
+                Some(text)
+            }
+        };
         let last_modified_ns = match c.byte() {
             0 => None,
             _ => Some(unzigzag(c.var())),
@@ -251,6 +288,31 @@ fn md5_etag(etag: &str) -> Option<([u8; 16], Option<u64>)> {
         *d = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
     }
     Some((digest, parts))
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn nibble(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        _ => c - b'a' + 10,
+    }
+}
+
+/// `ALGORITHM:hex` or `ALGORITHM:hex-N` (see [`super::checksum_text`]):
+/// `ALGORITHM:`, the lowercase hex digits and N. Anything else is kept as text.
+fn packed_checksum(text: &str) -> Option<(&str, &str, Option<u64>)> {
+    let colon = text.find(':')?;
+    let (alg, rest) = (&text[..=colon], &text[colon + 1..]);
+    let (hex, parts) = match rest.split_once('-') {
+        Some((hex, n)) if !n.is_empty() && !n.starts_with('0') && n.bytes().all(|c| c.is_ascii_digit()) => {
+            (hex, Some(n.parse().ok()?))
+        }
+        Some(_) => return None,
+        None => (rest, None),
+    };
+    let lower_hex = |c: u8| matches!(c, b'0'..=b'9' | b'a'..=b'f');
+    (!hex.is_empty() && hex.bytes().all(lower_hex)).then_some((alg, hex, parts))
 }
 
 fn zigzag(v: i128) -> u128 {
@@ -378,6 +440,16 @@ mod tests {
             Record { path: String::new(), source: "s3://b/".into(), ..rec("") },
             Record { removed: true, ..Record::empty() },
             Record { size: u64::MAX, mtime_ns: i128::MAX, last_modified_ns: Some(i128::MIN), ..rec("j") },
+            // Checksums packed (odd and even digits, parts) or kept as text.
+            Record { checksum: Some("CRC32:0".into()), ..rec("k") },
+            Record { checksum: Some("CRC32C:abc-3".into()), ..rec("l") },
+            Record { checksum: Some(format!("SHA256:{}-12", "0f".repeat(32))), ..rec("m") },
+            Record { checksum: Some("CRC32:ABC".into()), ..rec("n") },
+            Record { checksum: Some("CRC32:12-03".into()), ..rec("o") },
+            Record { checksum: Some("CRC32:".into()), ..rec("p") },
+            Record { checksum: Some("no colon".into()), ..rec("q") },
+            Record { checksum: Some("a:b:c".into()), ..rec("r") },
+            Record { checksum: Some("CRC32:1-".into()), ..rec("s") },
         ];
         for (i, r) in cases.iter().enumerate() {
             let r = Record { path: format!("{i}/{}", r.path), ..r.clone() };
