@@ -177,8 +177,10 @@ pub(super) async fn drive<D: Direction>(
     let mut start = 0;
     while start < n {
         if stop.is_cancelled() {
-            // Never started: failed, without a line each.
+            // Never started: failed, named in one line rather than a line each
+            // (a million of them, stopped early).
             ended.failed += n - start;
+            output::error_line(&format!("ERROR {} objects not started: the run was stopped", n - start));
             break;
         }
         let end = (start + BATCH).min(n);

@@ -318,3 +318,33 @@ async fn a_sync_of_more_objects_than_a_batch_lands_each_once_and_holds_deletes_f
     assert!(!dest.join("stale/old.bin").exists());
     assert_eq!(files_under(&dest).len(), n);
 }
+
+/// Stopped in its first batch, a run of many objects names those it never
+/// started in one line (not a line each: at a million keys that would be a
+/// million lines), exits as stopped, and a re-run finishes the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_stopped_in_its_first_batch_names_the_objects_not_started_in_one_line() {
+    let shaping = s3load_testserver::Shaping { first_byte_delay: Duration::from_millis(20), rate_per_connection: None };
+    let h = Harness::with_shaping(shaping).await;
+    let n = 6_000;
+    for i in 0..n {
+        h.put(&format!("m/o{i:05}.bin"), format!("object {i:05}").into_bytes());
+    }
+    let dest = h.path("out");
+    let args = ["sync", "s3://bucket/m/*", s(&dest)];
+    let child = h.spawn(&args);
+    let t = std::time::Instant::now();
+    while h.server.log().count("GetObject") < 50 {
+        assert!(t.elapsed() < Duration::from_secs(30), "the run never got to its first objects");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let out = crate::harness::terminate(child, Duration::from_secs(30)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains(&format!("ERROR {} objects not started: the run was stopped", n - 4096)), "{stderr}");
+    assert!(!stderr.contains("o05999.bin"), "an object of the second batch named on its own line");
+    assert!(files_under(&dest).len() < n);
+    h.run(&args).await.assert_ok();
+    assert_eq!(files_under(&dest).len(), n);
+    assert_eq!(std::fs::read(dest.join("o05999.bin")).unwrap(), b"object 05999");
+}
