@@ -510,6 +510,7 @@ mod tests {
         std::fs::write(d.path().join("a/.x.0123456789abcdef.s3load-tmp"), "t").unwrap();
         std::fs::create_dir_all(d.path().join("empty/dir")).unwrap();
         std::os::unix::fs::symlink(d.path().join("b"), d.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("test"), d.path().join("a/linked-dir")).unwrap();
         let got: Vec<String> = walk(d.path()).unwrap().into_iter().map(|e| e.rel).collect();
         let mut want: Vec<String> = files.iter().map(|f| f.to_string()).collect();
         want.sort();
