@@ -101,8 +101,14 @@ impl Summary {
         })
     }
 
+    /// Writes the `--summary-file`, naming the run's shard when it has one
+    /// (an Indexed Job's pods each write theirs).
     pub fn write(&self, cfg: &Config, code: u8) {
-        write_summary(cfg, &self.to_json(code));
+        let mut json = self.to_json(code);
+        if let (Some(shard), Some(o)) = (cfg.shard, json.as_object_mut()) {
+            o.insert("shard".into(), serde_json::json!({ "index": shard.index, "count": shard.count }));
+        }
+        write_summary(cfg, &json);
     }
 }
 

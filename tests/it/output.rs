@@ -29,6 +29,7 @@ async fn summary_file_says_what_happened_on_success_partial_failure_and_setup_er
     assert_eq!(s["objects"]["copied"], 2);
     assert_eq!(s["objects"]["failed"], 0);
     assert_eq!(s["bytes"], 5002);
+    assert!(s.get("shard").is_none(), "an unsharded run names no shard: {s}");
 
     h.put("m/c.bin", &b"new"[..]);
     h.server.faults().add(

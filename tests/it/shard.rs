@@ -245,11 +245,15 @@ async fn an_object_larger_than_a_fair_share_is_split_and_the_last_shard_to_finis
     let (big, total) = fill_split(&h);
     let dest = h.path("model");
     let mut fetched = Vec::new();
+    let summary = h.path("summary.json");
     for k in 0..3 {
-        let (run, bytes) = one_shard(&h, k, 3, &dest).await;
+        let (run, bytes) = one_shard_with(&h, k, 3, &dest, &["--summary-file", s(&summary)]).await;
         run.assert_ok();
         fetched.push(bytes);
         let last = k == 2;
+        let said: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        assert_eq!(said["shard"], serde_json::json!({"index": k, "count": 3}), "{said}");
+        assert_eq!(said["objects"]["pieces"], if last { 0 } else { 1 }, "{said}");
         assert_eq!(dest.join("big.bin").exists(), last, "shard {k}: in place only once every piece is in");
         let lists_big = run.stdout.contains("s3://bucket/m/big.bin");
         assert_eq!(lists_big, last, "shard {k} stdout: {}", run.stdout);
