@@ -183,5 +183,7 @@ async fn the_endpoint_is_resolved_through_resolv_conf_with_a_search_list_and_ndo
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
     assert!(stderr.contains("--endpoint-url"), "says what to check: {stderr}");
+    assert!(stderr.contains("host name did not resolve") && stderr.contains("resolv.conf"), "says why: {stderr}");
+    assert!(!stderr.contains("DispatchFailure"), "not the SDK's debug text: {stderr}");
     assert!(!root.join("model-artifacts/m-2").exists());
 }

@@ -59,7 +59,18 @@ where
         }
         SdkError::DispatchFailure(d) => {
             let text = DisplayErrorContext(&err).to_string();
-            if d.is_io() || d.is_timeout() {
+            if text.contains("dns error") {
+                // hyper's text nests four errors deep; say what failed and
+                // what to check, with the resolver's own words.
+                let why = innermost(&err);
+                StoreError::new(
+                    StoreErrorKind::Network,
+                    format!(
+                        "the store's host name did not resolve ({why}): check the endpoint's name, and the DNS \
+                         servers this machine or pod uses (/etc/resolv.conf)"
+                    ),
+                )
+            } else if d.is_io() || d.is_timeout() {
                 StoreError::new(StoreErrorKind::Network, text)
             } else if from_credentials(&err) {
                 StoreError::new(StoreErrorKind::Credentials, text)
@@ -73,6 +84,15 @@ where
             StoreError::new(kind, text)
         }
     }
+}
+
+/// The text of the last cause in `err`'s chain: what actually failed.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
 }
 
 /// Whether a failure comes from the credential chain: a `CredentialsError`
@@ -114,5 +134,29 @@ mod tests {
         assert!(!map_service(403, None, None, ObjectKind::Key).kind.is_transient());
         assert!(!map_service(501, Some("NotImplemented"), None, ObjectKind::Key).kind.is_transient());
         assert_eq!(map_service(400, Some("BadDigest"), None, ObjectKind::Key).kind, StoreErrorKind::BadDigest);
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_says_so_in_the_resolvers_words() {
+        use aws_sdk_s3::error::ConnectorError;
+        #[derive(Debug)]
+        struct Dns(std::io::Error);
+        impl std::fmt::Display for Dns {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("dns error")
+            }
+        }
+        impl std::error::Error for Dns {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let lookup = std::io::Error::other("failed to lookup address information: Name or service not known");
+        let err: SdkError<aws_sdk_s3::operation::head_object::HeadObjectError, aws_sdk_s3::config::http::HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::io(Box::new(Dns(lookup))));
+        let e = map_sdk_err(err, ObjectKind::Key);
+        assert_eq!(e.kind, StoreErrorKind::Network);
+        assert!(e.message.starts_with("the store's host name did not resolve (failed to lookup"), "{}", e.message);
+        assert!(e.message.contains("/etc/resolv.conf"), "{}", e.message);
     }
 }
