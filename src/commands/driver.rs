@@ -362,7 +362,8 @@ struct RunReporter {
 
 impl Reporter for RunReporter {
     fn bytes(&self, item: &dyn Item, n: u64) {
-        self.progress.object_bytes(item.key(), item.size(), n);
+        // A piece of an object split across shards: its bar is the piece.
+        self.progress.object_bytes(item.key(), item.expected_bytes(), n);
     }
 
     fn discarded(&self, item: &dyn Item, n: u64) {
