@@ -34,6 +34,8 @@ pub struct Table {
     hasher: std::collections::hash_map::RandomState,
     /// Sources' shared beginnings (`s3://bucket/prefix/`): a handful.
     bases: Vec<Box<str>>,
+    /// An entry being encoded.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Table {
@@ -56,17 +58,34 @@ impl Table {
     }
 
     /// Sets `rec` as `path`'s entry (a removal too: see [`Table::remove`]).
+    /// A path already recorded is written over in place when its new entry
+    /// is no longer than the old (the usual case: a file written again from
+    /// a new version of its object encodes to the same length), so a run
+    /// that writes every file again does not grow the buffer by a copy.
     pub fn insert(&mut self, rec: &Record, touched: bool) {
-        let at = self.buf.len();
-        self.encode(rec, touched);
+        let mut entry = std::mem::take(&mut self.scratch);
+        entry.clear();
+        self.encode(rec, touched, &mut entry);
         let hash = self.hasher.hash_one(rec.path.as_bytes());
-        let (buf, hasher) = (&self.buf, &self.hasher);
-        match self.index.find_mut(hash, |&o| path_at(buf, o) == rec.path.as_bytes()) {
-            Some(slot) => *slot = at,
-            None => {
-                self.index.insert_unique(hash, at, |&o| hasher.hash_one(path_at(buf, o)));
+        let old = self.find(&rec.path);
+        match old {
+            Some(at) if self.decode(at).1 - at >= entry.len() => {
+                self.buf[at..at + entry.len()].copy_from_slice(&entry);
+            }
+            _ => {
+                let at = self.buf.len();
+                crate::plan::objects::reserve(&mut self.buf, entry.len());
+                self.buf.extend_from_slice(&entry);
+                let (buf, hasher) = (&self.buf, &self.hasher);
+                match self.index.find_mut(hash, |&o| path_at(buf, o) == rec.path.as_bytes()) {
+                    Some(slot) => *slot = at,
+                    None => {
+                        self.index.insert_unique(hash, at, |&o| hasher.hash_one(path_at(buf, o)));
+                    }
+                }
             }
         }
+        self.scratch = entry;
     }
 
     /// Drops `path`'s entry.
@@ -114,16 +133,12 @@ impl Table {
         self.index.find(hash, |&o| path_at(&self.buf, o) == path.as_bytes()).copied()
     }
 
-    fn encode(&mut self, r: &Record, touched: bool) {
-        // The strings and at most 90 bytes of numbers, lengths and tags.
-        let strings = [Some(r.path.as_str()), Some(&r.source), r.etag.as_deref(), r.version_id.as_deref()];
-        let more = [r.checksum.as_deref(), r.boot.as_deref()].into_iter().chain(strings).flatten().map(str::len);
-        crate::plan::objects::reserve(&mut self.buf, 90 + more.sum::<usize>());
+    /// Appends `r`'s entry to `b`.
+    fn encode(&mut self, r: &Record, touched: bool, b: &mut Vec<u8>) {
         let flags = if touched { TOUCHED } else { 0 } | if r.removed { REMOVED } else { 0 };
         let base = r.source.strip_suffix(r.path.as_str()).filter(|_| !r.path.is_empty()).map(|base| self.base(base));
         let checksum =
             r.checksum.as_deref().map(|c| (c, packed_checksum(c).map(|(alg, hex, n)| (self.base(alg), hex, n))));
-        let b = &mut self.buf;
         b.push(flags);
         put_str(b, &r.path);
         put_var(b, u128::from(r.size));
@@ -186,6 +201,11 @@ impl Table {
     }
 
     pub fn at(&self, at: usize) -> Record {
+        self.decode(at).0
+    }
+
+    /// The entry at `at`, and where it ends.
+    fn decode(&self, at: usize) -> (Record, usize) {
         let mut c = Cursor { buf: &self.buf, at };
         let flags = c.byte();
         let path = c.string();
@@ -243,7 +263,7 @@ impl Table {
             1 => Some(Cow::Borrowed(boot_id())),
             _ => Some(Cow::Owned(c.string())),
         };
-        Record {
+        let rec = Record {
             path,
             removed: flags & REMOVED != 0,
             size,
@@ -254,7 +274,8 @@ impl Table {
             checksum,
             last_modified_ns,
             boot,
-        }
+        };
+        (rec, c.at)
     }
 
     fn base(&mut self, base: &str) -> usize {
@@ -478,5 +499,38 @@ mod tests {
         paths.sort_unstable();
         assert_eq!(paths[..3], ["k0", "k1", "k10"]);
         assert!(t.buf.len() < 10_003 * 80, "packed: {} bytes", t.buf.len());
+    }
+
+    #[test]
+    fn a_file_written_again_is_recorded_in_place_and_a_longer_entry_moves() {
+        let mut t = Table::default();
+        for i in 0..1000 {
+            t.insert(&rec(&format!("k{i}")), false);
+        }
+        let len = t.buf.len();
+        // Every file written again from a new version: a new ETag, time and
+        // checksum of the same lengths.
+        for i in 0..1000 {
+            let new = Record {
+                etag: Some("\"ffffffffffffffffffffffffffffffff\"".into()),
+                mtime_ns: 1_700_000_999_000_000_000,
+                checksum: Some("CRC64NVME:2e".into()),
+                ..rec(&format!("k{i}"))
+            };
+            t.insert(&new, true);
+            assert_eq!(t.get(&new.path), Some(new));
+        }
+        assert_eq!(t.buf.len(), len, "written over in place");
+        assert!(t.offsets().all(|at| t.is_touched(at)));
+        // Shorter (no checksum) stays in place; longer moves, and its
+        // neighbours are untouched.
+        t.insert(&Record { checksum: None, ..rec("k1") }, false);
+        assert_eq!(t.buf.len(), len);
+        let long = Record { version_id: Some("v".repeat(300)), ..rec("k2") };
+        t.insert(&long, false);
+        assert!(t.buf.len() > len);
+        assert_eq!(t.get("k2"), Some(long));
+        assert_eq!(t.get("k1"), Some(Record { checksum: None, ..rec("k1") }));
+        assert_eq!(t.get("k3").unwrap().checksum.as_deref(), Some("CRC64NVME:2e"));
     }
 }
