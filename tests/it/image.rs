@@ -76,12 +76,23 @@ async fn run_in_root(h: &Harness, root: &Path, args: &[&str]) -> std::process::O
     let chroot = std::env::var_os("PATH")
         .and_then(|p| std::env::split_paths(&p).map(|d| d.join("chroot")).find(|c| c.is_file()))
         .expect("chroot (coreutils) on PATH");
-    let mut cmd = tokio::process::Command::new(chroot);
-    cmd.args(["--userspec", &userspec, root.to_str().unwrap(), "/usr/local/bin/s3load"]).args(args).env_clear();
-    for (k, v) in h.server.client_env() {
-        cmd.env(k, v);
+    // The binary was copied in moments ago: a child forked meanwhile by
+    // another test of this process holds the copy's write descriptor until
+    // it execs, and exec of a file open for writing fails (ETXTBSY). That
+    // clears within moments; anything else is the test's result.
+    for _ in 0..50 {
+        let mut cmd = tokio::process::Command::new(&chroot);
+        cmd.args(["--userspec", &userspec, root.to_str().unwrap(), "/usr/local/bin/s3load"]).args(args).env_clear();
+        for (k, v) in h.server.client_env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().await.expect("run chroot");
+        if !String::from_utf8_lossy(&out.stderr).contains("Text file busy") {
+            return out;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    cmd.output().await.expect("run chroot")
+    panic!("/usr/local/bin/s3load in the root stayed busy (ETXTBSY) for 5 s");
 }
 
 /// The seeded model synced from `endpoint` into the volume's `m-1`.
