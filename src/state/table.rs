@@ -67,7 +67,7 @@ impl Table {
         entry.clear();
         self.encode(rec, touched, &mut entry);
         let hash = self.hasher.hash_one(rec.path.as_bytes());
-        let old = self.find(&rec.path);
+        let old = self.index.find(hash, |&o| path_at(&self.buf, o) == rec.path.as_bytes()).copied();
         match old {
             Some(at) if self.decode(at).1 - at >= entry.len() => {
                 self.buf[at..at + entry.len()].copy_from_slice(&entry);
