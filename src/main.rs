@@ -38,5 +38,11 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_code::SETUP);
         }
     };
-    ExitCode::from(runtime.block_on(s3load::run(command, config)))
+    let code = runtime.block_on(s3load::run(command, config));
+    // For sizing a pod's memory limit: the kernel's high-water mark of this
+    // process's resident memory, at the very end.
+    if let Some(kib) = s3load::progress::peak_rss_kib() {
+        tracing::debug!(peak_rss_kib = kib, "peak memory: {} MiB resident", kib / 1024);
+    }
+    ExitCode::from(code)
 }

@@ -283,16 +283,17 @@ impl Direction for Downloading {
         transfer::download(engine, jobs).await
     }
 
-    fn check(&self) -> usize {
-        let mut failed = 0;
+    fn check(&self) -> (usize, usize) {
+        let (mut failed, mut passed) = (0, 0);
         for index in self.indexes.iter().filter(|p| p.is_file()) {
             let problems = model::check_index(index);
             for p in &problems {
                 output::error_line(&format!("ERROR {p}"));
             }
             failed += usize::from(!problems.is_empty());
+            passed += usize::from(problems.is_empty());
         }
-        failed
+        (failed, passed)
     }
 
     fn transferred(&self, complete: bool) {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
-use super::summary::{self, Summary};
+use super::summary::{self, ModelChecks, Summary};
 use crate::config::{Config, SyncOptions};
 use crate::error::{Error, exit_code};
 use crate::output::{self, Output};
@@ -124,9 +124,9 @@ pub(super) trait Direction {
     /// Runs the engine over the jobs (a batch of them); one outcome per job, in order.
     async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<Self::Job>) -> Vec<Outcome>;
     /// Checks after the transfers (model indexes); returns how many failed,
-    /// each reported. A failure holds back deletions.
-    fn check(&self) -> usize {
-        0
+    /// each reported, and how many passed. A failure holds back deletions.
+    fn check(&self) -> (usize, usize) {
+        (0, 0)
     }
     /// After the transfers; `complete` when every object was copied.
     fn transferred(&self, _complete: bool) {}
@@ -195,7 +195,9 @@ pub(super) async fn drive<D: Direction>(
     // the record still stops the run and sets its exit code.
     let _watcher = tokio_util::task::AbortOnDropHandle::new(watcher);
     progress.finish();
-    let transfer_failures = ended.failed + refused.len() + d.check();
+    let (check_failures, indexes) = d.check();
+    let model = ModelChecks { headers: engine.headers_checked(), indexes };
+    let transfer_failures = ended.failed + refused.len() + check_failures;
     let complete = transfer_failures == 0 && !stop.is_cancelled();
     d.transferred(complete);
     let mut failed = transfer_failures + failures;
@@ -223,6 +225,7 @@ pub(super) async fn drive<D: Direction>(
         skipped: up_to_date,
         deleted: sync.is_some_and(|s| s.delete).then_some(tally.deleted),
         failed,
+        model,
         secs: progress.elapsed().as_secs_f64(),
     };
     summary.print();

@@ -21,7 +21,34 @@ pub(super) struct Summary {
     /// `None` without `--delete`.
     pub deleted: Option<usize>,
     pub failed: usize,
+    /// Model structure checks that passed (`--check-model`).
+    pub model: ModelChecks,
     pub secs: f64,
+}
+
+/// Model structure checks that passed in a run (see [`crate::model`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ModelChecks {
+    /// `*.safetensors` headers checked against their files' lengths.
+    pub headers: usize,
+    /// Weight indexes whose every shard is present and holds its tensors.
+    pub indexes: usize,
+}
+
+impl ModelChecks {
+    /// ", model checks passed: 2 safetensors headers, 1 weight index", or
+    /// nothing when none ran.
+    fn text(&self) -> String {
+        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let parts: Vec<String> = [
+            (self.headers > 0).then(|| plural(self.headers, "safetensors header", "safetensors headers")),
+            (self.indexes > 0).then(|| plural(self.indexes, "weight index", "weight indexes")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if parts.is_empty() { String::new() } else { format!(", model checks passed: {}", parts.join(", ")) }
+    }
 }
 
 impl Summary {
@@ -54,16 +81,21 @@ impl Summary {
             };
             format!("{} copied ({}{rate}){unverified}{pieces}", self.copied, human_bytes(self.bytes))
         };
+        let model = self.model.text();
         match (self.copied + self.pieces, self.failed) {
-            (0, 0) if self.skipped == 0 && deleted.is_empty() => format!("nothing to copy, in {took}"),
+            (0, 0) if self.skipped == 0 && deleted.is_empty() && model.is_empty() => {
+                format!("nothing to copy, in {took}")
+            }
             (0, 0) => {
-                let what = format!("{}{deleted}", up_to_date(""));
+                let what = format!("{}{deleted}{model}", up_to_date(""));
                 format!("nothing to copy: {}, in {took}", what.trim_start_matches(", "))
             }
-            (_, 0) => format!("done: {}{}{deleted}, in {took}", copied(), up_to_date(", ")),
-            (0, f) => format!("failed: {f} failed (named above), nothing copied{}, in {took}", up_to_date(", ")),
+            (_, 0) => format!("done: {}{}{deleted}{model}, in {took}", copied(), up_to_date(", ")),
+            (0, f) => {
+                format!("failed: {f} failed (named above), nothing copied{}{model}, in {took}", up_to_date(", "))
+            }
             (_, f) => format!(
-                "finished with errors: {f} failed (named above), {}{}{deleted}, in {took}",
+                "finished with errors: {f} failed (named above), {}{}{deleted}{model}, in {took}",
                 copied(),
                 up_to_date(", ")
             ),
@@ -94,6 +126,10 @@ impl Summary {
                 "deleted": self.deleted.unwrap_or(0),
                 "failed": self.failed,
                 "unverified": if self.verify_off { self.copied } else { self.unverified },
+            },
+            "model_checks": {
+                "safetensors_headers": self.model.headers,
+                "weight_indexes": self.model.indexes,
             },
             "bytes": self.bytes,
             "seconds": (self.secs * 1000.0).round() / 1000.0,
@@ -173,6 +209,7 @@ mod tests {
             skipped,
             deleted,
             failed,
+            model: ModelChecks::default(),
             secs: 0.0213,
         }
     }
@@ -207,6 +244,22 @@ mod tests {
         );
         shard.copied = 0;
         assert!(shard.text().starts_with("done: 0 copied"), "{}", shard.text());
+        let mut model = run(9, 0, None, 0);
+        model.model = ModelChecks { headers: 2, indexes: 1 };
+        assert_eq!(
+            model.text(),
+            "done: 9 copied (576.0 KiB, 26.4 MiB/s), model checks passed: 2 safetensors headers, 1 weight index, \
+             in 0.02 s"
+        );
+        let mut noop = run(0, 9, None, 0);
+        noop.model = ModelChecks { headers: 0, indexes: 1 };
+        assert_eq!(noop.text(), "nothing to copy: 9 up to date, model checks passed: 1 weight index, in 0.02 s");
+        noop.skipped = 0;
+        noop.model = ModelChecks { headers: 1, indexes: 2 };
+        assert_eq!(
+            noop.text(),
+            "nothing to copy: model checks passed: 1 safetensors header, 2 weight indexes, in 0.02 s"
+        );
         let mut instant = run(1, 0, None, 0);
         instant.secs = 0.004;
         assert_eq!(instant.text(), "done: 1 copied (64.0 KiB), in 0.00 s", "no rate from a clock this short");

@@ -11,7 +11,7 @@
 //! renames, reading a file to checksum it) runs through
 //! [`Engine::blocking_io`].
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures::future::BoxFuture;
@@ -47,6 +47,8 @@ pub struct Engine {
     pub(super) versions_denied: AtomicBool,
     /// Journals of committed files being removed (see [`SpentJournal`]).
     spent: Mutex<tokio::task::JoinSet<()>>,
+    /// `*.safetensors` headers that passed `--check-model` (for the summary).
+    pub(super) headers_checked: AtomicUsize,
 }
 
 impl Engine {
@@ -62,8 +64,14 @@ impl Engine {
             dirs: Arc::default(),
             versions_denied: AtomicBool::new(false),
             spent: Mutex::default(),
+            headers_checked: AtomicUsize::new(0),
             cfg,
         })
+    }
+
+    /// How many `*.safetensors` headers passed `--check-model` so far.
+    pub fn headers_checked(&self) -> usize {
+        self.headers_checked.load(Ordering::Relaxed)
     }
 
     pub(super) fn hasher(&self) -> &Hasher {

@@ -272,7 +272,10 @@ async fn check_structure(engine: &Engine, file: &ObjectState, tmp: &Arc<TempFile
     let (t, len) = (tmp.clone(), file.job.size);
     let checked = engine.blocking_io(move || t.reader().map(|f| crate::model::check_safetensors(&f, len))).await?;
     match checked {
-        Ok(_) => Ok(verification),
+        Ok(_) => {
+            engine.headers_checked.fetch_add(1, Ordering::Relaxed);
+            Ok(verification)
+        }
         Err(why) => Err(Error::Integrity(format!(
             "{}: not a valid safetensors file: {why}; nothing was written (the object in the store is damaged: \
              re-upload it, or use --check-model off to take it as it is)",

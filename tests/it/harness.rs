@@ -82,24 +82,18 @@ impl Harness {
     }
 
     /// Runs s3load with `mount` holding a filesystem that does not tell letter
-    /// case or Unicode forms apart (`tests/fixtures/foldfs.py`, FUSE, backed by
-    /// `backing`), in its own user and mount namespace. Needs libfuse2 and the
-    /// fusepy module (`.ci/run` installs both); exits 96 if it cannot mount.
+    /// case or Unicode forms apart ([`crate::foldfs`], FUSE served by this
+    /// process, backed by `backing`); unmounted when s3load has exited. Needs
+    /// `/dev/fuse` and root, nothing installed.
     pub async fn run_on_folding_fs(&self, backing: &Path, mount: &Path, args: &[&str]) -> Run {
         std::fs::create_dir_all(backing).unwrap();
         std::fs::create_dir_all(mount).unwrap();
-        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/foldfs.py");
-        let endpoint = self.server.endpoint_url();
-        let script = format!(
-            "m=\"$1\"; python3 {fixture} \"$0\" \"$m\" & \
-             for i in $(seq 200); do grep -q \" $m \" /proc/mounts && break; sleep 0.05; done; \
-             grep -q \" $m \" /proc/mounts || {{ echo 'foldfs did not mount: install libfuse2 and fusepy' >&2; exit 96; }}; \
-             shift; \"$@\"; rc=$?; umount \"$m\"; wait; exit $rc"
-        );
-        let mut full = vec!["-Urm", "sh", "-c", script.as_str(), backing.to_str().unwrap(), mount.to_str().unwrap()];
-        full.extend([env!("CARGO_BIN_EXE_s3load"), "--endpoint-url", endpoint.as_str()]);
-        full.extend_from_slice(args);
-        self.command("unshare", &full, &self.server.client_env()).await
+        let mounted = crate::foldfs::mount(backing, mount).unwrap_or_else(|e| {
+            panic!("mounting the folding filesystem at {} (needs /dev/fuse and root): {e}", mount.display())
+        });
+        let run = self.run(args).await;
+        drop(mounted);
+        run
     }
 
     /// Runs s3load with `mount` holding a filesystem whose device cannot take

@@ -35,6 +35,7 @@ pub use service::{RequestLog, RequestRecord};
 pub use shaping::Shaping;
 pub use store::{
     ChecksumAlgorithm, PendingUpload, Store, StoredChecksum, StoredObject, Writer, generate_bytes, safetensors_bytes,
+    safetensors_with,
 };
 pub use tls::Tls;
 

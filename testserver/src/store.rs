@@ -388,8 +388,6 @@ impl Store {
     }
 }
 
-/// Deterministic, incompressible bytes: a splitmix64 stream seeded by `seed`.
-/// Fast enough (several GB/s) to generate multi-GiB benchmark objects.
 /// A well-formed safetensors file of exactly `len` bytes (at least 136): one
 /// U8 tensor holding [`generate_bytes`] data, its JSON header padded with
 /// spaces to 128 bytes, as the format allows. For tests of files that
@@ -406,6 +404,45 @@ pub fn safetensors_bytes(len: usize, seed: u64) -> Bytes {
     Bytes::from(out)
 }
 
+/// A well-formed safetensors file holding `tensors` (name, dtype, shape), in
+/// that order, their data [`generate_bytes`] from `seed`: a shard of a model
+/// as a training framework writes it, for demos and tests of whole model
+/// layouts. Panics on a dtype it does not know.
+pub fn safetensors_with(tensors: &[(&str, &str, &[u64])], seed: u64) -> Bytes {
+    let mut header = String::from("{");
+    let mut at = 0u64;
+    for (i, (name, dtype, shape)) in tensors.iter().enumerate() {
+        let size: u64 = match *dtype {
+            "U8" | "I8" | "BOOL" => 1,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "F32" | "I32" | "U32" => 4,
+            "F64" | "I64" | "U64" => 8,
+            other => panic!("no test dtype {other}"),
+        };
+        let len = shape.iter().product::<u64>() * size;
+        let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+        let comma = if i == 0 { "" } else { "," };
+        header.push_str(&format!(
+            r#"{comma}"{name}":{{"dtype":"{dtype}","shape":[{}],"data_offsets":[{at},{}]}}"#,
+            dims.join(","),
+            at + len
+        ));
+        at += len;
+    }
+    header.push_str(r#","__metadata__":{"format":"pt"}}"#);
+    // The format pads the header with spaces to a multiple of 8 bytes.
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + at as usize);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&generate_bytes(at as usize, seed));
+    Bytes::from(out)
+}
+
+/// Deterministic, incompressible bytes: a splitmix64 stream seeded by `seed`.
+/// Fast enough (several GB/s) to generate multi-GiB benchmark objects.
 pub fn generate_bytes(len: usize, seed: u64) -> Bytes {
     let mut out = vec![0u8; len];
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
