@@ -17,11 +17,24 @@
 //! Versions share unchanged files (hard links), so a version must never be
 //! modified in place: serving pods mount the volume read-only.
 //!
-//! `history` in the versions directory lists the versions DEST pointed to, in
-//! order; `s3load rollback` switches back to the one before the current, and
-//! `--keep K` removes versions beyond the K most recent, never the current one
-//! nor the one just switched away from (readers that resolved DEST before the
-//! switch may still be reading it), and builds no run is working on.
+//! `history` in the versions directory lists the switches, in order: `ID` for
+//! a build switched to, `rollback ID` for a rollback. Replayed, it is a stack
+//! of versions: a build pushes, a rollback pops, so `s3load rollback` goes to
+//! the version before the current one and repeated rollbacks walk back.
+//! `--keep K` removes versions beyond the K most recently used, never the
+//! current one nor the one just switched away from (readers that resolved DEST
+//! before the switch may still be reading it).
+//!
+//! Loaders and rollbacks of one DEST may overlap (two replicas of a
+//! Deployment, an operator rolling back during a build): each takes the
+//! versions' lock (`.NAME.versions/.lock`, `flock`) and holds it from before
+//! it lists the source until after it has switched and pruned, so they run one
+//! after the other. A build lists once, under the lock, names the version
+//! after that listing and fills the version from it; an object that changed
+//! since it was listed fails the build (the engine is pinned) rather than
+//! filling the version with bytes its name does not stand for. Under the lock
+//! the link is read again just before the switch, so the version replaced is
+//! the one DEST pointed to at that moment, and it is never pruned.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -37,6 +50,15 @@ use crate::transfer::Durability;
 use crate::url::S3Url;
 
 const HISTORY: &str = "history";
+/// The versions' lock, in the versions directory (see the module's note).
+const LOCK: &str = ".lock";
+/// How a rollback is written in the history: `rollback ID`.
+const ROLLBACK: &str = "rollback ";
+
+/// The versions' lock, held until dropped.
+pub(super) struct VersionsLock {
+    _file: std::fs::File,
+}
 
 /// The versions of one DEST.
 pub(super) struct Versions {
@@ -102,17 +124,83 @@ impl Versions {
         self.dir.join(id)
     }
 
+    /// Takes the versions' lock, waiting (and saying so) while another run
+    /// of this DEST holds it. Creates the versions directory.
+    pub async fn lock(&self) -> Result<VersionsLock, Error> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, "creating directory", e))?;
+        let file = self.lock_file()?;
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            return Ok(VersionsLock { _file: file });
+        }
+        crate::output::stderr_line(
+            "INFO",
+            &format!(
+                "waiting for another run on {} to finish (a build, a rollback or a prune holds {})",
+                self.link.display(),
+                self.dir.join(LOCK).display()
+            ),
+            serde_json::json!({"waiting_for": self.dir.join(LOCK)}),
+        );
+        let lock_path = self.dir.join(LOCK);
+        tokio::task::spawn_blocking(move || {
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+                .map(|()| VersionsLock { _file: file })
+                .map_err(|e| Error::io(&lock_path, "locking", e.into()))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("waiting for the versions' lock: {e}")))?
+    }
+
+    fn lock_file(&self) -> Result<std::fs::File, Error> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join(LOCK);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "opening the versions' lock", e))
+    }
+
+    /// [`Versions::lock`] for a caller that may block its thread (`rollback`).
+    pub fn lock_blocking(&self) -> Result<VersionsLock, Error> {
+        let file = self.lock_file()?;
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            crate::output::stderr_line(
+                "INFO",
+                &format!("waiting for another run on {} to finish", self.link.display()),
+                serde_json::json!({"waiting_for": self.dir.join(LOCK)}),
+            );
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| Error::io(self.dir.join(LOCK), "locking", e.into()))?;
+        }
+        Ok(VersionsLock { _file: file })
+    }
+
     /// Points DEST at version `id` with one rename of a new link over it, then
-    /// makes that durable and notes it in the history.
-    pub fn switch(&self, id: &str) -> Result<(), Error> {
+    /// makes that durable and notes it in the history (as a rollback when
+    /// `rollback`). The new link's name is random, and made only where nothing
+    /// stands: pods sharing a volume all run as PID 1.
+    pub fn switch(&self, id: &str, rollback: bool) -> Result<(), Error> {
         let parent = self.dir.parent().unwrap_or(Path::new("."));
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(self.link.file_name().unwrap_or_default());
-        tmp_name.push(format!(".link-{}", std::process::id()));
-        let tmp = parent.join(tmp_name);
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(format!("{}/{id}", self.dir_name), &tmp)
-            .map_err(|e| Error::io(&tmp, "making the new link", e))?;
+        let target = format!("{}/{id}", self.dir_name);
+        let mut made = None;
+        for _ in 0..8 {
+            let mut tmp_name = OsString::from(".");
+            tmp_name.push(self.link.file_name().unwrap_or_default());
+            tmp_name.push(format!(".link-{}", crate::localfs::unique_suffix()));
+            let tmp = parent.join(tmp_name);
+            match std::os::unix::fs::symlink(&target, &tmp) {
+                Ok(()) => {
+                    made = Some(tmp);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&tmp, "making the new link", e)),
+            }
+        }
+        let tmp = made.ok_or_else(|| Error::Internal("no free name for the new link after 8 tries".into()))?;
         std::fs::rename(&tmp, &self.link).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             Error::io(&self.link, "switching the link", e)
@@ -125,14 +213,34 @@ impl Versions {
             .custom_flags(libc::O_NOFOLLOW)
             .open(self.dir.join(HISTORY))
             .map_err(|e| Error::io(self.dir.join(HISTORY), "opening", e))?;
-        history.write_all(format!("{id}\n").as_bytes()).map_err(|e| Error::io(self.dir.join(HISTORY), "writing", e))?;
+        let line = if rollback { format!("{ROLLBACK}{id}\n") } else { format!("{id}\n") };
+        history.write_all(line.as_bytes()).map_err(|e| Error::io(self.dir.join(HISTORY), "writing", e))?;
         Ok(())
+    }
+
+    /// The switches, oldest first: (version, whether it was a rollback).
+    fn switches(&self) -> Vec<(String, bool)> {
+        let text = std::fs::read_to_string(self.dir.join(HISTORY)).unwrap_or_default();
+        text.lines()
+            .map(|l| match l.strip_prefix(ROLLBACK) {
+                Some(id) => (id, true),
+                None => (l, false),
+            })
+            .filter(|(id, _)| valid_id(id))
+            .map(|(id, back)| (id.to_string(), back))
+            .collect()
     }
 
     /// The versions DEST pointed to, oldest first.
     pub fn history(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(self.dir.join(HISTORY)).unwrap_or_default();
-        text.lines().filter(|l| valid_id(l)).map(str::to_string).collect()
+        self.switches().into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// The history replayed as a stack: a build pushes its version, a
+    /// rollback pops back to the version it went to. The top is the version
+    /// DEST points to (when the history is whole).
+    pub fn stack(&self) -> Vec<String> {
+        versions_stack(&self.switches())
     }
 
     /// Complete versions on disk, most recently used first (by the history;
@@ -198,6 +306,21 @@ impl Versions {
         }
         removed
     }
+}
+
+/// The stack of versions that `switches` (oldest first) leave.
+fn versions_stack(switches: &[(String, bool)]) -> Vec<String> {
+    let mut stack: Vec<String> = Vec::new();
+    for (id, rollback) in switches {
+        if *rollback && stack.contains(id) {
+            while stack.last() != Some(id) {
+                stack.pop();
+            }
+        } else if stack.last() != Some(id) {
+            stack.push(id.clone());
+        }
+    }
+    stack
 }
 
 /// Whether `path` is a directory s3load may write into: `false` when it does
@@ -285,17 +408,22 @@ pub(super) async fn sync(
         return Err(Error::Usage("--atomic cannot be combined with --shard or --dry-run yet".into()));
     }
     let versions = Versions::at(&dest)?;
-    let current = versions.current()?;
+    // A DEST that is not ours is refused before anything is made.
+    versions.current()?;
     let store = super::connect(cfg, Some(&src.bucket)).await?;
+    // From here to the end (list, build, switch, prune), no other run of this
+    // DEST builds, rolls back or prunes.
+    let _lock = versions.lock().await?;
+    // One listing: the version is named after it and filled from it.
+    let mut listed = crate::plan::list_source(store.as_ref(), &src).await?;
+    listed.objects.retain(|_, o| filters.selects(o.rel));
     let id = match &atomic.version_id {
         Some(id) => id.clone(),
-        None => {
-            let mut listed = crate::plan::list_source(store.as_ref(), &src).await?;
-            listed.objects.retain(|_, o| filters.selects(o.rel));
-            content_id(&listed.objects)
-        }
+        None => content_id(&listed.objects),
     };
-    if current.as_deref() == Some(id.as_str()) {
+    let current = versions.current()?;
+    let ready = versions.path(&id);
+    if current.as_deref() == Some(id.as_str()) && real_dir(&ready)? {
         output::stderr_line(
             "INFO",
             &format!("{} is at version {id} already: nothing to do", dest.display()),
@@ -303,12 +431,12 @@ pub(super) async fn sync(
         );
         return Ok(exit_code::SUCCESS);
     }
-    std::fs::create_dir_all(&versions.dir).map_err(|e| Error::io(&versions.dir, "creating directory", e))?;
-    let ready = versions.path(&id);
     if !real_dir(&ready)? {
         let build = versions.dir.join(format!(".{id}.partial"));
+        // A DEST whose version directory is gone (removed by hand) has
+        // nothing to link from: the build fetches everything.
         if !real_dir(&build)?
-            && let Some(cur) = &current
+            && let Some(cur) = current.as_deref().filter(|c| real_dir(&versions.path(c)).unwrap_or(false))
         {
             link_tree(&versions.path(cur), &build)?;
         }
@@ -317,8 +445,12 @@ pub(super) async fn sync(
             // The switch must not point at files a crash could lose.
             cfg.engine.durability = Durability::Syncfs;
         }
+        // What the version is named after is what it holds.
+        cfg.engine.pinned = true;
         let opts = SyncOptions { delete: true, max_delete: None, ..opts.clone() };
-        let code = super::download::download(src, build.clone(), filters, Some(&opts), &cfg, out).await?;
+        let code =
+            super::download::download_from(store, Some(listed), src, build.clone(), filters, Some(&opts), &cfg, out)
+                .await?;
         if code != exit_code::SUCCESS {
             output::error_line(&format!(
                 "ERROR not switching {}: version {id} is incomplete (kept in {} to resume; run again)",
@@ -330,15 +462,18 @@ pub(super) async fn sync(
         std::fs::rename(&build, &ready).map_err(|e| Error::io(&ready, "completing the version", e))?;
         sync_dir(&versions.dir)?;
     }
-    versions.switch(&id)?;
-    let was = current.as_deref().unwrap_or("none");
+    // Read again just before the switch: the version replaced is the one DEST
+    // points to now.
+    let replaced = versions.current()?;
+    versions.switch(&id, false)?;
+    let was = replaced.as_deref().unwrap_or("none");
     output::stderr_line(
         "INFO",
         &format!("switched {} to version {id} (was {was})", dest.display()),
-        serde_json::json!({"version": id, "previous": current}),
+        serde_json::json!({"version": id, "previous": replaced}),
     );
     if let Some(keep) = atomic.keep {
-        let removed = versions.prune(keep, &id, current.as_deref());
+        let removed = versions.prune(keep, &id, replaced.as_deref());
         if !removed.is_empty() {
             tracing::info!(removed = ?removed, "removed old versions (--keep {keep})");
         }
@@ -346,27 +481,37 @@ pub(super) async fn sync(
     Ok(exit_code::SUCCESS)
 }
 
-/// `s3load rollback DEST`: back to the version before the current one.
+/// `s3load rollback DEST`: back to the version before the current one in the
+/// history (replayed as a stack: repeated rollbacks walk back), skipping
+/// versions no longer kept.
 pub(super) fn rollback(dest: &Path) -> Result<u8, Error> {
     let versions = Versions::at(dest)?;
+    if versions.current()?.is_none() {
+        return Err(Error::Refused(format!("{}: no version to roll back from", dest.display())));
+    }
+    let _lock = versions.lock_blocking()?;
     let Some(current) = versions.current()? else {
         return Err(Error::Refused(format!("{}: no version to roll back from", dest.display())));
     };
-    let history = versions.history();
     let complete = versions.complete();
-    let before = history
-        .iter()
+    let mut stack = versions.stack();
+    if stack.last() != Some(&current) {
+        // DEST was switched by hand, or the history was lost: the current
+        // version is the top.
+        stack.push(current.clone());
+    }
+    stack.pop();
+    let before = stack
+        .into_iter()
         .rev()
-        .skip_while(|h| **h != current)
-        .find(|h| **h != current && complete.contains(h))
+        .find(|id| *id != current && complete.contains(id))
         .ok_or_else(|| {
             Error::Refused(format!(
                 "{}: no earlier version is kept to roll back to (see s3load versions)",
                 dest.display()
             ))
-        })?
-        .clone();
-    versions.switch(&before)?;
+        })?;
+    versions.switch(&before, true)?;
     output::stderr_line(
         "INFO",
         &format!("switched {} back to version {before} (was {current})", dest.display()),
@@ -390,6 +535,29 @@ pub(super) fn list(dest: &Path) -> Result<u8, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_history_replays_as_a_stack_so_rollbacks_walk_back() {
+        let h = |lines: &[&str]| {
+            let switches: Vec<(String, bool)> = lines
+                .iter()
+                .map(|l| match l.strip_prefix(ROLLBACK) {
+                    Some(id) => (id.to_string(), true),
+                    None => (l.to_string(), false),
+                })
+                .collect();
+            versions_stack(&switches)
+        };
+        assert_eq!(h(&["v1", "v2", "v3"]), ["v1", "v2", "v3"]);
+        assert_eq!(h(&["v1", "v2", "v3", "rollback v2"]), ["v1", "v2"]);
+        assert_eq!(h(&["v1", "v2", "v3", "rollback v2", "rollback v1"]), ["v1"]);
+        assert_eq!(h(&["v1", "v2", "v3", "rollback v2", "v4"]), ["v1", "v2", "v4"]);
+        // A build switching back to an old version pushes it again.
+        assert_eq!(h(&["v1", "v2", "v1"]), ["v1", "v2", "v1"]);
+        // A rollback to a version the stack does not hold (history cut short).
+        assert_eq!(h(&["v3", "rollback v2"]), ["v3", "v2"]);
+        assert_eq!(h(&["v1", "v1"]), ["v1"]);
+    }
 
     #[test]
     fn version_ids_cannot_leave_the_versions_directory() {

@@ -51,6 +51,24 @@ pub(super) async fn download(
     out: Output,
 ) -> Result<u8, Error> {
     let store = super::connect(cfg, Some(&src.bucket)).await?;
+    download_from(store, None, src, dst, filters, sync, cfg, out).await
+}
+
+/// [`download`] from a store already connected; with `listing`, from that
+/// listing of the source rather than a new one (an atomic build lists once,
+/// names the version after that listing and fills the version from it, all
+/// under the versions' lock).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn download_from(
+    store: Arc<dyn crate::store::ObjectStore>,
+    listing: Option<plan::SourceListing>,
+    src: S3Url,
+    dst: PathBuf,
+    filters: &Filters,
+    sync: Option<&SyncOptions>,
+    cfg: &Config,
+    out: Output,
+) -> Result<u8, Error> {
     let batch = src.is_batch();
     // What s3load recorded in the destination (batch runs only: a single file's
     // parent directory is not s3load's to write a record into), under the
@@ -65,14 +83,18 @@ pub(super) async fn download(
         (true, false, true) => Some(Arc::new(StateStore::open(&dst, cfg.shard).await?)),
         _ => None,
     };
-    let mut listed = plan::list_source(store.as_ref(), &src).await?;
+    let given = listing.is_some();
+    let mut listed = match listing {
+        Some(l) => l,
+        None => plan::list_source(store.as_ref(), &src).await?,
+    };
     let state = match (batch, cfg.dry_run, locked_first) {
         (_, _, Some(s)) => Some(s),
         (false, _, None) => None,
         (true, true, None) => Some(Arc::new(StateStore::read_only(&dst))),
         (true, false, None) => {
             let s = StateStore::open(&dst, cfg.shard).await?;
-            if s.waited() || !s.is_empty() {
+            if !given && (s.waited() || !s.is_empty()) {
                 tracing::info!("another run wrote into the destination since it was listed: listing again");
                 listed = plan::list_source(store.as_ref(), &src).await?;
             }

@@ -121,7 +121,7 @@ impl NameFolding {
 pub fn name_folding(dir: &Path) -> NameFolding {
     let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
     let Ok(d) = rustix::fs::open(dir, flags, Mode::empty()) else { return NameFolding::default() };
-    let stem = format!(".s3load-probe-{}-", std::process::id());
+    let stem = format!(".s3load-probe-{}-", unique_suffix());
     let probe = format!("{stem}a\u{e9}");
     let create = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     if rustix::fs::openat(&d, probe.as_str(), create, Mode::from_raw_mode(0o600)).is_err() {
@@ -132,6 +132,20 @@ pub fn name_folding(dir: &Path) -> NameFolding {
     let folding = NameFolding { case: exists(&format!("{stem}A\u{e9}")), unicode: exists(&format!("{stem}ae\u{301}")) };
     let _ = rustix::fs::unlinkat(&d, probe.as_str(), AtFlags::empty());
     folding
+}
+
+/// 16 random hex digits, for the names of files s3load makes beside others'
+/// (a probe, a new link): every pod's main process is PID 1, so a PID does
+/// not tell two pods on one volume apart. Callers still create with `O_EXCL`
+/// (or `symlink`, which never replaces).
+pub fn unique_suffix() -> String {
+    let mut b = [0u8; 8];
+    if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).map_or(true, |n| n < b.len()) {
+        // No random source: the time and PID differ between runs in practice.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b = (t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 40)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Fails when `needed` bytes do not fit in the space available at `dest`.

@@ -71,6 +71,11 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                         // run that found it changed: the other shards may have
                         // finished their pieces of the version they listed,
                         // and would never write theirs of this one.
+                        Ok(Ok(meta)) if cfg.pinned && meta.etag != job.etag => {
+                            let outcome = Err(changed_since_listed(&job, &meta));
+                            reporter.finished(&*job, &outcome);
+                            outcomes[i] = Some(outcome);
+                        }
                         Ok(Ok(meta)) => pending.push((i, Box::new(Download { piece: None, ..job.refreshed(meta) }))),
                         Ok(Err(he)) => {
                             let outcome = Err(Error::object(&job.bucket, &job.key, None, he));
@@ -143,6 +148,10 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
             }
         };
         match head {
+            Ok(meta) if cfg.pinned && meta.etag != job.etag => {
+                let e = changed_since_listed(&job, &meta);
+                return Err((job, e));
+            }
             Ok(meta) => *job = job.refreshed(meta),
             Err(e) => {
                 let e = Error::object(&job.bucket, &job.key, None, e);
@@ -175,6 +184,18 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
         }
     }
     Ok(job)
+}
+
+/// An object of a pinned run ([`EngineConfig::pinned`]) that is no longer
+/// the one listed.
+fn changed_since_listed(job: &Download, now: &crate::store::ObjectMeta) -> Error {
+    Error::Refused(format!(
+        "{}: changed since it was listed (ETag {} now, {} listed); a version holds exactly what it was named \
+         after, so this one is not switched: run again to build the new content",
+        job.source_url(),
+        now.etag.as_deref().unwrap_or("none"),
+        job.etag.as_deref().unwrap_or("none"),
+    ))
 }
 
 async fn upload_layout(env: &Engine, job: &Download) -> Result<Option<PartLayout>, crate::error::StoreError> {

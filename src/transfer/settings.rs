@@ -59,6 +59,10 @@ pub struct EngineConfig {
     pub stall_timeout: Duration,
     /// Times an object is fetched again whole after it changed or failed its checksum.
     pub max_restarts: u32,
+    /// An object that changed since it was listed fails instead of being
+    /// fetched again with its new identity: a run whose result is named after
+    /// its listing (an `--atomic` version) must hold exactly what it listed.
+    pub pinned: bool,
     pub verify: VerifyMode,
     /// `--check-model`: safetensors headers checked before commit.
     pub check_model: crate::model::CheckModel,
@@ -86,6 +90,7 @@ impl Default for EngineConfig {
             retry_budget: 1000,
             stall_timeout: Duration::from_secs(30),
             max_restarts: 3,
+            pinned: false,
             verify: VerifyMode::Auto,
             check_model: crate::model::CheckModel::Auto,
             durability: Durability::Off,

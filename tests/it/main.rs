@@ -16,6 +16,7 @@ mod localfs;
 mod manifests;
 mod model;
 mod output;
+mod overlap;
 mod profiles;
 mod resume;
 mod safety;

@@ -10,7 +10,8 @@
 //! are applied by the operation in `service.rs`; failures inside the body (a cut,
 //! a stall, a flipped byte) by the body stream in `shaping.rs`.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -64,6 +65,73 @@ pub enum Fault {
     /// Answer 403 AccessDenied to requests that name a version (a role with
     /// `s3:GetObject` but not `s3:GetObjectVersion`).
     DenyVersions,
+    /// Hold the request before it is served until the test opens the gate:
+    /// the client is paused at that request, for as long as the test needs
+    /// (a race window held open, not a sleep).
+    Hold(Gate),
+    /// ListObjectsV2: read the page, then hold the answer until the test opens
+    /// the gate (the client gets a listing as old as the test makes it).
+    HoldAnswer(Gate),
+}
+
+/// Requests held by [`Fault::Hold`] until [`Gate::open`].
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<GateState>);
+
+#[derive(Debug)]
+struct GateState {
+    reached: AtomicU64,
+    arrived: tokio::sync::Notify,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate::new()
+    }
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        Gate(Arc::new(GateState {
+            reached: AtomicU64::new(0),
+            arrived: tokio::sync::Notify::new(),
+            open: tokio::sync::watch::Sender::new(false),
+        }))
+    }
+
+    /// Waits until `n` requests have reached the gate; panics after 30 s.
+    pub async fn reached(&self, n: u64) {
+        let wait = async {
+            loop {
+                let arrived = self.0.arrived.notified();
+                if self.0.reached.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                arrived.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| panic!("{n} requests did not reach the gate within 30 s"));
+    }
+
+    /// How many requests have reached the gate.
+    pub fn count(&self) -> u64 {
+        self.0.reached.load(Ordering::SeqCst)
+    }
+
+    /// Lets every held request (and every later one) through.
+    pub fn open(&self) {
+        self.0.open.send_replace(true);
+    }
+
+    pub(crate) async fn pass(&self) {
+        let mut open = self.0.open.subscribe();
+        self.0.reached.fetch_add(1, Ordering::SeqCst);
+        self.0.arrived.notify_waiters();
+        let _ = open.wait_for(|o| *o).await;
+    }
 }
 
 /// Which of the matching requests a rule fires on.

@@ -122,6 +122,10 @@ impl Service {
                 tokio::time::sleep(d).await;
                 Ok(None)
             }
+            Some(Fault::Hold(gate)) => {
+                gate.pass().await;
+                Ok(None)
+            }
             Some(f) => Ok(Some(f)),
         }
     }
@@ -409,6 +413,9 @@ impl S3 for Service {
         }
         if let Some(Fault::AnswerLate(d)) = fault {
             tokio::time::sleep(d).await;
+        }
+        if let Some(Fault::HoldAnswer(gate)) = &fault {
+            gate.pass().await;
         }
         let next_continuation_token = match fault {
             Some(Fault::TruncatedWithoutToken) => None,

@@ -1,0 +1,270 @@
+//! Runs that overlap on one destination: atomic loaders, rollbacks and
+//! `--keep` at once (reliability cases 44 onward). Each race window is held
+//! open by the test server ([`Gate`]): one process is paused at a request
+//! while the other does its worst, then let go. No sleeps.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use s3load_testserver::{Fault, Gate, Rule, When, generate_bytes, safetensors_bytes};
+use tokio::io::AsyncBufReadExt;
+
+use crate::harness::{Harness, files_under};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+type Tree = BTreeMap<String, Vec<u8>>;
+
+/// A small model; `v` changes the config and the second shard.
+fn model(v: u64) -> Tree {
+    let mut t = Tree::new();
+    t.insert("config.json".into(), format!("{{\"v\": {v}}}").into_bytes());
+    t.insert("model-1.safetensors".into(), safetensors_bytes(300_000, 1).to_vec());
+    t.insert("model-2.safetensors".into(), safetensors_bytes(400_000, 10 + v).to_vec());
+    t.insert("tokenizer.json".into(), generate_bytes(20_000, 3).to_vec());
+    t
+}
+
+fn put_tree(h: &Harness, prefix: &str, tree: &Tree) {
+    for (rel, data) in tree {
+        h.put(&format!("{prefix}{rel}"), data.clone());
+    }
+}
+
+fn read_tree(dir: &Path) -> Tree {
+    files_under(dir).into_iter().map(|rel| (rel.clone(), std::fs::read(dir.join(&rel)).unwrap())).collect()
+}
+
+/// The version DEST points to (the last part of its link).
+fn live(dest: &Path) -> String {
+    let target = std::fs::read_link(dest).unwrap();
+    target.file_name().unwrap().to_str().unwrap().to_string()
+}
+
+/// A running s3load whose stderr is read as it comes.
+struct Watched {
+    child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Watched {
+    fn start(h: &Harness, args: &[&str]) -> Watched {
+        let mut child = h.spawn(args);
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let into = lines.clone();
+        let reader = tokio::spawn(async move {
+            let mut r = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                into.lock().unwrap().push(l);
+            }
+        });
+        Watched { child, lines, reader }
+    }
+
+    /// Waits (up to 20 s) for a line of stderr containing `what`.
+    async fn wait_for(&self, what: &str) {
+        let t = std::time::Instant::now();
+        while !self.lines.lock().unwrap().iter().any(|l| l.contains(what)) {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "no line saying {what:?} within 20 s; stderr so far:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits for the exit; returns the code and the whole of stderr.
+    async fn finish(mut self) -> (i32, String) {
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.expect("exits").unwrap();
+        let _ = self.reader.await;
+        (status.code().unwrap_or(-1), self.lines.lock().unwrap().join("\n"))
+    }
+}
+
+/// DEST at version 1 (`m1/`), then version 2 (`m2/`); `m3/` holds version 3.
+async fn two_versions() -> (Harness, PathBuf, String, String) {
+    let h = Harness::new().await;
+    for v in 1..=3 {
+        put_tree(&h, &format!("m{v}/"), &model(v));
+    }
+    let dest = h.path("m");
+    h.run(&["sync", "--atomic", "s3://bucket/m1/*", s(&dest)]).await.assert_ok();
+    let v1 = live(&dest);
+    h.run(&["sync", "--atomic", "s3://bucket/m2/*", s(&dest)]).await.assert_ok();
+    let v2 = live(&dest);
+    (h, dest, v1, v2)
+}
+
+/// Holds every GET of `key` until the gate opens.
+fn hold_gets(h: &Harness, key: &str) -> Gate {
+    let gate = Gate::new();
+    h.server.faults().add(Rule::new("GetObject", When::Always, Fault::Hold(gate.clone())).for_key(key));
+    gate
+}
+
+// Case 44: two loaders of the same version at once. The second waits for the
+// first (one lock per DEST across the whole build), then finds the version
+// complete and live: exit 0, nothing fetched, nothing left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_44_a_second_loader_of_the_same_version_waits_then_has_nothing_to_do() {
+    let (h, dest, _v1, v2) = two_versions().await;
+    let gate = hold_gets(&h, "m3/model-2.safetensors");
+    let first = Watched::start(&h, &["sync", "--atomic", "s3://bucket/m3/*", s(&dest)]);
+    gate.reached(1).await;
+    let second = Watched::start(&h, &["sync", "--atomic", "s3://bucket/m3/*", s(&dest)]);
+    second.wait_for("waiting for another run").await;
+    assert_eq!(live(&dest), v2, "nothing switched while the first is held");
+    gate.open();
+    let (code, err) = first.finish().await;
+    assert_eq!(code, 0, "{err}");
+    let v3 = live(&dest);
+    let gets_first = h.server.log().count("GetObject");
+    let (code, err) = second.finish().await;
+    assert_eq!(code, 0, "the second loader: {err}");
+    assert!(err.contains(&format!("at version {v3} already: nothing to do")), "{err}");
+    assert_eq!(h.server.log().count("GetObject"), gets_first, "the second fetched nothing");
+    assert_eq!(read_tree(&dest), model(3));
+    let left: Vec<String> = std::fs::read_dir(h.path(".m.versions"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "no build left behind: {left:?}");
+}
+
+// Case 45: a rollback during a build. The rollback waits for the build (the
+// same lock); the build's message names the version it actually replaced, and
+// `--keep 1` keeps that one; the rollback then goes back from the new
+// version to it. DEST never points to a removed version.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_45_a_rollback_during_a_build_waits_and_keep_spares_the_version_in_use() {
+    let (h, dest, v1, v2) = two_versions().await;
+    let gate = hold_gets(&h, "m3/model-2.safetensors");
+    let build = Watched::start(&h, &["sync", "--atomic", "--keep", "1", "s3://bucket/m3/*", s(&dest)]);
+    gate.reached(1).await;
+    let rollback = Watched::start(&h, &["rollback", s(&dest)]);
+    rollback.wait_for("waiting for another run").await;
+    assert_eq!(live(&dest), v2, "the rollback has not run yet");
+    gate.open();
+    let (code, err) = build.finish().await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("(was {v2})")), "the build names the version it replaced: {err}");
+    let (code, err) = rollback.finish().await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("back to version {v2} (was ")), "{err}");
+    assert_eq!(live(&dest), v2);
+    assert_eq!(read_tree(&dest), model(2), "DEST resolves to a whole version");
+    assert!(!h.path(&format!(".m.versions/{v1}")).exists(), "--keep 1 removed the version no one used");
+}
+
+// Case 46: a version is named after the listing it is built from. An object
+// added after the listing is not in the version (a later run builds the next
+// one); an object replaced after the listing fails the build, naming it, and
+// nothing is switched.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_46_a_version_holds_exactly_the_listing_it_is_named_after() {
+    let (h, dest, _v1, v2) = two_versions().await;
+    let gate = Gate::new();
+    h.server.faults().add(Rule::new("ListObjectsV2", When::Nth(1), Fault::HoldAnswer(gate.clone())));
+    let build = Watched::start(&h, &["sync", "--atomic", "s3://bucket/m3/*", s(&dest)]);
+    gate.reached(1).await;
+    // Published while the loader holds its listing.
+    h.put("m3/added.json", b"{}".to_vec());
+    gate.open();
+    let (code, err) = build.finish().await;
+    assert_eq!(code, 0, "{err}");
+    let v3 = live(&dest);
+    assert_eq!(read_tree(&dest), model(3), "version {v3} holds what its listing held, not the later object");
+    assert_eq!(h.server.log().count("ListObjectsV2"), 3, "one listing for each of the three builds");
+    // The next run sees the new object: a new version.
+    h.run(&["sync", "--atomic", "s3://bucket/m3/*", s(&dest)]).await.assert_ok();
+    assert_ne!(live(&dest), v3);
+    assert!(read_tree(&dest).contains_key("added.json"));
+
+    // Replaced between the listing and the download: refused, not switched.
+    h.run(&["sync", "--atomic", "s3://bucket/m2/*", s(&dest)]).await.assert_ok();
+    assert_eq!(live(&dest), v2);
+    put_tree(&h, "m4/", &model(4));
+    let gate = Gate::new();
+    h.server.faults().add(Rule::new("ListObjectsV2", When::Nth(1), Fault::HoldAnswer(gate.clone())));
+    let build = Watched::start(&h, &["sync", "--atomic", "s3://bucket/m4/*", s(&dest)]);
+    gate.reached(1).await;
+    h.put("m4/model-2.safetensors", safetensors_bytes(400_000, 99).to_vec());
+    gate.open();
+    let (code, err) = build.finish().await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("m4/model-2.safetensors: changed since it was listed"), "{err}");
+    assert_eq!(live(&dest), v2, "nothing switched");
+}
+
+// Case 47: DEST whose version directory was removed by hand is rebuilt, not
+// reported as "at version already".
+#[tokio::test(flavor = "multi_thread")]
+async fn case_47_a_dangling_dest_is_rebuilt() {
+    let (h, dest, _v1, v2) = two_versions().await;
+    std::fs::remove_dir_all(h.path(&format!(".m.versions/{v2}"))).unwrap();
+    assert!(std::fs::metadata(&dest).is_err(), "DEST dangles");
+    let run = h.run(&["sync", "--atomic", "s3://bucket/m2/*", s(&dest)]).await;
+    run.assert_ok();
+    assert!(!run.stderr.contains("nothing to do"), "{}", run.stderr);
+    assert_eq!(live(&dest), v2);
+    assert_eq!(read_tree(&dest), model(2));
+}
+
+// Case 48: rollback walks back through the history: v1 v2 v3, rollback, rollback
+// gives v1 (not v3 again); a third finds nothing earlier.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_48_repeated_rollbacks_walk_back() {
+    let (h, dest, v1, v2) = two_versions().await;
+    h.run(&["sync", "--atomic", "s3://bucket/m3/*", s(&dest)]).await.assert_ok();
+    let v3 = live(&dest);
+    let back = h.run(&["rollback", s(&dest)]).await;
+    back.assert_ok();
+    assert!(back.stderr.contains(&format!("back to version {v2} (was {v3})")), "{}", back.stderr);
+    let back = h.run(&["rollback", s(&dest)]).await;
+    back.assert_ok();
+    assert!(back.stderr.contains(&format!("back to version {v1} (was {v2})")), "{}", back.stderr);
+    assert_eq!(read_tree(&dest), model(1));
+    let none = h.run(&["rollback", s(&dest)]).await;
+    assert_ne!(none.code, 0);
+    assert!(none.stderr.contains("no earlier version"), "{}", none.stderr);
+    assert_eq!(live(&dest), v1);
+    // A new build after rollbacks is rolled back from to where DEST was.
+    h.run(&["sync", "--atomic", "s3://bucket/m3/*", s(&dest)]).await.assert_ok();
+    h.run(&["rollback", s(&dest)]).await.assert_ok();
+    assert_eq!(live(&dest), v1);
+}
+
+// Case 49: names of files made beside others' are unique across pods, whose
+// main process is PID 1 in each: a loader running as PID 1 leaves another
+// pod's link in the making (`.m.link-...`) alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_49_a_loader_running_as_pid_1_leaves_another_pods_new_link_alone() {
+    let (h, dest, _v1, _v2) = two_versions().await;
+    let theirs = h.path(".m.link-1");
+    std::os::unix::fs::symlink(".m.versions/someone-elses", &theirs).unwrap();
+    let endpoint = h.server.endpoint_url();
+    let args = [
+        "--pid",
+        "--fork",
+        env!("CARGO_BIN_EXE_s3load"),
+        "--endpoint-url",
+        &endpoint,
+        "sync",
+        "--atomic",
+        "s3://bucket/m3/*",
+        s(&dest),
+    ];
+    let run = h.command("unshare", &args, &h.server.client_env()).await;
+    run.assert_ok();
+    assert_eq!(read_tree(&dest), model(3));
+    assert_eq!(std::fs::read_link(&theirs).unwrap(), Path::new(".m.versions/someone-elses"), "left alone");
+}
