@@ -20,6 +20,9 @@ pub mod exit_code {
     pub const SETUP: u8 = 3;
     /// Stopped by SIGINT (128 + 2, as shells report it).
     pub const INTERRUPTED: u8 = 130;
+    /// The reader of stdout went away (128 + SIGPIPE, what a shell shows for
+    /// a `cat` killed by a closed pipe): `s3load ls | head`, quietly.
+    pub const CLOSED_PIPE: u8 = 141;
     /// Stopped by SIGTERM (128 + 15), e.g. a pod being deleted.
     pub const TERMINATED: u8 = 143;
 }
@@ -139,6 +142,9 @@ pub enum Error {
     /// The run was stopped by a signal before this object finished.
     #[error("{0}: interrupted")]
     Interrupted(String),
+    /// Standard output's reader went away: the command ends quietly, 141.
+    #[error("stdout: the reader closed the pipe")]
+    ClosedPipe,
 }
 
 fn io_hint(e: &std::io::Error) -> &'static str {
@@ -205,6 +211,7 @@ impl Error {
     pub fn setup_exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => exit_code::USAGE,
+            Error::ClosedPipe => exit_code::CLOSED_PIPE,
             _ => exit_code::SETUP,
         }
     }

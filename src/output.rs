@@ -81,6 +81,16 @@ impl Output {
     }
 }
 
+/// One line of data on stdout (`ls`, `versions`); [`Error::ClosedPipe`] when
+/// the reader has gone (`| head`), so the command stops quietly with 141.
+pub fn stdout_line(line: &str) -> Result<(), Error> {
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Error::ClosedPipe),
+        Err(e) => Err(Error::io("stdout", "writing", e)),
+    }
+}
+
 static JSON_LOGS: AtomicBool = AtomicBool::new(false);
 
 /// `--log-format json`: every line on stderr is a JSON object.

@@ -501,16 +501,9 @@ pub(super) fn rollback(dest: &Path) -> Result<u8, Error> {
         stack.push(current.clone());
     }
     stack.pop();
-    let before = stack
-        .into_iter()
-        .rev()
-        .find(|id| *id != current && complete.contains(id))
-        .ok_or_else(|| {
-            Error::Refused(format!(
-                "{}: no earlier version is kept to roll back to (see s3load versions)",
-                dest.display()
-            ))
-        })?;
+    let before = stack.into_iter().rev().find(|id| *id != current && complete.contains(id)).ok_or_else(|| {
+        Error::Refused(format!("{}: no earlier version is kept to roll back to (see s3load versions)", dest.display()))
+    })?;
     versions.switch(&before, true)?;
     output::stderr_line(
         "INFO",
@@ -527,7 +520,7 @@ pub(super) fn list(dest: &Path) -> Result<u8, Error> {
     let current = versions.current()?;
     for id in versions.complete() {
         let mark = if current.as_deref() == Some(id.as_str()) { "*" } else { " " };
-        println!("{mark} {id}");
+        output::stdout_line(&format!("{mark} {id}"))?;
     }
     Ok(exit_code::SUCCESS)
 }

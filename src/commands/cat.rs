@@ -14,9 +14,6 @@ use crate::error::{Error, StoreErrorKind, exit_code};
 use crate::transfer::{self, Download, Engine, Hooks, KnownChecksum, Verification};
 use crate::url::S3Url;
 
-/// 128 + SIGPIPE.
-pub const BROKEN_PIPE: u8 = 141;
-
 pub(super) async fn cat(url: S3Url, cfg: &Config) -> Result<u8, Error> {
     if url.is_wildcard() || url.key.is_empty() || url.key.ends_with('/') {
         return Err(Error::Usage(format!(
@@ -57,7 +54,7 @@ pub(super) async fn cat(url: S3Url, cfg: &Config) -> Result<u8, Error> {
         Ok(Verification::Off | Verification::Piece) => Ok(exit_code::SUCCESS),
         Err(Error::Io { source: e, .. }) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             tracing::debug!(object = %source, "the reader closed the pipe");
-            Ok(BROKEN_PIPE)
+            Ok(exit_code::CLOSED_PIPE)
         }
         Err(e @ Error::Unverified(_)) => {
             crate::output::error_line(&format!("ERROR {e}; nothing was written"));

@@ -1,15 +1,17 @@
 //! `ls`: buckets, or the objects and directories under a URL, laid out as s5cmd does.
 
+use std::ops::ControlFlow;
+
 use crate::config::Config;
 use crate::error::{Error, exit_code};
-use crate::plan;
 use crate::url::S3Url;
+use crate::{output, plan};
 
 pub(super) async fn ls(url: Option<S3Url>, cfg: &Config) -> Result<u8, Error> {
     let store = super::connect(cfg, url.as_ref().map(|u| u.bucket.as_str())).await?;
     let Some(url) = url else {
         for b in store.list_buckets().await.map_err(|e| Error::store("listing buckets", e))? {
-            println!("s3://{b}");
+            output::stdout_line(&format!("s3://{b}"))?;
         }
         return Ok(exit_code::SUCCESS);
     };
@@ -17,19 +19,27 @@ pub(super) async fn ls(url: Option<S3Url>, cfg: &Config) -> Result<u8, Error> {
     // Names are shown relative to the directory the URL points into.
     let base = url.prefix.rfind('/').map_or(0, |i| i + 1);
     let mut any = false;
+    let mut written: Result<(), Error> = Ok(());
     plan::list_all(store.as_ref(), &url.bucket, &url.prefix, delimiter, |page| {
-        for p in &page.common_prefixes {
-            any = true;
-            println!("{:>19} {:>12}  {}", "", "DIR", &p[base.min(p.len())..]);
-        }
-        for o in page.objects.iter().filter(|o| url.matches(&o.key)) {
-            any = true;
+        let dirs =
+            page.common_prefixes.iter().map(|p| format!("{:>19} {:>12}  {}", "", "DIR", &p[base.min(p.len())..]));
+        let objects = page.objects.iter().filter(|o| url.matches(&o.key)).map(|o| {
             let when = o.last_modified.map(ls_time).unwrap_or_default();
-            println!("{when:>19} {:>12}  {}", o.size, &o.key[base.min(o.key.len())..]);
+            format!("{when:>19} {:>12}  {}", o.size, &o.key[base.min(o.key.len())..])
+        });
+        for line in dirs.chain(objects) {
+            any = true;
+            written = output::stdout_line(&line);
+            if written.is_err() {
+                // The reader is gone (or stdout failed): no more pages.
+                return ControlFlow::Break(());
+            }
         }
+        ControlFlow::Continue(())
     })
     .await
     .map_err(|e| Error::store(format!("listing {url}"), e))?;
+    written?;
     if !any {
         return Err(Error::Refused(format!("no objects match {url}")));
     }

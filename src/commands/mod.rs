@@ -42,6 +42,10 @@ pub async fn run(cmd: Command, cfg: Config) -> u8 {
     };
     match result {
         Ok(code) => code,
+        Err(Error::ClosedPipe) => {
+            tracing::debug!("the reader of stdout closed the pipe");
+            crate::error::exit_code::CLOSED_PIPE
+        }
         Err(e) => {
             crate::output::error_line(&format!("ERROR {e}"));
             let code = e.setup_exit_code();

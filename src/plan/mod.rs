@@ -49,6 +49,7 @@ pub async fn list_source(store: &dyn ObjectStore, url: &S3Url) -> Result<SourceL
             for o in page.objects.into_iter().filter(|o| url.matches(&o.key)) {
                 take(o, &mut out);
             }
+            std::ops::ControlFlow::Continue(())
         })
         .await
         .map_err(|e| Error::store(format!("listing {url}"), e))?;
@@ -79,13 +80,15 @@ pub async fn list_all(
     bucket: &str,
     prefix: &str,
     delimiter: Option<&str>,
-    mut each: impl FnMut(crate::store::ListPage),
+    mut each: impl FnMut(crate::store::ListPage) -> std::ops::ControlFlow<()>,
 ) -> Result<(), crate::error::StoreError> {
     let mut token: Option<String> = None;
     loop {
         let mut page = store.list_page(bucket, prefix, delimiter, token.clone()).await?;
         let next = page.next.take();
-        each(page);
+        if each(page).is_break() {
+            return Ok(());
+        }
         match next {
             None => return Ok(()),
             Some(t) if token.as_ref() == Some(&t) => {

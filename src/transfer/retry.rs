@@ -54,7 +54,8 @@ pub fn classify(err: &Error) -> Class {
         | Error::Refused(_)
         | Error::Integrity(_)
         | Error::Unverified(_)
-        | Error::Interrupted(_) => Class::Fatal,
+        | Error::Interrupted(_)
+        | Error::ClosedPipe => Class::Fatal,
     }
 }
 

@@ -132,6 +132,25 @@ impl Harness {
         self.command(env!("CARGO_BIN_EXE_s3load"), args, env).await
     }
 
+    /// Runs s3load with its stdout a pipe whose reader has already gone (what
+    /// `| head -0` becomes once head exits): every write fails with EPIPE.
+    pub async fn run_into_closed_pipe(&self, args: &[&str]) -> Run {
+        let endpoint = self.server.endpoint_url();
+        let mut full = vec!["--endpoint-url", endpoint.as_str()];
+        full.extend_from_slice(args);
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut cmd = self.command_for(env!("CARGO_BIN_EXE_s3load"), &full, &self.server.client_env());
+        // (`output()` would make stdout a pipe of its own.)
+        cmd.stdout(std::process::Stdio::from(writer)).stderr(std::process::Stdio::piped());
+        let Output { status, stderr, .. } = cmd.spawn().expect("run s3load").wait_with_output().await.unwrap();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
     /// Starts s3load against the server without waiting for it.
     pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
         let endpoint = self.server.endpoint_url();

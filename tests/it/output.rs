@@ -167,3 +167,26 @@ async fn the_last_line_says_what_happened_on_a_no_op_a_dry_run_and_when_everythi
     let last = failed.stderr.lines().last().unwrap_or_default();
     assert!(last.starts_with("failed: 3 failed (named above), nothing copied, in "), "{}", failed.stderr);
 }
+
+// Case 50: `ls` and `versions` whose reader has gone (`| head -0`) stop
+// quietly with 141, as `cat` does, and `ls` reads no more pages.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_50_ls_and_versions_into_a_closed_pipe_exit_141_quietly() {
+    let h = Harness::new().await;
+    for i in 0..2500 {
+        h.put(&format!("m/{i:05}.json"), b"{}".to_vec());
+    }
+    for args in [&["ls", "s3://bucket/m/"][..], &["ls", "s3://bucket/m/*"], &["ls"]] {
+        h.server.log().clear();
+        let r = h.run_into_closed_pipe(args).await;
+        assert_eq!(r.code, 141, "{args:?}: {r:?}");
+        let said = r.stderr.to_lowercase();
+        assert!(!said.contains("panic") && !said.contains("error"), "{args:?} said nothing: {}", r.stderr);
+        assert!(h.server.log().count("ListObjectsV2") <= 1, "{args:?}: no page read after the reader left");
+    }
+    let dest = h.path("model");
+    h.run(&["sync", "--atomic", "s3://bucket/m/*", dest.to_str().unwrap()]).await.assert_ok();
+    let r = h.run_into_closed_pipe(&["versions", dest.to_str().unwrap()]).await;
+    assert_eq!(r.code, 141, "{r:?}");
+    assert!(!r.stderr.to_lowercase().contains("panic"), "{}", r.stderr);
+}
