@@ -22,6 +22,13 @@ pub(super) async fn cat(url: S3Url, cfg: &Config) -> Result<u8, Error> {
     }
     let store = super::connect(cfg, Some(&url.bucket)).await?;
     let meta = store.head(&url.bucket, &url.key).await.map_err(|e| Error::object(&url.bucket, &url.key, None, e))?;
+    if meta.size > crate::store::MAX_OBJECT_SIZE {
+        return Err(Error::Refused(format!(
+            "{url}: the store states a size of {} bytes, above the largest object S3 allows (5 TiB); nothing was \
+             written (check the endpoint: it is not answering as S3 does)",
+            meta.size
+        )));
+    }
     let job = Download {
         bucket: url.bucket.as_str().into(),
         key: url.key.clone(),

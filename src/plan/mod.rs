@@ -36,6 +36,14 @@ pub async fn list_source(store: &dyn ObjectStore, url: &S3Url) -> Result<SourceL
     let take = |meta: ObjectMeta, out: &mut SourceListing| {
         let rel = url.relative(&meta.key);
         match map_key(rel) {
+            Ok(Mapped::File(_)) if meta.size > crate::store::MAX_OBJECT_SIZE => {
+                let why = format!(
+                    "the store states a size of {} bytes, above the largest object S3 allows (5 TiB); nothing was \
+                     fetched (check the endpoint: it is not answering as S3 does)",
+                    meta.size
+                );
+                out.refused.push((meta.key, why));
+            }
             Ok(Mapped::File(_)) => {
                 let rel_len = rel.len();
                 out.objects.push(meta, rel_len);

@@ -21,6 +21,11 @@ use futures::Stream;
 use crate::error::StoreError;
 use crate::integrity::{Algorithm, Stated};
 
+/// The largest object S3 stores (5 TiB). A store stating more is broken or
+/// hostile: ranges would be planned (and memory counted) for a size no
+/// object has, so such an object is refused by name.
+pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+
 /// What a listing or HEAD tells about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {

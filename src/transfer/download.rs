@@ -131,6 +131,9 @@ type Prepared = Result<Box<Download>, (Box<Download>, Error)>;
 /// `partNumber=1`). Objects fetched in one GET learn their checksum from it.
 pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
     let cfg = &env.cfg;
+    if let Err(e) = within_s3_limit(&job) {
+        return Err((job, e));
+    }
     if cfg.verify == VerifyMode::Off || job.size == 0 {
         return Ok(job);
     }
@@ -152,7 +155,12 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
                 let e = changed_since_listed(&job, &meta);
                 return Err((job, e));
             }
-            Ok(meta) => *job = job.refreshed(meta),
+            Ok(meta) => {
+                *job = job.refreshed(meta);
+                if let Err(e) = within_s3_limit(&job) {
+                    return Err((job, e));
+                }
+            }
             Err(e) => {
                 let e = Error::object(&job.bucket, &job.key, None, e);
                 return Err((job, e));
@@ -184,6 +192,18 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
         }
     }
     Ok(job)
+}
+
+fn within_s3_limit(job: &Download) -> Result<(), Error> {
+    if job.size <= crate::store::MAX_OBJECT_SIZE {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "{}: the store states a size of {} bytes, above the largest object S3 allows (5 TiB); nothing was \
+         fetched (check the endpoint: it is not answering as S3 does)",
+        job.source_url(),
+        job.size
+    )))
 }
 
 /// An object of a pinned run ([`EngineConfig::pinned`]) that is no longer

@@ -220,3 +220,22 @@ async fn verify_require_refuses_an_object_it_cannot_check_before_writing_anythin
     assert_eq!((code, out.len()), (0, 2 << 20), "{stderr}");
     assert!(stderr.contains("not verified"), "{stderr}");
 }
+
+// Case 51: a store that states an absurd size (2^62 bytes): `cat` and a
+// download refuse the object with a clear error before planning a single
+// range, and nothing aborts.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_51_an_absurd_size_stated_by_the_store_is_refused_not_an_abort() {
+    let h = Harness::new().await;
+    h.put("huge.bin", generate_bytes(9 << 20, 4));
+    h.server.faults().add(Rule::new("HeadObject", When::Always, Fault::ClaimSize(1 << 62)));
+    let (code, out, stderr) = cat_bytes(&h, &[&format!("s3://{BUCKET}/huge.bin")]).await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(out.is_empty());
+    assert!(stderr.contains("above the largest object S3 allows (5 TiB)"), "{stderr}");
+    let dest = h.path("d");
+    let r = h.run(&["cp", "--part-size", "1", &format!("s3://{BUCKET}/huge.bin"), dest.to_str().unwrap()]).await;
+    assert!(r.code == 1 || r.code == 3, "{r:?}");
+    assert!(r.stderr.contains("above the largest object S3 allows (5 TiB)"), "{}", r.stderr);
+    assert!(!dest.exists(), "nothing at the destination");
+}

@@ -72,6 +72,9 @@ pub enum Fault {
     /// ListObjectsV2: read the page, then hold the answer until the test opens
     /// the gate (the client gets a listing as old as the test makes it).
     HoldAnswer(Gate),
+    /// HeadObject: state this Content-Length, whatever the object holds (a
+    /// broken or hostile store).
+    ClaimSize(u64),
 }
 
 /// Requests held by [`Fault::Hold`] until [`Gate::open`].

@@ -467,6 +467,9 @@ impl S3 for Service {
             out.parts_count = Some(obj.part_sizes.len() as i32);
             return Ok(S3Response::new(out));
         }
+        if let Some(Fault::ClaimSize(n)) = fault {
+            out.content_length = Some(n as i64);
+        }
         set_checksum!(out, checksum_fields(&obj, input.checksum_mode.as_ref(), fault.as_ref()));
         Ok(S3Response::new(out))
     }
