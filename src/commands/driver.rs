@@ -125,7 +125,8 @@ pub(super) trait Direction {
     async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<Self::Job>) -> Vec<Outcome>;
     /// Checks after the transfers (model indexes); returns how many failed,
     /// each reported, and how many passed. A failure holds back deletions.
-    fn check(&self) -> (usize, usize) {
+    /// Ends early, failed, when `stop` is cancelled.
+    async fn check(&self, _stop: &CancellationToken) -> (usize, usize) {
         (0, 0)
     }
     /// After the transfers; `complete` when every object was copied.
@@ -195,7 +196,7 @@ pub(super) async fn drive<D: Direction>(
     // the record still stops the run and sets its exit code.
     let _watcher = tokio_util::task::AbortOnDropHandle::new(watcher);
     progress.finish();
-    let (check_failures, indexes) = d.check();
+    let (check_failures, indexes) = d.check(&stop).await;
     let model = ModelChecks { headers: engine.headers_checked(), indexes };
     let transfer_failures = ended.failed + refused.len() + check_failures;
     let complete = transfer_failures == 0 && !stop.is_cancelled();

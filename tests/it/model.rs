@@ -145,3 +145,72 @@ async fn small_files_are_committed_before_a_large_shard_so_a_kill_late_in_it_lea
     again.assert_ok();
     assert_eq!(again.stdout_lines().len(), 1, "only the shard: {}", again.stdout);
 }
+
+/// The peak RSS (KiB) that s3load states at exit with `--log debug`.
+fn peak_rss_kib(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter(|l| l.contains("peak memory"))
+        .find_map(|l| l.split("peak_rss_kib=").nth(1))
+        .and_then(|n| n.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory line:\n{stderr}"))
+}
+
+// Case 52: a valid safetensors file whose header is 17 MB (300,000 empty
+// tensors), and an index naming them all: checked as they stream, in memory
+// of the order of what is kept per tensor (a name and two offsets), not a
+// JSON tree of the whole header (400 MB before).
+#[tokio::test(flavor = "multi_thread")]
+async fn case_52_a_huge_header_and_index_are_checked_in_bounded_memory() {
+    let h = Harness::new().await;
+    const N: usize = 300_000;
+    let mut header = String::from("{");
+    for i in 0..N {
+        let comma = if i == 0 { "" } else { "," };
+        header.push_str(&format!(r#"{comma}"t{i}":{{"dtype":"U8","shape":[0],"data_offsets":[0,0]}}"#));
+    }
+    header.push('}');
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    assert!(file.len() > 17_000_000, "{} bytes", file.len());
+    h.put("m/model-00001-of-00001.safetensors", file);
+    let map: serde_json::Map<String, serde_json::Value> =
+        (0..N).map(|i| (format!("t{i}"), serde_json::json!("model-00001-of-00001.safetensors"))).collect();
+    h.put("m/model.safetensors.index.json", serde_json::json!({"weight_map": map}).to_string().into_bytes());
+    let dest = h.path("d");
+    let run = h.run(&["--log", "debug", "sync", "s3://bucket/m/*", s(&dest)]).await;
+    let rss_mib = peak_rss_kib(&run.stderr) / 1024;
+    eprintln!("peak RSS with a 17 MB header and its index: {rss_mib} MiB");
+    run.assert_ok();
+    assert!(run.stderr.contains("model checks passed: 1 safetensors header, 1 weight index"), "{}", run.stderr);
+    assert!(rss_mib < 160, "peak RSS {rss_mib} MiB for a 17 MB header");
+}
+
+// Case 53: an index whose shard is a FIFO, or a link planted to a valid shard
+// elsewhere, in the destination: reported by name, never opened through the
+// link, never a hang.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_53_a_fifo_or_a_link_where_an_index_names_a_shard_is_reported_not_followed() {
+    let h = Harness::new().await;
+    h.put("m/model-1.safetensors", shard("a", 2, 0));
+    h.put("m/model.safetensors.index.json", index(&[("model-1.safetensors", "a", 2), ("model-2.safetensors", "b", 2)]));
+    let dest = h.path("d");
+    std::fs::create_dir_all(&dest).unwrap();
+    let fifo = dest.join("model-2.safetensors");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let run = tokio::time::timeout(std::time::Duration::from_secs(30), h.run(&["sync", "s3://bucket/m/*", s(&dest)]))
+        .await
+        .expect("the run does not hang on a FIFO");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("names model-2.safetensors, which is not a regular file"), "{}", run.stderr);
+
+    std::fs::remove_file(&fifo).unwrap();
+    let elsewhere = h.path("elsewhere.safetensors");
+    std::fs::write(&elsewhere, shard("b", 2, 0)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &fifo).unwrap();
+    let run = h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("names model-2.safetensors, which is a symbolic link"), "{}", run.stderr);
+}
