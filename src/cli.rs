@@ -71,6 +71,12 @@ pub struct Args {
     #[arg(long, global = true, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_timeout: std::time::Duration,
 
+    /// Longest one such request may take with all its attempts and the waits
+    /// between them: a store that accepts connections and never answers fails
+    /// the run in this time.
+    #[arg(long, global = true, default_value = "90s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub request_deadline: std::time::Duration,
+
     /// Checksum verification: auto checks the store's full-object checksum
     /// (CRC64NVME, CRC32C, CRC32) when it states one; require also fails objects
     /// that cannot be checked; off checks nothing.
@@ -395,9 +401,12 @@ impl Args {
             retry_count: self.retry_count,
             static_credentials: None,
             request_timeout: self.request_timeout,
+            request_deadline: self.request_deadline,
         };
-        if self.stall_timeout.is_zero() || self.request_timeout.is_zero() {
-            return Err(Error::Usage("--stall-timeout and --request-timeout must be more than zero".into()));
+        if self.stall_timeout.is_zero() || self.request_timeout.is_zero() || self.request_deadline.is_zero() {
+            return Err(Error::Usage(
+                "--stall-timeout, --request-timeout and --request-deadline must be more than zero".into(),
+            ));
         }
         let mut engine = EngineConfig {
             max_requests: self.numworkers,

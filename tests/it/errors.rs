@@ -135,3 +135,30 @@ async fn hostile_keys_are_refused_by_name_and_nothing_escapes() {
     let record = std::fs::read_to_string(dest.join(".s3load/state")).unwrap();
     assert!(record.contains("s3://bucket/p/ok.txt"), "the sync record is s3load's own, not the object's: {record}");
 }
+
+// Case 54: a store that accepts connections and never answers (here: not
+// the region question, not the listing) fails the run at the defaults within
+// two minutes, naming the store and the settings that bound the wait, rather
+// than after every attempt of every request (11 x 30 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn case_54_a_store_that_never_answers_fails_the_run_within_two_minutes_at_the_defaults() {
+    use s3load_testserver::{Fault, Gate, Rule, When};
+    let h = Harness::new().await;
+    let never = Gate::new();
+    for op in ["HeadBucket", "ListObjectsV2"] {
+        h.server.faults().add(Rule::new(op, When::Always, Fault::Hold(never.clone())));
+    }
+    let endpoint = h.server.endpoint_url();
+    // No region: s3load asks the bucket first (HeadBucket), then lists.
+    let env: Vec<(&str, String)> = h.server.client_env().into_iter().filter(|(k, _)| *k != "AWS_REGION").collect();
+    let dest = h.path("d");
+    let started = std::time::Instant::now();
+    let run = h.run_env(&["--endpoint-url", &endpoint, "sync", "s3://bucket/m/*", dest.to_str().unwrap()], &env).await;
+    let took = started.elapsed();
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(took < std::time::Duration::from_secs(120), "failed after {took:?}");
+    assert!(run.stderr.contains(&format!("the store at {endpoint}")), "names the store: {}", run.stderr);
+    assert!(run.stderr.contains("--request-deadline"), "names the setting: {}", run.stderr);
+    assert!(!run.stderr.contains("DispatchFailure"), "{}", run.stderr);
+    eprintln!("a store that never answers: failed after {took:?}");
+}

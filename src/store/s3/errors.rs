@@ -54,9 +54,15 @@ where
 {
     match &err {
         SdkError::ServiceError(se) => map_service(se.raw().status_code(), se.err().code(), se.err().message(), what),
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            StoreError::new(StoreErrorKind::Network, DisplayErrorContext(&err).to_string())
-        }
+        SdkError::TimeoutError(_) => StoreError::new(
+            StoreErrorKind::Network,
+            format!(
+                "no answer in time ({}): each attempt is bounded by --request-timeout and all the attempts of one \
+                 request by --request-deadline; raise them for a store that is slow to answer",
+                innermost(&err)
+            ),
+        ),
+        SdkError::ResponseError(_) => StoreError::new(StoreErrorKind::Network, DisplayErrorContext(&err).to_string()),
         SdkError::DispatchFailure(d) => {
             let text = DisplayErrorContext(&err).to_string();
             if text.contains("dns error") {
@@ -70,8 +76,10 @@ where
                          servers this machine or pod uses (/etc/resolv.conf)"
                     ),
                 )
-            } else if d.is_io() || d.is_timeout() {
-                StoreError::new(StoreErrorKind::Network, text)
+            } else if d.is_timeout() {
+                StoreError::new(StoreErrorKind::Network, format!("could not connect in time ({})", innermost(&err)))
+            } else if d.is_io() {
+                StoreError::new(StoreErrorKind::Network, format!("could not connect ({})", innermost(&err)))
             } else if from_credentials(&err) {
                 StoreError::new(StoreErrorKind::Credentials, text)
             } else {

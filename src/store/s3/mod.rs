@@ -60,7 +60,16 @@ pub struct S3Settings {
     /// (listing, HEAD, HeadBucket, DeleteObjects, CreateMultipartUpload,
     /// AbortMultipartUpload, ListBuckets), answer included; then it is retried.
     pub request_timeout: Duration,
+    /// Longest one such request may take, every attempt and the waits between
+    /// them included (`--request-deadline`): a store that accepts connections
+    /// and never answers fails the run in this time, not after every retry.
+    pub request_deadline: Duration,
 }
+
+/// `--request-deadline`'s default: three attempts of the default
+/// `--request-timeout`, so that a store that never answers fails a run
+/// within two minutes of its start.
+pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(90);
 
 /// `--request-timeout`'s default: S3 answers these in milliseconds; a listing
 /// page of 1,000 keys or a DeleteObjects of 1,000 keys in a few seconds.
@@ -76,6 +85,7 @@ impl Default for S3Settings {
             retry_count: 0,
             static_credentials: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            request_deadline: DEFAULT_REQUEST_DEADLINE,
         }
     }
 }
@@ -92,6 +102,8 @@ pub struct S3Store {
     /// GET, PutObject, UploadPart, CompleteMultipartUpload: bounded by the engine
     /// (stall timeout and minimum rate for bodies, a time per byte for uploads).
     body_client: Client,
+    /// The store as messages name it: the endpoint, or S3 and its region.
+    endpoint: String,
 }
 
 impl S3Store {
@@ -151,6 +163,7 @@ impl S3Store {
         let bounded = TimeoutConfig::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .operation_attempt_timeout(settings.request_timeout)
+            .operation_timeout(settings.request_deadline.max(settings.request_timeout))
             .build();
         let build_with = |region: Option<Region>, timeouts: TimeoutConfig| {
             let mut b = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).timeout_config(timeouts);
@@ -165,11 +178,22 @@ impl S3Store {
         // `x-amz-bucket-region`, S3 and most S3-compatible stores alike).
         let region = match (sdk.region(), bucket) {
             (Some(r), _) => r.clone(),
-            (None, Some(b)) => discover_region(&build(Some(Region::from_static(DEFAULT_REGION))), b).await,
+            (None, Some(b)) => discover_region(&build(Some(Region::from_static(DEFAULT_REGION))), b)
+                .await
+                .map_err(|e| at_store(settings.endpoint_url.as_deref().unwrap_or("S3"), e))?,
             (None, None) => Region::from_static(DEFAULT_REGION),
         };
+        let endpoint = match &settings.endpoint_url {
+            Some(e) => e.clone(),
+            None => format!("S3 ({region})"),
+        };
         let unbounded = TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build();
-        Ok(S3Store { client: build(Some(region.clone())), body_client: build_with(Some(region), unbounded) })
+        Ok(S3Store { client: build(Some(region.clone())), body_client: build_with(Some(region), unbounded), endpoint })
+    }
+
+    /// A failure to reach the store names the store.
+    fn at(&self, e: StoreError) -> StoreError {
+        at_store(&self.endpoint, e)
     }
 }
 
@@ -192,17 +216,30 @@ async fn check_credentials(sdk: &aws_config::SdkConfig) -> Result<(), StoreError
 /// `x-amz-bucket-region`, also on the 301 or 403 S3 returns when asked in the
 /// wrong region or without `s3:ListBucket`. When no answer carries it, the
 /// default region is used and the real request reports any error.
-async fn discover_region(client: &Client, bucket: &str) -> Region {
+/// A failure to reach the store, naming the store (`endpoint`).
+fn at_store(endpoint: &str, e: StoreError) -> StoreError {
+    match e.kind {
+        StoreErrorKind::Network => StoreError::new(e.kind, format!("the store at {endpoint}: {}", e.message)),
+        _ => e,
+    }
+}
+
+async fn discover_region(client: &Client, bucket: &str) -> Result<Region, StoreError> {
     let found = match client.head_bucket().bucket(bucket).send().await {
         Ok(out) => out.bucket_region().map(str::to_string),
         Err(SdkError::ServiceError(se)) => se.raw().headers().get("x-amz-bucket-region").map(str::to_string),
+        // A store that cannot be reached or does not answer will not answer
+        // the listing either: fail now, not after a second deadline.
+        Err(e @ (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_))) => {
+            return Err(errors::map_sdk_err(e, errors::ObjectKind::Bucket));
+        }
         Err(e) => {
             tracing::debug!(error = %DisplayErrorContext(&e), "could not ask the bucket for its region");
             None
         }
     };
     tracing::debug!(bucket, region = ?found, "bucket region");
-    Region::new(found.unwrap_or_else(|| DEFAULT_REGION.to_string()))
+    Ok(Region::new(found.unwrap_or_else(|| DEFAULT_REGION.to_string())))
 }
 
 /// For requests the engine retries itself (GET, and every upload request).
@@ -219,27 +256,27 @@ impl ObjectStore for S3Store {
         delimiter: Option<&str>,
         token: Option<String>,
     ) -> Result<ListPage, StoreError> {
-        list::list_page(self, bucket, prefix, delimiter, token).await
+        list::list_page(self, bucket, prefix, delimiter, token).await.map_err(|e| self.at(e))
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
-        head::head(self, bucket, key).await
+        head::head(self, bucket, key).await.map_err(|e| self.at(e))
     }
 
     async fn part_info(&self, bucket: &str, key: &str, n: u32) -> Result<Option<(u64, u32)>, StoreError> {
-        head::part_info(self, bucket, key, n).await
+        head::part_info(self, bucket, key, n).await.map_err(|e| self.at(e))
     }
 
     async fn get(&self, req: &GetRequest) -> Result<GetResponse, StoreError> {
-        get::get(self, req).await
+        get::get(self, req).await.map_err(|e| self.at(e))
     }
 
     async fn put_object(&self, target: &PutTarget, body: FileRange, checksum: u64) -> Result<(), StoreError> {
-        upload::put_object(self, target, body, checksum).await
+        upload::put_object(self, target, body, checksum).await.map_err(|e| self.at(e))
     }
 
     async fn create_upload(&self, target: &PutTarget) -> Result<String, StoreError> {
-        upload::create_upload(self, target).await
+        upload::create_upload(self, target).await.map_err(|e| self.at(e))
     }
 
     async fn upload_part(
@@ -250,7 +287,7 @@ impl ObjectStore for S3Store {
         body: FileRange,
         checksum: u64,
     ) -> Result<String, StoreError> {
-        upload::upload_part(self, target, upload_id, n, body, checksum).await
+        upload::upload_part(self, target, upload_id, n, body, checksum).await.map_err(|e| self.at(e))
     }
 
     async fn complete_upload(
@@ -260,18 +297,18 @@ impl ObjectStore for S3Store {
         parts: &[UploadedPart],
         checksum: u64,
     ) -> Result<(), StoreError> {
-        upload::complete_upload(self, target, upload_id, parts, checksum).await
+        upload::complete_upload(self, target, upload_id, parts, checksum).await.map_err(|e| self.at(e))
     }
 
     async fn abort_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError> {
-        upload::abort_upload(self, bucket, key, upload_id).await
+        upload::abort_upload(self, bucket, key, upload_id).await.map_err(|e| self.at(e))
     }
 
     async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
-        delete::delete_objects(self, bucket, keys).await
+        delete::delete_objects(self, bucket, keys).await.map_err(|e| self.at(e))
     }
 
     async fn list_buckets(&self) -> Result<Vec<String>, StoreError> {
-        list::list_buckets(self).await
+        list::list_buckets(self).await.map_err(|e| self.at(e))
     }
 }
