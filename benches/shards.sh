@@ -47,8 +47,9 @@ for workload in large skewed "skewed --no-split"; do
       sync
       start=$(date +%s.%N)
       pids=()
+      rid="bench-$n-$run-$RANDOM$RANDOM"
       for k in $(seq 0 $((n - 1))); do
-        s3 --summary-file "$DIR/summary-$k.json" sync --shard "$k/$n" $flags "s3://bucket/$prefix/*" "$DIR/dest" >/dev/null 2>&1 &
+        s3 --summary-file "$DIR/summary-$k.json" sync --shard "$k/$n" --run-id "$rid" $flags "s3://bucket/$prefix/*" "$DIR/dest" >/dev/null 2>&1 &
         pids+=($!)
       done
       # Only the shards: a bare `wait` would also wait for the server.

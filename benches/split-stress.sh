@@ -21,7 +21,7 @@ SERVER_ARGS="--large 2 --large-mib 64 --rate-mbps $RATE"
 source benches/testserver.sh
 s3() { "$BIN" --endpoint-url "$EP" --progress off "$@"; }
 for i in 0 1; do s3 cat "s3://bucket/large/obj-$i.bin" >"$DIR/want-$i"; done
-shard() { s3 --numworkers 2 sync --shard "$1/$N" -p 1 's3://bucket/large/*' "$DIR/dest" >>"$DIR/out" 2>>"$DIR/err-$1"; }
+shard() { s3 --numworkers 2 sync --shard "$1/$N" --run-id "stress-$it" -p 1 's3://bucket/large/*' "$DIR/dest" >>"$DIR/out" 2>>"$DIR/err-$1"; }
 bad=0
 for it in $(seq "$ITERATIONS"); do
   rm -rf "$DIR/dest" "$DIR/out" "$DIR"/err-*

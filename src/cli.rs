@@ -281,6 +281,13 @@ pub struct TransferArgs {
     /// --shard $(JOB_COMPLETION_INDEX)/N.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<String>,
+    /// With --shard (downloads): names the run whose N shards share one
+    /// listing of the source, recorded in DEST/.s3load by the first shard
+    /// and read by the others, so that shards started at different times
+    /// still partition one listing. Give every pod of one Job the same id and
+    /// each Job its own, e.g. the Job's uid from the downward API.
+    #[arg(long, value_name = "ID", env = "S3LOAD_RUN_ID")]
+    pub run_id: Option<String>,
     /// Downloads with --shard: take objects larger than a fair share whole
     /// (one shard each) instead of splitting their ranges across the shards.
     /// Splitting needs file locks (flock) that all pods see: any local
@@ -421,8 +428,18 @@ impl Args {
         engine.max_open_files = engine.max_open_files.max(self.numworkers * 2);
         let mut upload = UploadOptions::default();
         let mut shard = None;
+        let mut run_id = None;
         let mut apply = |t: &TransferArgs| -> Result<(), Error> {
             shard = t.shard.as_deref().map(crate::shard::Shard::parse).transpose()?;
+            if let Some(id) = &t.run_id
+                && !crate::plan::run_listing::valid_run_id(id)
+            {
+                return Err(Error::Usage(format!(
+                    "--run-id {id:?}: 1 to 128 letters, digits, '.', '_' or '-', not starting with '.' (a Job's uid or \
+                     name fits)"
+                )));
+            }
+            run_id = t.run_id.clone();
             if t.concurrency == 0 || t.part_size == 0 {
                 return Err(Error::Usage("--concurrency and --part-size must be at least 1".into()));
             }
@@ -522,6 +539,7 @@ impl Args {
             progress_interval: self.progress_interval.max(std::time::Duration::from_millis(100)),
             summary_file: self.summary_file,
             shard,
+            run_id,
         };
         Ok((command, config))
     }

@@ -28,6 +28,9 @@ pub struct Config {
     pub summary_file: Option<std::path::PathBuf>,
     /// `--shard K/N`: this run takes one share of the source (see `plan::shard`).
     pub shard: Option<crate::shard::Shard>,
+    /// `--run-id`: names the run whose shards share one listing (see
+    /// `plan::run_listing`); needed by sharded downloads.
+    pub run_id: Option<String>,
 }
 
 /// How uploads create objects.
@@ -62,6 +65,7 @@ impl Default for Config {
             progress_interval: std::time::Duration::from_secs(5),
             summary_file: None,
             shard: None,
+            run_id: None,
         }
     }
 }

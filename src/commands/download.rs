@@ -50,8 +50,27 @@ pub(super) async fn download(
     cfg: &Config,
     out: Output,
 ) -> Result<u8, Error> {
+    // The shards of one run apply one listing (see `plan::run_listing`).
+    let shared = match (cfg.shard, src.is_batch() && !cfg.dry_run) {
+        (Some(shard), true) => {
+            let id = cfg.run_id.as_deref().ok_or_else(|| {
+                Error::Usage(
+                    "--shard needs --run-id ID, the same for every pod of one Job and different for each Job (for \
+                     example the Job's uid: metadata.labels['batch.kubernetes.io/controller-uid'] from the \
+                     downward API), so that all shards apply one listing of the source"
+                        .into(),
+                )
+            })?;
+            Some((shard, id))
+        }
+        _ => None,
+    };
     let store = super::connect(cfg, Some(&src.bucket)).await?;
-    download_from(store, None, src, dst, filters, sync, cfg, out).await
+    let listing = match shared {
+        Some((shard, id)) => Some(plan::run_listing::shared(store.as_ref(), &src, &dst, shard, id).await?),
+        None => None,
+    };
+    download_from(store, listing, src, dst, filters, sync, cfg, out).await
 }
 
 /// [`download`] from a store already connected; with `listing`, from that
@@ -148,6 +167,7 @@ pub(super) async fn download_from(
         }
     };
     drop(all);
+    let mut run_deletes = 0;
     let deletes = match sync {
         Some(opts) if opts.delete && batch => {
             let sources = objects.iter().map(|o| o.rel);
@@ -158,7 +178,10 @@ pub(super) async fn download_from(
                     dst.join(path).display()
                 );
             }
-            // Each stale path is deleted by one shard.
+            // The whole run's deletions, for --max-delete (every shard
+            // computes them from the run's one listing); each stale path is
+            // then deleted by one shard.
+            run_deletes = p.delete.len();
             p.delete.into_iter().filter(|rel| cfg.shard.is_none_or(|s| s.deletes(rel))).collect()
         }
         Some(opts) if opts.delete => {
@@ -175,13 +198,9 @@ pub(super) async fn download_from(
     selected.sort_by(|&(a, _), &(b, _)| {
         objects.size(a).cmp(&objects.size(b)).then_with(|| objects.rel(a).cmp(objects.rel(b)))
     });
-    // A refused key fails one shard, not all of them.
-    let refused = listed
-        .refused
-        .iter()
-        .filter(|(key, _)| cfg.shard.is_none_or(|s| s.deletes(key)))
-        .map(|(key, why)| (src.object_url(key), why.clone()))
-        .collect();
+    // A refused key fails every shard of a run, and so holds back every
+    // shard's deletions: all of them apply the one listing that has it.
+    let refused = listed.refused.iter().map(|(key, why)| (src.object_url(key), why.clone())).collect();
     // Sharded, the shards an index names may be another pod's, still coming.
     let check_indexes = cfg.engine.check_model == CheckModel::Auto && cfg.shard.is_none();
     let indexes: Vec<PathBuf> = objects
@@ -201,7 +220,7 @@ pub(super) async fn download_from(
         order: selected.into_iter().map(|(i, _)| i as u32).collect(),
         objects: listed.objects,
     };
-    let plan = Plan { jobs, up_to_date, deletes, refused, failures: 0 };
+    let plan = Plan { jobs, up_to_date, deletes, run_deletes, refused, failures: 0 };
     let run = Downloading {
         src,
         dst,

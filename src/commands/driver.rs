@@ -59,6 +59,9 @@ pub(super) struct Plan<L> {
     pub up_to_date: usize,
     /// Paths (relative to the destination) that `--delete` would remove.
     pub deletes: Vec<String>,
+    /// What the whole run would delete, every shard's share together
+    /// (`deletes.len()` when unsharded): what `--max-delete` bounds.
+    pub run_deletes: usize,
     /// Source entries refused while planning (source, why): each one fails
     /// and holds back deletions.
     pub refused: Vec<(String, String)>,
@@ -153,7 +156,7 @@ pub(super) async fn drive<D: Direction>(
     if cfg.dry_run {
         return Ok(dry_run(d, &plan, sync, out));
     }
-    let Plan { jobs, up_to_date, deletes, refused, failures } = plan;
+    let Plan { jobs, up_to_date, deletes, run_deletes, refused, failures } = plan;
     let n = jobs.len();
     let total_bytes: u64 = (0..n).map(|i| jobs.expected_bytes(i)).sum();
     d.ready(total_bytes)?;
@@ -205,7 +208,7 @@ pub(super) async fn drive<D: Direction>(
 
     // --delete: only after a run in which everything was listed and copied.
     let mut tally = Tally::default();
-    match delete_gate(deletes.len(), complete, stop.is_cancelled(), sync, d.deleted_things()) {
+    match delete_gate((deletes.len(), run_deletes), complete, stop.is_cancelled(), sync, d.deleted_things()) {
         DeleteGate::OverLimit => failed += 1,
         DeleteGate::Withheld => {}
         DeleteGate::Proceed => tally = d.delete(&deletes, &stop, out).await,
@@ -251,7 +254,7 @@ fn dry_run<D: Direction>(d: &D, plan: &Plan<D::Jobs>, sync: Option<&SyncOptions>
         out.planned("cp", &j.source(), &j.destination(), j.size());
         bytes += j.size();
     }
-    let too_many = too_many_deletes(sync, plan.deletes.len());
+    let too_many = too_many_deletes(sync, plan.run_deletes.max(plan.deletes.len()));
     if too_many.is_none() {
         for rel in &plan.deletes {
             out.planned("rm", &d.shown(rel), "", 0);
@@ -282,16 +285,26 @@ enum DeleteGate {
 
 /// The `--delete` safety gate: deletions go ahead only after a complete run and
 /// within `--max-delete`. Says on stderr why they do not.
-fn delete_gate(n: usize, complete: bool, stopped: bool, sync: Option<&SyncOptions>, what: &str) -> DeleteGate {
-    if n == 0 {
+/// `n` is (this run's deletions, the whole run's: every shard's together).
+fn delete_gate(
+    (n, run): (usize, usize),
+    complete: bool,
+    stopped: bool,
+    sync: Option<&SyncOptions>,
+    what: &str,
+) -> DeleteGate {
+    let over = too_many_deletes(sync, run.max(n));
+    if n == 0 && over.is_none() {
         return DeleteGate::Withheld;
     }
     if !complete {
         let why = if stopped { "the run was stopped" } else { "some copies failed (see above)" };
-        output::error_line(&format!("ERROR not deleting {n} {what}: {why}"));
+        if n > 0 {
+            output::error_line(&format!("ERROR not deleting {n} {what}: {why}"));
+        }
         return DeleteGate::Withheld;
     }
-    match too_many_deletes(sync, n) {
+    match over {
         Some(msg) => {
             output::error_line(&format!("ERROR {msg}"));
             DeleteGate::OverLimit
@@ -401,11 +414,16 @@ mod tests {
     #[test]
     fn deletions_wait_for_a_complete_run_and_stay_within_max_delete() {
         let s = sync_with_max(Some(2));
-        assert_eq!(delete_gate(0, true, false, Some(&s), "x"), DeleteGate::Withheld);
-        assert_eq!(delete_gate(2, false, false, Some(&s), "x"), DeleteGate::Withheld);
-        assert_eq!(delete_gate(2, false, true, Some(&s), "x"), DeleteGate::Withheld);
-        assert_eq!(delete_gate(3, true, false, Some(&s), "x"), DeleteGate::OverLimit);
-        assert_eq!(delete_gate(2, true, false, Some(&s), "x"), DeleteGate::Proceed);
-        assert_eq!(delete_gate(9, true, false, Some(&sync_with_max(None)), "x"), DeleteGate::Proceed);
+        assert_eq!(delete_gate((0, 0), true, false, Some(&s), "x"), DeleteGate::Withheld);
+        assert_eq!(delete_gate((2, 2), false, false, Some(&s), "x"), DeleteGate::Withheld);
+        assert_eq!(delete_gate((2, 2), false, true, Some(&s), "x"), DeleteGate::Withheld);
+        assert_eq!(delete_gate((3, 3), true, false, Some(&s), "x"), DeleteGate::OverLimit);
+        assert_eq!(delete_gate((2, 2), true, false, Some(&s), "x"), DeleteGate::Proceed);
+        assert_eq!(delete_gate((9, 9), true, false, Some(&sync_with_max(None)), "x"), DeleteGate::Proceed);
+        // A shard's share within the cap, the whole run's over it: refused,
+        // and a shard with no share of its own still fails.
+        assert_eq!(delete_gate((2, 6), true, false, Some(&s), "x"), DeleteGate::OverLimit);
+        assert_eq!(delete_gate((0, 6), true, false, Some(&s), "x"), DeleteGate::OverLimit);
+        assert_eq!(delete_gate((0, 2), true, false, Some(&s), "x"), DeleteGate::Withheld);
     }
 }

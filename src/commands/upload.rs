@@ -130,7 +130,8 @@ pub(super) async fn upload(
             },
         })
         .collect();
-    let plan = Plan { jobs, up_to_date, deletes, refused: Vec::new(), failures };
+    let run_deletes = deletes.len();
+    let plan = Plan { jobs, up_to_date, deletes, run_deletes, refused: Vec::new(), failures };
     let run = Uploading { spec, dst, prefix, store: store.clone() };
     drive(&run, plan, store, sync, cfg, out).await
 }

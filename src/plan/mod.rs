@@ -11,6 +11,7 @@ pub mod filter;
 pub mod local;
 pub mod objects;
 pub mod paths;
+pub mod run_listing;
 
 use crate::error::{Error, StoreErrorKind};
 use crate::store::{ObjectMeta, ObjectStore};

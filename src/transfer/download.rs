@@ -155,6 +155,23 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
                 let e = changed_since_listed(&job, &meta);
                 return Err((job, e));
             }
+            // A piece of an object split across shards is pinned to the
+            // identity in the run's listing (every shard names the split file
+            // after it): the object changed since, so the shards that wrote
+            // pieces of the listed version will never complete it. This shard
+            // fetches the object whole, as it is now.
+            Ok(meta) if job.piece.is_some() && meta.etag != job.etag => {
+                tracing::warn!(
+                    object = %job.source_url(),
+                    listed = job.etag.as_deref().unwrap_or("none"),
+                    now = meta.etag.as_deref().unwrap_or("none"),
+                    "changed since the run's listing: fetched whole by this shard, not split"
+                );
+                *job = Download { piece: None, ..job.refreshed(meta) };
+                if let Err(e) = within_s3_limit(&job) {
+                    return Err((job, e));
+                }
+            }
             Ok(meta) => {
                 *job = job.refreshed(meta);
                 if let Err(e) = within_s3_limit(&job) {

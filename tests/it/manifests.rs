@@ -192,6 +192,8 @@ async fn the_indexed_job_example_runs_once_per_index_into_one_directory() {
     let argv = |index: u32| -> Vec<String> {
         let mut env = c.env.clone();
         env.insert("JOB_COMPLETION_INDEX".into(), index.to_string());
+        // What the downward API gives every pod of the Job.
+        env.insert("JOB_UID".into(), "8d3a8c7e-5b0e-4a51-9d55-3f2b1c0e7a11".into());
         let map = |p: String| -> String {
             if p == "/dev/termination-log" {
                 return h.path(&format!("termination-log-{index}")).display().to_string();

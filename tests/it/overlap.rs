@@ -268,3 +268,110 @@ async fn case_49_a_loader_running_as_pid_1_leaves_another_pods_new_link_alone() 
     assert_eq!(read_tree(&dest), model(3));
     assert_eq!(std::fs::read_link(&theirs).unwrap(), Path::new(".m.versions/someone-elses"), "left alone");
 }
+
+// --- shards of one run (`--shard K/N --run-id ID`) started at different times ---
+
+/// Shard `k` of `n` of run `run`, alone, to its exit.
+async fn shard(h: &Harness, run: &str, k: u32, n: u32, dest: &Path, extra: &[&str]) -> crate::harness::Run {
+    let spec = format!("{k}/{n}");
+    let mut args = vec!["sync", "--shard", &spec, "--run-id", run, "--part-size", "1"];
+    args.extend_from_slice(extra);
+    args.extend(["s3://bucket/m/*", s(dest)]);
+    h.run(&args).await
+}
+
+fn stale_left(dest: &Path, names: &[String]) -> usize {
+    names.iter().filter(|n| dest.join(n).exists()).count()
+}
+
+// Case 55: an object split across two shards is replaced between the two
+// shards' runs. Both apply the run's one listing (one identity, one split
+// file); the second finds the object changed and fetches it whole: the file
+// is in place with the new bytes, not left as two split files neither shard
+// can finish.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_55_a_split_object_replaced_between_two_shards_is_put_in_place() {
+    let h = Harness::new().await;
+    h.put("m/big.bin", generate_bytes(8 << 20, 1));
+    let dest = h.path("d");
+    shard(&h, "job", 0, 2, &dest, &[]).await.assert_ok();
+    assert!(!dest.join("big.bin").exists(), "half of it is written");
+    let new = generate_bytes(8 << 20, 2);
+    h.put("m/big.bin", new.clone());
+    let run = shard(&h, "job", 1, 2, &dest, &[]).await;
+    run.assert_ok();
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == new, "the object as it is now, whole");
+}
+
+// Case 56: shards that start at different times, with an upload between them
+// that would move keys from one share to another: the second shard applies the
+// first's listing, so every object of it is fetched by one shard.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_56_shards_listing_at_different_times_apply_one_listing_and_miss_nothing() {
+    let h = Harness::new().await;
+    let originals: Vec<String> = (1..=8).map(|i| format!("f{i}.bin")).collect();
+    for (i, name) in originals.iter().enumerate() {
+        h.put(&format!("m/{name}"), generate_bytes((i + 1) * 1000, i as u64));
+    }
+    let dest = h.path("d");
+    shard(&h, "job", 1, 2, &dest, &[]).await.assert_ok();
+    // Published between the two pods' starts: alone it outweighs the rest,
+    // so a listing made now gives every original to shard 1.
+    h.put("m/late.bin", generate_bytes(100_000, 99));
+    shard(&h, "job", 0, 2, &dest, &[]).await.assert_ok();
+    let missing: Vec<&String> = originals.iter().filter(|n| !dest.join(n).exists()).collect();
+    assert!(missing.is_empty(), "every object of the run's listing fetched: {missing:?} missing");
+    assert!(!dest.join("late.bin").exists(), "not in the run's listing: the next run fetches it");
+    // The next run (a new Job) lists again.
+    for k in 0..2 {
+        shard(&h, "next-job", k, 2, &dest, &[]).await.assert_ok();
+    }
+    assert!(dest.join("late.bin").exists());
+}
+
+// Case 57: --max-delete bounds the whole run's deletions, not each shard's:
+// 6 stale files, --max-delete 4, two shards: nothing deleted, both fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_57_max_delete_bounds_the_whole_runs_deletions() {
+    let h = Harness::new().await;
+    h.put("m/keep.bin", b"keep".to_vec());
+    let dest = h.path("d");
+    std::fs::create_dir_all(&dest).unwrap();
+    let stale: Vec<String> = (0..6).map(|i| format!("stale-{i}.bin")).collect();
+    for n in &stale {
+        std::fs::write(dest.join(n), b"old").unwrap();
+    }
+    for k in 0..2 {
+        let run = shard(&h, "job", k, 2, &dest, &["--delete", "--max-delete", "4"]).await;
+        assert_eq!(run.code, 1, "shard {k}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("6 destination files would be deleted, more than --max-delete 4"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(stale_left(&dest, &stale), 6, "nothing deleted");
+}
+
+// Case 58: a key refused anywhere in the run's listing holds back every
+// shard's deletions (each shard reports it), not only the deletions of the
+// shard its key hashes to.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_58_a_refused_key_holds_back_every_shards_deletions() {
+    let h = Harness::new().await;
+    h.put("m/keep.bin", b"keep".to_vec());
+    h.put("m/a//b.bin", b"hostile".to_vec());
+    let dest = h.path("d");
+    std::fs::create_dir_all(&dest).unwrap();
+    let stale: Vec<String> = (0..6).map(|i| format!("stale-{i}.bin")).collect();
+    for n in &stale {
+        std::fs::write(dest.join(n), b"old").unwrap();
+    }
+    for k in 0..2 {
+        let run = shard(&h, "job", k, 2, &dest, &["--delete"]).await;
+        assert_eq!(run.code, 1, "shard {k}: {}", run.stderr);
+        assert!(run.stderr.contains("a//b.bin"), "shard {k} names the refused key: {}", run.stderr);
+    }
+    assert_eq!(stale_left(&dest, &stale), 6, "no shard deleted");
+    assert!(dest.join("keep.bin").exists());
+}

@@ -25,14 +25,22 @@ fn fill(h: &Harness) -> BTreeMap<String, bytes::Bytes> {
     objects
 }
 
-/// Runs the N shards at once, each to its exit.
+/// A run id no other run of this test process has: each call of [`shards`]
+/// is a run of its own (a Job), listing the source anew.
+fn new_run_id() -> String {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!("job-{}", RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Runs the N shards of one run at once, each to its exit.
 async fn shards(h: &Harness, n: u32, args: &[&str]) -> Vec<Run> {
+    let run_id = new_run_id();
     let children: Vec<_> = (0..n)
         .map(|k| {
             let shard = format!("{k}/{n}");
             // `--shard` belongs to the command: after it.
             let (cmd, rest) = args.split_first().unwrap();
-            let mut ordered = vec![*cmd, "--shard", shard.as_str(), "--part-size", "1"];
+            let mut ordered = vec![*cmd, "--shard", shard.as_str(), "--run-id", run_id.as_str(), "--part-size", "1"];
             ordered.extend_from_slice(rest);
             h.spawn(&ordered)
         })
@@ -174,7 +182,7 @@ async fn a_link_planted_as_another_shards_record_is_refused_not_followed() {
     let secret = h.path("secret");
     std::fs::write(&secret, b"not a record").unwrap();
     std::os::unix::fs::symlink(&secret, dest.join(".s3load/state.shard-1-of-2")).unwrap();
-    let run = h.run(&["sync", "--shard", "0/2", "s3://bucket/m/*", s(&dest)]).await;
+    let run = h.run(&["sync", "--shard", "0/2", "--run-id", "r", "s3://bucket/m/*", s(&dest)]).await;
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("symlink"), "{}", run.stderr);
     assert_eq!(std::fs::read(&secret).unwrap(), b"not a record");
@@ -184,7 +192,9 @@ async fn a_link_planted_as_another_shards_record_is_refused_not_followed() {
 
 const MIB: usize = 1 << 20;
 
-/// Runs shard `k` of `n` alone, to its exit; returns it and the bytes it fetched.
+/// Runs shard `k` of `n` alone, to its exit; returns it and the bytes it
+/// fetched. Every call for one destination is a shard of one run
+/// (`--run-id one-run`), as the pods of one Job that start one by one.
 async fn one_shard(h: &Harness, k: u32, n: u32, dest: &Path) -> (Run, u64) {
     one_shard_with(h, k, n, dest, &[]).await
 }
@@ -194,6 +204,9 @@ async fn one_shard_with(h: &Harness, k: u32, n: u32, dest: &Path, extra: &[&str]
     let before = h.server.log().body_bytes();
     let shard = format!("--shard={k}/{n}");
     let mut args = vec!["sync", &shard, "--part-size", "1"];
+    if !extra.contains(&"--run-id") {
+        args.extend(["--run-id", "one-run"]);
+    }
     args.extend_from_slice(extra);
     args.extend(["s3://bucket/m/*", s(dest)]);
     let run = h.run(&args).await;
@@ -322,7 +335,8 @@ async fn a_legacy_multipart_object_is_split_by_its_parts_and_a_single_put_one_is
     h.server.store().put_object(BUCKET, "m/single.bin", Writer::AwsCli.legacy_object(single.clone(), now));
     let mut fetched = Vec::new();
     for k in 0..3 {
-        let (run, bytes) = one_shard(&h, k, 3, &dest).await;
+        // A new Job: it lists the prefix again.
+        let (run, bytes) = one_shard_with(&h, k, 3, &dest, &["--run-id", "second-run"]).await;
         run.assert_ok();
         fetched.push(bytes);
     }
@@ -388,6 +402,8 @@ async fn a_shard_killed_mid_piece_resumes_it_and_then_finishes_the_object_the_ot
             "2".into(),
             "sync".into(),
             format!("--shard={k}/3"),
+            "--run-id".into(),
+            "killed".into(),
             "--part-size".into(),
             "1".into(),
             "s3://bucket/m/*".into(),

@@ -1,0 +1,250 @@
+//! One listing for all the shards of a run (`--shard K/N --run-id ID`).
+//!
+//! Shards start seconds or minutes apart (pods scheduled one by one, a pod
+//! restarted), and the source may change meanwhile. Shares computed from
+//! listings made at different times disagree: a key that moved from one
+//! share to another between two listings is fetched by neither, and a file
+//! one shard just fetched is stale to a shard that listed before it was
+//! published. So the first shard of a run to get here lists the source and
+//! records the listing in the destination (`.s3load/run-ID.listing`, written
+//! whole, then renamed into place, under `.s3load/run-ID.lock`); every other
+//! shard of the run, and a shard that restarts, reads it instead of listing.
+//! The shares, the split of large objects (pinned to the recorded ETags), the
+//! stale paths and the `--max-delete` count all come from that one listing.
+//!
+//! A listing recorded for the same run id with another source or another
+//! shard count is a mistake in the manifests (two Jobs given one id): the
+//! run fails naming both. Recorded listings of other runs are removed after
+//! a day.
+//!
+//! The file holds a header line, one JSON line per object (key, size, ETag,
+//! time), one per refused key with its reason, and an end line with the
+//! counts, so that a file cut short is never taken for a listing.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+use serde_json::json;
+
+use super::SourceListing;
+use crate::error::Error;
+use crate::shard::Shard;
+use crate::store::{ObjectMeta, ObjectStore};
+use crate::url::S3Url;
+
+const FORMAT: &str = "s3load-run-listing-1";
+/// Listings of other runs older than this are removed by a sharded run.
+const KEEP_OTHERS: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether `id` may name a run: 1 to 128 letters, digits, `.`, `_` or `-`
+/// (a Job's uid or name), not starting with `.`.
+pub fn valid_run_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The listing of run `run_id` for `url`: read from the destination where a
+/// shard of the run recorded it, else listed now and recorded.
+pub async fn shared(
+    store: &dyn ObjectStore,
+    url: &S3Url,
+    dst: &Path,
+    shard: Shard,
+    run_id: &str,
+) -> Result<SourceListing, Error> {
+    let state = super::super::state::STATE_DIR;
+    let dir_path = dst.join(state);
+    std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, "creating the destination directory", e))?;
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+    let root = rustix::fs::open(dst, flags, Mode::empty()).map_err(|e| Error::io(dst, "opening", e.into()))?;
+    match rustix::fs::mkdirat(&root, state, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(Error::io(&dir_path, "creating the state directory", e.into())),
+    }
+    let dir = rustix::fs::openat(&root, state, flags | OFlags::NOFOLLOW, Mode::empty()).map_err(|e| match e {
+        Errno::LOOP | Errno::NOTDIR => planted(&dir_path),
+        e => Error::io(&dir_path, "opening the state directory", e.into()),
+    })?;
+    let name = format!("run-{run_id}.listing");
+    let lock = open_at(&dir, &dir_path, &format!("run-{run_id}.lock"), OFlags::CREATE | OFlags::WRONLY)?;
+    // Held while the listing is read or made: a shard that comes second
+    // waits for the first to record it.
+    let lock =
+        tokio::task::spawn_blocking(move || rustix::fs::flock(&lock, FlockOperation::LockExclusive).map(|()| lock))
+            .await
+            .map_err(|e| Error::Internal(format!("waiting for the run's listing lock: {e}")))?
+            .map_err(|e| Error::io(dir_path.join("lock"), "locking", e.into()))?;
+    remove_old_listings(&dir, &name);
+    let recorded = match open_at(&dir, &dir_path, &name, OFlags::RDONLY) {
+        Ok(f) => Some(f),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let listing = match recorded {
+        Some(f) => {
+            let listing = read(f, url, shard, run_id, &dir_path.join(&name))?;
+            tracing::info!(
+                run = run_id,
+                objects = listing.objects.len(),
+                "using the run's listing, recorded by another shard"
+            );
+            listing
+        }
+        None => {
+            let listing = super::list_source(store, url).await?;
+            write(&dir, &dir_path, &name, &listing, url, shard, run_id)?;
+            tracing::info!(
+                run = run_id,
+                objects = listing.objects.len(),
+                "listed the source and recorded it for the run's other shards"
+            );
+            listing
+        }
+    };
+    drop(lock);
+    Ok(listing)
+}
+
+fn planted(path: &Path) -> Error {
+    Error::Refused(format!(
+        "{} is a symlink or not what s3load created there; s3load never follows links in its record \
+         directory (remove it, and check who put it there)",
+        path.display()
+    ))
+}
+
+fn open_at(dir: &OwnedFd, shown: &Path, name: &str, flags: OFlags) -> Result<File, Error> {
+    let path = shown.join(name);
+    match rustix::fs::openat(dir, name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o644)) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(Errno::LOOP | Errno::NOTDIR | Errno::ISDIR) => Err(planted(&path)),
+        Err(e) => Err(Error::io(&path, "opening", e.into())),
+    }
+}
+
+/// Removes recorded listings (and their locks) of other runs, older than a day.
+fn remove_old_listings(dir: &OwnedFd, keep: &str) {
+    let Ok(d) = rustix::fs::Dir::read_from(dir) else { return };
+    let now = SystemTime::now();
+    for entry in d.flatten() {
+        let Ok(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        if !(name.starts_with("run-") && (name.ends_with(".listing") || name.ends_with(".lock"))) || name == keep {
+            continue;
+        }
+        let Ok(st) = rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else { continue };
+        let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64);
+        if now.duration_since(modified).is_ok_and(|age| age > KEEP_OTHERS) {
+            let _ = rustix::fs::unlinkat(dir, name.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+fn header(url: &S3Url, shard: Shard, run_id: &str) -> serde_json::Value {
+    json!({"format": FORMAT, "run": run_id, "source": url.to_string(), "shards": shard.count})
+}
+
+fn write(
+    dir: &OwnedFd,
+    shown: &Path,
+    name: &str,
+    listing: &SourceListing,
+    url: &S3Url,
+    shard: Shard,
+    run_id: &str,
+) -> Result<(), Error> {
+    let tmp = format!("{name}.{}.tmp", crate::localfs::unique_suffix());
+    let f = open_at(dir, shown, &tmp, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY)?;
+    let written = (|| -> std::io::Result<()> {
+        let mut w = BufWriter::with_capacity(1 << 20, &f);
+        writeln!(w, "{}", header(url, shard, run_id))?;
+        for o in listing.objects.iter() {
+            let t = o.last_modified.map(|t| crate::state::to_ns(t).to_string());
+            writeln!(w, "{}", json!({"k": o.key, "s": o.size, "e": o.etag, "t": t}))?;
+        }
+        for (key, why) in &listing.refused {
+            writeln!(w, "{}", json!({"refused": key, "why": why}))?;
+        }
+        let end = json!({"end": true, "objects": listing.objects.len(), "refused": listing.refused.len(), "markers": listing.markers});
+        writeln!(w, "{end}")?;
+        w.flush()?;
+        drop(w);
+        // On disk before it is in place: a shard on another node reads it.
+        f.sync_all()
+    })();
+    let placed = written.map_err(|e| Error::io(shown.join(&tmp), "writing", e)).and_then(|()| {
+        rustix::fs::renameat(dir, tmp.as_str(), dir, name)
+            .map_err(|e| Error::io(shown.join(name), "recording the run's listing", e.into()))
+    });
+    if placed.is_err() {
+        let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+    }
+    placed
+}
+
+fn read(f: File, url: &S3Url, shard: Shard, run_id: &str, shown: &Path) -> Result<SourceListing, Error> {
+    let bad = |why: &str| {
+        Error::Refused(format!(
+            "{}: {why}; remove it to list the source again (every shard of the run must then start again)",
+            shown.display()
+        ))
+    };
+    let mut lines = BufReader::with_capacity(1 << 20, f).lines();
+    let first = lines.next().transpose().map_err(|e| Error::io(shown, "reading", e))?.unwrap_or_default();
+    let head: serde_json::Value = serde_json::from_str(&first).map_err(|_| bad("not a run listing"))?;
+    if head["format"] != FORMAT {
+        return Err(bad("not a listing this s3load writes"));
+    }
+    let (source, shards) = (head["source"].as_str().unwrap_or_default(), head["shards"].as_u64().unwrap_or(0));
+    if source != url.to_string() || shards != u64::from(shard.count) {
+        return Err(Error::Refused(format!(
+            "run {run_id} was listed for {source} in {shards} shards, and this run is {url} in {}: each Job (each \
+             source and shard count) needs its own --run-id (for example the Job's uid from the downward API)",
+            shard.count
+        )));
+    }
+    let mut out = SourceListing::default();
+    for line in lines {
+        let line = line.map_err(|e| Error::io(shown, "reading", e))?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|_| bad("a line is damaged"))?;
+        if v["end"] == true {
+            let counts = (v["objects"].as_u64(), v["refused"].as_u64());
+            if counts != (Some(out.objects.len() as u64), Some(out.refused.len() as u64)) {
+                return Err(bad("its counts do not match its lines"));
+            }
+            out.markers = v["markers"].as_u64().unwrap_or(0) as usize;
+            out.objects.sort();
+            return Ok(out);
+        }
+        if let Some(key) = v["refused"].as_str() {
+            out.refused.push((key.to_string(), v["why"].as_str().unwrap_or_default().to_string()));
+            continue;
+        }
+        let (Some(key), Some(size)) = (v["k"].as_str(), v["s"].as_u64()) else {
+            return Err(bad("a line is damaged"));
+        };
+        let last_modified = v["t"].as_str().and_then(|t| t.parse::<i128>().ok()).map(from_ns);
+        let rel_len = url.relative(key).len();
+        let meta = ObjectMeta {
+            key: key.to_string(),
+            size,
+            etag: v["e"].as_str().map(str::to_string),
+            last_modified,
+            checksum: None,
+            etag_md5: false,
+            version_id: None,
+        };
+        out.objects.push(meta, rel_len);
+    }
+    Err(bad("it was cut short (no end line)"))
+}
+
+fn from_ns(ns: i128) -> SystemTime {
+    let d = Duration::from_nanos(ns.unsigned_abs().min(u128::from(u64::MAX)) as u64);
+    if ns < 0 { SystemTime::UNIX_EPOCH - d } else { SystemTime::UNIX_EPOCH + d }
+}
