@@ -130,6 +130,7 @@ quiet_check() {
   quiet_missing=$((quiet_missing + $(comm -13 <(printf '%s\n' "$have" | cut -d' ' -f1) <(printf '%s\n' "$want" | cut -d' ' -f1) | grep -c . || true)))
   quiet_extra=$((quiet_extra + $(comm -23 <(printf '%s\n' "$have" | cut -d' ' -f1) <(printf '%s\n' "$want" | cut -d' ' -f1) | grep -c . || true)))
   quiet_wrong=$((quiet_wrong + $(comm -13 <(printf '%s\n' "$have") <(printf '%s\n' "$want") | grep -c . || true) - $(comm -13 <(printf '%s\n' "$have" | cut -d' ' -f1) <(printf '%s\n' "$want" | cut -d' ' -f1) | grep -c . || true)))
+  find "$DIR/shards" -name '*.s3load-*' -printf 'left after quiet run %f\n' >&2
   left_behind=$((left_behind + $(find "$DIR/shards" -name '*.s3load-*' | wc -l)))
 }
 

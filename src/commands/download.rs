@@ -38,6 +38,9 @@ struct Downloading {
     sharded: bool,
     /// Weight indexes of the source (`*.index.json`), checked after the run.
     indexes: Vec<PathBuf>,
+    /// Sharded: the paths this run writes a piece of (objects split across
+    /// the shards), whose shared files another shard may still need.
+    pieces: HashSet<String>,
     durability: Durability,
     verify_off: bool,
 }
@@ -211,6 +214,7 @@ pub(super) async fn download_from(
     // Jobs are made from the listing as the engine takes them (a million of
     // them at once would be half a gigabyte): the listing, packed, is what
     // the transfer holds.
+    let pieces = selected.iter().filter(|(_, p)| p.is_some()).map(|&(i, _)| objects.rel(i).to_string()).collect();
     let jobs = DownloadJobs {
         bucket: src.bucket.as_str().into(),
         root: dst.as_path().into(),
@@ -229,6 +233,7 @@ pub(super) async fn download_from(
         sync: sync.is_some(),
         sharded: cfg.shard.is_some(),
         indexes,
+        pieces,
         durability: cfg.engine.durability,
         verify_off: cfg.engine.verify == transfer::VerifyMode::Off,
     };
@@ -359,7 +364,10 @@ impl Direction for Downloading {
             // Sharded, other runs create temporary files here at this moment:
             // only old ones are leftovers.
             let min_age = if self.sharded { SHARDED_ORPHAN_AGE } else { std::time::Duration::ZERO };
-            let removed = localfs::remove_orphans(&self.dst, !complete || self.sharded, min_age);
+            let mut removed = localfs::remove_orphans(&self.dst, !complete || self.sharded, min_age);
+            if self.sharded && complete {
+                removed += localfs::remove_unneeded_splits(&self.dst, &self.pieces);
+            }
             if removed > 0 {
                 tracing::info!(removed, "removed temporary files left by earlier runs");
             }

@@ -110,10 +110,12 @@ pub fn piece_name(index: usize, count: usize) -> String {
 }
 
 fn temp_name(name: &OsStr) -> OsString {
-    // glibc no longer caches getpid: one call per run, not per file.
-    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let pid = *PID.get_or_init(std::process::id);
-    let unique = (u64::from(pid) << 32) ^ SEQ.fetch_add(1, Ordering::Relaxed);
+    // Random per process, not the PID: every pod's main process is PID 1,
+    // and shards in several pods may write the same file name at once (an
+    // object fetched whole by each shard that found it changed).
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| u64::from_str_radix(&super::unique_suffix(), 16).unwrap_or(0));
+    let unique = base ^ SEQ.fetch_add(1, Ordering::Relaxed);
     OsString::from(format!(".{}.{unique:x}{TEMP_SUFFIX}", kept(name)))
 }
 
@@ -253,6 +255,33 @@ impl TempFile {
             }
         }
         Ok((tmp, recorded))
+    }
+
+    /// After a split object is in place: the shared files of other versions
+    /// of it (another ETag or layout: the object was replaced while an
+    /// earlier run had it split) that no run holds are of no use any more.
+    fn remove_other_splits(&self) {
+        let own = self.tmp_name.to_string_lossy().strip_suffix(SPLIT_SUFFIX).map(str::to_string);
+        let (Some(own), Ok(dir)) = (own, rustix::fs::Dir::read_from(&*self.dir)) else { return };
+        let short = kept_short(&self.name);
+        for entry in dir.flatten() {
+            let Ok(n) = entry.file_name().to_str() else { continue };
+            let stem = match (n.strip_suffix(SPLIT_SUFFIX), n.strip_suffix(PIECE_SUFFIX)) {
+                (Some(s), _) => Some(s),
+                (_, Some(s)) => s.rsplit_once('.').map(|(s, _)| s),
+                _ => None,
+            };
+            let Some(stem) = stem else { continue };
+            if stem == own || stem.rsplit_once('.').map(|(s, _)| s) != Some(&format!(".{short}")) {
+                continue;
+            }
+            let n = n.to_string();
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let free = rustix::fs::openat(&*self.dir, n.as_str(), flags, Mode::empty()).is_ok_and(|f| try_lock(&f));
+            if free {
+                let _ = rustix::fs::unlinkat(&*self.dir, n.as_str(), AtFlags::empty());
+            }
+        }
     }
 
     /// Opens the temporary file of an object split across shards, to write
@@ -486,6 +515,7 @@ impl TempFile {
                     let _ = rustix::fs::unlinkat(&self.dir, name, AtFlags::empty());
                 }
             }
+            self.remove_other_splits();
         }
         if fsync {
             rustix::fs::fsync(&self.dir).map_err(|e| Error::io(&self.dest, "flushing directory to disk", e.into()))?;
@@ -577,9 +607,86 @@ pub fn remove_orphans(root: &Path, keep_resumable: bool, min_age: Duration) -> u
     removed
 }
 
+/// After a complete sharded run: removes the files of split objects (the
+/// shared file and the pieces' journals) that no run holds and whose
+/// destination path is not one this run wrote a piece of (`pieces`, paths
+/// relative to `root`). They belong to versions of objects that were
+/// replaced since (the object was then fetched whole) or that are in place
+/// already: this run's listing is the run's one listing, so no shard of it
+/// still needs them. Returns how many were removed.
+pub fn remove_unneeded_splits(root: &Path, pieces: &std::collections::HashSet<String>) -> usize {
+    let mut removed = 0;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel_dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(&rel_dir)) else { continue };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let name = e.file_name();
+            let Some(n) = name.to_str() else { continue };
+            if ft.is_dir() {
+                if n != ".s3load" {
+                    stack.push(rel_dir.join(n));
+                }
+                continue;
+            }
+            if !ft.is_file() {
+                continue;
+            }
+            // `.NAME.ID.s3load-split`, `.NAME.ID.I.s3load-piece`.
+            let stem = match (n.strip_suffix(SPLIT_SUFFIX), n.strip_suffix(PIECE_SUFFIX)) {
+                (Some(s), _) => s.rsplit_once('.').map(|(s, _)| s),
+                (_, Some(s)) => s.rsplit_once('.').and_then(|(s, _)| s.rsplit_once('.')).map(|(s, _)| s),
+                _ => None,
+            };
+            let Some(short) = stem.and_then(|s| s.strip_prefix('.')) else { continue };
+            // A name cut short cannot be told from another: left alone.
+            if kept_short(OsStr::new(short)) != short || short.len() >= NAME_KEEP - 40 {
+                continue;
+            }
+            let Some(rel) = rel_dir.join(short).to_str().map(str::to_string) else { continue };
+            if pieces.contains(&rel) {
+                continue;
+            }
+            let free = File::open(e.path()).map(|f| try_lock(&f)).unwrap_or(false);
+            if free && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_files_of_paths_this_run_has_no_piece_of_are_removed_unless_held() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        for n in [
+            ".big.bin.aaaa.s3load-split",
+            ".big.bin.aaaa.0.s3load-piece",
+            ".big.bin.aaaa.1.s3load-piece",
+            "sub/.w.bin.bbbb.s3load-split",
+            "sub/.w.bin.bbbb.2.s3load-piece",
+            ".held.bin.cccc.s3load-split",
+            ".big.bin.1234.s3load-tmp",
+            "big.bin",
+        ] {
+            std::fs::write(root.join(n), b"x").unwrap();
+        }
+        let held = File::open(root.join(".held.bin.cccc.s3load-split")).unwrap();
+        assert!(try_lock(&held));
+        let pieces: std::collections::HashSet<String> = ["sub/w.bin".to_string()].into();
+        assert_eq!(remove_unneeded_splits(root, &pieces), 3);
+        let left = |n: &str| root.join(n).exists();
+        assert!(!left(".big.bin.aaaa.s3load-split") && !left(".big.bin.aaaa.0.s3load-piece"));
+        assert!(left("sub/.w.bin.bbbb.s3load-split") && left("sub/.w.bin.bbbb.2.s3load-piece"), "this run's piece");
+        assert!(left(".held.bin.cccc.s3load-split"), "a file another run holds");
+        assert!(left(".big.bin.1234.s3load-tmp") && left("big.bin"), "not split files");
+    }
 
     #[test]
     fn temp_names_are_recognised_and_short() {

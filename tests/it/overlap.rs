@@ -375,3 +375,31 @@ async fn case_58_a_refused_key_holds_back_every_shards_deletions() {
     assert_eq!(stale_left(&dest, &stale), 6, "no shard deleted");
     assert!(dest.join("keep.bin").exists());
 }
+
+// Case 59: the shared files of a split object's replaced version (pieces
+// written by a run before the object changed) are removed once a later run
+// puts the object in place, or finds it in place, with no run holding them.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_59_split_files_of_a_replaced_version_are_removed_by_the_next_complete_run() {
+    let h = Harness::new().await;
+    h.put("m/big.bin", generate_bytes(8 << 20, 1));
+    let dest = h.path("d");
+    shard(&h, "first", 0, 2, &dest, &[]).await.assert_ok();
+    let split_files = || -> Vec<String> {
+        std::fs::read_dir(&dest)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".s3load-split") || n.ends_with(".s3load-piece"))
+            .collect()
+    };
+    assert!(!split_files().is_empty(), "the first run's piece waits for the other shard");
+    let new = generate_bytes(8 << 20, 2);
+    h.put("m/big.bin", new.clone());
+    // A new run: both shards, the object split again under its new identity.
+    for k in 0..2 {
+        shard(&h, "second", k, 2, &dest, &[]).await.assert_ok();
+    }
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == new);
+    assert_eq!(split_files(), Vec::<String>::new(), "nothing of the replaced version left");
+}
