@@ -34,6 +34,7 @@ use serde_json::json;
 use super::SourceListing;
 use crate::error::Error;
 use crate::shard::Shard;
+use crate::state::{open_in, planted};
 use crate::store::{ObjectMeta, ObjectStore};
 use crate::url::S3Url;
 
@@ -72,7 +73,7 @@ pub async fn shared(
         e => Error::io(&dir_path, "opening the state directory", e.into()),
     })?;
     let name = format!("run-{run_id}.listing");
-    let lock = open_at(&dir, &dir_path, &format!("run-{run_id}.lock"), OFlags::CREATE | OFlags::WRONLY)?;
+    let lock = open_in(&dir, &dir_path, &format!("run-{run_id}.lock"), OFlags::CREATE | OFlags::WRONLY)?;
     // Held while the listing is read or made: a shard that comes second
     // waits for the first to record it.
     let lock =
@@ -81,7 +82,7 @@ pub async fn shared(
             .map_err(|e| Error::Internal(format!("waiting for the run's listing lock: {e}")))?
             .map_err(|e| Error::io(dir_path.join("lock"), "locking", e.into()))?;
     remove_old_listings(&dir, &name);
-    let recorded = match open_at(&dir, &dir_path, &name, OFlags::RDONLY) {
+    let recorded = match open_in(&dir, &dir_path, &name, OFlags::RDONLY) {
         Ok(f) => Some(f),
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
@@ -109,23 +110,6 @@ pub async fn shared(
     };
     drop(lock);
     Ok(listing)
-}
-
-fn planted(path: &Path) -> Error {
-    Error::Refused(format!(
-        "{} is a symlink or not what s3load created there; s3load never follows links in its record \
-         directory (remove it, and check who put it there)",
-        path.display()
-    ))
-}
-
-fn open_at(dir: &OwnedFd, shown: &Path, name: &str, flags: OFlags) -> Result<File, Error> {
-    let path = shown.join(name);
-    match rustix::fs::openat(dir, name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o644)) {
-        Ok(fd) => Ok(File::from(fd)),
-        Err(Errno::LOOP | Errno::NOTDIR | Errno::ISDIR) => Err(planted(&path)),
-        Err(e) => Err(Error::io(&path, "opening", e.into())),
-    }
 }
 
 /// Removes recorded listings (and their locks) of other runs, older than a day.
@@ -159,7 +143,7 @@ fn write(
     run_id: &str,
 ) -> Result<(), Error> {
     let tmp = format!("{name}.{}.tmp", crate::localfs::unique_suffix());
-    let f = open_at(dir, shown, &tmp, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY)?;
+    let f = open_in(dir, shown, &tmp, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY)?;
     let written = (|| -> std::io::Result<()> {
         let mut w = BufWriter::with_capacity(1 << 20, &f);
         writeln!(w, "{}", header(url, shard, run_id))?;

@@ -96,7 +96,7 @@ const SLACK_LINES: usize = 64;
 const DIR_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::RDONLY).union(OFlags::CLOEXEC);
 
 /// A planted symlink (or a file where the directory should be) in `.s3load/`.
-fn planted(path: &Path) -> Error {
+pub(crate) fn planted(path: &Path) -> Error {
     Error::Refused(format!(
         "{} is a symlink or not what s3load created there; s3load never follows links in its record \
          directory (remove it, and check who put it there)",
@@ -105,7 +105,7 @@ fn planted(path: &Path) -> Error {
 }
 
 /// Opens `name` in `dir` with `flags` and `O_NOFOLLOW`.
-fn open_in(dir: &OwnedFd, shown: &Path, name: &str, flags: OFlags) -> Result<File, Error> {
+pub(crate) fn open_in(dir: &OwnedFd, shown: &Path, name: &str, flags: OFlags) -> Result<File, Error> {
     let path = shown.join(name);
     match rustix::fs::openat(dir, name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o644)) {
         Ok(fd) => Ok(File::from(fd)),

@@ -31,18 +31,6 @@ async fn cat_bytes(h: &Harness, args: &[&str]) -> (i32, Vec<u8>, String) {
     (r.code, bytes, r.stderr)
 }
 
-/// The peak RSS (KiB) that s3load states at exit with `--log debug` (the
-/// kernel's `VmHWM`, read as the process ends).
-fn max_rss_kib(stderr: &str) -> u64 {
-    stderr
-        .lines()
-        .filter(|l| l.contains("peak memory"))
-        .find_map(|l| l.split("peak_rss_kib=").nth(1))
-        .and_then(|n| n.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no peak memory line:\n{stderr}"))
-}
-
 #[tokio::test]
 async fn cat_of_a_1_gib_object_matches_sha256sum_within_its_memory_bound() {
     let h = Harness::new().await;
@@ -57,7 +45,7 @@ async fn cat_of_a_1_gib_object_matches_sha256sum_within_its_memory_bound() {
         let r = shell(&h, &script).await;
         r.assert_ok();
         assert_eq!(r.stdout.trim(), want, "-c {c} -p {p}: the bytes piped out are the object's");
-        let rss_mib = max_rss_kib(&r.stderr) / 1024;
+        let rss_mib = crate::harness::peak_rss_kib(&r.stderr) / 1024;
         let bound = (c + 1) * p + OVERHEAD_MIB;
         assert!(rss_mib <= bound, "-c {c} -p {p}: peak RSS {rss_mib} MiB over the bound of {bound} MiB");
         eprintln!("cat 1 GiB -c {c} -p {p}: peak RSS {rss_mib} MiB (bound {bound} MiB)");

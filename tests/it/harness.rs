@@ -246,3 +246,15 @@ pub fn verified_by(run: &crate::harness::Run) -> Vec<(String, String)> {
     v.sort();
     v
 }
+
+/// The peak RSS (KiB) that s3load states at exit with `--log debug` (the
+/// kernel's `VmHWM`, read as the process ends).
+pub fn peak_rss_kib(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .filter(|l| l.contains("peak memory"))
+        .find_map(|l| l.split("peak_rss_kib=").nth(1))
+        .and_then(|n| n.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory line:\n{stderr}"))
+}

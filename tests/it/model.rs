@@ -146,17 +146,6 @@ async fn small_files_are_committed_before_a_large_shard_so_a_kill_late_in_it_lea
     assert_eq!(again.stdout_lines().len(), 1, "only the shard: {}", again.stdout);
 }
 
-/// The peak RSS (KiB) that s3load states at exit with `--log debug`.
-fn peak_rss_kib(stderr: &str) -> u64 {
-    stderr
-        .lines()
-        .filter(|l| l.contains("peak memory"))
-        .find_map(|l| l.split("peak_rss_kib=").nth(1))
-        .and_then(|n| n.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no peak memory line:\n{stderr}"))
-}
-
 // Case 52: a valid safetensors file whose header is 17 MB (300,000 empty
 // tensors), and an index naming them all: checked as they stream, in memory
 // of the order of what is kept per tensor (a name and two offsets), not a
@@ -180,7 +169,7 @@ async fn case_52_a_huge_header_and_index_are_checked_in_bounded_memory() {
     h.put("m/model.safetensors.index.json", serde_json::json!({"weight_map": map}).to_string().into_bytes());
     let dest = h.path("d");
     let run = h.run(&["--log", "debug", "sync", "s3://bucket/m/*", s(&dest)]).await;
-    let rss_mib = peak_rss_kib(&run.stderr) / 1024;
+    let rss_mib = crate::harness::peak_rss_kib(&run.stderr) / 1024;
     eprintln!("peak RSS with a 17 MB header and its index: {rss_mib} MiB");
     run.assert_ok();
     assert!(run.stderr.contains("model checks passed: 1 safetensors header, 1 weight index"), "{}", run.stderr);

@@ -280,6 +280,17 @@ async fn shard(h: &Harness, run: &str, k: u32, n: u32, dest: &Path, extra: &[&st
     h.run(&args).await
 }
 
+/// A destination holding `n` files the source lacks; their names.
+fn with_stale_files(h: &Harness, n: usize) -> (PathBuf, Vec<String>) {
+    let dest = h.path("d");
+    std::fs::create_dir_all(&dest).unwrap();
+    let stale: Vec<String> = (0..n).map(|i| format!("stale-{i}.bin")).collect();
+    for name in &stale {
+        std::fs::write(dest.join(name), b"old").unwrap();
+    }
+    (dest, stale)
+}
+
 fn stale_left(dest: &Path, names: &[String]) -> usize {
     names.iter().filter(|n| dest.join(n).exists()).count()
 }
@@ -335,12 +346,7 @@ async fn case_56_shards_listing_at_different_times_apply_one_listing_and_miss_no
 async fn case_57_max_delete_bounds_the_whole_runs_deletions() {
     let h = Harness::new().await;
     h.put("m/keep.bin", b"keep".to_vec());
-    let dest = h.path("d");
-    std::fs::create_dir_all(&dest).unwrap();
-    let stale: Vec<String> = (0..6).map(|i| format!("stale-{i}.bin")).collect();
-    for n in &stale {
-        std::fs::write(dest.join(n), b"old").unwrap();
-    }
+    let (dest, stale) = with_stale_files(&h, 6);
     for k in 0..2 {
         let run = shard(&h, "job", k, 2, &dest, &["--delete", "--max-delete", "4"]).await;
         assert_eq!(run.code, 1, "shard {k}: {}", run.stderr);
@@ -361,12 +367,7 @@ async fn case_58_a_refused_key_holds_back_every_shards_deletions() {
     let h = Harness::new().await;
     h.put("m/keep.bin", b"keep".to_vec());
     h.put("m/a//b.bin", b"hostile".to_vec());
-    let dest = h.path("d");
-    std::fs::create_dir_all(&dest).unwrap();
-    let stale: Vec<String> = (0..6).map(|i| format!("stale-{i}.bin")).collect();
-    for n in &stale {
-        std::fs::write(dest.join(n), b"old").unwrap();
-    }
+    let (dest, stale) = with_stale_files(&h, 6);
     for k in 0..2 {
         let run = shard(&h, "job", k, 2, &dest, &["--delete"]).await;
         assert_eq!(run.code, 1, "shard {k}: {}", run.stderr);
