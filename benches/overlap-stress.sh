@@ -20,11 +20,11 @@
 # The publisher changes one object at a time (replace, add or delete), so that
 # every state of the source is well defined; each state's manifest is kept.
 #
-# Usage: benches/overlap-stress.sh [ROUNDS]   (env: DIR=/work/bench-tmp/overlap)
+# Usage: benches/overlap-stress.sh [ROUNDS]   (env: DIR=$TMPDIR/s3load-overlap-stress)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-200}"
-DIR="${DIR:-/work/bench-tmp/overlap}"
+DIR="${DIR:-${TMPDIR:-/tmp}/s3load-overlap-stress}"
 rm -rf "$DIR" && mkdir -p "$DIR/pub" "$DIR/states"
 SERVER_ARGS=""
 # shellcheck source=benches/testserver.sh
@@ -122,6 +122,9 @@ run_shards() { # N ID
 }
 quiet_check() {
   local n=$((2 + RANDOM % 7))
+  # A quiet point: split files are taken for leftovers only once they have
+  # stood for 2 s (another run's may not be locked yet).
+  sleep 2.1
   run_shards "$n" "quiet-$1"
   quiet_checks=$((quiet_checks + 1))
   local have want
@@ -136,6 +139,7 @@ quiet_check() {
 
 reader &
 READER=$!
+trap 'touch "$DIR/stop-reader"; kill $SERVER 2>/dev/null || true' EXIT
 for round in $(seq "$ROUNDS"); do
   # Shards, with a publish between the first half and the rest.
   n=$((2 + round % 7))

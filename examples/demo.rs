@@ -2,8 +2,8 @@
 //! server with a sample model laid out as training frameworks publish one (two
 //! well-formed `*.safetensors` shards, the `model.safetensors.index.json` that
 //! maps every tensor to its shard, config, generation config and tokenizer
-//! files), sync it to a local directory with progress shown, then sync again
-//! to show that an unchanged tree copies nothing.
+//! files), sync it to a local directory with the model checks on (as by
+//! default), then sync again to show that an unchanged tree copies nothing.
 //!
 //! The demo checks itself: it exits non-zero if either sync fails (the model
 //! checks are on, as by default) or if the second sync copies anything.
@@ -149,6 +149,14 @@ async fn main() -> std::io::Result<()> {
         let copied = written["objects"]["copied"].as_u64().unwrap_or(u64::MAX);
         if round == 1 && copied != 0 {
             eprintln!("the second sync copied {copied} objects of an unchanged tree: it should copy none");
+            std::process::exit(1);
+        }
+        // The model checks ran: both shards' headers as they were written,
+        // and the weight index after each sync.
+        let checks = &written["model_checks"];
+        let want = if round == 0 { (2, 1) } else { (0, 1) };
+        if (checks["safetensors_headers"].as_u64(), checks["weight_indexes"].as_u64()) != (Some(want.0), Some(want.1)) {
+            eprintln!("the model checks did not run as they should: {checks}");
             std::process::exit(1);
         }
     }

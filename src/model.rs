@@ -15,8 +15,8 @@
 //!
 //! Headers and indexes come from the store, so they are read as hostile:
 //! both are parsed as they stream from the file, one entry at a time (no
-//! JSON tree is built: a 17 MB header of 300,000 tensors once took 400 MB
-//! that way). What is kept is each tensor's name and offsets, and a shape is
+//! JSON tree is built: a 17 MB header of 300,000 tensors and its index once
+//! took 834 MiB that way). What is kept is each tensor's name and offsets, and a shape is
 //! folded into its product as it is read, so a header of a million
 //! dimensions costs nothing. Files named by an index are opened below the
 //! index's directory without following links or blocking (`O_NOFOLLOW |
@@ -338,6 +338,55 @@ impl<'de> Visitor<'de> for IndexVisitor<'_> {
     }
 }
 
+/// What a `weight_map` entry maps a tensor to: a file name, or anything
+/// else, skipped as it is read (an array of a million entries costs nothing).
+enum ShardName {
+    Name(String),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for ShardName {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ShardName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a shard's file name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ShardName, E> {
+                Ok(ShardName::Name(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<ShardName, E> {
+                Ok(ShardName::Name(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ShardName, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ShardName::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ShardName, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ShardName::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ShardName, E> {
+                Ok(ShardName::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ShardName, E> {
+                Ok(ShardName::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ShardName, E> {
+                Ok(ShardName::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ShardName, E> {
+                Ok(ShardName::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ShardName, E> {
+                Ok(ShardName::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 struct WeightMapSeed<'a>(&'a mut WeightMap);
 
 impl<'de> DeserializeSeed<'de> for WeightMapSeed<'_> {
@@ -354,11 +403,12 @@ impl<'de> Visitor<'de> for WeightMapSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(tensor) = map.next_key::<String>()? {
-            match map.next_value::<serde_json::Value>()? {
-                serde_json::Value::String(s) if !s.contains('/') && !s.starts_with('.') && !s.is_empty() => {
+            match map.next_value::<ShardName>()? {
+                ShardName::Name(s) if !s.contains('/') && !s.starts_with('.') && !s.is_empty() => {
                     self.0.shards.entry(s).or_default().push(tensor);
                 }
-                other => self.0.outside.push((tensor, other.to_string())),
+                ShardName::Name(s) => self.0.outside.push((tensor, format!("{s:?}"))),
+                ShardName::Other => self.0.outside.push((tensor, "something that is not a file name".into())),
             }
         }
         Ok(())

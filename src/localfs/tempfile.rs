@@ -277,7 +277,8 @@ impl TempFile {
             }
             let n = n.to_string();
             let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let free = rustix::fs::openat(&*self.dir, n.as_str(), flags, Mode::empty()).is_ok_and(|f| try_lock(&f));
+            let free = rustix::fs::openat(&*self.dir, n.as_str(), flags, Mode::empty())
+                .is_ok_and(|f| rustix::fs::fstat(&f).is_ok_and(|st| settled(&st)) && try_lock(&f));
             if free {
                 let _ = rustix::fs::unlinkat(&*self.dir, n.as_str(), AtFlags::empty());
             }
@@ -607,6 +608,17 @@ pub fn remove_orphans(root: &Path, keep_resumable: bool, min_age: Duration) -> u
     removed
 }
 
+/// A split object's files younger than this are never taken for leftovers: a
+/// shard of another run creates them a moment before it locks them.
+const SPLIT_SETTLE: Duration = Duration::from_secs(2);
+
+/// Whether a file whose status is `st` has stood unchanged for
+/// [`SPLIT_SETTLE`].
+fn settled(st: &rustix::fs::Stat) -> bool {
+    let changed = std::time::UNIX_EPOCH + Duration::from_secs(st.st_ctime.max(0) as u64);
+    changed.elapsed().is_ok_and(|age| age >= SPLIT_SETTLE)
+}
+
 /// After a complete sharded run: removes the files of split objects (the
 /// shared file and the pieces' journals) that no run holds and whose
 /// destination path is not one this run wrote a piece of (`pieces`, paths
@@ -647,7 +659,8 @@ pub fn remove_unneeded_splits(root: &Path, pieces: &std::collections::HashSet<St
             if pieces.contains(&rel) {
                 continue;
             }
-            let free = File::open(e.path()).map(|f| try_lock(&f)).unwrap_or(false);
+            let free =
+                File::open(e.path()).is_ok_and(|f| rustix::fs::fstat(&f).is_ok_and(|st| settled(&st)) && try_lock(&f));
             if free && std::fs::remove_file(e.path()).is_ok() {
                 removed += 1;
             }
@@ -680,6 +693,8 @@ mod tests {
         let held = File::open(root.join(".held.bin.cccc.s3load-split")).unwrap();
         assert!(try_lock(&held));
         let pieces: std::collections::HashSet<String> = ["sub/w.bin".to_string()].into();
+        assert_eq!(remove_unneeded_splits(root, &pieces), 0, "files a moment old may be another run's, not locked yet");
+        std::thread::sleep(SPLIT_SETTLE);
         assert_eq!(remove_unneeded_splits(root, &pieces), 3);
         let left = |n: &str| root.join(n).exists();
         assert!(!left(".big.bin.aaaa.s3load-split") && !left(".big.bin.aaaa.0.s3load-piece"));

@@ -59,7 +59,7 @@ pub async fn shared(
     shard: Shard,
     run_id: &str,
 ) -> Result<SourceListing, Error> {
-    let state = super::super::state::STATE_DIR;
+    let state = crate::state::STATE_DIR;
     let dir_path = dst.join(state);
     std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, "creating the destination directory", e))?;
     let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
@@ -80,7 +80,7 @@ pub async fn shared(
         tokio::task::spawn_blocking(move || rustix::fs::flock(&lock, FlockOperation::LockExclusive).map(|()| lock))
             .await
             .map_err(|e| Error::Internal(format!("waiting for the run's listing lock: {e}")))?
-            .map_err(|e| Error::io(dir_path.join("lock"), "locking", e.into()))?;
+            .map_err(|e| Error::io(dir_path.join(format!("run-{run_id}.lock")), "locking", e.into()))?;
     remove_old_listings(&dir, &name);
     let recorded = match open_in(&dir, &dir_path, &name, OFlags::RDONLY) {
         Ok(f) => Some(f),
@@ -112,13 +112,16 @@ pub async fn shared(
     Ok(listing)
 }
 
-/// Removes recorded listings (and their locks) of other runs, older than a day.
+/// Removes recorded listings (their locks, and what a crash left half
+/// written) of other runs, older than a day. A Job whose pods start more
+/// than a day apart lists again for its later pods.
 fn remove_old_listings(dir: &OwnedFd, keep: &str) {
     let Ok(d) = rustix::fs::Dir::read_from(dir) else { return };
     let now = SystemTime::now();
     for entry in d.flatten() {
         let Ok(name) = entry.file_name().to_str().map(str::to_string) else { continue };
-        if !(name.starts_with("run-") && (name.ends_with(".listing") || name.ends_with(".lock"))) || name == keep {
+        let ours = [".listing", ".lock", ".tmp"].iter().any(|s| name.ends_with(s));
+        if !(name.starts_with("run-") && ours) || name == keep {
             continue;
         }
         let Ok(st) = rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else { continue };

@@ -67,15 +67,16 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                     tracing::warn!(object = %job.source_url(), error = %e, "fetching the object again from the start");
                     let head = env.unless_stopped(&job.source_url(), store.head(&job.bucket, &job.key)).await;
                     match head {
-                        // Fetched again, a split object is fetched whole by the
-                        // run that found it changed: the other shards may have
-                        // finished their pieces of the version they listed,
-                        // and would never write theirs of this one.
+                        // A pinned run (an atomic version) holds what it listed.
                         Ok(Ok(meta)) if cfg.pinned && meta.etag != job.etag => {
                             let outcome = Err(changed_since_listed(&job, &meta));
                             reporter.finished(&*job, &outcome);
                             outcomes[i] = Some(outcome);
                         }
+                        // Fetched again, a split object is fetched whole by the
+                        // run that found it changed: the other shards may have
+                        // finished their pieces of the version they listed,
+                        // and would never write theirs of this one.
                         Ok(Ok(meta)) => pending.push((i, Box::new(Download { piece: None, ..job.refreshed(meta) }))),
                         Ok(Err(he)) => {
                             let outcome = Err(Error::object(&job.bucket, &job.key, None, he));

@@ -249,6 +249,7 @@ async fn every_command_the_docs_show_runs_against_the_test_server() {
         if s.text.contains("--atomic") {
             last_atomic = Some(cmd.clone());
         }
+        check_after(&h, &root, &s.text);
         ran.push(format!("{}:{} `{}`", s.doc, s.line, s.text));
     }
     eprintln!("ran {} commands:\n  {}", ran.len(), ran.join("\n  "));
@@ -258,21 +259,6 @@ async fn every_command_the_docs_show_runs_against_the_test_server() {
     // What some of them did, besides exiting 0.
     assert_eq!(files_under(&root.join("model-artifacts/my-model-1.2.3")), vec!["config.json", "model.safetensors"]);
     assert_eq!(std::fs::read(root.join("data/sample-0001.txt")).unwrap(), b"a training sample\n");
-    let uploaded = h.server.store().with_bucket("my-ml-bucket", |b| {
-        b.keys().filter(|k| k.starts_with("model-artifacts/my-model-1.2.4/")).cloned().collect::<Vec<_>>()
-    });
-    let mut uploaded = uploaded.unwrap();
-    uploaded.sort();
-    // README's upload leaves checkpoints out; docs/sync.md's, after it, sends everything.
-    assert_eq!(
-        uploaded,
-        [
-            "model-artifacts/my-model-1.2.4/checkpoints/step-1.bin",
-            "model-artifacts/my-model-1.2.4/config.json",
-            "model-artifacts/my-model-1.2.4/model.safetensors"
-        ]
-    );
-    assert_eq!(files_under(&root.join("model")), vec!["config.json", "model.safetensors"], "the include examples");
     let live = std::fs::read_link(root.join("models/m")).unwrap();
     assert!(
         std::fs::read(root.join("models/m/config.json")).unwrap().ends_with(b"\"llama\"}"),
@@ -280,6 +266,35 @@ async fn every_command_the_docs_show_runs_against_the_test_server() {
     );
     assert!(std::fs::read_to_string(root.join("etc/bash_completion.d/s3load")).unwrap().contains("s3load"));
     assert!(std::fs::read_to_string(root.join("usr/local/share/man/man1/s3load.1")).unwrap().contains(".TH"));
+}
+
+/// What some commands did, checked right after each (a later command may
+/// change the same place).
+fn check_after(h: &Harness, root: &Path, shown: &str) {
+    let uploaded = || -> Vec<String> {
+        let keys = h.server.store().with_bucket("my-ml-bucket", |b| {
+            b.keys().filter(|k| k.starts_with("model-artifacts/my-model-1.2.4/")).cloned().collect::<Vec<_>>()
+        });
+        let mut keys = keys.unwrap();
+        keys.sort();
+        keys
+    };
+    let model = || files_under(&root.join("model"));
+    if shown.contains("--exclude 'checkpoints/*' ./my-model-1.2.4/") {
+        let want = ["model-artifacts/my-model-1.2.4/config.json", "model-artifacts/my-model-1.2.4/model.safetensors"];
+        assert_eq!(uploaded(), want, "`{shown}` leaves the checkpoint out");
+    } else if shown.starts_with("s3load sync ./my-model-1.2.4/") {
+        assert!(uploaded().iter().any(|k| k.ends_with("checkpoints/step-1.bin")), "`{shown}` sends everything");
+    } else if shown.contains("--include '*.safetensors' --include 'config.json'") {
+        assert_eq!(model(), vec!["config.json", "model.safetensors"], "`{shown}`");
+    } else if shown.contains("--exclude 'checkpoints/*' --exclude '*.log'") {
+        let m = model();
+        assert!(m.iter().all(|f| !f.starts_with("checkpoints/") && !f.ends_with(".log")), "`{shown}`: {m:?}");
+        assert!(m.contains(&"shard-07.bin".to_string()), "`{shown}`: {m:?}");
+    } else if shown.contains("--include 'shard-0?.bin'") {
+        let m = model();
+        assert!(m.contains(&"shard-00.bin".to_string()) && m.contains(&"shard-07.bin".to_string()), "{m:?}");
+    }
 }
 
 #[test]

@@ -136,8 +136,8 @@ async fn hostile_keys_are_refused_by_name_and_nothing_escapes() {
     assert!(record.contains("s3://bucket/p/ok.txt"), "the sync record is s3load's own, not the object's: {record}");
 }
 
-// Case 54: a store that accepts connections and never answers (here: not
-// the region question, not the listing) fails the run at the defaults within
+// Case 54: a store that accepts connections and never answers (here: neither
+// the region question nor the listing) fails the run at the defaults within
 // two minutes, naming the store and the settings that bound the wait, rather
 // than after every attempt of every request (11 x 30 s).
 #[tokio::test(flavor = "multi_thread")]

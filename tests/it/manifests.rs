@@ -185,6 +185,11 @@ async fn the_indexed_job_example_runs_once_per_index_into_one_directory() {
         c.args.iter().any(|a| a == &format!("$(JOB_COMPLETION_INDEX)/{n}")),
         "--shard names the index and completions"
     );
+    assert!(c.args.windows(2).any(|w| w == ["--run-id", "$(JOB_UID)"]), "--run-id names the Job: {:?}", c.args);
+    assert!(
+        text.contains("fieldRef: {fieldPath: \"metadata.labels['batch.kubernetes.io/controller-uid']\"}"),
+        "JOB_UID comes from the Job's uid label"
+    );
 
     let h = Harness::new().await;
     let root = h.path("volume");
@@ -192,7 +197,8 @@ async fn the_indexed_job_example_runs_once_per_index_into_one_directory() {
     let argv = |index: u32| -> Vec<String> {
         let mut env = c.env.clone();
         env.insert("JOB_COMPLETION_INDEX".into(), index.to_string());
-        // What the downward API gives every pod of the Job.
+        // What the downward API gives every pod of the Job (the manifest
+        // asks for it from the label below).
         env.insert("JOB_UID".into(), "8d3a8c7e-5b0e-4a51-9d55-3f2b1c0e7a11".into());
         let map = |p: String| -> String {
             if p == "/dev/termination-log" {

@@ -212,10 +212,6 @@ async fn check_credentials(sdk: &aws_config::SdkConfig) -> Result<(), StoreError
     })
 }
 
-/// Asks the store where the bucket lives: HeadBucket answers with
-/// `x-amz-bucket-region`, also on the 301 or 403 S3 returns when asked in the
-/// wrong region or without `s3:ListBucket`. When no answer carries it, the
-/// default region is used and the real request reports any error.
 /// A failure to reach the store, naming the store (`endpoint`).
 fn at_store(endpoint: &str, e: StoreError) -> StoreError {
     match e.kind {
@@ -224,6 +220,11 @@ fn at_store(endpoint: &str, e: StoreError) -> StoreError {
     }
 }
 
+/// Asks the store where the bucket lives: HeadBucket answers with
+/// `x-amz-bucket-region`, also on the 301 or 403 S3 returns when asked in the
+/// wrong region or without `s3:ListBucket`. When an answer does not carry
+/// it, the default region is used and the real request reports any error;
+/// when there is no answer (a timeout, no connection), the run fails now.
 async fn discover_region(client: &Client, bucket: &str) -> Result<Region, StoreError> {
     let found = match client.head_bucket().bucket(bucket).send().await {
         Ok(out) => out.bucket_region().map(str::to_string),
