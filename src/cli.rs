@@ -435,8 +435,8 @@ impl Args {
                 && !crate::plan::run_listing::valid_run_id(id)
             {
                 return Err(Error::Usage(format!(
-                    "--run-id {id:?}: 1 to 128 letters, digits, '.', '_' or '-', not starting with '.' (a Job's uid or \
-                     name fits)"
+                    "--run-id {id:?}: 1 to 128 letters, digits, '.', '_' or '-', not starting with '.' (a Job's uid \
+                     fits: it is new for every Job, where a name is used again)"
                 )));
             }
             run_id = t.run_id.clone();

@@ -48,6 +48,9 @@ const MAX_HEADER: u64 = 100_000_000;
 /// name per tensor).
 const MAX_INDEX: u64 = 256 << 20;
 
+/// Problems of one kind named one by one for an index; the rest are counted.
+const MAX_PROBLEMS: usize = 20;
+
 /// Buffer for reading a header or an index as it is parsed.
 const READ_BUFFER: usize = 64 << 10;
 
@@ -449,8 +452,15 @@ pub fn check_index(path: &Path) -> Vec<String> {
     let mut problems: Vec<String> = map
         .outside
         .iter()
+        .take(MAX_PROBLEMS)
         .map(|(tensor, shard)| format!("{name}: tensor {tensor:?} maps to {shard}, not a file beside the index"))
         .collect();
+    if map.outside.len() > MAX_PROBLEMS {
+        problems.push(format!(
+            "{name}: and {} more tensors that map to no file beside the index",
+            map.outside.len() - MAX_PROBLEMS
+        ));
+    }
     let mut names: Vec<&String> = map.shards.keys().collect();
     names.sort();
     for shard in names {

@@ -152,15 +152,13 @@ impl Versions {
     }
 
     fn lock_file(&self) -> Result<std::fs::File, Error> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = self.dir.join(LOCK);
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "opening the versions' lock", e))
+        own_file(&self.dir.join(LOCK), false)
+    }
+
+    /// Refuses a history that is not s3load's file (a link, a FIFO): checked
+    /// under the lock before anything is switched.
+    fn check_history(&self) -> Result<(), Error> {
+        own_file(&self.dir.join(HISTORY), true).map(|_| ())
     }
 
     /// [`Versions::lock`] for a caller that may block its thread (`rollback`).
@@ -206,13 +204,7 @@ impl Versions {
             Error::io(&self.link, "switching the link", e)
         })?;
         sync_dir(parent)?;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut history = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.dir.join(HISTORY))
-            .map_err(|e| Error::io(self.dir.join(HISTORY), "opening", e))?;
+        let mut history = own_file(&self.dir.join(HISTORY), true)?;
         let line = if rollback { format!("{ROLLBACK}{id}\n") } else { format!("{id}\n") };
         history.write_all(line.as_bytes()).map_err(|e| Error::io(self.dir.join(HISTORY), "writing", e))?;
         Ok(())
@@ -220,7 +212,14 @@ impl Versions {
 
     /// The switches, oldest first: (version, whether it was a rollback).
     fn switches(&self) -> Vec<(String, bool)> {
-        let text = std::fs::read_to_string(self.dir.join(HISTORY)).unwrap_or_default();
+        // Read as s3load's own file (no FIFO, no link); a byte that is not
+        // UTF-8 spoils its line, not the whole history.
+        let mut bytes = Vec::new();
+        if let Ok(f) = own_file(&self.dir.join(HISTORY), false) {
+            use std::io::Read;
+            let _ = f.take(MAX_HISTORY).read_to_end(&mut bytes);
+        }
+        let text = String::from_utf8_lossy(&bytes);
         text.lines()
             .map(|l| match l.strip_prefix(ROLLBACK) {
                 Some(id) => (id, true),
@@ -305,6 +304,38 @@ impl Versions {
             }
         }
         removed
+    }
+}
+
+/// The most of the history read (a line a switch: millions of switches).
+const MAX_HISTORY: u64 = 64 << 20;
+
+/// Opens (creating it) a file s3load keeps in the versions directory: never
+/// through a link, never blocking on a FIFO, only a regular file; appending
+/// with `append`.
+fn own_file(path: &Path, append: bool) -> Result<std::fs::File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    if append {
+        o.append(true);
+    } else {
+        o.read(true).write(true).truncate(false);
+    }
+    let planted = || {
+        Error::Refused(format!(
+            "{}: is not a file s3load made (a link, a FIFO or a directory); remove it, and check who put it there",
+            path.display()
+        ))
+    };
+    let f = o.open(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP | libc::ENXIO | libc::EISDIR) => planted(),
+        _ => Error::io(path, "opening", e),
+    })?;
+    match f.metadata() {
+        Ok(m) if m.file_type().is_file() => Ok(f),
+        Ok(_) => Err(planted()),
+        Err(e) => Err(Error::io(path, "reading", e)),
     }
 }
 
@@ -414,6 +445,7 @@ pub(super) async fn sync(
     // From here to the end (list, build, switch, prune), no other run of this
     // DEST builds, rolls back or prunes.
     let _lock = versions.lock().await?;
+    versions.check_history()?;
     // One listing: the version is named after it and filled from it.
     let mut listed = crate::plan::list_source(store.as_ref(), &src).await?;
     listed.objects.retain(|_, o| filters.selects(o.rel));
@@ -490,6 +522,7 @@ pub(super) fn rollback(dest: &Path) -> Result<u8, Error> {
         return Err(Error::Refused(format!("{}: no version to roll back from", dest.display())));
     }
     let _lock = versions.lock_blocking()?;
+    versions.check_history()?;
     let Some(current) = versions.current()? else {
         return Err(Error::Refused(format!("{}: no version to roll back from", dest.display())));
     };

@@ -37,6 +37,9 @@ pub async fn run(cmd: Command, cfg: Config) -> u8 {
             (None, src, dst) => copy(src, dst, &filters, Some(&opts), &cfg, out).await,
         },
         Command::Cat { url } => cat::cat(url, &cfg).await,
+        Command::Rollback { .. } if cfg.dry_run => Err(Error::Usage(
+            "rollback has no --dry-run: `s3load versions DEST` shows what it would switch between".into(),
+        )),
         Command::Rollback { dest } => atomic::rollback(&dest),
         Command::Versions { dest } => atomic::list(&dest),
     };

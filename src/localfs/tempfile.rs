@@ -645,9 +645,17 @@ pub fn remove_unneeded_splits(root: &Path, pieces: &std::collections::HashSet<St
                 continue;
             }
             // `.NAME.ID.s3load-split`, `.NAME.ID.I.s3load-piece`.
+            // The id is 16 hex digits and a piece's index a number: other
+            // names that merely end as these do are not s3load's.
+            let id_ok = |id: &str| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
             let stem = match (n.strip_suffix(SPLIT_SUFFIX), n.strip_suffix(PIECE_SUFFIX)) {
-                (Some(s), _) => s.rsplit_once('.').map(|(s, _)| s),
-                (_, Some(s)) => s.rsplit_once('.').and_then(|(s, _)| s.rsplit_once('.')).map(|(s, _)| s),
+                (Some(s), _) => s.rsplit_once('.').filter(|(_, id)| id_ok(id)).map(|(s, _)| s),
+                (_, Some(s)) => s
+                    .rsplit_once('.')
+                    .filter(|(_, i)| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|(s, _)| s.rsplit_once('.'))
+                    .filter(|(_, id)| id_ok(id))
+                    .map(|(s, _)| s),
                 _ => None,
             };
             let Some(short) = stem.and_then(|s| s.strip_prefix('.')) else { continue };
@@ -679,27 +687,31 @@ mod tests {
         let root = d.path();
         std::fs::create_dir_all(root.join("sub")).unwrap();
         for n in [
-            ".big.bin.aaaa.s3load-split",
-            ".big.bin.aaaa.0.s3load-piece",
-            ".big.bin.aaaa.1.s3load-piece",
-            "sub/.w.bin.bbbb.s3load-split",
-            "sub/.w.bin.bbbb.2.s3load-piece",
-            ".held.bin.cccc.s3load-split",
+            ".big.bin.aaaaaaaaaaaaaaaa.s3load-split",
+            ".big.bin.aaaaaaaaaaaaaaaa.0.s3load-piece",
+            ".big.bin.aaaaaaaaaaaaaaaa.1.s3load-piece",
+            "sub/.w.bin.bbbbbbbbbbbbbbbb.s3load-split",
+            "sub/.w.bin.bbbbbbbbbbbbbbbb.2.s3load-piece",
+            ".held.bin.cccccccccccccccc.s3load-split",
+            ".thesis.tex.final.s3load-split",
             ".big.bin.1234.s3load-tmp",
             "big.bin",
         ] {
             std::fs::write(root.join(n), b"x").unwrap();
         }
-        let held = File::open(root.join(".held.bin.cccc.s3load-split")).unwrap();
+        let held = File::open(root.join(".held.bin.cccccccccccccccc.s3load-split")).unwrap();
         assert!(try_lock(&held));
         let pieces: std::collections::HashSet<String> = ["sub/w.bin".to_string()].into();
         assert_eq!(remove_unneeded_splits(root, &pieces), 0, "files a moment old may be another run's, not locked yet");
         std::thread::sleep(SPLIT_SETTLE);
         assert_eq!(remove_unneeded_splits(root, &pieces), 3);
         let left = |n: &str| root.join(n).exists();
-        assert!(!left(".big.bin.aaaa.s3load-split") && !left(".big.bin.aaaa.0.s3load-piece"));
-        assert!(left("sub/.w.bin.bbbb.s3load-split") && left("sub/.w.bin.bbbb.2.s3load-piece"), "this run's piece");
-        assert!(left(".held.bin.cccc.s3load-split"), "a file another run holds");
+        assert!(!left(".big.bin.aaaaaaaaaaaaaaaa.s3load-split") && !left(".big.bin.aaaaaaaaaaaaaaaa.0.s3load-piece"));
+        let ours =
+            left("sub/.w.bin.bbbbbbbbbbbbbbbb.s3load-split") && left("sub/.w.bin.bbbbbbbbbbbbbbbb.2.s3load-piece");
+        assert!(ours, "this run's piece");
+        assert!(left(".held.bin.cccccccccccccccc.s3load-split"), "a file another run holds");
+        assert!(left(".thesis.tex.final.s3load-split"), "a name that only ends as s3load's do");
         assert!(left(".big.bin.1234.s3load-tmp") && left("big.bin"), "not split files");
     }
 

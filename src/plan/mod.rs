@@ -30,29 +30,40 @@ pub struct SourceListing {
     pub markers: usize,
 }
 
+/// Adds one listed object to `out`: mapped to its path, or refused by name
+/// (an unsafe path, a size no S3 object has); directory markers counted.
+pub(crate) fn add_listed(url: &S3Url, meta: ObjectMeta, out: &mut SourceListing) {
+    let rel = url.relative(&meta.key);
+    match map_key(rel) {
+        Ok(Mapped::File(_)) if meta.size > crate::store::MAX_OBJECT_SIZE => {
+            let why = format!(
+                "the store states a size of {} bytes, above the largest object S3 allows (5 TiB); nothing was \
+                 fetched (check the endpoint: it is not answering as S3 does)",
+                meta.size
+            );
+            out.refused.push((meta.key, why));
+        }
+        Ok(Mapped::File(_)) => {
+            let rel_len = rel.len();
+            out.objects.push(meta, rel_len);
+        }
+        Ok(Mapped::DirMarker) => out.markers += 1,
+        Err(why) => out.refused.push((meta.key, why)),
+    }
+}
+
+/// The listing's last steps: sorted by path, and a file that is also a
+/// directory refused.
+pub(crate) fn finish_listing(out: &mut SourceListing) {
+    out.objects.sort();
+    refuse_file_directory_collisions(out);
+}
+
 /// Lists every object the URL selects. A single-object URL is looked up with HEAD.
 pub async fn list_source(store: &dyn ObjectStore, url: &S3Url) -> Result<SourceListing, Error> {
     let mut out = SourceListing::default();
     // Each page is mapped as it comes: the listing is held once, not twice.
-    let take = |meta: ObjectMeta, out: &mut SourceListing| {
-        let rel = url.relative(&meta.key);
-        match map_key(rel) {
-            Ok(Mapped::File(_)) if meta.size > crate::store::MAX_OBJECT_SIZE => {
-                let why = format!(
-                    "the store states a size of {} bytes, above the largest object S3 allows (5 TiB); nothing was \
-                     fetched (check the endpoint: it is not answering as S3 does)",
-                    meta.size
-                );
-                out.refused.push((meta.key, why));
-            }
-            Ok(Mapped::File(_)) => {
-                let rel_len = rel.len();
-                out.objects.push(meta, rel_len);
-            }
-            Ok(Mapped::DirMarker) => out.markers += 1,
-            Err(why) => out.refused.push((meta.key, why)),
-        }
-    };
+    let take = |meta: ObjectMeta, out: &mut SourceListing| add_listed(url, meta, out);
     if url.is_batch() {
         list_all(store, &url.bucket, &url.prefix, None, |page| {
             for o in page.objects.into_iter().filter(|o| url.matches(&o.key)) {
@@ -76,8 +87,7 @@ pub async fn list_source(store: &dyn ObjectStore, url: &S3Url) -> Result<SourceL
         })?;
         take(meta, &mut out);
     }
-    out.objects.sort();
-    refuse_file_directory_collisions(&mut out);
+    finish_listing(&mut out);
     Ok(out)
 }
 

@@ -204,8 +204,13 @@ fn read(f: File, url: &S3Url, shard: Shard, run_id: &str, shown: &Path) -> Resul
             if counts != (Some(out.objects.len() as u64), Some(out.refused.len() as u64)) {
                 return Err(bad("its counts do not match its lines"));
             }
-            out.markers = v["markers"].as_u64().unwrap_or(0) as usize;
-            out.objects.sort();
+            let markers = v["markers"].as_u64().unwrap_or(0) as usize;
+            super::finish_listing(&mut out);
+            out.markers += markers;
+            let keys: Vec<&str> = out.objects.iter().map(|o| o.key).collect();
+            if keys.windows(2).any(|w| w[0] == w[1]) {
+                return Err(bad("it names a key twice"));
+            }
             return Ok(out);
         }
         if let Some(key) = v["refused"].as_str() {
@@ -215,8 +220,12 @@ fn read(f: File, url: &S3Url, shard: Shard, run_id: &str, shown: &Path) -> Resul
         let (Some(key), Some(size)) = (v["k"].as_str(), v["s"].as_u64()) else {
             return Err(bad("a line is damaged"));
         };
+        // Read as the listing it stands for: a key outside the source, or
+        // one that maps to no safe path, is what a listing would not give.
+        if !key.starts_with(url.prefix.as_str()) || !url.matches(key) {
+            return Err(bad(&format!("it names {key:?}, which is not under {url}")));
+        }
         let last_modified = v["t"].as_str().and_then(|t| t.parse::<i128>().ok()).map(from_ns);
-        let rel_len = url.relative(key).len();
         let meta = ObjectMeta {
             key: key.to_string(),
             size,
@@ -226,7 +235,7 @@ fn read(f: File, url: &S3Url, shard: Shard, run_id: &str, shown: &Path) -> Resul
             etag_md5: false,
             version_id: None,
         };
-        out.objects.push(meta, rel_len);
+        super::add_listed(url, meta, &mut out);
     }
     Err(bad("it was cut short (no end line)"))
 }

@@ -107,9 +107,18 @@ pub(crate) fn planted(path: &Path) -> Error {
 /// Opens `name` in `dir` with `flags` and `O_NOFOLLOW`.
 pub(crate) fn open_in(dir: &OwnedFd, shown: &Path, name: &str, flags: OFlags) -> Result<File, Error> {
     let path = shown.join(name);
-    match rustix::fs::openat(dir, name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o644)) {
-        Ok(fd) => Ok(File::from(fd)),
-        Err(Errno::LOOP | Errno::NOTDIR | Errno::ISDIR) => Err(planted(&path)),
+    // Never blocks (a FIFO planted here would hang the run, lock held) and
+    // never follows a link; only a regular file is s3load's.
+    let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o644)) {
+        Ok(fd) => match rustix::fs::fstat(&fd) {
+            Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile => {
+                Ok(File::from(fd))
+            }
+            Ok(_) => Err(planted(&path)),
+            Err(e) => Err(Error::io(&path, "reading", e.into())),
+        },
+        Err(Errno::LOOP | Errno::NOTDIR | Errno::ISDIR | Errno::NXIO) => Err(planted(&path)),
         Err(e) => Err(Error::io(&path, "opening", e.into())),
     }
 }

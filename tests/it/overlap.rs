@@ -424,3 +424,70 @@ async fn case_59_split_files_of_a_replaced_version_are_removed_by_the_next_compl
     assert_eq!(std::fs::read(dest.join("big.bin")).unwrap().len(), 1000);
     assert_eq!(split_files(), Vec::<String>::new(), "nothing of the unfinished version left");
 }
+
+/// Runs s3load, failing the test if it takes more than 30 s (a hang).
+async fn bounded(h: &Harness, args: &[&str]) -> crate::harness::Run {
+    tokio::time::timeout(std::time::Duration::from_secs(30), h.run(args)).await.expect("no hang")
+}
+
+fn mkfifo(p: &Path) {
+    assert!(std::process::Command::new("mkfifo").arg(p).status().unwrap().success());
+}
+
+// Case 60: a FIFO planted where s3load keeps its own files (the versions'
+// lock and history, a run's listing and its lock) is refused as planted, never
+// opened blocking: no loader hangs holding a lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_60_a_fifo_at_s3loads_own_files_is_refused_not_a_hang() {
+    let (h, dest, _v1, v2) = two_versions().await;
+    for name in ["history", ".lock"] {
+        let p = h.path(&format!(".m.versions/{name}"));
+        let _ = std::fs::remove_file(&p);
+        mkfifo(&p);
+        for args in [&["sync", "--atomic", "s3://bucket/m3/*", s(&dest)][..], &["rollback", s(&dest)]] {
+            let run = bounded(&h, args).await;
+            assert_ne!(run.code, 0, "{name}: {args:?}: {}", run.stderr);
+            assert!(run.stderr.contains("is not a file s3load made"), "{name}: {}", run.stderr);
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+    assert_eq!(live(&dest), v2);
+    let d = h.path("sharded");
+    std::fs::create_dir_all(d.join(".s3load")).unwrap();
+    for name in ["run-r.listing", "run-r.lock"] {
+        let p = d.join(".s3load").join(name);
+        let _ = std::fs::remove_file(&p);
+        mkfifo(&p);
+        let run = bounded(&h, &["sync", "--shard", "0/2", "--run-id", "r", "s3://bucket/m1/*", s(&d)]).await;
+        assert_ne!(run.code, 0, "{name}: {}", run.stderr);
+        assert!(run.stderr.contains("not what s3load created there"), "{name}: {}", run.stderr);
+        std::fs::remove_file(&p).unwrap();
+    }
+}
+
+// Case 61: a run's recorded listing is read as the listing it stands for:
+// a key outside the source, or one named twice, refuses the listing.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_61_a_forged_run_listing_is_refused() {
+    let h = Harness::new().await;
+    h.put("m/a.bin", b"a".to_vec());
+    h.put("other/x.bin", b"x".to_vec());
+    let dest = h.path("d");
+    std::fs::create_dir_all(dest.join(".s3load")).unwrap();
+    let head = r#"{"format":"s3load-run-listing-1","run":"r","source":"s3://bucket/m/*","shards":1}"#;
+    for (body, why) in [
+        (r#"{"k":"other/x.bin","s":1,"e":null,"t":null}"#, "not under"),
+        (
+            "{\"k\":\"m/a.bin\",\"s\":1,\"e\":null,\"t\":null}\n{\"k\":\"m/a.bin\",\"s\":1,\"e\":null,\"t\":null}",
+            "twice",
+        ),
+    ] {
+        let n = body.lines().count();
+        let end = format!(r#"{{"end":true,"objects":{n},"refused":0,"markers":0}}"#);
+        std::fs::write(dest.join(".s3load/run-r.listing"), format!("{head}\n{body}\n{end}\n")).unwrap();
+        let run = h.run(&["sync", "--shard", "0/1", "--run-id", "r", "s3://bucket/m/*", s(&dest)]).await;
+        assert_eq!(run.code, 3, "{}", run.stderr);
+        assert!(run.stderr.contains(why), "{why}: {}", run.stderr);
+        assert!(!dest.join("other").exists() && !dest.join("x.bin").exists());
+    }
+}

@@ -162,8 +162,8 @@ impl S3Store {
         let path_style = settings.endpoint_url.is_some();
         let bounded = TimeoutConfig::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .operation_attempt_timeout(settings.request_timeout)
-            .operation_timeout(settings.request_deadline.max(settings.request_timeout))
+            .operation_attempt_timeout(settings.request_timeout.min(settings.request_deadline))
+            .operation_timeout(settings.request_deadline)
             .build();
         let build_with = |region: Option<Region>, timeouts: TimeoutConfig| {
             let mut b = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).timeout_config(timeouts);
