@@ -73,7 +73,8 @@ pub struct Args {
 
     /// Longest one such request may take with all its attempts and the waits
     /// between them: a store that accepts connections and never answers fails
-    /// the run in this time.
+    /// a listing, HEAD or download in this time (upload bodies are bounded by
+    /// --stall-timeout per attempt instead).
     #[arg(long, global = true, default_value = "90s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_deadline: std::time::Duration,
 
