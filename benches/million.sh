@@ -2,7 +2,7 @@
 # Many keys: peak RSS and wall time of a sync, a no-op re-sync and a
 # `sync --delete` (with N/10 stale local files) of N tiny objects (16 bytes,
 # 1000 directories) from the in-memory test server to the local disk. Run for
-# N = 10000, 100000, 1000000 (docs/benchmarks.md, "Session 9: many keys").
+# N = 10000, 100000, 1000000 (docs/benchmarks.md, "many keys").
 #
 # Usage: benches/million.sh [N] [TOOLS]   (env: DIR=/work/bench-tmp/million;
 # S3LOAD_BIN: an s3load binary to measure instead of this tree's release build;
