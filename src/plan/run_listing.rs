@@ -244,3 +244,18 @@ fn from_ns(ns: i128) -> SystemTime {
     let d = Duration::from_nanos(ns.unsigned_abs().min(u128::from(u64::MAX)) as u64);
     if ns < 0 { SystemTime::UNIX_EPOCH - d } else { SystemTime::UNIX_EPOCH + d }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_cannot_name_other_files() {
+        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "x y", "é", "a\0b", &"x".repeat(129)] {
+            assert!(!valid_run_id(bad), "{bad:?}");
+        }
+        for good in ["8d3a8c7e-5b0e-4a51-9d55-3f2b1c0e7a11", "load-model.v2_1", &"x".repeat(128)] {
+            assert!(valid_run_id(good), "{good:?}");
+        }
+    }
+}

@@ -491,3 +491,20 @@ async fn case_61_a_forged_run_listing_is_refused() {
         assert!(!dest.join("other").exists() && !dest.join("x.bin").exists());
     }
 }
+
+// Hostile run ids are usage errors before anything is listed, and a sharded
+// download without one says what to give.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_or_missing_run_id_is_a_usage_error_before_anything_is_listed() {
+    let h = Harness::new().await;
+    let dest = h.path("d");
+    for id in ["../x", ".s3load", "a/b", ""] {
+        let run = h.run(&["sync", "--shard", "0/2", "--run-id", id, "s3://bucket/m/*", s(&dest)]).await;
+        assert_eq!(run.code, 2, "{id:?}: {}", run.stderr);
+    }
+    let run = h.run(&["sync", "--shard", "0/2", "s3://bucket/m/*", s(&dest)]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--shard needs --run-id"), "{}", run.stderr);
+    assert_eq!(h.server.log().count("ListObjectsV2"), 0);
+    assert!(!dest.exists());
+}
