@@ -26,6 +26,10 @@ use crate::integrity::{Algorithm, Stated};
 /// object has, so such an object is refused by name.
 pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
 
+/// The most parts a multipart upload has in S3. A store stating more gives
+/// no part layout s3load relies on (one hash is kept per part).
+pub const MAX_PARTS: u64 = 10_000;
+
 /// What a listing or HEAD tells about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {

@@ -194,6 +194,12 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
             }
         };
         match layout {
+            Ok(Some(layout)) if u64::from(layout.count) > crate::store::MAX_PARTS => {
+                job.layout_unknown = Some(format!(
+                    "the store states {} parts, more than a multipart upload has in S3 (10,000)",
+                    layout.count
+                ));
+            }
             Ok(layout) => job.source_parts = layout,
             // Some stores refuse HEAD with partNumber (or lack it). The object
             // can still be fetched; what cannot be checked without its layout

@@ -30,7 +30,7 @@ pub(super) async fn fetch_range(
     tmp: Option<Arc<TempFile>>,
     buf: &mut Vec<u8>,
 ) -> Result<(Option<PartSum>, Option<Arc<TempFile>>), Error> {
-    let range = file.parts[part].clone();
+    let range = file.parts.get(part);
     let url = file.job.source_url();
     let attempt = Attempt {
         part,

@@ -2,7 +2,7 @@
 //! uploads, sharing one [`Engine`] context: store, limits, stop token, retry
 //! policy and budget, adaptive limiter, I/O bound and the caller's [`Hooks`].
 //!
-//! Every object is split into byte ranges ([`parts::split`]); an object no larger
+//! Every object is split into byte ranges ([`parts::Ranges`]); an object no larger
 //! than one part is fetched with a single plain GET. A fixed pool of
 //! `max_requests` workers takes parts from one scheduler (`scheduler.rs`, run by
 //! `pass.rs`), so a single

@@ -8,6 +8,7 @@
 //! [`Mutex`] and changes only through the named methods below; the lock is
 //! never held across an `await` or a blocking call.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +18,11 @@ use tokio::sync::oneshot;
 
 use super::hasher::{Hasher, SegmentResult, StreamId};
 use super::job::{Download, KnownChecksum};
-use super::parts;
-use super::segments::Segments;
+use super::parts::Ranges;
+use super::segments::{Bits, Segments};
 use super::settings::{EngineConfig, VerifyMode};
 use crate::error::Error;
-use crate::integrity::{self, DigestKind, DigestValue, PartSum, Stated};
+use crate::integrity::{self, Algorithm, DigestKind, DigestValue, PartCrc, PartSum, Stated};
 use crate::localfs::TempFile;
 
 /// The largest uploaded part fetched in one request when its hash is computed
@@ -35,15 +36,12 @@ const SEGMENT_RANGE: u64 = 64 << 20;
 pub(super) struct ObjectState {
     pub job: Download,
     /// The byte ranges fetched, one request each (at least one, maybe empty).
-    pub parts: Vec<Range<u64>>,
+    pub parts: Ranges,
     /// Upload part size when `parts` are aligned to the parts of a multipart upload.
     pub aligned: Option<u64>,
     /// The ranges this run fetches: all of them, or its piece's when the
     /// object is split across shards.
     pub mine: Range<usize>,
-    /// The segments hashed in order (fixed; how far each is written is in
-    /// the locked state).
-    segment_count: usize,
     one_range_each: bool,
     /// Held while the temporary file is being created.
     pub create: tokio::sync::Mutex<()>,
@@ -61,10 +59,10 @@ struct Changing {
     stated: KnownChecksum,
     /// Whether the ETag is an MD5 (from HEAD, or the whole-object GET).
     etag_md5: bool,
-    /// Hash of each finished range, when its bytes were hashed as CRCs.
-    sums: Vec<Option<PartSum>>,
+    /// The finished ranges' CRCs, when their bytes were hashed as CRCs.
+    crcs: CrcFold,
     /// Ranges found complete on disk from an earlier, interrupted run.
-    restored: Vec<bool>,
+    restored: Bits,
     /// How far each segment is written from its start.
     written: Segments,
     /// Per segment: the hasher's stream, its result channel, and the result.
@@ -78,8 +76,9 @@ struct Changing {
 /// What verification reads of an object once every part is back.
 pub(super) struct Received {
     pub stated: KnownChecksum,
-    /// Each range's CRC, where ranges were hashed as they came.
-    pub crcs: Option<Vec<integrity::PartCrc>>,
+    /// Each segment's CRC (its ranges' combined), where ranges were hashed
+    /// as they came and every one is in.
+    pub crcs: Option<Vec<PartCrc>>,
     /// Each segment's hash, where segments were hashed in order.
     pub segment_sums: Option<Vec<DigestValue>>,
 }
@@ -92,7 +91,7 @@ impl ObjectState {
     /// How many ranges [`ObjectState::new`] splits `job` into (at least one),
     /// without building the state.
     pub fn part_count(job: &Download, cfg: &EngineConfig) -> usize {
-        plan_parts(job, cfg, SEGMENT_RANGE).0.len().max(1)
+        plan_parts(job, cfg, SEGMENT_RANGE).0.len()
     }
 
     /// An object streamed in order (`cat`): every range at most
@@ -103,21 +102,17 @@ impl ObjectState {
     }
 
     fn planned(job: Download, cfg: &EngineConfig, whole_parts_up_to: u64) -> ObjectState {
-        let (mut parts, aligned, segment) = plan_parts(&job, cfg, whole_parts_up_to);
-        if parts.is_empty() {
-            parts.push(0..0);
-        }
-        let written = Segments::new(&parts, segment);
-        let n = written.list.len();
+        let (parts, aligned) = plan_parts(&job, cfg, whole_parts_up_to);
+        let written = Segments::new(parts);
+        let n = written.count();
         ObjectState {
-            segment_count: n,
             one_range_each: written.one_range_each(),
             state: Mutex::new(Changing {
                 file: None,
                 stated: job.checksum,
                 etag_md5: job.etag_md5,
-                sums: vec![None; parts.len()],
-                restored: vec![false; parts.len()],
+                crcs: CrcFold::default(),
+                restored: Bits::new(parts.len()),
                 written,
                 streams: vec![None; n],
                 pending: (0..n).map(|_| None).collect(),
@@ -224,7 +219,7 @@ impl ObjectState {
         match st.stated {
             KnownChecksum::Stated(Stated::Full { .. } | Stated::Composite { .. }) => None,
             KnownChecksum::Stated(Stated::Sha { algorithm, parts: None, .. }) => {
-                (self.segment_count == 1).then_some(DigestKind::Sha(algorithm))
+                (self.parts.segment_count() == 1).then_some(DigestKind::Sha(algorithm))
             }
             KnownChecksum::Stated(Stated::Sha { algorithm, parts: Some(_), .. }) => {
                 self.aligned.map(|_| DigestKind::Sha(algorithm))
@@ -247,7 +242,7 @@ impl ObjectState {
         match (job.multipart(), job.source_parts) {
             // A single PUT: its segment is the whole object.
             (false, _) => None,
-            (true, Some(u)) if self.aligned.is_some() && self.segment_count == u.count as usize => None,
+            (true, Some(u)) if self.aligned.is_some() && self.parts.segment_count() == u.count as usize => None,
             (true, _) => Some(match &job.layout_unknown {
                 Some(why) => format!("the store states no checksum, and {why}"),
                 None => "the store states no checksum, and its multipart upload's parts are not of equal size".into(),
@@ -259,7 +254,7 @@ impl ObjectState {
 
     /// Whether range `p` was found complete on disk from an earlier run.
     pub fn restored(&self, p: usize) -> bool {
-        self.lock().restored.get(p).copied().unwrap_or(false)
+        self.lock().restored.get(p)
     }
 
     /// Ranges an earlier run finished, checked against their hashes: marked
@@ -268,14 +263,15 @@ impl ObjectState {
         let mut st = self.lock();
         let mut bytes = 0;
         for (p, sum) in checked {
-            st.restored[p] = true;
-            let len = self.parts[p].end - self.parts[p].start;
-            bytes += len;
-            let (s, _) = st.written.wrote(p, len);
+            st.restored.set(p);
+            let r = self.parts.get(p);
+            bytes += r.end - r.start;
+            let (s, _) = st.written.wrote(p, r.end - r.start);
             match sum {
                 // A whole segment restored: its hash is known.
                 Some(PartSum::Hash(v)) => st.segment_sums[s] = Some(v),
-                sum => st.sums[p] = sum,
+                Some(PartSum::Crc(crc)) => self.fold_crc(&mut st, p, crc),
+                None => {}
             }
         }
         self.written.fetch_add(bytes, Ordering::Relaxed);
@@ -287,7 +283,7 @@ impl ObjectState {
     pub fn range_hashed(&self, p: usize, sum: PartSum) {
         let mut st = self.lock();
         match sum {
-            PartSum::Crc(_) => st.sums[p] = Some(sum),
+            PartSum::Crc(crc) => self.fold_crc(&mut st, p, crc),
             PartSum::Hash(v) => {
                 let s = st.written.segment_of(p);
                 st.segment_sums[s] = Some(v);
@@ -295,17 +291,24 @@ impl ObjectState {
         }
     }
 
+    fn fold_crc(&self, st: &mut Changing, p: usize, crc: PartCrc) {
+        let algorithm = match self.inline_kind_in(st) {
+            Some(DigestKind::Crc(a)) => a,
+            // Not checked with CRCs (the store states another checksum).
+            _ => return,
+        };
+        st.crcs.add(&self.parts, algorithm, p, crc);
+    }
+
     /// The ranges of the segment range `p` lies in.
     pub fn segment_ranges(&self, p: usize) -> Range<usize> {
-        let st = self.lock();
-        st.written.list[st.written.segment_of(p)].ranges.clone()
+        self.parts.segment_ranges(self.parts.segment_of(p))
     }
 
     /// The segment range `p` makes up alone, if it does.
     pub fn own_segment(&self, p: usize) -> Option<usize> {
-        let st = self.lock();
-        let s = st.written.segment_of(p);
-        (st.written.list[s].ranges.len() == 1).then_some(s)
+        let s = self.parts.segment_of(p);
+        (self.parts.segment_ranges(s).len() == 1).then_some(s)
     }
 
     // --- segments hashed in order ---
@@ -318,11 +321,11 @@ impl ObjectState {
             Some(f) => f.clone(),
             None => st.reader.insert(Arc::new(tmp.reader()?)).clone(),
         };
-        let s = st.written.segment_of(part);
+        let s = self.parts.segment_of(part);
         if st.streams[s].is_some() || st.segment_sums[s].is_some() {
             return Ok(());
         }
-        let (id, rx) = hasher.open(reader, st.written.list[s].bytes.clone(), kind);
+        let (id, rx) = hasher.open(reader, self.parts.segment_bytes(s), kind);
         hasher.ready(id, st.written.prefix(s));
         st.streams[s] = Some(id);
         st.pending[s] = Some(rx);
@@ -369,7 +372,7 @@ impl ObjectState {
 
     /// Waits for every segment being hashed.
     pub async fn segment_sums(&self) -> Result<(), Error> {
-        for s in 0..self.segment_count {
+        for s in 0..self.parts.segment_count() {
             self.segment_sum(s).await?;
         }
         Ok(())
@@ -378,15 +381,56 @@ impl ObjectState {
     /// What verification needs, once every part is back.
     pub fn received(&self) -> Received {
         let st = self.lock();
-        let sums: Option<Vec<PartSum>> = st.sums.iter().copied().collect();
-        let crcs =
-            sums.map(|s| s.into_iter().filter_map(|s| if let PartSum::Crc(c) = s { Some(c) } else { None }).collect());
+        let crcs = st.crcs.per_segment(&self.parts);
         Received { stated: st.stated, crcs, segment_sums: st.segment_sums.iter().copied().collect() }
     }
 }
 
-/// The ranges to fetch; the upload part size when they are aligned to a
-/// multipart upload's parts; and the size of the segments hashed in order.
+/// The CRCs of finished ranges, combined in order within each segment as
+/// they come: a check needs each segment's CRC (the object's, or each
+/// uploaded part's), not each range's, and five million ranges must not
+/// mean five million CRCs kept.
+#[derive(Default)]
+struct CrcFold {
+    /// Per segment (made at the first CRC): the first range not yet
+    /// combined, and the CRC of the ranges before it.
+    folded: Vec<(usize, Option<PartCrc>)>,
+    /// CRCs of ranges that finished before a range ahead of them.
+    early: HashMap<usize, PartCrc>,
+}
+
+impl CrcFold {
+    fn add(&mut self, ranges: &Ranges, algorithm: Algorithm, p: usize, crc: PartCrc) {
+        if self.folded.is_empty() {
+            self.folded = (0..ranges.segment_count()).map(|s| (ranges.segment_ranges(s).start, None)).collect();
+        }
+        let s = ranges.segment_of(p);
+        let end = ranges.segment_ranges(s).end;
+        let (next, acc) = &mut self.folded[s];
+        if p < *next {
+            return;
+        }
+        self.early.insert(p, crc);
+        while *next < end {
+            let Some(c) = self.early.remove(next) else { break };
+            *acc = Some(match *acc {
+                None => c,
+                Some(a) => PartCrc { crc: integrity::combine(algorithm, &[a, c]), len: a.len + c.len },
+            });
+            *next += 1;
+        }
+    }
+
+    /// Each segment's CRC, once every range of every segment is in.
+    fn per_segment(&self, ranges: &Ranges) -> Option<Vec<PartCrc>> {
+        let complete = |s: usize, next: usize| next == ranges.segment_ranges(s).end;
+        self.folded.iter().enumerate().map(|(s, &(next, acc))| acc.filter(|_| complete(s, next))).collect()
+    }
+}
+
+/// The ranges to fetch, in segments hashed in order (each uploaded part, or
+/// the whole object); and the upload part size when they are aligned to a
+/// multipart upload's parts.
 ///
 /// Alignment is needed to check a composite checksum (ranges within a part:
 /// their CRCs combine into the part's CRC, or the part's SHA is computed in
@@ -399,11 +443,7 @@ impl ObjectState {
 /// request then extends a part's hashed prefix as its body arrives, so there
 /// are as many parts to hash together in SIMD lanes as requests in flight, and
 /// a resumed part can be checked against its hash.
-pub(super) fn plan_parts(
-    job: &Download,
-    cfg: &EngineConfig,
-    whole_parts_up_to: u64,
-) -> (Vec<Range<u64>>, Option<u64>, u64) {
+pub(super) fn plan_parts(job: &Download, cfg: &EngineConfig, whole_parts_up_to: u64) -> (Ranges, Option<u64>) {
     let layout = job.source_parts.filter(|u| u.uniform_for(job.size) && cfg.verify != VerifyMode::Off);
     let (by_part, hashed_in_order) = match job.checksum {
         KnownChecksum::Stated(Stated::Full { .. } | Stated::Sha { parts: None, .. }) => (None, false),
@@ -414,9 +454,8 @@ pub(super) fn plan_parts(
     };
     let range = if hashed_in_order { cfg.part_size.max(whole_parts_up_to) } else { cfg.part_size };
     match by_part {
-        Some(u) => (parts::split_aligned(job.size, u.part_size, range), Some(u.part_size), u.part_size),
-        None if job.size <= cfg.part_size => (std::iter::once(0..job.size).collect(), None, job.size),
-        None => (parts::split(job.size, cfg.part_size), None, job.size),
+        Some(u) => (Ranges::aligned(job.size, u.part_size, range), Some(u.part_size)),
+        None => (Ranges::split(job.size, cfg.part_size), None),
     }
 }
 
@@ -451,8 +490,8 @@ mod tests {
     fn parts_hashed_in_order_are_fetched_whole_up_to_a_limit_and_crc_parts_in_ranges() {
         let cfg = EngineConfig::default();
         let sizes = |job: &Download| {
-            let (ranges, aligned, segment) = plan_parts(job, &cfg, SEGMENT_RANGE);
-            assert_eq!(aligned, Some(segment));
+            let (ranges, aligned) = plan_parts(job, &cfg, SEGMENT_RANGE);
+            assert_eq!(aligned, Some(ranges.segment_size()));
             assert_eq!(ranges.iter().map(|r| r.end - r.start).sum::<u64>(), job.size);
             ranges.iter().map(|r| (r.end - r.start) >> 20).collect::<Vec<u64>>()
         };
@@ -474,7 +513,7 @@ mod tests {
         assert!(ranges.iter().all(|&m| m <= 16), "{ranges:?}");
         // Without verification nothing is aligned: plain --part-size ranges.
         let off = EngineConfig { verify: VerifyMode::Off, ..EngineConfig::default() };
-        let (ranges, aligned, _) = plan_parts(&uploaded(50, KnownChecksum::NoneStated), &off, SEGMENT_RANGE);
+        let (ranges, aligned) = plan_parts(&uploaded(50, KnownChecksum::NoneStated), &off, SEGMENT_RANGE);
         assert!(aligned.is_none() && ranges.len() == 64);
     }
 }

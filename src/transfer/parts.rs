@@ -1,45 +1,152 @@
 //! Splitting an object into the byte ranges that are fetched in parallel.
+//!
+//! The ranges are computed, not stored: the largest object S3 allows (5 TiB)
+//! in 1 MiB ranges is five million of them, and a plan that listed them up
+//! front would cost hundreds of MiB before the first byte.
 
 use std::ops::Range;
 
-/// Ranges of at most `part_size` bytes covering `0..size`, in order. A 0-byte
-/// object has no parts (nothing is fetched; the file is just created).
-pub fn split(size: u64, part_size: u64) -> Vec<Range<u64>> {
-    let part_size = part_size.max(1);
-    (0..size.div_ceil(part_size)).map(|i| i * part_size..((i + 1) * part_size).min(size)).collect()
+/// An object's fetch ranges: `0..size` cut into segments of `segment` bytes
+/// (each uploaded part, or the whole object), and each segment into ranges
+/// of at most `range` bytes, in order; no range crosses a segment. A 0-byte
+/// object has one empty range (the file is created, nothing is fetched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranges {
+    size: u64,
+    segment: u64,
+    range: u64,
+    /// Ranges in each whole segment.
+    per_segment: u64,
 }
 
-/// Ranges aligned to the parts of an upload split every `upload_part` bytes:
-/// each upload part is covered by ranges of at most `part_size` bytes, and no
-/// range crosses from one upload part into the next.
-pub fn split_aligned(size: u64, upload_part: u64, part_size: u64) -> Vec<Range<u64>> {
-    split(size, upload_part)
-        .into_iter()
-        .flat_map(|up| {
-            split(up.end - up.start, part_size).into_iter().map(move |r| up.start + r.start..up.start + r.end)
-        })
-        .collect()
+impl Ranges {
+    /// The object in one segment, in ranges of at most `range` bytes.
+    pub fn split(size: u64, range: u64) -> Ranges {
+        Ranges::aligned(size, size, range)
+    }
+
+    /// Segments of `segment` bytes (an upload's parts), each in ranges of at
+    /// most `range` bytes.
+    pub fn aligned(size: u64, segment: u64, range: u64) -> Ranges {
+        let segment = segment.max(1);
+        let range = range.clamp(1, segment);
+        Ranges { size, segment, range, per_segment: segment.div_ceil(range) }
+    }
+
+    /// How many ranges (at least one: there is no `is_empty`).
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        let whole = self.size / self.segment;
+        let tail = (self.size % self.segment).div_ceil(self.range);
+        ((whole * self.per_segment + tail) as usize).max(1)
+    }
+
+    /// Range `p`; `p` must be below [`Ranges::len`].
+    pub fn get(&self, p: usize) -> Range<u64> {
+        let p = p as u64;
+        let (s, i) = (p / self.per_segment, p % self.per_segment);
+        let seg_start = s * self.segment;
+        let start = (seg_start + i * self.range).min(self.size);
+        let end = (start + self.range).min(seg_start + self.segment).min(self.size);
+        start..end
+    }
+
+    pub fn first(&self) -> Range<u64> {
+        self.get(0)
+    }
+
+    pub fn last(&self) -> Range<u64> {
+        self.get(self.len() - 1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        (0..self.len()).map(|p| self.get(p))
+    }
+
+    /// The size of each segment (the last may be shorter).
+    pub fn segment_size(&self) -> u64 {
+        self.segment
+    }
+
+    /// How many segments (at least one).
+    pub fn segment_count(&self) -> usize {
+        (self.size.div_ceil(self.segment) as usize).max(1)
+    }
+
+    /// The segment range `p` lies in.
+    pub fn segment_of(&self, p: usize) -> usize {
+        (p as u64 / self.per_segment) as usize
+    }
+
+    /// The ranges of segment `s`.
+    pub fn segment_ranges(&self, s: usize) -> Range<usize> {
+        let first = s as u64 * self.per_segment;
+        first as usize..((first + self.per_segment) as usize).min(self.len())
+    }
+
+    /// The bytes of segment `s`.
+    pub fn segment_bytes(&self, s: usize) -> Range<u64> {
+        let start = (s as u64 * self.segment).min(self.size);
+        start..(start + self.segment).min(self.size)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The ranges listed one by one, as a plan that stored them would.
+    fn listed(size: u64, segment: u64, range: u64) -> Vec<Range<u64>> {
+        let mut out = Vec::new();
+        let mut seg = 0;
+        while seg < size {
+            let seg_end = (seg + segment).min(size);
+            let mut at = seg;
+            while at < seg_end {
+                out.push(at..(at + range).min(seg_end));
+                at += range;
+            }
+            seg = seg_end;
+        }
+        if out.is_empty() {
+            out.push(0..0);
+        }
+        out
+    }
+
     #[test]
-    fn parts_cover_the_object_exactly_once() {
-        for (size, part) in [(0u64, 8u64), (1, 8), (8, 8), (9, 8), (100, 7), (1 << 30, 8 << 20)] {
-            let parts = split(size, part);
-            assert_eq!(parts.iter().map(|r| r.end - r.start).sum::<u64>(), size);
-            let mut next = 0;
-            for r in &parts {
-                assert_eq!(r.start, next);
-                assert!(r.end > r.start && r.end - r.start <= part);
-                next = r.end;
+    fn computed_ranges_are_the_listed_ones_and_cover_the_object_once() {
+        for size in [0u64, 1, 7, 8, 9, 24, 25, 100, 1000] {
+            for segment in [1u64, 3, 8, 10, 1000] {
+                for range in [1u64, 2, 4, 8, 100] {
+                    let r = Ranges::aligned(size, segment, range);
+                    let want = listed(size, segment, range.min(segment));
+                    assert_eq!(r.iter().collect::<Vec<_>>(), want, "size {size}, segment {segment}, range {range}");
+                    assert_eq!(r.len(), want.len());
+                    let mut seen = 0;
+                    for s in 0..r.segment_count() {
+                        let ranges = r.segment_ranges(s);
+                        assert_eq!(ranges.start, seen, "segments follow each other");
+                        seen = ranges.end;
+                        let bytes = r.segment_bytes(s);
+                        assert_eq!(r.get(ranges.start).start, bytes.start);
+                        assert_eq!(r.get(ranges.end - 1).end, bytes.end);
+                        assert!(ranges.clone().all(|p| r.segment_of(p) == s));
+                    }
+                    assert_eq!(seen, r.len(), "every range is in a segment");
+                }
             }
         }
-        assert!(split(0, 8).is_empty());
-        assert_eq!(split_aligned(25, 10, 4), vec![0..4, 4..8, 8..10, 10..14, 14..18, 18..20, 20..24, 24..25]);
-        assert_eq!(split_aligned(25, 10, 100), vec![0..10, 10..20, 20..25]);
-        assert_eq!(split(9, 8), vec![0..8, 8..9]);
+        assert_eq!(Ranges::split(9, 8).iter().collect::<Vec<_>>(), vec![0..8, 8..9]);
+        let aligned = Ranges::aligned(25, 10, 4).iter().collect::<Vec<_>>();
+        assert_eq!(aligned, vec![0..4, 4..8, 8..10, 10..14, 14..18, 18..20, 20..24, 24..25]);
+    }
+
+    #[test]
+    fn the_largest_object_in_the_smallest_ranges_costs_nothing_to_plan() {
+        let r = Ranges::split(5 << 40, 1 << 20);
+        assert_eq!(r.len(), 5 << 20);
+        assert_eq!(r.last(), (5 << 40) - (1 << 20)..5 << 40);
+        assert_eq!(std::mem::size_of::<Ranges>(), 32);
     }
 }

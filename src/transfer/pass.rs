@@ -146,7 +146,7 @@ async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut Vec<u8>) -> Resul
         true => None,
         false => Some(resume::open(engine, file).await?),
     };
-    if file.restored(p) || file.parts[p].is_empty() {
+    if file.restored(p) || file.parts.get(p).is_empty() {
         return Ok(());
     }
     let (mut sum, tmp) = fetch::fetch_range(engine, file, p, tmp, buf).await?;
@@ -154,7 +154,7 @@ async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut Vec<u8>) -> Resul
         return Err(Error::Internal(format!("{}: no file written", file.job.dest.display())));
     };
     if engine.cfg.durability != Durability::Off && file.parts.len() > 1 {
-        let (t, range) = (tmp.clone(), file.parts[p].clone());
+        let (t, range) = (tmp.clone(), file.parts.get(p));
         engine.blocking_io(move || t.start_writeback(range)).await;
     }
     if tmp.resumable() {

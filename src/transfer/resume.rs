@@ -8,13 +8,13 @@
 //! range from disk and trusts it only when its hash matches. Anything else
 //! (another ETag, another layout, a range with no hash to check) starts over.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use super::engine::Engine;
 use super::object::ObjectState;
+use super::parts::Ranges;
 use crate::error::Error;
 use crate::integrity::{self, DigestKind, PartSum};
 use crate::localfs::{PieceOf, Recorded, TempFile};
@@ -23,14 +23,14 @@ use crate::localfs::{PieceOf, Recorded, TempFile};
 /// identity, the part layout and how parts are hashed.
 fn journal_header(file: &ObjectState) -> String {
     let job = &file.job;
-    let last = file.parts.last().map_or(0, |r| r.start);
+    let last = file.parts.last().start;
     format!(
         "object {}\netag {}\nsize {}\nparts {} {} {}\ndigest {:?}",
         job.source_url(),
         job.etag.as_deref().unwrap_or("-"),
         job.size,
         file.parts.len(),
-        file.parts.first().map_or(0, |r| r.end),
+        file.parts.first().end,
         last,
         file.range_kind(),
     )
@@ -44,7 +44,7 @@ async fn rehash(
     tmp: &Arc<TempFile>,
     recorded: Vec<Recorded>,
 ) -> Result<Vec<(usize, Option<PartSum>)>, Error> {
-    let (t, parts, kind, stop) = (tmp.clone(), file.parts.clone(), file.range_kind(), engine.stop.clone());
+    let (t, parts, kind, stop) = (tmp.clone(), file.parts, file.range_kind(), engine.stop.clone());
     let checked = engine.blocking_io(move || rehash_recorded(&parts, kind, &t, recorded, &stop)).await;
     if engine.stop.is_cancelled() {
         return Err(Error::Interrupted(file.job.source_url()));
@@ -70,7 +70,7 @@ fn split_id(header: &str, count: u32) -> String {
 /// the journal calls done may be zeros on disk, and only a hash tells. Stops
 /// early (returning what it checked so far) when `stop` is cancelled.
 pub(super) fn rehash_recorded(
-    parts: &[Range<u64>],
+    parts: &Ranges,
     kind: Option<DigestKind>,
     tmp: &TempFile,
     recorded: Vec<Recorded>,
@@ -80,7 +80,10 @@ pub(super) fn rehash_recorded(
     let mut out = Vec::new();
     let Some(kind) = kind else { return out };
     for r in recorded {
-        let Some(range) = parts.get(r.part) else { continue };
+        if r.part >= parts.len() {
+            continue;
+        }
+        let range = parts.get(r.part);
         let mut d = integrity::PartDigest::new(kind);
         let mut at = range.start;
         let mut ok = true;
@@ -160,14 +163,13 @@ pub(super) async fn piece_done(engine: &Engine, file: &ObjectState, tmp: &Arc<Te
     engine.blocking_io(move || t.piece_done()).await?;
     let t = tmp.clone();
     let Some(recorded) = engine.blocking_io(move || t.finishes_split()).await? else { return Ok(false) };
-    let others: Vec<usize> =
-        (0..file.parts.len()).filter(|p| !file.mine.contains(p) && !file.parts[*p].is_empty()).collect();
-    let mut recorded: Vec<Recorded> = recorded.into_iter().filter(|r| others.binary_search(&r.part).is_ok()).collect();
+    let other = |p: usize| p < file.parts.len() && !file.mine.contains(&p) && !file.parts.get(p).is_empty();
+    let mut recorded: Vec<Recorded> = recorded.into_iter().filter(|r| other(r.part)).collect();
     recorded.sort_by_key(|r| r.part);
     recorded.dedup_by_key(|r| r.part);
     let checked = rehash(engine, file, tmp, recorded).await?;
-    if let Some(&p) = others.iter().find(|&&p| checked.binary_search_by_key(&p, |c| c.0).is_err()) {
-        let r = &file.parts[p];
+    if let Some(p) = (0..file.parts.len()).find(|&p| other(p) && checked.binary_search_by_key(&p, |c| c.0).is_err()) {
+        let r = file.parts.get(p);
         return Err(Error::Mismatch(format!(
             "{}: bytes {}-{}, written by another shard into the shared file, are missing or do not match the hash \
              its journal gives; fetching the object whole",
@@ -186,10 +188,10 @@ mod tests {
     use crate::integrity::Algorithm;
 
     /// A resumable file of two 4-byte parts, both written and journalled.
-    fn journalled(dir: &std::path::Path) -> (TempFile, Vec<Recorded>, Vec<Range<u64>>) {
+    fn journalled(dir: &std::path::Path) -> (TempFile, Vec<Recorded>, Ranges) {
         let dest = dir.join("w.bin");
         let (t, _) = TempFile::open_resumable(dir, &dest, 8, "h", std::time::Duration::ZERO).unwrap();
-        let parts = vec![0..4, 4..8];
+        let parts = Ranges::split(8, 4);
         let kind = DigestKind::Crc(Algorithm::Crc64Nvme);
         let mut recorded = Vec::new();
         for (i, (r, bytes)) in parts.iter().zip([b"abcd", b"efgh"]).enumerate() {

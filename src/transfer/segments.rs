@@ -1,55 +1,79 @@
-//! Which bytes of each segment are written: an object's fetch ranges grouped
-//! by the segment (the whole object, or one uploaded part) whose hash must be
-//! computed in order, and how far each segment's written prefix reaches.
+//! How far each segment of an object is written: the segment (the whole
+//! object, or one uploaded part) whose hash is computed in order can be
+//! hashed up to the end of its written prefix.
+//!
+//! Memory does not grow with the number of ranges beyond a bit each: a
+//! segment keeps the first range not completely written and how far it is;
+//! a range further on is a bit when complete, or an entry while it is being
+//! written (as many as are in flight).
 
+use std::collections::HashMap;
 use std::ops::Range;
 
-/// One segment: the ranges it is made of and its in-order progress.
+use super::parts::Ranges;
+
+/// A bit per range.
 #[derive(Debug)]
-pub(super) struct Segment {
-    pub bytes: Range<u64>,
-    /// Indices of the fetch ranges inside this segment.
-    pub ranges: Range<usize>,
+pub(super) struct Bits(Vec<u64>);
+
+impl Bits {
+    pub fn new(n: usize) -> Bits {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+
+    pub fn get(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    pub fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+}
+
+/// One segment's in-order progress.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
     /// First range of the segment not yet completely written.
     first: usize,
+    /// Bytes written from the start of that range.
+    first_written: u64,
 }
 
 /// The segments of one object.
 #[derive(Debug)]
 pub(super) struct Segments {
-    pub list: Vec<Segment>,
-    /// Bytes written from the start of each range.
-    written: Vec<u64>,
-    /// Segment index of each range.
-    of_range: Vec<usize>,
-    ranges: Vec<Range<u64>>,
+    ranges: Ranges,
+    list: Vec<Progress>,
+    /// Ranges completely written, a bit each (beyond their segment's first).
+    done: Bits,
+    /// Bytes written of ranges beyond their segment's first, not complete.
+    partial: HashMap<usize, u64>,
 }
 
 impl Segments {
-    /// Groups `ranges` (in order, covering the object) into segments of
-    /// `segment` bytes; every range must lie inside one segment.
-    pub fn new(ranges: &[Range<u64>], segment: u64) -> Segments {
-        let segment = segment.max(1);
-        let mut list: Vec<Segment> = Vec::new();
-        let mut of_range = Vec::with_capacity(ranges.len());
-        for (i, r) in ranges.iter().enumerate() {
-            let s = (r.start / segment) as usize;
-            debug_assert!(r.is_empty() || (r.end - 1) / segment == s as u64, "range {r:?} crosses a segment");
-            let same = list.len() == s + 1;
-            match list.last_mut() {
-                Some(last) if same => {
-                    last.ranges.end = i + 1;
-                    last.bytes.end = r.end;
-                }
-                _ => list.push(Segment { bytes: r.clone(), ranges: i..i + 1, first: i }),
-            }
-            of_range.push(list.len() - 1);
-        }
-        Segments { list, written: vec![0; ranges.len()], of_range, ranges: ranges.to_vec() }
+    pub fn new(ranges: Ranges) -> Segments {
+        let list = (0..ranges.segment_count())
+            .map(|s| Progress { first: ranges.segment_ranges(s).start, first_written: 0 })
+            .collect();
+        Segments { ranges, list, done: Bits::new(ranges.len()), partial: HashMap::new() }
+    }
+
+    pub fn count(&self) -> usize {
+        self.list.len()
     }
 
     pub fn segment_of(&self, range: usize) -> usize {
-        self.of_range[range]
+        self.ranges.segment_of(range)
+    }
+
+    /// The ranges of segment `s`.
+    pub fn ranges(&self, s: usize) -> Range<usize> {
+        self.ranges.segment_ranges(s)
+    }
+
+    /// The bytes of segment `s`.
+    pub fn bytes(&self, s: usize) -> Range<u64> {
+        self.ranges.segment_bytes(s)
     }
 
     /// Whether every segment is a single range.
@@ -60,29 +84,53 @@ impl Segments {
     /// Range `range` now has `n` bytes written from its start. Returns its
     /// segment and where the segment's written prefix now ends.
     pub fn wrote(&mut self, range: usize, n: u64) -> (usize, u64) {
-        let r = &self.ranges[range];
-        self.written[range] = self.written[range].max(n.min(r.end - r.start));
-        let s = self.of_range[range];
+        let r = self.ranges.get(range);
+        let n = n.min(r.end - r.start);
+        let s = self.segment_of(range);
+        let seg = &mut self.list[s];
+        if range == seg.first {
+            seg.first_written = seg.first_written.max(n);
+        } else if range > seg.first && !self.done.get(range) {
+            if n == r.end - r.start {
+                self.partial.remove(&range);
+                self.done.set(range);
+            } else {
+                let w = self.partial.entry(range).or_default();
+                *w = (*w).max(n);
+            }
+        }
         (s, self.advance(s))
     }
 
     /// Where segment `s`'s written prefix ends.
     pub fn prefix(&self, s: usize) -> u64 {
-        let seg = &self.list[s];
-        match self.ranges.get(seg.first) {
-            Some(r) if seg.first < seg.ranges.end => r.start + self.written[seg.first],
-            _ => seg.bytes.end,
+        let seg = self.list[s];
+        match seg.first < self.ranges(s).end {
+            true => self.ranges.get(seg.first).start + seg.first_written,
+            false => self.bytes(s).end,
         }
     }
 
     fn advance(&mut self, s: usize) -> u64 {
-        let seg = &mut self.list[s];
-        while seg.first < seg.ranges.end {
-            let r = &self.ranges[seg.first];
-            if self.written[seg.first] < r.end - r.start {
+        let end = self.ranges(s).end;
+        loop {
+            let seg = self.list[s];
+            if seg.first >= end {
                 break;
             }
-            seg.first += 1;
+            let r = self.ranges.get(seg.first);
+            if seg.first_written < r.end - r.start {
+                break;
+            }
+            let next = seg.first + 1;
+            let first_written = match next < end && self.done.get(next) {
+                true => {
+                    let r = self.ranges.get(next);
+                    r.end - r.start
+                }
+                false => self.partial.remove(&next).unwrap_or(0),
+            };
+            self.list[s] = Progress { first: next, first_written };
         }
         self.prefix(s)
     }
@@ -91,37 +139,47 @@ impl Segments {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transfer::parts;
 
     #[test]
     fn ranges_group_into_the_segments_that_hold_them() {
         // An upload of 10-byte parts fetched in ranges of at most 4.
-        let ranges = parts::split_aligned(25, 10, 4);
-        let s = Segments::new(&ranges, 10);
-        let got: Vec<(Range<u64>, Range<usize>)> = s.list.iter().map(|g| (g.bytes.clone(), g.ranges.clone())).collect();
-        assert_eq!(got, vec![(0..10, 0..3), (10..20, 3..6), (20..25, 6..8)]);
+        let s = Segments::new(Ranges::aligned(25, 10, 4));
+        assert_eq!(s.count(), 3);
+        assert_eq!((0..3).map(|i| s.ranges(i)).collect::<Vec<_>>(), vec![0..3, 3..6, 6..8]);
+        assert_eq!((0..3).map(|i| s.bytes(i)).collect::<Vec<_>>(), vec![0..10, 10..20, 20..25]);
         assert_eq!(s.segment_of(4), 1);
         assert!(!s.one_range_each());
-        // The whole object as one segment; one range per segment.
-        assert_eq!(Segments::new(&parts::split(25, 4), 25).list.len(), 1);
-        assert!(Segments::new(&parts::split(25, 10), 10).one_range_each());
-        // An empty object: one empty range, one empty segment.
-        let empty = Segments::new(std::slice::from_ref(&(0..0)), 0);
-        assert_eq!(empty.list.len(), 1);
-        assert_eq!(empty.prefix(0), 0);
+        assert_eq!(Segments::new(Ranges::split(25, 4)).count(), 1);
+        assert!(Segments::new(Ranges::aligned(25, 10, 10)).one_range_each());
     }
 
     #[test]
-    fn the_prefix_grows_only_through_ranges_written_in_full() {
-        let ranges = parts::split(12, 4); // 0..4, 4..8, 8..12
-        let mut s = Segments::new(&ranges, 12);
-        // The last range finishes first: nothing before it is written yet.
-        assert_eq!(s.wrote(2, 4), (0, 0));
+    fn the_written_prefix_advances_only_over_complete_ranges() {
+        let mut s = Segments::new(Ranges::split(12, 4)); // 0..4, 4..8, 8..12
+        assert_eq!(s.prefix(0), 0);
+        assert_eq!(s.wrote(2, 4), (0, 0), "a later range alone does not move the prefix");
         assert_eq!(s.wrote(0, 3), (0, 3));
         assert_eq!(s.wrote(1, 4), (0, 3), "range 0 is not complete");
         // Never backwards (a retried body reports from where it resumed).
         assert_eq!(s.wrote(0, 1), (0, 3));
         assert_eq!(s.wrote(0, 4), (0, 12), "ranges 1 and 2 were already written");
         assert_eq!(s.wrote(1, 99), (0, 12), "clamped to the range");
+    }
+
+    #[test]
+    fn a_partly_written_range_beyond_the_first_is_picked_up_when_the_prefix_reaches_it() {
+        let mut s = Segments::new(Ranges::split(12, 4));
+        assert_eq!(s.wrote(1, 2), (0, 0));
+        assert_eq!(s.wrote(1, 1), (0, 0), "never backwards");
+        assert_eq!(s.wrote(0, 4), (0, 6), "range 0, then half of range 1");
+        assert_eq!(s.wrote(1, 4), (0, 8));
+        assert!(s.partial.is_empty(), "nothing is kept of a range once the prefix passes it");
+    }
+
+    #[test]
+    fn five_million_ranges_cost_a_bit_each() {
+        let mut s = Segments::new(Ranges::split(5 << 40, 1 << 20));
+        assert_eq!(s.done.0.len() * 64, 5 << 20);
+        assert_eq!(s.wrote(0, 1 << 20), (0, 1 << 20));
     }
 }

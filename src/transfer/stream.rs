@@ -67,16 +67,17 @@ pub async fn stream(engine: &Arc<Engine>, job: Download, sink: Sink) -> Result<V
     // Each range is its own task, so fetches go on while the writer is
     // busy; `buffered` starts a range only when fewer than `window` are
     // fetched or waiting, and dropping the stream aborts what is in flight.
-    let chain = Arc::new(Chain::new(&file));
+    let mut chain = Chain::default();
     let ranges = futures::stream::iter(0..file.parts.len())
         .map({
             let (engine, file, free) = (engine.clone(), file.clone(), free.clone());
             move |p| {
-                let (engine, file, free, chain) = (engine.clone(), file.clone(), free.clone(), chain.clone());
+                let (engine, file, free) = (engine.clone(), file.clone(), free.clone());
+                let link = chain.link(&file, p);
                 AbortOnDropHandle::new(tokio::spawn(async move {
                     let buf = free.lock().unwrap().pop().unwrap_or_default();
                     let data = fetch_to_memory(&engine, &file, p, buf).await?;
-                    hash(&file, &chain, p, data, kinds).await
+                    hash(&file, link, p, data, kinds).await
                 }))
             }
         })
@@ -99,7 +100,7 @@ pub async fn stream(engine: &Arc<Engine>, job: Download, sink: Sink) -> Result<V
 /// Range `p` of the object, whole in memory (in `buf`, reused), retried from
 /// its first missing byte as the policy allows.
 async fn fetch_to_memory(engine: &Engine, file: &ObjectState, p: usize, mut buf: Vec<u8>) -> Result<Vec<u8>, Error> {
-    let range = file.parts[p].clone();
+    let range = file.parts.get(p);
     buf.clear();
     buf.reserve_exact((range.end - range.start) as usize);
     let url = file.job.source_url();
@@ -133,26 +134,32 @@ async fn fetch_once(
 }
 
 /// The hash of each segment in progress, handed from one range to the next
-/// (segments hashed in order: the object, or each uploaded part): range `p`
-/// waits for `from[p]` (none for a segment's first range) and sends on
-/// `to[p]` (none for its last). Segments hash in parallel, each in order.
+/// (segments hashed in order: the object, or each uploaded part). Links are
+/// made as ranges start, in order: only the ranges in flight hold one.
+#[derive(Default)]
 struct Chain {
-    from: Vec<Mutex<Option<oneshot::Receiver<PartDigest>>>>,
-    to: Vec<Mutex<Option<oneshot::Sender<PartDigest>>>>,
+    /// Where the range after the last one linked gets its segment's hash from.
+    next: Option<oneshot::Receiver<PartDigest>>,
+}
+
+/// Range `p`'s place in its segment's chain: it waits for `from` (none for
+/// a segment's first range) and sends on `to` (none for its last).
+struct Link {
+    from: Option<oneshot::Receiver<PartDigest>>,
+    to: Option<oneshot::Sender<PartDigest>>,
 }
 
 impl Chain {
-    fn new(file: &ObjectState) -> Chain {
-        let n = file.parts.len();
-        let (mut from, mut to): (Vec<_>, Vec<_>) = (0..n).map(|_| (Mutex::new(None), Mutex::new(None))).unzip();
-        for p in 0..n {
-            if p + 1 < file.segment_ranges(p).end {
-                let (tx, rx) = oneshot::channel();
-                to[p] = Mutex::new(Some(tx));
-                from[p + 1] = Mutex::new(Some(rx));
-            }
-        }
-        Chain { from, to }
+    /// The link of range `p`; ranges are linked in order.
+    fn link(&mut self, file: &ObjectState, p: usize) -> Link {
+        let segment = file.segment_ranges(p);
+        let from = if p == segment.start { None } else { self.next.take() };
+        let to = (p + 1 < segment.end).then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.next = Some(rx);
+            tx
+        });
+        Link { from, to }
     }
 }
 
@@ -161,15 +168,14 @@ impl Chain {
 /// recorded in `file` for [`verify`].
 async fn hash(
     file: &ObjectState,
-    chain: &Chain,
+    link: Link,
     p: usize,
     data: Vec<u8>,
     (inline, segment): (Option<DigestKind>, Option<DigestKind>),
 ) -> Result<Vec<u8>, Error> {
     let mut running = None;
     if let Some(kind) = segment {
-        let before = chain.from[p].lock().unwrap().take();
-        running = Some(match before {
+        running = Some(match link.from {
             Some(rx) => rx.await.map_err(|_| Error::Internal("a segment's hash was lost".into()))?,
             None => PartDigest::new(kind),
         });
@@ -195,7 +201,7 @@ async fn hash(
         file.range_hashed(p, crc);
     }
     if let Some(d) = running {
-        match chain.to[p].lock().unwrap().take() {
+        match link.to {
             Some(next) => {
                 let _ = next.send(d);
             }

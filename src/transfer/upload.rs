@@ -29,11 +29,10 @@ use super::job::{Outcome, Verification};
 use super::report::Item;
 use crate::error::{Error, StoreErrorKind};
 use crate::integrity::{self, Algorithm, DigestKind, PartCrc, PartDigest, PartSum, Stated};
-use crate::store::{FileRange, PutTarget, UploadedPart};
+use crate::store::{FileRange, MAX_PARTS, PutTarget, UploadedPart};
 
-/// S3's smallest part (all but the last) and largest part count.
+/// S3's smallest part (all but the last).
 const MIN_PART: u64 = 5 << 20;
-const MAX_PARTS: u64 = 10_000;
 /// How long an abort may take before s3load gives up on it (it is logged).
 const ABORT_TIMEOUT: Duration = Duration::from_secs(15);
 /// S3 may take minutes to assemble a large object; it keeps the connection alive

@@ -19,7 +19,7 @@ use super::job::{KnownChecksum, Outcome, Verification};
 use super::object::{ObjectState, Received};
 use super::settings::VerifyMode;
 use crate::error::Error;
-use crate::integrity::{self, PartCrc, Stated};
+use crate::integrity::{self, Stated};
 
 /// The MD5 ETag computed from each object that failed its ETag check, for
 /// the run: the same value from a second download means the bytes were not
@@ -41,7 +41,7 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
         return Ok(Verification::Verified("empty"));
     }
     let Received { stated, crcs, segment_sums } = file.received();
-    let crcs = || crcs.clone().unwrap_or_default();
+    let crcs = || crcs.clone().ok_or_else(|| Error::Internal(format!("{url}: a part's checksum is missing")));
     let mismatch = |what: &str, got: String, stated: String| {
         Error::Mismatch(format!(
             "{url}: {what} of the bytes received is {got}, the store states {stated}; {consequence}"
@@ -49,11 +49,7 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
     };
     let why = match stated {
         KnownChecksum::Stated(Stated::Full { algorithm, value }) => {
-            let crcs = crcs();
-            if crcs.len() != file.parts.len() {
-                return Err(Error::Internal(format!("{url}: a part's checksum is missing")));
-            }
-            let got = integrity::combine(algorithm, &crcs);
+            let got = integrity::combine(algorithm, &crcs()?);
             if got != value {
                 let b64 = |v| integrity::to_base64(algorithm, v);
                 return Err(mismatch(algorithm.name(), b64(got), b64(value)));
@@ -61,19 +57,10 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
             return Ok(Verification::Verified(algorithm.name()));
         }
         KnownChecksum::Stated(Stated::Composite { algorithm, parts, value }) => match file.aligned {
-            Some(upload_part) => {
-                let crcs = crcs();
-                if crcs.len() != file.parts.len() {
-                    return Err(Error::Internal(format!("{url}: a part's checksum is missing")));
-                }
-                // Combine the ranges of each uploaded part into that part's CRC.
-                let mut per_part: Vec<Vec<PartCrc>> = Vec::new();
-                for (range, crc) in file.parts.iter().zip(crcs) {
-                    let i = (range.start / upload_part) as usize;
-                    per_part.resize_with(per_part.len().max(i + 1), Vec::new);
-                    per_part[i].push(crc);
-                }
-                let part_crcs: Vec<u64> = per_part.iter().map(|p| integrity::combine(algorithm, p)).collect();
+            Some(_) => {
+                // Ranges are aligned to the uploaded parts, and each part is
+                // a segment: its ranges' CRCs combine into the part's.
+                let part_crcs: Vec<u64> = crcs()?.iter().map(|c| c.crc).collect();
                 let got = integrity::composite(algorithm, &part_crcs);
                 if got != value || (parts != 0 && parts as usize != part_crcs.len()) {
                     let show = |v, n| format!("{}-{n}", integrity::to_base64(algorithm, v));

@@ -227,3 +227,26 @@ async fn case_51_an_absurd_size_stated_by_the_store_is_refused_not_an_abort() {
     assert!(r.stderr.contains("above the largest object S3 allows (5 TiB)"), "{}", r.stderr);
     assert!(!dest.exists(), "nothing at the destination");
 }
+
+// Case 62: the largest object S3 allows (5 TiB), streamed in 1 MiB ranges:
+// its five million ranges are computed as they are fetched, not planned up
+// front, so `cat` holds its stated bound before the first byte arrives. (The
+// store holds 9 MiB and only claims 5 TiB, so the run fails past the ninth
+// range; what is measured is the memory it took to get there. A download of
+// it would first need 5 TiB free; its ranges are the same computed ones.)
+#[tokio::test(flavor = "multi_thread")]
+async fn case_62_a_5_tib_object_in_1_mib_ranges_is_planned_in_bounded_memory() {
+    let h = Harness::new().await;
+    h.put("huge.bin", generate_bytes(9 << 20, 5));
+    h.server.faults().add(Rule::new("HeadObject", When::Always, Fault::ClaimSize(5 << 40)));
+    let url = format!("s3://{BUCKET}/huge.bin");
+    let out = h.path("cat.out");
+    let r = shell(&h, &format!("$S3LOAD --log debug cat -c 4 -p 1 '{url}' > '{}'", out.display())).await;
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("huge.bin"), "{}", r.stderr);
+    let mib = crate::harness::peak_rss_kib(&r.stderr) / 1024;
+    // (c + 1) x p of object data, and what the process needs anyway (the
+    // bound the 1 GiB test above uses); five million planned ranges were
+    // 1.4 GiB.
+    assert!(mib <= 5 + 48, "peak RSS {mib} MiB");
+}

@@ -577,3 +577,32 @@ async fn keys_that_differ_by_case_or_unicode_form_stay_distinct_files_on_a_byte_
     h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await.assert_ok();
     assert_eq!(h.server.log().count("GetObject"), 0, "a second sync fetches nothing");
 }
+
+// Case 63: a store that states more parts than a multipart upload has in S3
+// (20,000 parts of 512 bytes, consistent with the object's size): the layout
+// is not trusted (one hash would be kept per part, and a count near 2^32
+// would be an allocation the process cannot survive); the object is fetched
+// and counted unverified with the reason, or refused under --verify require.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_63_more_parts_than_s3_allows_are_not_trusted_as_a_layout() {
+    use s3load_testserver::{Fault, Rule, StoredObject, When, generate_bytes};
+    let h = Harness::new().await;
+    let parts = [generate_bytes(5_120_000, 1), generate_bytes(5_120_000, 2)];
+    h.server.store().put_object(
+        BUCKET,
+        "p/w.bin",
+        StoredObject::multipart(&parts, std::time::SystemTime::now(), None, false),
+    );
+    let want = h.server.store().get(BUCKET, "p/w.bin").unwrap().data.clone();
+    let claim = || Rule::new("HeadObject", When::Always, Fault::ClaimParts { count: 20_000, part_size: 512 });
+    h.server.faults().add(claim());
+    let dest = h.path("out");
+    let run = h.run(&["cp", "s3://bucket/p/*", s(&dest)]).await;
+    run.assert_ok();
+    assert_eq!(std::fs::read(dest.join("w.bin")).unwrap(), want);
+    assert!(run.stderr.contains("1 of them unverified"), "{}", run.stderr);
+    assert!(run.stderr.contains("20000 parts, more than a multipart upload has in S3 (10,000)"), "{}", run.stderr);
+    let strict = h.run(&["--verify", "require", "cp", "s3://bucket/p/*", s(&h.path("strict"))]).await;
+    assert_eq!(strict.code, 1, "{}", strict.stderr);
+    assert!(strict.stderr.contains("more than a multipart upload has in S3"), "{}", strict.stderr);
+}

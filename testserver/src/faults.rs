@@ -75,6 +75,9 @@ pub enum Fault {
     /// HeadObject: state this Content-Length, whatever the object holds (a
     /// broken or hostile store).
     ClaimSize(u64),
+    /// HeadObject with partNumber: state that the upload has `count` parts of
+    /// `part_size` bytes each (a broken or hostile store).
+    ClaimParts { count: i32, part_size: u64 },
 }
 
 /// Requests held by [`Fault::Hold`] until [`Gate::open`].

@@ -459,6 +459,11 @@ impl S3 for Service {
             ..Default::default()
         };
         // With partNumber, S3 describes that part of a multipart upload.
+        if let (Some(_), Some(Fault::ClaimParts { count, part_size })) = (input.part_number, &fault) {
+            out.content_length = Some(*part_size as i64);
+            out.parts_count = Some(*count);
+            return Ok(S3Response::new(out));
+        }
         if let Some(n) = input.part_number.filter(|_| !obj.part_sizes.is_empty()) {
             let Some(r) = obj.part_range(n as usize) else {
                 return Err(s3_error!(InvalidPart, "The requested partnumber is not satisfiable"));
