@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::hasher::{Buffers, Hasher};
+use super::hasher::Hasher;
 use super::limiter::{Limiter, Permit};
 use super::report::Hooks;
 use super::retry::{Attempts, Class, Decision, RetryPolicy, classify};
@@ -41,8 +41,6 @@ pub struct Engine {
     /// Hashes segments in order (MD5 ETags, SHA checksums); started when a
     /// download first needs it.
     hasher: OnceLock<Hasher>,
-    /// Write buffers the hasher is done with, for fetches to take again.
-    pub(super) buffers: Arc<Buffers>,
     /// Destination directories opened so far.
     pub(super) dirs: Arc<Dirs>,
     /// Set once the store refused a request naming a version.
@@ -63,7 +61,6 @@ impl Engine {
             limiter: Limiter::new(cfg.max_requests),
             io: Semaphore::new(cfg.io_concurrency.max(1)),
             hasher: OnceLock::new(),
-            buffers: Arc::default(),
             dirs: Arc::default(),
             versions_denied: AtomicBool::new(false),
             spent: Mutex::default(),
@@ -78,7 +75,7 @@ impl Engine {
     }
 
     pub(super) fn hasher(&self) -> &Hasher {
-        self.hasher.get_or_init(|| Hasher::new(1, self.buffers.clone()))
+        self.hasher.get_or_init(|| Hasher::new(1))
     }
 
     /// The hasher, if anything needed it yet.

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::engine::Engine;
-use super::hasher::Piece;
 use super::job::Download;
 use super::object::ObjectState;
 use super::settings::VerifyMode;
@@ -41,7 +40,6 @@ pub(super) async fn fetch_range(
         whole: file.parts.len() == 1,
         digest: None,
         tmp,
-        feeds: false,
     };
     let mut state = (engine, file, attempt, buf);
     engine.with_retries(&url, &mut state, |(engine, file, a, buf)| Box::pin(fetch_once(engine, file, a, buf))).await?;
@@ -63,8 +61,6 @@ struct Attempt {
     digest: Option<PartDigest>,
     /// The temporary file, once it exists.
     tmp: Option<Arc<TempFile>>,
-    /// Whether written bytes go to the hasher (a segment hashed in order).
-    feeds: bool,
 }
 
 /// The slowest a body may arrive, measured over each `--stall-timeout` window:
@@ -113,35 +109,27 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
         }
         if !once && let (Some(kind), Some(tmp)) = (file.segment_kind(), &a.tmp) {
             file.open_segment(engine.hasher(), a.part, tmp, kind)?;
-            a.feeds = true;
         }
     }
 
     let mut body = Body::new(engine, job, offset..end, resp.body);
     buf.clear();
     let result = loop {
-        let mut chunk = match body.next().await {
+        let chunk = match body.next().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
-        // Writes are whole buffers (the hasher takes them in equal steps),
-        // and a buffer never grows past its capacity: a Vec that overflows
-        // doubles, and 32 doubled buffers were most of the peak RSS.
-        let size = engine.cfg.buffer_size;
-        if !buf.is_empty() || chunk.len() < size {
-            let n = (size - buf.len()).min(chunk.len());
-            buf.extend_from_slice(&chunk.split_to(n));
-            if buf.len() == size {
-                flush(engine, file, buf, a).await?;
-            }
+        // Never grow the buffer past its capacity: a Vec that overflows doubles,
+        // and 32 doubled buffers were most of the peak RSS.
+        if buf.len() + chunk.len() > engine.cfg.buffer_size {
+            flush(engine, file, buf, a).await?;
         }
-        // Whole buffers' worth of a large chunk are written as they came.
-        if chunk.len() >= size {
-            let whole = chunk.split_to(chunk.len() - chunk.len() % size);
-            write_out(engine, file, a, Piece::Shared(whole)).await?;
+        if chunk.len() >= engine.cfg.buffer_size {
+            write_out(engine, file, a, chunk).await?;
+        } else {
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
     };
     // What arrived before a break is kept: the next attempt starts after it.
     flush(engine, file, buf, a).await?;
@@ -291,31 +279,32 @@ async fn flush(engine: &Engine, file: &ObjectState, buf: &mut Vec<u8>, a: &mut A
     if buf.is_empty() {
         return Ok(());
     }
-    let data = write_out(engine, file, a, Piece::Owned(std::mem::take(buf))).await;
-    let (back, result) = match data {
-        Ok(back) => (back, Ok(())),
-        Err(e) => (None, Err(e)),
-    };
-    *buf = match back {
-        // Not taken by the hasher: written, and used again.
-        Some(Piece::Owned(mut v)) => {
-            v.clear();
-            v
+    let data = write_out(engine, file, a, std::mem::take(buf)).await;
+    match data {
+        Ok(data) => {
+            *buf = data;
+            buf.clear();
+            Ok(())
         }
-        _ => engine.buffers.take(engine.cfg.buffer_size),
-    };
-    result
+        Err(e) => {
+            *buf = Vec::with_capacity(engine.cfg.buffer_size);
+            Err(e)
+        }
+    }
 }
 
 /// Writes `data` at the attempt's offset (creating the temporary file first
-/// when there is none yet) and advances it. A range's CRC is updated on the
-/// same blocking-pool thread, over the whole buffer while it is in cache:
-/// large inputs are where SIMD CRCs are fastest (a body arrives in pieces of
-/// a few KiB). The buffer and the hash state travel to the pool and back, so
-/// nothing is copied or reallocated. Once written, the bytes of a segment
-/// hashed in order go to the hasher, which hashes them from memory; returns
-/// the buffer unless the hasher took it.
-async fn write_out(engine: &Engine, file: &ObjectState, a: &mut Attempt, data: Piece) -> Result<Option<Piece>, Error> {
+/// when there is none yet) and advances it. The hash is updated on the same
+/// blocking-pool thread, over the whole buffer while it is in cache: large
+/// inputs are where SIMD CRCs are fastest (a body arrives in pieces of a few
+/// KiB). The buffer and the hash state travel to the pool and back, so nothing
+/// is copied or reallocated.
+async fn write_out<D: AsRef<[u8]> + Send + 'static>(
+    engine: &Engine,
+    file: &ObjectState,
+    a: &mut Attempt,
+    data: D,
+) -> Result<D, Error> {
     let (at, len, mut digest) = (a.offset, data.as_ref().len() as u64, a.digest.take());
     let tmp = a.tmp.clone();
     let job = &file.job;
@@ -350,10 +339,6 @@ async fn write_out(engine: &Engine, file: &ObjectState, a: &mut Attempt, data: P
         a.tmp = Some(t);
     }
     written?;
-    let data = match (a.feeds, engine.started_hasher()) {
-        (true, Some(hasher)) => file.feed(hasher, a.part, at, data),
-        _ => Some(data),
-    };
     advance(engine, file, a, len);
     Ok(data)
 }

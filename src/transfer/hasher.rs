@@ -2,28 +2,23 @@
 //! are computed over a *segment* (a whole object, or one uploaded part) in byte
 //! order, while its ranges download in parallel and out of order.
 //!
-//! A dedicated thread hashes each segment's written prefix as it grows. Where
-//! a segment is one range (the parts of a multipart upload, fetched whole),
-//! its bytes arrive in order, and each write buffer is handed to the hasher
-//! once written ([`Hasher::feed`]): it is hashed from memory, and goes back
-//! to the fetches ([`Buffers`]). Bytes that arrive out of order (a segment in
-//! several ranges, or a buffer the hasher could not hold) are reported
-//! written ([`Hasher::ready`]) and read back with `pread` (they were just
-//! written, so they come from the page cache, not the disk).
+//! A dedicated thread hashes each segment's written prefix as it grows: the
+//! engine reports how far the prefix reaches ([`Hasher::ready`]), the thread
+//! reads those bytes back with `pread` (they were just written, so they come
+//! from the page cache, not the disk) and feeds them to the segment's digest.
 //! MD5s of independent segments are computed together, several per SIMD
 //! instruction (`md5-many`: 8 lanes on AVX2, 16 on AVX-512, with a scalar
 //! fallback chosen at run time), which is where most of the CPU of checking
 //! legacy objects went. Requests never wait on hashing, except the last part
 //! of an object, whose commit needs the result.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::integrity::{DigestKind, PartDigest, PartSum};
@@ -44,67 +39,6 @@ const BATCH: usize = 8;
 /// whatever the batch: bounds how far behind the page cache reads lag.
 const LAG: u64 = 8 << 20;
 
-/// Buffers a segment may have waiting in memory before it is hashed whatever
-/// the batch, and the most it may have: beyond, a buffer is not held, and its
-/// bytes are read back from the file. Bounds the memory held for hashing at
-/// a few buffers per segment being written.
-const URGENT_HELD: usize = 4;
-const MAX_HELD: usize = 8;
-
-/// Write buffers kept for reuse at most.
-const MAX_FREE: usize = 64;
-
-/// Bytes of a segment, written, handed to the hasher from memory.
-pub(super) enum Piece {
-    /// A write buffer: given back to [`Buffers`] once hashed.
-    Owned(Vec<u8>),
-    /// A body chunk written as it came.
-    Shared(Bytes),
-}
-
-impl AsRef<[u8]> for Piece {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            Piece::Owned(v) => v,
-            Piece::Shared(b) => b,
-        }
-    }
-}
-
-/// Write buffers free for a fetch to take: those the hasher has finished with.
-#[derive(Default)]
-pub(super) struct Buffers(Mutex<Vec<Vec<u8>>>);
-
-impl Buffers {
-    /// An empty buffer of `capacity` bytes, reused when one is free.
-    pub fn take(&self, capacity: usize) -> Vec<u8> {
-        let reused = self.0.lock().unwrap().pop();
-        match reused {
-            Some(mut v) if v.capacity() >= capacity => {
-                v.clear();
-                v
-            }
-            _ => Vec::with_capacity(capacity),
-        }
-    }
-
-    pub fn give(&self, piece: Piece) {
-        if let Piece::Owned(v) = piece {
-            let mut free = self.0.lock().unwrap();
-            if free.len() < MAX_FREE {
-                free.push(v);
-            }
-        }
-    }
-}
-
-/// Bytes held in memory for a segment: `piece[from..]` is at `at`.
-struct Held {
-    at: u64,
-    piece: Piece,
-    from: usize,
-}
-
 /// The result of one segment: its digest, or why its bytes could not be read.
 pub(super) type SegmentResult = Result<PartSum, String>;
 
@@ -119,11 +53,6 @@ struct Stream {
     /// Bytes before this offset are written.
     ready: u64,
     end: u64,
-    /// Bytes in memory, in order, from `hashed` on (or from the end of the
-    /// step being taken).
-    held: VecDeque<Held>,
-    /// First byte not hashed, in a step, or held.
-    claimed: u64,
     /// `None` while a thread is hashing a step of this segment.
     digest: Option<PartDigest>,
     tx: Option<oneshot::Sender<SegmentResult>>,
@@ -136,9 +65,9 @@ impl Stream {
     }
 
     /// Due, and not to be kept waiting for a fuller batch: finished (its
-    /// object may be waiting to commit), far behind, or holding buffers.
+    /// object may be waiting to commit) or far behind.
     fn urgent(&self) -> bool {
-        self.due() && (self.ready == self.end || self.ready - self.hashed >= LAG || self.held.len() >= URGENT_HELD)
+        self.due() && (self.ready == self.end || self.ready - self.hashed >= LAG)
     }
 }
 
@@ -171,7 +100,6 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
-    buffers: Arc<Buffers>,
 }
 
 /// The hashing threads of one run; they stop when it is dropped.
@@ -181,10 +109,9 @@ pub(super) struct Hasher {
 }
 
 impl Hasher {
-    /// Starts `threads` hashing threads (at least one); buffers held from
-    /// memory go back to `buffers` once hashed.
-    pub fn new(threads: usize, buffers: Arc<Buffers>) -> Hasher {
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), work: Condvar::new(), buffers });
+    /// Starts `threads` hashing threads (at least one).
+    pub fn new(threads: usize) -> Hasher {
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), work: Condvar::new() });
         let threads = (0..threads.max(1))
             .map(|i| {
                 let shared = shared.clone();
@@ -214,8 +141,6 @@ impl Hasher {
             hashed: range.start,
             ready: range.start,
             end: range.end,
-            held: VecDeque::new(),
-            claimed: range.start,
             digest: Some(PartDigest::new(kind)),
             tx: Some(tx),
         };
@@ -241,46 +166,6 @@ impl Hasher {
         }
     }
 
-    /// `piece`, just written at `at` in the segment, to be hashed from memory;
-    /// given back when the hasher does not hold it (its bytes are not next in
-    /// the segment's order, or enough are held already): they are read back
-    /// from the file once reported [`Hasher::ready`]. Call before reporting
-    /// them ready (they are then ready already).
-    pub fn feed(&self, id: StreamId, at: u64, piece: Piece) -> Option<Piece> {
-        let mut st = self.shared.state.lock().unwrap();
-        let Some(s) = st.streams.get_mut(&id) else { return Some(piece) };
-        let len = piece.as_ref().len() as u64;
-        let end = at + len;
-        if s.held.len() >= MAX_HELD || !(at <= s.claimed && s.claimed < end) || end > s.end {
-            return Some(piece);
-        }
-        let from = (s.claimed - at) as usize;
-        let was = (s.due(), s.urgent());
-        match piece {
-            // A large body chunk: held in pieces of a chunk, as reads are.
-            Piece::Shared(mut b) => {
-                b = b.slice(from..);
-                let mut at = s.claimed;
-                while !b.is_empty() {
-                    let next = b.split_to(b.len().min(CHUNK));
-                    let n = next.len() as u64;
-                    s.held.push_back(Held { at, piece: Piece::Shared(next), from: 0 });
-                    at += n;
-                }
-            }
-            piece => s.held.push_back(Held { at: s.claimed, piece, from }),
-        }
-        s.claimed = end;
-        // Everything before `at` is hashed, being hashed or held, so written.
-        s.ready = s.ready.max(end);
-        let now = (s.due(), s.urgent());
-        drop(st);
-        if now != was {
-            self.shared.work.notify_one();
-        }
-        None
-    }
-
     /// Forgets a segment whose object failed; its receiver sees a closed channel.
     pub fn cancel(&self, id: StreamId) {
         self.shared.state.lock().unwrap().streams.remove(&id);
@@ -299,19 +184,13 @@ impl Drop for Hasher {
     }
 }
 
-/// One step taken by a thread: `len` bytes of a segment from `at`, held in
-/// memory or to be read from the file.
+/// One step taken by a thread: `len` bytes of a segment from `at`.
 struct Step {
     id: StreamId,
-    source: Source,
+    file: Arc<File>,
     at: u64,
     len: usize,
     digest: PartDigest,
-}
-
-enum Source {
-    File(Arc<File>),
-    Memory(Piece, usize),
 }
 
 fn hash_loop(shared: &Shared) {
@@ -335,52 +214,32 @@ fn hash_loop(shared: &Shared) {
     }
 }
 
-/// Hashes one step of each segment taken (from memory, or read back from the
-/// file), outside the lock, then puts the digests back, gives held buffers
-/// back and reports the segments that are finished.
+/// Reads and hashes one step of each segment taken, outside the lock, then
+/// puts the digests back and reports the segments that are finished.
 fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<Vec<u8>>, mut steps: Vec<Step>) {
     // A step whose bytes cannot be read back fails its segment; the others
-    // are hashed, each read into its own buffer.
-    let reads = steps.iter().filter(|s| matches!(s.source, Source::File(_))).count();
-    if bufs.len() < reads {
-        bufs.resize_with(reads, || vec![0u8; CHUNK]);
-    }
+    // are hashed, each with its own buffer.
+    bufs.resize_with(steps.len(), || vec![0u8; CHUNK]);
     let mut failed: Vec<(StreamId, String)> = Vec::new();
-    {
-        let mut bufs = bufs.iter_mut();
-        let mut hashing: Vec<(&mut PartDigest, &[u8])> = Vec::with_capacity(steps.len());
-        for Step { id, source, at, len, digest } in steps.iter_mut() {
-            let bytes: &[u8] = match &*source {
-                Source::Memory(piece, from) => &piece.as_ref()[*from..*from + *len],
-                Source::File(file) => {
-                    let buf = bufs.next().expect("a buffer per read");
-                    if let Err(e) = file.read_exact_at(&mut buf[..*len], *at) {
-                        failed.push((*id, format!("reading back bytes {at}.. to hash them: {e}")));
-                        continue;
-                    }
-                    &buf[..*len]
-                }
-            };
-            hashing.push((digest, bytes));
+    let mut read = Vec::with_capacity(steps.len());
+    for (step, buf) in steps.drain(..).zip(bufs.iter_mut()) {
+        match step.file.read_exact_at(&mut buf[..step.len], step.at) {
+            Ok(()) => read.push((step, &buf[..])),
+            Err(e) => failed.push((step.id, format!("reading back bytes {}.. to hash them: {e}", step.at))),
         }
-        hash_steps(md5, &mut hashing);
     }
+    hash_steps(md5, &mut read);
+    let steps: Vec<Step> = read.into_iter().map(|(step, _)| step).collect();
     // Finished segments give their file handle back before they report.
     let mut done: Vec<(oneshot::Sender<SegmentResult>, SegmentResult)> = Vec::new();
     {
         let mut st = shared.state.lock().unwrap();
-        for (id, why) in &failed {
-            if let Some(tx) = st.streams.remove(id).and_then(|mut s| s.tx.take()) {
-                done.push((tx, Err(why.clone())));
+        for (id, why) in failed {
+            if let Some(tx) = st.streams.remove(&id).and_then(|mut s| s.tx.take()) {
+                done.push((tx, Err(why)));
             }
         }
         for step in steps {
-            if let Source::Memory(piece, _) = step.source {
-                shared.buffers.give(piece);
-            }
-            if failed.iter().any(|(id, _)| *id == step.id) {
-                continue;
-            }
             let Some(s) = st.streams.get_mut(&step.id) else { continue };
             s.hashed = step.at + step.len as u64;
             if s.hashed == s.end {
@@ -402,8 +261,7 @@ fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<Vec<u8>>, m
 }
 
 /// Takes up to [`LANES`] due segments out of the state, MD5s first (they gain
-/// from being hashed together): the bytes held in memory first, else a chunk
-/// to read back from the file.
+/// from being hashed together).
 fn take_steps(st: &mut State) -> Vec<Step> {
     let mut due: Vec<(bool, bool, StreamId)> = st
         .streams
@@ -416,19 +274,8 @@ fn take_steps(st: &mut State) -> Vec<Step> {
     due.into_iter()
         .map(|(_, _, id)| {
             let s = st.streams.get_mut(&id).expect("present");
-            let digest = s.digest.take().expect("due");
-            match s.held.pop_front() {
-                Some(Held { at, piece, from }) => {
-                    debug_assert_eq!(at, s.hashed, "held bytes are next");
-                    let len = piece.as_ref().len() - from;
-                    Step { id, source: Source::Memory(piece, from), at, len, digest }
-                }
-                None => {
-                    let len = (s.ready - s.hashed).min(CHUNK as u64) as usize;
-                    s.claimed = s.claimed.max(s.hashed + len as u64);
-                    Step { id, source: Source::File(s.file.clone()), at: s.hashed, len, digest }
-                }
-            }
+            let len = (s.ready - s.hashed).min(CHUNK as u64) as usize;
+            Step { id, file: s.file.clone(), at: s.hashed, len, digest: s.digest.take().expect("due") }
         })
         .collect()
 }
@@ -450,33 +297,33 @@ fn whole_batches(due: &[(bool, bool, StreamId)]) -> usize {
 /// at 0.14 and 12 at 1.8, so a batch that is not a multiple of 8 is filled
 /// with copies of its first input whose results are dropped. A lone step, or
 /// one of a length no other has (a segment's tail), is hashed on its own.
-fn hash_steps(md5: md5_many::Md5Many, steps: &mut [(&mut PartDigest, &[u8])]) {
+fn hash_steps(md5: md5_many::Md5Many, steps: &mut [(Step, &[u8])]) {
     let mut by_len: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, (digest, bytes)) in steps.iter_mut().enumerate() {
-        match digest {
-            PartDigest::Md5(_) => by_len.entry(bytes.len()).or_default().push(i),
-            other => other.update(bytes),
+    for (i, (step, buf)) in steps.iter_mut().enumerate() {
+        match &mut step.digest {
+            PartDigest::Md5(_) => by_len.entry(step.len).or_default().push(i),
+            other => other.update(&buf[..step.len]),
         }
     }
-    for group in by_len.into_values() {
-        let md5_of = |digest: &PartDigest| match digest {
-            PartDigest::Md5(s) => *s,
+    for (len, group) in by_len {
+        let md5_of = |step: &Step| match step.digest {
+            PartDigest::Md5(s) => s,
             _ => unreachable!("grouped as MD5"),
         };
         if group.len() == 1 {
-            let (digest, bytes) = &mut steps[group[0]];
-            digest.update(bytes);
+            let (step, buf) = &mut steps[group[0]];
+            step.digest.update(&buf[..len]);
             continue;
         }
         for lanes in group.chunks(LANES) {
             let width = lanes.len().div_ceil(8) * 8;
-            let mut states: Vec<md5_many::Md5State> = lanes.iter().map(|&i| md5_of(steps[i].0)).collect();
-            let mut inputs: Vec<&[u8]> = lanes.iter().map(|&i| steps[i].1).collect();
+            let mut states: Vec<md5_many::Md5State> = lanes.iter().map(|&i| md5_of(&steps[i].0)).collect();
+            let mut inputs: Vec<&[u8]> = lanes.iter().map(|&i| &steps[i].1[..len]).collect();
             states.resize(width, md5_many::Md5State::new());
             inputs.resize(width, inputs[0]);
             md5.update_many(&mut states, &inputs);
             for (&i, state) in lanes.iter().zip(states) {
-                *steps[i].0 = PartDigest::Md5(state);
+                steps[i].0.digest = PartDigest::Md5(state);
             }
         }
     }
@@ -487,19 +334,6 @@ mod tests {
     use super::*;
     use crate::integrity::{DigestValue, Sha};
     use md5::Digest as _;
-
-    impl Stream {
-        fn test(
-            file: Arc<File>,
-            hashed: u64,
-            ready: u64,
-            end: u64,
-            digest: Option<PartDigest>,
-            tx: Option<oneshot::Sender<SegmentResult>>,
-        ) -> Stream {
-            Stream { file, hashed, ready, end, held: VecDeque::new(), claimed: hashed, digest, tx }
-        }
-    }
 
     fn data(n: usize, seed: usize) -> Vec<u8> {
         (0..n).map(|i| ((i + seed).wrapping_mul(2_654_435_761) >> 13) as u8).collect()
@@ -520,7 +354,7 @@ mod tests {
 
     #[tokio::test]
     async fn segments_hashed_together_in_pieces_match_an_independent_md5_and_sha() {
-        let hasher = Hasher::new(2, Arc::default());
+        let hasher = Hasher::new(2);
         // Uneven lengths (a tail shorter than a block, an empty segment, one
         // above a chunk) over one file, as the parts of an upload lie.
         let bytes = data(3 * CHUNK + 12_345, 7);
@@ -552,65 +386,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bytes_fed_in_order_are_hashed_from_memory_and_the_rest_read_back() {
-        let hasher = Hasher::new(1, Arc::default());
-        let bytes = data(5 * CHUNK + 777, 9);
-        // The file holds zeros: a hash that matches the bytes was computed
-        // from memory, not read back.
-        let zeros = file_with(&vec![0; bytes.len()]);
-        let mut open = Vec::new();
-        for lanes in 0..9 {
-            let (id, rx) = hasher.open(zeros.clone(), 0..bytes.len() as u64, DigestKind::Md5);
-            open.push((id, rx, lanes));
-        }
-        let pieces: Vec<(usize, usize)> =
-            vec![(0, CHUNK), (CHUNK, 2 * CHUNK), (2 * CHUNK, 2 * CHUNK + 100), (2 * CHUNK + 100, 5 * CHUNK + 777)];
-        for &(a, b) in &pieces {
-            for (id, _, lanes) in &open {
-                let piece = match lanes % 2 {
-                    0 => Piece::Owned(bytes[a..b].to_vec()),
-                    _ => Piece::Shared(Bytes::copy_from_slice(&bytes[a..b])),
-                };
-                assert!(hasher.feed(*id, a as u64, piece).is_none(), "in order: held");
-                hasher.ready(*id, b as u64);
-            }
-        }
-        for (_, rx, _) in open {
-            assert_eq!(hash_of(rx.await.unwrap()).as_bytes(), &md5::Md5::digest(&bytes)[..]);
-        }
-        // Out of order, or overlapping what is claimed: what is new is held,
-        // what is not next is given back and read from the file.
-        let file = file_with(&bytes);
-        let (id, rx) = hasher.open(file, 0..bytes.len() as u64, DigestKind::Md5);
-        let back = hasher.feed(id, CHUNK as u64, Piece::Owned(vec![1; CHUNK]));
-        assert!(back.is_some(), "not next: given back");
-        assert!(hasher.feed(id, 0, Piece::Owned(bytes[..CHUNK + 10].to_vec())).is_none());
-        assert!(hasher.feed(id, CHUNK as u64, Piece::Owned(bytes[CHUNK..2 * CHUNK].to_vec())).is_none(), "overlap");
-        hasher.ready(id, bytes.len() as u64);
-        assert_eq!(hash_of(rx.await.unwrap()).as_bytes(), &md5::Md5::digest(&bytes)[..]);
-        // Past the segment's end: given back.
-        let (id, _rx) = hasher.open(file_with(&bytes), 0..10, DigestKind::Md5);
-        assert!(hasher.feed(id, 0, Piece::Owned(vec![0; 11])).is_some());
-    }
-
-    #[test]
-    fn a_segment_holds_a_bounded_number_of_buffers() {
-        let shared = Shared { state: Mutex::new(State::default()), work: Condvar::new(), buffers: Arc::default() };
-        let hasher = Hasher { shared: Arc::new(shared), threads: Vec::new() };
-        let (id, _rx) = hasher.open(file_with(&[]), 0..(100 * CHUNK) as u64, DigestKind::Md5);
-        let mut held = 0;
-        for i in 0..20 {
-            if hasher.feed(id, (i * CHUNK) as u64, Piece::Owned(vec![0; CHUNK])).is_none() {
-                held += 1;
-            }
-        }
-        assert_eq!(held, MAX_HELD, "no thread hashes them here: the rest is given back");
-        assert!(hasher.shared.state.lock().unwrap().streams[&id].urgent());
-    }
-
-    #[tokio::test]
     async fn a_segment_is_finished_only_when_its_last_byte_is_ready() {
-        let hasher = Hasher::new(1, Arc::default());
+        let hasher = Hasher::new(1);
         let bytes = data(CHUNK * 2, 1);
         let (id, mut rx) = hasher.open(file_with(&bytes), 0..bytes.len() as u64, DigestKind::Md5);
         hasher.ready(id, bytes.len() as u64 - 1);
@@ -623,7 +400,7 @@ mod tests {
     #[test]
     fn a_segment_that_cannot_be_read_back_fails_alone_in_its_batch() {
         // Three MD5 segments taken in one batch; the middle one's file is short.
-        let shared = Shared { state: Mutex::new(State::default()), work: Condvar::new(), buffers: Arc::default() };
+        let shared = Shared { state: Mutex::new(State::default()), work: Condvar::new() };
         let (good_a, good_b) = (data(100_000, 3), data(70_000, 4));
         let mut rxs = Vec::new();
         for (file, len) in [(file_with(&good_a), 100_000), (file_with(b"short"), 50_000), (file_with(&good_b), 70_000)]
@@ -633,7 +410,7 @@ mod tests {
             let id = StreamId(st.next_id);
             st.next_id += 1;
             let digest = Some(PartDigest::new(DigestKind::Md5));
-            st.streams.insert(id, Stream::test(file, 0, len, len, digest, Some(tx)));
+            st.streams.insert(id, Stream { file, hashed: 0, ready: len, end: len, digest, tx: Some(tx) });
             rxs.push(rx);
         }
         let steps = take_steps(&mut shared.state.lock().unwrap());
@@ -650,7 +427,7 @@ mod tests {
         // 1 to 26 equal segments in one step: lone, padded to 8/16/24, and
         // more than one call of 24 lanes.
         for n in [1usize, 2, 5, 8, 12, 17, 26] {
-            let shared = Shared { state: Mutex::new(State::default()), work: Condvar::new(), buffers: Arc::default() };
+            let shared = Shared { state: Mutex::new(State::default()), work: Condvar::new() };
             let datas: Vec<Vec<u8>> = (0..n).map(|i| data(CHUNK, i * 31)).collect();
             let mut rxs = Vec::new();
             for d in &datas {
@@ -660,7 +437,7 @@ mod tests {
                 st.next_id += 1;
                 let (file, len) = (file_with(d), d.len() as u64);
                 let digest = Some(PartDigest::new(DigestKind::Md5));
-                st.streams.insert(id, Stream::test(file, 0, len, len, digest, Some(tx)));
+                st.streams.insert(id, Stream { file, hashed: 0, ready: len, end: len, digest, tx: Some(tx) });
                 rxs.push(rx);
             }
             while !shared.state.lock().unwrap().streams.is_empty() {
@@ -692,7 +469,7 @@ mod tests {
         let file = file_with(&data(2 * CHUNK, 1));
         for i in 0..30 {
             let digest = Some(PartDigest::new(DigestKind::Md5));
-            let stream = Stream::test(file.clone(), 0, 0, 2 * CHUNK as u64, digest, None);
+            let stream = Stream { file: file.clone(), hashed: 0, ready: 0, end: 2 * CHUNK as u64, digest, tx: None };
             st.streams.insert(StreamId(i), stream);
         }
         let make_due = |st: &mut State, n: u64| {
@@ -709,7 +486,8 @@ mod tests {
         let mut few = State::default();
         for i in 0..3 {
             let digest = Some(PartDigest::new(DigestKind::Md5));
-            let stream = Stream::test(file.clone(), 0, CHUNK as u64, 2 * CHUNK as u64, digest, None);
+            let stream =
+                Stream { file: file.clone(), hashed: 0, ready: CHUNK as u64, end: 2 * CHUNK as u64, digest, tx: None };
             few.streams.insert(StreamId(i), stream);
         }
         assert!(few.worth_a_step());
@@ -717,7 +495,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_segment_closes_its_channel_and_an_unreadable_one_says_why() {
-        let hasher = Hasher::new(1, Arc::default());
+        let hasher = Hasher::new(1);
         let (id, rx) = hasher.open(file_with(b"abc"), 0..3, DigestKind::Md5);
         hasher.cancel(id);
         assert!(rx.await.is_err());

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::hasher::{Hasher, Piece, SegmentResult, StreamId};
+use super::hasher::{Hasher, SegmentResult, StreamId};
 use super::job::{Download, KnownChecksum};
 use super::parts::Ranges;
 use super::segments::{Bits, Segments};
@@ -330,17 +330,6 @@ impl ObjectState {
         st.streams[s] = Some(id);
         st.pending[s] = Some(rx);
         Ok(())
-    }
-
-    /// `piece`, just written at `at` in range `part`, for its segment's
-    /// hasher to hash from memory; given back when it is not taken (see
-    /// [`Hasher::feed`]). Called before the bytes are reported written.
-    pub fn feed(&self, hasher: &Hasher, part: usize, at: u64, piece: Piece) -> Option<Piece> {
-        let id = self.lock().streams[self.parts.segment_of(part)];
-        match id {
-            Some(id) => hasher.feed(id, at, piece),
-            None => Some(piece),
-        }
     }
 
     /// Range `part` has `n` bytes written from its start: its segment's hasher
