@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""s3load beside s5cmd and rclone on a third-party S3 server (SeaweedFS).
+
+Run through benches/seaweed.sh, which installs the tools and builds s3load.
+Starts `weed mini` on loopback with static credentials, uploads each workload
+with s5cmd (so objects are what s5cmd users have: multipart in 50 MiB parts,
+MD5 ETags, no stored checksum), then downloads it with each tool in turn,
+alternating, into a fresh directory on the local disk, after sync(2). Reports
+medians of wall time, client CPU (user + sys of the tool's process tree) and
+peak RSS, and each tool's ratio to s3load. The server shares the machine's
+cores with the client, as a busy node would.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+KEY, SECRET = "benchkey", "benchsecret"
+
+WORKLOADS = {
+    # name: [(relative path, size in bytes), ...]
+    "large": [(f"shard-{i}.bin", 1 << 30) for i in range(1, 5)],
+    "model": [("model-00001-of-00002.safetensors", 2 << 30), ("model-00002-of-00002.safetensors", 300 << 20)]
+    + [(f"config-{i}.json", 4096 + i * 1000) for i in range(12)],
+    "small": [(f"d{i % 50:02d}/f{i:05d}.bin", 64 << 10) for i in range(5000)],
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tools(s3load, endpoint):
+    env_creds = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}
+    rclone = [
+        "rclone", "--config", "/dev/null", "--s3-provider", "Other", "--s3-endpoint", endpoint,
+        "--s3-access-key-id", KEY, "--s3-secret-access-key", SECRET,
+    ]
+    return {
+        "s3load": lambda src, dst: [s3load, "--endpoint-url", endpoint, "--progress", "off", "sync", f"s3://bench/{src}/*", dst],
+        "s3load-verify-off": lambda src, dst: [
+            s3load, "--endpoint-url", endpoint, "--progress", "off", "--verify", "off", "sync", f"s3://bench/{src}/*", dst,
+        ],
+        "s5cmd": lambda src, dst: ["s5cmd", "--endpoint-url", endpoint, "sync", f"s3://bench/{src}/*", dst + "/"],
+        # rclone at its fastest settings here.
+        "rclone": lambda src, dst: rclone + ["--transfers", "32", "--multi-thread-streams", "16", "copy", f":s3:bench/{src}", dst],
+    }, env_creds
+
+
+def run(cmd, env):
+    """Wall time, CPU (user + sys) and peak RSS in MiB of one run, from wait4."""
+    start = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.monotonic() - start
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({p.returncode}): {err.decode()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--s3load", required=True)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--workloads", default="large,model,small")
+    ap.add_argument("--tools", default="s3load,s5cmd,rclone")
+    ap.add_argument("--dir", default=None, help="scratch directory on the disk to measure (default: a temporary one)")
+    args = ap.parse_args()
+    scratch = tempfile.mkdtemp(prefix="s3load-seaweed-", dir=args.dir)
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    config = os.path.join(scratch, "s3.json")
+    with open(config, "w") as f:
+        ident = {"name": "bench", "credentials": [{"accessKey": KEY, "secretKey": SECRET}], "actions": ["Admin", "Read", "Write", "List"]}
+        json.dump({"identities": [ident]}, f)
+    data = os.path.join(scratch, "weed")
+    os.makedirs(data)
+    ports = {p: free_port() for p in ["master.port", "volume.port", "filer.port"]}
+    weed_cmd = ["weed", "mini", f"-dir={data}", f"-s3.port={port}", f"-s3.config={config}", "-ip=127.0.0.1", "-admin.ui=false"]
+    weed_cmd += [f"-{k}={v}" for k, v in ports.items()]
+    log = open(os.path.join(scratch, "weed.log"), "w")
+    weed = subprocess.Popen(weed_cmd, stdout=log, stderr=log)
+    all_tools, creds = tools(args.s3load, endpoint)
+    env = dict(os.environ, **creds, AWS_EC2_METADATA_DISABLED="true")
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        time.sleep(3)
+        for _ in range(30):
+            if subprocess.run(["s5cmd", "--endpoint-url", endpoint, "mb", "s3://bench"], env=env, capture_output=True).returncode == 0:
+                break
+            time.sleep(1)
+        rows = []
+        for w in args.workloads.split(","):
+            src = os.path.join(scratch, "src", w)
+            for rel, size in WORKLOADS[w]:
+                path = os.path.join(src, rel)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as f:
+                    left = size
+                    while left:
+                        n = min(left, 8 << 20)
+                        f.write(os.urandom(n))
+                        left -= n
+            subprocess.run(["s5cmd", "--endpoint-url", endpoint, "cp", src + "/", f"s3://bench/{w}/"], env=env, check=True, capture_output=True)
+            shutil.rmtree(src)
+            samples = {t: [] for t in args.tools.split(",")}
+            for r in range(args.runs):
+                order = list(samples) if r % 2 == 0 else list(reversed(list(samples)))
+                for t in order:
+                    dst = os.path.join(scratch, "dst")
+                    shutil.rmtree(dst, ignore_errors=True)
+                    os.sync()
+                    samples[t].append(run(all_tools[t](w, dst), env))
+                    shutil.rmtree(dst, ignore_errors=True)
+            med = {t: tuple(statistics.median(s[i] for s in v) for i in range(3)) for t, v in samples.items()}
+            base = med.get("s3load")
+            for t, (wall, cpu, rss) in med.items():
+                ratio = f"{base[0] / wall:.2f} | {base[1] / cpu:.2f}" if base and t != "s3load" else "- | -"
+                rows.append(f"| {w} | {t} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {ratio} |")
+                print(rows[-1], flush=True)
+        print()
+        print(f"SeaweedFS `weed mini`, objects uploaded by s5cmd, medians of {args.runs} alternating runs")
+        print("| workload | tool | wall s | CPU s | peak RSS MiB | s3load/tool wall | CPU |")
+        print("|---|---|---|---|---|---|---|")
+        print("\n".join(rows))
+    finally:
+        weed.terminate()
+        try:
+            weed.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            weed.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
