@@ -78,6 +78,13 @@ pub struct Args {
     #[arg(long, global = true, default_value = "90s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_deadline: std::time::Duration,
 
+    /// Bytes per second received, the whole run together (e.g. 200MiB, 50M,
+    /// 1G; K, M, G count in 1024s, KB, MB, GB in 1000s): for a pod that must
+    /// leave the node's link to the model server. Downloads only; uploads
+    /// are refused with it. Default: no limit.
+    #[arg(long, global = true, value_name = "RATE", value_parser = crate::transfer::rate::parse_rate, env = "S3LOAD_LIMIT_RATE")]
+    pub limit_rate: Option<u64>,
+
     /// Checksum verification: auto checks the store's full-object checksum
     /// (CRC64NVME, CRC32C, CRC32) when it states one; require also fails objects
     /// that cannot be checked; off checks nothing.
@@ -420,6 +427,7 @@ impl Args {
             max_requests: self.numworkers,
             retry_count: self.retry_count,
             stall_timeout: self.stall_timeout,
+            limit_rate: self.limit_rate,
             verify: self.verify,
             check_model: self.check_model,
             durability: self.durability,
@@ -529,6 +537,17 @@ impl Args {
                 }
             },
         };
+        let uploads = match &command {
+            Command::Cp { src, dst, .. } | Command::Sync { src, dst, .. } => {
+                matches!((src, dst), (Location::Local(_), Location::Remote(_)))
+            }
+            _ => false,
+        };
+        if uploads && engine.limit_rate.is_some() {
+            return Err(Error::Usage(
+                "--limit-rate limits downloads only; uploads are not limited yet: leave it out of uploads".into(),
+            ));
+        }
         let config = Config {
             s3,
             engine,

@@ -41,6 +41,8 @@ pub struct Engine {
     /// Hashes segments in order (MD5 ETags, SHA checksums); started when a
     /// download first needs it.
     hasher: OnceLock<Hasher>,
+    /// `--limit-rate`'s budget, when set.
+    pub(super) rate: Option<super::rate::RateLimit>,
     /// Destination directories opened so far.
     pub(super) dirs: Arc<Dirs>,
     /// Set once the store refused a request naming a version.
@@ -61,6 +63,7 @@ impl Engine {
             limiter: Limiter::new(cfg.max_requests),
             io: Semaphore::new(cfg.io_concurrency.max(1)),
             hasher: OnceLock::new(),
+            rate: cfg.limit_rate.map(super::rate::RateLimit::new),
             dirs: Arc::default(),
             versions_denied: AtomicBool::new(false),
             spent: Mutex::default(),

@@ -260,6 +260,16 @@ impl<'a> Body<'a> {
                 Ok(Some(Err(e))) => return Err(self.at(e)),
                 Ok(Some(Ok(bytes))) => bytes,
             };
+            if let Some(rate) = &self.engine.rate {
+                // The wait for the budget is the run's, not the server's:
+                // neither clock runs during it.
+                let before = tokio::time::Instant::now();
+                tokio::select! {
+                    () = rate.take(chunk.len() as u64) => {}
+                    () = self.engine.stop.cancelled() => return Err(Error::Interrupted(self.job.source_url())),
+                }
+                self.window_end += before.elapsed();
+            }
             self.last_chunk = tokio::time::Instant::now();
             self.window_bytes += chunk.len() as u64;
             self.received += chunk.len() as u64;

@@ -40,6 +40,7 @@ mod limiter;
 mod object;
 pub mod parts;
 mod pass;
+pub mod rate;
 pub mod report;
 mod resume;
 pub mod retry;

@@ -57,6 +57,8 @@ pub struct EngineConfig {
     pub retry_budget: u64,
     /// A request that receives nothing for this long is aborted and retried.
     pub stall_timeout: Duration,
+    /// `--limit-rate`: bytes per second received, the whole run together.
+    pub limit_rate: Option<u64>,
     /// Times an object is fetched again whole after it changed or failed its checksum.
     pub max_restarts: u32,
     /// An object that changed since it was listed fails instead of being
@@ -89,6 +91,7 @@ impl Default for EngineConfig {
             retry_count: 10,
             retry_budget: 1000,
             stall_timeout: Duration::from_secs(30),
+            limit_rate: None,
             max_restarts: 3,
             pinned: false,
             verify: VerifyMode::Auto,

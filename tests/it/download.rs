@@ -236,3 +236,44 @@ async fn without_a_configured_region_the_bucket_is_asked_for_its_own() {
     h.run_env(&args, &env).await.assert_ok();
     assert_eq!(h.server.log().count("HeadBucket"), 0);
 }
+
+// `--limit-rate`: the run's bytes per second, all connections together. Eight
+// objects at once share 64 KiB/s (8 KiB/s each, below the minimum body rate
+// that cuts a trickling connection): the run takes at least the time the rate
+// allows, and no connection is cut. (Here each body sits whole in the socket
+// buffers, so the stall clocks never wait on the network: that the budget's
+// own waits are kept off them is not proven by this test.) Nonsense rates
+// and uploads are refused before anything moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_rate_bounds_the_runs_bytes_per_second_without_tripping_the_stall_clocks() {
+    let h = Harness::new().await;
+    let mut want = Vec::new();
+    for i in 0..8 {
+        let data = generate_bytes(48 << 10, i);
+        h.put(&format!("r/{i}.bin"), data.clone());
+        want.push(data);
+    }
+    let dest = h.path("out");
+    let started = std::time::Instant::now();
+    let run =
+        h.run(&["--limit-rate", "64K", "--stall-timeout", "1s", "cp", "s3://bucket/r/*", dest.to_str().unwrap()]).await;
+    let took = started.elapsed();
+    run.assert_ok();
+    for (i, data) in want.iter().enumerate() {
+        assert_eq!(&std::fs::read(dest.join(format!("{i}.bin"))).unwrap(), data);
+    }
+    // 384 KiB at 64 KiB/s: 6 s, less the tenth of a second of burst.
+    assert!(took >= std::time::Duration::from_millis(5_800), "took {took:?}");
+    assert!(!run.stderr.contains("retrying"), "no connection was cut: {}", run.stderr);
+
+    for bad in ["0", "fast", "-1M", "10X"] {
+        let flag = format!("--limit-rate={bad}");
+        let r = h.run(&[&flag, "cp", "s3://bucket/r/*", h.path("bad").to_str().unwrap()]).await;
+        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains("--limit-rate"), "{bad}: {}", r.stderr);
+    }
+    let up = h.run(&["--limit-rate", "10M", "sync", dest.to_str().unwrap(), "s3://bucket/up/"]).await;
+    assert_eq!(up.code, 2, "{}", up.stderr);
+    assert!(up.stderr.contains("--limit-rate limits downloads only"), "{}", up.stderr);
+    assert_eq!(h.server.log().count("PutObject"), 0, "nothing was uploaded");
+}
