@@ -1,11 +1,8 @@
 #!/usr/bin/env python3
 """Reads s3load's JSON log (--progress log --log-format json) on stdin and
 prints the rate over every 10 s window between progress lines, against the
---limit-rate given as the first argument in MiB/s. Reproduces the figure in
-docs/benchmarks.md:
-
-  s3load --progress log --progress-interval 1s --log-format json --limit-rate 100MiB \\
-      sync 's3://bench/large/*' dst/ 2>&1 >/dev/null | benches/rate-windows.py 100
+--limit-rate given as the first argument in MiB/s. Used by
+`benches/seaweed.sh --limit-rate 100 --workloads large` (docs/benchmarks.md).
 """
 import datetime
 import json

@@ -3,12 +3,13 @@
 
 Run through benches/seaweed.sh, which installs the tools and builds s3load.
 Starts `weed mini` on loopback with static credentials, uploads each workload
-with s5cmd (so objects are what s5cmd users have: multipart in 50 MiB parts,
-MD5 ETags, no stored checksum), then downloads it with each tool in turn,
+with s5cmd (so objects are what s5cmd users have: above 50 MiB multipart in
+50 MiB parts, MD5 ETags, no stored checksum), then downloads it with each tool in turn,
 alternating, into a fresh directory on the local disk, after sync(2). Reports
-medians of wall time, client CPU (user + sys of the tool's process tree) and
-peak RSS, and each tool's ratio to s3load. The server shares the machine's
-cores with the client, as a busy node would.
+medians of wall time, client CPU (user + sys of the tool's process, from
+wait4) and its peak RSS, and each tool's ratio to s3load. The server shares
+the machine's cores with the client, as a busy node would. With --limit-rate,
+it measures how closely s3load holds that rate instead (rate-windows.py).
 """
 
 import argparse
@@ -76,7 +77,13 @@ def main():
     ap.add_argument("--workloads", default="large,model,small")
     ap.add_argument("--tools", default="s3load,s5cmd,rclone")
     ap.add_argument("--dir", default=None, help="scratch directory on the disk to measure (default: a temporary one)")
+    ap.add_argument(
+        "--limit-rate", type=float, default=None, metavar="MIB",
+        help="instead of comparing: one s3load run of each workload at --limit-rate MIB MiB/s, its rate over 10 s windows",
+    )
     args = ap.parse_args()
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="s3load-seaweed-", dir=args.dir)
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -105,6 +112,9 @@ def main():
             if subprocess.run(["s5cmd", "--endpoint-url", endpoint, "mb", "s3://bench"], env=env, capture_output=True).returncode == 0:
                 break
             time.sleep(1)
+        for cmd in (["weed", "version"], ["s5cmd", "version"], ["rclone", "version"], [args.s3load, "--version"]):
+            out = subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()
+            print(f"{cmd[0]}: {out[0] if out else '?'}", flush=True)
         rows = []
         for w in args.workloads.split(","):
             src = os.path.join(scratch, "src", w)
@@ -126,6 +136,16 @@ def main():
                         left -= n
             subprocess.run(["s5cmd", "--endpoint-url", endpoint, "cp", src + "/", f"s3://bench/{w}/"], env=env, check=True, capture_output=True)
             shutil.rmtree(src)
+            if args.limit_rate:
+                dst = os.path.join(scratch, "dst")
+                cmd = [args.s3load, "--endpoint-url", endpoint, "--progress", "log", "--progress-interval", "1s"]
+                cmd += ["--log-format", "json", "--limit-rate", f"{args.limit_rate}MiB", "sync", f"s3://bench/{w}/*", dst]
+                log = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True).stderr
+                windows = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rate-windows.py")
+                rate = subprocess.run([sys.executable, windows, str(args.limit_rate)], input=log, capture_output=True)
+                print(f"{w}: {rate.stdout.decode().strip() or rate.stderr.decode().strip()}", flush=True)
+                shutil.rmtree(dst, ignore_errors=True)
+                continue
             samples = {t: [] for t in args.tools.split(",")}
             for r in range(args.runs):
                 order = list(samples) if r % 2 == 0 else list(reversed(list(samples)))

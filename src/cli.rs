@@ -78,10 +78,11 @@ pub struct Args {
     #[arg(long, global = true, default_value = "90s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_deadline: std::time::Duration,
 
-    /// Bytes per second received, the whole run together (e.g. 200MiB, 50M,
-    /// 1G; K, M, G count in 1024s, KB, MB, GB in 1000s): for a pod that must
-    /// leave the node's link to the model server. Downloads only; uploads
-    /// are refused with it. Default: no limit.
+    /// Bytes per second received by the whole run, every connection together
+    /// (e.g. 200MiB, 50M, 1.5G; K, M, G and KiB, MiB, GiB count in 1024s, KB,
+    /// MB, GB in 1000s; at least 1K): to leave bandwidth on the node's link
+    /// for the model server. Downloads only (sync, cp, cat); an upload with it
+    /// is refused. Default: no limit.
     #[arg(long, global = true, value_name = "RATE", value_parser = crate::transfer::rate::parse_rate, env = "S3LOAD_LIMIT_RATE")]
     pub limit_rate: Option<u64>,
 
@@ -545,7 +546,7 @@ impl Args {
         };
         if uploads && engine.limit_rate.is_some() {
             return Err(Error::Usage(
-                "--limit-rate limits downloads only; uploads are not limited yet: leave it out of uploads".into(),
+                "--limit-rate (or S3LOAD_LIMIT_RATE) limits downloads only: unset it for uploads".into(),
             ));
         }
         let config = Config {

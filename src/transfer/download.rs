@@ -196,8 +196,10 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
         match layout {
             Ok(Some(layout)) if u64::from(layout.count) > crate::store::MAX_PARTS => {
                 job.layout_unknown = Some(format!(
-                    "the store states {} parts, more than a multipart upload has in S3 (10,000)",
-                    layout.count
+                    "its part layout is not trusted: the store states {} parts, more than a multipart upload has \
+                     in S3 ({})",
+                    layout.count,
+                    crate::store::MAX_PARTS
                 ));
             }
             Ok(layout) => job.source_parts = layout,

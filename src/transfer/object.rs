@@ -487,6 +487,36 @@ mod tests {
     }
 
     #[test]
+    fn crcs_combine_per_segment_in_any_order_and_a_missing_range_leaves_none() {
+        use crate::integrity::PartDigest;
+        let data: Vec<u8> = (0..25u32).map(|i| (i * 37) as u8).collect();
+        let crc = |r: Range<u64>| {
+            let mut d = PartDigest::new(DigestKind::Crc(Algorithm::Crc64Nvme));
+            d.update(&data[r.start as usize..r.end as usize]);
+            match d.finish() {
+                PartSum::Crc(c) => c,
+                PartSum::Hash(_) => unreachable!(),
+            }
+        };
+        // Three segments of 10 bytes (the last 5), ranges of at most 4.
+        let ranges = Ranges::aligned(25, 10, 4);
+        let mut fold = CrcFold::default();
+        let order = [7usize, 2, 0, 5, 3, 1, 6, 4];
+        for (i, &p) in order.iter().enumerate() {
+            fold.add(&ranges, Algorithm::Crc64Nvme, p, crc(ranges.get(p)));
+            if i < order.len() - 1 {
+                assert!(fold.per_segment(&ranges).is_none(), "not every range is in");
+            }
+        }
+        // A range reported twice is not combined twice.
+        fold.add(&ranges, Algorithm::Crc64Nvme, 0, crc(ranges.get(0)));
+        let got = fold.per_segment(&ranges).unwrap();
+        let want: Vec<PartCrc> = (0..3).map(|s| crc(ranges.segment_bytes(s))).collect();
+        assert_eq!(got, want);
+        assert!(fold.early.is_empty(), "nothing is kept once combined");
+    }
+
+    #[test]
     fn parts_hashed_in_order_are_fetched_whole_up_to_a_limit_and_crc_parts_in_ranges() {
         let cfg = EngineConfig::default();
         let sizes = |job: &Download| {

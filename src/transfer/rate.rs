@@ -4,8 +4,11 @@
 //! chunk that would take the run past the rate waits until the budget allows
 //! it, and while it waits its connection is not read, so TCP slows the
 //! sender. A burst of a tenth of a second's worth is allowed after an idle
-//! moment; beyond it, over any window, the bytes received stay within the
-//! rate times the window plus that burst.
+//! moment; beyond it, over any window, the bytes passed on stay within the
+//! rate times the window plus that burst. The link itself may carry a little
+//! more at the start: each connection's chunk waiting to be paid for, and
+//! what its socket buffer holds (with the default 32 connections, a few MiB
+//! at most).
 //!
 //! Hand-written rather than `governor`: its cells are counted in `u32` with
 //! a fixed burst that no request may exceed, where a body chunk is any size;
@@ -50,9 +53,10 @@ impl RateLimit {
     }
 }
 
-/// Parses a rate: a number of bytes per second with an optional unit, as
-/// curl takes it: `K`, `M`, `G` (and `KiB`, `MiB`, `GiB`) count in 1024s,
-/// `KB`, `MB`, `GB` in 1000s; an optional `/s` after it. At least 1 KiB/s.
+/// Parses a rate: a number of bytes per second with an optional unit: `K`,
+/// `M`, `G` (also `KiB`, `MiB`, `GiB`, or `k`, `m`, `g`) count in 1024s, `KB`,
+/// `MB`, `GB` in 1000s, `B` is bytes; an optional `/s` after it. At least
+/// 1 KiB/s.
 pub fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let t = t.strip_suffix("/s").unwrap_or(t);
@@ -73,7 +77,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     };
     let bytes = value * scale;
     if !bytes.is_finite() || bytes < 1024.0 {
-        return Err(format!("{s:?}: at least 1KiB per second"));
+        return Err(format!("{s:?}: at least 1K (bytes per second); leave --limit-rate out to set no limit"));
     }
     if bytes > 1e15 {
         return Err(format!("{s:?}: more than any link carries; leave --limit-rate out to set no limit"));
@@ -86,7 +90,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rates_parse_as_curl_takes_them_and_nonsense_is_refused() {
+    fn rates_parse_with_binary_and_decimal_units_and_nonsense_is_refused() {
         assert_eq!(parse_rate("200MiB"), Ok(200 << 20));
         assert_eq!(parse_rate("200M"), Ok(200 << 20));
         assert_eq!(parse_rate("200MB/s"), Ok(200_000_000));
@@ -111,7 +115,7 @@ mod tests {
         // A chunk larger than the burst waits its share, no more.
         let t = Instant::now();
         rate.take(2 << 20).await;
-        assert!(t.elapsed() >= Duration::from_millis(1_900), "{:?}", t.elapsed());
+        assert_eq!(t.elapsed(), Duration::from_secs(2), "2 MiB at 1 MiB/s, from where the last were paid");
         // After an idle moment, a burst of a tenth of a second passes at once.
         tokio::time::sleep(Duration::from_secs(5)).await;
         let t = Instant::now();

@@ -580,7 +580,7 @@ async fn keys_that_differ_by_case_or_unicode_form_stay_distinct_files_on_a_byte_
 
 // Case 63: a store that states more parts than a multipart upload has in S3
 // (20,000 parts of 512 bytes, consistent with the object's size): the layout
-// is not trusted (one hash would be kept per part, and a count near 2^32
+// is not trusted (one hash would be kept per part, and a count near 2^31
 // would be an allocation the process cannot survive); the object is fetched
 // and counted unverified with the reason, or refused under --verify require.
 #[tokio::test(flavor = "multi_thread")]
@@ -601,7 +601,11 @@ async fn case_63_more_parts_than_s3_allows_are_not_trusted_as_a_layout() {
     run.assert_ok();
     assert_eq!(std::fs::read(dest.join("w.bin")).unwrap(), want);
     assert!(run.stderr.contains("1 of them unverified"), "{}", run.stderr);
-    assert!(run.stderr.contains("20000 parts, more than a multipart upload has in S3 (10,000)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the store states 20000 parts, more than a multipart upload has in S3 (10000)"),
+        "{}",
+        run.stderr
+    );
     let strict = h.run(&["--verify", "require", "cp", "s3://bucket/p/*", s(&h.path("strict"))]).await;
     assert_eq!(strict.code, 1, "{}", strict.stderr);
     assert!(strict.stderr.contains("more than a multipart upload has in S3"), "{}", strict.stderr);
