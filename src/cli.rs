@@ -83,8 +83,8 @@ pub struct Args {
     /// MB, GB in 1000s; at least 1K): to leave bandwidth on the node's link
     /// for the model server. Downloads only (sync, cp, cat); an upload with it
     /// is refused. Default: no limit.
-    #[arg(long, global = true, value_name = "RATE", value_parser = crate::transfer::rate::parse_rate, env = "S3LOAD_LIMIT_RATE")]
-    pub limit_rate: Option<u64>,
+    #[arg(long, global = true, value_name = "RATE", env = "S3LOAD_LIMIT_RATE")]
+    pub limit_rate: Option<String>,
 
     /// Checksum verification: auto checks the store's full-object checksum
     /// (CRC64NVME, CRC32C, CRC32) when it states one; require also fails objects
@@ -428,7 +428,8 @@ impl Args {
             max_requests: self.numworkers,
             retry_count: self.retry_count,
             stall_timeout: self.stall_timeout,
-            limit_rate: self.limit_rate,
+            // Read only by the commands that download (below); empty is no limit.
+            limit_rate: None,
             verify: self.verify,
             check_model: self.check_model,
             durability: self.durability,
@@ -544,6 +545,12 @@ impl Args {
             }
             _ => false,
         };
+        let downloads = matches!(command, Command::Cp { .. } | Command::Sync { .. } | Command::Cat { .. });
+        if let Some(rate) = self.limit_rate.as_deref().map(str::trim).filter(|r| !r.is_empty() && downloads) {
+            let rate = crate::transfer::rate::parse_rate(rate)
+                .map_err(|e| Error::Usage(format!("--limit-rate (or S3LOAD_LIMIT_RATE) {e}")))?;
+            engine.limit_rate = Some(rate);
+        }
         if uploads && engine.limit_rate.is_some() {
             return Err(Error::Usage(
                 "--limit-rate (or S3LOAD_LIMIT_RATE) limits downloads only: unset it for uploads".into(),

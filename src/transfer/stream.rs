@@ -63,7 +63,13 @@ pub async fn stream(engine: &Arc<Engine>, job: Download, sink: Sink) -> Result<V
     // Buffers go back here once written, and are taken again by later
     // ranges: at most `window + 1` are ever allocated.
     let free: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let window = engine.cfg.part_concurrency.max(1);
+    // Under --limit-rate, ranges fetched ahead share the rate with the one
+    // to be written next and delay it: no more ahead than the rate fetches
+    // in about a second.
+    let window = match engine.cfg.limit_rate {
+        Some(rate) => (rate / engine.cfg.part_size.max(1)).clamp(1, engine.cfg.part_concurrency.max(1) as u64) as usize,
+        None => engine.cfg.part_concurrency.max(1),
+    };
     // Each range is its own task, so fetches go on while the writer is
     // busy; `buffered` starts a range only when fewer than `window` are
     // fetched or waiting, and dropping the stream aborts what is in flight.

@@ -272,6 +272,24 @@ async fn limit_rate_bounds_the_runs_bytes_per_second() {
         assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
         assert!(r.stderr.contains("--limit-rate"), "{bad}: {}", r.stderr);
     }
+    // From the environment: empty is no limit, and commands that download
+    // nothing do not read it.
+    let with_env = |value: &str| {
+        let mut env = h.server.client_env();
+        env.push(("S3LOAD_LIMIT_RATE", value.to_string()));
+        env
+    };
+    let endpoint = h.server.endpoint_url();
+    let again = h.path("again");
+    let r = h
+        .run_env(&["--endpoint-url", &endpoint, "cp", "s3://bucket/r/*", again.to_str().unwrap()], &with_env(""))
+        .await;
+    r.assert_ok();
+    let ls = h.run_env(&["--endpoint-url", &endpoint, "ls", "s3://bucket/r/"], &with_env("0")).await;
+    ls.assert_ok();
+    let bad = h.run_env(&["--endpoint-url", &endpoint, "cat", "s3://bucket/r/0.bin"], &with_env("0")).await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("S3LOAD_LIMIT_RATE"), "{}", bad.stderr);
     let up = h.run(&["--limit-rate", "10M", "sync", dest.to_str().unwrap(), "s3://bucket/up/"]).await;
     assert_eq!(up.code, 2, "{}", up.stderr);
     assert!(up.stderr.contains("limits downloads only"), "{}", up.stderr);
