@@ -140,8 +140,11 @@ async fn a_closed_pipe_ends_cat_quietly_with_141_and_tar_reads_from_it() {
     let r = shell(&h, &format!("$S3LOAD cat -p 1 s3://{BUCKET}/big.bin | head -c 1000 | wc -c")).await;
     assert_eq!(r.code, 141, "pipefail gives s3load's code: {r:?}");
     assert_eq!(r.stdout.trim(), "1000");
-    // (The harness's empty AWS config files draw the SDK's own warnings.)
-    let said = r.stderr.to_lowercase();
+    // (The harness's empty AWS config files draw the SDK's own warnings, and
+    // on a loaded machine a pooled connection may be retried: neither is
+    // about the pipe.)
+    let said: String =
+        r.stderr.lines().filter(|l| !l.contains("WARN retrying")).collect::<Vec<_>>().join("\n").to_lowercase();
     assert!(
         !said.contains("error") && !said.contains("pipe") && !said.contains("panic"),
         "nothing said on a closed pipe: {}",
