@@ -177,6 +177,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_name_probe_is_named_at_random_and_leaves_another_processs_probe_alone() {
+        let d = tempfile::tempdir().unwrap();
+        // Another pod's probe in the making, named as PID-based names were
+        // (every pod's main process is PID 1, so it would have been ours too).
+        let theirs = d.path().join(format!(".s3load-probe-{}-a\u{e9}", std::process::id()));
+        std::fs::write(&theirs, b"").unwrap();
+        let folding = name_folding(d.path());
+        assert_eq!((folding.case, folding.unicode), (false, false), "ext4 or tmpfs here: names are byte-exact");
+        assert!(theirs.exists(), "the other probe is left in place");
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 1, "this probe removed its own file and only it: {left:?}");
+        // Names differ from call to call, and are 16 hex digits.
+        let (a, b) = (unique_suffix(), unique_suffix());
+        assert_ne!(a, b);
+        assert!(a.len() == 16 && a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+    }
+
+    #[test]
     fn locks_local_to_one_machine_are_told_from_the_mount_table() {
         let table = "\
 22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard
