@@ -22,6 +22,10 @@ async fn shell(h: &Harness, script: &str) -> Run {
 }
 
 /// `cat` of `key`, stdout as bytes (the harness's `Run` holds text).
+/// What `cat` needs besides the object data it holds (runtime, HTTP client,
+/// binary), in its memory bound.
+const OVERHEAD_MIB: u64 = 48;
+
 async fn cat_bytes(h: &Harness, args: &[&str]) -> (i32, Vec<u8>, String) {
     let out = h.path("cat.out");
     let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
@@ -38,8 +42,7 @@ async fn cat_of_a_1_gib_object_matches_sha256sum_within_its_memory_bound() {
     let want = sha256_hex(&data);
     h.put("big.bin", data);
     // The stated bound: (concurrency + 1) x part-size of object data, plus
-    // what the process needs anyway (runtime, HTTP client, binary).
-    const OVERHEAD_MIB: u64 = 48;
+    // what the process needs anyway.
     for (c, p) in [(4u64, 4u64), (8, 16)] {
         let script = format!("$S3LOAD --log debug cat -c {c} -p {p} s3://{BUCKET}/big.bin | sha256sum | cut -d' ' -f1");
         let r = shell(&h, &script).await;
@@ -248,8 +251,6 @@ async fn case_62_a_5_tib_object_in_1_mib_ranges_is_planned_in_bounded_memory() {
     assert_ne!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("huge.bin"), "{}", r.stderr);
     let mib = crate::harness::peak_rss_kib(&r.stderr) / 1024;
-    // (c + 1) x p of object data, and what the process needs anyway (the
-    // bound the 1 GiB test above uses).
-    const OVERHEAD_MIB: u64 = 48;
+    // (c + 1) x p of object data, and what the process needs anyway.
     assert!(mib <= 5 + OVERHEAD_MIB, "peak RSS {mib} MiB");
 }
