@@ -39,6 +39,10 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(s3load::run(command, config));
+    // What the run awaited is done. A call still on the blocking pool was
+    // abandoned by a stopped run (a read hung on a network filesystem):
+    // dropping the runtime would wait for it without end.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     // For sizing a pod's memory limit: the kernel's high-water mark of this
     // process's resident memory, at the very end.
     if let Some(kib) = s3load::progress::peak_rss_kib() {

@@ -15,6 +15,10 @@
 //! path-based layer does), so `Model.bin` and `model.bin` are two nodes over
 //! one backing file; the kernel caches nothing (zero TTLs), so a name removed
 //! through one spelling is gone through the other at once.
+//!
+//! It can also hold reads ([`mount_holding`]): reads of files of one name
+//! wait, each on a thread of its own, until the test releases them, which is
+//! what a hung network filesystem does to a process reading it.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -23,7 +27,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -47,10 +51,14 @@ fn fold(name: &OsStr) -> OsString {
 /// The mounted filesystem; unmounted when dropped.
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
+    hold: Option<Arc<Hold>>,
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
+        if let Some(h) = &self.hold {
+            h.release();
+        }
         if let Some(s) = self.session.take() {
             let _ = s.umount_and_join();
         }
@@ -60,11 +68,52 @@ impl Drop for Mounted {
 /// Mounts a folding filesystem over `backing` at `mountpoint` (both existing
 /// directories), served by a thread of this process until the result is dropped.
 pub fn mount(backing: &Path, mountpoint: &Path) -> io::Result<Mounted> {
-    let fs = FoldFs { backing: backing.to_path_buf(), state: Mutex::default() };
+    mount_with(backing, mountpoint, None)
+}
+
+/// As [`mount`], and every read of a file named `name` (in any directory)
+/// waits until the returned [`Hold`] is released (or the mount is dropped).
+pub fn mount_holding(backing: &Path, mountpoint: &Path, name: &str) -> io::Result<(Mounted, Arc<Hold>)> {
+    let hold = Arc::new(Hold { name: fold(OsStr::new(name)), state: Mutex::default(), changed: Condvar::new() });
+    Ok((mount_with(backing, mountpoint, Some(hold.clone()))?, hold))
+}
+
+fn mount_with(backing: &Path, mountpoint: &Path, hold: Option<Arc<Hold>>) -> io::Result<Mounted> {
+    let fs = FoldFs { backing: backing.to_path_buf(), state: Mutex::default(), hold: hold.clone() };
     let mut config = fuser::Config::default();
     config.mount_options = vec![MountOption::FSName("foldfs".into()), MountOption::DefaultPermissions];
     let session = fuser::spawn_mount(fs, mountpoint, &config)?;
-    Ok(Mounted { session: Some(session) })
+    Ok(Mounted { session: Some(session), hold })
+}
+
+/// Reads of one file name held until released.
+pub struct Hold {
+    name: OsString,
+    /// (released, reads waiting now)
+    state: Mutex<(bool, usize)>,
+    changed: Condvar,
+}
+
+impl Hold {
+    /// How many reads are waiting now.
+    pub fn waiting(&self) -> usize {
+        self.state.lock().unwrap().1
+    }
+
+    /// Lets every held read, and every later one, through.
+    pub fn release(&self) {
+        self.state.lock().unwrap().0 = true;
+        self.changed.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.1 += 1;
+        while !s.0 {
+            s = self.changed.wait(s).unwrap();
+        }
+        s.1 -= 1;
+    }
 }
 
 #[derive(Default)]
@@ -135,6 +184,7 @@ impl State {
 struct FoldFs {
     backing: PathBuf,
     state: Mutex<State>,
+    hold: Option<Arc<Hold>>,
 }
 
 impl FoldFs {
@@ -412,7 +462,7 @@ impl Filesystem for FoldFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -420,22 +470,38 @@ impl Filesystem for FoldFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let read = (|| -> Result<Vec<u8>, Errno> {
-            let f = self.state.lock().unwrap().file(fh)?;
+        let (f, path) = {
+            let s = self.state.lock().unwrap();
+            (s.file(fh), s.path(ino))
+        };
+        let f = match f {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        let read = move || {
             let mut buf = vec![0u8; size as usize];
             let mut got = 0;
             while got < buf.len() {
-                match f.read_at(&mut buf[got..], offset + got as u64)? {
-                    0 => break,
-                    n => got += n,
+                match f.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) => return reply.error(e.into()),
                 }
             }
-            buf.truncate(got);
-            Ok(buf)
-        })();
-        match read {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
+            reply.data(&buf[..got]);
+        };
+        let held = path.ok().and_then(|p| p.file_name().map(fold));
+        match &self.hold {
+            // On a thread of its own: the filesystem goes on answering
+            // everything else (the kernel interrupts, the process exits).
+            Some(hold) if held.as_ref() == Some(&hold.name) => {
+                let hold = hold.clone();
+                std::thread::spawn(move || {
+                    hold.wait();
+                    read();
+                });
+            }
+            _ => read(),
         }
     }
 

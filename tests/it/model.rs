@@ -176,6 +176,37 @@ async fn case_52_a_huge_header_and_index_are_checked_in_bounded_memory() {
     assert!(rss_mib < 160, "peak RSS {rss_mib} MiB for a 17 MB header");
 }
 
+// Case 53, its last part: a run stopped while an index check is hung on a
+// read of the destination (a network filesystem that stopped answering) ends
+// at once with 143. The destination is a filesystem served by the test
+// (`foldfs`) whose reads of the index wait until the test lets them through;
+// the download itself never reads the index under its final name.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_53_a_run_stopped_during_a_hung_index_check_ends_with_143() {
+    let h = Harness::new().await;
+    h.put("m/model-1.safetensors", shard("a", 2, 0));
+    h.put("m/model.safetensors.index.json", index(&[("model-1.safetensors", "a", 2)]));
+    let (backing, mount) = (h.path("backing"), h.path("mnt"));
+    std::fs::create_dir_all(&backing).unwrap();
+    std::fs::create_dir_all(&mount).unwrap();
+    let (mounted, hold) = crate::foldfs::mount_holding(&backing, &mount, "model.safetensors.index.json")
+        .unwrap_or_else(|e| panic!("mounting the test filesystem (needs /dev/fuse and root): {e}"));
+    let dest = mount.join("d");
+    let child = h.spawn(&["sync", "s3://bucket/m/*", s(&dest)]);
+    let t = std::time::Instant::now();
+    while hold.waiting() == 0 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "the index was never read");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let out = crate::harness::terminate(child, std::time::Duration::from_secs(10)).await;
+    hold.release();
+    drop(mounted);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("the model checks were stopped"), "{stderr}");
+    assert_eq!(files_under(&backing.join("d")), ["model-1.safetensors", "model.safetensors.index.json"]);
+}
+
 // Case 53: an index whose shard is a FIFO, or a link planted to a valid shard
 // elsewhere, in the destination: reported by name, never opened through the
 // link, never a hang.
