@@ -70,10 +70,28 @@ pub(super) async fn download(
     };
     let store = super::connect(cfg, Some(&src.bucket)).await?;
     let listing = match shared {
-        Some((shard, id)) => Some(plan::run_listing::shared(store.as_ref(), &src, &dst, shard, id).await?),
+        Some((shard, id)) => {
+            let flags = share_flags(cfg, filters);
+            Some(plan::run_listing::shared(store.as_ref(), &src, &dst, shard, id, &flags).await?)
+        }
         None => None,
     };
     download_from(store, listing, src, dst, filters, sync, cfg, out).await
+}
+
+/// The flags that decide which shard fetches what (the shares, the split of
+/// large objects and its pieces' ranges): recorded with a run's listing, and
+/// every shard of the run must have been given the same.
+fn share_flags(cfg: &Config, filters: &Filters) -> String {
+    let mut flags = format!("--part-size {}", cfg.engine.part_size);
+    if !cfg.engine.split {
+        flags.push_str(" --no-split");
+    }
+    for f in filters.given() {
+        flags.push(' ');
+        flags.push_str(f);
+    }
+    flags
 }
 
 /// [`download`] from a store already connected; with `listing`, from that

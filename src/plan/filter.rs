@@ -19,6 +19,8 @@ use crate::url::wildcard_regex;
 pub struct Filters {
     include: Vec<Regex>,
     exclude: Vec<Regex>,
+    /// The flags as given (`--include "*.bin"`), for messages.
+    given: Vec<String>,
 }
 
 impl Filters {
@@ -29,7 +31,17 @@ impl Filters {
                 .map(|p| wildcard_regex(p).map_err(|e| Error::Usage(format!("{flag} {p:?}: bad pattern: {e}"))))
                 .collect()
         };
-        Ok(Filters { include: compile("--include", include)?, exclude: compile("--exclude", exclude)? })
+        let given = [("--include", include), ("--exclude", exclude)]
+            .into_iter()
+            .flat_map(|(flag, pats)| pats.iter().filter(|p| !p.is_empty()).map(move |p| format!("{flag} {p:?}")))
+            .collect();
+        Ok(Filters { include: compile("--include", include)?, exclude: compile("--exclude", exclude)?, given })
+    }
+
+    /// The patterns as flags (`--include "*.bin" --exclude "tmp/*"`), in the
+    /// order the flags were given within each kind.
+    pub fn given(&self) -> &[String] {
+        &self.given
     }
 
     /// Whether `rel` (relative, `/`-separated) takes part in the run.

@@ -14,7 +14,11 @@
 //!
 //! A listing recorded for the same run id with another source or another
 //! shard count is a mistake in the manifests (two Jobs given one id): the
-//! run fails naming both. Recorded listings of other runs are removed after
+//! run fails naming both. So is a shard given other flags that decide who
+//! fetches what (`--part-size`, `--no-split`, `--include`, `--exclude`) than
+//! the shard that recorded the listing: its share, or its pieces of a split
+//! object, would not fit the others', and objects would be fetched by no
+//! shard. Recorded listings of other runs are removed after
 //! a day.
 //!
 //! The file holds a header line, one JSON line per object (key, size, ETag,
@@ -58,7 +62,9 @@ pub async fn shared(
     dst: &Path,
     shard: Shard,
     run_id: &str,
+    flags: &str,
 ) -> Result<SourceListing, Error> {
+    let run = Run { url, shard, id: run_id, flags };
     let state = crate::state::STATE_DIR;
     let dir_path = dst.join(state);
     std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, "creating the destination directory", e))?;
@@ -89,7 +95,7 @@ pub async fn shared(
     };
     let listing = match recorded {
         Some(f) => {
-            let listing = read(f, url, shard, run_id, &dir_path.join(&name))?;
+            let listing = read(f, &run, &dir_path.join(&name))?;
             tracing::info!(
                 run = run_id,
                 objects = listing.objects.len(),
@@ -99,7 +105,7 @@ pub async fn shared(
         }
         None => {
             let listing = super::list_source(store, url).await?;
-            write(&dir, &dir_path, &name, &listing, url, shard, run_id)?;
+            write(&dir, &dir_path, &name, &listing, &run)?;
             tracing::info!(
                 run = run_id,
                 objects = listing.objects.len(),
@@ -132,24 +138,25 @@ fn remove_old_listings(dir: &OwnedFd, keep: &str) {
     }
 }
 
-fn header(url: &S3Url, shard: Shard, run_id: &str) -> serde_json::Value {
-    json!({"format": FORMAT, "run": run_id, "source": url.to_string(), "shards": shard.count})
+/// What every shard of one run must agree on.
+struct Run<'a> {
+    url: &'a S3Url,
+    shard: Shard,
+    id: &'a str,
+    /// The flags that decide who fetches what, as the caller spells them.
+    flags: &'a str,
 }
 
-fn write(
-    dir: &OwnedFd,
-    shown: &Path,
-    name: &str,
-    listing: &SourceListing,
-    url: &S3Url,
-    shard: Shard,
-    run_id: &str,
-) -> Result<(), Error> {
+fn header(run: &Run) -> serde_json::Value {
+    json!({"format": FORMAT, "run": run.id, "source": run.url.to_string(), "shards": run.shard.count, "flags": run.flags})
+}
+
+fn write(dir: &OwnedFd, shown: &Path, name: &str, listing: &SourceListing, run: &Run) -> Result<(), Error> {
     let tmp = format!("{name}.{}.tmp", crate::localfs::unique_suffix());
     let f = open_in(dir, shown, &tmp, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY)?;
     let written = (|| -> std::io::Result<()> {
         let mut w = BufWriter::with_capacity(1 << 20, &f);
-        writeln!(w, "{}", header(url, shard, run_id))?;
+        writeln!(w, "{}", header(run))?;
         for o in listing.objects.iter() {
             let t = o.last_modified.map(|t| crate::state::to_ns(t).to_string());
             writeln!(w, "{}", json!({"k": o.key, "s": o.size, "e": o.etag, "t": t}))?;
@@ -174,7 +181,8 @@ fn write(
     placed
 }
 
-fn read(f: File, url: &S3Url, shard: Shard, run_id: &str, shown: &Path) -> Result<SourceListing, Error> {
+fn read(f: File, run: &Run, shown: &Path) -> Result<SourceListing, Error> {
+    let (url, shard, run_id) = (run.url, run.shard, run.id);
     let bad = |why: &str| {
         Error::Refused(format!(
             "{}: {why}; remove it to list the source again (every shard of the run must then start again)",
@@ -193,6 +201,16 @@ fn read(f: File, url: &S3Url, shard: Shard, run_id: &str, shown: &Path) -> Resul
             "run {run_id} was listed for {source} in {shards} shards, and this run is {url} in {}: each Job (each \
              source and shard count) needs its own --run-id (for example the Job's uid from the downward API)",
             shard.count
+        )));
+    }
+    let flags = head["flags"].as_str().unwrap_or("(not recorded)");
+    if flags != run.flags {
+        return Err(Error::Refused(format!(
+            "run {run_id}'s listing was recorded by a shard given {flags}, and this shard is given {}: every shard \
+             of a run needs the same --part-size, --no-split, --include and --exclude (they decide which shard \
+             fetches what); start this shard again with the flags the others had, or start the whole run again \
+             with a new --run-id",
+            run.flags
         )));
     }
     let mut out = SourceListing::default();

@@ -474,7 +474,7 @@ async fn case_61_a_forged_run_listing_is_refused() {
     h.put("other/x.bin", b"x".to_vec());
     let dest = h.path("d");
     std::fs::create_dir_all(dest.join(".s3load")).unwrap();
-    let head = r#"{"format":"s3load-run-listing-1","run":"r","source":"s3://bucket/m/*","shards":1}"#;
+    let head = r#"{"format":"s3load-run-listing-1","run":"r","source":"s3://bucket/m/*","shards":1,"flags":"--part-size 1048576"}"#;
     for (body, why) in [
         (r#"{"k":"other/x.bin","s":1,"e":null,"t":null}"#, "not under"),
         (
@@ -485,11 +485,55 @@ async fn case_61_a_forged_run_listing_is_refused() {
         let n = body.lines().count();
         let end = format!(r#"{{"end":true,"objects":{n},"refused":0,"markers":0}}"#);
         std::fs::write(dest.join(".s3load/run-r.listing"), format!("{head}\n{body}\n{end}\n")).unwrap();
-        let run = h.run(&["sync", "--shard", "0/1", "--run-id", "r", "s3://bucket/m/*", s(&dest)]).await;
+        let run =
+            h.run(&["sync", "--shard", "0/1", "--run-id", "r", "--part-size", "1", "s3://bucket/m/*", s(&dest)]).await;
         assert_eq!(run.code, 3, "{}", run.stderr);
         assert!(run.stderr.contains(why), "{why}: {}", run.stderr);
         assert!(!dest.join("other").exists() && !dest.join("x.bin").exists());
     }
+}
+
+// Case 64: a shard of a run given other flags that decide who fetches what
+// than the shard that recorded the run's listing (a pod restarted after its
+// ConfigMap changed). Its share, or its pieces of a split object, would not
+// fit the other shards': a split object never completed, objects fetched by
+// no shard, each shard exiting 0. It is refused, naming both, and nothing of
+// its own is written; started again with the run's flags it completes the run.
+#[tokio::test(flavor = "multi_thread")]
+async fn case_64_a_shard_given_other_flags_than_its_run_is_refused() {
+    let h = Harness::new().await;
+    h.put("m/big.bin", generate_bytes(8 << 20, 1));
+    for i in 0..6 {
+        h.put(&format!("m/f{i}.bin"), generate_bytes(1000 * (i + 1), i as u64));
+    }
+    let dest = h.path("d");
+    shard(&h, "job", 0, 2, &dest, &[]).await.assert_ok();
+    let before = files_under(&dest);
+    let other_part_size =
+        ["sync", "--shard", "1/2", "--run-id", "job", "--part-size", "2", "s3://bucket/m/*", s(&dest)];
+    for (extra, named) in [
+        (&[][..], "--part-size 2097152"),
+        (&["--no-split"][..], "--no-split"),
+        (&["--exclude", "f1.bin"][..], "--exclude \"f1.bin\""),
+    ] {
+        let run = match extra {
+            [] => h.run(&other_part_size).await,
+            _ => shard(&h, "job", 1, 2, &dest, extra).await,
+        };
+        assert_eq!(run.code, 3, "{extra:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("given --part-size 1048576, and this shard is given") && run.stderr.contains(named),
+            "{extra:?}: {}",
+            run.stderr
+        );
+        assert_eq!(files_under(&dest), before, "{extra:?}: nothing written");
+    }
+    shard(&h, "job", 1, 2, &dest, &[]).await.assert_ok();
+    let mut all: Vec<String> = (0..6).map(|i| format!("f{i}.bin")).collect();
+    all.push("big.bin".into());
+    all.sort();
+    assert_eq!(files_under(&dest), all);
+    assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), generate_bytes(8 << 20, 1));
 }
 
 // Hostile run ids are usage errors before anything is listed, and a sharded
