@@ -492,7 +492,11 @@ async fn main() {
     if std::env::args().any(|a| a == "--net" || a == "--net-only") {
         networks.push((
             "20 ms, 100 MB/s per connection",
-            Shaping { first_byte_delay: Duration::from_millis(20), rate_per_connection: Some(100_000_000) },
+            Shaping {
+                first_byte_delay: Duration::from_millis(20),
+                rate_per_connection: Some(100_000_000),
+                straggler: None,
+            },
         ));
     }
 

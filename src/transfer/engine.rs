@@ -51,6 +51,8 @@ pub struct Engine {
     spent: Mutex<tokio::task::JoinSet<()>>,
     /// `*.safetensors` headers that passed `--check-model` (for the summary).
     pub(super) headers_checked: AtomicUsize,
+    /// GET bodies' rates, for requesting straggling ranges again.
+    pub(super) pace: super::hedge::Pace,
 }
 
 impl Engine {
@@ -68,6 +70,7 @@ impl Engine {
             versions_denied: AtomicBool::new(false),
             spent: Mutex::default(),
             headers_checked: AtomicUsize::new(0),
+            pace: super::hedge::Pace::default(),
             cfg,
         })
     }
@@ -145,6 +148,14 @@ impl Engine {
             }
             Decision::GiveUp => Err(self.policy.gave_up(err, attempts.made)),
         }
+    }
+
+    /// Whether a GET body that has brought `got` of its `len` bytes `took`
+    /// after its request was sent is to be dropped and requested again (see
+    /// `hedge`): far behind its peers, within the share of hedges and the
+    /// run's retry budget.
+    pub(super) fn straggling(&self, got: u64, len: u64, took: std::time::Duration) -> Option<super::hedge::Straggling> {
+        self.pace.straggling(got, len, took).filter(|_| self.policy.take_one())
     }
 
     /// Runs blocking filesystem work on tokio's blocking pool, at most

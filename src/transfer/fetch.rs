@@ -42,7 +42,16 @@ pub(super) async fn fetch_range(
         tmp,
     };
     let mut state = (engine, file, attempt, buf);
-    engine.with_retries(&url, &mut state, |(engine, file, a, buf)| Box::pin(fetch_once(engine, file, a, buf))).await?;
+    engine
+        .with_retries(&url, &mut state, |(engine, file, a, buf)| {
+            Box::pin(async move {
+                // A straggling body is dropped and the rest of its range
+                // requested again at once (see `hedge`).
+                while fetch_once(engine, file, a, buf).await? == Fetched::Straggling {}
+                Ok(())
+            })
+        })
+        .await?;
     let (_, _, attempt, _) = state;
     Ok((attempt.digest.map(|d| d.finish()), attempt.tmp))
 }
@@ -87,15 +96,30 @@ fn stalled(engine: &Engine) -> StoreError {
     StoreError::new(StoreErrorKind::Network, format!("no data for {secs:.0} s (stalled connection)"))
 }
 
+/// How a GET of a range ended, when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+enum Fetched {
+    /// The range is written.
+    Done,
+    /// The body was far slower than its peers' and was dropped: the rest of
+    /// the range is to be requested again.
+    Straggling,
+}
+
+/// How often a body in flight is compared with its peers.
+const PACE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// One GET of `offset..end`. On failure `a.offset` is where to resume: bytes
 /// received before a break are written (and hashed) first, so they are not fetched again.
-async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &mut Vec<u8>) -> Result<(), Error> {
+async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &mut Vec<u8>) -> Result<Fetched, Error> {
     let job = &file.job;
     let (offset, end) = (a.offset, a.end);
     let ranged = !(a.whole && offset == 0);
     let url = job.source_url();
     let _permit = engine.permit(&url).await?;
+    let sent = tokio::time::Instant::now();
     let resp = open_get(engine, job, offset..end, ranged).await?;
+    engine.pace.started();
     if !ranged {
         file.learned_from_get(resp.checksum, resp.etag_md5);
     }
@@ -114,12 +138,21 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
 
     let mut body = Body::new(engine, job, offset..end, resp.body);
     buf.clear();
+    let mut check_at = sent + PACE_CHECK;
+    let mut straggling = None;
     let result = loop {
         let chunk = match body.next().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
+        if body.received < body.expected && body.last_chunk >= check_at {
+            check_at = body.last_chunk + PACE_CHECK;
+            straggling = engine.straggling(body.received, body.expected, sent.elapsed());
+            if straggling.is_some() {
+                break Ok(());
+            }
+        }
         // Never grow the buffer past its capacity: a Vec that overflows doubles,
         // and 32 doubled buffers were most of the peak RSS.
         if buf.len() + chunk.len() > engine.cfg.buffer_size {
@@ -134,8 +167,22 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
     // What arrived before a break is kept: the next attempt starts after it.
     flush(engine, file, buf, a).await?;
     result?;
+    if let Some(s) = straggling {
+        let mb = |r: f64| (r / 1e5).round() / 10.0;
+        tracing::info!(
+            object = %url,
+            from = a.offset,
+            rate_mb_s = mb(s.rate),
+            median_mb_s = mb(s.median),
+            "requesting the rest of a straggling range again, on a new connection"
+        );
+        return Ok(Fetched::Straggling);
+    }
+    let took = sent.elapsed();
+    tracing::debug!(object = %url, from = offset, bytes = body.expected, secs = took.as_secs_f64(), "range fetched");
+    engine.pace.finished(body.expected, took);
     engine.succeeded();
-    Ok(())
+    Ok(Fetched::Done)
 }
 
 /// Sends a GET of `range` of `job` (pinned to its ETag, and to its version

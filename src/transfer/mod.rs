@@ -35,6 +35,7 @@ mod download;
 mod engine;
 mod fetch;
 mod hasher;
+mod hedge;
 mod job;
 mod limiter;
 mod object;

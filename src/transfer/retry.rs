@@ -109,12 +109,17 @@ impl RetryPolicy {
             return Decision::GiveUp;
         }
         let Some(delay) = part.delays.next() else { return Decision::GiveUp };
-        let took = self.budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1)).is_ok();
-        if !took {
+        if !self.take_one() {
             return Decision::GiveUp;
         }
         part.made += 1;
         Decision::Retry(delay)
+    }
+
+    /// Takes one retry from the run's budget for a request made again for
+    /// another reason than a failure (a straggler); false when it is spent.
+    pub fn take_one(&self) -> bool {
+        self.budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1)).is_ok()
     }
 
     /// Whether the run's retry budget is spent.

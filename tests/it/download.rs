@@ -244,6 +244,39 @@ async fn without_a_configured_region_the_bucket_is_asked_for_its_own() {
 // buffers, so the stall clocks never wait on the network: that the budget's
 // own waits are kept off them is not proven by this test.) Nonsense rates
 // and uploads are refused before anything moves.
+// A straggler: one GET body in thirty served at 64 KB/s while the rest come at
+// loopback speed. Its 1 MiB range alone would take 16 s; it is dropped once it
+// is far behind its peers and the rest of its range requested again from its
+// first missing byte, on a new connection. (The server's log shows the
+// request again; the time is printed, not judged.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_straggling_range_is_requested_again_from_where_it_stopped() {
+    let straggler = s3load_testserver::Straggler { every: 30, rate: 64_000 };
+    let h =
+        Harness::with_shaping(s3load_testserver::Shaping { straggler: Some(straggler), ..Default::default() }).await;
+    let data = generate_bytes(40 << 20, 7);
+    h.put("m/big.bin", data.clone());
+    let dest = h.path("d");
+    let t = std::time::Instant::now();
+    let target = dest.join("big.bin");
+    let run = h.run(&["cp", "--part-size", "1", "s3://bucket/m/big.bin", target.to_str().unwrap()]).await;
+    eprintln!("40 MiB with one straggling range: {:.1} s", t.elapsed().as_secs_f64());
+    run.assert_ok();
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == data);
+    assert!(run.stderr.contains("requesting the rest of a straggling range again"), "{}", run.stderr);
+    let gets: Vec<u64> = h
+        .server
+        .log()
+        .records()
+        .iter()
+        .filter(|r| r.op == "GetObject")
+        .filter_map(|r| r.range.map(|(start, _)| start))
+        .collect();
+    let again: Vec<&u64> = gets.iter().filter(|&&start| start % (1 << 20) != 0).collect();
+    assert_eq!(again.len(), 1, "one range requested again, from inside it: {gets:?}");
+    assert_eq!(gets.len(), 41);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn limit_rate_bounds_the_runs_bytes_per_second() {
     let h = Harness::new().await;

@@ -11,7 +11,12 @@ const MIB: usize = 1 << 20;
 
 /// A server slow enough (4 MB/s per connection) that a kill lands mid-download.
 async fn slow_harness() -> Harness {
-    Harness::with_shaping(Shaping { first_byte_delay: Duration::ZERO, rate_per_connection: Some(4_000_000) }).await
+    Harness::with_shaping(Shaping {
+        first_byte_delay: Duration::ZERO,
+        rate_per_connection: Some(4_000_000),
+        straggler: None,
+    })
+    .await
 }
 
 fn journal_parts(journal: &Path) -> usize {

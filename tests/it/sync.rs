@@ -324,7 +324,11 @@ async fn a_sync_of_more_objects_than_a_batch_lands_each_once_and_holds_deletes_f
 /// million lines), exits as stopped, and a re-run finishes the rest.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_stopped_in_its_first_batch_names_the_objects_not_started_in_one_line() {
-    let shaping = s3load_testserver::Shaping { first_byte_delay: Duration::from_millis(20), rate_per_connection: None };
+    let shaping = s3load_testserver::Shaping {
+        first_byte_delay: Duration::from_millis(20),
+        rate_per_connection: None,
+        straggler: None,
+    };
     let h = Harness::with_shaping(shaping).await;
     let n = 6_000;
     for i in 0..n {

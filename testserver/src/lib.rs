@@ -32,7 +32,7 @@ pub use creds::{CredentialCall, CredentialServer};
 pub use dns::DnsServer;
 pub use faults::{Fault, Faults, Gate, Rule, When};
 pub use service::{RequestLog, RequestRecord};
-pub use shaping::Shaping;
+pub use shaping::{Shaping, Straggler};
 pub use store::{
     ChecksumAlgorithm, PendingUpload, Store, StoredChecksum, StoredObject, Writer, generate_bytes, safetensors_bytes,
     safetensors_with,

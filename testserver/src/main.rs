@@ -3,14 +3,17 @@
 //! until interrupted.
 //!
 //! Usage: s3load-testserver [--port P] [--small N] [--tiny N] [--large N] [--large-mib M]
-//!        [--latency-ms L] [--rate-mbps R] [--legacy]
+//!        [--latency-ms L] [--rate-mbps R] [--straggler-every N --straggler-mbps S] [--legacy]
+//!
+//! `--straggler-every N` serves every Nth GET body at `--straggler-mbps`
+//! (MB/s, default 5) instead of `--rate-mbps`: a slow path among fast ones.
 //!
 //! `--legacy` stores the objects as s5cmd's upload leaves them: MD5 ETags, no
 //! stored checksum, multipart in 50 MiB parts above 50 MiB.
 
 use std::time::{Duration, SystemTime};
 
-use s3load_testserver::{ACCESS_KEY, Options, SECRET_KEY, Shaping, TestServer, Writer, generate_bytes};
+use s3load_testserver::{ACCESS_KEY, Options, SECRET_KEY, Shaping, Straggler, TestServer, Writer, generate_bytes};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -23,6 +26,8 @@ async fn main() -> std::io::Result<()> {
     let shaping = Shaping {
         first_byte_delay: Duration::from_millis(arg("--latency-ms", 0)),
         rate_per_connection: (rate > 0).then_some(rate * 1_000_000),
+        straggler: (arg("--straggler-every", 0) > 0)
+            .then(|| Straggler { every: arg("--straggler-every", 0), rate: arg("--straggler-mbps", 5) * 1_000_000 }),
     };
     let server = TestServer::start_with(Options { shaping, port: arg("--port", 0) as u16, tls: None }).await?;
     let store = server.store();

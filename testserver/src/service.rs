@@ -35,6 +35,8 @@ pub struct RequestLog {
     pub(crate) body_bytes: Arc<AtomicU64>,
     /// Body bytes received in UploadPart requests.
     pub(crate) upload_bytes: AtomicU64,
+    /// GET bodies started, counted for [`crate::Straggler`].
+    pub(crate) get_bodies: AtomicU64,
     /// (operation, region in the request's SigV4 credential scope).
     signed: Mutex<Vec<(&'static str, String)>>,
     tokens: Mutex<Vec<String>>,
@@ -523,7 +525,14 @@ impl S3 for Service {
         };
         let len = body.len() as i64;
         let body_fault = fault.as_ref().and_then(Fault::body_fault);
-        let stream = ShapedBody::new(body, &self.shaping, self.log.body_bytes.clone(), body_fault);
+        let mut rate = self.shaping.rate_per_connection;
+        if let Some(s) = self.shaping.straggler {
+            let n = self.log.get_bodies.fetch_add(1, Ordering::Relaxed) + 1;
+            if s.every > 0 && n.is_multiple_of(s.every) {
+                rate = Some(s.rate);
+            }
+        }
+        let stream = ShapedBody::new(body, rate, self.log.body_bytes.clone(), body_fault);
         let mut out = GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(len),

@@ -24,6 +24,17 @@ pub struct Shaping {
     pub first_byte_delay: Duration,
     /// Bytes per second per response body; `None` = unlimited.
     pub rate_per_connection: Option<u64>,
+    /// Some GET bodies much slower than the rest (a bad path, a busy server
+    /// behind the load balancer); `None` = none.
+    pub straggler: Option<Straggler>,
+}
+
+/// Every `every`-th GET body (the `every`-th, the 2 x `every`-th, ...) is
+/// served at `rate` bytes per second instead of the connection's rate.
+#[derive(Debug, Clone, Copy)]
+pub struct Straggler {
+    pub every: u64,
+    pub rate: u64,
 }
 
 /// Slice size handed to hyper. Large enough to keep per-chunk overhead small when
@@ -52,13 +63,14 @@ pub struct ShapedBody {
 const CUT_FLUSH: Duration = Duration::from_millis(100);
 
 impl ShapedBody {
-    pub fn new(data: Bytes, shaping: &Shaping, counter: Arc<AtomicU64>, fault: Option<BodyFault>) -> Self {
-        let chunk = if shaping.rate_per_connection.is_some() { SHAPED_CHUNK } else { UNSHAPED_CHUNK };
+    /// A body served at `rate` bytes per second (`None`: unlimited).
+    pub fn new(data: Bytes, rate: Option<u64>, counter: Arc<AtomicU64>, fault: Option<BodyFault>) -> Self {
+        let chunk = if rate.is_some() { SHAPED_CHUNK } else { UNSHAPED_CHUNK };
         ShapedBody {
             data,
             pos: 0,
             chunk,
-            rate: shaping.rate_per_connection,
+            rate,
             started: None,
             sleep: None,
             counter,

@@ -1,0 +1,168 @@
+//! Straggling ranges, requested again on a new connection.
+//!
+//! One slow connection among fast ones (a bad network path, a busy server
+//! behind the load balancer) holds its range, and with it its object and the
+//! run, long after the others are done. Every GET body that finishes reports
+//! its rate here ([`Pace::finished`]); a body in flight is compared with the
+//! median of the recent ones ([`Pace::straggling`]). One slower than a
+//! quarter of the median, for longer than twice the time the median rate
+//! takes for its whole range (and at least a second), is dropped and its range
+//! requested again from its first missing byte, on a new connection (a body
+//! dropped unfinished takes its connection with it).
+//!
+//! Bounded: nothing is judged before [`MIN_SAMPLES`] bodies have finished;
+//! at most one range in [`SHARE`] started (plus one) is requested again; each
+//! takes one retry from the run's budget.
+//!
+//! Dropped and requested again, rather than raced against the new request:
+//! one connection per range keeps the range's writes, and its running hash,
+//! in byte order, and what the slow connection would still have brought in is
+//! little by definition. A new request that is slow too is judged in turn.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Finished bodies whose rates make the median.
+const RECENT: usize = 64;
+/// Finished bodies needed before any body is judged.
+pub(super) const MIN_SAMPLES: usize = 8;
+/// Bodies smaller than this tell the latency, not the rate: not counted.
+const MIN_BODY: u64 = 256 << 10;
+/// How many times slower than the median a straggler is.
+const SLOWER: f64 = 4.0;
+/// How many times its expected time a straggler has taken.
+const PATIENCE: f64 = 2.0;
+/// The least time a body is given before it is judged.
+const MIN_WAIT: Duration = Duration::from_secs(1);
+/// At most one range in this many is requested again.
+pub(super) const SHARE: u64 = 20;
+
+/// The rates of a run's recent GET bodies, and its hedges.
+#[derive(Debug, Default)]
+pub(super) struct Pace {
+    /// Bytes per second of the last [`RECENT`] bodies that finished.
+    recent: Mutex<VecDeque<f64>>,
+    started: AtomicU64,
+    hedged: AtomicU64,
+}
+
+/// A body judged straggling: its rate and the median, in bytes per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Straggling {
+    pub rate: f64,
+    pub median: f64,
+}
+
+impl Pace {
+    /// A GET body is started.
+    pub fn started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A GET body of `bytes` finished `took` after its request was sent.
+    pub fn finished(&self, bytes: u64, took: Duration) {
+        if bytes < MIN_BODY || took.is_zero() {
+            return;
+        }
+        let mut recent = self.recent.lock().unwrap();
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(bytes as f64 / took.as_secs_f64());
+    }
+
+    fn median(&self) -> Option<f64> {
+        let recent = self.recent.lock().unwrap();
+        if recent.len() < MIN_SAMPLES {
+            return None;
+        }
+        let mut rates: Vec<f64> = recent.iter().copied().collect();
+        rates.sort_by(f64::total_cmp);
+        Some(rates[rates.len() / 2])
+    }
+
+    /// Whether a body that has brought `got` of its `len` bytes `took` after
+    /// its request was sent is straggling, and may be requested again: within
+    /// the share of hedges. A `Some` counts as a hedge taken.
+    pub fn straggling(&self, got: u64, len: u64, took: Duration) -> Option<Straggling> {
+        let median = self.median()?;
+        let rate = got as f64 / took.as_secs_f64().max(f64::MIN_POSITIVE);
+        if !behind(median, rate, len, took) {
+            return None;
+        }
+        let share = 1 + self.started.load(Ordering::Relaxed) / SHARE;
+        self.hedged.fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| (h < share).then_some(h + 1)).ok()?;
+        Some(Straggling { rate, median })
+    }
+
+    /// Hedges taken so far.
+    #[cfg(test)]
+    pub fn hedged(&self) -> u64 {
+        self.hedged.load(Ordering::Relaxed)
+    }
+}
+
+/// The rule: slower than the median by [`SLOWER`], for longer than
+/// [`PATIENCE`] times what the median takes for the whole range, and at least
+/// [`MIN_WAIT`].
+fn behind(median: f64, rate: f64, len: u64, took: Duration) -> bool {
+    let expected = Duration::from_secs_f64(len as f64 / median.max(1.0));
+    took >= MIN_WAIT && took.as_secs_f64() > PATIENCE * expected.as_secs_f64() && rate * SLOWER < median
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: u64 = 1_000_000;
+
+    fn pace_with(rates_mb: &[u64]) -> Pace {
+        let p = Pace::default();
+        for &r in rates_mb {
+            p.finished(r * MB, Duration::from_secs(1));
+        }
+        p
+    }
+
+    #[test]
+    fn a_body_far_behind_its_peers_for_long_enough_is_straggling() {
+        // 8 MB ranges at a median of 100 MB/s: 80 ms expected.
+        let median = 100.0 * MB as f64;
+        assert!(behind(median, 5.0 * MB as f64, 8 * MB, Duration::from_secs(2)));
+        // Not yet a second, however slow.
+        assert!(!behind(median, 1.0, 8 * MB, Duration::from_millis(900)));
+        // A quarter of the median or better is not a straggler.
+        assert!(!behind(median, 26.0 * MB as f64, 8 * MB, Duration::from_secs(5)));
+        // A large range is given twice its expected time: 1 GB at 100 MB/s is 10 s.
+        assert!(!behind(median, 5.0 * MB as f64, 1000 * MB, Duration::from_secs(15)));
+        assert!(behind(median, 5.0 * MB as f64, 1000 * MB, Duration::from_secs(21)));
+    }
+
+    #[test]
+    fn nothing_is_judged_before_enough_bodies_finished_and_small_ones_do_not_count() {
+        let p = pace_with(&[100; MIN_SAMPLES - 1]);
+        p.finished(100 << 10, Duration::from_millis(1)); // 100 KiB: latency, not rate
+        assert_eq!(p.straggling(MB, 8 * MB, Duration::from_secs(10)), None);
+        p.finished(100 * MB, Duration::from_secs(1));
+        let s = p.straggling(MB, 8 * MB, Duration::from_secs(10)).expect("straggling");
+        assert_eq!(s.median, 100.0 * MB as f64);
+        assert_eq!(s.rate, 0.1 * MB as f64);
+    }
+
+    #[test]
+    fn hedges_are_bounded_to_one_in_twenty_ranges_plus_one() {
+        let p = pace_with(&[100; MIN_SAMPLES]);
+        for _ in 0..40 {
+            p.started();
+        }
+        let slow = || p.straggling(MB, 8 * MB, Duration::from_secs(10));
+        let taken = (0..10).filter(|_| slow().is_some()).count() as u64;
+        assert_eq!(taken, 1 + 40 / SHARE);
+        assert_eq!(p.hedged(), taken);
+        // A run where every body is slow has no stragglers: the median is slow too.
+        let all_slow = pace_with(&[1; MIN_SAMPLES]);
+        assert_eq!(all_slow.straggling(10 * MB, 80 * MB, Duration::from_secs(10)), None);
+    }
+}
