@@ -150,12 +150,15 @@ impl Engine {
         }
     }
 
-    /// Whether a GET body that has brought `got` of its `len` bytes `took`
-    /// after its request was sent is to be dropped and requested again (see
-    /// `hedge`): far behind its peers, within the share of hedges and the
-    /// run's retry budget.
-    pub(super) fn straggling(&self, got: u64, len: u64, took: std::time::Duration) -> Option<super::hedge::Straggling> {
-        self.pace.straggling(got, len, took).filter(|_| self.policy.take_one())
+    /// Whether a GET body that has brought `got` bytes `took` after its
+    /// request was sent is to be dropped and requested again (see `hedge`):
+    /// far behind its peers, within the share of hedges and the run's retry
+    /// budget. Never under `--limit-rate`, whose waits are the run's own.
+    pub(super) fn straggling(&self, got: u64, took: std::time::Duration) -> Option<super::hedge::Straggling> {
+        if self.rate.is_some() {
+            return None;
+        }
+        self.pace.straggling(got, took).filter(|_| self.policy.take_one())
     }
 
     /// Runs blocking filesystem work on tokio's blocking pool, at most

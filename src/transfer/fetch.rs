@@ -41,6 +41,7 @@ pub(super) async fn fetch_range(
         digest: None,
         tmp,
     };
+    let began = std::time::Instant::now();
     let mut state = (engine, file, attempt, buf);
     engine
         .with_retries(&url, &mut state, |(engine, file, a, buf)| {
@@ -53,6 +54,8 @@ pub(super) async fn fetch_range(
         })
         .await?;
     let (_, _, attempt, _) = state;
+    let secs = began.elapsed().as_secs_f64();
+    tracing::debug!(object = %url, part, bytes = range.end - range.start, secs, "range fetched");
     Ok((attempt.digest.map(|d| d.finish()), attempt.tmp))
 }
 
@@ -148,7 +151,7 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
         };
         if body.received < body.expected && body.last_chunk >= check_at {
             check_at = body.last_chunk + PACE_CHECK;
-            straggling = engine.straggling(body.received, body.expected, sent.elapsed());
+            straggling = engine.straggling(body.received, sent.elapsed());
             if straggling.is_some() {
                 break Ok(());
             }
@@ -178,9 +181,7 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
         );
         return Ok(Fetched::Straggling);
     }
-    let took = sent.elapsed();
-    tracing::debug!(object = %url, from = offset, bytes = body.expected, secs = took.as_secs_f64(), "range fetched");
-    engine.pace.finished(body.expected, took);
+    engine.pace.finished(body.expected, sent.elapsed());
     engine.succeeded();
     Ok(Fetched::Done)
 }
