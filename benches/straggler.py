@@ -65,7 +65,9 @@ def run(s3load, ep, env, dst):
         elif "straggling" in j.get("message", ""):
             hedges += 1
     shutil.rmtree(dst, ignore_errors=True)
-    return wall, usage.ru_utime + usage.ru_stime, hedges, max(ranges) / statistics.median(ranges)
+    # Builds that do not log each range's time give no ratio (nan).
+    ratio = max(ranges) / statistics.median(ranges) if ranges else float("nan")
+    return wall, usage.ru_utime + usage.ru_stime, hedges, ratio
 
 
 def main():
