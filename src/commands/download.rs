@@ -326,6 +326,10 @@ impl Direction for Downloading {
         "destination files"
     }
 
+    fn writes_inline(&self) -> bool {
+        localfs::writes_are_local(&self.dst)
+    }
+
     fn shown(&self, rel: &str) -> String {
         self.dst.join(rel).display().to_string()
     }

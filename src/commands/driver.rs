@@ -116,6 +116,11 @@ pub(super) trait Direction {
     fn shown(&self, rel: &str) -> String;
     /// Whether `--verify off` applies (uploads are always checked by the store).
     fn verify_off(&self) -> bool;
+    /// Whether writes into the destination may run on the async threads
+    /// (see `EngineConfig::inline_writes`).
+    fn writes_inline(&self) -> bool {
+        false
+    }
     /// Checks before the first byte moves (room on the destination).
     fn ready(&self, _total_bytes: u64) -> Result<(), Error> {
         Ok(())
@@ -176,7 +181,9 @@ pub(super) async fn drive<D: Direction>(
     let signal = Arc::new(AtomicU8::new(0));
     let watcher = tokio::spawn(stop_on_signal(stop.clone(), signal.clone()));
     let hooks = Hooks { reporter, committed: d.commit_hook() };
-    let engine = Engine::new(store, cfg.engine.clone(), hooks, stop.clone());
+    let mut engine_cfg = cfg.engine.clone();
+    engine_cfg.inline_writes = d.writes_inline();
+    let engine = Engine::new(store, engine_cfg, hooks, stop.clone());
     let mut ended = Ended::default();
     let mut start = 0;
     while start < n {

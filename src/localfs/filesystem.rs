@@ -70,6 +70,26 @@ fn local_only_locks_in(mountinfo: &str, dir: &Path) -> Option<String> {
     local.then(|| format!("{point} is mounted {fstype} with locks local to this machine ({options})"))
 }
 
+/// Whether the destination's filesystem keeps what is written on this
+/// machine (a local disk or memory: ext2/3/4, XFS, btrfs, F2FS, ZFS, tmpfs,
+/// overlayfs), so that a write into the page cache takes microseconds and may
+/// run on the async threads (see `transfer::fetch`). Network and user-space
+/// filesystems (NFS, EFS, Lustre, SMB, FUSE), and any the kernel names
+/// otherwise, are not: a write there can wait on a server.
+pub fn writes_are_local(dest: &Path) -> bool {
+    const LOCAL: [u64; 8] = [
+        0xEF53,      // ext2, ext3, ext4
+        0x5846_5342, // XFS
+        0x9123_683E, // btrfs
+        0xF2F5_2010, // F2FS
+        0x2FC1_2FC1, // ZFS
+        0x0102_1994, // tmpfs
+        0x794C_7630, // overlayfs
+        0x8584_58F6, // ramfs
+    ];
+    rustix::fs::statfs(existing_ancestor(dest)).is_ok_and(|s| LOCAL.contains(&(s.f_type as u64)))
+}
+
 /// A mount point as `/proc/self/mountinfo` writes it: space, tab, newline and
 /// backslash as three octal digits.
 fn unescape_mount_path(s: &str) -> String {
@@ -175,6 +195,17 @@ pub fn sync_filesystem(dest: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_are_local_on_a_local_disk_or_tmpfs_and_not_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        // Whatever holds the temporary directory here (ext4, overlayfs, tmpfs).
+        assert!(writes_are_local(dir.path()), "{}", dir.path().display());
+        // A destination that does not exist yet: its nearest existing ancestor.
+        assert!(writes_are_local(&dir.path().join("not/yet")));
+        // Not a filesystem that keeps data (procfs): the blocking pool.
+        assert!(!writes_are_local(Path::new("/proc/self")));
+    }
 
     #[test]
     fn the_name_probe_is_named_at_random_and_leaves_another_processs_probe_alone() {

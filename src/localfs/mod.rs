@@ -16,6 +16,8 @@ pub mod journal;
 pub mod tempfile;
 
 pub use dirs::{Dirs, remove_file};
-pub use filesystem::{NameFolding, check_space, local_only_locks, name_folding, sync_filesystem, unique_suffix};
+pub use filesystem::{
+    NameFolding, check_space, local_only_locks, name_folding, sync_filesystem, unique_suffix, writes_are_local,
+};
 pub use journal::{Recorded, SpentJournal};
 pub use tempfile::{PieceOf, TempFile, is_temp_name, remove_orphans, remove_unneeded_splits};

@@ -307,3 +307,31 @@ async fn a_stalled_body_is_abandoned_after_the_stall_timeout_and_resumed() {
     // The second GET asks only for what the stalled one did not bring.
     assert_eq!(ranges(&store.gets(), "s"), [None, Some((70_000, 200 * 1024))]);
 }
+
+// Writes into a local destination run on the async thread, until one takes
+// longer than the disk should: from then on, on the blocking pool. The same
+// download is byte-exact either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_write_sends_later_writes_off_the_async_threads() {
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let cfg = EngineConfig { inline_writes: true, ..config() };
+    let engine = Engine::new(store, cfg, Hooks::reporting(Arc::new(Silent)), CancellationToken::new());
+    let here = std::thread::current().id();
+    assert!(engine.write_io(move || std::thread::current().id() == here).await, "on this thread");
+    assert!(engine.writes_inline(), "a fast write changes nothing");
+    engine.write_io(|| std::thread::sleep(Duration::from_millis(600))).await;
+    assert!(!engine.writes_inline());
+    let here = std::thread::current().id();
+    assert!(!engine.write_io(move || std::thread::current().id() == here).await, "on the pool");
+
+    for inline in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let data = body(1024 * KIB + 3);
+        store.put(B, "crc.bin", data.clone(), Written::Crc64);
+        let j = job(&store, "crc.bin", dir.path()).await;
+        let out = download_with(store.clone(), vec![j], EngineConfig { inline_writes: inline, ..config() }).await;
+        assert!(out[0].is_ok(), "{out:?}");
+        assert_eq!(std::fs::read(dir.path().join("crc.bin")).unwrap(), data);
+    }
+}

@@ -352,11 +352,12 @@ async fn flush(engine: &Engine, file: &ObjectState, buf: &mut Vec<u8>, a: &mut A
 }
 
 /// Writes `data` at the attempt's offset (creating the temporary file first
-/// when there is none yet) and advances it. The hash is updated on the same
-/// blocking-pool thread, over the whole buffer while it is in cache: large
-/// inputs are where SIMD CRCs are fastest (a body arrives in pieces of a few
-/// KiB). The buffer and the hash state travel to the pool and back, so nothing
-/// is copied or reallocated.
+/// when there is none yet) and advances it: on this async thread where the
+/// destination is local ([`Engine::write_io`]), else on the blocking pool.
+/// The hash is updated in the same call, over the whole buffer while it is in
+/// cache: large inputs are where SIMD CRCs are fastest (a body arrives in
+/// pieces of a few KiB). The buffer and the hash state travel to the pool and
+/// back, so nothing is copied or reallocated.
 async fn write_out<D: AsRef<[u8]> + Send + 'static>(
     engine: &Engine,
     file: &ObjectState,
@@ -368,28 +369,30 @@ async fn write_out<D: AsRef<[u8]> + Send + 'static>(
     let job = &file.job;
     // What creating the file needs, cloned only when it is to be created.
     let create = tmp.is_none().then(|| (engine.dirs.clone(), job.root.clone(), job.dest.clone(), job.size));
-    let (data, digest, result) = engine
-        .blocking_io(move || {
-            if let Some(d) = digest.as_mut() {
-                d.update(data.as_ref());
+    let creates = create.is_some();
+    let work = move || {
+        if let Some(d) = digest.as_mut() {
+            d.update(data.as_ref());
+        }
+        let t = match (tmp, create) {
+            (Some(t), _) => Ok(t),
+            // One write fills the file: nothing to preallocate.
+            (None, Some((dirs, root, dest, size))) => {
+                TempFile::create_in(&dirs, &root, &dest, size, false).map(Arc::new)
             }
-            let t = match (tmp, create) {
-                (Some(t), _) => Ok(t),
-                // One write fills the file: nothing to preallocate.
-                (None, Some((dirs, root, dest, size))) => {
-                    TempFile::create_in(&dirs, &root, &dest, size, false).map(Arc::new)
-                }
-                (None, None) => unreachable!("a file to create when there is none"),
-            };
-            // A file created here is kept even when the write fails: the
-            // object's owner removes it.
-            let r = t.map(|t| {
-                let w = t.write_at(data.as_ref(), at);
-                (t, w)
-            });
-            (data, digest, r)
-        })
-        .await;
+            (None, None) => unreachable!("a file to create when there is none"),
+        };
+        // A file created here is kept even when the write fails: the
+        // object's owner removes it.
+        let r = t.map(|t| {
+            let w = t.write_at(data.as_ref(), at);
+            (t, w)
+        });
+        (data, digest, r)
+    };
+    // Creating the file (directories, a name) is filesystem metadata: always
+    // off the async threads.
+    let (data, digest, result) = if creates { engine.blocking_io(work).await } else { engine.write_io(work).await };
     a.digest = digest;
     let (t, written) = result?;
     if a.tmp.is_none() {

@@ -75,6 +75,9 @@ pub struct EngineConfig {
     /// writing one file contend on its inode lock and burn CPU spinning; a few
     /// writers keep the page cache just as busy.
     pub io_concurrency: usize,
+    /// Whether body writes may run on the async threads (the destination's
+    /// filesystem is local: [`crate::localfs::writes_are_local`]); set per run.
+    pub inline_writes: bool,
     /// `--shard` downloads split objects larger than a fair share across the
     /// shards (`--no-split` turns it off).
     pub split: bool,
@@ -99,6 +102,7 @@ impl Default for EngineConfig {
             durability: Durability::Off,
             max_open_files: 64,
             io_concurrency: 4,
+            inline_writes: false,
             split: true,
         }
     }
