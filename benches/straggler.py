@@ -39,6 +39,7 @@ def start(server, extra, log):
             ep = next(l.split()[1] for l in text.splitlines() if l.startswith("endpoint"))
             return p, ep, env
         time.sleep(0.1)
+    p.terminate()
     sys.exit("the test server did not start")
 
 
@@ -78,10 +79,11 @@ def main():
     ap.add_argument("--dir", default=None)
     args = ap.parse_args()
     scratch = tempfile.mkdtemp(prefix="s3load-straggler-", dir=args.dir)
-    plain = start(args.server, [], os.path.join(scratch, "plain.log"))
-    slow = start(args.server, ["--straggler-every", "20", "--straggler-mbps", "5"], os.path.join(scratch, "slow.log"))
+    configs = {}
     try:
-        configs = {"no straggler": plain, "1 in 20 at 5 MB/s": slow}
+        configs["no straggler"] = start(args.server, [], os.path.join(scratch, "plain.log"))
+        slow = ["--straggler-every", "20", "--straggler-mbps", "5"]
+        configs["1 in 20 at 5 MB/s"] = start(args.server, slow, os.path.join(scratch, "slow.log"))
         samples = {c: [] for c in configs}
         for r in range(args.runs):
             for c in (list(configs) if r % 2 == 0 else list(reversed(list(configs)))):

@@ -294,7 +294,9 @@ pub struct TransferArgs {
     /// listing of the source, recorded in DEST/.s3load by the first shard
     /// and read by the others, so that shards started at different times
     /// still partition one listing. Give every pod of one Job the same id and
-    /// each Job its own, e.g. the Job's uid from the downward API.
+    /// each Job its own, e.g. the Job's uid from the downward API. Every shard
+    /// of a run needs the same --part-size, --no-split, --verify off,
+    /// --include and --exclude: one given others is refused (exit 3).
     #[arg(long, value_name = "ID", env = "S3LOAD_RUN_ID")]
     pub run_id: Option<String>,
     /// Downloads with --shard: take objects larger than a fair share whole

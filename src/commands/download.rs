@@ -81,11 +81,18 @@ pub(super) async fn download(
 
 /// The flags that decide which shard fetches what (the shares, the split of
 /// large objects and its pieces' ranges): recorded with a run's listing, and
-/// every shard of the run must have been given the same.
+/// every shard of the run must have been given the same. `--verify auto` and
+/// `require` decide alike; `off` does not split.
 fn share_flags(cfg: &Config, filters: &Filters) -> String {
-    let mut flags = format!("--part-size {}", cfg.engine.part_size);
+    // In MiB, as the flag takes it (it is given in whole MiB).
+    let mut flags = format!("--part-size {}", cfg.engine.part_size >> 20);
     if !cfg.engine.split {
         flags.push_str(" --no-split");
+    }
+    // Without verification, objects are not split across the shards (a
+    // split object is checked by the shard that completes it).
+    if cfg.engine.verify == crate::transfer::VerifyMode::Off {
+        flags.push_str(" --verify off");
     }
     for f in filters.given() {
         flags.push(' ');
@@ -327,7 +334,10 @@ impl Direction for Downloading {
     }
 
     fn writes_inline(&self) -> bool {
-        localfs::writes_are_local(&self.dst)
+        // With one CPU there is one async thread: a write the kernel makes
+        // wait for the disk would hold every connection.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cpus >= 2 && localfs::writes_are_local(&self.dst)
     }
 
     fn shown(&self, rel: &str) -> String {

@@ -72,10 +72,10 @@ fn local_only_locks_in(mountinfo: &str, dir: &Path) -> Option<String> {
 
 /// Whether the destination's filesystem keeps what is written on this
 /// machine (a local disk or memory: ext2/3/4, XFS, btrfs, F2FS, ZFS, tmpfs,
-/// overlayfs), so that a write into the page cache takes microseconds and may
-/// run on the async threads (see `transfer::fetch`). Network and user-space
-/// filesystems (NFS, EFS, Lustre, SMB, FUSE), and any the kernel names
-/// otherwise, are not: a write there can wait on a server.
+/// ramfs, overlayfs), so that a write into the page cache takes microseconds
+/// and may run on the async threads (see `transfer::Engine::write_io`).
+/// Network and user-space filesystems (NFS, EFS, Lustre, SMB, FUSE), and any
+/// the kernel names otherwise, are not: a write there can wait on a server.
 pub fn writes_are_local(dest: &Path) -> bool {
     const LOCAL: [u64; 8] = [
         0xEF53,      // ext2, ext3, ext4

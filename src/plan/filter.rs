@@ -33,13 +33,19 @@ impl Filters {
         };
         let given = [("--include", include), ("--exclude", exclude)]
             .into_iter()
-            .flat_map(|(flag, pats)| pats.iter().filter(|p| !p.is_empty()).map(move |p| format!("{flag} {p:?}")))
+            .flat_map(|(flag, pats)| {
+                let mut pats: Vec<&String> = pats.iter().filter(|p| !p.is_empty()).collect();
+                pats.sort();
+                pats.dedup();
+                pats.into_iter().map(move |p| format!("{flag} {p:?}"))
+            })
             .collect();
         Ok(Filters { include: compile("--include", include)?, exclude: compile("--exclude", exclude)?, given })
     }
 
-    /// The patterns as flags (`--include "*.bin" --exclude "tmp/*"`), in the
-    /// order the flags were given within each kind.
+    /// The patterns as flags (`--include "*.bin" --exclude "tmp/*"`), sorted
+    /// and each once within its kind: the same selection however the flags
+    /// were ordered or repeated.
     pub fn given(&self) -> &[String] {
         &self.given
     }
@@ -62,6 +68,15 @@ mod tests {
     fn f(include: &[&str], exclude: &[&str]) -> Filters {
         let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         Filters::new(&v(include), &v(exclude)).unwrap()
+    }
+
+    #[test]
+    fn the_flags_given_read_the_same_whatever_their_order_or_repeats() {
+        let a = f(&["*.bin", "*.json", "*.bin"], &["tmp/*", ""]);
+        let b = f(&["*.json", "*.bin"], &["tmp/*"]);
+        assert_eq!(a.given(), b.given());
+        assert_eq!(a.given(), ["--include \"*.bin\"", "--include \"*.json\"", "--exclude \"tmp/*\""]);
+        assert!(f(&[], &[]).given().is_empty());
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! A listing recorded for the same run id with another source or another
 //! shard count is a mistake in the manifests (two Jobs given one id): the
 //! run fails naming both. So is a shard given other flags that decide who
-//! fetches what (`--part-size`, `--no-split`, `--include`, `--exclude`) than
+//! fetches what (`--part-size`, `--no-split`, `--verify off`, `--include`,
+//! `--exclude`) than
 //! the shard that recorded the listing: its share, or its pieces of a split
 //! object, would not fit the others', and objects would be fetched by no
 //! shard. Recorded listings of other runs are removed after
@@ -203,12 +204,17 @@ fn read(f: File, run: &Run, shown: &Path) -> Result<SourceListing, Error> {
             shard.count
         )));
     }
-    let flags = head["flags"].as_str().unwrap_or("(not recorded)");
+    let Some(flags) = head["flags"].as_str() else {
+        return Err(Error::Refused(format!(
+            "run {run_id}'s listing was recorded by an older s3load, which did not record its flags: give every \
+             shard of a run the same s3load, or start the whole run again with a new --run-id"
+        )));
+    };
     if flags != run.flags {
         return Err(Error::Refused(format!(
             "run {run_id}'s listing was recorded by a shard given {flags}, and this shard is given {}: every shard \
-             of a run needs the same --part-size, --no-split, --include and --exclude (they decide which shard \
-             fetches what); start this shard again with the flags the others had, or start the whole run again \
+             of a run needs the same --part-size, --no-split, --verify off, --include and --exclude (they decide \
+             which shard fetches what); start this shard again with the flags the others had, or start the whole run again \
              with a new --run-id",
             run.flags
         )));

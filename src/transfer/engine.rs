@@ -52,7 +52,7 @@ pub struct Engine {
     /// `*.safetensors` headers that passed `--check-model` (for the summary).
     pub(super) headers_checked: AtomicUsize,
     /// GET bodies' rates, for requesting straggling ranges again.
-    pub(super) pace: super::hedge::Pace,
+    pub(super) pace: super::straggler::Pace,
     /// Whether body writes run on the async threads now (see
     /// [`Engine::write_io`]): the destination is local, and no write has
     /// taken longer than [`SLOW_WRITE`].
@@ -82,7 +82,7 @@ impl Engine {
             versions_denied: AtomicBool::new(false),
             spent: Mutex::default(),
             headers_checked: AtomicUsize::new(0),
-            pace: super::hedge::Pace::default(),
+            pace: super::straggler::Pace::default(),
             inline_writes: AtomicBool::new(cfg.inline_writes),
             cfg,
         })
@@ -164,14 +164,21 @@ impl Engine {
     }
 
     /// Whether a GET body that has brought `got` bytes `took` after its
-    /// request was sent is to be dropped and requested again (see `hedge`):
-    /// far behind its peers, within the share of hedges and the run's retry
-    /// budget. Never under `--limit-rate`, whose waits are the run's own.
-    pub(super) fn straggling(&self, got: u64, took: std::time::Duration) -> Option<super::hedge::Straggling> {
-        if self.rate.is_some() {
+    /// first byte is to be dropped and the rest of its range requested
+    /// again (see `straggler`): far behind its peers, within the run's share
+    /// of restarts and its retry budget, of which a `Some` takes one each.
+    /// Never under `--limit-rate` (whose waits are the run's own) or
+    /// `--retry-count 0`, nor once the run is stopped.
+    pub(super) fn claim_restart(&self, got: u64, took: std::time::Duration) -> Option<super::straggler::Straggling> {
+        if self.rate.is_some() || self.cfg.retry_count == 0 || self.stop.is_cancelled() {
             return None;
         }
-        self.pace.straggling(got, took).filter(|_| self.policy.take_one())
+        let s = self.pace.claim(got, took)?;
+        if !self.policy.take_one() {
+            self.pace.give_back();
+            return None;
+        }
+        Some(s)
     }
 
     /// Runs blocking filesystem work on tokio's blocking pool, at most
@@ -191,17 +198,17 @@ impl Engine {
     }
 
     /// Runs a body write (and the running hash over its bytes) into a file
-    /// that exists. Where the destination is local, on this async thread: the
-    /// bytes were just received on this core and are written from its cache,
-    /// where a hop to a pool thread on the other core made the kernel's copy
-    /// into the page cache cost about 2.5 times as much (perf, 4 x 1 GiB), and
-    /// the hand-offs' wake-ups cost a quarter of the run's CPU besides. A
-    /// write into the page cache takes well under a millisecond there, up to
-    /// a few hundred when the kernel makes writers wait for the disk (while
-    /// one async thread waits, the other takes its tasks). After one write
-    /// slower than [`SLOW_WRITE`], the rest of the run's writes go to the
-    /// blocking pool ([`Engine::blocking_io`]), as a network filesystem's do
-    /// from the start.
+    /// that exists. Where the destination is local (and there are two CPUs
+    /// or more), on this async thread: the bytes were just received on this
+    /// core and are written from its cache. From a pool thread on the other
+    /// core, the kernel's copy into the page cache cost about 2.5 times as
+    /// much (perf, 4 x 1 GiB), and with the hand-offs' wake-ups the run took
+    /// 10 to 25% more CPU (docs/benchmarks.md). A write into the page cache
+    /// takes well under a millisecond there, up to a few hundred when the
+    /// kernel makes writers wait for the disk; while one async thread waits,
+    /// another takes its tasks. After one write slower than [`SLOW_WRITE`],
+    /// the rest of the run's writes go to the blocking pool
+    /// ([`Engine::blocking_io`]), as a network filesystem's do from the start.
     pub(super) async fn write_io<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
         if !self.inline_writes.load(Ordering::Relaxed) {
             return self.blocking_io(f).await;
@@ -222,7 +229,7 @@ impl Engine {
 
     /// Whether body writes run on the async threads now.
     #[cfg(test)]
-    pub(super) fn writes_inline(&self) -> bool {
+    pub(super) fn writing_inline_now(&self) -> bool {
         self.inline_writes.load(Ordering::Relaxed)
     }
 

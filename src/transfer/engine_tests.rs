@@ -318,9 +318,9 @@ async fn a_slow_write_sends_later_writes_off_the_async_threads() {
     let engine = Engine::new(store, cfg, Hooks::reporting(Arc::new(Silent)), CancellationToken::new());
     let here = std::thread::current().id();
     assert!(engine.write_io(move || std::thread::current().id() == here).await, "on this thread");
-    assert!(engine.writes_inline(), "a fast write changes nothing");
+    assert!(engine.writing_inline_now(), "a fast write changes nothing");
     engine.write_io(|| std::thread::sleep(Duration::from_millis(600))).await;
-    assert!(!engine.writes_inline());
+    assert!(!engine.writing_inline_now());
     let here = std::thread::current().id();
     assert!(!engine.write_io(move || std::thread::current().id() == here).await, "on the pool");
 

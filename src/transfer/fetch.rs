@@ -47,7 +47,7 @@ pub(super) async fn fetch_range(
         .with_retries(&url, &mut state, |(engine, file, a, buf)| {
             Box::pin(async move {
                 // A straggling body is dropped and the rest of its range
-                // requested again at once (see `hedge`).
+                // requested again at once (see `straggler`).
                 while fetch_once(engine, file, a, buf).await? == Fetched::Straggling {}
                 Ok(())
             })
@@ -141,6 +141,10 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
 
     let mut body = Body::new(engine, job, offset..end, resp.body);
     buf.clear();
+    // A body's rate counts from its first byte: the wait before it is the
+    // server's latency, the same for every connection (and `--stall-timeout`
+    // bounds it), not a slow connection.
+    let mut first_byte = None;
     let mut check_at = sent + PACE_CHECK;
     let mut straggling = None;
     let result = loop {
@@ -149,9 +153,10 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
+        let first = *first_byte.get_or_insert(body.last_chunk);
         if body.received < body.expected && body.last_chunk >= check_at {
             check_at = body.last_chunk + PACE_CHECK;
-            straggling = engine.straggling(body.received, sent.elapsed());
+            straggling = engine.claim_restart(body.received, first.elapsed());
             if straggling.is_some() {
                 break Ok(());
             }
@@ -181,7 +186,7 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
         );
         return Ok(Fetched::Straggling);
     }
-    engine.pace.finished(body.expected, sent.elapsed());
+    engine.pace.finished(body.expected, first_byte.unwrap_or(sent).elapsed());
     engine.succeeded();
     Ok(Fetched::Done)
 }
@@ -356,8 +361,9 @@ async fn flush(engine: &Engine, file: &ObjectState, buf: &mut Vec<u8>, a: &mut A
 /// destination is local ([`Engine::write_io`]), else on the blocking pool.
 /// The hash is updated in the same call, over the whole buffer while it is in
 /// cache: large inputs are where SIMD CRCs are fastest (a body arrives in
-/// pieces of a few KiB). The buffer and the hash state travel to the pool and
-/// back, so nothing is copied or reallocated.
+/// pieces of a few KiB). The buffer and the hash state are moved into the
+/// call and back (to the pool and back, where it runs there), so nothing is
+/// copied or reallocated.
 async fn write_out<D: AsRef<[u8]> + Send + 'static>(
     engine: &Engine,
     file: &ObjectState,

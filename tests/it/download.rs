@@ -244,39 +244,6 @@ async fn without_a_configured_region_the_bucket_is_asked_for_its_own() {
 // buffers, so the stall clocks never wait on the network: that the budget's
 // own waits are kept off them is not proven by this test.) Nonsense rates
 // and uploads are refused before anything moves.
-// A straggler: one GET body in thirty served at 64 KB/s while the rest come at
-// loopback speed. Its 1 MiB range alone would take 16 s; it is dropped once it
-// is far behind its peers and the rest of its range requested again from its
-// first missing byte, on a new connection. (The server's log shows the
-// request again; the time is printed, not judged.)
-#[tokio::test(flavor = "multi_thread")]
-async fn a_straggling_range_is_requested_again_from_where_it_stopped() {
-    let straggler = s3load_testserver::Straggler { every: 30, rate: 64_000 };
-    let h =
-        Harness::with_shaping(s3load_testserver::Shaping { straggler: Some(straggler), ..Default::default() }).await;
-    let data = generate_bytes(40 << 20, 7);
-    h.put("m/big.bin", data.clone());
-    let dest = h.path("d");
-    let t = std::time::Instant::now();
-    let target = dest.join("big.bin");
-    let run = h.run(&["cp", "--part-size", "1", "s3://bucket/m/big.bin", target.to_str().unwrap()]).await;
-    eprintln!("40 MiB with one straggling range: {:.1} s", t.elapsed().as_secs_f64());
-    run.assert_ok();
-    assert!(std::fs::read(dest.join("big.bin")).unwrap() == data);
-    assert!(run.stderr.contains("requesting the rest of a straggling range again"), "{}", run.stderr);
-    let gets: Vec<u64> = h
-        .server
-        .log()
-        .records()
-        .iter()
-        .filter(|r| r.op == "GetObject")
-        .filter_map(|r| r.range.map(|(start, _)| start))
-        .collect();
-    let again: Vec<&u64> = gets.iter().filter(|&&start| start % (1 << 20) != 0).collect();
-    assert_eq!(again.len(), 1, "one range requested again, from inside it: {gets:?}");
-    assert_eq!(gets.len(), 41);
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn limit_rate_bounds_the_runs_bytes_per_second() {
     let h = Harness::new().await;
@@ -327,4 +294,61 @@ async fn limit_rate_bounds_the_runs_bytes_per_second() {
     assert_eq!(up.code, 2, "{}", up.stderr);
     assert!(up.stderr.contains("limits downloads only"), "{}", up.stderr);
     assert_eq!(h.server.log().count("PutObject"), 0, "nothing was uploaded");
+}
+
+// A straggler: one GET body in thirty served at 64 KB/s while the rest come at
+// loopback speed. Its 1 MiB range alone would take 16 s; it is dropped once it
+// is far behind its peers and the rest of its range requested again from its
+// first missing byte, on a new connection. (The server's log shows the
+// request again; the time is printed, not judged.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_straggling_range_is_requested_again_from_where_it_stopped() {
+    let straggler = s3load_testserver::Straggler { every: 30, rate: 64_000 };
+    let h =
+        Harness::with_shaping(s3load_testserver::Shaping { straggler: Some(straggler), ..Default::default() }).await;
+    let data = generate_bytes(40 << 20, 7);
+    h.put("m/big.bin", data.clone());
+    let dest = h.path("d");
+    let t = std::time::Instant::now();
+    let target = dest.join("big.bin");
+    let run = h.run(&["cp", "--part-size", "1", "s3://bucket/m/big.bin", target.to_str().unwrap()]).await;
+    eprintln!("40 MiB with one straggling range: {:.1} s", t.elapsed().as_secs_f64());
+    run.assert_ok();
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == data);
+    assert!(run.stderr.contains("requesting the rest of a straggling range again"), "{}", run.stderr);
+    let gets: Vec<u64> = h
+        .server
+        .log()
+        .records()
+        .iter()
+        .filter(|r| r.op == "GetObject")
+        .filter_map(|r| r.range.map(|(start, _)| start))
+        .collect();
+    let again: Vec<&u64> = gets.iter().filter(|&&start| start % (1 << 20) != 0).collect();
+    assert_eq!(again.len(), 1, "one range requested again, from inside it: {gets:?}");
+    assert_eq!(gets.len(), 41);
+}
+
+// No straggler where every connection waits alike for its first byte (a
+// distant or busy server): a body's rate counts from its first byte, so the
+// latency does not make every body look slow when it is first checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_wait_for_the_first_byte_alike_for_all_is_not_straggling() {
+    let shaping = s3load_testserver::Shaping {
+        first_byte_delay: Duration::from_millis(1100),
+        rate_per_connection: Some(20_000_000),
+        straggler: None,
+    };
+    let h = Harness::with_shaping(shaping).await;
+    let data = generate_bytes(16 << 20, 8);
+    h.put("m/big.bin", data.clone());
+    let target = h.path("d").join("big.bin");
+    // Four waves of four 1 MiB ranges: the third is checked with eight
+    // bodies finished to compare with.
+    let args = ["--numworkers", "4", "cp", "--part-size", "1", "s3://bucket/m/big.bin", target.to_str().unwrap()];
+    let run = h.run(&args).await;
+    run.assert_ok();
+    assert!(std::fs::read(&target).unwrap() == data);
+    assert!(!run.stderr.contains("straggling"), "{}", run.stderr);
+    assert_eq!(h.server.log().count("GetObject"), 16);
 }

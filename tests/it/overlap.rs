@@ -474,7 +474,8 @@ async fn case_61_a_forged_run_listing_is_refused() {
     h.put("other/x.bin", b"x".to_vec());
     let dest = h.path("d");
     std::fs::create_dir_all(dest.join(".s3load")).unwrap();
-    let head = r#"{"format":"s3load-run-listing-1","run":"r","source":"s3://bucket/m/*","shards":1,"flags":"--part-size 1048576"}"#;
+    let head =
+        r#"{"format":"s3load-run-listing-1","run":"r","source":"s3://bucket/m/*","shards":1,"flags":"--part-size 1"}"#;
     for (body, why) in [
         (r#"{"k":"other/x.bin","s":1,"e":null,"t":null}"#, "not under"),
         (
@@ -494,6 +495,7 @@ async fn case_61_a_forged_run_listing_is_refused() {
 }
 
 // Case 64: a shard of a run given other flags that decide who fetches what
+// (`--verify off` among them: objects are not split without verification)
 // than the shard that recorded the run's listing (a pod restarted after its
 // ConfigMap changed). Its share, or its pieces of a split object, would not
 // fit the other shards': a split object never completed, objects fetched by
@@ -512,8 +514,9 @@ async fn case_64_a_shard_given_other_flags_than_its_run_is_refused() {
     let other_part_size =
         ["sync", "--shard", "1/2", "--run-id", "job", "--part-size", "2", "s3://bucket/m/*", s(&dest)];
     for (extra, named) in [
-        (&[][..], "--part-size 2097152"),
+        (&[][..], "--part-size 2"),
         (&["--no-split"][..], "--no-split"),
+        (&["--verify", "off"][..], "--verify off"),
         (&["--exclude", "f1.bin"][..], "--exclude \"f1.bin\""),
     ] {
         let run = match extra {
@@ -522,12 +525,24 @@ async fn case_64_a_shard_given_other_flags_than_its_run_is_refused() {
         };
         assert_eq!(run.code, 3, "{extra:?}: {}", run.stderr);
         assert!(
-            run.stderr.contains("given --part-size 1048576, and this shard is given") && run.stderr.contains(named),
+            run.stderr.contains("given --part-size 1, and this shard is given") && run.stderr.contains(named),
             "{extra:?}: {}",
             run.stderr
         );
         assert_eq!(files_under(&dest), before, "{extra:?}: nothing written");
     }
+    // A listing from an s3load that recorded no flags is refused the same way.
+    let recorded = std::fs::read_to_string(dest.join(".s3load/run-job.listing")).unwrap();
+    let (head, rest) = recorded.split_once('\n').unwrap();
+    let mut head: serde_json::Value = serde_json::from_str(head).unwrap();
+    assert_eq!(head["flags"], "--part-size 1");
+    head.as_object_mut().unwrap().remove("flags");
+    std::fs::write(dest.join(".s3load/run-old.listing"), format!("{head}\n{rest}")).unwrap();
+    let run = shard(&h, "old", 1, 2, &dest, &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("recorded by an older s3load"), "{}", run.stderr);
+    assert_eq!(files_under(&dest), before);
+
     shard(&h, "job", 1, 2, &dest, &[]).await.assert_ok();
     let mut all: Vec<String> = (0..6).map(|i| format!("f{i}.bin")).collect();
     all.push("big.bin".into());

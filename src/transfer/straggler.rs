@@ -4,24 +4,26 @@
 //! behind the load balancer) holds its range, and with it its object and the
 //! run, long after the others are done. Every GET body that finishes reports
 //! its rate here ([`Pace::finished`]); a body in flight is compared with the
-//! median of the recent ones ([`Pace::straggling`]). One slower than a
-//! quarter of the median, once it has had a second, is dropped and the rest
-//! of its range requested again from its first missing byte, on a new
-//! connection (a body dropped unfinished takes its connection with it).
+//! median of the recent ones ([`Pace::claim`]). One slower than a quarter of
+//! the median, once it has had a second, is dropped and the rest of its range
+//! requested again from its first missing byte, on a new connection (a body
+//! dropped unfinished takes its connection with it).
 //!
-//! A second, not a multiple of the range's expected time: ranges of an MD5
-//! part are as large as the uploader's parts (50 MiB from s5cmd, 2 s each on a
-//! busy link), and waiting for twice that left a straggler's range the last
-//! one of the run. A second is enough for a connection's rate to settle.
+//! The wait is a fixed second, not a multiple of the range's expected time:
+//! the ranges of a multipart MD5 object are as large as the uploader's parts
+//! (50 MiB from s5cmd, 2 s each on a busy link), so a multiple of that would
+//! leave a straggler's range the last one of the run. A second is enough for
+//! a connection's rate to settle.
 //!
 //! Bounded: nothing is judged before [`MIN_SAMPLES`] bodies have finished;
 //! at most one range in [`SHARE`] started (plus one) is requested again; each
 //! takes one retry from the run's budget.
 //!
-//! Dropped and requested again, rather than raced against the new request:
-//! one connection per range keeps the range's writes, and its running hash,
-//! in byte order, and what the slow connection would still have brought in is
-//! little by definition. A new request that is slow too is judged in turn.
+//! The slow body is dropped, not raced against the new request (as a hedged
+//! request would be): one connection per range keeps the range's writes, and
+//! its running hash, in byte order, and what the slow connection would still
+//! have brought in is little by definition. A new request that is slow too is
+//! judged in turn.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -41,13 +43,13 @@ const MIN_WAIT: Duration = Duration::from_secs(1);
 /// At most one range in this many is requested again.
 pub(super) const SHARE: u64 = 20;
 
-/// The rates of a run's recent GET bodies, and its hedges.
+/// The rates of a run's recent GET bodies, and its restarts of stragglers.
 #[derive(Debug, Default)]
 pub(super) struct Pace {
     /// Bytes per second of the last [`RECENT`] bodies that finished.
     recent: Mutex<VecDeque<f64>>,
     started: AtomicU64,
-    hedged: AtomicU64,
+    restarted: AtomicU64,
 }
 
 /// A body judged straggling: its rate and the median, in bytes per second.
@@ -63,7 +65,7 @@ impl Pace {
         self.started.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A GET body of `bytes` finished `took` after its request was sent.
+    /// A GET body of `bytes` finished `took` after its first byte.
     pub fn finished(&self, bytes: u64, took: Duration) {
         if bytes < MIN_BODY || took.is_zero() {
             return;
@@ -85,24 +87,30 @@ impl Pace {
         Some(rates[rates.len() / 2])
     }
 
-    /// Whether a body that has brought `got` bytes `took` after its request
-    /// was sent is straggling, and may be requested again: within the share
-    /// of hedges. A `Some` counts as a hedge taken.
-    pub fn straggling(&self, got: u64, took: Duration) -> Option<Straggling> {
+    /// Whether a body that has brought `got` bytes `took` after its first
+    /// byte is straggling and may be requested again, within the run's
+    /// share of restarts. A `Some` takes one of the share ([`Pace::give_back`]
+    /// returns it when the restart is not made).
+    pub fn claim(&self, got: u64, took: Duration) -> Option<Straggling> {
         let median = self.median()?;
         let rate = got as f64 / took.as_secs_f64().max(f64::MIN_POSITIVE);
         if !behind(median, rate, took) {
             return None;
         }
         let share = 1 + self.started.load(Ordering::Relaxed) / SHARE;
-        self.hedged.fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| (h < share).then_some(h + 1)).ok()?;
+        self.restarted.fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| (h < share).then_some(h + 1)).ok()?;
         Some(Straggling { rate, median })
     }
 
-    /// Hedges taken so far.
+    /// Returns a restart claimed but not made (the retry budget is spent).
+    pub fn give_back(&self) {
+        self.restarted.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Restarts claimed so far.
     #[cfg(test)]
-    pub fn hedged(&self) -> u64 {
-        self.hedged.load(Ordering::Relaxed)
+    pub fn restarted(&self) -> u64 {
+        self.restarted.load(Ordering::Relaxed)
     }
 }
 
@@ -140,25 +148,29 @@ mod tests {
     fn nothing_is_judged_before_enough_bodies_finished_and_small_ones_do_not_count() {
         let p = pace_with(&[100; MIN_SAMPLES - 1]);
         p.finished(100 << 10, Duration::from_millis(1)); // 100 KiB: latency, not rate
-        assert_eq!(p.straggling(MB, Duration::from_secs(10)), None);
+        assert_eq!(p.claim(MB, Duration::from_secs(10)), None);
         p.finished(100 * MB, Duration::from_secs(1));
-        let s = p.straggling(MB, Duration::from_secs(10)).expect("straggling");
+        let s = p.claim(MB, Duration::from_secs(10)).expect("straggling");
         assert_eq!(s.median, 100.0 * MB as f64);
         assert_eq!(s.rate, 0.1 * MB as f64);
     }
 
     #[test]
-    fn hedges_are_bounded_to_one_in_twenty_ranges_plus_one() {
+    fn restarts_are_bounded_to_one_in_twenty_ranges_plus_one() {
         let p = pace_with(&[100; MIN_SAMPLES]);
         for _ in 0..40 {
             p.started();
         }
-        let slow = || p.straggling(MB, Duration::from_secs(10));
+        let slow = || p.claim(MB, Duration::from_secs(10));
         let taken = (0..10).filter(|_| slow().is_some()).count() as u64;
         assert_eq!(taken, 1 + 40 / SHARE);
-        assert_eq!(p.hedged(), taken);
+        assert_eq!(p.restarted(), taken);
+        // One given back (the retry budget was spent) can be claimed again.
+        p.give_back();
+        assert!(slow().is_some());
+        assert!(slow().is_none());
         // A run where every body is slow has no stragglers: the median is slow too.
         let all_slow = pace_with(&[1; MIN_SAMPLES]);
-        assert_eq!(all_slow.straggling(10 * MB, Duration::from_secs(10)), None);
+        assert_eq!(all_slow.claim(10 * MB, Duration::from_secs(10)), None);
     }
 }
