@@ -14,7 +14,7 @@ use crate::plan::diff::Compare;
 use crate::plan::filter::Filters;
 use crate::progress::ProgressMode;
 use crate::store::s3::S3Settings;
-use crate::transfer::{Durability, EngineConfig, VerifyMode};
+use crate::transfer::{Durability, EngineConfig, VerifyMode, WriteMode};
 use crate::url::Location;
 
 const ABOUT: &str = "Fast, verified transfers between S3 (or any S3-compatible store) and a local directory.";
@@ -106,6 +106,15 @@ pub struct Args {
     /// directory as it is committed (slower with many files).
     #[arg(long, global = true, value_enum, default_value_t = Durability::Off)]
     pub durability: Durability,
+
+    /// How downloads write large objects: buffered (default) through the page
+    /// cache, so that a reader right after the download (the model server
+    /// beside an initContainer) finds them in memory; direct past it
+    /// (O_DIRECT, where the filesystem allows), for a loader Job whose files
+    /// are read later or elsewhere: much less CPU per byte downloaded, but
+    /// the first reader reads from the disk.
+    #[arg(long, global = true, value_enum, default_value_t = WriteMode::Buffered)]
+    pub write_mode: WriteMode,
 
     /// How long a resume journal keeps its lines in memory before writing
     /// them (for tests; see docs/reliability.md).
@@ -345,6 +354,11 @@ value_enum!(Durability {
     Off => "off", "Leave flushing to the kernel (a crash may lose recently written files; their records are not trusted after a reboot)";
 });
 
+value_enum!(WriteMode {
+    Buffered => "buffered", "Through the page cache";
+    Direct => "direct", "O_DIRECT for objects fetched in several ranges; buffered where the filesystem refuses";
+});
+
 value_enum!(ProgressMode {
     Auto => "auto", "A bar on a terminal, log lines otherwise";
     Bar => "bar", "";
@@ -435,6 +449,7 @@ impl Args {
             verify: self.verify,
             check_model: self.check_model,
             durability: self.durability,
+            write_mode: self.write_mode,
             journal_hold: self.journal_hold,
             ..EngineConfig::default()
         };

@@ -12,6 +12,7 @@
 
 pub mod dirs;
 pub mod filesystem;
+pub mod iobuf;
 pub mod journal;
 pub mod tempfile;
 
@@ -19,5 +20,6 @@ pub use dirs::{Dirs, remove_file};
 pub use filesystem::{
     NameFolding, check_space, local_only_locks, name_folding, sync_filesystem, unique_suffix, writes_are_local,
 };
+pub use iobuf::{ALIGN, IoBuf};
 pub use journal::{Recorded, SpentJournal};
 pub use tempfile::{PieceOf, TempFile, is_temp_name, remove_orphans, remove_unneeded_splits};

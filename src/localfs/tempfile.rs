@@ -36,13 +36,14 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::dirs::{Dirs, open_parent, open_parent_cached};
+use super::iobuf::ALIGN;
 use super::journal::{
     COMPLETE_LINE, JOURNAL_MAGIC, Journal, Recorded, SpentJournal, read_journal, read_journal_marked,
 };
@@ -140,6 +141,10 @@ pub struct TempFile {
     /// The file of an object split across shards, shared with the other
     /// shards' runs (see [`TempFile::open_piece`]).
     split: Option<Split>,
+    /// The same file opened with `O_DIRECT` (see [`TempFile::open_direct`]).
+    direct: Option<File>,
+    /// The filesystem refused a direct write: every write is buffered now.
+    direct_refused: AtomicBool,
 }
 
 /// Which piece of a split object a run writes (see [`TempFile::open_piece`]).
@@ -191,6 +196,8 @@ impl TempFile {
             dest: dest.to_path_buf(),
             journal: None,
             split: None,
+            direct: None,
+            direct_refused: AtomicBool::new(false),
         };
         if reserve
             && size > 0
@@ -437,6 +444,8 @@ impl TempFile {
             dest: dest.to_path_buf(),
             journal: Some(journal),
             split: None,
+            direct: None,
+            direct_refused: AtomicBool::new(false),
         }
     }
 
@@ -474,8 +483,75 @@ impl TempFile {
         }
     }
 
+    /// Opens the file a second time with `O_DIRECT`, so that [`write_at`]
+    /// writes whole aligned blocks from memory to the disk without copying
+    /// them into the page cache. Returns whether it could; where the
+    /// filesystem refuses (tmpfs, some network filesystems), every write
+    /// stays buffered.
+    ///
+    /// [`write_at`]: TempFile::write_at
+    pub fn open_direct(&mut self) -> bool {
+        let flags = OFlags::RDWR | OFlags::DIRECT | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&self.dir, &self.tmp_name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::debug!(path = %self.path.display(), error = %e, "no direct writes; writing through the page cache");
+                return false;
+            }
+        };
+        // The name must still be this file (it is ours and locked, but a
+        // directory others write in can have anything renamed over it).
+        let same = |a: &rustix::fs::Stat, b: &rustix::fs::Stat| a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+        match (rustix::fs::fstat(&fd), rustix::fs::fstat(&self.file)) {
+            (Ok(a), Ok(b)) if same(&a, &b) => {
+                tracing::debug!(path = %self.path.display(), "writing past the page cache (O_DIRECT)");
+                self.direct = Some(File::from(fd));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes `buf` at `offset`. With a direct handle ([`open_direct`]), the
+    /// whole blocks of a buffer that starts on a block boundary, in memory
+    /// and in the file, go to the disk directly; a tail shorter than a block,
+    /// or a buffer that does not start on a boundary, goes through the page
+    /// cache (the kernel keeps the two views of the file coherent).
+    ///
+    /// [`open_direct`]: TempFile::open_direct
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), Error> {
-        self.file.write_all_at(buf, offset).map_err(|e| Error::io(&self.path, "writing", e))
+        let mut done = 0;
+        if let Some(direct) = &self.direct
+            && !self.direct_refused.load(Ordering::Relaxed)
+            && offset.is_multiple_of(ALIGN as u64)
+            && (buf.as_ptr() as usize).is_multiple_of(ALIGN)
+            && buf.len() >= ALIGN
+        {
+            let n = buf.len() / ALIGN * ALIGN;
+            match direct.write_all_at(&buf[..n], offset) {
+                Ok(()) => done = n,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::debug!(path = %self.path.display(), "direct writes refused; writing through the page cache");
+                    self.direct_refused.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(Error::io(&self.path, "writing", e)),
+            }
+        }
+        self.file.write_all_at(&buf[done..], offset + done as u64).map_err(|e| Error::io(&self.path, "writing", e))
+    }
+
+    /// Whether whole blocks are written past the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some() && !self.direct_refused.load(Ordering::Relaxed)
+    }
+
+    /// A second handle on the direct view of the file, if it has one, for
+    /// reading back what was written without filling the page cache.
+    pub fn direct_reader(&self) -> Option<File> {
+        if self.direct_refused.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.direct.as_ref().and_then(|f| f.try_clone().ok())
     }
 
     /// Starts writing `range` back to the disk without waiting for it, so that
@@ -680,6 +756,7 @@ pub fn remove_unneeded_splits(root: &Path, pieces: &std::collections::HashSet<St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::localfs::IoBuf;
 
     #[test]
     fn split_files_of_paths_this_run_has_no_piece_of_are_removed_unless_held() {
@@ -723,6 +800,69 @@ mod tests {
         assert!(name.len() <= 255);
         assert!(is_temp_name(name));
         assert!(!is_temp_name("model.safetensors"));
+    }
+
+    /// Pages of `path` in the page cache, and pages in all.
+    pub(crate) fn resident_pages(path: &Path) -> (usize, usize) {
+        let f = File::open(path).unwrap();
+        let len = f.metadata().unwrap().len() as usize;
+        let pages = len.div_ceil(ALIGN);
+        if len == 0 {
+            return (0, 0);
+        }
+        let mut vec = vec![0u8; pages];
+        // SAFETY: a private read-only mapping of a file open for reading, of
+        // its length; `vec` has one byte per page of it; unmapped before return.
+        #[allow(unsafe_code)]
+        unsafe {
+            let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, f.as_raw_fd(), 0);
+            assert_ne!(p, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+            libc::munmap(p, len);
+        }
+        (vec.iter().filter(|&&b| b & 1 == 1).count(), pages)
+    }
+
+    /// Whether `dir` is on a filesystem that takes `O_DIRECT` (the disks
+    /// tests run on; not tmpfs).
+    pub(crate) fn takes_direct(dir: &Path) -> bool {
+        const EXT4: u64 = 0xEF53;
+        const XFS: u64 = 0x5846_5342;
+        const BTRFS: u64 = 0x9123_683E;
+        rustix::fs::statfs(dir).is_ok_and(|s| [EXT4, XFS, BTRFS].contains(&(s.f_type as u64)))
+    }
+
+    #[test]
+    fn direct_writes_put_whole_blocks_past_the_cache_and_the_rest_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("big.bin");
+        let block = |n: usize, seed: u8| -> Vec<u8> { (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect() };
+        // Two whole blocks and 100 bytes at 0; 5,000 bytes at an offset off
+        // the block grid; a block and 100 bytes at 16 KiB; a buffer starting
+        // off the grid in memory at 32 KiB.
+        let pieces = [(0u64, block(2 * ALIGN + 100, 1)), (8292, block(5000, 2)), (16384, block(ALIGN + 100, 3))];
+        let size = 32768 + ALIGN + 7;
+        let mut t = TempFile::create(dir.path(), &dest, size as u64).unwrap();
+        assert_eq!(t.open_direct(), takes_direct(dir.path()), "O_DIRECT where the filesystem takes it");
+        let mut expected = vec![0u8; size];
+        for (at, bytes) in &pieces {
+            let mut buf = IoBuf::new(bytes.len());
+            assert_eq!(buf.push(bytes, usize::MAX), bytes.len());
+            t.write_at(buf.as_ref(), *at).unwrap();
+            expected[*at as usize..*at as usize + bytes.len()].copy_from_slice(bytes);
+        }
+        let unaligned = block(ALIGN + 8, 4);
+        t.write_at(&unaligned[1..ALIGN + 8], 32768).unwrap();
+        expected[32768..].copy_from_slice(&unaligned[1..ALIGN + 8]);
+        let direct = t.is_direct();
+        t.commit(None, false).unwrap();
+        if direct {
+            // Blocks 0, 1 and 4 went to the disk directly: not cached.
+            let (resident, pages) = resident_pages(&dest);
+            assert_eq!(pages, 10);
+            assert!(resident <= pages - 3, "{resident} of {pages} pages cached");
+        }
+        assert!(std::fs::read(&dest).unwrap() == expected, "the bytes of every write, direct or not");
     }
 
     #[test]

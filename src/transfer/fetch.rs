@@ -15,7 +15,7 @@ use super::object::ObjectState;
 use super::settings::VerifyMode;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::integrity::{PartDigest, PartSum};
-use crate::localfs::TempFile;
+use crate::localfs::{ALIGN, IoBuf, TempFile};
 use crate::store::{BodyStream, GetRequest, GetResponse};
 
 /// Fetches range `part` of the object into `tmp`, retrying as the policy
@@ -28,7 +28,7 @@ pub(super) async fn fetch_range(
     file: &ObjectState,
     part: usize,
     tmp: Option<Arc<TempFile>>,
-    buf: &mut Vec<u8>,
+    buf: &mut IoBuf,
 ) -> Result<(Option<PartSum>, Option<Arc<TempFile>>), Error> {
     let range = file.parts.get(part);
     let url = file.job.source_url();
@@ -114,7 +114,7 @@ const PACE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One GET of `offset..end`. On failure `a.offset` is where to resume: bytes
 /// received before a break are written (and hashed) first, so they are not fetched again.
-async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &mut Vec<u8>) -> Result<Fetched, Error> {
+async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &mut IoBuf) -> Result<Fetched, Error> {
     let job = &file.job;
     let (offset, end) = (a.offset, a.end);
     let ranged = !(a.whole && offset == 0);
@@ -161,15 +161,17 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
                 break Ok(());
             }
         }
-        // Never grow the buffer past its capacity: a Vec that overflows doubles,
-        // and 32 doubled buffers were most of the peak RSS.
-        if buf.len() + chunk.len() > engine.cfg.buffer_size {
-            flush(engine, file, buf, a).await?;
-        }
-        if chunk.len() >= engine.cfg.buffer_size {
-            write_out(engine, file, a, chunk).await?;
-        } else {
-            buf.extend_from_slice(&chunk);
+        // The buffer is written when full, and a full buffer ends on a block
+        // boundary of the file: after a first write that reaches one, every
+        // write starts on a boundary, as direct writes need.
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let full = buf.capacity() - (a.offset % ALIGN as u64) as usize;
+            let n = buf.push(rest, full);
+            rest = &rest[n..];
+            if buf.len() == full {
+                flush(engine, file, buf, a).await?;
+            }
         }
     };
     // What arrived before a break is kept: the next attempt starts after it.
@@ -338,11 +340,12 @@ impl<'a> Body<'a> {
 }
 
 /// Writes the buffered bytes at the attempt's offset and advances it.
-async fn flush(engine: &Engine, file: &ObjectState, buf: &mut Vec<u8>, a: &mut Attempt) -> Result<(), Error> {
+async fn flush(engine: &Engine, file: &ObjectState, buf: &mut IoBuf, a: &mut Attempt) -> Result<(), Error> {
     if buf.is_empty() {
         return Ok(());
     }
-    let data = write_out(engine, file, a, std::mem::take(buf)).await;
+    let taken = std::mem::take(buf);
+    let data = write_out(engine, file, a, taken).await;
     match data {
         Ok(data) => {
             *buf = data;
@@ -350,7 +353,7 @@ async fn flush(engine: &Engine, file: &ObjectState, buf: &mut Vec<u8>, a: &mut A
             Ok(())
         }
         Err(e) => {
-            *buf = Vec::with_capacity(engine.cfg.buffer_size);
+            *buf = IoBuf::new(engine.cfg.buffer_size);
             Err(e)
         }
     }
@@ -364,12 +367,7 @@ async fn flush(engine: &Engine, file: &ObjectState, buf: &mut Vec<u8>, a: &mut A
 /// pieces of a few KiB). The buffer and the hash state are moved into the
 /// call and back (to the pool and back, where it runs there), so nothing is
 /// copied or reallocated.
-async fn write_out<D: AsRef<[u8]> + Send + 'static>(
-    engine: &Engine,
-    file: &ObjectState,
-    a: &mut Attempt,
-    data: D,
-) -> Result<D, Error> {
+async fn write_out(engine: &Engine, file: &ObjectState, a: &mut Attempt, data: IoBuf) -> Result<IoBuf, Error> {
     let (at, len, mut digest) = (a.offset, data.as_ref().len() as u64, a.digest.take());
     let tmp = a.tmp.clone();
     let job = &file.job;
@@ -406,6 +404,12 @@ async fn write_out<D: AsRef<[u8]> + Send + 'static>(
         a.tmp = Some(t);
     }
     written?;
+    // Bytes written past the page cache would be read back from the disk to
+    // be hashed: the hasher takes the buffer instead.
+    let data = match a.tmp.as_ref().is_some_and(|t| t.is_direct()) {
+        true => file.give(engine.started_hasher(), a.part, at, data).await,
+        false => data,
+    };
     advance(engine, file, a, len);
     Ok(data)
 }

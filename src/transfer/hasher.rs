@@ -12,7 +12,7 @@
 //! legacy objects went. Requests never wait on hashing, except the last part
 //! of an object, whose commit needs the result.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use crate::integrity::{DigestKind, PartDigest, PartSum};
+use crate::localfs::{ALIGN, IoBuf};
 
 /// Bytes read and hashed per segment per step. Small enough that a batch of
 /// [`LANES`] buffers stays within a few MiB; large enough to amortize a `pread`.
@@ -39,6 +40,16 @@ const BATCH: usize = 8;
 /// whatever the batch: bounds how far behind the page cache reads lag.
 const LAG: u64 = 8 << 20;
 
+/// How long [`Hasher::give`] waits for room before handing the buffer back.
+const GIVE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Given buffers a segment may hold before it is hashed whatever the batch.
+const GIVEN_LAG: usize = 8;
+
+/// Given buffers held at most, all segments together (12 MiB of 256 KiB
+/// buffers): beyond it a buffer is refused and its bytes read back instead.
+const MAX_GIVEN: usize = 48;
+
 /// The result of one segment: its digest, or why its bytes could not be read.
 pub(super) type SegmentResult = Result<PartSum, String>;
 
@@ -46,8 +57,52 @@ pub(super) type SegmentResult = Result<PartSum, String>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct StreamId(u64);
 
+/// Where a segment's bytes are read back from: the temporary file, and its
+/// direct view when its bytes were written past the page cache (reading them
+/// back through the cache would fill it with a second copy).
+#[derive(Debug)]
+pub(super) struct ReadBack {
+    pub buffered: File,
+    pub direct: Option<File>,
+}
+
+impl ReadBack {
+    /// Reads `len` bytes at `at` into `buf`: directly, in whole blocks, when
+    /// the file has a direct view and `at` is on a block boundary (bytes past
+    /// `len` in the last block are read and ignored); otherwise, or when the
+    /// filesystem refuses, through the page cache.
+    fn read(&self, buf: &mut IoBuf, at: u64, len: usize) -> std::io::Result<()> {
+        if let Some(direct) = &self.direct
+            && at.is_multiple_of(ALIGN as u64)
+        {
+            let want = len.next_multiple_of(ALIGN);
+            let spare = &mut buf.spare()[..want];
+            let mut got = 0;
+            // Short only at the end of the file, which is past `len`.
+            while got < len {
+                match direct.read_at(&mut spare[got..], at + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) if n.is_multiple_of(ALIGN) || got + n >= len => got += n,
+                    Ok(_) | Err(_) => break,
+                }
+            }
+            if got >= len {
+                buf.set_len(len);
+                return Ok(());
+            }
+        }
+        self.buffered.read_exact_at(&mut buf.spare()[..len], at)?;
+        buf.set_len(len);
+        Ok(())
+    }
+}
+
 struct Stream {
-    file: Arc<File>,
+    file: Arc<ReadBack>,
+    /// Buffers written with `O_DIRECT` and handed over with their offsets
+    /// ([`Hasher::give`]), in order: hashed from memory, not read back from
+    /// the disk.
+    given: VecDeque<(u64, IoBuf)>,
     /// Next byte to hash.
     hashed: u64,
     /// Bytes before this offset are written.
@@ -67,7 +122,24 @@ impl Stream {
     /// Due, and not to be kept waiting for a fuller batch: finished (its
     /// object may be waiting to commit) or far behind.
     fn urgent(&self) -> bool {
-        self.due() && (self.ready == self.end || self.ready - self.hashed >= LAG)
+        self.due() && (self.ready == self.end || self.ready - self.hashed >= LAG || self.given.len() >= GIVEN_LAG)
+    }
+
+    /// The given buffer holding the next bytes to hash, once they are all
+    /// reported written; buffers already passed are dropped first.
+    fn next_given(&mut self, st_given: &mut usize) -> Option<IoBuf> {
+        while let Some((at, _)) = self.given.front()
+            && *at < self.hashed
+        {
+            self.given.pop_front();
+            *st_given -= 1;
+        }
+        let (at, buf) = self.given.front()?;
+        if *at != self.hashed || self.ready < at + buf.len() as u64 {
+            return None;
+        }
+        *st_given -= 1;
+        self.given.pop_front().map(|(_, b)| b)
     }
 }
 
@@ -86,7 +158,8 @@ impl State {
         // With three batches' worth of segments being written, wait for two:
         // 16 lanes hash 20% faster than 8 (4.4 GiB/s against 3.6, measured).
         let want = if idle >= 3 * BATCH { 2 * BATCH } else { BATCH };
-        due > 0 && (due >= want || due == idle)
+        // Many buffers held: hash what is due rather than hold more.
+        due > 0 && (due >= want || due == idle || self.given >= MAX_GIVEN / 2)
     }
 }
 
@@ -95,11 +168,23 @@ struct State {
     streams: HashMap<StreamId, Stream>,
     next_id: u64,
     closed: bool,
+    /// Buffers held in the streams' `given` queues, all streams together.
+    given: usize,
+    /// Buffers hashed and free for the fetches to take again.
+    free: Vec<IoBuf>,
 }
 
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
+    /// Told when hashed buffers are free again (see [`Hasher::give`]).
+    room: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared { state: Mutex::new(State::default()), work: Condvar::new(), room: tokio::sync::Notify::new() }
+    }
 }
 
 /// The hashing threads of one run; they stop when it is dropped.
@@ -111,7 +196,7 @@ pub(super) struct Hasher {
 impl Hasher {
     /// Starts `threads` hashing threads (at least one).
     pub fn new(threads: usize) -> Hasher {
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), work: Condvar::new() });
+        let shared = Arc::new(Shared::new());
         let threads = (0..threads.max(1))
             .map(|i| {
                 let shared = shared.clone();
@@ -128,7 +213,7 @@ impl Hasher {
     /// written. The receiver gets the digest once the last byte is hashed.
     pub fn open(
         &self,
-        file: Arc<File>,
+        file: Arc<ReadBack>,
         range: Range<u64>,
         kind: DigestKind,
     ) -> (StreamId, oneshot::Receiver<SegmentResult>) {
@@ -138,6 +223,7 @@ impl Hasher {
         st.next_id += 1;
         let stream = Stream {
             file,
+            given: VecDeque::new(),
             hashed: range.start,
             ready: range.start,
             end: range.end,
@@ -167,8 +253,68 @@ impl Hasher {
     }
 
     /// Forgets a segment whose object failed; its receiver sees a closed channel.
+    /// Hands over `buf`, just written at `at` in the segment's file, to be
+    /// hashed from memory; returns a buffer of the same capacity for the
+    /// caller's next bytes (a free one, or a new one). While the hasher holds
+    /// [`MAX_GIVEN`] buffers, waits up to [`GIVE_WAIT`] for one to be free:
+    /// hashing is far faster than bodies arrive, and a buffer refused is read
+    /// back from the disk, which slows the hashing thread further. A buffer
+    /// the hasher cannot take (still no room, or bytes already hashed) is
+    /// given back, and its bytes are read back as without this call. Call it
+    /// before reporting the bytes written ([`Hasher::ready`]).
+    pub async fn give(&self, id: StreamId, at: u64, mut buf: IoBuf) -> IoBuf {
+        let deadline = tokio::time::Instant::now() + GIVE_WAIT;
+        loop {
+            let room = self.shared.room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            match self.try_give(id, at, buf) {
+                Ok(spare) => return spare,
+                Err((b, false)) => return b,
+                Err((b, true)) => buf = b,
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return buf;
+            }
+        }
+    }
+
+    /// [`Hasher::give`] without waiting: `Err((buf, true))` when the hasher
+    /// is full, `Err((buf, false))` when it cannot take these bytes at all.
+    fn try_give(&self, id: StreamId, at: u64, buf: IoBuf) -> Result<IoBuf, (IoBuf, bool)> {
+        let cap = buf.capacity();
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            let st = &mut *st;
+            let held = st.given;
+            let Some(s) = st.streams.get_mut(&id) else { return Err((buf, false)) };
+            if at < s.ready || buf.is_empty() {
+                return Err((buf, false));
+            }
+            if held >= MAX_GIVEN {
+                self.shared.work.notify_one();
+                return Err((buf, true));
+            }
+            s.given.push_back((at, buf));
+            st.given += 1;
+            // Many held: the hashing thread steps without waiting for a full batch.
+            if st.given >= MAX_GIVEN / 2 {
+                self.shared.work.notify_one();
+            }
+            if let Some(i) = st.free.iter().rposition(|b| b.capacity() == cap) {
+                return Ok(st.free.swap_remove(i));
+            }
+        }
+        Ok(IoBuf::new(cap))
+    }
+
     pub fn cancel(&self, id: StreamId) {
-        self.shared.state.lock().unwrap().streams.remove(&id);
+        {
+            let mut st = self.shared.state.lock().unwrap();
+            if let Some(s) = st.streams.remove(&id) {
+                st.given -= s.given.len();
+            }
+        }
         // The batch it held back may be complete without it.
         self.shared.work.notify_one();
     }
@@ -187,7 +333,9 @@ impl Drop for Hasher {
 /// One step taken by a thread: `len` bytes of a segment from `at`.
 struct Step {
     id: StreamId,
-    file: Arc<File>,
+    file: Arc<ReadBack>,
+    /// The bytes, when they were handed over: nothing to read back.
+    given: Option<IoBuf>,
     at: u64,
     len: usize,
     digest: PartDigest,
@@ -195,7 +343,7 @@ struct Step {
 
 fn hash_loop(shared: &Shared) {
     let md5 = md5_many::Md5Many::new();
-    let mut bufs: Vec<Vec<u8>> = Vec::new();
+    let mut bufs: Vec<IoBuf> = Vec::new();
     loop {
         let steps = {
             let mut st = shared.state.lock().unwrap();
@@ -216,15 +364,27 @@ fn hash_loop(shared: &Shared) {
 
 /// Reads and hashes one step of each segment taken, outside the lock, then
 /// puts the digests back and reports the segments that are finished.
-fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<Vec<u8>>, mut steps: Vec<Step>) {
+fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<IoBuf>, mut steps: Vec<Step>) {
     // A step whose bytes cannot be read back fails its segment; the others
     // are hashed, each with its own buffer.
-    bufs.resize_with(steps.len(), || vec![0u8; CHUNK]);
+    let given: Vec<Option<IoBuf>> = steps.iter_mut().map(|s| s.given.take()).collect();
+    // Buffers to read into, for the steps whose bytes were not handed over.
+    bufs.resize_with(steps.len(), IoBuf::default);
     let mut failed: Vec<(StreamId, String)> = Vec::new();
     let mut read = Vec::with_capacity(steps.len());
-    for (step, buf) in steps.drain(..).zip(bufs.iter_mut()) {
-        match step.file.read_exact_at(&mut buf[..step.len], step.at) {
-            Ok(()) => read.push((step, &buf[..])),
+    for ((step, buf), given) in steps.drain(..).zip(bufs.iter_mut()).zip(&given) {
+        if let Some(g) = given {
+            read.push((step, g.as_ref()));
+            continue;
+        }
+        if buf.capacity() < CHUNK {
+            *buf = IoBuf::new(CHUNK);
+        }
+        match step.file.read(buf, step.at, step.len) {
+            Ok(()) => {
+                let buf: &IoBuf = buf;
+                read.push((step, buf.as_ref()));
+            }
             Err(e) => failed.push((step.id, format!("reading back bytes {}.. to hash them: {e}", step.at))),
         }
     }
@@ -251,8 +411,14 @@ fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<Vec<u8>>, m
                 s.digest = Some(step.digest);
             }
         }
+        let freed = given.iter().any(Option::is_some);
+        st.free.extend(given.into_iter().flatten());
         if st.worth_a_step() {
             shared.work.notify_one();
+        }
+        drop(st);
+        if freed {
+            shared.room.notify_waiters();
         }
     }
     for (tx, r) in done {
@@ -271,13 +437,26 @@ fn take_steps(st: &mut State) -> Vec<Step> {
         .collect();
     due.sort_unstable_by_key(|(not_urgent, not_md5, id)| (*not_urgent, *not_md5, id.0));
     due.truncate(whole_batches(&due));
-    due.into_iter()
+    let mut held = st.given;
+    let steps = due
+        .into_iter()
         .map(|(_, _, id)| {
             let s = st.streams.get_mut(&id).expect("present");
-            let len = (s.ready - s.hashed).min(CHUNK as u64) as usize;
-            Step { id, file: s.file.clone(), at: s.hashed, len, digest: s.digest.take().expect("due") }
+            let given = s.next_given(&mut held);
+            // Read back no further than the next given buffer.
+            let upto = match s.given.front() {
+                Some((at, _)) if *at > s.hashed => s.ready.min(*at),
+                _ => s.ready,
+            };
+            let len = match &given {
+                Some(b) => b.len(),
+                None => (upto - s.hashed).min(CHUNK as u64) as usize,
+            };
+            Step { id, file: s.file.clone(), given, at: s.hashed, len, digest: s.digest.take().expect("due") }
         })
-        .collect()
+        .collect();
+    st.given = held;
+    steps
 }
 
 /// How many of the due segments (urgent first) to take: at most [`LANES`],
@@ -339,10 +518,21 @@ mod tests {
         (0..n).map(|i| ((i + seed).wrapping_mul(2_654_435_761) >> 13) as u8).collect()
     }
 
-    fn file_with(bytes: &[u8]) -> Arc<File> {
+    fn file_with(bytes: &[u8]) -> Arc<ReadBack> {
         let mut f = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut f, bytes).unwrap();
-        Arc::new(f)
+        Arc::new(ReadBack { buffered: f, direct: None })
+    }
+
+    /// The file with a direct view as well, where the filesystem of the
+    /// temporary directory allows one (not on tmpfs).
+    fn direct_file_with(bytes: &[u8]) -> (Arc<ReadBack>, bool) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, bytes).unwrap();
+        let direct = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(f.path()).ok();
+        let has = direct.is_some();
+        (Arc::new(ReadBack { buffered: f.reopen().unwrap(), direct }), has)
     }
 
     fn hash_of(r: SegmentResult) -> DigestValue {
@@ -354,12 +544,27 @@ mod tests {
 
     #[tokio::test]
     async fn segments_hashed_together_in_pieces_match_an_independent_md5_and_sha() {
+        let bytes = data(3 * CHUNK + 12_345, 7);
+        segments_match(file_with(&bytes), &bytes).await;
+    }
+
+    /// The same, read back through the file's direct view: segments that start
+    /// on a block boundary are read directly, the others through the cache.
+    #[tokio::test]
+    async fn segments_read_back_directly_match_as_well() {
+        let bytes = data(3 * CHUNK + 12_345, 9);
+        let (file, direct) = direct_file_with(&bytes);
+        if !direct {
+            eprintln!("the temporary directory's filesystem refuses O_DIRECT: read through the cache");
+        }
+        segments_match(file, &bytes).await;
+    }
+
+    async fn segments_match(file: Arc<ReadBack>, bytes: &[u8]) {
         let hasher = Hasher::new(2);
         // Uneven lengths (a tail shorter than a block, an empty segment, one
         // above a chunk) over one file, as the parts of an upload lie.
-        let bytes = data(3 * CHUNK + 12_345, 7);
-        let file = file_with(&bytes);
-        let cuts = [0, 0, 1, 64, 1000, CHUNK + 1, 2 * CHUNK + 7, bytes.len()];
+        let cuts = [0, 0, 1, 64, 1000, 4096, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 7, bytes.len()];
         let mut open = Vec::new();
         for w in cuts.windows(2) {
             let r = w[0] as u64..w[1] as u64;
@@ -386,6 +591,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn buffers_handed_over_are_hashed_from_memory_and_a_refused_one_is_read_back() {
+        let hasher = Hasher::new(1);
+        let n = MAX_GIVEN + 1;
+        // The file's bytes differ from the buffers handed over, so the digest
+        // tells which bytes were hashed from where.
+        let on_disk = data(n * CHUNK, 1);
+        let in_memory = data(n * CHUNK, 2);
+        let (id, rx) = hasher.open(file_with(&on_disk), 0..on_disk.len() as u64, DigestKind::Md5);
+        let chunk = |i: usize| {
+            let mut b = IoBuf::new(CHUNK);
+            b.push(&in_memory[i * CHUNK..(i + 1) * CHUNK], usize::MAX);
+            b
+        };
+        for i in 0..MAX_GIVEN {
+            let spare = hasher.give(id, (i * CHUNK) as u64, chunk(i)).await;
+            assert!(spare.is_empty() && spare.capacity() == CHUNK, "a buffer to go on with");
+        }
+        // Nothing reported written yet, so nothing is hashed: the hasher is
+        // full, and the next buffer comes back after the wait.
+        let began = std::time::Instant::now();
+        let back = hasher.give(id, (MAX_GIVEN * CHUNK) as u64, chunk(MAX_GIVEN)).await;
+        assert!(began.elapsed() >= GIVE_WAIT, "waited for room first");
+        assert_eq!(back.len(), CHUNK, "the refused buffer itself, its bytes to be read back");
+        // Bytes already reported written are not taken either.
+        hasher.ready(id, on_disk.len() as u64);
+        let late = hasher.give(id, 0, chunk(0)).await;
+        assert_eq!(late.len(), CHUNK);
+        let mut expected = in_memory[..MAX_GIVEN * CHUNK].to_vec();
+        expected.extend_from_slice(&on_disk[MAX_GIVEN * CHUNK..]);
+        assert_eq!(hash_of(rx.await.unwrap()).as_bytes(), &md5::Md5::digest(&expected)[..]);
+        assert_eq!(hasher.shared.state.lock().unwrap().given, 0, "every buffer hashed and accounted for");
+    }
+
+    #[tokio::test]
     async fn a_segment_is_finished_only_when_its_last_byte_is_ready() {
         let hasher = Hasher::new(1);
         let bytes = data(CHUNK * 2, 1);
@@ -400,7 +639,7 @@ mod tests {
     #[test]
     fn a_segment_that_cannot_be_read_back_fails_alone_in_its_batch() {
         // Three MD5 segments taken in one batch; the middle one's file is short.
-        let shared = Shared { state: Mutex::new(State::default()), work: Condvar::new() };
+        let shared = Shared::new();
         let (good_a, good_b) = (data(100_000, 3), data(70_000, 4));
         let mut rxs = Vec::new();
         for (file, len) in [(file_with(&good_a), 100_000), (file_with(b"short"), 50_000), (file_with(&good_b), 70_000)]
@@ -410,7 +649,7 @@ mod tests {
             let id = StreamId(st.next_id);
             st.next_id += 1;
             let digest = Some(PartDigest::new(DigestKind::Md5));
-            st.streams.insert(id, Stream { file, hashed: 0, ready: len, end: len, digest, tx: Some(tx) });
+            st.streams.insert(id, Stream { file, given: VecDeque::new(), hashed: 0, ready: len, end: len, digest, tx: Some(tx) });
             rxs.push(rx);
         }
         let steps = take_steps(&mut shared.state.lock().unwrap());
@@ -427,7 +666,7 @@ mod tests {
         // 1 to 26 equal segments in one step: lone, padded to 8/16/24, and
         // more than one call of 24 lanes.
         for n in [1usize, 2, 5, 8, 12, 17, 26] {
-            let shared = Shared { state: Mutex::new(State::default()), work: Condvar::new() };
+            let shared = Shared::new();
             let datas: Vec<Vec<u8>> = (0..n).map(|i| data(CHUNK, i * 31)).collect();
             let mut rxs = Vec::new();
             for d in &datas {
@@ -437,7 +676,7 @@ mod tests {
                 st.next_id += 1;
                 let (file, len) = (file_with(d), d.len() as u64);
                 let digest = Some(PartDigest::new(DigestKind::Md5));
-                st.streams.insert(id, Stream { file, hashed: 0, ready: len, end: len, digest, tx: Some(tx) });
+                st.streams.insert(id, Stream { file, given: VecDeque::new(), hashed: 0, ready: len, end: len, digest, tx: Some(tx) });
                 rxs.push(rx);
             }
             while !shared.state.lock().unwrap().streams.is_empty() {
@@ -469,7 +708,7 @@ mod tests {
         let file = file_with(&data(2 * CHUNK, 1));
         for i in 0..30 {
             let digest = Some(PartDigest::new(DigestKind::Md5));
-            let stream = Stream { file: file.clone(), hashed: 0, ready: 0, end: 2 * CHUNK as u64, digest, tx: None };
+            let stream = Stream { file: file.clone(), given: VecDeque::new(), hashed: 0, ready: 0, end: 2 * CHUNK as u64, digest, tx: None };
             st.streams.insert(StreamId(i), stream);
         }
         let make_due = |st: &mut State, n: u64| {
@@ -487,7 +726,7 @@ mod tests {
         for i in 0..3 {
             let digest = Some(PartDigest::new(DigestKind::Md5));
             let stream =
-                Stream { file: file.clone(), hashed: 0, ready: CHUNK as u64, end: 2 * CHUNK as u64, digest, tx: None };
+                Stream { file: file.clone(), given: VecDeque::new(), hashed: 0, ready: CHUNK as u64, end: 2 * CHUNK as u64, digest, tx: None };
             few.streams.insert(StreamId(i), stream);
         }
         assert!(few.worth_a_step());

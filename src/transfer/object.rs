@@ -9,21 +9,20 @@
 //! never held across an `await` or a blocking call.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::hasher::{Hasher, SegmentResult, StreamId};
+use super::hasher::{Hasher, ReadBack, SegmentResult, StreamId};
 use super::job::{Download, KnownChecksum};
 use super::parts::Ranges;
 use super::segments::{Bits, Segments};
 use super::settings::{EngineConfig, VerifyMode};
 use crate::error::Error;
 use crate::integrity::{self, Algorithm, DigestKind, DigestValue, PartCrc, PartSum, Stated};
-use crate::localfs::TempFile;
+use crate::localfs::{IoBuf, TempFile};
 
 /// The largest uploaded part fetched in one request when its hash is computed
 /// in order. s5cmd uploads 50 MiB parts, aws-cli and boto3 8 MiB, rclone 5 MiB.
@@ -70,7 +69,7 @@ struct Changing {
     pending: Vec<Option<oneshot::Receiver<SegmentResult>>>,
     segment_sums: Vec<Option<DigestValue>>,
     /// A read handle on the temporary file, for the hasher.
-    reader: Option<Arc<File>>,
+    reader: Option<Arc<ReadBack>>,
 }
 
 /// What verification reads of an object once every part is back.
@@ -319,7 +318,10 @@ impl ObjectState {
         let mut st = self.lock();
         let reader = match &st.reader {
             Some(f) => f.clone(),
-            None => st.reader.insert(Arc::new(tmp.reader()?)).clone(),
+            None => {
+                let read_back = ReadBack { buffered: tmp.reader()?, direct: tmp.direct_reader() };
+                st.reader.insert(Arc::new(read_back)).clone()
+            }
         };
         let s = self.parts.segment_of(part);
         if st.streams[s].is_some() || st.segment_sums[s].is_some() {
@@ -330,6 +332,17 @@ impl ObjectState {
         st.streams[s] = Some(id);
         st.pending[s] = Some(rx);
         Ok(())
+    }
+
+    /// Hands `buf`, just written at `at` within range `part`, to the hasher
+    /// of its segment, if one is hashing it; returns the buffer to go on with
+    /// (see [`Hasher::give`]).
+    pub async fn give(&self, hasher: Option<&Hasher>, part: usize, at: u64, buf: IoBuf) -> IoBuf {
+        let id = self.lock().streams[self.parts.segment_of(part)];
+        match (id, hasher) {
+            (Some(id), Some(h)) => h.give(id, at, buf).await,
+            _ => buf,
+        }
     }
 
     /// Range `part` has `n` bytes written from its start: its segment's hasher

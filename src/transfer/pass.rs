@@ -22,7 +22,7 @@ use super::verify::{self, EtagSamples, verify};
 use super::{fetch, resume, retry};
 use crate::error::Error;
 use crate::integrity::PartSum;
-use crate::localfs::TempFile;
+use crate::localfs::{IoBuf, TempFile};
 use crate::model::CheckModel;
 
 /// One object's place in a pass: its job until a worker first takes one of
@@ -109,7 +109,7 @@ pub(super) async fn run(
 }
 
 async fn worker(pass: Arc<Pass>) {
-    let mut buf = Vec::with_capacity(pass.engine.cfg.buffer_size);
+    let mut buf = IoBuf::new(pass.engine.cfg.buffer_size);
     loop {
         let mut notified = pin!(pass.notify.notified());
         notified.as_mut().enable();
@@ -136,7 +136,7 @@ async fn worker(pass: Arc<Pass>) {
 
 /// Fetches range `p` of object `idx` (unless an earlier run left it on disk),
 /// journals it, and keeps its hash for verification.
-async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut Vec<u8>) -> Result<(), Error> {
+async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut IoBuf) -> Result<(), Error> {
     let (engine, file) = (&pass.engine, &*pass.file(idx)?);
     if !file.mine.contains(&p) {
         // Another shard's piece of a split object.

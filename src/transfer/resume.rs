@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::engine::Engine;
 use super::object::ObjectState;
 use super::parts::Ranges;
+use super::settings::WriteMode;
 use crate::error::Error;
 use crate::integrity::{self, DigestKind, PartSum};
 use crate::localfs::{PieceOf, Recorded, TempFile};
@@ -120,6 +121,7 @@ pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<Temp
         return Ok(t);
     }
     let (root, dest, size) = (file.job.root.clone(), file.job.dest.clone(), file.job.size);
+    let direct = engine.cfg.write_mode == WriteMode::Direct;
     let t = if file.parts.len() > 1 {
         let header = journal_header(file);
         let hold = engine.cfg.journal_hold;
@@ -130,9 +132,12 @@ pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<Temp
                     .map(|index| !crate::shard::Piece { index, ..piece }.ranges(n).is_empty())
                     .collect();
                 let of = PieceOf { id: split_id(&header, piece.count), header, pieces, index: piece.index as usize };
-                engine.blocking_io(move || TempFile::open_piece(&root, &dest, size, of, hold)).await?
+                engine.blocking_io(move || with_direct(TempFile::open_piece(&root, &dest, size, of, hold), direct)).await?
             }
-            None => engine.blocking_io(move || TempFile::open_resumable(&root, &dest, size, &header, hold)).await?,
+            None => {
+                let open = move || with_direct(TempFile::open_resumable(&root, &dest, size, &header, hold), direct);
+                engine.blocking_io(open).await?
+            }
         };
         let t = Arc::new(t);
         if !recorded.is_empty() {
@@ -149,6 +154,15 @@ pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<Temp
     };
     file.set_file(t.clone());
     Ok(t)
+}
+
+/// A temporary file just opened, with its direct view when asked for.
+fn with_direct<T>(opened: Result<(TempFile, T), Error>, direct: bool) -> Result<(TempFile, T), Error> {
+    let (mut t, more) = opened?;
+    if direct {
+        t.open_direct();
+    }
+    Ok((t, more))
 }
 
 /// This run's piece of a split object is all written: flushes it and marks
