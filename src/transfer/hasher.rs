@@ -649,7 +649,10 @@ mod tests {
             let id = StreamId(st.next_id);
             st.next_id += 1;
             let digest = Some(PartDigest::new(DigestKind::Md5));
-            st.streams.insert(id, Stream { file, given: VecDeque::new(), hashed: 0, ready: len, end: len, digest, tx: Some(tx) });
+            st.streams.insert(
+                id,
+                Stream { file, given: VecDeque::new(), hashed: 0, ready: len, end: len, digest, tx: Some(tx) },
+            );
             rxs.push(rx);
         }
         let steps = take_steps(&mut shared.state.lock().unwrap());
@@ -676,7 +679,10 @@ mod tests {
                 st.next_id += 1;
                 let (file, len) = (file_with(d), d.len() as u64);
                 let digest = Some(PartDigest::new(DigestKind::Md5));
-                st.streams.insert(id, Stream { file, given: VecDeque::new(), hashed: 0, ready: len, end: len, digest, tx: Some(tx) });
+                st.streams.insert(
+                    id,
+                    Stream { file, given: VecDeque::new(), hashed: 0, ready: len, end: len, digest, tx: Some(tx) },
+                );
                 rxs.push(rx);
             }
             while !shared.state.lock().unwrap().streams.is_empty() {
@@ -708,7 +714,15 @@ mod tests {
         let file = file_with(&data(2 * CHUNK, 1));
         for i in 0..30 {
             let digest = Some(PartDigest::new(DigestKind::Md5));
-            let stream = Stream { file: file.clone(), given: VecDeque::new(), hashed: 0, ready: 0, end: 2 * CHUNK as u64, digest, tx: None };
+            let stream = Stream {
+                file: file.clone(),
+                given: VecDeque::new(),
+                hashed: 0,
+                ready: 0,
+                end: 2 * CHUNK as u64,
+                digest,
+                tx: None,
+            };
             st.streams.insert(StreamId(i), stream);
         }
         let make_due = |st: &mut State, n: u64| {
@@ -725,8 +739,15 @@ mod tests {
         let mut few = State::default();
         for i in 0..3 {
             let digest = Some(PartDigest::new(DigestKind::Md5));
-            let stream =
-                Stream { file: file.clone(), given: VecDeque::new(), hashed: 0, ready: CHUNK as u64, end: 2 * CHUNK as u64, digest, tx: None };
+            let stream = Stream {
+                file: file.clone(),
+                given: VecDeque::new(),
+                hashed: 0,
+                ready: CHUNK as u64,
+                end: 2 * CHUNK as u64,
+                digest,
+                tx: None,
+            };
             few.streams.insert(StreamId(i), stream);
         }
         assert!(few.worth_a_step());

@@ -132,7 +132,9 @@ pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<Temp
                     .map(|index| !crate::shard::Piece { index, ..piece }.ranges(n).is_empty())
                     .collect();
                 let of = PieceOf { id: split_id(&header, piece.count), header, pieces, index: piece.index as usize };
-                engine.blocking_io(move || with_direct(TempFile::open_piece(&root, &dest, size, of, hold), direct)).await?
+                engine
+                    .blocking_io(move || with_direct(TempFile::open_piece(&root, &dest, size, of, hold), direct))
+                    .await?
             }
             None => {
                 let open = move || with_direct(TempFile::open_resumable(&root, &dest, size, &header, hold), direct);

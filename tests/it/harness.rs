@@ -258,3 +258,32 @@ pub fn peak_rss_kib(stderr: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no peak memory line:\n{stderr}"))
 }
+
+/// Pages of the file at `path` in the page cache, and its pages in all
+/// (`mincore` of a mapping of it).
+pub fn resident_pages(path: &Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let pages = len.div_ceil(4096);
+    if len == 0 {
+        return (0, 0);
+    }
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a private read-only mapping of a file open for reading, of its
+    // length; `vec` has a byte per page of it; unmapped before returning.
+    #[allow(unsafe_code)]
+    unsafe {
+        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, f.as_raw_fd(), 0);
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+        libc::munmap(p, len);
+    }
+    (vec.iter().filter(|&&b| b & 1 == 1).count(), pages)
+}
+
+/// Whether `dir` is on a filesystem that takes `O_DIRECT` (ext4, XFS or
+/// btrfs: the disks tests run on, not tmpfs).
+pub fn takes_direct(dir: &Path) -> bool {
+    rustix::fs::statfs(dir).is_ok_and(|s| [0xEF53, 0x5846_5342, 0x9123_683E].contains(&(s.f_type as u64)))
+}

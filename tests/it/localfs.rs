@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use s3load_testserver::{Fault, Rule, When, generate_bytes};
+use s3load_testserver::{Fault, Rule, StoredObject, When, generate_bytes};
 
-use crate::harness::{Harness, files_under};
+use crate::harness::{BUCKET, Harness, files_under, resident_pages, takes_direct, verified_by};
 
 const MIB: usize = 1 << 20;
 
@@ -169,4 +169,91 @@ async fn case32_records_not_known_to_be_on_disk_are_not_trusted_after_a_reboot()
     assert_eq!(h.server.log().count("GetObject"), 0, "flushed by syncfs: trusted after a reboot");
     h.run(&["sync", "s3://bucket/m/*", off.to_str().unwrap()]).await.assert_ok();
     assert_eq!(h.server.log().count("GetObject"), 3, "never flushed: fetched again after a reboot");
+}
+
+/// `--write-mode direct` on a disk: objects fetched in several ranges go to
+/// the disk past the page cache, checked against their MD5 ETag or checksum
+/// from the buffers written, byte-exact even where a body broke off the block
+/// grid and the rest was written through the cache; the same run buffered
+/// leaves them cached.
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_writes_are_exact_checked_and_leave_large_objects_out_of_the_page_cache() {
+    let h = Harness::new().await;
+    if !takes_direct(h.dir.path()) {
+        eprintln!("the test directory's filesystem does not take O_DIRECT: nothing to test here");
+        return;
+    }
+    let now = std::time::SystemTime::now();
+    let parts: Vec<bytes::Bytes> =
+        (0..4).map(|i| generate_bytes(if i < 3 { 2 * MIB } else { MIB / 2 + 3 }, 40 + i)).collect();
+    h.server.store().put_object(BUCKET, "d/legacy.bin", StoredObject::multipart(&parts, now, None, false));
+    let checked = generate_bytes(5 * MIB + 123, 50);
+    h.put("d/checked.bin", checked.clone());
+    h.put("d/config.json", generate_bytes(3000, 51));
+    // The second part's body breaks after 300,000 bytes, off the block grid.
+    let cut = Rule::new("GetObject", When::Nth(2), Fault::CutAfter(300_000)).for_key("d/legacy.bin");
+    h.server.faults().add(cut);
+    let dest = h.path("direct");
+    let run = h
+        .run(&[
+            "--json",
+            "--log",
+            "debug",
+            "--write-mode",
+            "direct",
+            "--verify",
+            "require",
+            "cp",
+            "-p",
+            "1",
+            "s3://bucket/d/*",
+            dest.to_str().unwrap(),
+        ])
+        .await;
+    run.assert_ok();
+    assert!(run.stderr.contains("writing past the page cache (O_DIRECT)"), "{}", run.stderr);
+    let mut how = verified_by(&run);
+    how.sort();
+    let by = |k: &str, v: &str| (format!("s3://bucket/d/{k}"), v.to_string());
+    assert_eq!(how[1], by("config.json", "CRC64NVME"));
+    assert_eq!(how[2], by("legacy.bin", "MD5"));
+    assert_eq!(how[0].0, "s3://bucket/d/checked.bin");
+    let resident = |name: &str| resident_pages(&dest.join(name));
+    // At most the buffer written after the break (256 KiB, 64 pages) and a
+    // page at each end of a range stays cached.
+    let (cached, pages) = resident("legacy.bin");
+    assert!(cached <= 64 + 8, "{cached} of {pages} pages of legacy.bin cached");
+    let (cached, pages) = resident("checked.bin");
+    assert!(cached <= 8, "{cached} of {pages} pages of checked.bin cached");
+    assert!(std::fs::read(dest.join("legacy.bin")).unwrap() == parts.concat());
+    assert!(std::fs::read(dest.join("checked.bin")).unwrap() == checked);
+
+    // Buffered, the same files are in the page cache: the measure above
+    // can tell the two apart.
+    let buffered = h.path("buffered");
+    h.run(&["cp", "-p", "1", "s3://bucket/d/*", buffered.to_str().unwrap()]).await.assert_ok();
+    let (cached, pages) = resident_pages(&buffered.join("checked.bin"));
+    assert!(cached * 10 >= pages * 9, "{cached} of {pages} pages cached when buffered");
+}
+
+/// `--write-mode direct` on tmpfs: older kernels refuse `O_DIRECT` there
+/// (the writes then go through the page cache), newer ones take it (tmpfs
+/// is the page cache); either way the files are exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_writes_on_tmpfs_are_exact_whether_or_not_it_takes_them() {
+    let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm here: nothing to test");
+        return;
+    };
+    let h = Harness::new().await;
+    let data = generate_bytes(3 * MIB + 5, 60);
+    h.put("t/big.bin", data.clone());
+    let dest = shm.path().join("out");
+    let run = h
+        .run(&["--log", "debug", "--write-mode", "direct", "cp", "-p", "1", "s3://bucket/t/*", dest.to_str().unwrap()])
+        .await;
+    run.assert_ok();
+    let said = |s: &str| run.stderr.contains(s);
+    assert!(said("no direct writes; writing through the page cache") || said("writing past the page cache (O_DIRECT)"));
+    assert!(std::fs::read(dest.join("big.bin")).unwrap() == data);
 }
