@@ -48,6 +48,9 @@ def tools(s3load, endpoint):
     ]
     return {
         "s3load": lambda src, dst: [s3load, "--endpoint-url", endpoint, "--progress", "off", "sync", f"s3://bench/{src}/*", dst],
+        "s3load-direct": lambda src, dst: [
+            s3load, "--endpoint-url", endpoint, "--progress", "off", "--write-mode", "direct", "sync", f"s3://bench/{src}/*", dst,
+        ],
         "s3load-verify-off": lambda src, dst: [
             s3load, "--endpoint-url", endpoint, "--progress", "off", "--verify", "off", "sync", f"s3://bench/{src}/*", dst,
         ],
@@ -77,6 +80,10 @@ def main():
     ap.add_argument("--workloads", default="large,model,small")
     ap.add_argument("--tools", default="s3load,s5cmd,rclone")
     ap.add_argument("--dir", default=None, help="scratch directory on the disk to measure (default: a temporary one)")
+    ap.add_argument(
+        "--then-read", action="store_true",
+        help="after each run, read every file once (cat) and report that reader's wall time and CPU too",
+    )
     ap.add_argument(
         "--limit-rate", type=float, default=None, metavar="MIB",
         help="instead of comparing: one s3load run of each workload at --limit-rate MIB MiB/s, its rate over 10 s windows",
@@ -153,18 +160,30 @@ def main():
                     dst = os.path.join(scratch, "dst")
                     shutil.rmtree(dst, ignore_errors=True)
                     os.sync()
-                    samples[t].append(run(all_tools[t](w, dst), env))
+                    sample = run(all_tools[t](w, dst), env)
+                    if args.then_read:
+                        # The model server's first read of every file, right after the download.
+                        reader = ["sh", "-c", 'find "$0" -type f -exec cat {} + > /dev/null', dst]
+                        sample += run(reader, env)[:2]
+                    samples[t].append(sample)
                     shutil.rmtree(dst, ignore_errors=True)
-            med = {t: tuple(statistics.median(s[i] for s in v) for i in range(3)) for t, v in samples.items()}
+            fields = len(next(iter(samples.values()))[0])
+            med = {t: tuple(statistics.median(s[i] for s in v) for i in range(fields)) for t, v in samples.items()}
             base = med.get("s3load")
-            for t, (wall, cpu, rss) in med.items():
+            for t, m in med.items():
+                wall, cpu, rss = m[:3]
                 ratio = f"{base[0] / wall:.2f} | {base[1] / cpu:.2f}" if base and t != "s3load" else "- | -"
-                rows.append(f"| {w} | {t} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {ratio} |")
+                read = f" {m[3]:.2f} | {m[4]:.2f} | {wall + m[3]:.2f} |" if args.then_read else ""
+                rows.append(f"| {w} | {t} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {ratio} |{read}")
                 print(rows[-1], flush=True)
         print()
         print(f"SeaweedFS `weed mini`, objects uploaded by s5cmd, medians of {args.runs} alternating runs")
-        print("| workload | tool | wall s | CPU s | peak RSS MiB | s3load/tool wall | CPU |")
-        print("|---|---|---|---|---|---|---|")
+        if args.then_read:
+            print("| workload | tool | wall s | CPU s | peak RSS MiB | s3load/tool wall | CPU | read wall s | read CPU s | download + read s |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
+        else:
+            print("| workload | tool | wall s | CPU s | peak RSS MiB | s3load/tool wall | CPU |")
+            print("|---|---|---|---|---|---|---|")
         print("\n".join(rows))
     finally:
         weed.terminate()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # s3load beside s5cmd and rclone on SeaweedFS (`weed mini`), objects uploaded
 # by s5cmd (MD5 ETags), destination on the local disk. See benches/seaweed.py.
-# Usage: benches/seaweed.sh [--runs N] [--workloads large,model,small] [--tools s3load,s5cmd,rclone,s3load-verify-off] [--dir PATH]
+# Usage: benches/seaweed.sh [--runs N] [--workloads large,model,small] [--tools s3load,s5cmd,rclone,s3load-direct,s3load-verify-off] [--then-read] [--dir PATH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3load/target}"
