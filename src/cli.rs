@@ -78,11 +78,11 @@ pub struct Args {
     #[arg(long, global = true, default_value = "90s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub request_deadline: std::time::Duration,
 
-    /// Bytes per second received by the whole run, every connection together
-    /// (e.g. 200MiB, 50M, 1.5G; K, M, G and KiB, MiB, GiB count in 1024s, KB,
-    /// MB, GB in 1000s; at least 1K): to leave bandwidth on the node's link
-    /// for the model server. Downloads only (sync, cp, cat); an upload with it
-    /// is refused. Default: no limit.
+    /// Bytes per second received (downloads, cat) or sent (uploads) by the
+    /// whole run, every connection together (e.g. 200MiB, 50M, 1.5G; K, M, G
+    /// and KiB, MiB, GiB count in 1024s, KB, MB, GB in 1000s; at least 1K):
+    /// to leave bandwidth on the node's link for the model server. Default:
+    /// no limit.
     #[arg(long, global = true, value_name = "RATE", env = "S3LOAD_LIMIT_RATE")]
     pub limit_rate: Option<String>,
 
@@ -556,22 +556,11 @@ impl Args {
                 }
             },
         };
-        let uploads = match &command {
-            Command::Cp { src, dst, .. } | Command::Sync { src, dst, .. } => {
-                matches!((src, dst), (Location::Local(_), Location::Remote(_)))
-            }
-            _ => false,
-        };
-        let downloads = matches!(command, Command::Cp { .. } | Command::Sync { .. } | Command::Cat { .. });
-        if let Some(rate) = self.limit_rate.as_deref().map(str::trim).filter(|r| !r.is_empty() && downloads) {
-            let rate = crate::transfer::rate::parse_rate(rate)
+        let moves_bytes = matches!(command, Command::Cp { .. } | Command::Sync { .. } | Command::Cat { .. });
+        if let Some(rate) = self.limit_rate.as_deref().map(str::trim).filter(|r| !r.is_empty() && moves_bytes) {
+            let rate = crate::rate::parse_rate(rate)
                 .map_err(|e| Error::Usage(format!("--limit-rate (or S3LOAD_LIMIT_RATE) {e}")))?;
             engine.limit_rate = Some(rate);
-        }
-        if uploads && engine.limit_rate.is_some() {
-            return Err(Error::Usage(
-                "--limit-rate (or S3LOAD_LIMIT_RATE) limits downloads only: unset it for uploads".into(),
-            ));
         }
         let config = Config {
             s3,

@@ -24,6 +24,7 @@ pub mod model;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod rate;
 pub mod shard;
 pub mod state;
 pub mod store;

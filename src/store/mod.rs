@@ -13,6 +13,7 @@ pub mod s3;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use futures::Stream;
 
 use crate::error::StoreError;
 use crate::integrity::{Algorithm, Stated};
+use crate::rate::RateLimit;
 
 /// The largest object S3 stores (5 TiB). A store stating more is broken or
 /// hostile: ranges would be planned (and memory counted) for a size no
@@ -93,6 +95,9 @@ pub struct FileRange {
     pub path: PathBuf,
     pub offset: u64,
     pub len: u64,
+    /// `--limit-rate`: the run's budget, which each chunk of the body pays
+    /// for before it is sent.
+    pub pace: Option<Arc<RateLimit>>,
 }
 
 /// The object an upload creates, and how.

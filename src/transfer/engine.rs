@@ -42,7 +42,7 @@ pub struct Engine {
     /// download first needs it.
     hasher: OnceLock<Hasher>,
     /// `--limit-rate`'s budget, when set.
-    pub(super) rate: Option<super::rate::RateLimit>,
+    pub(super) rate: Option<Arc<crate::rate::RateLimit>>,
     /// Destination directories opened so far.
     pub(super) dirs: Arc<Dirs>,
     /// Set once the store refused a request naming a version.
@@ -77,7 +77,7 @@ impl Engine {
             limiter: Limiter::new(cfg.max_requests),
             io: Semaphore::new(cfg.io_concurrency.max(1)),
             hasher: OnceLock::new(),
-            rate: cfg.limit_rate.map(super::rate::RateLimit::new),
+            rate: cfg.limit_rate.map(|r| Arc::new(crate::rate::RateLimit::new(r))),
             dirs: Arc::default(),
             versions_denied: AtomicBool::new(false),
             spent: Mutex::default(),

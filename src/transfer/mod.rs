@@ -40,7 +40,6 @@ mod limiter;
 mod object;
 pub mod parts;
 mod pass;
-pub mod rate;
 pub mod report;
 mod resume;
 pub mod retry;

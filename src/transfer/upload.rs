@@ -44,8 +44,11 @@ const MIN_RATE: u64 = 256 << 10;
 /// How long a request sending `len` bytes may take: the stall timeout plus the
 /// body at 256 KiB/s. The SDK does not report a body's progress as it is sent,
 /// so a stalled upload is caught by this bound, not by watching bytes.
+/// Under `--limit-rate`, a body may be as slow as its share of the rate
+/// when every request in flight shares it.
 fn body_limit(env: &Engine, len: u64) -> Duration {
-    env.cfg.stall_timeout + Duration::from_secs(len / MIN_RATE)
+    let share = env.cfg.limit_rate.map_or(MIN_RATE, |r| (r / env.cfg.max_requests.max(1) as u64).clamp(1, MIN_RATE));
+    env.cfg.stall_timeout + Duration::from_secs(len / share)
 }
 
 /// One file to upload.
@@ -111,7 +114,7 @@ async fn upload_one(env: &Engine, job: &Upload) -> Result<(), Error> {
     let part = part_size_for(job.size, env.cfg.part_size);
     if job.size <= part {
         let crc = file_crc(env, job, 0, job.size).await?;
-        let body = FileRange { path: job.path.clone(), offset: 0, len: job.size };
+        let body = FileRange { path: job.path.clone(), offset: 0, len: job.size, pace: env.rate.clone() };
         request(env, job, body_limit(env, job.size), || env.store.put_object(&job.target, body.clone(), crc.crc))
             .await?;
         unchanged(job)?;
@@ -157,7 +160,7 @@ async fn upload_parts(env: &Engine, job: &Upload, id: &str, part: u64) -> Result
     let mut parts: Vec<(UploadedPart, PartCrc)> = futures::stream::iter(ranges)
         .map(|(n, offset, len)| async move {
             let crc = file_crc(env, job, offset, len).await?;
-            let body = FileRange { path: job.path.clone(), offset, len };
+            let body = FileRange { path: job.path.clone(), offset, len, pace: env.rate.clone() };
             let etag = request(env, job, body_limit(env, len), || {
                 env.store.upload_part(&job.target, id, n, body.clone(), crc.crc)
             })

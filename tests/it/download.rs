@@ -243,7 +243,7 @@ async fn without_a_configured_region_the_bucket_is_asked_for_its_own() {
 // allows, and no connection is cut. (Here each body sits whole in the socket
 // buffers, so the stall clocks never wait on the network: that the budget's
 // own waits are kept off them is not proven by this test.) Nonsense rates
-// and uploads are refused before anything moves.
+// are refused before anything moves (uploads: tests/it/upload.rs).
 #[tokio::test(flavor = "multi_thread")]
 async fn limit_rate_bounds_the_runs_bytes_per_second() {
     let h = Harness::new().await;
@@ -290,10 +290,6 @@ async fn limit_rate_bounds_the_runs_bytes_per_second() {
     let bad = h.run_env(&["--endpoint-url", &endpoint, "cat", "s3://bucket/r/0.bin"], &with_env("0")).await;
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("S3LOAD_LIMIT_RATE"), "{}", bad.stderr);
-    let up = h.run(&["--limit-rate", "10M", "sync", dest.to_str().unwrap(), "s3://bucket/up/"]).await;
-    assert_eq!(up.code, 2, "{}", up.stderr);
-    assert!(up.stderr.contains("limits downloads only"), "{}", up.stderr);
-    assert_eq!(h.server.log().count("PutObject"), 0, "nothing was uploaded");
 }
 
 // A straggler: one GET body in thirty served at 64 KB/s while the rest come at

@@ -74,16 +74,26 @@ pub(super) fn sdk_algorithm(a: Algorithm) -> aws_sdk_s3::types::ChecksumAlgorith
     }
 }
 
-/// A request body read from a file range as it is sent (and again on a retry).
+/// A request body read from a file range as it is sent (and again on a retry);
+/// under `--limit-rate` each chunk pays for its bytes before it goes.
 pub(super) async fn file_body(r: &FileRange) -> Result<ByteStream, StoreError> {
-    ByteStream::read_from()
+    let body = ByteStream::read_from()
         .path(&r.path)
         .offset(r.offset)
         .length(Length::Exact(r.len))
         .buffer_size(256 * 1024)
         .build()
         .await
-        .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("reading {}: {e}", r.path.display())))
+        .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("reading {}: {e}", r.path.display())))?;
+    let Some(pace) = r.pace.clone() else { return Ok(body) };
+    let chunks = futures::stream::unfold((body, pace), |(mut body, pace)| async move {
+        let chunk = body.next().await?;
+        if let Ok(bytes) = &chunk {
+            pace.take(bytes.len() as u64).await;
+        }
+        Some((chunk.map(http_body::Frame::data), (body, pace)))
+    });
+    Ok(ByteStream::from_body_1_x(http_body_util::StreamBody::new(chunks)))
 }
 
 /// Start offset from a `Content-Range: bytes a-b/total` header.

@@ -3,7 +3,7 @@
 //! Every body chunk received pays for its bytes before the next is read: a
 //! chunk that would take the run past the rate waits until the budget allows
 //! it, and while it waits its connection is not read, so TCP slows the
-//! sender. A burst of a tenth of a second's worth is allowed after an idle
+//! sender. An upload body's chunks pay before they are sent. A burst of a tenth of a second's worth is allowed after an idle
 //! moment; beyond it, over any window, the bytes passed on stay within the
 //! rate times the window plus that burst. The link itself may carry a little
 //! more at the start: each connection's chunk waiting to be paid for, and
