@@ -151,6 +151,29 @@ def main():
                 windows = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rate-windows.py")
                 rate = subprocess.run([sys.executable, windows, str(args.limit_rate)], input=log, capture_output=True)
                 print(f"{w}: {rate.stdout.decode().strip() or rate.stderr.decode().strip()}", flush=True)
+                # The same files uploaded at the same limit: the bytes s3load reads
+                # from them (/proc/PID/io rchar, sampled every second) are what it
+                # sends, give or take one 256 KiB chunk per connection.
+                cmd = [args.s3load, "--endpoint-url", endpoint, "--progress", "off", "--limit-rate", f"{args.limit_rate}MiB"]
+                cmd += ["sync", dst + "/", f"s3://bench/{w}-up/"]
+                p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                samples = []
+                while p.poll() is None:
+                    try:
+                        with open(f"/proc/{p.pid}/io") as f:
+                            rchar = int(next(l for l in f if l.startswith("rchar:")).split()[1])
+                        samples.append((time.monotonic(), rchar))
+                    except (OSError, StopIteration):
+                        pass
+                    time.sleep(1)
+                target = args.limit_rate * 2**20
+                rates = [(b1 - b0) / (t1 - t0) for i, (t0, b0) in enumerate(samples) for (t1, b1) in samples[i + 10 : i + 11]]
+                if p.returncode == 0 and rates:
+                    worst = max(abs(r - target) / target for r in rates) * 100
+                    lo, hi = min(rates) / 2**20, max(rates) / 2**20
+                    print(f"{w} upload: {len(rates)} windows of 10 s: {lo:.2f} to {hi:.2f} MiB/s, at most {worst:.2f}% from the limit", flush=True)
+                else:
+                    print(f"{w} upload: exit {p.returncode}, {len(samples)} samples", flush=True)
                 shutil.rmtree(dst, ignore_errors=True)
                 continue
             samples = {t: [] for t in args.tools.split(",")}
