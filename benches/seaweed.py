@@ -151,9 +151,9 @@ def main():
                 windows = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rate-windows.py")
                 rate = subprocess.run([sys.executable, windows, str(args.limit_rate)], input=log, capture_output=True)
                 print(f"{w}: {rate.stdout.decode().strip() or rate.stderr.decode().strip()}", flush=True)
-                # The same files uploaded at the same limit: the bytes s3load reads
-                # from them (/proc/PID/io rchar, sampled every second) are what it
-                # sends, give or take one 256 KiB chunk per connection.
+                # The same files uploaded at the same limit: the bytes s3load writes
+                # (/proc/PID/io wchar, sampled every second; sockets count, and an
+                # upload writes no file) are what it sends, headers included.
                 cmd = [args.s3load, "--endpoint-url", endpoint, "--progress", "off", "--limit-rate", f"{args.limit_rate}MiB"]
                 cmd += ["sync", dst + "/", f"s3://bench/{w}-up/"]
                 p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -161,8 +161,8 @@ def main():
                 while p.poll() is None:
                     try:
                         with open(f"/proc/{p.pid}/io") as f:
-                            rchar = int(next(l for l in f if l.startswith("rchar:")).split()[1])
-                        samples.append((time.monotonic(), rchar))
+                            wchar = int(next(l for l in f if l.startswith("wchar:")).split()[1])
+                        samples.append((time.monotonic(), wchar))
                     except (OSError, StopIteration):
                         pass
                     time.sleep(1)
