@@ -107,12 +107,13 @@ pub struct Args {
     #[arg(long, global = true, value_enum, default_value_t = Durability::Off)]
     pub durability: Durability,
 
-    /// How downloads write large objects: buffered (default) through the page
-    /// cache, so that a reader right after the download (the model server
-    /// beside an initContainer) finds them in memory; direct past it
-    /// (O_DIRECT, where the filesystem allows), for a loader Job whose files
-    /// are read later or elsewhere: much less CPU per byte downloaded, but
-    /// the first reader reads from the disk.
+    /// How downloads write objects larger than --part-size (or uploaded in
+    /// several parts): buffered (default) through the page cache, so that a
+    /// reader right after the download (the model server beside an
+    /// initContainer) finds them in memory; direct past it (O_DIRECT, where
+    /// the filesystem allows), for a loader Job whose files are read later or
+    /// elsewhere: it can save CPU where filling the page cache is dear, but
+    /// the first reader reads from the disk. Measure both on your nodes.
     #[arg(long, global = true, value_enum, default_value_t = WriteMode::Buffered)]
     pub write_mode: WriteMode,
 
@@ -356,7 +357,7 @@ value_enum!(Durability {
 
 value_enum!(WriteMode {
     Buffered => "buffered", "Through the page cache";
-    Direct => "direct", "O_DIRECT for objects fetched in several ranges; buffered where the filesystem refuses";
+    Direct => "direct", "O_DIRECT for objects larger than --part-size or uploaded in parts; buffered where the filesystem refuses";
 });
 
 value_enum!(ProgressMode {

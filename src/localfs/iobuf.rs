@@ -2,8 +2,9 @@
 //! `O_DIRECT` requires of the memory it writes from (see
 //! [`TempFile::write_at`](super::TempFile::write_at)).
 
-/// The alignment of direct I/O, in memory and in the file: the page size,
-/// which every filesystem's logical block size divides.
+/// The alignment of direct I/O, in memory and in the file: 4 KiB, a multiple
+/// of the 512-byte and 4 KiB logical blocks of disks (a filesystem that needs
+/// more refuses the write, and the file is then written buffered).
 pub const ALIGN: usize = 4096;
 
 /// A fixed-capacity byte buffer starting on an [`ALIGN`] boundary. It never

@@ -95,9 +95,18 @@ pub struct FileRange {
     pub path: PathBuf,
     pub offset: u64,
     pub len: u64,
-    /// `--limit-rate`: the run's budget, which each chunk of the body pays
-    /// for before it is sent.
-    pub pace: Option<Arc<RateLimit>>,
+    /// `--limit-rate`: how the body is paced as it is sent.
+    pub pace: Option<Pace>,
+}
+
+/// A request body sent within the run's `--limit-rate`: each slice of at most
+/// `slice` bytes pays the budget before it goes. Slices small enough that a
+/// connection sharing the rate with all the others is not silent for long
+/// (a store closes an upload connection idle for about 20 s).
+#[derive(Debug, Clone)]
+pub struct Pace {
+    pub budget: Arc<RateLimit>,
+    pub slice: usize,
 }
 
 /// The object an upload creates, and how.

@@ -164,6 +164,7 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
         // The buffer is written when full, and a full buffer ends on a block
         // boundary of the file: after a first write that reaches one, every
         // write starts on a boundary, as direct writes need.
+        debug_assert!(buf.capacity() >= ALIGN, "a fetch buffer of at least a block");
         let mut rest = &chunk[..];
         while !rest.is_empty() {
             let full = buf.capacity() - (a.offset % ALIGN as u64) as usize;
@@ -366,7 +367,8 @@ async fn flush(engine: &Engine, file: &ObjectState, buf: &mut IoBuf, a: &mut Att
 /// cache: large inputs are where SIMD CRCs are fastest (a body arrives in
 /// pieces of a few KiB). The buffer and the hash state are moved into the
 /// call and back (to the pool and back, where it runs there), so nothing is
-/// copied or reallocated.
+/// copied or reallocated. A buffer written past the page cache goes to the
+/// segment's hasher instead, and another of the same size comes back.
 async fn write_out(engine: &Engine, file: &ObjectState, a: &mut Attempt, data: IoBuf) -> Result<IoBuf, Error> {
     let (at, len, mut digest) = (a.offset, data.as_ref().len() as u64, a.digest.take());
     let tmp = a.tmp.clone();

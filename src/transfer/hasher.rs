@@ -6,6 +6,9 @@
 //! engine reports how far the prefix reaches ([`Hasher::ready`]), the thread
 //! reads those bytes back with `pread` (they were just written, so they come
 //! from the page cache, not the disk) and feeds them to the segment's digest.
+//! Bytes written past the page cache (`--write-mode direct`) are handed over
+//! in the buffers they were written from ([`Hasher::give`]) and hashed from
+//! memory; those it could not take are read back from the disk directly.
 //! MD5s of independent segments are computed together, several per SIMD
 //! instruction (`md5-many`: 8 lanes on AVX2, 16 on AVX-512, with a scalar
 //! fallback chosen at run time), which is where most of the CPU of checking
@@ -126,19 +129,20 @@ impl Stream {
     }
 
     /// The given buffer holding the next bytes to hash, once they are all
-    /// reported written; buffers already passed are dropped first.
-    fn next_given(&mut self, st_given: &mut usize) -> Option<IoBuf> {
+    /// reported written. Buffers are given only where they extend the written
+    /// prefix, so the queue is in order and its front is next; one whose
+    /// bytes were read back meanwhile (the hashing thread stepped between the
+    /// hand-over and the report) is passed, and handed back to be freed.
+    fn next_given(&mut self, passed: &mut Vec<IoBuf>) -> Option<IoBuf> {
         while let Some((at, _)) = self.given.front()
             && *at < self.hashed
         {
-            self.given.pop_front();
-            *st_given -= 1;
+            passed.extend(self.given.pop_front().map(|(_, b)| b));
         }
         let (at, buf) = self.given.front()?;
         if *at != self.hashed || self.ready < at + buf.len() as u64 {
             return None;
         }
-        *st_given -= 1;
         self.given.pop_front().map(|(_, b)| b)
     }
 }
@@ -168,7 +172,8 @@ struct State {
     streams: HashMap<StreamId, Stream>,
     next_id: u64,
     closed: bool,
-    /// Buffers held in the streams' `given` queues, all streams together.
+    /// Buffers the hasher holds, all streams together: queued, or being
+    /// hashed; counted until they are free again.
     given: usize,
     /// Buffers hashed and free for the fetches to take again.
     free: Vec<IoBuf>,
@@ -252,7 +257,6 @@ impl Hasher {
         }
     }
 
-    /// Forgets a segment whose object failed; its receiver sees a closed channel.
     /// Hands over `buf`, just written at `at` in the segment's file, to be
     /// hashed from memory; returns a buffer of the same capacity for the
     /// caller's next bytes (a free one, or a new one). While the hasher holds
@@ -269,9 +273,9 @@ impl Hasher {
             let mut room = std::pin::pin!(room);
             room.as_mut().enable();
             match self.try_give(id, at, buf) {
-                Ok(spare) => return spare,
-                Err((b, false)) => return b,
-                Err((b, true)) => buf = b,
+                Given::Taken(spare) => return spare,
+                Given::Never(b) => return b,
+                Given::Full(b) => buf = b,
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
                 return buf;
@@ -279,21 +283,25 @@ impl Hasher {
         }
     }
 
-    /// [`Hasher::give`] without waiting: `Err((buf, true))` when the hasher
-    /// is full, `Err((buf, false))` when it cannot take these bytes at all.
-    fn try_give(&self, id: StreamId, at: u64, buf: IoBuf) -> Result<IoBuf, (IoBuf, bool)> {
+    /// [`Hasher::give`] without waiting. Only a buffer that extends the
+    /// segment's written prefix is taken: bytes of a later range of the same
+    /// segment (a single PUT's MD5 or a SHA over several ranges) could not be
+    /// hashed until the ranges before them are written, and would hold room
+    /// meanwhile; they are read back when their turn comes.
+    fn try_give(&self, id: StreamId, at: u64, buf: IoBuf) -> Given {
         let cap = buf.capacity();
         {
             let mut st = self.shared.state.lock().unwrap();
             let st = &mut *st;
             let held = st.given;
-            let Some(s) = st.streams.get_mut(&id) else { return Err((buf, false)) };
-            if at < s.ready || buf.is_empty() {
-                return Err((buf, false));
+            let Some(s) = st.streams.get_mut(&id) else { return Given::Never(buf) };
+            let next = s.given.back().map_or(s.ready, |(a, b)| a + b.len() as u64).max(s.ready);
+            if at != next || buf.is_empty() {
+                return Given::Never(buf);
             }
             if held >= MAX_GIVEN {
                 self.shared.work.notify_one();
-                return Err((buf, true));
+                return Given::Full(buf);
             }
             s.given.push_back((at, buf));
             st.given += 1;
@@ -302,12 +310,13 @@ impl Hasher {
                 self.shared.work.notify_one();
             }
             if let Some(i) = st.free.iter().rposition(|b| b.capacity() == cap) {
-                return Ok(st.free.swap_remove(i));
+                return Given::Taken(st.free.swap_remove(i));
             }
         }
-        Ok(IoBuf::new(cap))
+        Given::Taken(IoBuf::new(cap))
     }
 
+    /// Forgets a segment whose object failed; its receiver sees a closed channel.
     pub fn cancel(&self, id: StreamId) {
         {
             let mut st = self.shared.state.lock().unwrap();
@@ -328,6 +337,16 @@ impl Drop for Hasher {
             let _ = t.join();
         }
     }
+}
+
+/// What [`Hasher::try_give`] did with a buffer.
+enum Given {
+    /// Taken; here is one to go on with.
+    Taken(IoBuf),
+    /// Not taken for now: the hasher holds [`MAX_GIVEN`].
+    Full(IoBuf),
+    /// Not taken, and never will be: its bytes are read back.
+    Never(IoBuf),
 }
 
 /// One step taken by a thread: `len` bytes of a segment from `at`.
@@ -395,8 +414,11 @@ fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<IoBuf>, mut
     {
         let mut st = shared.state.lock().unwrap();
         for (id, why) in failed {
-            if let Some(tx) = st.streams.remove(&id).and_then(|mut s| s.tx.take()) {
-                done.push((tx, Err(why)));
+            if let Some(mut s) = st.streams.remove(&id) {
+                st.given -= s.given.len();
+                if let Some(tx) = s.tx.take() {
+                    done.push((tx, Err(why)));
+                }
             }
         }
         for step in steps {
@@ -404,6 +426,7 @@ fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<IoBuf>, mut
             s.hashed = step.at + step.len as u64;
             if s.hashed == s.end {
                 let mut s = st.streams.remove(&step.id).expect("present");
+                st.given -= s.given.len();
                 if let Some(tx) = s.tx.take() {
                     done.push((tx, Ok(step.digest.finish())));
                 }
@@ -411,13 +434,14 @@ fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<IoBuf>, mut
                 s.digest = Some(step.digest);
             }
         }
-        let freed = given.iter().any(Option::is_some);
+        let freed = given.iter().flatten().count();
+        st.given -= freed;
         st.free.extend(given.into_iter().flatten());
         if st.worth_a_step() {
             shared.work.notify_one();
         }
         drop(st);
-        if freed {
+        if freed > 0 {
             shared.room.notify_waiters();
         }
     }
@@ -437,12 +461,12 @@ fn take_steps(st: &mut State) -> Vec<Step> {
         .collect();
     due.sort_unstable_by_key(|(not_urgent, not_md5, id)| (*not_urgent, *not_md5, id.0));
     due.truncate(whole_batches(&due));
-    let mut held = st.given;
+    let mut passed = Vec::new();
     let steps = due
         .into_iter()
         .map(|(_, _, id)| {
             let s = st.streams.get_mut(&id).expect("present");
-            let given = s.next_given(&mut held);
+            let given = s.next_given(&mut passed);
             // Read back no further than the next given buffer.
             let upto = match s.given.front() {
                 Some((at, _)) if *at > s.hashed => s.ready.min(*at),
@@ -455,7 +479,8 @@ fn take_steps(st: &mut State) -> Vec<Step> {
             Step { id, file: s.file.clone(), given, at: s.hashed, len, digest: s.digest.take().expect("due") }
         })
         .collect();
-    st.given = held;
+    st.given -= passed.len();
+    st.free.extend(passed);
     steps
 }
 
@@ -604,6 +629,11 @@ mod tests {
             b.push(&in_memory[i * CHUNK..(i + 1) * CHUNK], usize::MAX);
             b
         };
+        // Bytes beyond the written prefix (a later range of the segment) are
+        // not taken, and the caller does not wait for that.
+        let began = std::time::Instant::now();
+        assert_eq!(hasher.give(id, CHUNK as u64, chunk(1)).await.len(), CHUNK, "not the next bytes");
+        assert!(began.elapsed() < GIVE_WAIT, "refused at once");
         for i in 0..MAX_GIVEN {
             let spare = hasher.give(id, (i * CHUNK) as u64, chunk(i)).await;
             assert!(spare.is_empty() && spare.capacity() == CHUNK, "a buffer to go on with");

@@ -40,11 +40,13 @@ pub enum Durability {
 /// How object data reaches the destination's disk (`--write-mode`).
 ///
 /// `Direct` writes the whole blocks of objects fetched in more than one range
-/// with `O_DIRECT`, from aligned buffers, and hashes them from those buffers:
-/// the download spends far less CPU (no copy into the page cache, no pages
-/// to allocate), but the files are not in the page cache afterwards, so the
-/// first reader pays to read them from the disk. Where the filesystem
-/// refuses `O_DIRECT` (tmpfs), writes stay buffered.
+/// (larger than the part size, or uploaded in several parts) with `O_DIRECT`,
+/// from aligned buffers, and hashes them from those buffers: no copy into
+/// the page cache and no pages to allocate, which saves CPU where first
+/// touching page-cache memory is dear (measured: half on 4 x 1 GiB on a VM),
+/// but the files are not in the page cache afterwards, so the first reader
+/// pays to read them from the disk. Where the filesystem refuses `O_DIRECT`
+/// (tmpfs before Linux 6.6), writes stay buffered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WriteMode {
     /// Through the page cache: a reader right after the download finds the

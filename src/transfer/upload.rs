@@ -29,7 +29,7 @@ use super::job::{Outcome, Verification};
 use super::report::Item;
 use crate::error::{Error, StoreErrorKind};
 use crate::integrity::{self, Algorithm, DigestKind, PartCrc, PartDigest, PartSum, Stated};
-use crate::store::{FileRange, MAX_PARTS, PutTarget, UploadedPart};
+use crate::store::{FileRange, MAX_PARTS, Pace, PutTarget, UploadedPart};
 
 /// S3's smallest part (all but the last).
 const MIN_PART: u64 = 5 << 20;
@@ -49,6 +49,15 @@ const MIN_RATE: u64 = 256 << 10;
 fn body_limit(env: &Engine, len: u64) -> Duration {
     let share = env.cfg.limit_rate.map_or(MIN_RATE, |r| (r / env.cfg.max_requests.max(1) as u64).clamp(1, MIN_RATE));
     env.cfg.stall_timeout + Duration::from_secs(len / share)
+}
+
+/// How upload bodies are paced under `--limit-rate`: in slices of what a
+/// connection's share of the rate sends in two seconds (4 KiB to 256 KiB),
+/// so that none is silent for long while the others take the budget.
+fn pace(env: &Engine) -> Option<Pace> {
+    let (budget, rate) = (env.rate.clone()?, env.cfg.limit_rate?);
+    let share = rate / env.cfg.max_requests.max(1) as u64;
+    Some(Pace { budget, slice: (2 * share).clamp(4 << 10, 256 << 10) as usize })
 }
 
 /// One file to upload.
@@ -114,7 +123,7 @@ async fn upload_one(env: &Engine, job: &Upload) -> Result<(), Error> {
     let part = part_size_for(job.size, env.cfg.part_size);
     if job.size <= part {
         let crc = file_crc(env, job, 0, job.size).await?;
-        let body = FileRange { path: job.path.clone(), offset: 0, len: job.size, pace: env.rate.clone() };
+        let body = FileRange { path: job.path.clone(), offset: 0, len: job.size, pace: pace(env) };
         request(env, job, body_limit(env, job.size), || env.store.put_object(&job.target, body.clone(), crc.crc))
             .await?;
         unchanged(job)?;
@@ -160,7 +169,7 @@ async fn upload_parts(env: &Engine, job: &Upload, id: &str, part: u64) -> Result
     let mut parts: Vec<(UploadedPart, PartCrc)> = futures::stream::iter(ranges)
         .map(|(n, offset, len)| async move {
             let crc = file_crc(env, job, offset, len).await?;
-            let body = FileRange { path: job.path.clone(), offset, len, pace: env.rate.clone() };
+            let body = FileRange { path: job.path.clone(), offset, len, pace: pace(env) };
             let etag = request(env, job, body_limit(env, len), || {
                 env.store.upload_part(&job.target, id, n, body.clone(), crc.crc)
             })

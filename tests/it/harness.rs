@@ -282,8 +282,8 @@ pub fn resident_pages(path: &Path) -> (usize, usize) {
     (vec.iter().filter(|&&b| b & 1 == 1).count(), pages)
 }
 
-/// Whether `dir` is on a filesystem that takes `O_DIRECT` (ext4, XFS or
-/// btrfs: the disks tests run on, not tmpfs).
+/// Whether `dir` is on a disk filesystem (ext4, XFS or btrfs), where
+/// `O_DIRECT` writes leave the page cache alone.
 pub fn takes_direct(dir: &Path) -> bool {
     rustix::fs::statfs(dir).is_ok_and(|s| [0xEF53, 0x5846_5342, 0x9123_683E].contains(&(s.f_type as u64)))
 }

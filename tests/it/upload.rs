@@ -265,4 +265,16 @@ async fn limit_rate_paces_upload_bodies() {
         assert!(stored(&h, &format!("up/{name}")).data == *data, "{name} arrived whole");
     }
     assert_eq!(h.server.log().count("UploadPart"), 3, "big.bin in three parts");
+
+    // At a low rate the bodies go in small slices (here 4 KiB: 32
+    // connections share 64 KiB/s), still whole: 160 KiB take at least 2.4 s.
+    let slow = h.path("slow");
+    std::fs::create_dir_all(&slow).unwrap();
+    let data = generate_bytes(160 << 10, 80);
+    std::fs::write(slow.join("a.bin"), &data).unwrap();
+    let started = std::time::Instant::now();
+    let src = format!("{}/", slow.display());
+    h.run(&["--limit-rate", "64K", "cp", &src, "s3://bucket/slow/"]).await.assert_ok();
+    assert!(started.elapsed() >= Duration::from_millis(2_400), "took {:?}", started.elapsed());
+    assert!(stored(&h, "slow/a.bin").data == data);
 }

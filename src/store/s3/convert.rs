@@ -86,13 +86,19 @@ pub(super) async fn file_body(r: &FileRange) -> Result<ByteStream, StoreError> {
         .await
         .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("reading {}: {e}", r.path.display())))?;
     let Some(pace) = r.pace.clone() else { return Ok(body) };
-    let chunks = futures::stream::unfold((body, pace), |(mut body, pace)| async move {
-        let chunk = body.next().await?;
-        if let Ok(bytes) = &chunk {
-            pace.take(bytes.len() as u64).await;
-        }
-        Some((chunk.map(http_body::Frame::data), (body, pace)))
-    });
+    let slice = pace.slice.max(1);
+    let chunks =
+        futures::stream::unfold((body, pace, bytes::Bytes::new()), move |(mut body, pace, mut left)| async move {
+            if left.is_empty() {
+                match body.next().await? {
+                    Ok(bytes) => left = bytes,
+                    Err(e) => return Some((Err(e), (body, pace, left))),
+                }
+            }
+            let piece = left.split_to(slice.min(left.len()));
+            pace.budget.take(piece.len() as u64).await;
+            Some((Ok(http_body::Frame::data(piece)), (body, pace, left)))
+        });
     Ok(ByteStream::from_body_1_x(http_body_util::StreamBody::new(chunks)))
 }
 
