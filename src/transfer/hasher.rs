@@ -177,6 +177,9 @@ struct State {
     given: usize,
     /// Buffers hashed and free for the fetches to take again.
     free: Vec<IoBuf>,
+    /// Bytes hashed from buffers handed over, and bytes read back.
+    from_buffers: u64,
+    read_back: u64,
 }
 
 struct Shared {
@@ -331,7 +334,10 @@ impl Hasher {
 
 impl Drop for Hasher {
     fn drop(&mut self) {
-        self.shared.state.lock().unwrap().closed = true;
+        let mut st = self.shared.state.lock().unwrap();
+        st.closed = true;
+        tracing::debug!(from_buffers = st.from_buffers, read_back = st.read_back, "bytes hashed in order");
+        drop(st);
         self.shared.work.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -409,6 +415,9 @@ fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<IoBuf>, mut
     }
     hash_steps(md5, &mut read);
     let steps: Vec<Step> = read.into_iter().map(|(step, _)| step).collect();
+    // Steps hashed from a buffer never fail: the others were read back.
+    let from_buffers: u64 = given.iter().flatten().map(|b| b.len() as u64).sum();
+    let read_back = steps.iter().map(|s| s.len as u64).sum::<u64>() - from_buffers;
     // Finished segments give their file handle back before they report.
     let mut done: Vec<(oneshot::Sender<SegmentResult>, SegmentResult)> = Vec::new();
     {
@@ -434,6 +443,8 @@ fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<IoBuf>, mut
                 s.digest = Some(step.digest);
             }
         }
+        st.from_buffers += from_buffers;
+        st.read_back += read_back;
         let freed = given.iter().flatten().count();
         st.given -= freed;
         st.free.extend(given.into_iter().flatten());
