@@ -263,6 +263,11 @@ async fn direct_writes_on_tmpfs_are_exact_whether_or_not_it_takes_them() {
         .await;
     run.assert_ok();
     let said = |s: &str| run.stderr.contains(s);
+    // A mode that does not exist is refused before anything moves.
+    let bad = h.run(&["--write-mode", "fast", "cp", "s3://bucket/t/*", h.path("bad").to_str().unwrap()]).await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("--write-mode"), "{}", bad.stderr);
+    assert!(!h.path("bad").exists(), "nothing written");
     assert!(said("no direct writes; writing through the page cache") || said("writing past the page cache (O_DIRECT)"));
     assert!(std::fs::read(dest.join("big.bin")).unwrap() == data);
 }
