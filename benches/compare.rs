@@ -495,7 +495,7 @@ async fn main() {
             Shaping {
                 first_byte_delay: Duration::from_millis(20),
                 rate_per_connection: Some(100_000_000),
-                straggler: None,
+                ..Shaping::default()
             },
         ));
     }

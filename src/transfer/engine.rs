@@ -74,7 +74,10 @@ impl Engine {
             hooks,
             stop,
             policy: RetryPolicy::new(cfg.retry_count, cfg.retry_budget),
-            limiter: Limiter::new(cfg.max_requests),
+            limiter: match cfg.tune_requests {
+                true => Limiter::tuned(cfg.max_requests),
+                false => Limiter::new(cfg.max_requests),
+            },
             io: Semaphore::new(cfg.io_concurrency.max(1)),
             hasher: OnceLock::new(),
             rate: cfg.limit_rate.map(|r| Arc::new(crate::rate::RateLimit::new(r))),
@@ -113,6 +116,12 @@ impl Engine {
         self.unless_stopped(object, self.limiter.acquire()).await
     }
 
+    /// The request limiter, for callers that hold a permit over more than one
+    /// request (a download worker, over a part and its retries).
+    pub(super) fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
     /// `fut`, unless the run stops first.
     pub(super) async fn unless_stopped<T>(&self, object: &str, fut: impl Future<Output = T>) -> Result<T, Error> {
         tokio::select! {
@@ -124,6 +133,12 @@ impl Engine {
     /// A request succeeded: the limiter may allow more.
     pub(super) fn succeeded(&self) {
         self.limiter.succeeded();
+    }
+
+    /// `bytes` of a body arrived, or were sent, at `now`: the rate the link
+    /// sizing of the requests in flight measures.
+    pub(super) fn moved(&self, bytes: u64, now: std::time::Instant) {
+        self.limiter.moved(bytes, now);
     }
 
     /// The retry loop of every request the engine makes, in both directions:

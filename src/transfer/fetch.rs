@@ -19,7 +19,7 @@ use crate::localfs::{ALIGN, IoBuf, TempFile};
 use crate::store::{BodyStream, GetRequest, GetResponse};
 
 /// Fetches range `part` of the object into `tmp`, retrying as the policy
-/// allows. With no `tmp` (an object written in one go, see
+/// allows. The caller holds a request permit for the whole of it. With no `tmp` (an object written in one go, see
 /// [`ObjectState::one_write`]), the temporary file is created by its first
 /// write, in the same blocking call. Returns the range's hash, when its bytes
 /// were hashed as they came, and the file.
@@ -112,14 +112,14 @@ enum Fetched {
 /// How often a body in flight is compared with its peers.
 const PACE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// One GET of `offset..end`. On failure `a.offset` is where to resume: bytes
+/// One GET of `offset..end`, under the request permit its worker holds
+/// (see `pass.rs`). On failure `a.offset` is where to resume: bytes
 /// received before a break are written (and hashed) first, so they are not fetched again.
 async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &mut IoBuf) -> Result<Fetched, Error> {
     let job = &file.job;
     let (offset, end) = (a.offset, a.end);
     let ranged = !(a.whole && offset == 0);
     let url = job.source_url();
-    let _permit = engine.permit(&url).await?;
     let sent = tokio::time::Instant::now();
     let resp = open_get(engine, job, offset..end, ranged).await?;
     engine.pace.started();
@@ -327,6 +327,7 @@ impl<'a> Body<'a> {
                 self.window_end += before.elapsed();
             }
             self.last_chunk = tokio::time::Instant::now();
+            self.engine.moved(chunk.len() as u64, self.last_chunk.into_std());
             self.window_bytes += chunk.len() as u64;
             self.received += chunk.len() as u64;
             if self.received > self.expected {

@@ -1,21 +1,41 @@
-//! Adaptive request concurrency: fewer requests in flight while the store throttles.
+//! Request concurrency: how many requests are in flight at once, sized to the
+//! link and lowered while the store throttles.
 //!
-//! The engine runs `max_requests` workers, and each request takes a permit from
-//! this limiter first. The limit starts at the maximum; a throttling answer (503
-//! SlowDown, 429) halves it, at most once per [`COOLDOWN`] so that one burst of
-//! failures from requests already in flight counts as one signal; every `limit`
-//! successful requests in a row raise it by one (additive increase, multiplicative
-//! decrease, as TCP does). So under sustained throttling s3load backs off to what
-//! the prefix can serve, and grows back when the pressure is gone.
+//! Each request (for downloads, each worker taking a part) holds a permit
+//! from this limiter. Two controls set how many there are:
+//!
+//! - **Sized to the link** (unless `--numworkers` pins the count): the limit
+//!   starts at [`START`] and doubles while doubling it raises the aggregate
+//!   rate by at least [`GAIN`], measured over [`WINDOW`]s of bytes moved, up to
+//!   the ceiling. A doubling that brings less goes back to the level before,
+//!   which is held, and tried again after [`HOLD`] windows: a link that got
+//!   faster is found again, a CPU-bound run stays where extra connections only
+//!   cost memory. A window counts only when some request had to wait for a
+//!   permit: when the work in hand needs fewer requests than the limit, the
+//!   limit is not what holds the rate, and nothing is learnt.
+//! - **Throttling**: a 503 SlowDown or 429 halves the limit, at most once per
+//!   [`COOLDOWN`] so that one burst of failures from requests already in
+//!   flight counts as one signal; every `limit` successful requests in a row
+//!   raise it by one, back up to the level the link tuning chose (additive
+//!   increase, multiplicative decrease, as TCP does). While throttled, the link
+//!   tuning waits.
 
 use std::pin::pin;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 /// Minimum time between two cuts of the limit.
 const COOLDOWN: Duration = Duration::from_secs(1);
+use super::settings::START_REQUESTS as START;
+/// The rate is measured over windows this long.
+const WINDOW: Duration = Duration::from_millis(500);
+/// A doubling is kept when it raises the rate by at least this fraction.
+const GAIN: f64 = 0.15;
+/// Windows a level is held before doubling it is tried again (10 s).
+const HOLD: u32 = 20;
 
 #[derive(Debug)]
 struct State {
@@ -23,13 +43,46 @@ struct State {
     in_flight: usize,
     successes: usize,
     last_cut: Option<Instant>,
+    /// The level the limit grows back to after throttling: the link tuning's
+    /// choice, or the pinned count.
+    level: usize,
+    /// Some request waited for a permit in this window.
+    waited: bool,
+    /// Requests waiting for a permit now.
+    waiting: usize,
+    tune: Option<Tune>,
+}
+
+/// The link tuning's state (see the module's documentation).
+#[derive(Debug)]
+struct Tune {
+    ceiling: usize,
+    /// The window that ends next is not measured: the level just changed and
+    /// connections are still opening.
+    skip: bool,
+    /// The current level is a doubling of this one, on trial.
+    trial_of: Option<usize>,
+    /// Rate measured at the level before the trial (bytes per second).
+    base: f64,
+    /// Windows left before the next trial.
+    hold: u32,
+    /// A level has been reported as settled.
+    reported: bool,
 }
 
 #[derive(Debug)]
 pub struct Limiter {
-    max: usize,
     state: Mutex<State>,
     released: Notify,
+    /// Whether the link tuning runs (the count is not pinned).
+    tuned: bool,
+    /// Bytes moved in the current window.
+    bytes: AtomicU64,
+    /// When the current window ends, in nanoseconds after `epoch`.
+    window_end: AtomicU64,
+    /// When the current window started.
+    window_start: Mutex<Option<Instant>>,
+    epoch: Instant,
 }
 
 /// One request in flight; dropping it frees the slot.
@@ -44,18 +97,57 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// A request waiting for a permit.
+struct Queued<'a> {
+    limiter: &'a Limiter,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.limiter.state.lock().unwrap().waiting -= 1;
+    }
+}
+
 impl Limiter {
+    /// At most `max` requests in flight, fewer while throttled.
     pub fn new(max: usize) -> Limiter {
-        let max = max.max(1);
+        Limiter::with(max.max(1), None)
+    }
+
+    /// Sized to the link: starts at [`START`] and grows up to `ceiling`
+    /// while the rate grows with it.
+    pub fn tuned(ceiling: usize) -> Limiter {
+        let ceiling = ceiling.max(1);
+        let tune = Tune { ceiling, skip: true, trial_of: None, base: 0.0, hold: 0, reported: false };
+        Limiter::with(START.min(ceiling), Some(tune))
+    }
+
+    fn with(level: usize, tune: Option<Tune>) -> Limiter {
         Limiter {
-            max,
-            state: Mutex::new(State { limit: max, in_flight: 0, successes: 0, last_cut: None }),
+            tuned: tune.is_some(),
+            state: Mutex::new(State {
+                limit: level,
+                in_flight: 0,
+                successes: 0,
+                last_cut: None,
+                level,
+                waited: false,
+                waiting: 0,
+                tune,
+            }),
             released: Notify::new(),
+            bytes: AtomicU64::new(0),
+            window_end: AtomicU64::new(0),
+            window_start: Mutex::new(None),
+            epoch: Instant::now(),
         }
     }
 
     /// Waits for a free slot under the current limit.
     pub async fn acquire(&self) -> Permit<'_> {
+        // Counted among the waiting from the first refusal until a slot is
+        // taken or the wait is given up (the future dropped).
+        let mut queued: Option<Queued<'_>> = None;
         loop {
             let mut released = pin!(self.released.notified());
             released.as_mut().enable();
@@ -63,11 +155,120 @@ impl Limiter {
                 let mut s = self.state.lock().unwrap();
                 if s.in_flight < s.limit {
                     s.in_flight += 1;
+                    if let Some(q) = queued.take() {
+                        std::mem::forget(q);
+                        s.waiting -= 1;
+                    }
                     return Permit { limiter: self };
+                }
+                s.waited = true;
+                if queued.is_none() {
+                    s.waiting += 1;
+                    queued = Some(Queued { limiter: self });
                 }
             }
             released.await;
         }
+    }
+
+    /// `bytes` of a body arrived (or were sent) at `now`: counted towards the
+    /// window's rate, which is judged when the window is over.
+    pub fn moved(&self, bytes: u64, now: Instant) {
+        if !self.tuned {
+            return;
+        }
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let at = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        if at < self.window_end.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut start = self.window_start.lock().unwrap();
+        if at < self.window_end.load(Ordering::Relaxed) {
+            return;
+        }
+        self.window_end.store(at + WINDOW.as_nanos() as u64, Ordering::Relaxed);
+        let moved = self.bytes.swap(0, Ordering::Relaxed);
+        let Some(began) = start.replace(now) else {
+            // The first bytes of the run open the first window.
+            return;
+        };
+        let secs = now.saturating_duration_since(began).as_secs_f64().max(1e-3);
+        let grew = self.window_over(moved as f64 / secs);
+        drop(start);
+        if grew {
+            self.released.notify_waiters();
+        }
+    }
+
+    /// Judges a window that moved `rate` bytes per second; returns whether
+    /// the limit grew.
+    fn window_over(&self, rate: f64) -> bool {
+        let mut s = self.state.lock().unwrap();
+        // Whether more requests would have run under a higher limit.
+        let waited = std::mem::take(&mut s.waited) || s.waiting > 0;
+        let throttled = s.limit < s.level;
+        let level = s.level;
+        let Some(t) = s.tune.as_mut() else { return false };
+        if std::mem::take(&mut t.skip) || throttled {
+            return false;
+        }
+        let mb = |r: f64| (r / 1e5).round() / 10.0;
+        let next = match t.trial_of {
+            // The doubling moved more: keep it, and try the next one.
+            Some(_) if rate >= t.base * (1.0 + GAIN) => {
+                t.base = rate;
+                t.trial_of = None;
+                Some(level)
+            }
+            // It did not: back to the level before, held for a while.
+            Some(before) => {
+                t.trial_of = None;
+                t.hold = HOLD;
+                t.skip = true;
+                let first = !std::mem::replace(&mut t.reported, true);
+                if first {
+                    tracing::info!(
+                        requests = before,
+                        rate_mb_s = mb(t.base),
+                        tried = level,
+                        "requests in flight sized to the link: more brought no more"
+                    );
+                } else {
+                    tracing::debug!(requests = before, tried = level, rate_mb_s = mb(rate), "kept the level");
+                }
+                s.level = before;
+                s.limit = s.limit.min(before);
+                return false;
+            }
+            None if !waited => None,
+            None => {
+                t.base = rate;
+                if t.hold > 0 {
+                    t.hold -= 1;
+                    None
+                } else {
+                    Some(level)
+                }
+            }
+        };
+        let Some(from) = next else { return false };
+        if from >= t.ceiling {
+            t.hold = HOLD;
+            return false;
+        }
+        let to = (from * 2).min(t.ceiling);
+        t.trial_of = Some(from);
+        t.skip = true;
+        if t.reported {
+            tracing::info!(from, to, rate_mb_s = mb(rate), "trying more requests in flight");
+        } else {
+            tracing::debug!(from, to, rate_mb_s = mb(rate), "trying more requests in flight");
+        }
+        s.level = to;
+        if s.limit == from {
+            s.limit = to;
+        }
+        true
     }
 
     /// The store throttled a request: halve the limit (once per cooldown).
@@ -82,17 +283,25 @@ impl Limiter {
         if s.last_cut.is_some_and(|t| now.duration_since(t) < COOLDOWN) || s.limit == 1 {
             return None;
         }
+        // A doubling on trial is over: the store, not the link, is the bound.
+        if let Some(t) = s.tune.as_mut()
+            && let Some(before) = t.trial_of.take()
+        {
+            t.hold = HOLD;
+            s.level = before;
+        }
         s.limit = (s.limit / 2).max(1);
         s.last_cut = Some(now);
         Some(s.limit)
     }
 
-    /// A request succeeded: after `limit` successes in a row, allow one more.
+    /// A request succeeded: after `limit` successes in a row, allow one more,
+    /// up to the level.
     pub fn succeeded(&self) {
         let grew = {
             let mut s = self.state.lock().unwrap();
             s.successes += 1;
-            if s.successes >= s.limit && s.limit < self.max {
+            if s.successes >= s.limit && s.limit < s.level {
                 s.successes = 0;
                 s.limit += 1;
                 true
@@ -105,6 +314,7 @@ impl Limiter {
         }
     }
 
+    /// The requests allowed in flight now.
     #[cfg(test)]
     fn limit(&self) -> usize {
         self.state.lock().unwrap().limit
@@ -153,5 +363,94 @@ mod tests {
         assert!(waiting.is_err(), "a second request must wait under a limit of 1");
         drop(p);
         let _p = tokio::time::timeout(Duration::from_secs(5), l.acquire()).await.expect("slot freed");
+    }
+
+    /// A link simulated window by window: `rate(limit)` bytes per second
+    /// while requests wait for permits when `busy`. Returns the limits seen
+    /// at the end of each window.
+    fn drive(l: &Limiter, windows: usize, busy: bool, rate: impl Fn(usize) -> f64) -> Vec<usize> {
+        // Carries on from the last window, or opens the first.
+        let last = *l.window_start.lock().unwrap();
+        let mut t = last.unwrap_or(l.epoch + Duration::from_secs(1));
+        if last.is_none() {
+            l.moved(1, t);
+        }
+        let mut seen = Vec::new();
+        for _ in 0..windows {
+            l.state.lock().unwrap().waited = busy;
+            t += WINDOW;
+            l.moved((rate(l.limit()) * WINDOW.as_secs_f64()) as u64, t);
+            seen.push(l.limit());
+        }
+        seen
+    }
+
+    /// Connections of 90 MB/s each, `cap` bytes per second at most together.
+    fn link(cap: f64) -> impl Fn(usize) -> f64 {
+        move |n| (n as f64 * 90e6).min(cap)
+    }
+
+    #[test]
+    fn the_limit_doubles_while_the_rate_grows_with_it_up_to_the_ceiling() {
+        let l = Limiter::tuned(128);
+        assert_eq!(l.limit(), START);
+        let seen = drive(&l, 12, true, link(f64::INFINITY));
+        // Every other window is not measured: connections are opening.
+        assert_eq!(seen[..8], [16, 32, 32, 64, 64, 128, 128, 128]);
+        assert_eq!(*seen.last().unwrap(), 128, "never past the ceiling");
+    }
+
+    #[test]
+    fn a_doubling_that_brings_too_little_is_undone_and_tried_again_later() {
+        // 2.5 GB/s: 28 connections fill it.
+        let l = Limiter::tuned(128);
+        let seen = drive(&l, 8, true, link(2.5e9));
+        assert_eq!(seen, [16, 32, 32, 64, 64, 32, 32, 32], "64 brings nothing over 32");
+        // Held for HOLD windows, then tried once more, and undone again.
+        let seen = drive(&l, HOLD as usize + 4, true, link(2.5e9));
+        assert!(seen.contains(&64), "tried again after the hold: {seen:?}");
+        assert_eq!(*seen.last().unwrap(), 32);
+        // The link got faster: the next trial keeps the doubling.
+        let seen = drive(&l, HOLD as usize + 6, true, link(f64::INFINITY));
+        assert_eq!(*seen.last().unwrap(), 128, "{seen:?}");
+    }
+
+    #[test]
+    fn a_bound_below_the_start_keeps_the_start() {
+        // CPU-bound: the rate is the same at any count, give or take a
+        // little noise (10% more at 32 is not enough).
+        let l = Limiter::tuned(128);
+        let noisy = |n: usize| 900e6 * if n == 32 { 1.1 } else { 1.0 };
+        let seen = drive(&l, 6, true, noisy);
+        assert_eq!(seen, [16, 32, 32, 16, 16, 16]);
+    }
+
+    #[test]
+    fn nothing_is_learnt_while_no_request_waits_for_a_permit() {
+        let l = Limiter::tuned(128);
+        let seen = drive(&l, 10, false, link(f64::INFINITY));
+        assert!(seen.iter().all(|&n| n == START), "{seen:?}");
+    }
+
+    #[test]
+    fn a_pinned_count_never_moves_with_the_rate() {
+        let l = Limiter::new(32);
+        let seen = drive(&l, 10, true, link(f64::INFINITY));
+        assert!(seen.iter().all(|&n| n == 32), "{seen:?}");
+    }
+
+    #[test]
+    fn throttling_ends_a_trial_and_growth_back_stops_at_the_level() {
+        let l = Limiter::tuned(128);
+        drive(&l, 2, true, link(f64::INFINITY));
+        assert_eq!(l.limit(), 32, "on trial");
+        assert_eq!(l.throttled_at(Instant::now()), Some(16));
+        for _ in 0..10_000 {
+            l.succeeded();
+        }
+        assert_eq!(l.limit(), 16, "back to the level before the trial, not to the trial");
+        // Held, then growing again once the store stops throttling.
+        let seen = drive(&l, HOLD as usize + 6, true, link(f64::INFINITY));
+        assert!(*seen.last().unwrap() > 16, "{seen:?}");
     }
 }

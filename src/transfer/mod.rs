@@ -55,7 +55,7 @@ pub use download::download;
 pub use engine::Engine;
 pub use job::{Download, KnownChecksum, Outcome, PartLayout, Verification};
 pub use report::{CommitHook, Hooks, Item, Reporter};
-pub use settings::{Durability, EngineConfig, VerifyMode, WriteMode};
+pub use settings::{Durability, EngineConfig, START_REQUESTS, TUNED_REQUESTS_CEILING, VerifyMode, WriteMode};
 pub use stream::{Sink, stream};
 
 #[cfg(test)]

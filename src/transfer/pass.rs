@@ -108,25 +108,42 @@ pub(super) async fn run(
         .collect()
 }
 
+/// A worker takes a request permit before it takes a part, and keeps it
+/// while the part is fetched (retries included): the requests in flight are
+/// then the parts in flight, and a part is never taken to wait for a permit
+/// (its object opened, its place in the hashing order held) while the
+/// limiter holds the count below the workers'. The permit is given back
+/// before the object is committed: a flush to disk is not a request.
 async fn worker(pass: Arc<Pass>) {
-    let mut buf = IoBuf::new(pass.engine.cfg.buffer_size);
+    // Allocated at the first part: the workers above the limit may never run one.
+    let mut buf = IoBuf::default();
     loop {
         let mut notified = pin!(pass.notify.notified());
         notified.as_mut().enable();
-        if pass.engine.stop.is_cancelled() {
+        let engine = &pass.engine;
+        let permit = tokio::select! {
+            p = engine.limiter().acquire() => p,
+            () = engine.stop.cancelled() => return,
+        };
+        if engine.stop.is_cancelled() {
             return;
         }
         let pick = pass.sched.lock().unwrap().pick();
         match pick {
             Pick::Done => return,
             Pick::Wait => {
+                drop(permit);
                 tokio::select! {
                     () = notified => {}
-                    () = pass.engine.stop.cancelled() => return,
+                    () = engine.stop.cancelled() => return,
                 }
             }
             Pick::Part(idx, p) => {
+                if buf.capacity() == 0 {
+                    buf = IoBuf::new(engine.cfg.buffer_size);
+                }
                 let result = run_part(&pass, idx, p, &mut buf).await;
+                drop(permit);
                 finish_part(&pass, idx, result).await;
                 pass.notify.notify_waiters();
             }

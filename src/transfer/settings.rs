@@ -57,6 +57,13 @@ pub enum WriteMode {
     Direct,
 }
 
+/// Requests in flight at the start of a run whose count is sized to the link.
+pub const START_REQUESTS: usize = 16;
+/// The most requests in flight the link sizing goes to: with a 256 KiB write
+/// buffer each, 32 MiB of bodies; at 90 MB/s per connection (S3's usual), over
+/// 10 GB/s.
+pub const TUNED_REQUESTS_CEILING: usize = 128;
+
 /// Engine limits. See `docs/configuration.md` for the defaults and why.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -64,8 +71,13 @@ pub struct EngineConfig {
     pub part_size: u64,
     /// Parts of one object in flight at once (s5cmd's `--concurrency`).
     pub part_concurrency: usize,
-    /// Requests in flight at most, over all objects (`--numworkers`).
+    /// Requests in flight at most, over all objects (`--numworkers`, or the
+    /// ceiling of the link tuning).
     pub max_requests: usize,
+    /// Size the requests in flight to the link, from [`START_REQUESTS`] up to
+    /// `max_requests` (`--numworkers` not given), instead of running
+    /// `max_requests` from the start.
+    pub tune_requests: bool,
     /// Per-request write buffer; bounds body memory at `max_requests × buffer_size`.
     pub buffer_size: usize,
     /// How long a fresh resume journal holds its lines in memory (see
@@ -111,6 +123,7 @@ impl Default for EngineConfig {
             part_size: 16 << 20,
             part_concurrency: 16,
             max_requests: 32,
+            tune_requests: false,
             buffer_size: 256 << 10,
             journal_hold: Duration::from_secs(5),
             retry_count: 10,

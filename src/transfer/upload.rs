@@ -126,6 +126,7 @@ async fn upload_one(env: &Engine, job: &Upload) -> Result<(), Error> {
         let body = FileRange { path: job.path.clone(), offset: 0, len: job.size, pace: pace(env) };
         request(env, job, body_limit(env, job.size), || env.store.put_object(&job.target, body.clone(), crc.crc))
             .await?;
+        env.moved(job.size, std::time::Instant::now());
         unchanged(job)?;
         env.hooks.reporter.bytes(job, job.size);
         return Ok(());
@@ -174,6 +175,7 @@ async fn upload_parts(env: &Engine, job: &Upload, id: &str, part: u64) -> Result
                 env.store.upload_part(&job.target, id, n, body.clone(), crc.crc)
             })
             .await?;
+            env.moved(len, std::time::Instant::now());
             env.hooks.reporter.bytes(job, len);
             Ok::<_, Error>((UploadedPart { number: n, etag, checksum: crc.crc }, crc))
         })

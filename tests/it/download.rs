@@ -333,7 +333,7 @@ async fn a_long_wait_for_the_first_byte_alike_for_all_is_not_straggling() {
     let shaping = s3load_testserver::Shaping {
         first_byte_delay: Duration::from_millis(1100),
         rate_per_connection: Some(20_000_000),
-        straggler: None,
+        ..s3load_testserver::Shaping::default()
     };
     let h = Harness::with_shaping(shaping).await;
     let data = generate_bytes(16 << 20, 8);

@@ -4,6 +4,7 @@
 mod ami;
 mod atomic;
 mod cat;
+mod connections;
 mod credentials;
 mod docs;
 mod download;

@@ -52,7 +52,8 @@ async fn summary_file_says_what_happened_on_success_partial_failure_and_setup_er
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_lines_go_to_stderr_as_text_or_json_and_never_to_stdout() {
     // Slow enough that a few progress lines are printed.
-    let shaping = Shaping { first_byte_delay: Duration::ZERO, rate_per_connection: Some(4_000_000), straggler: None };
+    let shaping =
+        Shaping { first_byte_delay: Duration::ZERO, rate_per_connection: Some(4_000_000), ..Shaping::default() };
     let h = Harness::with_shaping(shaping).await;
     h.put("m/w.bin", generate_bytes(6 << 20, 1));
     let dest = h.path("out");
@@ -106,7 +107,8 @@ async fn progress_lines_go_to_stderr_as_text_or_json_and_never_to_stdout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_terminal_the_total_and_the_largest_objects_get_bars_that_are_cleared_at_the_end() {
     // Two 70 MiB objects at 10 MB/s per connection: about a second of bars.
-    let shaping = Shaping { first_byte_delay: Duration::ZERO, rate_per_connection: Some(10_000_000), straggler: None };
+    let shaping =
+        Shaping { first_byte_delay: Duration::ZERO, rate_per_connection: Some(10_000_000), ..Shaping::default() };
     let h = Harness::with_shaping(shaping).await;
     h.put("m/big-0.bin", generate_bytes(70 << 20, 1));
     h.put("m/big-1.bin", generate_bytes(70 << 20, 2));

@@ -14,7 +14,7 @@ async fn slow_harness() -> Harness {
     Harness::with_shaping(Shaping {
         first_byte_delay: Duration::ZERO,
         rate_per_connection: Some(4_000_000),
-        straggler: None,
+        ..Shaping::default()
     })
     .await
 }

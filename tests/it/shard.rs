@@ -390,7 +390,8 @@ async fn a_shard_killed_mid_piece_resumes_it_and_then_finishes_the_object_the_ot
     use s3load_testserver::Shaping;
     use std::time::Duration;
     // 4 MB/s per connection: a kill lands mid-piece.
-    let shaping = Shaping { first_byte_delay: Duration::ZERO, rate_per_connection: Some(4_000_000), straggler: None };
+    let shaping =
+        Shaping { first_byte_delay: Duration::ZERO, rate_per_connection: Some(4_000_000), ..Shaping::default() };
     let h = Harness::with_shaping(shaping).await;
     let (big, _) = fill_split(&h);
     let dest = h.path("model");

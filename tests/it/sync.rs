@@ -327,7 +327,7 @@ async fn a_run_stopped_in_its_first_batch_names_the_objects_not_started_in_one_l
     let shaping = s3load_testserver::Shaping {
         first_byte_delay: Duration::from_millis(20),
         rate_per_connection: None,
-        straggler: None,
+        ..s3load_testserver::Shaping::default()
     };
     let h = Harness::with_shaping(shaping).await;
     let n = 6_000;

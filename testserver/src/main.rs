@@ -3,7 +3,11 @@
 //! until interrupted.
 //!
 //! Usage: s3load-testserver [--port P] [--small N] [--tiny N] [--large N] [--large-mib M]
-//!        [--latency-ms L] [--rate-mbps R] [--straggler-every N --straggler-mbps S] [--legacy]
+//!        [--latency-ms L] [--rate-mbps R] [--total-mbps T] [--straggler-every N --straggler-mbps S]
+//!        [--legacy]
+//!
+//! `--rate-mbps` caps each GET body (MB/s); `--total-mbps` caps all of them
+//! together, a link every connection shares.
 //!
 //! `--straggler-every N` serves every Nth GET body at `--straggler-mbps`
 //! (MB/s, default 5) instead of `--rate-mbps`: a slow path among fast ones.
@@ -28,6 +32,7 @@ async fn main() -> std::io::Result<()> {
         rate_per_connection: (rate > 0).then_some(rate * 1_000_000),
         straggler: (arg("--straggler-every", 0) > 0)
             .then(|| Straggler { every: arg("--straggler-every", 0), rate: arg("--straggler-mbps", 5) * 1_000_000 }),
+        total_rate: (arg("--total-mbps", 0) > 0).then(|| arg("--total-mbps", 0) * 1_000_000),
     };
     let server = TestServer::start_with(Options { shaping, port: arg("--port", 0) as u16, tls: None }).await?;
     let store = server.store();

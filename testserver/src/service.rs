@@ -37,6 +37,10 @@ pub struct RequestLog {
     pub(crate) upload_bytes: AtomicU64,
     /// GET bodies started, counted for [`crate::Straggler`].
     pub(crate) get_bodies: AtomicU64,
+    /// GET bodies being served.
+    pub(crate) bodies: crate::shaping::Gauge,
+    /// The link GET bodies share under [`crate::Shaping::total_rate`].
+    pub(crate) link: crate::shaping::Link,
     /// (operation, region in the request's SigV4 credential scope).
     signed: Mutex<Vec<(&'static str, String)>>,
     tokens: Mutex<Vec<String>>,
@@ -52,6 +56,10 @@ impl RequestLog {
     /// Body bytes sent in GET responses.
     pub fn body_bytes(&self) -> u64 {
         self.body_bytes.load(Ordering::Relaxed)
+    }
+    /// The most GET bodies served at once (since the last [`RequestLog::clear`]).
+    pub fn peak_bodies(&self) -> u64 {
+        self.bodies.peak()
     }
     /// Body bytes received in UploadPart requests.
     pub fn upload_bytes(&self) -> u64 {
@@ -79,6 +87,7 @@ impl RequestLog {
         self.tokens.lock().unwrap().clear();
         self.body_bytes.store(0, Ordering::Relaxed);
         self.upload_bytes.store(0, Ordering::Relaxed);
+        self.bodies.reset_peak();
     }
     fn push(&self, r: RequestRecord) {
         self.records.lock().unwrap().push(r);
@@ -532,7 +541,7 @@ impl S3 for Service {
                 rate = Some(s.rate);
             }
         }
-        let stream = ShapedBody::new(body, rate, self.log.body_bytes.clone(), body_fault);
+        let stream = ShapedBody::new(body, rate, self.shaping.total_rate, self.log.clone(), body_fault);
         let mut out = GetObjectOutput {
             body: Some(StreamingBlob::wrap(stream)),
             content_length: Some(len),

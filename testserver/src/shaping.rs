@@ -16,6 +16,7 @@ use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
 use crate::faults::BodyFault;
+use crate::service::RequestLog;
 
 /// Network emulation settings; the default is an unshaped loopback.
 #[derive(Debug, Clone, Copy, Default)]
@@ -27,6 +28,9 @@ pub struct Shaping {
     /// Some GET bodies much slower than the rest (a bad path, a busy server
     /// behind the load balancer); `None` = none.
     pub straggler: Option<Straggler>,
+    /// Bytes per second of every GET body together (a link the connections
+    /// share); `None` = unlimited.
+    pub total_rate: Option<u64>,
 }
 
 /// Every `every`-th GET body (the `every`-th, the 2 x `every`-th, ...) is
@@ -52,7 +56,11 @@ pub struct ShapedBody {
     rate: Option<u64>,
     started: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
-    counter: Arc<AtomicU64>,
+    log: Arc<RequestLog>,
+    /// The shared link's rate, when capped (see [`Shaping::total_rate`]).
+    total_rate: Option<u64>,
+    /// When the shared link has carried the slice about to be yielded.
+    link_due: Option<Instant>,
     fault: Option<BodyFault>,
     cut_pending: bool,
     /// A trickle's wait before its next byte is done.
@@ -63,9 +71,17 @@ pub struct ShapedBody {
 const CUT_FLUSH: Duration = Duration::from_millis(100);
 
 impl ShapedBody {
-    /// A body served at `rate` bytes per second (`None`: unlimited).
-    pub fn new(data: Bytes, rate: Option<u64>, counter: Arc<AtomicU64>, fault: Option<BodyFault>) -> Self {
-        let chunk = if rate.is_some() { SHAPED_CHUNK } else { UNSHAPED_CHUNK };
+    /// A body served at `rate` bytes per second (`None`: unlimited), and all
+    /// bodies together at `total_rate`; counted in `log` while it lasts.
+    pub(crate) fn new(
+        data: Bytes,
+        rate: Option<u64>,
+        total_rate: Option<u64>,
+        log: Arc<RequestLog>,
+        fault: Option<BodyFault>,
+    ) -> Self {
+        let chunk = if rate.is_some() || total_rate.is_some() { SHAPED_CHUNK } else { UNSHAPED_CHUNK };
+        log.bodies.open();
         ShapedBody {
             data,
             pos: 0,
@@ -73,7 +89,9 @@ impl ShapedBody {
             rate,
             started: None,
             sleep: None,
-            counter,
+            log,
+            total_rate,
+            link_due: None,
             fault,
             cut_pending: false,
             trickle_waited: false,
@@ -151,6 +169,17 @@ impl Stream for ShapedBody {
         } else if let Some(BodyFault::Trickle(n, _)) = this.fault {
             end = end.min(n as usize);
         }
+        if let Some(total) = this.total_rate {
+            let due = *this.link_due.get_or_insert_with(|| this.log.link.carry((end - this.pos) as u64, total));
+            if due > Instant::now() {
+                let mut sleep = Box::pin(tokio::time::sleep_until(due));
+                if sleep.as_mut().poll(cx).is_pending() {
+                    this.sleep = Some(sleep);
+                    return Poll::Pending;
+                }
+            }
+            this.link_due = None;
+        }
         let mut out = this.data.slice(this.pos..end);
         if let Some(BodyFault::Flip(at)) = this.fault
             && (this.pos..end).contains(&(at as usize))
@@ -160,8 +189,56 @@ impl Stream for ShapedBody {
             out = Bytes::from(v);
         }
         this.pos = end;
-        this.counter.fetch_add(out.len() as u64, Ordering::Relaxed);
+        this.log.body_bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
         Poll::Ready(Some(Ok(out)))
+    }
+}
+
+impl Drop for ShapedBody {
+    fn drop(&mut self) {
+        self.log.bodies.close();
+    }
+}
+
+/// A link every GET body shares: the time it is next free.
+#[derive(Debug, Default)]
+pub(crate) struct Link {
+    free_at: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Link {
+    /// Books `bytes` on the link at `rate` bytes per second after what is
+    /// booked already (an idle link saves no credit); returns when they have
+    /// passed.
+    fn carry(&self, bytes: u64, rate: u64) -> Instant {
+        let now = Instant::now();
+        let mut free_at = self.free_at.lock().unwrap();
+        let done = free_at.map_or(now, |t| t.max(now)) + Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64);
+        *free_at = Some(done);
+        done
+    }
+}
+
+/// GET bodies being served, and the most at once.
+#[derive(Debug, Default)]
+pub(crate) struct Gauge {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Gauge {
+    fn open(&self) {
+        let n = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(n, Ordering::Relaxed);
+    }
+    fn close(&self) {
+        self.now.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub(crate) fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+    pub(crate) fn reset_peak(&self) {
+        self.peak.store(self.now.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }
 

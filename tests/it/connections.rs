@@ -1,0 +1,66 @@
+//! How many requests are in flight: sized to the link unless `--numworkers`
+//! pins the count.
+
+use s3load_testserver::{Shaping, generate_bytes};
+
+use crate::harness::Harness;
+
+/// Connections of 1 MB/s each on a link of 24 MB/s: 16 connections (the
+/// start) move 16 MB/s, 32 fill the link, 64 bring nothing more.
+fn shared_link() -> Shaping {
+    Shaping { rate_per_connection: Some(1_000_000), total_rate: Some(24_000_000), ..Shaping::default() }
+}
+
+fn put_objects(h: &Harness, n: u64, mib: usize) -> Vec<(String, bytes::Bytes)> {
+    (0..n)
+        .map(|i| {
+            let (key, data) = (format!("m/o{i}.bin"), generate_bytes(mib << 20, 40 + i));
+            h.put(&key, data.clone());
+            (format!("o{i}.bin"), data)
+        })
+        .collect()
+}
+
+// The count grows from 16 while the rate grows with it, and settles where
+// the shared link is full: 32, where 64 moved no more. The server counts the
+// bodies it served at once: more than the start, never the ceiling (128).
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_in_flight_grow_with_the_rate_and_stop_where_the_link_is_full() {
+    let h = Harness::with_shaping(shared_link()).await;
+    let objects = put_objects(&h, 8, 12);
+    let dest = h.path("d");
+    let t = std::time::Instant::now();
+    let run = h.run(&["sync", "--part-size", "1", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+    eprintln!("96 MiB over a 24 MB/s link: {:.1} s", t.elapsed().as_secs_f64());
+    run.assert_ok();
+    for (name, data) in &objects {
+        assert!(std::fs::read(dest.join(name)).unwrap() == *data, "{name}");
+    }
+    let peak = h.server.log().peak_bodies();
+    assert!(peak > 16, "grew past the start while the rate grew: {peak} bodies at most\n{}", run.stderr);
+    assert!(peak <= 64, "stopped once the link was full, far below the ceiling: {peak}\n{}", run.stderr);
+    let settled = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("requests in flight sized to the link"))
+        .unwrap_or_else(|| panic!("the level is reported once settled:\n{}", run.stderr));
+    eprintln!("{settled}");
+    assert!(settled.contains("requests=32") && settled.contains("tried=64"), "{settled}");
+}
+
+// `--numworkers` pins the count: never more bodies at once, whatever the rate.
+#[tokio::test(flavor = "multi_thread")]
+async fn numworkers_pins_the_requests_in_flight() {
+    let h = Harness::with_shaping(Shaping { rate_per_connection: Some(2_000_000), ..Shaping::default() }).await;
+    let objects = put_objects(&h, 4, 8);
+    let dest = h.path("d");
+    let run =
+        h.run(&["--numworkers", "6", "sync", "--part-size", "1", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    for (name, data) in &objects {
+        assert!(std::fs::read(dest.join(name)).unwrap() == *data, "{name}");
+    }
+    let peak = h.server.log().peak_bodies();
+    assert!((1..=6).contains(&peak), "{peak} bodies at once under --numworkers 6");
+    assert!(!run.stderr.contains("requests in flight"), "{}", run.stderr);
+}
