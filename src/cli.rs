@@ -15,6 +15,9 @@ use crate::plan::filter::Filters;
 use crate::progress::ProgressMode;
 use crate::store::s3::S3Settings;
 use crate::transfer::{Durability, EngineConfig, TUNED_REQUESTS_CEILING, VerifyMode, WriteMode};
+
+/// `--concurrency` when not given (s5cmd's is 5).
+const DEFAULT_PART_CONCURRENCY: usize = 8;
 use crate::url::Location;
 
 const ABOUT: &str = "Fast, verified transfers between S3 (or any S3-compatible store) and a local directory.";
@@ -267,9 +270,11 @@ pub enum Cmd {
 
 #[derive(Debug, ClapArgs)]
 pub struct TransferArgs {
-    /// Parts of one object transferred at once.
-    #[arg(short = 'c', long, default_value_t = 8, value_name = "N")]
-    pub concurrency: usize,
+    /// Parts of one object transferred at once [default: 8; without
+    /// --numworkers a download takes more when no other object can use the
+    /// requests in flight, so that a single large object fills the link].
+    #[arg(short = 'c', long, value_name = "N")]
+    pub concurrency: Option<usize>,
     /// Size of each part in MiB; objects up to this size are fetched in one request.
     #[arg(short = 'p', long, default_value_t = 16, value_name = "MiB")]
     pub part_size: u64,
@@ -473,7 +478,7 @@ impl Args {
                 )));
             }
             run_id = t.run_id.clone();
-            if t.concurrency == 0 || t.part_size == 0 {
+            if t.concurrency == Some(0) || t.part_size == 0 {
                 return Err(Error::Usage("--concurrency and --part-size must be at least 1".into()));
             }
             upload = UploadOptions {
@@ -486,7 +491,8 @@ impl Args {
                 },
                 follow_symlinks: !t.no_follow_symlinks,
             };
-            engine.part_concurrency = t.concurrency;
+            engine.part_concurrency = t.concurrency.unwrap_or(DEFAULT_PART_CONCURRENCY);
+            engine.soft_part_cap = engine.tune_requests && t.concurrency.is_none();
             engine.split = !t.no_split;
             engine.part_size =
                 t.part_size.checked_mul(1 << 20).ok_or_else(|| Error::Usage("--part-size is too large".into()))?;

@@ -72,9 +72,11 @@ pub(super) async fn run(
     let n = jobs.len();
     let cfg = &engine.cfg;
     let sched =
-        Scheduler::new(jobs.iter().map(|j| ObjectState::part_count(j, cfg)), cfg.part_concurrency, cfg.max_open_files);
+        Scheduler::new(jobs.iter().map(|j| ObjectState::part_count(j, cfg)), cfg.part_concurrency, cfg.max_open_files)
+            .soft_cap(cfg.soft_part_cap);
     let files: Vec<Mutex<Slot>> = jobs.into_iter().map(|job| Mutex::new(Slot::Waiting(job))).collect();
-    let workers = cfg.max_requests.max(1).min(n.max(1) * cfg.part_concurrency.max(1));
+    let per_object = if cfg.soft_part_cap { cfg.max_requests } else { cfg.part_concurrency };
+    let workers = cfg.max_requests.max(1).min(n.max(1) * per_object.max(1));
     let pass = Arc::new(Pass {
         engine: engine.clone(),
         files,

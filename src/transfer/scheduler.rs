@@ -5,6 +5,12 @@
 //!   that object has fewer than `part_concurrency` parts in flight;
 //! - otherwise it opens the next object (at most `max_open` with parts not
 //!   yet handed out);
+//! - otherwise, when the cap per object is soft (the requests in flight are
+//!   sized to the link and `--concurrency` was not given), it takes the next
+//!   part of the open object with the fewest parts in flight: the cap spreads
+//!   the parts over several files (one file written by many threads at once
+//!   contends on its lock: 10% more time for 4 x 1 GiB at 32 parts a file),
+//!   without holding a single large object to it;
 //! - otherwise it waits for a part to finish, or is done.
 //!
 //! A failed part fails its object: the object's parts not yet handed out are
@@ -50,6 +56,8 @@ pub(super) struct Scheduler<E> {
     next_object: usize,
     part_concurrency: usize,
     max_open: usize,
+    /// `part_concurrency` gives way when no other object can take a worker.
+    soft: bool,
 }
 
 impl<E> Scheduler<E> {
@@ -66,7 +74,14 @@ impl<E> Scheduler<E> {
             next_object: 0,
             part_concurrency: part_concurrency.max(1),
             max_open: max_open.max(1),
+            soft: false,
         }
+    }
+
+    /// Makes the cap per object soft (see the module's documentation).
+    pub fn soft_cap(mut self, soft: bool) -> Self {
+        self.soft = soft;
+        self
     }
 
     pub fn pick(&mut self) -> Pick {
@@ -87,6 +102,16 @@ impl<E> Scheduler<E> {
             let p = take(slot);
             if slot.parts > 1 {
                 self.active.push(idx);
+            }
+            return Pick::Part(idx, p);
+        }
+        if self.soft
+            && let Some((i, &idx)) = self.active.iter().enumerate().min_by_key(|&(_, &idx)| self.slots[idx].in_flight)
+        {
+            let slot = &mut self.slots[idx];
+            let p = take(slot);
+            if slot.next_part == slot.parts {
+                self.active.swap_remove(i);
             }
             return Pick::Part(idx, p);
         }
@@ -144,6 +169,18 @@ mod tests {
         assert_eq!(s.part_done(0, Ok(())), Finished::No);
         assert_eq!(s.pick(), Pick::Part(0, 2));
         assert_eq!(s.pick(), Pick::Done, "every part is out");
+    }
+
+    #[test]
+    fn a_soft_cap_spreads_parts_over_objects_first_then_gives_way() {
+        let mut s = Scheduler::new([4, 5, 1], 2, 8).soft_cap(true);
+        // Up to the cap on each object while another can be opened, then the
+        // open object with the fewest parts in flight, then the next fewest.
+        assert_eq!(drain(&mut s), vec![(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (0, 2), (1, 2), (0, 3), (1, 3), (1, 4)]);
+        assert_eq!(s.pick(), Pick::Done, "every part is out");
+        // A single object takes every worker.
+        let mut one = Scheduler::<&str>::new([6], 2, 8).soft_cap(true);
+        assert_eq!(drain(&mut one).len(), 6);
     }
 
     #[test]

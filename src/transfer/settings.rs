@@ -71,6 +71,10 @@ pub struct EngineConfig {
     pub part_size: u64,
     /// Parts of one object in flight at once (s5cmd's `--concurrency`).
     pub part_concurrency: usize,
+    /// `part_concurrency` gives way for downloads when no other object can
+    /// take a request (neither `--concurrency` nor `--numworkers` given): a
+    /// single large object can use every request the link sizing allows.
+    pub soft_part_cap: bool,
     /// Requests in flight at most, over all objects (`--numworkers`, or the
     /// ceiling of the link tuning).
     pub max_requests: usize,
@@ -122,6 +126,7 @@ impl Default for EngineConfig {
         EngineConfig {
             part_size: 16 << 20,
             part_concurrency: 16,
+            soft_part_cap: false,
             max_requests: 32,
             tune_requests: false,
             buffer_size: 256 << 10,
