@@ -463,7 +463,7 @@ impl Args {
             journal_hold: self.journal_hold,
             ..EngineConfig::default()
         };
-        engine.max_open_files = engine.max_open_files.max(max_requests * 2);
+        engine.max_open_files = engine.max_open_files.max(max_requests.saturating_mul(2));
         let mut upload = UploadOptions::default();
         let mut shard = None;
         let mut run_id = None;

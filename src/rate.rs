@@ -7,7 +7,7 @@
 //! moment; beyond it, over any window, the bytes passed on stay within the
 //! rate times the window plus that burst. The link itself may carry a little
 //! more at the start: each connection's chunk waiting to be paid for, and
-//! what its socket buffer holds (with the default 32 connections, a few MiB
+//! what its socket buffer holds (with 32 connections, a few MiB
 //! at most).
 //!
 //! Hand-written rather than `governor`: its cells are counted in `u32` with

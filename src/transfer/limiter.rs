@@ -8,7 +8,7 @@
 //!   starts at [`START`] and doubles while doubling it raises the aggregate
 //!   rate by at least [`GAIN`], measured over [`WINDOW`]s of bytes moved, up to
 //!   the ceiling. A doubling that brings less goes back to the level before,
-//!   which is held, and tried again after [`HOLD`] windows: a link that got
+//!   which is held, and tried again after at least [`HOLD`] measured windows: a link that got
 //!   faster is found again, a CPU-bound run stays where extra connections only
 //!   cost memory. A window counts only when some request had to wait for a
 //!   permit: when the work in hand needs fewer requests than the limit, the
@@ -216,6 +216,10 @@ impl Limiter {
         let next = match t.trial_of {
             // The doubling moved more: keep it, and try the next one.
             Some(_) if rate >= t.base * (1.0 + GAIN) => {
+                if t.reported {
+                    // A level reported settled is left behind: the link got faster.
+                    tracing::info!(requests = level, rate_mb_s = mb(rate), "more requests in flight moved more");
+                }
                 t.base = rate;
                 t.trial_of = None;
                 Some(level)
@@ -254,16 +258,19 @@ impl Limiter {
         let Some(from) = next else { return false };
         if from >= t.ceiling {
             t.hold = HOLD;
+            if !std::mem::replace(&mut t.reported, true) {
+                tracing::info!(
+                    requests = from,
+                    rate_mb_s = mb(rate),
+                    "requests in flight sized to the link: at the most"
+                );
+            }
             return false;
         }
         let to = (from * 2).min(t.ceiling);
         t.trial_of = Some(from);
         t.skip = true;
-        if t.reported {
-            tracing::info!(from, to, rate_mb_s = mb(rate), "trying more requests in flight");
-        } else {
-            tracing::debug!(from, to, rate_mb_s = mb(rate), "trying more requests in flight");
-        }
+        tracing::debug!(from, to, rate_mb_s = mb(rate), "trying more requests in flight");
         s.level = to;
         if s.limit == from {
             s.limit = to;

@@ -3,8 +3,9 @@
 //! policy and budget, adaptive limiter, I/O bound and the caller's [`Hooks`].
 //!
 //! Every object is split into byte ranges ([`parts::Ranges`]); an object no larger
-//! than one part is fetched with a single plain GET. A fixed pool of
-//! `max_requests` workers takes parts from one scheduler (`scheduler.rs`, run by
+//! than one part is fetched with a single plain GET. A pool of `max_requests`
+//! workers (`--numworkers`, or the ceiling of the link sizing), each holding a
+//! request permit from `limiter.rs` while it runs a part, takes parts from one scheduler (`scheduler.rs`, run by
 //! `pass.rs`), so a single
 //! 20 GB object and 10,000 small objects both keep every connection busy:
 //!
@@ -16,8 +17,8 @@
 //! Each part streams into a per-worker buffer of `buffer_size` bytes that is
 //! written at its offset in the object's temporary file whenever it fills, so the
 //! memory held for bodies is at most `max_requests × buffer_size`, whatever the
-//! object sizes and counts. Requests also take a permit from an adaptive limiter
-//! (`limiter.rs`) that lowers concurrency while the store throttles.
+//! object sizes and counts. The limiter sizes the requests in flight to the
+//! link (unless `--numworkers` pins them) and lowers them while the store throttles.
 //!
 //! Integrity (`fetch.rs`, `verify.rs`, [`crate::integrity`]): every part request carries
 //! `If-Match` with the object's ETag, so a file is never assembled from two
