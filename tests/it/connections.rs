@@ -64,3 +64,29 @@ async fn numworkers_pins_the_requests_in_flight() {
     assert!((1..=6).contains(&peak), "{peak} bodies at once under --numworkers 6");
     assert!(!run.stderr.contains("requests in flight"), "{}", run.stderr);
 }
+
+// `--numworkers` and `--concurrency` refuse zero and what is not a count,
+// before any request; a huge count is only a ceiling (no overflow).
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_request_counts_are_usage_errors_and_a_huge_one_is_harmless() {
+    let h = Harness::new().await;
+    h.put("m/a.bin", generate_bytes(3 << 20, 1));
+    let dest = h.path("d");
+    for bad in ["--numworkers=0", "--numworkers=-3", "--numworkers=many"] {
+        let run = h.run(&[bad, "sync", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+        assert_eq!(run.code, 2, "{bad:?}: {}", run.stderr);
+        assert!(run.stderr.contains("numworkers"), "{bad:?}: the flag is named: {}", run.stderr);
+    }
+    for bad in ["0", "x"] {
+        let run = h.run(&["sync", "-c", bad, "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+        assert_eq!(run.code, 2, "-c {bad}: {}", run.stderr);
+        assert!(run.stderr.contains("concurrency"), "-c {bad}: {}", run.stderr);
+    }
+    assert!(h.server.log().records().is_empty(), "no request sent");
+    assert!(!dest.exists());
+    let run = h
+        .run(&["--numworkers", "18446744073709551615", "sync", "-p", "1", "s3://bucket/m/*", dest.to_str().unwrap()])
+        .await;
+    run.assert_ok();
+    assert!(std::fs::read(dest.join("a.bin")).unwrap() == generate_bytes(3 << 20, 1));
+}
