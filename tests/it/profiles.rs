@@ -183,7 +183,18 @@ async fn a_single_put_of_1_gib_with_only_an_md5_etag_is_verified() {
         h.run(&["--json", "--verify", "require", "cp", "s3://bucket/big/one-put.bin", dest.to_str().unwrap()]).await;
     run.assert_ok();
     assert_eq!(verified_by(&run), vec![("big/one-put.bin".to_string(), "MD5".to_string())]);
-    assert_eq!(h.server.log().count("GetObject"), 64, "fetched in parallel ranges");
+    // 64 ranges of 16 MiB, each from its first byte; a range dropped as a
+    // straggler under load is requested again from inside it.
+    let starts: Vec<u64> = h
+        .server
+        .log()
+        .records()
+        .iter()
+        .filter(|r| r.op == "GetObject")
+        .filter_map(|r| r.range.map(|(s, _)| s))
+        .filter(|s| s % (16 << 20) == 0)
+        .collect();
+    assert_eq!(starts.len(), 64, "fetched in parallel ranges: {starts:?}");
     assert!(std::fs::read(&dest).unwrap() == data);
 }
 
