@@ -107,6 +107,34 @@ async fn legacy_md5_etags_are_checked_whole_and_per_uploaded_part() {
     assert!(multi.iter().flatten().all(|&(s, e)| s % part == 0 && e - s <= part), "{multi:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_single_put_objects_are_md5_checked_together_and_a_corrupted_one_is_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    // Sizes on and off the 64-byte block of MD5, up to a whole write buffer,
+    // so that the hasher takes several at once, of unequal lengths.
+    let sizes = [1, 63, 64, 65, 1000, 4096, 65_536, 65_537, 100_000, 256 * KIB - 40];
+    let keys: Vec<String> = (0..40).map(|i| format!("s{i:02}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let mut data = body(sizes[i % sizes.len()] + i);
+        data.rotate_left(i % 7);
+        store.put(B, key, data, Written::Md5);
+    }
+    // The 5th GET's body (some object's) arrives with a byte flipped.
+    let faulty = Arc::new(Faulty::new(store.clone()).on_get(5, Fault::Corrupt(0)));
+    let mut jobs = Vec::new();
+    for key in &keys {
+        jobs.push(job(&store, key, dir.path()).await);
+    }
+    let out = download_with(faulty, jobs, config()).await;
+    for (o, key) in out.iter().zip(&keys) {
+        assert_eq!(o.as_ref().unwrap(), &Verification::Verified("MD5"), "{key}");
+        let (got, want) = (std::fs::read(dir.path().join(key)).unwrap(), store.body(B, key).unwrap());
+        assert!(got == want, "{key}");
+    }
+    assert_eq!(store.gets().len(), 41, "one object fetched twice");
+}
+
 #[tokio::test]
 async fn objects_without_a_usable_checksum_are_unverified_or_fail_under_require() {
     let dir = tempfile::tempdir().unwrap();

@@ -372,6 +372,12 @@ async fn flush(engine: &Engine, file: &ObjectState, buf: &mut IoBuf, a: &mut Att
 /// segment's hasher instead, and another of the same size comes back.
 async fn write_out(engine: &Engine, file: &ObjectState, a: &mut Attempt, data: IoBuf) -> Result<IoBuf, Error> {
     let (at, len, mut digest) = (a.offset, data.as_ref().len() as u64, a.digest.take());
+    // A whole object's MD5 in this one buffer: hashed after the write, with
+    // other small objects' (see `Hasher::whole_md5`).
+    let whole_md5 = matches!(digest, Some(PartDigest::Md5(_))) && at == 0 && len == file.job.size;
+    if whole_md5 {
+        digest = None;
+    }
     let tmp = a.tmp.clone();
     let job = &file.job;
     // What creating the file needs, cloned only when it is to be created.
@@ -407,11 +413,26 @@ async fn write_out(engine: &Engine, file: &ObjectState, a: &mut Attempt, data: I
         a.tmp = Some(t);
     }
     written?;
-    // Bytes written past the page cache would be read back from the disk to
-    // be hashed: the hasher takes the buffer instead.
-    let data = match a.tmp.as_ref().is_some_and(|t| t.is_direct()) {
-        true => file.give(engine.started_hasher(), a.part, at, data).await,
-        false => data,
+    let data = if whole_md5 {
+        match engine.hasher().whole_md5(data) {
+            Ok((rx, spare)) => {
+                file.hashing_whole(rx);
+                spare
+            }
+            // The hasher holds all it may: hashed here.
+            Err(data) => {
+                let mut d = PartDigest::new(crate::integrity::DigestKind::Md5);
+                d.update(data.as_ref());
+                a.digest = Some(d);
+                data
+            }
+        }
+    } else if a.tmp.as_ref().is_some_and(|t| t.is_direct()) {
+        // Bytes written past the page cache would be read back from the disk
+        // to be hashed: the hasher takes the buffer instead.
+        file.give(engine.started_hasher(), a.part, at, data).await
+    } else {
+        data
     };
     advance(engine, file, a, len);
     Ok(data)

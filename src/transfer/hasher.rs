@@ -53,8 +53,21 @@ const GIVEN_LAG: usize = 8;
 /// buffers): beyond it a buffer is refused and its bytes read back instead.
 const MAX_GIVEN: usize = 48;
 
+/// How long a small object's bytes may wait for others to be hashed with
+/// ([`Hasher::whole_md5`]): a multi-buffer MD5 of 16 lanes costs about what
+/// one does, and thousands of small objects arrive a few hundred a second per
+/// request in flight. The wait delays the object's commit, not a request.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(4);
+
 /// The result of one segment: its digest, or why its bytes could not be read.
 pub(super) type SegmentResult = Result<PartSum, String>;
+
+/// A whole object's bytes in one buffer, waiting to be MD5-hashed with others.
+struct Whole {
+    buf: IoBuf,
+    since: std::time::Instant,
+    tx: oneshot::Sender<SegmentResult>,
+}
 
 /// Handle of a segment being hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -148,6 +161,17 @@ impl Stream {
 }
 
 impl State {
+    /// When the small objects waiting are to be hashed: now when a full
+    /// batch waits (or the run is ending), else when the first has waited
+    /// [`LINGER`]; `None` when none waits.
+    fn wholes_due(&self) -> Option<std::time::Instant> {
+        let first = self.wholes.first()?;
+        match self.wholes.len() >= self.lanes || self.closed {
+            true => Some(first.since),
+            false => Some(first.since + LINGER),
+        }
+    }
+
     /// Whether a step is worth taking now: a full batch of due segments, an
     /// urgent one, or every segment due (no other is coming to fill the batch).
     fn worth_a_step(&self) -> bool {
@@ -180,6 +204,13 @@ struct State {
     /// Bytes hashed from buffers handed over, and bytes read back.
     from_buffers: u64,
     read_back: u64,
+    /// Whole small objects waiting for company ([`Hasher::whole_md5`]).
+    wholes: Vec<Whole>,
+    /// Lanes worth waiting for: the MD5 engine's native width, at least 8.
+    lanes: usize,
+    /// Small objects hashed, and how many multi-buffer calls that took.
+    wholes_hashed: u64,
+    whole_calls: u64,
 }
 
 struct Shared {
@@ -191,7 +222,9 @@ struct Shared {
 
 impl Shared {
     fn new() -> Shared {
-        Shared { state: Mutex::new(State::default()), work: Condvar::new(), room: tokio::sync::Notify::new() }
+        let lanes = md5_many::Md5Many::new().lanes().max(BATCH);
+        let state = State { lanes, ..State::default() };
+        Shared { state: Mutex::new(state), work: Condvar::new(), room: tokio::sync::Notify::new() }
     }
 }
 
@@ -319,6 +352,29 @@ impl Hasher {
         Given::Taken(IoBuf::new(cap))
     }
 
+    /// Takes `buf`, the whole of a small object just written, to compute its
+    /// MD5 together with other small objects' (see [`LINGER`]); returns the
+    /// receiver of the digest and a buffer of the same capacity to go on
+    /// with. While the hasher holds [`MAX_GIVEN`] buffers, the buffer is
+    /// handed back (`Err`): the caller hashes it itself.
+    pub fn whole_md5(&self, buf: IoBuf) -> Result<(oneshot::Receiver<SegmentResult>, IoBuf), IoBuf> {
+        let cap = buf.capacity();
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.shared.state.lock().unwrap();
+        if st.given >= MAX_GIVEN || st.closed {
+            return Err(buf);
+        }
+        st.given += 1;
+        st.wholes.push(Whole { buf, since: std::time::Instant::now(), tx });
+        // The first one starts the thread's clock; a full batch ends its wait.
+        if st.wholes.len() == 1 || st.wholes.len() == st.lanes {
+            self.shared.work.notify_one();
+        }
+        let spare = st.free.iter().rposition(|b| b.capacity() == cap).map(|i| st.free.swap_remove(i));
+        drop(st);
+        Ok((rx, spare.unwrap_or_else(|| IoBuf::new(cap))))
+    }
+
     /// Forgets a segment whose object failed; its receiver sees a closed channel.
     pub fn cancel(&self, id: StreamId) {
         {
@@ -337,6 +393,7 @@ impl Drop for Hasher {
         let mut st = self.shared.state.lock().unwrap();
         st.closed = true;
         tracing::debug!(from_buffers = st.from_buffers, read_back = st.read_back, "bytes hashed in order");
+        tracing::debug!(objects = st.wholes_hashed, calls = st.whole_calls, "small objects hashed together");
         drop(st);
         self.shared.work.notify_all();
         for t in self.threads.drain(..) {
@@ -370,20 +427,73 @@ fn hash_loop(shared: &Shared) {
     let md5 = md5_many::Md5Many::new();
     let mut bufs: Vec<IoBuf> = Vec::new();
     loop {
-        let steps = {
+        let (steps, wholes) = {
             let mut st = shared.state.lock().unwrap();
             loop {
+                let now = std::time::Instant::now();
+                let wholes_at = st.wholes_due();
+                if wholes_at.is_some_and(|at| at <= now) {
+                    break (Vec::new(), std::mem::take(&mut st.wholes));
+                }
+                if st.worth_a_step() {
+                    break (take_steps(&mut st), Vec::new());
+                }
                 if st.closed {
                     return;
                 }
-                if st.worth_a_step() {
-                    break;
-                }
-                st = shared.work.wait(st).unwrap();
+                st = match wholes_at {
+                    Some(at) => shared.work.wait_timeout(st, at - now).unwrap().0,
+                    None => shared.work.wait(st).unwrap(),
+                };
             }
-            take_steps(&mut st)
         };
-        run_steps(shared, md5, &mut bufs, steps);
+        if !wholes.is_empty() {
+            hash_wholes(shared, md5, wholes);
+        }
+        if !steps.is_empty() {
+            run_steps(shared, md5, &mut bufs, steps);
+        }
+    }
+}
+
+/// MD5s whole small objects together, in multi-buffer calls of the engine's
+/// width (a batch that is not a multiple of 8 is filled with copies of its
+/// first input, whose results are dropped; lengths may differ: md5-many
+/// hashes their common blocks together and the rest apart), then sends each
+/// digest and frees the buffers.
+fn hash_wholes(shared: &Shared, md5: md5_many::Md5Many, wholes: Vec<Whole>) {
+    let mut digests = Vec::with_capacity(wholes.len());
+    let mut calls = 0;
+    for batch in wholes.chunks(LANES) {
+        let mut inputs: Vec<&[u8]> = batch.iter().map(|w| w.buf.as_ref()).collect();
+        let width = match inputs.len() {
+            1 => 1,
+            n => n.div_ceil(8) * 8,
+        };
+        inputs.resize(width, inputs[0]);
+        let mut out = vec![[0u8; 16]; width];
+        if width == 1 {
+            out[0] = md5_many::md5(inputs[0]);
+        } else {
+            md5.hash_many(&inputs, &mut out);
+        }
+        digests.extend(out.into_iter().take(batch.len()));
+        calls += 1;
+    }
+    let mut sends = Vec::with_capacity(wholes.len());
+    {
+        let mut st = shared.state.lock().unwrap();
+        st.wholes_hashed += wholes.len() as u64;
+        st.whole_calls += calls;
+        st.given -= wholes.len();
+        for (w, d) in wholes.into_iter().zip(digests) {
+            st.free.push(w.buf);
+            sends.push((w.tx, d));
+        }
+    }
+    shared.room.notify_waiters();
+    for (tx, d) in sends {
+        let _ = tx.send(Ok(PartSum::Hash(crate::integrity::DigestValue::new(&d).expect("16 bytes"))));
     }
 }
 
@@ -576,6 +686,50 @@ mod tests {
             PartSum::Hash(v) => v,
             PartSum::Crc(_) => panic!("a hash"),
         }
+    }
+
+    #[tokio::test]
+    async fn small_objects_are_hashed_together_each_to_its_own_md5_and_a_full_hasher_hands_back() {
+        let hasher = Hasher::new(1);
+        // Lengths on and off the 64-byte block, unequal: md5-many hashes
+        // their common blocks together and each tail apart.
+        let lens = [1usize, 55, 56, 63, 64, 65, 127, 4096, 65_535, 65_536, 100_001, 256 << 10];
+        let mut pending = Vec::new();
+        for i in 0..40 {
+            let bytes = data(lens[i % lens.len()], i);
+            let mut buf = IoBuf::new(256 << 10);
+            buf.push(&bytes, bytes.len());
+            let Ok((rx, spare)) = hasher.whole_md5(buf) else { panic!("room") };
+            assert_eq!(spare.capacity(), 256 << 10, "a buffer of the same size to go on with");
+            pending.push((rx, bytes));
+        }
+        for (rx, bytes) in pending {
+            assert_eq!(hash_of(rx.await.unwrap()).as_bytes(), &md5::Md5::digest(&bytes)[..], "{} bytes", bytes.len());
+        }
+        let (objects, calls) = {
+            let st = hasher.shared.state.lock().unwrap();
+            (st.wholes_hashed, st.whole_calls)
+        };
+        assert_eq!(objects, 40);
+        assert!(calls < 40, "hashed together: {calls} calls for 40 objects");
+
+        // A hasher that holds all it may hands the buffer back untouched.
+        hasher.shared.state.lock().unwrap().given = MAX_GIVEN;
+        let mut buf = IoBuf::new(4096);
+        buf.push(b"abc", 3);
+        let Err(back) = hasher.whole_md5(buf) else { panic!("handed back") };
+        assert_eq!(back.as_ref(), b"abc");
+        hasher.shared.state.lock().unwrap().given = 0;
+    }
+
+    #[tokio::test]
+    async fn small_objects_waiting_for_company_are_hashed_when_the_hasher_stops() {
+        let hasher = Hasher::new(1);
+        let mut buf = IoBuf::new(4096);
+        buf.push(b"lonely", 6);
+        let Ok((rx, _)) = hasher.whole_md5(buf) else { panic!("room") };
+        drop(hasher);
+        assert_eq!(hash_of(rx.await.unwrap()).as_bytes(), &md5::Md5::digest(b"lonely")[..]);
     }
 
     #[tokio::test]

@@ -93,7 +93,11 @@ pub struct Permit<'a> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         self.limiter.state.lock().unwrap().in_flight -= 1;
-        self.limiter.released.notify_waiters();
+        // One slot is free: one waiter is woken (a wake-up given to a wait
+        // that is then dropped passes on to the next). Waking them all would
+        // wake every worker above the limit for every part: with 128 workers
+        // and 16 in flight, 112 wake-ups for each small file.
+        self.limiter.released.notify_one();
     }
 }
 
@@ -370,6 +374,29 @@ mod tests {
         assert!(waiting.is_err(), "a second request must wait under a limit of 1");
         drop(p);
         let _p = tokio::time::timeout(Duration::from_secs(5), l.acquire()).await.expect("slot freed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_freed_slot_wakes_one_waiter_and_a_wait_given_up_passes_its_wake_up_on() {
+        let l = std::sync::Arc::new(Limiter::new(1));
+        let p = l.acquire().await;
+        let waiter = |l: std::sync::Arc<Limiter>| {
+            tokio::spawn(async move {
+                let _p = l.acquire().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            })
+        };
+        let (a, b, c) = (waiter(l.clone()), waiter(l.clone()), waiter(l.clone()));
+        while l.state.lock().unwrap().waiting < 3 {
+            tokio::task::yield_now().await;
+        }
+        // One waiter gives up; the slot freed then must still reach the others.
+        a.abort();
+        drop(p);
+        let both = async { (b.await.unwrap(), c.await.unwrap()) };
+        tokio::time::timeout(Duration::from_secs(5), both).await.expect("every waiter served in turn");
+        assert_eq!(l.state.lock().unwrap().in_flight, 0);
+        assert_eq!(l.state.lock().unwrap().waiting, 0);
     }
 
     /// A link simulated window by window: `rate(limit)` bytes per second

@@ -355,6 +355,12 @@ impl ObjectState {
         }
     }
 
+    /// The object's only segment, whole in one buffer, is being hashed by
+    /// the hasher ([`Hasher::whole_md5`]): its digest comes from `rx`.
+    pub fn hashing_whole(&self, rx: oneshot::Receiver<SegmentResult>) {
+        self.lock().pending[0] = Some(rx);
+    }
+
     /// Stops hashing a failed object's segments.
     pub fn cancel_segments(&self, hasher: Option<&Hasher>) {
         let mut st = self.lock();

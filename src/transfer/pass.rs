@@ -56,6 +56,10 @@ struct Pass {
     /// The last pass reports every outcome; earlier passes keep quiet about
     /// objects that will be fetched again.
     last: bool,
+    /// Write buffers between parts: a worker takes one with its part and
+    /// gives it back with its permit, so there are as many as requests were
+    /// ever in flight at once, not one per worker (128 when sized to the link).
+    bufs: Mutex<Vec<IoBuf>>,
 }
 
 /// Downloads `jobs`; returns one outcome per job, in order, with the job
@@ -76,7 +80,11 @@ pub(super) async fn run(
             .soft_cap(cfg.soft_part_cap);
     let files: Vec<Mutex<Slot>> = jobs.into_iter().map(|job| Mutex::new(Slot::Waiting(job))).collect();
     let per_object = if cfg.soft_part_cap { cfg.max_requests } else { cfg.part_concurrency };
-    let workers = cfg.max_requests.max(1).min(n.max(1) * per_object.max(1));
+    // Twice the requests: a worker whose part finished its object waits for
+    // the commit (the object's hash, a rename) without a permit, and another
+    // takes the permit meanwhile. Workers cost a task each; buffers go with
+    // permits.
+    let workers = cfg.max_requests.max(1).saturating_mul(2).min(n.max(1) * per_object.max(1));
     let pass = Arc::new(Pass {
         engine: engine.clone(),
         files,
@@ -85,6 +93,7 @@ pub(super) async fn run(
         notify: Notify::new(),
         results: Mutex::new((0..n).map(|_| None).collect()),
         last,
+        bufs: Mutex::new(Vec::new()),
     });
     let handles: Vec<_> = (0..workers).map(|_| tokio::spawn(worker(pass.clone()))).collect();
     for h in handles {
@@ -117,8 +126,6 @@ pub(super) async fn run(
 /// limiter holds the count below the workers'. The permit is given back
 /// before the object is committed: a flush to disk is not a request.
 async fn worker(pass: Arc<Pass>) {
-    // Allocated at the first part: the workers above the limit may never run one.
-    let mut buf = IoBuf::default();
     loop {
         let mut notified = pin!(pass.notify.notified());
         notified.as_mut().enable();
@@ -141,10 +148,10 @@ async fn worker(pass: Arc<Pass>) {
                 }
             }
             Pick::Part(idx, p) => {
-                if buf.capacity() == 0 {
-                    buf = IoBuf::new(engine.cfg.buffer_size);
-                }
+                let size = engine.cfg.buffer_size;
+                let mut buf = pass.bufs.lock().unwrap().pop().unwrap_or_else(|| IoBuf::new(size));
                 let result = run_part(&pass, idx, p, &mut buf).await;
+                pass.bufs.lock().unwrap().push(buf);
                 drop(permit);
                 finish_part(&pass, idx, result).await;
                 pass.notify.notify_waiters();
