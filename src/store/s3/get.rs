@@ -15,7 +15,6 @@ pub(super) async fn get(s: &S3Store, req: &GetRequest) -> Result<GetResponse, St
     }
     let out = op
         .customize()
-        .config_override(no_retries())
         // Ask for the stored checksum without turning on the SDK's own
         // validation (which `checksum_mode` would): s3load checks it itself.
         .mutate_request(|r| {

@@ -20,12 +20,7 @@ pub(super) async fn put_object(
         .set_storage_class(target.storage_class.as_deref().map(StorageClass::from))
         .body(file_body(&body).await?);
     op = with_checksum!(op, target.checksum, value);
-    op.customize()
-        .config_override(no_retries())
-        .disable_payload_signing()
-        .send()
-        .await
-        .map_err(|e| map_sdk_err(e, ObjectKind::Bucket))?;
+    op.customize().disable_payload_signing().send().await.map_err(|e| map_sdk_err(e, ObjectKind::Bucket))?;
     Ok(())
 }
 
@@ -68,13 +63,7 @@ pub(super) async fn upload_part(
         .content_length(body.len as i64)
         .body(file_body(&body).await?);
     op = with_checksum!(op, target.checksum, value);
-    let out = op
-        .customize()
-        .config_override(no_retries())
-        .disable_payload_signing()
-        .send()
-        .await
-        .map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
+    let out = op.customize().disable_payload_signing().send().await.map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
     out.e_tag()
         .map(unquote)
         .ok_or_else(|| StoreError::new(StoreErrorKind::Other, format!("UploadPart {n} returned no ETag")))
@@ -106,7 +95,7 @@ pub(super) async fn complete_upload(
         .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
         .checksum_type(ChecksumType::FullObject);
     op = with_checksum!(op, a, value);
-    op.customize().config_override(no_retries()).send().await.map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
+    op.send().await.map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
     Ok(())
 }
 
