@@ -97,7 +97,7 @@ impl Engine {
     }
 
     pub(super) fn hasher(&self) -> &Hasher {
-        self.hasher.get_or_init(|| Hasher::new(1))
+        self.hasher.get_or_init(|| Hasher::new(1).whole_batch_at_most(self.cfg.max_requests))
     }
 
     /// The hasher, if anything needed it yet.

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::engine::Engine;
+use super::hasher::WHOLE_MIN_REQUESTS;
 use super::job::Download;
 use super::object::ObjectState;
 use super::settings::VerifyMode;
@@ -366,7 +367,10 @@ async fn flush(engine: &Engine, file: &ObjectState, buf: &mut IoBuf, a: &mut Att
 /// destination is local ([`Engine::write_io`]), else on the blocking pool.
 /// The hash is updated in the same call, over the whole buffer while it is in
 /// cache: large inputs are where SIMD CRCs are fastest (a body arrives in
-/// pieces of a few KiB). The buffer and the hash state are moved into the
+/// pieces of a few KiB). The exception is a whole object's MD5 in this one
+/// buffer: the buffer goes to the hashing thread after the write, to be
+/// hashed with other small objects' ([`super::hasher::Hasher::whole_md5`]),
+/// and the digest reaches the object's commit through its segment channel. The buffer and the hash state are moved into the
 /// call and back (to the pool and back, where it runs there), so nothing is
 /// copied or reallocated. A buffer written past the page cache goes to the
 /// segment's hasher instead, and another of the same size comes back.
@@ -374,10 +378,11 @@ async fn write_out(engine: &Engine, file: &ObjectState, a: &mut Attempt, data: I
     let (at, len, mut digest) = (a.offset, data.as_ref().len() as u64, a.digest.take());
     // A whole object's MD5 in this one buffer: hashed after the write, with
     // other small objects' (see `Hasher::whole_md5`).
-    let whole_md5 = matches!(digest, Some(PartDigest::Md5(_))) && at == 0 && len == file.job.size;
-    if whole_md5 {
-        digest = None;
-    }
+    let whole = at == 0 && len == file.job.size && engine.cfg.max_requests >= WHOLE_MIN_REQUESTS;
+    let whole_md5 = match whole && matches!(digest, Some(PartDigest::Md5(_))) {
+        true => digest.take(),
+        false => None,
+    };
     let tmp = a.tmp.clone();
     let job = &file.job;
     // What creating the file needs, cloned only when it is to be created.
@@ -413,15 +418,15 @@ async fn write_out(engine: &Engine, file: &ObjectState, a: &mut Attempt, data: I
         a.tmp = Some(t);
     }
     written?;
-    let data = if whole_md5 {
+    let data = if let Some(mut d) = whole_md5 {
         match engine.hasher().whole_md5(data) {
             Ok((rx, spare)) => {
                 file.hashing_whole(rx);
                 spare
             }
-            // The hasher holds all it may: hashed here.
+            // The hasher holds all it may: hashed here, on this thread (as
+            // fast as the hand-over to the pool it would otherwise take).
             Err(data) => {
-                let mut d = PartDigest::new(crate::integrity::DigestKind::Md5);
                 d.update(data.as_ref());
                 a.digest = Some(d);
                 data

@@ -95,8 +95,8 @@ impl Drop for Permit<'_> {
         self.limiter.state.lock().unwrap().in_flight -= 1;
         // One slot is free: one waiter is woken (a wake-up given to a wait
         // that is then dropped passes on to the next). Waking them all would
-        // wake every worker above the limit for every part: with 128 workers
-        // and 16 in flight, 112 wake-ups for each small file.
+        // wake every worker above the limit for every part: with 256 workers
+        // and 16 in flight, 240 wake-ups for each small file.
         self.limiter.released.notify_one();
     }
 }
@@ -376,7 +376,10 @@ mod tests {
         let _p = tokio::time::timeout(Duration::from_secs(5), l.acquire()).await.expect("slot freed");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // One thread: spawned tasks run only when this one yields, so the
+    // wake-up of the freed slot is given to the first waiter's wait before
+    // that wait is dropped.
+    #[tokio::test(flavor = "current_thread")]
     async fn a_freed_slot_wakes_one_waiter_and_a_wait_given_up_passes_its_wake_up_on() {
         let l = std::sync::Arc::new(Limiter::new(1));
         let p = l.acquire().await;
@@ -390,9 +393,10 @@ mod tests {
         while l.state.lock().unwrap().waiting < 3 {
             tokio::task::yield_now().await;
         }
-        // One waiter gives up; the slot freed then must still reach the others.
-        a.abort();
+        // The slot is freed, and the waiter woken for it gives up before it
+        // runs: the wake-up must pass on to the others.
         drop(p);
+        a.abort();
         let both = async { (b.await.unwrap(), c.await.unwrap()) };
         tokio::time::timeout(Duration::from_secs(5), both).await.expect("every waiter served in turn");
         assert_eq!(l.state.lock().unwrap().in_flight, 0);

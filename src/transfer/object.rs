@@ -131,8 +131,9 @@ impl ObjectState {
     }
 
     /// Whether the object arrives in one GET that fits the write buffer: its
-    /// temporary file is created, written and hashed in one blocking call, with
-    /// no preallocation and no journal.
+    /// temporary file is created and written in one blocking call (and
+    /// hashed in it, except an MD5, which the hashing thread computes with
+    /// other small objects'), with no preallocation and no journal.
     pub fn one_write(&self, cfg: &EngineConfig) -> bool {
         self.parts.len() == 1 && self.job.size > 0 && self.job.size <= cfg.buffer_size as u64
     }

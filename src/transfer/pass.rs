@@ -58,7 +58,8 @@ struct Pass {
     last: bool,
     /// Write buffers between parts: a worker takes one with its part and
     /// gives it back with its permit, so there are as many as requests were
-    /// ever in flight at once, not one per worker (128 when sized to the link).
+    /// ever in flight at once, not one per worker (twice the ceiling of 128
+    /// when sized to the link).
     bufs: Mutex<Vec<IoBuf>>,
 }
 

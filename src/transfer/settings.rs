@@ -82,7 +82,8 @@ pub struct EngineConfig {
     /// `max_requests` (`--numworkers` not given), instead of running
     /// `max_requests` from the start.
     pub tune_requests: bool,
-    /// Per-request write buffer; bounds body memory at `max_requests × buffer_size`.
+    /// Per-request write buffer: body memory is at most `max_requests ×
+    /// buffer_size`, plus the hashing thread's (see `hasher::MAX_GIVEN`).
     pub buffer_size: usize,
     /// How long a fresh resume journal holds its lines in memory (see
     /// `localfs::journal::Journal`): objects that finish sooner never write one.

@@ -100,7 +100,8 @@ pub struct S3Store {
     /// Requests without a streamed body: each attempt bounded by `request_timeout`.
     client: Client,
     /// GET, PutObject, UploadPart, CompleteMultipartUpload: bounded by the engine
-    /// (stall timeout and minimum rate for bodies, a time per byte for uploads).
+    /// (stall timeout and minimum rate for bodies, a time per byte for uploads),
+    /// and retried by it only (no retries of the SDK's own).
     body_client: Client,
     /// The store as messages name it: the endpoint, or S3 and its region.
     endpoint: String,
@@ -165,14 +166,17 @@ impl S3Store {
             .operation_attempt_timeout(settings.request_timeout.min(settings.request_deadline))
             .operation_timeout(settings.request_deadline)
             .build();
-        let build_with = |region: Option<Region>, timeouts: TimeoutConfig| {
+        let build_with = |region: Option<Region>, timeouts: TimeoutConfig, retries: Option<RetryConfig>| {
             let mut b = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).timeout_config(timeouts);
             if region.is_some() {
                 b = b.region(region);
             }
+            if let Some(r) = retries {
+                b = b.retry_config(r);
+            }
             Client::from_conf(b.build())
         };
-        let build = |region: Option<Region>| build_with(region, bounded.clone());
+        let build = |region: Option<Region>| build_with(region, bounded.clone(), None);
 
         // No region configured: ask the bucket (HeadBucket answers with
         // `x-amz-bucket-region`, S3 and most S3-compatible stores alike).
@@ -191,10 +195,7 @@ impl S3Store {
         // The engine retries every request of this client itself. Set here,
         // not per request: an override per request rebuilds the client's
         // runtime components each time (5% of the CPU of 5,000 small GETs).
-        let body_client = {
-            let b = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).timeout_config(unbounded);
-            Client::from_conf(b.region(Some(region.clone())).retry_config(RetryConfig::disabled()).build())
-        };
+        let body_client = build_with(Some(region.clone()), unbounded, Some(RetryConfig::disabled()));
         Ok(S3Store { client: build(Some(region)), body_client, endpoint })
     }
 
