@@ -35,11 +35,18 @@ pub struct Faulty {
     inner: Arc<dyn ObjectStore>,
     plan: Mutex<BTreeMap<usize, Fault>>,
     gets: Mutex<usize>,
+    head_size: Mutex<Option<u64>>,
 }
 
 impl Faulty {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Faulty {
-        Faulty { inner, plan: Mutex::default(), gets: Mutex::new(0) }
+        Faulty { inner, plan: Mutex::default(), gets: Mutex::new(0), head_size: Mutex::new(None) }
+    }
+
+    /// Every HEAD states this size, whatever the object's.
+    pub fn head_says_size(self, size: u64) -> Faulty {
+        *self.head_size.lock().unwrap() = Some(size);
+        self
     }
 
     /// Plans `fault` for the `n`th GET.
@@ -62,7 +69,11 @@ impl ObjectStore for Faulty {
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.inner.head(bucket, key).await
+        let mut meta = self.inner.head(bucket, key).await?;
+        if let Some(size) = *self.head_size.lock().unwrap() {
+            meta.size = size;
+        }
+        Ok(meta)
     }
 
     async fn part_info(&self, bucket: &str, key: &str, n: u32) -> Result<Option<(u64, u32)>, StoreError> {

@@ -67,6 +67,20 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                     tracing::warn!(object = %job.source_url(), error = %e, "fetching the object again from the start");
                     let head = env.unless_stopped(&job.source_url(), store.head(&job.bucket, &job.key)).await;
                     match head {
+                        // The same ETag with another size: the store's answers
+                        // contradict each other (a size of 0 would otherwise
+                        // commit an empty file unchecked).
+                        Ok(Ok(meta)) if meta.etag == job.etag && meta.size != job.size => {
+                            let outcome = Err(Error::Integrity(format!(
+                                "{}: the store now states a size of {} bytes for the ETag {} it stated with {}                                  bytes before; its answers contradict each other, nothing was written (run again;                                  if it persists, the store or a proxy in front of it is faulty)",
+                                job.source_url(),
+                                meta.size,
+                                job.etag.as_deref().unwrap_or_default(),
+                                job.size
+                            )));
+                            reporter.finished(&*job, &outcome);
+                            outcomes[i] = Some(outcome);
+                        }
                         // A pinned run (an atomic version) holds what it listed.
                         Ok(Ok(meta)) if cfg.pinned && meta.etag != job.etag => {
                             let outcome = Err(changed_since_listed(&job, &meta));

@@ -168,6 +168,23 @@ async fn a_body_corrupted_on_the_way_is_fetched_again_whole_and_then_verified() 
 }
 
 #[tokio::test]
+async fn a_head_that_contradicts_the_listed_size_for_the_same_etag_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    store.put(B, "h", body(17), Written::Md5);
+    // The first body arrives corrupted, so the object is fetched again from a
+    // fresh HEAD, which says the object (same ETag) is empty.
+    let faulty = Arc::new(Faulty::new(store.clone()).on_get(1, Fault::Corrupt(3)).head_says_size(0));
+    let out = download_with(faulty, vec![job(&store, "h", dir.path()).await], config()).await;
+    match &out[0] {
+        Err(Error::Integrity(msg)) => assert!(msg.contains("contradict"), "{msg}"),
+        other => panic!("an empty file committed, or another error: {other:?}"),
+    }
+    assert!(!dir.path().join("h").exists(), "nothing at the final path");
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[tokio::test]
 async fn an_etag_that_is_not_the_md5_of_the_bytes_fails_after_two_identical_downloads() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(MemoryStore::new());
