@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use s3load::cli::Args;
 use s3load::error::exit_code;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::from_env();
     if let Some(text) = s3load::cli::generated(&args.command) {
         use std::io::Write;
         return match std::io::stdout().write_all(&text) {
@@ -27,7 +26,11 @@ fn main() -> ExitCode {
     let (command, config) = match args.into_config() {
         Ok(v) => v,
         Err(e) => {
-            s3load::output::error_line(&format!("ERROR {e}"));
+            let message = format!("ERROR {e}");
+            s3load::output::error_line(&message);
+            if let Some(note) = s3load::cli::variables_behind(&message) {
+                s3load::output::error_line(&note);
+            }
             return ExitCode::from(exit_code::USAGE);
         }
     };

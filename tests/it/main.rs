@@ -8,6 +8,7 @@ mod connections;
 mod credentials;
 mod docs;
 mod download;
+mod environment;
 mod errors;
 mod faults;
 mod foldfs;
