@@ -366,8 +366,8 @@ async fn time_to_first_byte() {
         first_get.push(get.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0));
     }
     let show = |name: &str, v: Vec<f64>| {
-        let lo = v.iter().cloned().fold(f64::MAX, f64::min);
-        let hi = v.iter().cloned().fold(0.0, f64::max);
+        let lo = v.iter().copied().fold(f64::MAX, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
         println!("| {name} | {:.1} | {lo:.1} | {hi:.1} |", median(v));
     };
     println!("| from process start to | median ms | min | max |");

@@ -67,7 +67,7 @@ fn sample_model() -> Vec<(String, Vec<u8>)> {
         let name = format!("model-{:05}-of-{:05}.safetensors", i + 1, shards.len());
         let spec: Vec<(&str, &str, &[u64])> = tensors.iter().map(|(n, d, s)| (n.as_str(), *d, s.as_slice())).collect();
         let bytes = safetensors_with(&spec, i as u64 + 1);
-        for (tensor, _, _) in tensors.iter() {
+        for (tensor, _, _) in *tensors {
             weight_map.insert(tensor.clone(), name.clone().into());
         }
         total += bytes.len();

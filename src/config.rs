@@ -26,7 +26,7 @@ pub struct Config {
     pub progress_interval: std::time::Duration,
     /// Where to write the run's summary as JSON at exit.
     pub summary_file: Option<std::path::PathBuf>,
-    /// `--shard K/N`: this run takes one share of the source (see `plan::shard`).
+    /// `--shard K/N`: this run takes one share of the source (see [`crate::shard`]).
     pub shard: Option<crate::shard::Shard>,
     /// `--run-id`: names the run whose shards share one listing (see
     /// `plan::run_listing`); needed by sharded downloads.

@@ -217,6 +217,17 @@ pub enum PartDigest {
     Sha1(Box<sha1::Sha1>),
 }
 
+impl std::fmt::Debug for PartDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PartDigest::Crc { .. } => "PartDigest::Crc",
+            PartDigest::Md5(_) => "PartDigest::Md5",
+            PartDigest::Sha256(_) => "PartDigest::Sha256",
+            PartDigest::Sha1(_) => "PartDigest::Sha1",
+        })
+    }
+}
+
 impl PartDigest {
     pub fn new(kind: DigestKind) -> PartDigest {
         match kind {

@@ -605,7 +605,7 @@ pub(crate) mod tests {
         std::fs::write(d.path().join("model-1.safetensors"), safetensors(TENSORS, 0)).unwrap();
         let index = d.path().join("model.safetensors.index.json");
         let write = |map: serde_json::Value| {
-            std::fs::write(&index, serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).unwrap()
+            std::fs::write(&index, serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).unwrap();
         };
         write(serde_json::json!({"a.weight": "model-1.safetensors", "b.bias": "model-1.safetensors"}));
         assert!(check_index(&index).is_empty());

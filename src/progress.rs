@@ -26,7 +26,7 @@ pub enum ProgressMode {
     Off,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Counters {
     pub bytes: AtomicU64,
     pub objects: AtomicU64,
@@ -51,6 +51,12 @@ pub struct Progress {
     in_flight: Arc<Mutex<InFlight>>,
     /// The total bar and the objects' bars.
     multi: Option<MultiProgress>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress").field("counters", &self.counters).finish_non_exhaustive()
+    }
 }
 
 /// The `n` largest objects in flight, largest first (ties by name).

@@ -13,7 +13,7 @@
 //! speed-up if one shard takes it whole. Downloads split such objects
 //! ([`Shard::share`] with `split`): every shard takes one [`Piece`] of it, a
 //! run of its ranges, written into one temporary file on the shared volume
-//! (see `transfer::piece`); the other objects are shared out as above. The
+//! (`transfer/resume.rs`, `transfer/download.rs`); the other objects are shared out as above. The
 //! split too is a function of the listing alone.
 //!
 //! Deletions (`--delete`) go by path instead ([`Shard::deletes`]): a stale path

@@ -336,7 +336,7 @@ impl Direction for Downloading {
     fn writes_inline(&self) -> bool {
         // With one CPU there is one async thread: a write the kernel makes
         // wait for the disk would hold every connection.
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         cpus >= 2 && localfs::writes_are_local(&self.dst)
     }
 

@@ -69,7 +69,7 @@ mod tests {
     use super::*;
 
     fn run(src: &[&str], dst: &[&str], exclude: &[&str]) -> DeletePlan {
-        let ex: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
+        let ex: Vec<String> = exclude.iter().map(std::string::ToString::to_string).collect();
         plan(src.iter().copied(), dst.iter().copied(), &Filters::new(&[], &ex).unwrap(), true)
     }
 

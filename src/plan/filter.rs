@@ -66,7 +66,7 @@ mod tests {
     use super::*;
 
     fn f(include: &[&str], exclude: &[&str]) -> Filters {
-        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let v = |x: &[&str]| x.iter().map(std::string::ToString::to_string).collect::<Vec<_>>();
         Filters::new(&v(include), &v(exclude)).unwrap()
     }
 

@@ -37,6 +37,12 @@ pub struct Walk {
     error: Option<Error>,
 }
 
+impl std::fmt::Debug for Walk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Walk").field("depth", &self.stack.len()).field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
 struct Level {
     dir: std::path::PathBuf,
     children: Vec<Child>,
@@ -346,7 +352,7 @@ fn walk_entries(
         .map_err(|e| Error::io(dir, "listing directory", e))?
         .collect::<Result<_, _>>()
         .map_err(|e| Error::io(dir, "listing directory", e))?;
-    entries.sort_by_key(|e| e.file_name());
+    entries.sort_by_key(std::fs::DirEntry::file_name);
     for entry in entries {
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
@@ -512,7 +518,7 @@ mod tests {
         std::os::unix::fs::symlink(d.path().join("b"), d.path().join("link")).unwrap();
         std::os::unix::fs::symlink(d.path().join("test"), d.path().join("a/linked-dir")).unwrap();
         let got: Vec<String> = walk(d.path()).unwrap().into_iter().map(|e| e.rel).collect();
-        let mut want: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        let mut want: Vec<String> = files.iter().map(std::string::ToString::to_string).collect();
         want.sort();
         assert_eq!(got, want, "sorted like S3 keys; .s3load/ at the root, temporary files and links left out");
         let missing = walk(&d.path().join("none")).unwrap();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::integrity::Stated;
 
-/// The mtime of a suspect record (see [`StateStore::distrust_this_run`]): no
+/// The mtime of a suspect record (see [`super::StateStore::distrust_this_run`]): no
 /// file has it, so the file is judged changed and fetched again.
 pub const SUSPECT_MTIME: i128 = i128::MIN;
 

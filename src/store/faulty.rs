@@ -38,6 +38,12 @@ pub struct Faulty {
     head_size: Mutex<Option<u64>>,
 }
 
+impl std::fmt::Debug for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faulty").finish_non_exhaustive()
+    }
+}
+
 impl Faulty {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Faulty {
         Faulty { inner, plan: Mutex::default(), gets: Mutex::new(0), head_size: Mutex::new(None) }

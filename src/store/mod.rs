@@ -88,6 +88,17 @@ pub struct GetResponse {
     pub body: BodyStream,
 }
 
+impl std::fmt::Debug for GetResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetResponse")
+            .field("content_length", &self.content_length)
+            .field("range_start", &self.range_start)
+            .field("partial", &self.partial)
+            .field("etag", &self.etag)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Bytes of a local file sent as a request body (read by the store, so that a
 /// retry can send them again without holding them in memory).
 #[derive(Debug, Clone)]

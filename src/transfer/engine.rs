@@ -59,6 +59,12 @@ pub struct Engine {
     inline_writes: AtomicBool,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
 /// A body write on an async thread that takes longer than this sends every
 /// later write of the run to the blocking pool: the disk is failing or far
 /// behind, and the async threads must not wait on it. Well above the pauses

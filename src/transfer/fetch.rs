@@ -57,7 +57,7 @@ pub(super) async fn fetch_range(
     let (_, _, attempt, _) = state;
     let secs = began.elapsed().as_secs_f64();
     tracing::debug!(object = %url, part, bytes = range.end - range.start, secs, "range fetched");
-    Ok((attempt.digest.map(|d| d.finish()), attempt.tmp))
+    Ok((attempt.digest.map(super::super::integrity::PartDigest::finish), attempt.tmp))
 }
 
 /// Progress of one part across attempts.

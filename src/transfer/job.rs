@@ -46,7 +46,7 @@ pub struct Download {
     /// Whether the ETag is known to be an MD5 (from HEAD or a whole-object GET).
     pub etag_md5: bool,
     /// How the object was split into parts when it was uploaded (a
-    /// multipart upload), once asked (see [`prepare`]).
+    /// multipart upload), once asked (see [`super::download::prepare`]).
     pub source_parts: Option<PartLayout>,
     /// Why the layout could not be learnt, when the store refused to say.
     pub layout_unknown: Option<String>,
@@ -117,7 +117,7 @@ pub enum Verification {
     Off,
     /// A piece of an object split across shards, written and durable; the
     /// shard that finishes the object's last piece verifies it and moves it
-    /// into place (see `transfer::piece`).
+    /// into place (`transfer/resume.rs`).
     Piece,
 }
 

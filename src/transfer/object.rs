@@ -292,11 +292,8 @@ impl ObjectState {
     }
 
     fn fold_crc(&self, st: &mut Changing, p: usize, crc: PartCrc) {
-        let algorithm = match self.inline_kind_in(st) {
-            Some(DigestKind::Crc(a)) => a,
-            // Not checked with CRCs (the store states another checksum).
-            _ => return,
-        };
+        // Not checked with CRCs when the store states another checksum.
+        let Some(DigestKind::Crc(algorithm)) = self.inline_kind_in(st) else { return };
         st.crcs.add(&self.parts, algorithm, p, crc);
     }
 

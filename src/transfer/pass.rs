@@ -3,9 +3,9 @@
 //!
 //! Workers ask the [`Scheduler`] which part to take; each part is fetched
 //! (`fetch.rs`) into the object's temporary file ([`resume::open`]); the part
-//! that finishes an object has it verified ([`verify`]) and renamed into
+//! that finishes an object has it verified ([`mod@verify`]) and renamed into
 //! place, or discards it. Objects that changed or failed their check are
-//! fetched again in the next pass (see [`super::download`]).
+//! fetched again in the next pass (see [`super::download()`]).
 
 use std::pin::pin;
 use std::sync::atomic::Ordering;

@@ -49,7 +49,14 @@ pub struct Hooks {
     pub committed: Option<Arc<dyn CommitHook>>,
 }
 
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks").field("committed", &self.committed.is_some()).finish_non_exhaustive()
+    }
+}
+
 /// A reporter that hears nothing (for embedders and tests that need none).
+#[derive(Debug)]
 pub struct Silent;
 
 impl Reporter for Silent {

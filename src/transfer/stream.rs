@@ -44,6 +44,12 @@ pub struct Sink {
     pub name: String,
 }
 
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
 /// Streams `job` to `sink` in order; returns how it was checked. An error
 /// may come after any amount of output. An error writing to the sink is
 /// [`Error::Io`] with the sink's error (`BrokenPipe` when the reader left).

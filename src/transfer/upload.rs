@@ -202,10 +202,10 @@ async fn abort(env: &Engine, job: &Upload, id: &str) {
     match r {
         Ok(Ok(())) => tracing::debug!(object = %job.dest_url(), "multipart upload aborted"),
         Ok(Err(e)) => {
-            tracing::error!(object = %job.dest_url(), upload_id = id, error = %e, "could not abort the multipart upload; its parts stay billed until aborted (aws s3api abort-multipart-upload) or a lifecycle rule removes them")
+            tracing::error!(object = %job.dest_url(), upload_id = id, error = %e, "could not abort the multipart upload; its parts stay billed until aborted (aws s3api abort-multipart-upload) or a lifecycle rule removes them");
         }
         Err(_) => {
-            tracing::error!(object = %job.dest_url(), upload_id = id, "aborting the multipart upload timed out; its parts stay billed until aborted")
+            tracing::error!(object = %job.dest_url(), upload_id = id, "aborting the multipart upload timed out; its parts stay billed until aborted");
         }
     }
 }

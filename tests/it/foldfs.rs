@@ -550,9 +550,9 @@ impl Filesystem for FoldFs {
         let synced = (|| -> Result<(), Errno> {
             let f = self.state.lock().unwrap().file(fh)?;
             if datasync {
-                f.sync_data()?
+                f.sync_data()?;
             } else {
-                f.sync_all()?
+                f.sync_all()?;
             }
             Ok(())
         })();

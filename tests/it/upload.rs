@@ -259,7 +259,7 @@ async fn limit_rate_paces_upload_bodies() {
     let took = started.elapsed();
     run.assert_ok();
     let total: usize = files.iter().map(|(_, d)| d.len()).sum();
-    let floor = Duration::from_secs_f64(total as f64 / (4 << 20) as f64) - Duration::from_millis(100);
+    let floor = Duration::from_secs_f64(total as f64 / f64::from(4 << 20)) - Duration::from_millis(100);
     assert!(took >= floor, "took {took:?}, the rate allows no less than {floor:?}");
     for (name, data) in &files {
         assert!(stored(&h, &format!("up/{name}")).data == *data, "{name} arrived whole");

@@ -53,6 +53,12 @@ pub struct CredentialServer {
     task: JoinHandle<()>,
 }
 
+impl std::fmt::Debug for CredentialServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialServer").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
 impl CredentialServer {
     /// Starts on a random loopback port; grants credentials to callers presenting
     /// `expect_token`, with `session_token` as the session token.
@@ -148,7 +154,7 @@ async fn answer(st: Arc<State>, req: Request<hyper::body::Incoming>) -> Result<R
         );
         return reply(StatusCode::OK, "application/json", body);
     }
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req.into_body().collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
     let body = String::from_utf8_lossy(&body).into_owned();
     let role_arn = form_field(&body, "RoleArn").unwrap_or_default();
     let token = form_field(&body, "WebIdentityToken").unwrap_or_default();

@@ -24,6 +24,12 @@ pub struct DnsServer {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl std::fmt::Debug for DnsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsServer").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
 impl DnsServer {
     /// Serves `names` (lower case, without the final dot) on port 53 of a
     /// random loopback address.

@@ -65,6 +65,12 @@ pub struct TestServer {
     task: JoinHandle<()>,
 }
 
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
 impl TestServer {
     /// Starts an unshaped server on a random loopback port.
     pub async fn start() -> std::io::Result<Self> {

@@ -107,6 +107,12 @@ pub struct S3Store {
     endpoint: String,
 }
 
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Store").finish_non_exhaustive()
+    }
+}
+
 impl S3Store {
     /// Builds a client. `bucket` is used to discover the region when none is set.
     pub async fn connect(settings: &S3Settings, bucket: Option<&str>) -> Result<S3Store, StoreError> {
