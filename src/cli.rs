@@ -144,8 +144,8 @@ pub struct Args {
     pub log: String,
 
     /// Log and progress line format on stderr: text, or json (one object per line).
-    #[arg(long, global = true, value_enum, default_value_t = crate::LogFormat::Text)]
-    pub log_format: crate::LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 
     /// Write the run's summary as JSON to this file at exit (e.g.
     /// /dev/termination-log, so `kubectl describe pod` shows it).
@@ -378,7 +378,7 @@ value_enum!(ProgressMode {
     Off => "off", "";
 });
 
-value_enum!(crate::LogFormat {
+value_enum!(crate::logging::LogFormat {
     Text => "text", "Human-readable lines; colour only on a terminal and without `NO_COLOR`";
     Json => "json", "One JSON object per line (for log collectors in a pod)";
 });

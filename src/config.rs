@@ -21,7 +21,7 @@ pub struct Config {
     pub progress: ProgressMode,
     pub upload: UploadOptions,
     /// Progress lines as JSON (with `--log-format json`).
-    pub log_format: crate::LogFormat,
+    pub log_format: crate::logging::LogFormat,
     /// Between progress lines (`--progress log`).
     pub progress_interval: std::time::Duration,
     /// Where to write the run's summary as JSON at exit.
@@ -61,7 +61,7 @@ impl Default for Config {
             json: false,
             progress: ProgressMode::default(),
             upload: UploadOptions::default(),
-            log_format: crate::LogFormat::default(),
+            log_format: crate::logging::LogFormat::default(),
             progress_interval: std::time::Duration::from_secs(5),
             summary_file: None,
             shard: None,

@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{AtomicOptions, Config, SyncOptions};
+use crate::config::{Config, SyncOptions};
 use crate::error::{Error, exit_code};
 use crate::output::{self, Output};
 use crate::plan::filter::Filters;
@@ -422,16 +422,19 @@ fn link_tree(from: &Path, to: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// `sync --atomic SRC DEST`.
+/// `sync --atomic SRC DEST` (`opts.atomic` holds the version's options).
 pub(super) async fn sync(
     src: S3Url,
     dest: PathBuf,
     filters: &Filters,
     opts: &SyncOptions,
-    atomic: &AtomicOptions,
     cfg: &Config,
     out: Output,
+    stores: &dyn super::Connect,
 ) -> Result<u8, Error> {
+    let Some(atomic) = &opts.atomic else {
+        return Err(Error::Internal("sync --atomic called without its options".into()));
+    };
     if !src.is_batch() {
         return Err(Error::Usage("--atomic needs a prefix or wildcard source (a whole tree to version)".into()));
     }
@@ -441,7 +444,7 @@ pub(super) async fn sync(
     let versions = Versions::at(&dest)?;
     // A DEST that is not ours is refused before anything is made.
     versions.current()?;
-    let store = super::connect(cfg, Some(&src.bucket)).await?;
+    let store = stores.connect(cfg, Some(&src.bucket)).await?;
     // From here to the end (list, build, switch, prune), no other run of this
     // DEST builds, rolls back or prunes.
     let _lock = versions.lock().await?;

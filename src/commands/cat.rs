@@ -14,13 +14,13 @@ use crate::error::{Error, StoreErrorKind, exit_code};
 use crate::transfer::{self, Download, Engine, Hooks, KnownChecksum, Verification};
 use crate::url::S3Url;
 
-pub(super) async fn cat(url: S3Url, cfg: &Config) -> Result<u8, Error> {
+pub(super) async fn cat(url: S3Url, cfg: &Config, stores: &dyn super::Connect) -> Result<u8, Error> {
     if url.is_wildcard() || url.key.is_empty() || url.key.ends_with('/') {
         return Err(Error::Usage(format!(
             "cat takes the URL of one object, s3://bucket/key, not a prefix or wildcard ({url})"
         )));
     }
-    let store = super::connect(cfg, Some(&url.bucket)).await?;
+    let store = stores.connect(cfg, Some(&url.bucket)).await?;
     let meta = store.head(&url.bucket, &url.key).await.map_err(|e| Error::object(&url.bucket, &url.key, None, e))?;
     if meta.size > crate::store::MAX_OBJECT_SIZE {
         return Err(Error::Refused(format!(

@@ -52,6 +52,7 @@ pub(super) async fn download(
     sync: Option<&SyncOptions>,
     cfg: &Config,
     out: Output,
+    stores: &dyn super::Connect,
 ) -> Result<u8, Error> {
     // The shards of one run apply one listing (see `plan::run_listing`).
     let shared = match (cfg.shard, src.is_batch() && !cfg.dry_run) {
@@ -68,7 +69,7 @@ pub(super) async fn download(
         }
         _ => None,
     };
-    let store = super::connect(cfg, Some(&src.bucket)).await?;
+    let store = stores.connect(cfg, Some(&src.bucket)).await?;
     let listing = match shared {
         Some((shard, id)) => {
             let flags = share_flags(cfg, filters);

@@ -167,7 +167,7 @@ pub(super) async fn drive<D: Direction>(
     d.ready(total_bytes)?;
     let progress = Arc::new(Progress::start(
         cfg.progress,
-        cfg.log_format == crate::LogFormat::Json,
+        cfg.log_format == crate::logging::LogFormat::Json,
         cfg.progress_interval,
         n as u64,
         total_bytes,

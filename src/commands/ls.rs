@@ -7,8 +7,8 @@ use crate::error::{Error, exit_code};
 use crate::url::S3Url;
 use crate::{output, plan};
 
-pub(super) async fn ls(url: Option<S3Url>, cfg: &Config) -> Result<u8, Error> {
-    let store = super::connect(cfg, url.as_ref().map(|u| u.bucket.as_str())).await?;
+pub(super) async fn ls(url: Option<S3Url>, cfg: &Config, stores: &dyn super::Connect) -> Result<u8, Error> {
+    let store = stores.connect(cfg, url.as_ref().map(|u| u.bucket.as_str())).await?;
     let Some(url) = url else {
         for b in store.list_buckets().await.map_err(|e| Error::store("listing buckets", e))? {
             output::stdout_line(&format!("s3://{b}"))?;

@@ -5,10 +5,9 @@
 //! ([`download`], [`upload`]) supplies its plan, its engine call and its
 //! deletions.
 
-use std::sync::Arc;
-
 mod atomic;
 mod cat;
+mod connect;
 mod download;
 mod driver;
 mod ls;
@@ -19,24 +18,30 @@ use crate::config::{Command, Config, SyncOptions};
 use crate::error::Error;
 use crate::output::Output;
 use crate::plan::filter::Filters;
-use crate::store::ObjectStore;
-use crate::store::s3::S3Store;
 use crate::url::Location;
 
-/// Runs one command; returns the process exit code.
+pub use connect::{Connect, Given, ToS3};
+
+/// Runs one command against S3; returns the process exit code.
 pub async fn run(cmd: Command, cfg: Config) -> u8 {
+    run_with(cmd, cfg, &ToS3).await
+}
+
+/// Runs one command against the store `stores` makes; returns the process
+/// exit code.
+pub async fn run_with(cmd: Command, cfg: Config, stores: &dyn Connect) -> u8 {
     let out = Output { json: cfg.json };
     let result = match cmd {
-        Command::Ls { url } => ls::ls(url, &cfg).await,
-        Command::Cp { src, dst, filters } => copy(src, dst, &filters, None, &cfg, out).await,
+        Command::Ls { url } => ls::ls(url, &cfg, stores).await,
+        Command::Cp { src, dst, filters } => copy(src, dst, &filters, None, &cfg, out, stores).await,
         Command::Sync { src, dst, filters, opts } => match (&opts.atomic, src, dst) {
-            (Some(a), Location::Remote(s), Location::Local(d)) => {
-                atomic::sync(s, d, &filters, &opts, a, &cfg, out).await
+            (Some(_), Location::Remote(s), Location::Local(d)) => {
+                atomic::sync(s, d, &filters, &opts, &cfg, out, stores).await
             }
             (Some(_), _, _) => Err(Error::Usage("--atomic works from s3:// to a local DEST".into())),
-            (None, src, dst) => copy(src, dst, &filters, Some(&opts), &cfg, out).await,
+            (None, src, dst) => copy(src, dst, &filters, Some(&opts), &cfg, out, stores).await,
         },
-        Command::Cat { url } => cat::cat(url, &cfg).await,
+        Command::Cat { url } => cat::cat(url, &cfg, stores).await,
         Command::Rollback { .. } if cfg.dry_run => Err(Error::Usage(
             "rollback has no --dry-run: `s3load versions DEST` shows what it would switch between".into(),
         )),
@@ -66,11 +71,6 @@ pub fn valid_version_id(id: &str) -> bool {
     atomic::valid_id(id)
 }
 
-async fn connect(cfg: &Config, bucket: Option<&str>) -> Result<Arc<dyn ObjectStore>, Error> {
-    let store = S3Store::connect(&cfg.s3, bucket).await.map_err(|e| Error::store("connecting to S3", e))?;
-    Ok(Arc::new(store))
-}
-
 /// `cp` and `sync`, in whichever direction the locations say.
 async fn copy(
     src: Location,
@@ -79,15 +79,67 @@ async fn copy(
     sync: Option<&SyncOptions>,
     cfg: &Config,
     out: Output,
+    stores: &dyn Connect,
 ) -> Result<u8, Error> {
     match (src, dst) {
-        (Location::Remote(s), Location::Local(d)) => download::download(s, d, filters, sync, cfg, out).await,
-        (Location::Local(s), Location::Remote(d)) => upload::upload(s, d, filters, sync, cfg, out).await,
+        (Location::Remote(s), Location::Local(d)) => download::download(s, d, filters, sync, cfg, out, stores).await,
+        (Location::Local(s), Location::Remote(d)) => upload::upload(s, d, filters, sync, cfg, out, stores).await,
         (Location::Remote(_), Location::Remote(_)) => {
             Err(Error::Usage("copying from S3 to S3 is not supported; one side must be a local path".into()))
         }
         (Location::Local(_), Location::Local(_)) => {
             Err(Error::Usage("one of SRC and DST must be an s3:// URL and the other a local path".into()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::progress::ProgressMode;
+    use crate::store::memory::{MemoryStore, Written};
+
+    fn quiet() -> Config {
+        Config { progress: ProgressMode::Off, ..Config::default() }
+    }
+
+    fn sync(src: &str, dst: &std::path::Path, delete: bool) -> Command {
+        Command::Sync {
+            src: Location::parse(src).unwrap(),
+            dst: Location::parse(dst.to_str().unwrap()).unwrap(),
+            filters: Filters::new(&[], &[]).unwrap(),
+            opts: SyncOptions { delete, ..SyncOptions::default() },
+        }
+    }
+
+    // A command runs whole against the store its caller gives: listing,
+    // planning, fetching, verifying, committing and the sync record, with
+    // no server.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_sync_runs_whole_against_the_in_memory_store_and_a_second_one_copies_nothing() {
+        let store = Arc::new(MemoryStore::new());
+        store.put("b", "m/config.json", &b"{}"[..], Written::Md5);
+        store.put("b", "m/w.bin", vec![3u8; 300_000], Written::Crc64);
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Given(store.clone());
+        assert_eq!(run_with(sync("s3://b/m/*", dir.path(), false), quiet(), &stores).await, 0);
+        assert_eq!(std::fs::read(dir.path().join("w.bin")).unwrap(), vec![3u8; 300_000]);
+        assert_eq!(std::fs::read(dir.path().join("config.json")).unwrap(), b"{}");
+        let gets = store.gets().len();
+        assert!(gets >= 2, "{gets} GETs");
+
+        // Nothing changed: nothing fetched. A file the source lacks is
+        // deleted with --delete.
+        std::fs::write(dir.path().join("stale.txt"), b"old").unwrap();
+        assert_eq!(run_with(sync("s3://b/m/*", dir.path(), true), quiet(), &stores).await, 0);
+        assert_eq!(store.gets().len(), gets, "the second sync fetched again");
+        assert!(!dir.path().join("stale.txt").exists());
+        assert!(dir.path().join("w.bin").exists());
+
+        // An empty source is refused (exit 3), and deletes nothing.
+        assert_eq!(run_with(sync("s3://b/none/*", dir.path(), true), quiet(), &stores).await, 3);
+        assert!(dir.path().join("w.bin").exists());
     }
 }

@@ -39,6 +39,7 @@ pub(super) async fn upload(
     sync: Option<&SyncOptions>,
     cfg: &Config,
     out: Output,
+    stores: &dyn super::Connect,
 ) -> Result<u8, Error> {
     if dst.is_wildcard() {
         return Err(Error::Usage(format!("{dst}: an upload destination cannot contain wildcards")));
@@ -72,7 +73,7 @@ pub(super) async fn upload(
         )));
     }
 
-    let store = super::connect(cfg, Some(&dst.bucket)).await?;
+    let store = stores.connect(cfg, Some(&dst.bucket)).await?;
     // What the destination holds of what the source stands for, as paths
     // relative to the prefix. Nothing outside the source's scope is listed, so
     // nothing outside it can be compared or deleted.

@@ -10,6 +10,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::integrity::Stated;
+use crate::packed;
 use crate::store::ObjectMeta;
 
 /// What few objects have (a HEAD's checksum and version id): boxed, so
@@ -88,8 +89,8 @@ impl Objects {
     /// Adds `meta`, whose path is the last `rel_len` bytes of its key.
     pub fn push(&mut self, meta: ObjectMeta, rel_len: usize) {
         let at = self.buf.len();
-        reserve(&mut self.buf, meta.key.len() + meta.etag.as_ref().map_or(0, String::len));
-        reserve(&mut self.entries, 1);
+        packed::reserve(&mut self.buf, meta.key.len() + meta.etag.as_ref().map_or(0, String::len));
+        packed::reserve(&mut self.entries, 1);
         self.buf.extend_from_slice(meta.key.as_bytes());
         let etag_len = match &meta.etag {
             Some(e) => {
@@ -160,17 +161,6 @@ impl Objects {
             i += 1;
             keeps[i - 1]
         });
-    }
-}
-
-/// Makes room in `v` for `more` items, growing it by an eighth rather than
-/// doubling it: the packed tables are the largest things a run holds, and
-/// doubling would leave up to half of a gigabyte-sized buffer unused.
-/// (Large buffers are grown in place by the allocator, not copied, so the
-/// smaller steps cost little.)
-pub(crate) fn reserve<T>(v: &mut Vec<T>, more: usize) {
-    if v.capacity() - v.len() < more {
-        v.reserve_exact(more.max(v.len() / 8).max(64));
     }
 }
 

@@ -74,7 +74,7 @@ impl Table {
             }
             _ => {
                 let at = self.buf.len();
-                crate::plan::objects::reserve(&mut self.buf, entry.len());
+                crate::packed::reserve(&mut self.buf, entry.len());
                 self.buf.extend_from_slice(&entry);
                 let (buf, hasher) = (&self.buf, &self.hasher);
                 match self.index.find_mut(hash, |&o| path_at(buf, o) == rec.path.as_bytes()) {

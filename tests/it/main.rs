@@ -13,6 +13,7 @@ mod errors;
 mod faults;
 mod foldfs;
 mod harness;
+mod house;
 mod image;
 mod localfs;
 mod manifests;

@@ -1,7 +1,14 @@
 //! Between the SDK's types and s3load's: ETags, times, checksum headers and
 //! setters, request bodies read from files.
 
-use super::*;
+use std::time::SystemTime;
+
+use aws_sdk_s3::primitives::DateTime;
+use aws_sdk_s3::primitives::{ByteStream, Length};
+
+use crate::error::{StoreError, StoreErrorKind};
+use crate::integrity::{Algorithm, Sha, Stated};
+use crate::store::FileRange;
 
 pub(super) fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_string()

@@ -1,6 +1,10 @@
 //! DeleteObjects: up to 1000 keys per request.
 
-use super::*;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+
+use super::client::S3Store;
+use super::errors::{ObjectKind, map_sdk_err};
+use crate::error::{StoreError, StoreErrorKind};
 
 pub(super) async fn delete_objects(
     s: &S3Store,

@@ -2,7 +2,9 @@
 //! for retrying and for the message, and credential failures found among the
 //! causes by type.
 
-use super::*;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use crate::error::{StoreError, StoreErrorKind};
 
 /// Whether a 404 means the bucket or the key is missing.
 #[derive(Clone, Copy)]

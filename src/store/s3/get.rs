@@ -1,6 +1,12 @@
 //! GetObject: a range (or the whole object) pinned by `If-Match`, its body streamed.
 
-use super::*;
+use aws_sdk_s3::error::DisplayErrorContext;
+
+use super::client::S3Store;
+use super::convert::{content_range_start, etag_is_md5, stated_checksum, unquote};
+use super::errors::{ObjectKind, map_sdk_err};
+use crate::error::{StoreError, StoreErrorKind};
+use crate::store::{GetRequest, GetResponse};
 
 pub(super) async fn get(s: &S3Store, req: &GetRequest) -> Result<GetResponse, StoreError> {
     let mut op = s.body_client.get_object().bucket(&req.bucket).key(&req.key);

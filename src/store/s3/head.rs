@@ -1,7 +1,13 @@
 //! HeadObject: an object's identity and checksum, and the part layout of a
 //! multipart upload (`partNumber`).
 
-use super::*;
+use aws_sdk_s3::types::ChecksumMode;
+
+use super::client::S3Store;
+use super::convert::{etag_is_md5, stated_checksum, to_system_time, unquote};
+use super::errors::{ObjectKind, map_sdk_err};
+use crate::error::StoreError;
+use crate::store::ObjectMeta;
 
 pub(super) async fn head(s: &S3Store, bucket: &str, key: &str) -> Result<ObjectMeta, StoreError> {
     let out = s

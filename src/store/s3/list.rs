@@ -1,6 +1,10 @@
 //! ListObjectsV2 (one page) and ListBuckets.
 
-use super::*;
+use super::client::S3Store;
+use super::convert::{to_system_time, unquote};
+use super::errors::{ObjectKind, map_sdk_err};
+use crate::error::{StoreError, StoreErrorKind};
+use crate::store::{ListPage, ObjectMeta};
 
 pub(super) async fn list_page(
     s: &S3Store,

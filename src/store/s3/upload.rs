@@ -1,7 +1,14 @@
 //! PutObject and the multipart upload calls, each with its checksum, which the
 //! store checks.
 
-use super::*;
+use aws_sdk_s3::types::{ChecksumType, CompletedMultipartUpload, CompletedPart, StorageClass};
+
+use super::client::{S3Store, no_retries};
+use super::convert::{file_body, sdk_algorithm, unquote};
+use super::errors::{ObjectKind, map_sdk_err};
+use crate::error::{StoreError, StoreErrorKind};
+use crate::integrity::{Algorithm, to_base64};
+use crate::store::{FileRange, PutTarget, UploadedPart};
 
 pub(super) async fn put_object(
     s: &S3Store,
