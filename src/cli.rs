@@ -13,6 +13,7 @@ use clap::{Args as ClapArgs, CommandFactory, FromArgMatches, Parser, Subcommand}
 use crate::config::{AtomicOptions, Command, Config, SyncOptions, UploadOptions};
 use crate::error::Error;
 use crate::integrity::Algorithm;
+use crate::logging::LogLevel;
 use crate::model::CheckModel;
 use crate::plan::diff::Compare;
 use crate::plan::filter::Filters;
@@ -139,9 +140,9 @@ pub struct Args {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Log level on stderr: error, warn, info, debug or trace.
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
-    pub log: String,
+    /// Log level on stderr (debug and trace add the AWS SDK's own messages).
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info, value_name = "LEVEL")]
+    pub log: LogLevel,
 
     /// Log and progress line format on stderr: text, or json (one object per line).
     #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
@@ -376,6 +377,14 @@ value_enum!(ProgressMode {
     Bar => "bar", "";
     Log => "log", "";
     Off => "off", "";
+});
+
+value_enum!(LogLevel {
+    Error => "error", "";
+    Warn => "warn", "";
+    Info => "info", "";
+    Debug => "debug", "";
+    Trace => "trace", "";
 });
 
 value_enum!(crate::logging::LogFormat {

@@ -128,8 +128,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Refused(String),
+    /// s3load will not go on: a planted link, a key that cannot be a file,
+    /// nothing matched, a run that does not fit the recorded one...
+    #[error(transparent)]
+    Refused(#[from] crate::refusal::Refusal),
+    /// A failure after output was written that cannot be taken back (`cat`),
+    /// with what to do about the output.
+    #[error("{source}{advice}")]
+    AfterOutput {
+        #[source]
+        source: Box<Error>,
+        advice: &'static str,
+    },
     /// The response broke the protocol (ignored Range, more bytes than promised).
     #[error("{0}")]
     Integrity(String),

@@ -27,11 +27,13 @@ pub mod packed;
 pub mod plan;
 pub mod progress;
 pub mod rate;
+pub mod refusal;
 pub mod shard;
 pub mod state;
 pub mod store;
 pub mod transfer;
+pub mod units;
 pub mod url;
 
 pub use commands::run;
-pub use logging::{LogFormat, init_logging};
+pub use logging::{LogFormat, LogLevel, init_logging};

@@ -13,14 +13,39 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up logging on stderr for a `--log` level (error, warn, info, debug, trace).
-/// s3load's own messages follow the level; the AWS SDK's are shown from debug on.
-pub fn init_logging(level: &str, format: LogFormat) -> Result<(), Error> {
+/// How much is logged on stderr (`--log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Sets up logging on stderr at `level`: s3load's own messages follow the
+/// level; the AWS SDK's are shown from debug on.
+pub fn init_logging(level: LogLevel, format: LogFormat) -> Result<(), Error> {
     use std::io::IsTerminal;
+    let name = level.name();
     let filter = match level {
-        "error" | "warn" | "info" => format!("warn,s3load={level}"),
-        "debug" | "trace" => format!("info,s3load={level},aws_smithy_runtime={level},aws_config={level}"),
-        other => return Err(Error::Usage(format!("--log {other:?}: use error, warn, info, debug or trace"))),
+        LogLevel::Error | LogLevel::Warn | LogLevel::Info => format!("warn,s3load={name}"),
+        LogLevel::Debug | LogLevel::Trace => {
+            format!("info,s3load={name},aws_smithy_runtime={name},aws_config={name}")
+        }
     };
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

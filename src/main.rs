@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         };
     }
     s3load::output::set_json_logs(args.log_format == s3load::LogFormat::Json);
-    if let Err(e) = s3load::init_logging(&args.log, args.log_format) {
+    if let Err(e) = s3load::init_logging(args.log, args.log_format) {
         s3load::output::error_line(&format!("ERROR {e}"));
         return ExitCode::from(exit_code::USAGE);
     }

@@ -257,17 +257,7 @@ impl Progress {
     }
 }
 
-/// `1.5 GiB`, `12.0 MiB`, `512 B`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
+pub use crate::units::human_bytes;
 
 /// The peak resident memory of this process so far, in KiB (`VmHWM` in
 /// `/proc/self/status`); `None` where the kernel does not say.
@@ -279,7 +269,7 @@ pub fn peak_rss_kib() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{InFlight, human_bytes, largest};
+    use super::{InFlight, largest};
 
     #[test]
     fn the_largest_objects_in_flight_get_the_bars() {
@@ -290,12 +280,5 @@ mod tests {
         m.insert("big-a".into(), (0, 500));
         let names: Vec<String> = largest(&m, 3).into_iter().map(|(n, _, _)| n).collect();
         assert_eq!(names, vec!["huge", "big-a", "big-b"]);
-    }
-
-    #[test]
-    fn human_bytes_uses_binary_units() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(4 << 30), "4.0 GiB");
     }
 }

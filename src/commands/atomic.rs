@@ -46,6 +46,7 @@ use crate::config::{Config, SyncOptions};
 use crate::error::{Error, exit_code};
 use crate::output::{self, Output};
 use crate::plan::filter::Filters;
+use crate::refusal::{Place, Refusal};
 use crate::transfer::Durability;
 use crate::url::S3Url;
 
@@ -97,11 +98,11 @@ impl Versions {
     /// The version DEST points to; `None` when DEST does not exist yet.
     pub fn current(&self) -> Result<Option<String>, Error> {
         let not_ours = |what: &str| {
-            Error::Refused(format!(
-                "{}: {what}; --atomic only switches a link it made (to {}/<version>): move it away, or run without --atomic",
-                self.link.display(),
-                self.dir_name
-            ))
+            Error::from(Refusal::NotOurLink {
+                link: self.link.clone(),
+                what: what.to_string(),
+                dir_name: self.dir_name.clone(),
+            })
         };
         match std::fs::symlink_metadata(&self.link) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -322,12 +323,7 @@ fn own_file(path: &Path, append: bool) -> Result<std::fs::File, Error> {
     } else {
         o.read(true).write(true).truncate(false);
     }
-    let planted = || {
-        Error::Refused(format!(
-            "{}: is not a file s3load made (a link, a FIFO or a directory); remove it, and check who put it there",
-            path.display()
-        ))
-    };
+    let planted = || Error::from(Refusal::Planted { path: path.to_path_buf(), place: Place::VersionFile });
     let f = o.open(path).map_err(|e| match e.raw_os_error() {
         Some(libc::ELOOP | libc::ENXIO | libc::EISDIR) => planted(),
         _ => Error::io(path, "opening", e),
@@ -362,11 +358,7 @@ fn real_dir(path: &Path) -> Result<bool, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::io(path, "reading", e)),
         Ok(m) if m.file_type().is_dir() => Ok(true),
-        Ok(_) => Err(Error::Refused(format!(
-            "{}: is a symlink or a file where s3load keeps versions; it never writes or switches through links \
-             (remove it, and check who put it there)",
-            path.display()
-        ))),
+        Ok(_) => Err(Refusal::Planted { path: path.to_path_buf(), place: Place::VersionsDir }.into()),
     }
 }
 
@@ -522,12 +514,12 @@ pub(super) async fn sync(
 pub(super) fn rollback(dest: &Path) -> Result<u8, Error> {
     let versions = Versions::at(dest)?;
     if versions.current()?.is_none() {
-        return Err(Error::Refused(format!("{}: no version to roll back from", dest.display())));
+        return Err(Refusal::NoRollback { dest: dest.to_path_buf(), kept: false }.into());
     }
     let _lock = versions.lock_blocking()?;
     versions.check_history()?;
     let Some(current) = versions.current()? else {
-        return Err(Error::Refused(format!("{}: no version to roll back from", dest.display())));
+        return Err(Refusal::NoRollback { dest: dest.to_path_buf(), kept: false }.into());
     };
     let complete = versions.complete();
     let mut stack = versions.stack();
@@ -537,9 +529,11 @@ pub(super) fn rollback(dest: &Path) -> Result<u8, Error> {
         stack.push(current.clone());
     }
     stack.pop();
-    let before = stack.into_iter().rev().find(|id| *id != current && complete.contains(id)).ok_or_else(|| {
-        Error::Refused(format!("{}: no earlier version is kept to roll back to (see s3load versions)", dest.display()))
-    })?;
+    let before = stack
+        .into_iter()
+        .rev()
+        .find(|id| *id != current && complete.contains(id))
+        .ok_or_else(|| Error::from(Refusal::NoRollback { dest: dest.to_path_buf(), kept: true }))?;
     versions.switch(&before, true)?;
     output::stderr_line(
         "INFO",

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::error::{Error, StoreErrorKind, exit_code};
+use crate::refusal::Refusal;
 use crate::transfer::{self, Download, Engine, Hooks, KnownChecksum, Verification};
 use crate::url::S3Url;
 
@@ -23,11 +24,7 @@ pub(super) async fn cat(url: S3Url, cfg: &Config, stores: &dyn super::Connect) -
     let store = stores.connect(cfg, Some(&url.bucket)).await?;
     let meta = store.head(&url.bucket, &url.key).await.map_err(|e| Error::object(&url.bucket, &url.key, None, e))?;
     if meta.size > crate::store::MAX_OBJECT_SIZE {
-        return Err(Error::Refused(format!(
-            "{url}: the store states a size of {} bytes, above the largest object S3 allows (5 TiB); nothing was \
-             written (check the endpoint: it is not answering as S3 does)",
-            meta.size
-        )));
+        return Err(Refusal::ImpossibleSize { url: url.to_string(), size: meta.size, done: "written" }.into());
     }
     let job = Download {
         bucket: url.bucket.as_str().into(),
@@ -77,7 +74,7 @@ pub(super) async fn cat(url: S3Url, cfg: &Config, stores: &dyn super::Connect) -
             };
             let e = match e {
                 Error::Mismatch(_) => e,
-                e => Error::Refused(format!("{e}{after}")),
+                e => Error::AfterOutput { source: Box::new(e), advice: after },
             };
             crate::output::error_line(&format!("ERROR {e}"));
             Ok(exit_code::PARTIAL_FAILURE)

@@ -16,6 +16,7 @@ use crate::output::{self, Output};
 use crate::plan::diff::{Compare, SourceEntry, diff_by};
 use crate::plan::filter::Filters;
 use crate::plan::{self, Objects, delete, local};
+use crate::refusal::Refusal;
 use crate::state::{self, Record, StateStore};
 use crate::transfer::{self, CommitHook, Download, Durability, Engine, KnownChecksum, Outcome};
 use crate::url::S3Url;
@@ -150,11 +151,12 @@ pub(super) async fn download_from(
         }
     };
     listed.objects.retain(|_, o| filters.selects(o.rel));
-    listed.refused.retain(|(key, _)| filters.selects(src.relative(key)));
+    listed.refused.retain(|r| filters.selects(src.relative(&r.key)));
     let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
     if listed.objects.is_empty() && listed.refused.is_empty() && !allow_empty {
         let with = if filters.is_empty() { "" } else { " (after --include/--exclude)" };
-        return Err(Error::Refused(format!("no objects match {src}{with}{}", empty_source_hint(sync))));
+        let hint = format!("{with}{}", empty_source_hint(sync));
+        return Err(Refusal::NothingMatched { what: "objects", given: src.to_string(), hint }.into());
     }
 
     if batch && !cfg.dry_run {
@@ -229,7 +231,11 @@ pub(super) async fn download_from(
     });
     // A refused key fails every shard of a run, and so holds back every
     // shard's deletions: all of them apply the one listing that has it.
-    let refused = listed.refused.iter().map(|(key, why)| (src.object_url(key), why.clone())).collect();
+    let refused = listed
+        .refused
+        .iter()
+        .map(|r| Refusal::Key { object: src.object_url(&r.key), problem: r.problem.clone() })
+        .collect();
     // Sharded, the shards an index names may be another pod's, still coming.
     let check_indexes = cfg.engine.check_model == CheckModel::Auto && cfg.shard.is_none();
     let indexes: Vec<PathBuf> = objects

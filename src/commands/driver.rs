@@ -17,6 +17,7 @@ use crate::config::{Config, SyncOptions};
 use crate::error::{Error, exit_code};
 use crate::output::{self, Output};
 use crate::progress::Progress;
+use crate::refusal::Refusal;
 use crate::store::ObjectStore;
 use crate::transfer::{CommitHook, Engine, Hooks, Item, Outcome, Reporter, Verification};
 
@@ -62,9 +63,9 @@ pub(super) struct Plan<L> {
     /// What the whole run would delete, every shard's share together
     /// (`deletes.len()` when unsharded): what `--max-delete` bounds.
     pub run_deletes: usize,
-    /// Source entries refused while planning (source, why): each one fails
+    /// Source entries refused while planning ([`Refusal::Key`]): each one fails
     /// and holds back deletions.
-    pub refused: Vec<(String, String)>,
+    pub refused: Vec<Refusal>,
     /// Failures already reported while planning that do not hold back other
     /// deletions (a source entry that could not be read kept what it may
     /// stand for).
@@ -173,9 +174,11 @@ pub(super) async fn drive<D: Direction>(
         total_bytes,
     ));
     let reporter = Arc::new(RunReporter { progress: progress.clone(), out });
-    for (source, why) in &refused {
-        let e = Error::Refused(why.clone());
-        out.op("cp", source, &d.destination(), 0, Err(&e), output::error_line);
+    let refused_count = refused.len();
+    for refusal in refused {
+        let source = refusal.object().unwrap_or_default().to_string();
+        let e = Error::Refused(refusal);
+        out.op("cp", &source, &d.destination(), 0, Err(&e), output::error_line);
     }
     let stop = CancellationToken::new();
     let signal = Arc::new(AtomicU8::new(0));
@@ -208,7 +211,7 @@ pub(super) async fn drive<D: Direction>(
     progress.finish();
     let (check_failures, indexes) = d.check(&stop).await;
     let model = ModelChecks { headers: engine.headers_checked(), indexes };
-    let transfer_failures = ended.failed + refused.len() + check_failures;
+    let transfer_failures = ended.failed + refused_count + check_failures;
     let complete = transfer_failures == 0 && !stop.is_cancelled();
     d.transferred(complete);
     let mut failed = transfer_failures + failures;
@@ -267,8 +270,11 @@ fn dry_run<D: Direction>(d: &D, plan: &Plan<D::Jobs>, sync: Option<&SyncOptions>
             out.planned("rm", &d.shown(rel), "", 0);
         }
     }
-    for (source, why) in &plan.refused {
-        output::error_line(&format!("ERROR \"cp {source}\": {why}"));
+    for refusal in &plan.refused {
+        match refusal {
+            Refusal::Key { object, problem } => output::error_line(&format!("ERROR \"cp {object}\": {problem}")),
+            other => output::error_line(&format!("ERROR {other}")),
+        }
     }
     if let Some(msg) = &too_many {
         output::error_line(&format!("ERROR {msg}"));

@@ -2,8 +2,11 @@
 
 use std::ops::ControlFlow;
 
+use serde_json::json;
+
 use crate::config::Config;
 use crate::error::{Error, exit_code};
+use crate::refusal::Refusal;
 use crate::url::S3Url;
 use crate::{output, plan};
 
@@ -11,7 +14,9 @@ pub(super) async fn ls(url: Option<S3Url>, cfg: &Config, stores: &dyn super::Con
     let store = stores.connect(cfg, url.as_ref().map(|u| u.bucket.as_str())).await?;
     let Some(url) = url else {
         for b in store.list_buckets().await.map_err(|e| Error::store("listing buckets", e))? {
-            output::stdout_line(&format!("s3://{b}"))?;
+            let line =
+                if cfg.json { json!({"name": b, "url": format!("s3://{b}")}).to_string() } else { format!("s3://{b}") };
+            output::stdout_line(&line)?;
         }
         return Ok(exit_code::SUCCESS);
     };
@@ -21,11 +26,24 @@ pub(super) async fn ls(url: Option<S3Url>, cfg: &Config, stores: &dyn super::Con
     let mut any = false;
     let mut written: Result<(), Error> = Ok(());
     plan::list_all(store.as_ref(), &url.bucket, &url.prefix, delimiter, |page| {
-        let dirs =
-            page.common_prefixes.iter().map(|p| format!("{:>19} {:>12}  {}", "", "DIR", &p[base.min(p.len())..]));
+        // As s5cmd prints them: text columns, or with --json one object a line.
+        let dirs = page.common_prefixes.iter().map(|p| {
+            if cfg.json {
+                json!({"key": format!("s3://{}/{p}", url.bucket), "type": "directory"}).to_string()
+            } else {
+                format!("{:>19} {:>12}  {}", "", "DIR", &p[base.min(p.len())..])
+            }
+        });
         let objects = page.objects.iter().filter(|o| url.matches(&o.key)).map(|o| {
-            let when = o.last_modified.map(ls_time).unwrap_or_default();
-            format!("{when:>19} {:>12}  {}", o.size, &o.key[base.min(o.key.len())..])
+            if cfg.json {
+                let when = o.last_modified.map(|t| humantime::format_rfc3339_seconds(t).to_string());
+                json!({"key": format!("s3://{}/{}", url.bucket, o.key), "type": "file", "size": o.size,
+                       "last_modified": when, "etag": o.etag})
+                .to_string()
+            } else {
+                let when = o.last_modified.map(ls_time).unwrap_or_default();
+                format!("{when:>19} {:>12}  {}", o.size, &o.key[base.min(o.key.len())..])
+            }
         });
         for line in dirs.chain(objects) {
             any = true;
@@ -41,7 +59,7 @@ pub(super) async fn ls(url: Option<S3Url>, cfg: &Config, stores: &dyn super::Con
     .map_err(|e| Error::store(format!("listing {url}"), e))?;
     written?;
     if !any {
-        return Err(Error::Refused(format!("no objects match {url}")));
+        return Err(Refusal::NothingMatched { what: "objects", given: url.to_string(), hint: String::new() }.into());
     }
     Ok(exit_code::SUCCESS)
 }

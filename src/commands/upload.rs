@@ -14,6 +14,8 @@ use crate::plan::diff::{SourceEntry, diff, no_records};
 use crate::plan::filter::Filters;
 use crate::plan::local::{self, LocalEntry, LocalSource, Scope, Skipped, SourceFile};
 use crate::plan::{self, delete};
+use crate::refusal::Refusal;
+use crate::store::NotDeleted;
 use crate::store::{ObjectStore, PutTarget};
 use crate::transfer::upload::{self, Upload};
 use crate::transfer::{Engine, Outcome};
@@ -54,7 +56,8 @@ pub(super) async fn upload(
     files.retain(|f| filters.selects(&f.rel));
     let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
     if files.is_empty() && !allow_empty {
-        return Err(Error::Refused(format!("no files match {spec}{}", empty_source_hint(sync))));
+        let hint = empty_source_hint(sync).to_string();
+        return Err(Refusal::NothingMatched { what: "files", given: spec.clone(), hint }.into());
     }
     // A single file to a key not ending in '/' is stored under that key; anything
     // else goes below the destination taken as a prefix.
@@ -177,19 +180,21 @@ impl Direction for Uploading {
             let keys: Vec<String> = batch.iter().map(|r| format!("{}{r}", self.prefix)).collect();
             let refused = match self.store.delete_objects(&self.dst.bucket, &keys).await {
                 Ok(refused) => refused,
-                Err(e) => keys.iter().map(|k| (k.clone(), e.to_string())).collect(),
+                Err(e) => keys.iter().map(|k| NotDeleted { key: k.clone(), reason: e.to_string() }).collect(),
             };
-            let refused: std::collections::HashMap<String, String> = refused.into_iter().collect();
+            let mut refused: std::collections::HashMap<String, String> =
+                refused.into_iter().map(|n| (n.key, n.reason)).collect();
             for k in &keys {
                 let url = format!("s3://{}/{k}", self.dst.bucket);
-                match refused.get(k) {
+                match refused.remove(k) {
                     None => {
                         tally.deleted += 1;
                         out.removed(&url, Ok(()), output::error_line);
                     }
-                    Some(why) => {
+                    Some(reason) => {
                         tally.failed += 1;
-                        out.removed(&url, Err(&Error::Refused(why.clone())), output::error_line);
+                        let e = Error::Refused(Refusal::NotDeleted { key: k.clone(), reason });
+                        out.removed(&url, Err(&e), output::error_line);
                     }
                 }
             }

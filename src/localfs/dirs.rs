@@ -14,6 +14,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::Error;
+use crate::refusal::{Place, Refusal};
 
 /// Directory handles opened during a run: each destination directory is
 /// created and opened (without following symlinks) once, not once per file.
@@ -33,7 +34,7 @@ pub(super) fn open_parent_cached<'a>(
     rel: &'a Path,
 ) -> Result<(Arc<OwnedFd>, &'a OsStr), Error> {
     let key = root.join(rel.parent().unwrap_or(Path::new("")));
-    let name = rel.file_name().ok_or_else(|| Error::Refused(format!("{}: no file name", rel.display())))?;
+    let name = rel.file_name().ok_or_else(|| Refusal::NoFileName { path: rel.to_path_buf() })?;
     if let Some(d) = dirs.0.lock().unwrap().get(&key) {
         return Ok((d.clone(), name));
     }
@@ -54,11 +55,11 @@ pub(super) fn open_parent<'a>(root: &Path, rel: &'a Path) -> Result<(OwnedFd, &'
     for c in rel.components() {
         match c {
             Component::Normal(n) => comps.push(n),
-            _ => return Err(Error::Refused(format!("{}: not a plain relative path", rel.display()))),
+            _ => return Err(Refusal::NotPlainPath { path: rel.display().to_string() }.into()),
         }
     }
     let Some((name, parents)) = comps.split_last() else {
-        return Err(Error::Refused(format!("{}: no file name", rel.display())));
+        return Err(Refusal::NoFileName { path: rel.to_path_buf() }.into());
     };
     let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, "creating directory", e))?;
@@ -74,10 +75,7 @@ pub(super) fn open_parent<'a>(root: &Path, rel: &'a Path) -> Result<(OwnedFd, &'
         dir = match rustix::fs::openat(&dir, *c, dir_flags | OFlags::NOFOLLOW, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::LOOP | Errno::NOTDIR) => {
-                return Err(Error::Refused(format!(
-                    "{}: is a symlink or a file where a directory is needed; s3load never writes through symlinks (remove it or choose another destination)",
-                    shown.display()
-                )));
+                return Err(Refusal::Planted { path: shown, place: Place::DestinationDir }.into());
             }
             Err(e) => return Err(Error::io(&shown, "opening directory", e.into())),
         };
@@ -92,7 +90,7 @@ pub(super) fn open_parent<'a>(root: &Path, rel: &'a Path) -> Result<(OwnedFd, &'
 pub fn remove_file(root: &Path, rel: &str) -> Result<(), Error> {
     let comps: Vec<&str> = rel.split('/').collect();
     if comps.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
-        return Err(Error::Refused(format!("{rel}: not a plain relative path")));
+        return Err(Refusal::NotPlainPath { path: rel.to_string() }.into());
     }
     let (name, parents) = comps.split_last().expect("split yields one item");
     let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
@@ -106,10 +104,7 @@ pub fn remove_file(root: &Path, rel: &str) -> Result<(), Error> {
             Ok(fd) => dirs.push(fd),
             Err(Errno::NOENT) => return Ok(()),
             Err(Errno::LOOP | Errno::NOTDIR) => {
-                return Err(Error::Refused(format!(
-                    "{}: is a symlink or a file where a directory was listed; not deleting through it",
-                    shown.display()
-                )));
+                return Err(Refusal::Planted { path: shown, place: Place::DeletedDir }.into());
             }
             Err(e) => return Err(Error::io(&shown, "opening directory", e.into())),
         }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::error::Error;
-use crate::progress::human_bytes;
+use crate::refusal::Refusal;
 
 /// The nearest existing directory at or above `path` (the destination may not
 /// exist yet; its filesystem is that of its closest existing ancestor).
@@ -174,13 +174,7 @@ pub fn check_space(dest: &Path, needed: u64) -> Result<(), Error> {
     let st = rustix::fs::statvfs(&dir).map_err(|e| Error::io(&dir, "reading free space", e.into()))?;
     let available = st.f_bavail.saturating_mul(st.f_frsize);
     if needed > available {
-        return Err(Error::Refused(format!(
-            "not enough space on the filesystem holding {}: {} to download, {} available ({} short); free space or choose another destination",
-            dir.display(),
-            human_bytes(needed),
-            human_bytes(available),
-            human_bytes(needed - available),
-        )));
+        return Err(Refusal::NoSpace { dir: dir.clone(), needed, available }.into());
     }
     Ok(())
 }

@@ -48,6 +48,7 @@ use super::journal::{
     COMPLETE_LINE, JOURNAL_MAGIC, Journal, Recorded, SpentJournal, read_journal, read_journal_marked,
 };
 use crate::error::Error;
+use crate::refusal::{Place, Refusal};
 
 const TEMP_SUFFIX: &str = ".s3load-tmp";
 pub(super) const RESUME_SUFFIX: &str = ".s3load-resume";
@@ -97,10 +98,7 @@ fn below<'a>(root: &Path, dest: &'a Path) -> Result<&'a Path, Error> {
 /// An error opening `path`, saying so plainly when it is a planted symlink.
 fn no_link(path: &Path, doing: &'static str, e: Errno) -> Error {
     match e {
-        Errno::LOOP => Error::Refused(format!(
-            "{}: is a symlink; s3load never writes through symlinks in the destination (remove it)",
-            path.display()
-        )),
+        Errno::LOOP => Refusal::Planted { path: path.to_path_buf(), place: Place::DestinationFile }.into(),
         e => Error::io(path, doing, e.into()),
     }
 }
@@ -328,11 +326,7 @@ impl TempFile {
         let jfd = rustix::fs::openat(&dir, &journal_name, jflags, Mode::from_raw_mode(0o644))
             .map_err(|e| no_link(&journal_path, "opening journal", e))?;
         if !try_lock(&jfd) {
-            return Err(Error::Refused(format!(
-                "{}: another run is writing {} of this object; are two shards given the same index?",
-                dest.display(),
-                piece_name(index, pieces.len())
-            )));
+            return Err(Refusal::PieceInUse { path: dest.to_path_buf(), piece: piece_name(index, pieces.len()) }.into());
         }
         let file = loop {
             let flags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -351,10 +345,7 @@ impl TempFile {
         };
         let on_disk = file.metadata().map_err(|e| Error::io(&path, "checking", e))?.len();
         if on_disk > size {
-            return Err(Error::Refused(format!(
-                "{}: holds {on_disk} bytes, more than the object's {size}; remove it and run again",
-                path.display()
-            )));
+            return Err(Refusal::LargerThanObject { path: path.clone(), on_disk, size }.into());
         }
         let piece_header = format!("{header}\npiece {index} {}", pieces.len());
         let (recorded, _) = read_journal_marked(&dir, &journal_name, &piece_header).unwrap_or_default();
@@ -612,11 +603,7 @@ impl TempFile {
         let named = rustix::fs::statat(&self.dir, &self.tmp_name, AtFlags::SYMLINK_NOFOLLOW);
         match named {
             Ok(st) if st.st_dev == ours.st_dev && st.st_ino == ours.st_ino => Ok(()),
-            Ok(_) | Err(Errno::NOENT) => Err(Error::Refused(format!(
-                "{}: the temporary file was replaced or removed by something else while the object was written; \
-                 not moving it into place (is another program writing into this directory?)",
-                self.path.display()
-            ))),
+            Ok(_) | Err(Errno::NOENT) => Err(Refusal::TempFileReplaced { path: self.path.clone() }.into()),
             Err(e) => Err(Error::io(&self.path, "checking", e.into())),
         }
     }

@@ -14,18 +14,26 @@ pub mod paths;
 pub mod run_listing;
 
 use crate::error::{Error, StoreErrorKind};
+use crate::refusal::KeyProblem;
 use crate::store::{ObjectMeta, ObjectStore};
 use crate::url::S3Url;
 
 pub use objects::{Object, Objects};
 use paths::{Mapped, map_key};
 
+/// A listed key that cannot be a file at the destination, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedKey {
+    pub key: String,
+    pub problem: KeyProblem,
+}
+
 #[derive(Debug, Default)]
 pub struct SourceListing {
     /// Sorted by `rel`, packed (a million of them are listed at once).
     pub objects: Objects,
     /// Keys refused by the safe-path rules, with the reason.
-    pub refused: Vec<(String, String)>,
+    pub refused: Vec<RefusedKey>,
     /// Directory marker objects skipped.
     pub markers: usize,
 }
@@ -36,19 +44,15 @@ pub(crate) fn add_listed(url: &S3Url, meta: ObjectMeta, out: &mut SourceListing)
     let rel = url.relative(&meta.key);
     match map_key(rel) {
         Ok(Mapped::File(_)) if meta.size > crate::store::MAX_OBJECT_SIZE => {
-            let why = format!(
-                "the store states a size of {} bytes, above the largest object S3 allows (5 TiB); nothing was \
-                 fetched (check the endpoint: it is not answering as S3 does)",
-                meta.size
-            );
-            out.refused.push((meta.key, why));
+            let problem = KeyProblem::ImpossibleSize { size: meta.size };
+            out.refused.push(RefusedKey { key: meta.key, problem });
         }
         Ok(Mapped::File(_)) => {
             let rel_len = rel.len();
             out.objects.push(meta, rel_len);
         }
         Ok(Mapped::DirMarker) => out.markers += 1,
-        Err(why) => out.refused.push((meta.key, why)),
+        Err(problem) => out.refused.push(RefusedKey { key: meta.key, problem }),
     }
 }
 
@@ -136,7 +140,7 @@ pub fn refuse_name_collisions(out: &mut SourceListing, folding: crate::localfs::
     for (i, o) in out.objects.iter().enumerate() {
         by_fold.entry(folding.fold(o.rel)).or_default().push(i);
     }
-    let mut clash: std::collections::HashMap<usize, String> = std::collections::HashMap::new();
+    let mut clash: std::collections::HashMap<usize, KeyProblem> = std::collections::HashMap::new();
     for group in by_fold.values().filter(|g| g.len() > 1) {
         let names: Vec<&str> = group.iter().map(|&i| out.objects.rel(i)).collect();
         let what = match (folding.case, folding.unicode) {
@@ -144,17 +148,14 @@ pub fn refuse_name_collisions(out: &mut SourceListing, folding: crate::localfs::
             (true, false) => "letter case",
             _ => "Unicode forms",
         };
-        let why = format!(
-            "keys {} would be one file on this destination, whose filesystem does not tell {what} apart; \
-             rename all but one of them, or use a destination on a filesystem that keeps names as they are",
-            names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(" and ")
-        );
+        let why =
+            KeyProblem::OneFile { keys: names.iter().map(std::string::ToString::to_string).collect(), differing: what };
         clash.extend(group.iter().map(|&i| (i, why.clone())));
     }
     let refused = &mut out.refused;
     out.objects.retain(|i, o| match clash.remove(&i) {
-        Some(why) => {
-            refused.push((o.key.to_string(), why));
+        Some(problem) => {
+            refused.push(RefusedKey { key: o.key.to_string(), problem });
             false
         }
         None => true,
@@ -187,11 +188,8 @@ fn refuse_file_directory_collisions(out: &mut SourceListing) {
         if !dirs.contains(o.rel) {
             return true;
         }
-        let why = format!(
-            "key collides with the keys below '{}/': a path cannot be both a file and a directory; the objects below it are kept",
-            o.rel
-        );
-        refused.push((o.key.to_string(), why));
+        let problem = KeyProblem::FileAndDirectory { dir: o.rel.to_string() };
+        refused.push(RefusedKey { key: o.key.to_string(), problem });
         false
     });
 }
@@ -230,7 +228,8 @@ mod tests {
         let kept: Vec<&str> = both.objects.iter().map(|o| o.rel).collect();
         assert_eq!(kept, vec!["other"]);
         assert_eq!(both.refused.len(), 6);
-        assert!(both.refused.iter().all(|(_, why)| why.contains("would be one file")));
+        assert!(both.refused.iter().all(|r| matches!(r.problem, KeyProblem::OneFile { .. })), "{:?}", both.refused);
+        assert!(both.refused.iter().all(|r| r.problem.to_string().contains("would be one file")));
         let mut case_only = expanded();
         refuse_name_collisions(&mut case_only, NameFolding { case: true, unicode: false });
         assert_eq!(case_only.objects.len(), 3, "the two forms of caf\u{e9} stay, and other");
@@ -243,7 +242,8 @@ mod tests {
         let kept: Vec<&str> = e.objects.iter().map(|o| o.rel).collect();
         assert_eq!(kept, vec!["a-1", "a/b", "a/c/d", "test-1"]);
         assert_eq!(e.refused.len(), 1);
-        assert_eq!(e.refused[0].0, "p/a");
-        assert!(e.refused[0].1.contains("both a file and a directory"));
+        assert_eq!(e.refused[0].key, "p/a");
+        assert_eq!(e.refused[0].problem, KeyProblem::FileAndDirectory { dir: "a".into() });
+        assert!(e.refused[0].problem.to_string().contains("both a file and a directory"));
     }
 }

@@ -6,6 +6,7 @@
 //! inside the destination directory whatever the keys are. Keys ending in `/` are
 //! directory markers: they carry no file and are skipped.
 
+use crate::refusal::KeyProblem;
 use std::path::PathBuf;
 
 /// Longest file name most Linux filesystems accept.
@@ -19,21 +20,15 @@ pub enum Mapped {
     DirMarker,
 }
 
-pub fn map_key(rel: &str) -> Result<Mapped, String> {
+pub fn map_key(rel: &str) -> Result<Mapped, KeyProblem> {
     if rel.is_empty() || rel.ends_with('/') {
         return Ok(Mapped::DirMarker);
     }
     if rel.split('/').next() == Some(crate::state::STATE_DIR) {
-        return Err(format!(
-            "the name {} is reserved for s3load's sync record at the destination's root",
-            crate::state::STATE_DIR
-        ));
+        return Err(KeyProblem::Reserved { name: crate::state::STATE_DIR });
     }
     if rel.rsplit('/').next().is_some_and(crate::localfs::is_temp_name) {
-        return Err("the name has the form of s3load's own temporary, resume or journal files \
-                    ('.NAME.s3load-tmp', '.NAME.s3load-resume', '.NAME.s3load-journal', '.NAME.ID.s3load-split', \
-                    '.NAME.ID.K.s3load-piece'), which another object's download uses beside it; rename the object"
-            .into());
+        return Err(KeyProblem::LikeOwnFiles);
     }
     let mut path = PathBuf::new();
     for comp in rel.split('/') {
@@ -44,8 +39,8 @@ pub fn map_key(rel: &str) -> Result<Mapped, String> {
             c if c.len() > NAME_MAX => Some("a path component longer than 255 bytes"),
             _ => None,
         };
-        if let Some(why) = why {
-            return Err(format!("key maps to an unsafe local path: it has {why}"));
+        if let Some(has) = why {
+            return Err(KeyProblem::UnsafePath { has });
         }
         path.push(comp);
     }
@@ -82,7 +77,8 @@ mod tests {
             "sub/.w.bin.0123456789abcdef.2.s3load-piece",
         ] {
             let why = map_key(k).unwrap_err();
-            assert!(why.contains("temporary"), "{k}: {why}");
+            assert_eq!(why, KeyProblem::LikeOwnFiles, "{k}");
+            assert!(why.to_string().contains("temporary"), "{k}: {why}");
         }
         assert!(map_key("w.bin.s3load-resume").is_ok(), "no leading dot: no clash");
         assert!(map_key(".hidden").is_ok());

@@ -36,8 +36,9 @@ use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 use serde_json::json;
 
-use super::SourceListing;
+use super::{RefusedKey, SourceListing};
 use crate::error::Error;
+use crate::refusal::{KeyProblem, Refusal};
 use crate::shard::Shard;
 use crate::state::{open_in, planted};
 use crate::store::{ObjectMeta, ObjectStore};
@@ -162,8 +163,8 @@ fn write(dir: &OwnedFd, shown: &Path, name: &str, listing: &SourceListing, run: 
             let t = o.last_modified.map(|t| crate::state::to_ns(t).to_string());
             writeln!(w, "{}", json!({"k": o.key, "s": o.size, "e": o.etag, "t": t}))?;
         }
-        for (key, why) in &listing.refused {
-            writeln!(w, "{}", json!({"refused": key, "why": why}))?;
+        for r in &listing.refused {
+            writeln!(w, "{}", json!({"refused": r.key, "why": r.problem.to_string()}))?;
         }
         let end = json!({"end": true, "objects": listing.objects.len(), "refused": listing.refused.len(), "markers": listing.markers});
         writeln!(w, "{end}")?;
@@ -184,12 +185,7 @@ fn write(dir: &OwnedFd, shown: &Path, name: &str, listing: &SourceListing, run: 
 
 fn read(f: File, run: &Run, shown: &Path) -> Result<SourceListing, Error> {
     let (url, shard, run_id) = (run.url, run.shard, run.id);
-    let bad = |why: &str| {
-        Error::Refused(format!(
-            "{}: {why}; remove it to list the source again (every shard of the run must then start again)",
-            shown.display()
-        ))
-    };
+    let bad = |why: &str| Error::from(Refusal::BadRunListing { path: shown.to_path_buf(), why: why.to_string() });
     let mut lines = BufReader::with_capacity(1 << 20, f).lines();
     let first = lines.next().transpose().map_err(|e| Error::io(shown, "reading", e))?.unwrap_or_default();
     let head: serde_json::Value = serde_json::from_str(&first).map_err(|_| bad("not a run listing"))?;
@@ -198,26 +194,25 @@ fn read(f: File, run: &Run, shown: &Path) -> Result<SourceListing, Error> {
     }
     let (source, shards) = (head["source"].as_str().unwrap_or_default(), head["shards"].as_u64().unwrap_or(0));
     if source != url.to_string() || shards != u64::from(shard.count) {
-        return Err(Error::Refused(format!(
-            "run {run_id} was listed for {source} in {shards} shards, and this run is {url} in {}: each Job (each \
-             source and shard count) needs its own --run-id (for example the Job's uid from the downward API)",
-            shard.count
-        )));
+        return Err(Refusal::OtherRun {
+            run_id: run_id.to_string(),
+            listed_source: source.to_string(),
+            listed_shards: shards,
+            run_source: url.to_string(),
+            shards: shard.count,
+        }
+        .into());
     }
     let Some(flags) = head["flags"].as_str() else {
-        return Err(Error::Refused(format!(
-            "run {run_id}'s listing was recorded by an older s3load, which did not record its flags: give every \
-             shard of a run the same s3load, or start the whole run again with a new --run-id"
-        )));
+        return Err(Refusal::RunFlagsUnknown { run_id: run_id.to_string() }.into());
     };
     if flags != run.flags {
-        return Err(Error::Refused(format!(
-            "run {run_id}'s listing was recorded by a shard given {flags}, and this shard is given {}: every shard \
-             of a run needs the same --part-size, --no-split, --verify off, --include and --exclude (they decide \
-             which shard fetches what); start this shard again with the flags the others had, or start the whole run again \
-             with a new --run-id",
-            run.flags
-        )));
+        return Err(Refusal::RunFlagsDiffer {
+            run_id: run_id.to_string(),
+            recorded: flags.to_string(),
+            given: run.flags.to_string(),
+        }
+        .into());
     }
     let mut out = SourceListing::default();
     for line in lines {
@@ -238,7 +233,8 @@ fn read(f: File, run: &Run, shown: &Path) -> Result<SourceListing, Error> {
             return Ok(out);
         }
         if let Some(key) = v["refused"].as_str() {
-            out.refused.push((key.to_string(), v["why"].as_str().unwrap_or_default().to_string()));
+            let problem = KeyProblem::Recorded(v["why"].as_str().unwrap_or_default().to_string());
+            out.refused.push(RefusedKey { key: key.to_string(), problem });
             continue;
         }
         let (Some(key), Some(size)) = (v["k"].as_str(), v["s"].as_u64()) else {

@@ -39,6 +39,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::Error;
+use crate::refusal::{Place, Refusal};
 use crate::shard::Shard;
 
 mod record;
@@ -97,11 +98,7 @@ const DIR_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::RDONLY).union(OFlags::
 
 /// A planted symlink (or a file where the directory should be) in `.s3load/`.
 pub(crate) fn planted(path: &Path) -> Error {
-    Error::Refused(format!(
-        "{} is a symlink or not what s3load created there; s3load never follows links in its record \
-         directory (remove it, and check who put it there)",
-        path.display()
-    ))
+    Refusal::Planted { path: path.to_path_buf(), place: Place::RecordDir }.into()
 }
 
 /// Opens `name` in `dir` with `flags` and `O_NOFOLLOW`.

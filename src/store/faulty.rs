@@ -160,7 +160,7 @@ impl ObjectStore for Faulty {
         self.inner.abort_upload(bucket, key, upload_id).await
     }
 
-    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<super::NotDeleted>, StoreError> {
         self.inner.delete_objects(bucket, keys).await
     }
 

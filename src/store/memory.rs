@@ -279,7 +279,7 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
-    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<super::NotDeleted>, StoreError> {
         let mut objects = self.objects.lock().unwrap();
         for k in keys {
             objects.remove(&(bucket.to_string(), k.clone()));

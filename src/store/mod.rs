@@ -73,6 +73,13 @@ pub struct GetRequest {
 
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
 
+/// A key the store would not delete, and its reason (`Code: message`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotDeleted {
+    pub key: String,
+    pub reason: String,
+}
+
 /// A GET response: the length the server promised, and the body.
 pub struct GetResponse {
     pub content_length: u64,
@@ -192,7 +199,7 @@ pub trait ObjectStore: Send + Sync {
 
     /// Deletes up to 1000 keys in one request; returns the keys that could not be
     /// deleted, with why.
-    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError>;
+    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<NotDeleted>, StoreError>;
 
     /// Names of the buckets the caller owns.
     async fn list_buckets(&self) -> Result<Vec<String>, StoreError>;

@@ -13,6 +13,7 @@ use super::settings::EngineConfig;
 use super::settings::VerifyMode;
 use super::{pass, retry, verify};
 use crate::error::Error;
+use crate::refusal::Refusal;
 
 /// Downloads every job; returns one outcome per job, in job order. The reporter
 /// hears of each object once, when its outcome is final.
@@ -238,24 +239,18 @@ fn within_s3_limit(job: &Download) -> Result<(), Error> {
     if job.size <= crate::store::MAX_OBJECT_SIZE {
         return Ok(());
     }
-    Err(Error::Refused(format!(
-        "{}: the store states a size of {} bytes, above the largest object S3 allows (5 TiB); nothing was \
-         fetched (check the endpoint: it is not answering as S3 does)",
-        job.source_url(),
-        job.size
-    )))
+    Err(Refusal::ImpossibleSize { url: job.source_url(), size: job.size, done: "fetched" }.into())
 }
 
 /// An object of a pinned run ([`EngineConfig::pinned`]) that is no longer
 /// the one listed.
 fn changed_since_listed(job: &Download, now: &crate::store::ObjectMeta) -> Error {
-    Error::Refused(format!(
-        "{}: changed since it was listed (ETag {} now, {} listed); a version holds exactly what it was named \
-         after, so this one is not switched: run again to build the new content",
-        job.source_url(),
-        now.etag.as_deref().unwrap_or("none"),
-        job.etag.as_deref().unwrap_or("none"),
-    ))
+    Refusal::ChangedSinceListed {
+        url: job.source_url(),
+        now: now.etag.as_deref().unwrap_or("none").to_string(),
+        listed: job.etag.as_deref().unwrap_or("none").to_string(),
+    }
+    .into()
 }
 
 async fn upload_layout(env: &Engine, job: &Download) -> Result<Option<PartLayout>, crate::error::StoreError> {

@@ -52,6 +52,7 @@ pub fn classify(err: &Error) -> Class {
         Error::Usage(_)
         | Error::Io { .. }
         | Error::Refused(_)
+        | Error::AfterOutput { .. }
         | Error::Integrity(_)
         | Error::Unverified(_)
         | Error::Interrupted(_)

@@ -29,6 +29,7 @@ use super::job::{Outcome, Verification};
 use super::report::Item;
 use crate::error::{Error, StoreErrorKind};
 use crate::integrity::{self, Algorithm, DigestKind, PartCrc, PartDigest, PartSum, Stated};
+use crate::refusal::Refusal;
 use crate::store::{FileRange, MAX_PARTS, Pace, PutTarget, UploadedPart};
 
 /// S3's smallest part (all but the last).
@@ -155,11 +156,7 @@ async fn completed_earlier(env: &Engine, job: &Upload, whole: u64, e: Error) -> 
             tracing::info!(object = %job.dest_url(), "a retried CompleteMultipartUpload found the upload already completed; the object has this upload's checksum");
             Ok(())
         }
-        Ok(Ok(_)) => Err(Error::Refused(format!(
-            "{}: CompleteMultipartUpload answered NoSuchUpload and the object now at the key is not this upload \
-             (size or checksum differ): another writer, or the upload was aborted; run again",
-            job.dest_url()
-        ))),
+        Ok(Ok(_)) => Err(Refusal::UploadLost { url: job.dest_url() }.into()),
         _ => Err(e),
     }
 }
@@ -214,10 +211,7 @@ async fn abort(env: &Engine, job: &Upload, id: &str) {
 fn unchanged(job: &Upload) -> Result<(), Error> {
     let m = std::fs::metadata(&job.path).map_err(|e| Error::io(&job.path, "reading metadata", e))?;
     if m.len() != job.size || (job.mtime.is_some() && m.modified().ok() != job.mtime) {
-        return Err(Error::Refused(format!(
-            "{}: the file changed while it was uploaded; run again once it is complete",
-            job.path.display()
-        )));
+        return Err(Refusal::FileChanged { path: job.path.clone(), shorter: false }.into());
     }
     Ok(())
 }
@@ -236,10 +230,7 @@ async fn file_crc(env: &Engine, job: &Upload, offset: u64, len: u64) -> Result<P
             let want = buf.len().min((len - done) as usize);
             let n = file.read_at(&mut buf[..want], offset + done).map_err(|e| Error::io(&path, "reading", e))?;
             if n == 0 {
-                return Err(Error::Refused(format!(
-                    "{}: the file is shorter than when it was listed; run again once it is complete",
-                    path.display()
-                )));
+                return Err(Refusal::FileChanged { path: path.clone(), shorter: true }.into());
             }
             digest.update(&buf[..n]);
             done += n as u64;

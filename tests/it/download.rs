@@ -192,7 +192,7 @@ async fn json_output_has_one_object_per_operation() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn ls_shows_prefixes_and_objects() {
+async fn ls_shows_prefixes_and_objects_as_text_or_json() {
     let h = Harness::new().await;
     h.put("l/a.txt", &b"123"[..]);
     h.put("l/sub/b.txt", &b"4"[..]);
@@ -205,6 +205,22 @@ async fn ls_shows_prefixes_and_objects() {
     let buckets = h.run(&["ls"]).await;
     buckets.assert_ok();
     assert_eq!(buckets.stdout.trim(), "s3://bucket");
+
+    // With --json, one object a line, as s5cmd's ls prints them.
+    let run = h.run(&["--json", "ls", "s3://bucket/l/"]).await;
+    run.assert_ok();
+    let lines: Vec<serde_json::Value> =
+        run.stdout_lines().iter().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    let dir = lines.iter().find(|v| v["type"] == "directory").expect("the directory");
+    assert_eq!(dir["key"], "s3://bucket/l/sub/");
+    let file = lines.iter().find(|v| v["type"] == "file").expect("the file");
+    assert_eq!((file["key"].as_str(), file["size"].as_u64()), (Some("s3://bucket/l/a.txt"), Some(3)));
+    assert!(file["last_modified"].as_str().is_some_and(|t| t.ends_with('Z')), "{file}");
+    let buckets = h.run(&["--json", "ls"]).await;
+    buckets.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(buckets.stdout.trim()).expect("one JSON line");
+    assert_eq!(v["name"], "bucket");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,12 +5,9 @@ use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use super::client::S3Store;
 use super::errors::{ObjectKind, map_sdk_err};
 use crate::error::{StoreError, StoreErrorKind};
+use crate::store::NotDeleted;
 
-pub(super) async fn delete_objects(
-    s: &S3Store,
-    bucket: &str,
-    keys: &[String],
-) -> Result<Vec<(String, String)>, StoreError> {
+pub(super) async fn delete_objects(s: &S3Store, bucket: &str, keys: &[String]) -> Result<Vec<NotDeleted>, StoreError> {
     let ids = keys
         .iter()
         .map(|k| ObjectIdentifier::builder().key(k).build())
@@ -32,9 +29,9 @@ pub(super) async fn delete_objects(
     Ok(out
         .errors()
         .iter()
-        .map(|e| {
-            let why = format!("{}: {}", e.code().unwrap_or("error"), e.message().unwrap_or(""));
-            (e.key().unwrap_or_default().to_string(), why)
+        .map(|e| NotDeleted {
+            key: e.key().unwrap_or_default().to_string(),
+            reason: format!("{}: {}", e.code().unwrap_or("error"), e.message().unwrap_or("")),
         })
         .collect())
 }

@@ -14,7 +14,9 @@
 //! and adaptive limiter.
 
 use crate::error::StoreError;
-use crate::store::{FileRange, GetRequest, GetResponse, ListPage, ObjectMeta, ObjectStore, PutTarget, UploadedPart};
+use crate::store::{
+    FileRange, GetRequest, GetResponse, ListPage, NotDeleted, ObjectMeta, ObjectStore, PutTarget, UploadedPart,
+};
 
 mod client;
 #[macro_use]
@@ -85,7 +87,7 @@ impl ObjectStore for S3Store {
         upload::abort_upload(self, bucket, key, upload_id).await.map_err(|e| self.at(e))
     }
 
-    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+    async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<NotDeleted>, StoreError> {
         delete::delete_objects(self, bucket, keys).await.map_err(|e| self.at(e))
     }
 
