@@ -13,9 +13,8 @@ use crate::error::Error;
 use crate::localfs;
 use crate::model::{self, CheckModel};
 use crate::output::{self, Output};
-use crate::plan::diff::{Compare, SourceEntry, diff_by};
 use crate::plan::filter::Filters;
-use crate::plan::{self, Objects, delete, local};
+use crate::plan::{self, Objects, local};
 use crate::refusal::Refusal;
 use crate::state::{self, Record, StateStore};
 use crate::transfer::{self, CommitHook, Download, Durability, Engine, KnownChecksum, Outcome};
@@ -150,37 +149,14 @@ pub(super) async fn download_from(
             Some(Arc::new(s))
         }
     };
-    listed.objects.retain(|_, o| filters.selects(o.rel));
-    listed.refused.retain(|r| filters.selects(src.relative(&r.key)));
-    let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
-    if listed.objects.is_empty() && listed.refused.is_empty() && !allow_empty {
-        let with = if filters.is_empty() { "" } else { " (after --include/--exclude)" };
-        let hint = format!("{with}{}", empty_source_hint(sync));
-        return Err(Refusal::NothingMatched { what: "objects", given: src.to_string(), hint }.into());
-    }
-
-    if batch && !cfg.dry_run {
+    let folding = if batch && !cfg.dry_run {
         // Where the destination exists, ask its filesystem how it compares names
         // (the record's directory is s3load's own to probe in; a dry run
         // creates nothing, not even a probe, and so does not check this).
         let probe_dir = [dst.join(state::STATE_DIR), dst.clone()].into_iter().find(|d| d.is_dir());
-        if let Some(dir) = probe_dir {
-            plan::refuse_name_collisions(&mut listed, localfs::name_folding(&dir));
-        }
-    }
-    let dest_of = |rel: &str| if batch { dst.join(rel) } else { single_destination(&dst, Path::new(rel)) };
-    let objects = &listed.objects;
-    let (selected, dest_only): (Vec<usize>, Vec<String>) = match sync {
-        None => ((0..objects.len()).collect(), Vec::new()),
-        Some(opts) => {
-            select_for_sync(objects, &src, &dst, &dest_of, opts.compare, state.as_deref(), opts.delete && batch)?
-        }
-    };
-    // This run's share (--shard): taken from the listing, before the
-    // comparison, so that every shard computes the same partition.
-    let all: Vec<(&str, u64)> = match cfg.shard {
-        Some(_) => (0..objects.len()).map(|i| (objects.rel(i), objects.size(i))).collect(),
-        None => Vec::new(),
+        probe_dir.map(|dir| localfs::name_folding(&dir))
+    } else {
+        None
     };
     // Objects larger than a fair share are split across the shards (into a
     // directory only: a single file's destination is the user's path).
@@ -190,71 +166,73 @@ pub(super) async fn download_from(
         tracing::warn!("objects larger than a fair share are taken whole, not split across the shards: {why}");
         split_min = None;
     }
-    let (selected, up_to_date) = match cfg.shard {
-        Some(_) => crate::shard::cut(cfg.shard, &all, selected, split_min, |&i| objects.rel(i)),
-        None => {
-            let up_to_date = objects.len() - selected.len();
-            (selected.into_iter().map(|i| (i, None)).collect(), up_to_date)
+    let opts = plan::download::Options {
+        batch,
+        filters,
+        sync: sync.map(|s| plan::download::SyncRule {
+            compare: s.compare,
+            delete: s.delete,
+            allow_empty: s.allow_empty_source,
+        }),
+        folding,
+        shard: cfg.shard,
+        split_min,
+        // Sharded, the shards an index names may be another pod's, still coming.
+        check_indexes: cfg.engine.check_model == CheckModel::Auto && cfg.shard.is_none(),
+    };
+    let dest_of = |rel: &str| if batch { dst.join(rel) } else { single_destination(&dst, Path::new(rel)) };
+    // The destination as the plan compares it: a batch run's files, walked
+    // in order as the comparison goes; the one file a single object lands on.
+    let mut walk = None;
+    let mut single = None;
+    let local: &mut dyn Iterator<Item = local::LocalEntry> = match (sync, batch) {
+        (None, _) => &mut std::iter::empty(),
+        (Some(_), true) => walk.insert(local::Walk::new(&dst)?),
+        (Some(_), false) => {
+            let rel = listed.objects.iter().next().map(|o| o.rel.to_string());
+            let file = rel.and_then(|rel| match std::fs::metadata(dest_of(&rel)) {
+                Ok(m) if m.is_file() => Some(local::LocalEntry { rel, size: m.len(), mtime: m.modified().ok() }),
+                _ => None,
+            });
+            single.insert(file.into_iter())
         }
     };
-    drop(all);
-    let mut run_deletes = 0;
-    let deletes = match sync {
-        Some(opts) if opts.delete && batch => {
-            let sources = objects.iter().map(|o| o.rel);
-            let p = delete::plan(sources, dest_only.iter().map(String::as_str), filters, true);
-            for (path, like) in &p.lookalikes {
-                tracing::warn!(
-                    "not deleting {}: its name differs from the source's {like:?} only by case or Unicode form, and on a case-insensitive or normalising filesystem they are one file",
-                    dst.join(path).display()
-                );
-            }
-            // The whole run's deletions, for --max-delete (every shard
-            // computes them from the run's one listing); each stale path is
-            // then deleted by one shard.
-            run_deletes = p.delete.len();
-            p.delete.into_iter().filter(|rel| cfg.shard.is_none_or(|s| s.deletes(rel))).collect()
+    let recorded = |p: &str| state.as_deref().and_then(|s| s.get(p));
+    let mut seen = |rel: &str| {
+        if let Some(s) = &state {
+            s.saw(rel);
         }
-        Some(opts) if opts.delete => {
-            return Err(Error::Usage("--delete needs a prefix or wildcard source and a destination directory".into()));
-        }
-        _ => Vec::new(),
     };
-
-    // Small files first (configs, tokenizer, index), by size and then path:
-    // they are committed within moments, so a failure late in a large shard
-    // leaves them in place and a re-run fetches only the shard. The scheduler
-    // still spreads each large object over every connection.
-    let mut selected = selected;
-    selected.sort_by(|&(a, _), &(b, _)| {
-        objects.size(a).cmp(&objects.size(b)).then_with(|| objects.rel(a).cmp(objects.rel(b)))
-    });
+    let decided = plan::download::plan(listed, &src, local, &recorded, &mut seen, &opts)
+        .map_err(|no| no.into_error(&src, empty_source_hint(sync)))?;
+    if let Some(w) = walk {
+        w.finish()?;
+    }
+    let plan::download::DownloadPlan { objects, fetch, up_to_date, deletes, run_deletes, lookalikes, refused, indexes } =
+        decided;
+    for (path, like) in &lookalikes {
+        tracing::warn!(
+            "not deleting {}: its name differs from the source's {like:?} only by case or Unicode form, and on a case-insensitive or normalising filesystem they are one file",
+            dst.join(path).display()
+        );
+    }
     // A refused key fails every shard of a run, and so holds back every
     // shard's deletions: all of them apply the one listing that has it.
-    let refused = listed
-        .refused
-        .iter()
-        .map(|r| Refusal::Key { object: src.object_url(&r.key), problem: r.problem.clone() })
-        .collect();
-    // Sharded, the shards an index names may be another pod's, still coming.
-    let check_indexes = cfg.engine.check_model == CheckModel::Auto && cfg.shard.is_none();
-    let indexes: Vec<PathBuf> = objects
-        .iter()
-        .filter(|o| check_indexes && o.rel.rsplit('/').next().is_some_and(model::is_index))
-        .map(|o| dest_of(o.rel))
-        .collect();
+    let refused =
+        refused.into_iter().map(|r| Refusal::Key { object: src.object_url(&r.key), problem: r.problem }).collect();
+    let indexes: Vec<PathBuf> = indexes.into_iter().map(|i| dest_of(objects.rel(i))).collect();
     // Jobs are made from the listing as the engine takes them (a million of
     // them at once would be half a gigabyte): the listing, packed, is what
     // the transfer holds.
-    let pieces = selected.iter().filter(|(_, p)| p.is_some()).map(|&(i, _)| objects.rel(i).to_string()).collect();
+    let pieces = fetch.iter().filter(|(_, p)| p.is_some()).map(|&(i, _)| objects.rel(i).to_string()).collect();
     let jobs = DownloadJobs {
         bucket: src.bucket.as_str().into(),
         root: dst.as_path().into(),
         dst: dst.clone(),
         batch,
-        pieces: selected.iter().filter_map(|&(i, piece)| Some((i as u32, piece?))).collect(),
-        order: selected.into_iter().map(|(i, _)| i as u32).collect(),
-        objects: listed.objects,
+        pieces: fetch.iter().filter_map(|&(i, piece)| Some((i as u32, piece?))).collect(),
+        order: fetch.into_iter().map(|(i, _)| i as u32).collect(),
+        objects,
     };
     let plan = Plan { jobs, up_to_date, deletes, run_deletes, refused, failures: 0 };
     let run = Downloading {
@@ -502,56 +480,6 @@ impl CommitHook for RecordCommits {
 fn single_destination(dst: &Path, rel: &Path) -> PathBuf {
     let as_dir = dst.as_os_str().to_string_lossy().ends_with('/') || dst.is_dir();
     if as_dir { dst.join(rel) } else { dst.to_path_buf() }
-}
-
-/// Objects to copy under the sync rule (the rest are up to date), and, with
-/// `dest_only`, the destination's files that the source lacks (for
-/// `--delete`). The destination is walked as it is compared, never held
-/// whole; the record hears of every file found (see [`StateStore::saw`]).
-fn select_for_sync(
-    objects: &Objects,
-    src: &S3Url,
-    dst: &Path,
-    dest_of: &dyn Fn(&str) -> PathBuf,
-    compare: Compare,
-    state: Option<&StateStore>,
-    dest_only: bool,
-) -> Result<(Vec<usize>, Vec<String>), Error> {
-    let bucket_url = src.object_url("");
-    let entry = |i: usize| {
-        let o = objects.get(i);
-        SourceEntry { rel: o.rel, size: o.size, mtime: o.last_modified, etag: o.etag, source: (&bucket_url, o.key) }
-    };
-    let recorded = |p: &str| state.and_then(|s| s.get(p));
-    let mut only = Vec::new();
-    let mut seen = |l: local::LocalEntry, in_source: bool| {
-        if let Some(s) = state {
-            s.saw(&l.rel);
-        }
-        if dest_only && !in_source {
-            only.push(l.rel);
-        }
-    };
-    let n = objects.len();
-    let d = if src.is_batch() {
-        let mut walk = local::Walk::new(dst)?;
-        let d = diff_by(n, &entry, &mut walk, compare, &recorded, &mut seen);
-        walk.finish()?;
-        d
-    } else {
-        // One object: compared with the one file it would land on.
-        let file = (n > 0).then(|| objects.rel(0)).and_then(|rel| match std::fs::metadata(dest_of(rel)) {
-            Ok(m) if m.is_file() => {
-                Some(local::LocalEntry { rel: rel.to_string(), size: m.len(), mtime: m.modified().ok() })
-            }
-            _ => None,
-        });
-        diff_by(n, &entry, &mut file.into_iter(), compare, &recorded, &mut seen)
-    };
-    for &(i, why) in &d.copy {
-        tracing::debug!(path = %objects.rel(i), reason = ?why, "to copy");
-    }
-    Ok((d.copy.iter().map(|&(i, _)| i).collect(), only))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod delete;
 pub mod diff;
+pub mod download;
 pub mod filter;
 pub mod local;
 pub mod objects;
