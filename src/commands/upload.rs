@@ -10,10 +10,9 @@ use super::driver::{Direction, Plan, Tally, drive, empty_source_hint, stop_delet
 use crate::config::{Config, SyncOptions};
 use crate::error::Error;
 use crate::output::{self, Output};
-use crate::plan::diff::{SourceEntry, diff, no_records};
 use crate::plan::filter::Filters;
-use crate::plan::local::{self, LocalEntry, LocalSource, Scope, Skipped, SourceFile};
-use crate::plan::{self, delete};
+use crate::plan::local::{self, LocalEntry, LocalSource, Scope, SourceFile};
+use crate::plan::{self};
 use crate::refusal::Refusal;
 use crate::store::NotDeleted;
 use crate::store::{ObjectStore, PutTarget};
@@ -49,19 +48,24 @@ pub(super) async fn upload(
     let spec = src.to_string_lossy().into_owned();
     let follow = cfg.upload.follow_symlinks;
     let spec2 = spec.clone();
-    let LocalSource { mut files, scope, skipped } =
-        tokio::task::spawn_blocking(move || local::walk_source(&spec2, follow))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-    files.retain(|f| filters.selects(&f.rel));
-    let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
-    if files.is_empty() && !allow_empty {
-        let hint = empty_source_hint(sync).to_string();
-        return Err(Refusal::NothingMatched { what: "files", given: spec.clone(), hint }.into());
-    }
+    let LocalSource { files, scope, skipped } = tokio::task::spawn_blocking(move || local::walk_source(&spec2, follow))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
     // A single file to a key not ending in '/' is stored under that key; anything
     // else goes below the destination taken as a prefix.
     let single_file = matches!(scope, Scope::File(_));
+    let delete = sync.is_some_and(|s| s.delete);
+    let allow_empty = sync.is_some_and(|s| s.allow_empty_source);
+    let files = plan::upload::source(files, filters, allow_empty, delete, single_file).map_err(|no| match no {
+        plan::upload::NoPlan::Empty => {
+            let hint = empty_source_hint(sync).to_string();
+            Error::from(Refusal::NothingMatched { what: "files", given: spec.clone(), hint })
+        }
+        plan::upload::NoPlan::DeleteOneFile => Error::Usage(format!(
+            "--delete with a single file ({spec}) would remove the objects beside it, which it does not stand for; \
+             give the directory ('dir/' syncs its contents to the prefix, 'dir' to prefix/dir/) or drop --delete"
+        )),
+    })?;
     let exact_key = single_file && !dst.key.is_empty() && !dst.key.ends_with('/');
     let prefix = if exact_key || dst.key.is_empty() || dst.key.ends_with('/') {
         dst.key.clone()
@@ -69,12 +73,6 @@ pub(super) async fn upload(
         format!("{}/", dst.key)
     };
     let key_of = |f: &SourceFile| if exact_key { prefix.clone() } else { format!("{prefix}{}", f.rel) };
-    if sync.is_some_and(|s| s.delete) && single_file {
-        return Err(Error::Usage(format!(
-            "--delete with a single file ({spec}) would remove the objects beside it, which it does not stand for; \
-             give the directory ('dir/' syncs its contents to the prefix, 'dir' to prefix/dir/) or drop --delete"
-        )));
-    }
 
     let store = stores.connect(cfg, Some(&dst.bucket)).await?;
     // What the destination holds of what the source stands for, as paths
@@ -89,36 +87,26 @@ pub(super) async fn upload(
             r
         }
     };
-    let (selected, dest_only): (Vec<&SourceFile>, Vec<usize>) = match sync {
-        None => (files.iter().collect(), Vec::new()),
-        Some(opts) => {
-            let entries: Vec<SourceEntry<'_>> = files
-                .iter()
-                .map(|f| SourceEntry { rel: &f.rel, size: f.size, mtime: f.mtime, etag: None, source: ("", "") })
-                .collect();
-            let d = diff(&entries, &remote, opts.compare, &no_records);
-            (d.copy.iter().map(|&(i, _)| &files[i]).collect(), d.dest_only)
-        }
-    };
-    // This run's share (--shard), from the local listing alone.
-    let all: Vec<(&str, u64)> = files.iter().map(|f| (f.rel.as_str(), f.size)).collect();
-    // Whole files only: pieces of one upload from several pods would need one
-    // multipart upload shared between them.
-    let (selected, up_to_date) = crate::shard::cut(cfg.shard, &all, selected, None, |f| f.rel.as_str());
-    let selected: Vec<_> = selected.into_iter().map(|(f, _)| f).collect();
+    let opts = plan::upload::Options { filters, compare: sync.map(|s| s.compare), delete, shard: cfg.shard };
+    let decided = plan::upload::plan(&files, &remote, &skipped, &opts);
     let object_url = |rel: &str| format!("s3://{}/{prefix}{rel}", dst.bucket);
-    let (deletes, failures) = match sync {
-        Some(opts) if opts.delete => {
-            // Keys are compared byte for byte: no case or Unicode lookalikes.
-            let sources = files.iter().map(|f| f.rel.as_str());
-            let p = delete::plan(sources, dest_only.iter().map(|&i| remote[i].rel.as_str()), filters, false);
-            // Each stale key is deleted by one shard.
-            let mine = p.delete.iter().filter(|rel| cfg.shard.is_none_or(|s| s.deletes(rel)));
-            hold_back_shadowed(mine, &skipped, &object_url)
-        }
-        _ => (Vec::new(), 0),
-    };
-
+    let mut failures = 0;
+    for &(i, n) in &decided.held {
+        let s = &skipped[i];
+        let (level, what) = if s.deliberate { ("WARN", "left out") } else { ("ERROR", "could not be read") };
+        failures += usize::from(!s.deliberate);
+        output::stderr_line(
+            level,
+            &format!(
+                "not deleting {n} object(s) at or below {}: the local entry they may come from {what}: {}",
+                object_url(&s.rel),
+                s.why
+            ),
+            serde_json::Value::Null,
+        );
+    }
+    let (up_to_date, deletes) = (decided.up_to_date, decided.deletes);
+    let selected: Vec<&SourceFile> = decided.upload.iter().map(|&i| &files[i]).collect();
     let jobs: Vec<Upload> = selected
         .iter()
         .map(|f| Upload {
@@ -238,41 +226,6 @@ async fn head_destination(
         Err(e) if e.kind == crate::error::StoreErrorKind::NoSuchKey => Ok(Vec::new()),
         Err(e) => Err(Error::object(bucket, key, None, e)),
     }
-}
-
-/// Splits deletion candidates into those that may go and those a skipped local
-/// entry may stand for (a broken or left-out symlink, a name that is not UTF-8):
-/// those are kept, with a line saying why. Returns the deletions and how many
-/// skipped entries that could not be read held any back (each a failure: the
-/// source is not what it should be, and the bucket keeps what it cannot vouch for).
-fn hold_back_shadowed<'a>(
-    candidates: impl Iterator<Item = &'a String>,
-    skipped: &[Skipped],
-    object_url: &dyn Fn(&str) -> String,
-) -> (Vec<String>, usize) {
-    let mut held: Vec<usize> = vec![0; skipped.len()];
-    let mut deletes = Vec::new();
-    for rel in candidates {
-        match skipped.iter().position(|s| s.shadows(rel)) {
-            Some(i) => held[i] += 1,
-            None => deletes.push(rel.clone()),
-        }
-    }
-    let mut failures = 0;
-    for (s, n) in skipped.iter().zip(held).filter(|(_, n)| *n > 0) {
-        let (level, what) = if s.deliberate { ("WARN", "left out") } else { ("ERROR", "could not be read") };
-        failures += usize::from(!s.deliberate);
-        output::stderr_line(
-            level,
-            &format!(
-                "not deleting {n} object(s) at or below {}: the local entry they may come from {what}: {}",
-                object_url(&s.rel),
-                s.why
-            ),
-            serde_json::Value::Null,
-        );
-    }
-    (deletes, failures)
 }
 
 /// Content-Type from the file name; `None` leaves it to the store.

@@ -13,6 +13,7 @@ pub mod local;
 pub mod objects;
 pub mod paths;
 pub mod run_listing;
+pub mod upload;
 
 use crate::error::{Error, StoreErrorKind};
 use crate::refusal::KeyProblem;
