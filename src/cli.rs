@@ -459,7 +459,7 @@ impl Args {
                 && let Some(note) = variables_behind(&e.to_string())
             {
                 let _ = e.print();
-                crate::output::error_line(&note);
+                crate::logging::error_line(&note);
                 std::process::exit(e.exit_code());
             }
             e.exit()

@@ -1,5 +1,10 @@
-//! Logging on stderr: the `--log` level and the `--log-format` (text or JSON
-//! lines) of every message s3load and the AWS SDK write there.
+//! Everything s3load writes on stderr: log messages (its own and the AWS
+//! SDK's, through `tracing`) at the `--log` level, and the lines for people
+//! (errors, notices, the summary) in the same `--log-format`, text or JSON.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::json;
 
 use crate::error::Error;
 
@@ -59,4 +64,40 @@ pub fn init_logging(level: LogLevel, format: LogFormat) -> Result<(), Error> {
         }
     };
     r.map_err(|e| Error::Usage(format!("logging: {e}")))
+}
+
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// `--log-format json`: every line on stderr is a JSON object.
+pub fn set_json_logs(on: bool) {
+    JSON_LOGS.store(on, Ordering::Relaxed);
+}
+
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(Ordering::Relaxed)
+}
+
+/// A line for people on stderr: `text` as is, or with `--log-format json` a JSON
+/// object `{"timestamp", "level", "message", ...fields}` like the log lines.
+pub fn stderr_line(level: &str, text: &str, fields: serde_json::Value) {
+    if !json_logs() {
+        eprintln!("{text}");
+        return;
+    }
+    let message = text.strip_prefix(level).map_or(text, |t| t.trim_start_matches([' ', ':']));
+    let mut v = json!({
+        "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        "level": level,
+        "message": message,
+    });
+    if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
+        obj.extend(extra);
+    }
+    eprintln!("{v}");
+}
+
+/// An `ERROR ...` line on stderr.
+pub fn error_line(text: &str) {
+    let text = if text.starts_with("ERROR") { text.to_string() } else { format!("ERROR {text}") };
+    stderr_line("ERROR", &text, serde_json::Value::Null);
 }

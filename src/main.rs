@@ -13,23 +13,23 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
             Err(e) => {
-                s3load::output::error_line(&format!("ERROR writing to stdout: {e}"));
+                s3load::logging::error_line(&format!("ERROR writing to stdout: {e}"));
                 ExitCode::from(exit_code::SETUP)
             }
         };
     }
-    s3load::output::set_json_logs(args.log_format == s3load::LogFormat::Json);
+    s3load::logging::set_json_logs(args.log_format == s3load::LogFormat::Json);
     if let Err(e) = s3load::init_logging(args.log, args.log_format) {
-        s3load::output::error_line(&format!("ERROR {e}"));
+        s3load::logging::error_line(&format!("ERROR {e}"));
         return ExitCode::from(exit_code::USAGE);
     }
     let (command, config) = match args.into_config() {
         Ok(v) => v,
         Err(e) => {
             let message = format!("ERROR {e}");
-            s3load::output::error_line(&message);
+            s3load::logging::error_line(&message);
             if let Some(note) = s3load::cli::variables_behind(&message) {
-                s3load::output::error_line(&note);
+                s3load::logging::error_line(&note);
             }
             return ExitCode::from(exit_code::USAGE);
         }
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            s3load::output::error_line(&format!("ERROR starting the async runtime: {e}"));
+            s3load::logging::error_line(&format!("ERROR starting the async runtime: {e}"));
             return ExitCode::from(exit_code::SETUP);
         }
     };

@@ -2,10 +2,10 @@
 //!
 //! stdout carries data only: `cp SRC DST` per object copied (or, with `--json`, one
 //! JSON object per operation) and `ls` listings. Errors, progress and the summary go
-//! to stderr. A failed operation is printed as `ERROR "cp SRC DST": reason`.
+//! to stderr (through [`crate::logging`]). A failed operation is printed as
+//! `ERROR "cp SRC DST": reason`.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 
@@ -89,40 +89,4 @@ pub fn stdout_line(line: &str) -> Result<(), Error> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Error::ClosedPipe),
         Err(e) => Err(Error::io("stdout", "writing", e)),
     }
-}
-
-static JSON_LOGS: AtomicBool = AtomicBool::new(false);
-
-/// `--log-format json`: every line on stderr is a JSON object.
-pub fn set_json_logs(on: bool) {
-    JSON_LOGS.store(on, Ordering::Relaxed);
-}
-
-pub fn json_logs() -> bool {
-    JSON_LOGS.load(Ordering::Relaxed)
-}
-
-/// A line for people on stderr: `text` as is, or with `--log-format json` a JSON
-/// object `{"timestamp", "level", "message", ...fields}` like the log lines.
-pub fn stderr_line(level: &str, text: &str, fields: serde_json::Value) {
-    if !json_logs() {
-        eprintln!("{text}");
-        return;
-    }
-    let message = text.strip_prefix(level).map_or(text, |t| t.trim_start_matches([' ', ':']));
-    let mut v = json!({
-        "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-        "level": level,
-        "message": message,
-    });
-    if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
-        obj.extend(extra);
-    }
-    eprintln!("{v}");
-}
-
-/// An `ERROR ...` line on stderr.
-pub fn error_line(text: &str) {
-    let text = if text.starts_with("ERROR") { text.to_string() } else { format!("ERROR {text}") };
-    stderr_line("ERROR", &text, serde_json::Value::Null);
 }

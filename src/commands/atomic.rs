@@ -44,6 +44,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, SyncOptions};
 use crate::error::{Error, exit_code};
+use crate::logging;
 use crate::output::{self, Output};
 use crate::plan::filter::Filters;
 use crate::refusal::{Place, Refusal};
@@ -133,7 +134,7 @@ impl Versions {
         if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
             return Ok(VersionsLock { _file: file });
         }
-        crate::output::stderr_line(
+        crate::logging::stderr_line(
             "INFO",
             &format!(
                 "waiting for another run on {} to finish (a build, a rollback or a prune holds {})",
@@ -166,7 +167,7 @@ impl Versions {
     pub fn lock_blocking(&self) -> Result<VersionsLock, Error> {
         let file = self.lock_file()?;
         if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-            crate::output::stderr_line(
+            crate::logging::stderr_line(
                 "INFO",
                 &format!("waiting for another run on {} to finish", self.link.display()),
                 serde_json::json!({"waiting_for": self.dir.join(LOCK)}),
@@ -451,7 +452,7 @@ pub(super) async fn sync(
     let current = versions.current()?;
     let ready = versions.path(&id);
     if current.as_deref() == Some(id.as_str()) && real_dir(&ready)? {
-        output::stderr_line(
+        logging::stderr_line(
             "INFO",
             &format!("{} is at version {id} already: nothing to do", dest.display()),
             serde_json::json!({"version": id}),
@@ -479,7 +480,7 @@ pub(super) async fn sync(
             super::download::download_from(store, Some(listed), src, build.clone(), filters, Some(&opts), &cfg, out)
                 .await?;
         if code != exit_code::SUCCESS {
-            output::error_line(&format!(
+            logging::error_line(&format!(
                 "ERROR not switching {}: version {id} is incomplete (kept in {} to resume; run again)",
                 dest.display(),
                 build.display()
@@ -494,7 +495,7 @@ pub(super) async fn sync(
     let replaced = versions.current()?;
     versions.switch(&id, false)?;
     let was = replaced.as_deref().unwrap_or("none");
-    output::stderr_line(
+    logging::stderr_line(
         "INFO",
         &format!("switched {} to version {id} (was {was})", dest.display()),
         serde_json::json!({"version": id, "previous": replaced}),
@@ -535,7 +536,7 @@ pub(super) fn rollback(dest: &Path) -> Result<u8, Error> {
         .find(|id| *id != current && complete.contains(id))
         .ok_or_else(|| Error::from(Refusal::NoRollback { dest: dest.to_path_buf(), kept: true }))?;
     versions.switch(&before, true)?;
-    output::stderr_line(
+    logging::stderr_line(
         "INFO",
         &format!("switched {} back to version {before} (was {current})", dest.display()),
         serde_json::json!({"version": before, "previous": current}),

@@ -61,7 +61,7 @@ pub(super) async fn cat(url: S3Url, cfg: &Config, stores: &dyn super::Connect) -
             Ok(exit_code::CLOSED_PIPE)
         }
         Err(e @ Error::Unverified(_)) => {
-            crate::output::error_line(&format!("ERROR {e}; nothing was written"));
+            crate::logging::error_line(&format!("ERROR {e}; nothing was written"));
             Ok(exit_code::SETUP)
         }
         Err(e) => {
@@ -76,7 +76,7 @@ pub(super) async fn cat(url: S3Url, cfg: &Config, stores: &dyn super::Connect) -
                 Error::Mismatch(_) => e,
                 e => Error::AfterOutput { source: Box::new(e), advice: after },
             };
-            crate::output::error_line(&format!("ERROR {e}"));
+            crate::logging::error_line(&format!("ERROR {e}"));
             Ok(exit_code::PARTIAL_FAILURE)
         }
     }

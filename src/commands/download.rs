@@ -11,8 +11,9 @@ use super::driver::{Direction, Plan, Tally, drive, empty_source_hint, stop_delet
 use crate::config::{Config, SyncOptions};
 use crate::error::Error;
 use crate::localfs;
+use crate::logging;
 use crate::model::{self, CheckModel};
-use crate::output::{self, Output};
+use crate::output::Output;
 use crate::plan::filter::Filters;
 use crate::plan::{self, Objects, local};
 use crate::refusal::Refusal;
@@ -358,7 +359,7 @@ impl Direction for Downloading {
             for index in indexes.iter().filter(|p| std::fs::symlink_metadata(p).is_ok()) {
                 let problems = model::check_index(index);
                 for p in &problems {
-                    output::error_line(&format!("ERROR {p}"));
+                    logging::error_line(&format!("ERROR {p}"));
                 }
                 failed += usize::from(!problems.is_empty());
                 passed += usize::from(problems.is_empty());
@@ -368,7 +369,7 @@ impl Direction for Downloading {
         tokio::select! {
             done = checking => done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
             () = stop.cancelled() => {
-                output::error_line("ERROR the model checks were stopped: the run was stopped");
+                logging::error_line("ERROR the model checks were stopped: the run was stopped");
                 (1, 0)
             }
         }
@@ -408,7 +409,7 @@ impl Direction for Downloading {
                 }
                 Err(_) => tally.failed += 1,
             }
-            out.removed(&self.shown(rel), r.as_ref().map(|_| ()), output::error_line);
+            out.removed(&self.shown(rel), r.as_ref().map(|_| ()), logging::error_line);
         }
         tally
     }

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::summary::{self, ModelChecks, Summary};
 use crate::config::{Config, SyncOptions};
 use crate::error::{Error, exit_code};
-use crate::output::{self, Output};
+use crate::logging;
+use crate::output::Output;
 use crate::progress::Progress;
 use crate::refusal::Refusal;
 use crate::store::ObjectStore;
@@ -178,7 +179,7 @@ pub(super) async fn drive<D: Direction>(
     for refusal in refused {
         let source = refusal.object().unwrap_or_default().to_string();
         let e = Error::Refused(refusal);
-        out.op("cp", &source, &d.destination(), 0, Err(&e), output::error_line);
+        out.op("cp", &source, &d.destination(), 0, Err(&e), logging::error_line);
     }
     let stop = CancellationToken::new();
     let signal = Arc::new(AtomicU8::new(0));
@@ -194,7 +195,7 @@ pub(super) async fn drive<D: Direction>(
             // Never started: failed, named in one line rather than a line each
             // (a million of them, stopped early).
             ended.failed += n - start;
-            output::error_line(&format!("ERROR {} objects not started: the run was stopped", n - start));
+            logging::error_line(&format!("ERROR {} objects not started: the run was stopped", n - start));
             break;
         }
         let end = (start + BATCH).min(n);
@@ -244,7 +245,7 @@ pub(super) async fn drive<D: Direction>(
     };
     summary.print();
     if let Err(e) = &finished {
-        output::error_line(&format!("ERROR {e}: the files above may not be on disk yet"));
+        logging::error_line(&format!("ERROR {e}: the files above may not be on disk yet"));
     }
     let code = match (finished, signal_code(&signal)) {
         (Err(_), _) => exit_code::PARTIAL_FAILURE,
@@ -272,16 +273,16 @@ fn dry_run<D: Direction>(d: &D, plan: &Plan<D::Jobs>, sync: Option<&SyncOptions>
     }
     for refusal in &plan.refused {
         match refusal {
-            Refusal::Key { object, problem } => output::error_line(&format!("ERROR \"cp {object}\": {problem}")),
-            other => output::error_line(&format!("ERROR {other}")),
+            Refusal::Key { object, problem } => logging::error_line(&format!("ERROR \"cp {object}\": {problem}")),
+            other => logging::error_line(&format!("ERROR {other}")),
         }
     }
     if let Some(msg) = &too_many {
-        output::error_line(&format!("ERROR {msg}"));
+        logging::error_line(&format!("ERROR {msg}"));
     }
     let deletes = too_many.is_none().then_some(plan.deletes.len());
     let text = summary::dry_run_text(plan.jobs.len(), bytes, plan.up_to_date, deletes);
-    output::stderr_line("INFO", &text, serde_json::json!({ "dry_run": true }));
+    logging::stderr_line("INFO", &text, serde_json::json!({ "dry_run": true }));
     let ok = plan.refused.is_empty() && too_many.is_none() && plan.failures == 0;
     if ok { exit_code::SUCCESS } else { exit_code::PARTIAL_FAILURE }
 }
@@ -313,13 +314,13 @@ fn delete_gate(
     if !complete {
         let why = if stopped { "the run was stopped" } else { "some copies failed (see above)" };
         if n > 0 {
-            output::error_line(&format!("ERROR not deleting {n} {what}: {why}"));
+            logging::error_line(&format!("ERROR not deleting {n} {what}: {why}"));
         }
         return DeleteGate::Withheld;
     }
     match over {
         Some(msg) => {
-            output::error_line(&format!("ERROR {msg}"));
+            logging::error_line(&format!("ERROR {msg}"));
             DeleteGate::OverLimit
         }
         None => DeleteGate::Proceed,
@@ -339,7 +340,7 @@ pub(super) fn stop_deleting(stop: &CancellationToken, done: usize, of: usize) ->
     if !stop.is_cancelled() {
         return false;
     }
-    output::error_line(&format!(
+    logging::error_line(&format!(
         "ERROR stopped by a signal after {done} of {of} deletions; the rest were not deleted (run again to finish)"
     ));
     true
@@ -365,7 +366,7 @@ fn signal_code(signal: &AtomicU8) -> Option<u8> {
     match signal.load(Ordering::Relaxed) {
         0 => None,
         sig => {
-            output::stderr_line(
+            logging::stderr_line(
                 "WARN",
                 "stopped by a signal: run again to resume; large objects continue from their finished parts",
                 serde_json::Value::Null,
@@ -412,7 +413,7 @@ impl Reporter for RunReporter {
             return;
         }
         // Suspended: a line on a terminal would otherwise tear the bars.
-        self.progress.suspend(|| self.out.op("cp", &src, &dst, item.size(), outcome.as_ref(), output::error_line));
+        self.progress.suspend(|| self.out.op("cp", &src, &dst, item.size(), outcome.as_ref(), logging::error_line));
     }
 }
 

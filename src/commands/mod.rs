@@ -55,7 +55,7 @@ pub async fn run_with(cmd: Command, cfg: Config, stores: &dyn Connect) -> u8 {
             crate::error::exit_code::CLOSED_PIPE
         }
         Err(e) => {
-            crate::output::error_line(&format!("ERROR {e}"));
+            crate::logging::error_line(&format!("ERROR {e}"));
             let code = e.setup_exit_code();
             summary::write_summary(
                 &cfg,

@@ -108,7 +108,7 @@ impl Summary {
             o.remove("result");
             o.remove("exit_code");
         }
-        crate::output::stderr_line("INFO", &self.text(), serde_json::json!({ "summary": fields }));
+        crate::logging::stderr_line("INFO", &self.text(), serde_json::json!({ "summary": fields }));
     }
 
     /// The `--summary-file` object (documented in docs/configuration.md).
@@ -188,7 +188,7 @@ pub(super) fn write_summary(cfg: &Config, value: &serde_json::Value) {
     if let Some(path) = &cfg.summary_file
         && let Err(e) = std::fs::write(path, format!("{value}\n"))
     {
-        crate::output::error_line(&format!("ERROR writing the summary to {}: {e}", path.display()));
+        crate::logging::error_line(&format!("ERROR writing the summary to {}: {e}", path.display()));
     }
 }
 

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::driver::{Direction, Plan, Tally, drive, empty_source_hint, stop_deleting};
 use crate::config::{Config, SyncOptions};
 use crate::error::Error;
-use crate::output::{self, Output};
+use crate::logging;
+use crate::output::Output;
 use crate::plan::filter::Filters;
 use crate::plan::local::{self, LocalEntry, LocalSource, Scope, SourceFile};
 use crate::plan::{self};
@@ -95,7 +96,7 @@ pub(super) async fn upload(
         let s = &skipped[i];
         let (level, what) = if s.deliberate { ("WARN", "left out") } else { ("ERROR", "could not be read") };
         failures += usize::from(!s.deliberate);
-        output::stderr_line(
+        logging::stderr_line(
             level,
             &format!(
                 "not deleting {n} object(s) at or below {}: the local entry they may come from {what}: {}",
@@ -177,12 +178,12 @@ impl Direction for Uploading {
                 match refused.remove(k) {
                     None => {
                         tally.deleted += 1;
-                        out.removed(&url, Ok(()), output::error_line);
+                        out.removed(&url, Ok(()), logging::error_line);
                     }
                     Some(reason) => {
                         tally.failed += 1;
                         let e = Error::Refused(Refusal::NotDeleted { key: k.clone(), reason });
-                        out.removed(&url, Err(&e), output::error_line);
+                        out.removed(&url, Err(&e), logging::error_line);
                     }
                 }
             }

@@ -210,7 +210,7 @@ impl StateStore {
                 let aside = format!("{file}.set-aside-{}", to_ns(SystemTime::now()));
                 rustix::fs::renameat(&handle, file.as_str(), &handle, aside.as_str())
                     .map_err(|e| Error::io(dir.join(&file), "setting aside", e.into()))?;
-                crate::output::stderr_line(
+                crate::logging::stderr_line(
                     "WARN",
                     &format!(
                         "the sync record {} is in a format this s3load does not know (written by a newer s3load, \
