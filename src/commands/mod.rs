@@ -68,7 +68,7 @@ pub async fn run_with(cmd: Command, cfg: Config, stores: &dyn Connect) -> u8 {
 
 /// Whether `id` may name an `--atomic` version.
 pub fn valid_version_id(id: &str) -> bool {
-    atomic::valid_id(id)
+    crate::localfs::versions::valid_id(id)
 }
 
 /// `cp` and `sync`, in whichever direction the locations say.

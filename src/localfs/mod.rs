@@ -10,11 +10,16 @@
 //! - [`filesystem`]: the destination's filesystem as a whole (free space,
 //!   how it compares names, the end-of-run `syncfs`).
 
+/// The directory below the destination's root that holds s3load's own files
+/// (the sync record, its locks, a sharded run's listing).
+pub const STATE_DIR: &str = ".s3load";
+
 pub mod dirs;
 pub mod filesystem;
 pub mod iobuf;
 pub mod journal;
 pub mod tempfile;
+pub mod versions;
 
 pub use dirs::{Dirs, remove_file};
 pub use filesystem::{

@@ -48,8 +48,7 @@ mod table;
 pub use record::{Record, SUSPECT_MTIME, boot_id, checksum_text, to_ns};
 use table::Table;
 
-/// The directory below the destination's root that holds the record.
-pub const STATE_DIR: &str = ".s3load";
+pub use crate::localfs::STATE_DIR;
 const HEADER: &str = "s3load-state 1";
 /// Record files of sharded runs: `state.shard-K-of-N`.
 const SHARD_PREFIX: &str = "state.shard-";
