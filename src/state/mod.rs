@@ -28,7 +28,7 @@
 //! refused by name, never written through.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -39,9 +39,10 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::Error;
-use crate::refusal::{Place, Refusal};
 use crate::shard::Shard;
 
+mod files;
+mod format;
 mod record;
 mod table;
 
@@ -49,9 +50,9 @@ pub use record::{Record, SUSPECT_MTIME, boot_id, checksum_text, to_ns};
 use table::Table;
 
 pub use crate::localfs::STATE_DIR;
-const HEADER: &str = "s3load-state 1";
-/// Record files of sharded runs: `state.shard-K-of-N`.
-const SHARD_PREFIX: &str = "state.shard-";
+use files::DIR_FLAGS;
+pub(crate) use files::{open_in, planted};
+use format::{HEADER, SHARD_PREFIX, load_merged, record_files};
 
 /// A destination's record, loaded, and (unless read-only) locked and open for appending.
 #[derive(Debug)]
@@ -92,32 +93,6 @@ pub struct StateStore {
 /// with `discard`, this machine's root: up to 0.8 s measured at the end of a
 /// 4 GiB run); a record that only grew by this run's files gains nothing from it.
 const SLACK_LINES: usize = 64;
-
-const DIR_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::RDONLY).union(OFlags::CLOEXEC);
-
-/// A planted symlink (or a file where the directory should be) in `.s3load/`.
-pub(crate) fn planted(path: &Path) -> Error {
-    Refusal::Planted { path: path.to_path_buf(), place: Place::RecordDir }.into()
-}
-
-/// Opens `name` in `dir` with `flags` and `O_NOFOLLOW`.
-pub(crate) fn open_in(dir: &OwnedFd, shown: &Path, name: &str, flags: OFlags) -> Result<File, Error> {
-    let path = shown.join(name);
-    // Never blocks (a FIFO planted here would hang the run, lock held) and
-    // never follows a link; only a regular file is s3load's.
-    let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o644)) {
-        Ok(fd) => match rustix::fs::fstat(&fd) {
-            Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile => {
-                Ok(File::from(fd))
-            }
-            Ok(_) => Err(planted(&path)),
-            Err(e) => Err(Error::io(&path, "reading", e.into())),
-        },
-        Err(Errno::LOOP | Errno::NOTDIR | Errno::ISDIR | Errno::NXIO) => Err(planted(&path)),
-        Err(e) => Err(Error::io(&path, "opening", e.into())),
-    }
-}
 
 impl StateStore {
     /// Loads the record without creating or locking anything (`--dry-run`).
@@ -441,103 +416,6 @@ impl StateStore {
         }
         Ok(())
     }
-}
-
-/// The record files in `.s3load/`, in merge order: `state` (an unsharded
-/// run's), then each shard's `state.shard-K-of-N`, by name.
-fn record_files(dir: &Path) -> Vec<String> {
-    let mut shards: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(SHARD_PREFIX) && !n.ends_with(".tmp"))
-                .collect()
-        })
-        .unwrap_or_default();
-    shards.sort();
-    std::iter::once("state".to_string()).chain(shards).collect()
-}
-
-/// The live records of `files`, merged line by line in order: a later line's
-/// entry (or removal) for a path wins. Files in a format this s3load does not
-/// know are skipped with a warning, except `own` (returned as `None`: the
-/// caller sets it aside). Otherwise `own`'s line count is returned, and with
-/// `keep_own` (a sharded run, which compacts only its own file) its entries
-/// too, removals included.
-fn load_merged(
-    handle: &OwnedFd,
-    dir: &Path,
-    files: &[String],
-    own: &str,
-    keep_own: bool,
-) -> Result<(Table, Option<(Table, usize)>), Error> {
-    let mut merged = Table::default();
-    let mut own_entries = Some((Table::default(), 0));
-    for name in files {
-        let mut own_table = Table::default();
-        let is_own = name == own;
-        let loaded = load(handle, dir, name, |r| {
-            if is_own && keep_own {
-                own_table.insert(&r, false);
-            }
-            if r.removed {
-                merged.remove(&r.path);
-            } else {
-                merged.insert(&r, false);
-            }
-        })?;
-        match loaded {
-            Some(lines) if is_own => own_entries = Some((own_table, lines)),
-            Some(_) => {}
-            None if is_own => own_entries = None,
-            None => {
-                tracing::warn!(path = %dir.join(name).display(), "a sync record file in a format this s3load does not know: not used");
-            }
-        }
-    }
-    Ok((merged, own_entries))
-}
-
-/// Reads one record file, line by line, into `each` (removals included: they
-/// cancel entries of files merged before it). Returns how many lines after
-/// the header it holds, or `None` for a first line this s3load does not know.
-fn load(handle: &OwnedFd, dir: &Path, name: &str, mut each: impl FnMut(Record)) -> Result<Option<usize>, Error> {
-    let path = dir.join(name);
-    let file = match open_in(handle, dir, name, OFlags::RDONLY) {
-        Ok(f) => f,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(Some(0)),
-        Err(e @ Error::Refused(_)) => return Err(e),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot read the sync record; comparing sizes and times instead");
-            return Ok(Some(0));
-        }
-    };
-    let mut lines = BufReader::new(file).lines();
-    match lines.next() {
-        Some(Ok(h)) if h == HEADER => {}
-        None => return Ok(Some(0)),
-        Some(_) => return Ok(None),
-    }
-    let (mut torn, mut count) = (0, 0);
-    for line in lines {
-        let Ok(line) = line else { break };
-        count += 1;
-        match serde_json::from_str::<Record>(&line) {
-            Ok(mut r) => {
-                // Written on another boot and never confirmed on disk: suspect.
-                if !r.removed && r.boot.as_deref().is_some_and(|b| b != boot_id()) {
-                    r.mtime_ns = SUSPECT_MTIME;
-                }
-                each(r);
-            }
-            Err(_) => torn += 1,
-        }
-    }
-    if torn > 0 {
-        tracing::info!(path = %path.display(), lines = torn, "skipped unreadable lines of the sync record (an interrupted run)");
-    }
-    Ok(Some(count))
 }
 
 #[cfg(test)]
