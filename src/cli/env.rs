@@ -1,0 +1,184 @@
+//! Every flag from the environment: `S3LOAD_<FLAG>` for each visible flag
+//! of every subcommand, read where the flag is not given.
+
+use clap::{CommandFactory, FromArgMatches};
+
+use super::args::Args;
+
+/// The prefix of every flag's environment variable.
+pub const ENV_PREFIX: &str = "S3LOAD_";
+
+/// The environment variable that sets `--long-name`: `S3LOAD_LONG_NAME`.
+pub fn env_name(long: &str) -> String {
+    format!("{ENV_PREFIX}{}", long.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// The command line as clap sees it: the derived definitions, with every
+/// visible flag of every subcommand also read from `S3LOAD_<FLAG>`, so that no
+/// flag can be added without its variable. On/off flags take `true`/`false`
+/// (also `yes`/`no`, `on`/`off`, `1`/`0`) from the environment; a repeatable
+/// flag (`--include`, `--exclude`) takes one value from it; an empty variable
+/// counts as unset.
+pub fn command() -> clap::Command {
+    command_for(&[])
+}
+
+/// [`command`] for these arguments: a flag given in `argv` does not read its
+/// variable at all, so a bad value in the environment cannot fail a command
+/// line that overrides it (clap would still parse the variable where a global
+/// flag is propagated to the subcommand).
+fn command_for(argv: &[String]) -> clap::Command {
+    fn with_env(cmd: clap::Command, argv: &[String]) -> clap::Command {
+        cmd.mut_args(|arg| {
+            let Some(long) = arg.get_long().filter(|_| !arg.is_hide_set()).map(str::to_string) else { return arg };
+            if given(argv, &long, arg.get_short()) {
+                return arg;
+            }
+            let arg = arg.env(env_name(&long));
+            if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+                arg.value_parser(clap::builder::BoolishValueParser::new())
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(|sub| with_env(sub, argv))
+    }
+    with_env(Args::command(), argv)
+}
+
+/// Whether `argv` gives the flag `--long` (or `-s`, alone or first in a
+/// cluster such as `-c4`). Errs towards yes: a value that merely looks like
+/// the flag only means its variable is not read.
+fn given(argv: &[String], long: &str, short: Option<char>) -> bool {
+    argv.iter().any(|a| {
+        a.strip_prefix("--").is_some_and(|rest| rest == long || rest.starts_with(&format!("{long}=")))
+            || short.is_some_and(|c| !a.starts_with("--") && a.strip_prefix('-').is_some_and(|r| r.contains(c)))
+    })
+}
+
+impl Args {
+    /// Parses the process's arguments and environment; prints help, the
+    /// version or the error and exits where clap says so.
+    pub fn from_env() -> Args {
+        Args::try_from_args(std::env::args_os()).unwrap_or_else(|e| {
+            if e.use_stderr()
+                && let Some(note) = variables_behind(&e.to_string())
+            {
+                let _ = e.print();
+                crate::logging::error_line(&note);
+                std::process::exit(e.exit_code());
+            }
+            e.exit()
+        })
+    }
+
+    /// Parses `args` (the program's name first) and the process's environment.
+    pub fn try_from_args<I, T>(args: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let argv: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+        Args::from_arg_matches(&command_for(&argv).try_get_matches_from(args)?)
+    }
+}
+
+/// For an error about flags (`message` names them as `--flag`): which of
+/// those flags came from the environment rather than the command line, said
+/// so that a value set in a ConfigMap is found. `None` when none did.
+pub fn variables_behind(message: &str) -> Option<String> {
+    let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut flags = std::collections::BTreeMap::new();
+    fn collect(cmd: &clap::Command, out: &mut std::collections::BTreeMap<String, Option<char>>) {
+        out.extend(cmd.get_arguments().filter_map(|a| a.get_long().map(|l| (l.to_string(), a.get_short()))));
+        cmd.get_subcommands().for_each(|s| collect(s, out));
+    }
+    collect(&command(), &mut flags);
+    let named = |long: &str| {
+        let flag = format!("--{long}");
+        message
+            .match_indices(&flag)
+            .any(|(i, _)| !message[i + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-'))
+    };
+    let from_env: Vec<String> = flags
+        .iter()
+        .filter(|(long, short)| named(long) && !given(&argv, long, **short))
+        .filter_map(|(long, _)| {
+            let var = env_name(long);
+            let value = std::env::var_os(&var).filter(|v| !v.is_empty())?;
+            Some(format!("{var}={:?}", value.to_string_lossy()))
+        })
+        .collect();
+    let (list, verb) = (from_env.join(", "), if from_env.len() == 1 { "is" } else { "are" });
+    (!from_env.is_empty())
+        .then(|| format!("{list} {verb} set in the environment, for the flag not given; fix or unset it"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sets it; `--help` and `--version` excepted.
+    fn visible_flags(cmd: &clap::Command, path: &str, out: &mut Vec<(String, String, Option<String>)>) {
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            let Some(long) = arg.get_long() else { continue };
+            if matches!(arg.get_action(), clap::ArgAction::Help | clap::ArgAction::Version) {
+                continue;
+            }
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            out.push((path.to_string(), long.to_string(), env));
+        }
+        for sub in cmd.get_subcommands() {
+            visible_flags(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_visible_flag_of_every_subcommand_has_its_s3load_variable() {
+        let mut cmd = command();
+        cmd.build();
+        let mut flags = Vec::new();
+        visible_flags(&cmd, "s3load", &mut flags);
+        // Some of each kind: global, per subcommand, on/off, repeatable.
+        for (sub, long) in [("s3load", "numworkers"), ("s3load sync", "delete"), ("s3load cp", "exclude")] {
+            assert!(flags.iter().any(|(s, l, _)| s == sub && l == long), "{sub} --{long} not found in {flags:?}");
+        }
+        assert!(flags.len() > 40, "{flags:?}");
+        for (sub, long, env) in &flags {
+            let want = format!("S3LOAD_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(env.as_deref(), Some(want.as_str()), "{sub} --{long}");
+        }
+        // Hidden flags (for tests) are not part of the interface.
+        let hold = cmd.get_arguments().find(|a| a.get_long() == Some("journal-hold")).expect("--journal-hold");
+        assert!(hold.get_env().is_none());
+    }
+
+    #[test]
+    fn a_flag_counts_as_given_in_each_of_its_spellings() {
+        let argv = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+        for line in ["--numworkers 4 sync a b", "sync --numworkers=4 a b"] {
+            assert!(given(&argv(line), "numworkers", None), "{line}");
+        }
+        for line in ["sync -c 4 a b", "sync -c4 a b", "sync -pc 4 a b"] {
+            assert!(given(&argv(line), "concurrency", Some('c')), "{line}");
+        }
+        for line in ["sync a b", "--numworkers-x 1 sync a b", "sync --concurrency-2 a b", "sync --c a b"] {
+            assert!(!given(&argv(line), "numworkers", None), "{line}");
+            assert!(!given(&argv(line), "concurrency", Some('c')), "{line}");
+        }
+    }
+
+    #[test]
+    fn help_names_each_flags_variable() {
+        let mut cmd = command();
+        let help = cmd.render_long_help().to_string();
+        for var in ["S3LOAD_NUMWORKERS", "S3LOAD_LIMIT_RATE", "S3LOAD_PROGRESS_INTERVAL", "S3LOAD_DRY_RUN"] {
+            assert!(help.contains(&format!("[env: {var}")), "{var} missing from:\n{help}");
+        }
+        let sync = cmd.find_subcommand_mut("sync").expect("sync").render_long_help().to_string();
+        for var in ["S3LOAD_DELETE", "S3LOAD_MAX_DELETE", "S3LOAD_PART_SIZE", "S3LOAD_SHARD", "S3LOAD_RUN_ID"] {
+            assert!(sync.contains(&format!("[env: {var}")), "{var} missing from:\n{sync}");
+        }
+    }
+}
