@@ -32,6 +32,7 @@
 //! read afresh (HEAD), at most `max_restarts` times. Resume across runs is in
 //! `resume.rs`; uploads in [`upload`].
 
+mod body;
 mod download;
 mod engine;
 mod fetch;

@@ -25,9 +25,9 @@ use futures::{Stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::body::{Body, open_get};
 use super::download::prepare;
 use super::engine::Engine;
-use super::fetch::{Body, open_get};
 use super::job::{Download, Verification};
 use super::object::ObjectState;
 use super::settings::VerifyMode;
