@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{Direction, Plan, Tally, drive, empty_source_hint, stop_deleting};
+use super::jobs::{DownloadJobs, single_destination};
 use crate::config::{Config, SyncOptions};
 use crate::error::Error;
 use crate::localfs;
@@ -15,7 +16,7 @@ use crate::logging;
 use crate::model::{self, CheckModel};
 use crate::output::Output;
 use crate::plan::filter::Filters;
-use crate::plan::{self, Objects, local};
+use crate::plan::{self, local};
 use crate::refusal::Refusal;
 use crate::state::{self, Record, StateStore};
 use crate::transfer::{self, CommitHook, Download, Durability, Engine, KnownChecksum, Outcome};
@@ -251,58 +252,6 @@ pub(super) async fn download_from(
     drive(&run, plan, store, sync, cfg, out).await
 }
 
-/// A download's jobs, made from the listing when the engine takes them.
-struct DownloadJobs {
-    objects: Objects,
-    /// Indexes into `objects`, in the order to run.
-    order: Vec<u32>,
-    /// This run's piece of each object split across shards (`--shard`), by index.
-    pieces: std::collections::HashMap<u32, crate::shard::Piece>,
-    /// Shared by every job.
-    bucket: Arc<str>,
-    root: Arc<Path>,
-    dst: PathBuf,
-    batch: bool,
-}
-
-impl super::driver::Jobs for DownloadJobs {
-    type Job = Download;
-
-    fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    fn expected_bytes(&self, k: usize) -> u64 {
-        let (i, piece) = (self.order[k], self.pieces.get(&self.order[k]));
-        let size = self.objects.size(i as usize);
-        piece.map_or(size, |p| size / u64::from(p.count.max(1)))
-    }
-
-    fn job(&self, k: usize) -> Download {
-        let (i, piece) = (self.order[k], self.pieces.get(&self.order[k]).copied());
-        let o = self.objects.get(i as usize);
-        let meta = o.meta();
-        let dest = if self.batch { self.dst.join(o.rel) } else { single_destination(&self.dst, Path::new(o.rel)) };
-        Download {
-            bucket: self.bucket.clone(),
-            size: meta.size,
-            etag: meta.etag,
-            version_id: meta.version_id,
-            last_modified: meta.last_modified,
-            root: if self.batch { self.root.clone() } else { dest.parent().unwrap_or(Path::new("")).into() },
-            dest,
-            // A single object was looked up with HEAD, which states its checksum;
-            // a listing does not, so the engine asks when it needs to.
-            checksum: if self.batch { KnownChecksum::NotAsked } else { meta.checksum.into() },
-            etag_md5: meta.etag_md5,
-            key: meta.key,
-            source_parts: None,
-            layout_unknown: None,
-            piece,
-        }
-    }
-}
-
 impl Direction for Downloading {
     type Job = Download;
     type Jobs = DownloadJobs;
@@ -473,25 +422,5 @@ impl CommitHook for RecordCommits {
             // otherwise not until the end-of-run flush confirms it (if ever).
             boot: self.unflushed.then(|| state::boot_id().into()),
         });
-    }
-}
-
-/// Where a single object lands: inside `dst` when it is a directory (or ends with
-/// `/`), else at `dst` itself.
-fn single_destination(dst: &Path, rel: &Path) -> PathBuf {
-    let as_dir = dst.as_os_str().to_string_lossy().ends_with('/') || dst.is_dir();
-    if as_dir { dst.join(rel) } else { dst.to_path_buf() }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn single_object_goes_inside_a_directory_or_to_the_named_file() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(single_destination(dir.path(), Path::new("c.json")), dir.path().join("c.json"));
-        assert_eq!(single_destination(Path::new("out/"), Path::new("c.json")), PathBuf::from("out/c.json"));
-        assert_eq!(single_destination(Path::new("new.json"), Path::new("c.json")), PathBuf::from("new.json"));
     }
 }

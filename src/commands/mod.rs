@@ -10,6 +10,7 @@ mod cat;
 mod connect;
 mod download;
 mod driver;
+mod jobs;
 mod ls;
 mod summary;
 mod upload;
