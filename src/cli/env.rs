@@ -31,10 +31,13 @@ fn command_for(argv: &[String]) -> clap::Command {
     fn with_env(cmd: clap::Command, argv: &[String]) -> clap::Command {
         cmd.mut_args(|arg| {
             let Some(long) = arg.get_long().filter(|_| !arg.is_hide_set()).map(str::to_string) else { return arg };
-            if given(argv, &long, arg.get_short()) {
+            let name = env_name(&long);
+            // Given on the command line, or set empty (a ConfigMap key left
+            // blank): as if the variable were not there.
+            if given(argv, &long, arg.get_short()) || std::env::var_os(&name).is_some_and(|v| v.is_empty()) {
                 return arg;
             }
-            let arg = arg.env(env_name(&long));
+            let arg = arg.env(name);
             if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
                 arg.value_parser(clap::builder::BoolishValueParser::new())
             } else {

@@ -45,6 +45,14 @@ async fn flags_come_from_s3load_variables_and_a_flag_wins_over_its_variable() {
     assert_eq!(files_under(&b), ["b.json"], "{}", r.stderr);
     // Without the variables, the defaults: text lines, not JSON.
     assert!(r.stdout_lines().iter().all(|l| !l.starts_with('{')), "{}", r.stdout);
+    // An empty variable (a ConfigMap key left blank) is as if unset.
+    let empty = h.path("empty");
+    let blank = [("S3LOAD_NUMWORKERS", ""), ("S3LOAD_DRY_RUN", ""), ("S3LOAD_PART_SIZE", ""), ("S3LOAD_JSON", "")];
+    let r = h
+        .run_env(&["--endpoint-url", &endpoint, "sync", "s3://bucket/m/*", empty.to_str().unwrap()], &env(&blank))
+        .await;
+    r.assert_ok();
+    assert_eq!(files_under(&empty), ["a.bin", "b.json"], "{}", r.stderr);
 
     // A value the flag would refuse is refused from the variable too (exit
     // 2, nothing written), and the message says where it came from; the
