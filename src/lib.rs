@@ -8,11 +8,12 @@
 //! ([`plan`], [`state`]), then runs [`transfer`] (downloads: one scheduler over
 //! the parts of all objects; uploads: multipart with checksums) against the
 //! [`store`] trait, whose `s3` module is the only user of the AWS SDK;
-//! [`integrity`] checks every byte; [`progress`] and [`output`] keep stdout for
-//! data and stderr for people.
+//! [`integrity`] checks every byte; [`output`] writes stdout (data),
+//! [`logging`] and [`progress`] stderr (people).
 //!
 //! The engine never sees clap: tests and embedders build [`config::Config`] and
-//! [`config::Command`] directly and call [`run`].
+//! [`config::Command`] directly and call [`run`] (or [`commands::run_with`],
+//! with a store of their own).
 
 pub mod cli;
 pub mod commands;

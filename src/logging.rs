@@ -55,7 +55,10 @@ pub fn init_logging(level: LogLevel, format: LogFormat) -> Result<(), Error> {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_target(false);
+        .with_target(false)
+        // A stderr nobody reads (`2>&1 | head`) loses the line; reporting
+        // that on stderr (`eprintln!`) would panic and end the run with 101.
+        .log_internal_errors(false);
     let r = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
         LogFormat::Text => {
@@ -81,7 +84,7 @@ pub fn json_logs() -> bool {
 /// object `{"timestamp", "level", "message", ...fields}` like the log lines.
 pub fn stderr_line(level: &str, text: &str, fields: serde_json::Value) {
     if !json_logs() {
-        eprintln!("{text}");
+        to_stderr(text);
         return;
     }
     let message = text.strip_prefix(level).map_or(text, |t| t.trim_start_matches([' ', ':']));
@@ -93,11 +96,19 @@ pub fn stderr_line(level: &str, text: &str, fields: serde_json::Value) {
     if let (Some(obj), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
         obj.extend(extra);
     }
-    eprintln!("{v}");
+    to_stderr(&v.to_string());
 }
 
 /// An `ERROR ...` line on stderr.
 pub fn error_line(text: &str) {
     let text = if text.starts_with("ERROR") { text.to_string() } else { format!("ERROR {text}") };
     stderr_line("ERROR", &text, serde_json::Value::Null);
+}
+
+/// Writes one line on stderr. A stderr that cannot be written (a closed pipe:
+/// `2>&1 | head`) loses the line; it never stops the run or changes its exit
+/// code (`eprintln!` would panic).
+pub fn to_stderr(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

@@ -163,10 +163,10 @@ impl Progress {
                                 "objects_failed": c.failed.load(Ordering::Relaxed),
                                 "bytes_per_second": rate as u64,
                             });
-                            eprintln!("{line}");
+                            crate::logging::to_stderr(&line.to_string());
                             continue;
                         }
-                        eprintln!(
+                        crate::logging::to_stderr(&format!(
                             "progress: {} / {} ({:.0}%), {} / {} objects, {}/s",
                             human_bytes(done),
                             human_bytes(total_bytes),
@@ -174,7 +174,7 @@ impl Progress {
                             c.objects.load(Ordering::Relaxed),
                             total_objects,
                             human_bytes(rate as u64)
-                        );
+                        ));
                     }
                 });
                 (None, Some(ticker))

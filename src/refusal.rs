@@ -22,7 +22,7 @@ pub enum Refusal {
     NothingMatched { what: &'static str, given: String, hint: String },
     /// Something s3load did not make, where it writes, deletes or keeps its
     /// own files: never followed, written through or replaced.
-    #[error("{}: {}", path.display(), place.message())]
+    #[error("{}{}{}", path.display(), if *place == Place::RecordDir { " " } else { ": " }, place.message())]
     Planted { path: PathBuf, place: Place },
     /// DEST of `--atomic` exists and is not a link `--atomic` made.
     #[error(

@@ -49,8 +49,10 @@ pub struct Args {
     #[arg(long, global = true, value_name = "N")]
     pub numworkers: Option<usize>,
 
-    /// Retries of a failed request (per part for downloads) before giving up.
-    #[arg(short = 'r', long, global = true, default_value_t = 10, value_name = "N")]
+    /// Retries of a failed request (per part for downloads) before giving up
+    /// (at most 1000).
+    #[arg(short = 'r', long, global = true, default_value_t = 10, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(..=1000))]
     pub retry_count: u32,
 
     /// Abort and retry a request that receives no data for this long (e.g. 30s, 2m).

@@ -32,26 +32,33 @@ fn command_for(argv: &[String]) -> clap::Command {
         cmd.mut_args(|arg| {
             let Some(long) = arg.get_long().filter(|_| !arg.is_hide_set()).map(str::to_string) else { return arg };
             let name = env_name(&long);
-            // Given on the command line, or set empty (a ConfigMap key left
-            // blank): as if the variable were not there.
-            if given(argv, &long, arg.get_short()) || std::env::var_os(&name).is_some_and(|v| v.is_empty()) {
+            let on_off = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+            let value = std::env::var_os(&name);
+            let empty = value.as_ref().is_some_and(|v| v.is_empty());
+            let off = on_off && value.as_ref().and_then(|v| v.to_str()).is_some_and(is_off);
+            // Given on the command line, set empty (a ConfigMap key left
+            // blank), or an on/off flag set off: as if the variable were not
+            // there (clap would count an off value as the flag given, and let
+            // `S3LOAD_ATOMIC=no` satisfy what --keep requires).
+            if given(argv, &long, arg.get_short()) || empty || off {
                 return arg;
             }
             let arg = arg.env(name);
-            if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
-                arg.value_parser(clap::builder::BoolishValueParser::new())
-            } else {
-                arg
-            }
+            if on_off { arg.value_parser(clap::builder::BoolishValueParser::new()) } else { arg }
         })
         .mut_subcommands(|sub| with_env(sub, argv))
     }
     with_env(Args::command(), argv)
 }
 
-/// Whether `argv` gives the flag `--long` (or `-s`, alone or first in a
-/// cluster such as `-c4`). Errs towards yes: a value that merely looks like
-/// the flag only means its variable is not read.
+/// An on/off variable's "off" (as clap's boolish parser reads it).
+fn is_off(value: &str) -> bool {
+    matches!(value.to_ascii_lowercase().as_str(), "n" | "no" | "f" | "false" | "off" | "0")
+}
+
+/// Whether `argv` gives the flag `--long` (or `-s`, alone or anywhere in a
+/// cluster such as `-c4` or `-rc`). Errs towards yes: a value that merely
+/// looks like the flag only means its variable is not read.
 fn given(argv: &[String], long: &str, short: Option<char>) -> bool {
     argv.iter().any(|a| {
         a.strip_prefix("--").is_some_and(|rest| rest == long || rest.starts_with(&format!("{long}=")))
@@ -83,7 +90,44 @@ impl Args {
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let argv: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
-        Args::from_arg_matches(&command_for(&argv).try_get_matches_from(args)?)
+        let mut cmd = command_for(&argv);
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        check_values(&cmd, &matches)
+            .map_err(|why| clap::Error::raw(clap::error::ErrorKind::ValueValidation, why + "\n"))?;
+        Args::from_arg_matches(&matches)
+    }
+}
+
+/// Refuses variable values that would be read as something else than meant:
+/// spaces or a line break at either end (a ConfigMap value ending in a
+/// newline) in any, and a comma in a repeatable flag's (a list: the variable
+/// holds one pattern, and a pattern that silently matches nothing would let
+/// `--delete` remove what `--exclude` was to keep).
+fn check_values(cmd: &clap::Command, matches: &clap::ArgMatches) -> Result<(), String> {
+    for arg in cmd.get_arguments() {
+        if matches.value_source(arg.get_id().as_str()) != Some(clap::parser::ValueSource::EnvVariable) {
+            continue;
+        }
+        let Some(name) = arg.get_env() else { continue };
+        let Some(value) = std::env::var_os(name).and_then(|v| v.into_string().ok()) else { continue };
+        let var = name.to_string_lossy();
+        if value.trim() != value {
+            return Err(format!(
+                "{var}={value:?}: spaces or a line break at its ends (a ConfigMap value ending in a newline?); \
+                 remove them"
+            ));
+        }
+        if matches!(arg.get_action(), clap::ArgAction::Append) && value.contains(',') {
+            let long = arg.get_long().unwrap_or_default();
+            return Err(format!(
+                "{var}={value:?}: the variable holds one pattern, not a list; give several as --{long} on the \
+                 command line (where a comma is taken literally)"
+            ));
+        }
+    }
+    match matches.subcommand() {
+        Some((name, sub)) => cmd.find_subcommand(name).map_or(Ok(()), |c| check_values(c, sub)),
+        None => Ok(()),
     }
 }
 
@@ -92,24 +136,31 @@ impl Args {
 /// so that a value set in a ConfigMap is found. `None` when none did.
 pub fn variables_behind(message: &str) -> Option<String> {
     let argv: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
-    let mut flags = std::collections::BTreeMap::new();
-    fn collect(cmd: &clap::Command, out: &mut std::collections::BTreeMap<String, Option<char>>) {
-        out.extend(cmd.get_arguments().filter_map(|a| a.get_long().map(|l| (l.to_string(), a.get_short()))));
+    // The variables this command line reads (not those of flags it gives,
+    // nor empty ones, nor on/off ones set off), with their flags.
+    let mut read = std::collections::BTreeMap::new();
+    fn collect(cmd: &clap::Command, out: &mut std::collections::BTreeMap<String, String>) {
+        for a in cmd.get_arguments() {
+            if let (Some(long), Some(var)) = (a.get_long(), a.get_env()) {
+                out.insert(long.to_string(), var.to_string_lossy().into_owned());
+            }
+        }
         cmd.get_subcommands().for_each(|s| collect(s, out));
     }
-    collect(&command(), &mut flags);
+    collect(&command_for(&argv), &mut read);
+    // The error itself, not the usage clap prints after it.
+    let message = message.split("\nUsage:").next().unwrap_or(message);
     let named = |long: &str| {
         let flag = format!("--{long}");
         message
             .match_indices(&flag)
             .any(|(i, _)| !message[i + flag.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-'))
     };
-    let from_env: Vec<String> = flags
+    let from_env: Vec<String> = read
         .iter()
-        .filter(|(long, short)| named(long) && !given(&argv, long, **short))
-        .filter_map(|(long, _)| {
-            let var = env_name(long);
-            let value = std::env::var_os(&var).filter(|v| !v.is_empty())?;
+        .filter(|(long, var)| named(long) && !message.contains(var.as_str()))
+        .filter_map(|(_, var)| {
+            let value = std::env::var_os(var)?;
             Some(format!("{var}={:?}", value.to_string_lossy()))
         })
         .collect();
@@ -122,6 +173,7 @@ pub fn variables_behind(message: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Every flag a user can see, of every subcommand, with the variable that
     /// sets it; `--help` and `--version` excepted.
     fn visible_flags(cmd: &clap::Command, path: &str, out: &mut Vec<(String, String, Option<String>)>) {
         for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {

@@ -26,6 +26,15 @@ use crate::url::Location;
 /// `--concurrency` when not given (s5cmd's is 5).
 const DEFAULT_PART_CONCURRENCY: usize = 8;
 
+/// `--concurrency` and `--part-size` are at least 1, each named on its own.
+fn at_least_one(concurrency: usize, part_size: u64) -> Result<(), Error> {
+    match (concurrency, part_size) {
+        (0, _) => Err(Error::Usage("--concurrency must be at least 1".into())),
+        (_, 0) => Err(Error::Usage("--part-size must be at least 1".into())),
+        _ => Ok(()),
+    }
+}
+
 /// Endpoint precedence: flag, then `AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`.
 fn resolve_endpoint(flag: Option<String>, env: impl Fn(&str) -> Option<String>) -> Result<Option<String>, Error> {
     let ep = flag.or_else(|| env("AWS_ENDPOINT_URL_S3")).or_else(|| env("AWS_ENDPOINT_URL")).filter(|s| !s.is_empty());
@@ -83,10 +92,15 @@ impl Args {
             request_timeout: self.request_timeout,
             request_deadline: self.request_deadline,
         };
-        if self.stall_timeout.is_zero() || self.request_timeout.is_zero() || self.request_deadline.is_zero() {
-            return Err(Error::Usage(
-                "--stall-timeout, --request-timeout and --request-deadline must be more than zero".into(),
-            ));
+        // One message a flag, so that the one at fault (or its variable) is named.
+        for (flag, d) in [
+            ("--stall-timeout", self.stall_timeout),
+            ("--request-timeout", self.request_timeout),
+            ("--request-deadline", self.request_deadline),
+        ] {
+            if d.is_zero() {
+                return Err(Error::Usage(format!("{flag} must be more than zero")));
+            }
         }
         let mut engine = EngineConfig {
             max_requests,
@@ -117,9 +131,7 @@ impl Args {
                 )));
             }
             run_id = t.run_id.clone();
-            if t.concurrency == Some(0) || t.part_size == 0 {
-                return Err(Error::Usage("--concurrency and --part-size must be at least 1".into()));
-            }
+            at_least_one(t.concurrency.unwrap_or(1), t.part_size)?;
             upload = UploadOptions {
                 storage_class: t.storage_class.clone(),
                 content_type: t.content_type.clone(),
@@ -168,9 +180,7 @@ impl Args {
                 Command::Sync { src: Location::parse(&src)?, dst: Location::parse(&dst)?, filters, opts }
             }
             Cmd::Cat { concurrency, part_size, url } => {
-                if concurrency == 0 || part_size == 0 {
-                    return Err(Error::Usage("--concurrency and --part-size must be at least 1".into()));
-                }
+                at_least_one(concurrency, part_size)?;
                 if self.dry_run {
                     return Err(Error::Usage("cat has no --dry-run: it changes nothing but stdout".into()));
                 }
@@ -208,8 +218,7 @@ impl Args {
         };
         let moves_bytes = matches!(command, Command::Cp { .. } | Command::Sync { .. } | Command::Cat { .. });
         if let Some(rate) = self.limit_rate.as_deref().map(str::trim).filter(|r| !r.is_empty() && moves_bytes) {
-            let rate = crate::rate::parse_rate(rate)
-                .map_err(|e| Error::Usage(format!("--limit-rate (or S3LOAD_LIMIT_RATE) {e}")))?;
+            let rate = crate::rate::parse_rate(rate).map_err(|e| Error::Usage(format!("--limit-rate {e}")))?;
             engine.limit_rate = Some(rate);
         }
         let config = Config {

@@ -1,5 +1,7 @@
-//! `cp`/`sync` from S3 to a local path: the plan, the engine call, the local
-//! deletions and the last steps (flush, sync record).
+//! `cp`/`sync` from S3 to a local path: the plan's inputs (the record under its
+//! lock, the listing, the destination's walk), [`crate::plan::download`]'s
+//! decision acted on, the engine call, the local deletions and the last steps
+//! (flush, sync record).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

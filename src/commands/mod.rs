@@ -56,7 +56,15 @@ pub async fn run_with(cmd: Command, cfg: Config, stores: &dyn Connect) -> u8 {
             crate::error::exit_code::CLOSED_PIPE
         }
         Err(e) => {
-            crate::logging::error_line(&format!("ERROR {e}"));
+            let message = format!("ERROR {e}");
+            crate::logging::error_line(&message);
+            // A command line refused by a command's own checks: name the
+            // variables behind it, as for those refused before the run.
+            if let Error::Usage(_) = e
+                && let Some(note) = crate::cli::variables_behind(&message)
+            {
+                crate::logging::error_line(&note);
+            }
             let code = e.setup_exit_code();
             summary::write_summary(
                 &cfg,
@@ -130,6 +138,8 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("config.json")).unwrap(), b"{}");
         let gets = store.gets().len();
         assert!(gets >= 2, "{gets} GETs");
+        let record = std::fs::read_to_string(dir.path().join(".s3load/state")).unwrap();
+        assert!(record.contains("\"w.bin\"") && record.contains("\"config.json\""), "the sync record: {record}");
 
         // Nothing changed: nothing fetched. A file the source lacks is
         // deleted with --delete.

@@ -1,5 +1,6 @@
-//! `cp`/`sync` from a local path to S3: the plan, the engine call and the
-//! deletions from the bucket.
+//! `cp`/`sync` from a local path to S3: the plan's inputs (the source's walk,
+//! the destination prefix's listing), [`crate::plan::upload`]'s decision acted
+//! on, the engine call and the deletions from the bucket.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,7 +82,11 @@ pub(super) async fn upload(
     // nothing outside it can be compared or deleted.
     let remote: Vec<LocalEntry> = match (sync, &scope) {
         (None, _) => Vec::new(),
-        (Some(_), Scope::File(name)) => head_destination(store.as_ref(), &dst.bucket, &key_of(&files[0]), name).await?,
+        (Some(_), Scope::File(name)) => match files.first() {
+            Some(f) => head_destination(store.as_ref(), &dst.bucket, &key_of(f), name).await?,
+            // Filtered out, with --allow-empty-source: nothing to compare.
+            None => Vec::new(),
+        },
         (Some(_), _) => {
             let mut r = list_destination(store.as_ref(), &dst.bucket, &prefix, scope.list_prefix()).await?;
             r.retain(|e| scope.covers(&e.rel));

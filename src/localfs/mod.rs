@@ -8,7 +8,10 @@
 //!   leftovers of killed runs ([`remove_orphans`]);
 //! - [`journal`]: the resume journal beside a resumable temporary file;
 //! - [`filesystem`]: the destination's filesystem as a whole (free space,
-//!   how it compares names, the end-of-run `syncfs`).
+//!   how it compares names, the end-of-run `syncfs`);
+//! - [`iobuf`]: page-aligned write buffers;
+//! - [`versions`]: the versions directory of `sync --atomic` (link, lock,
+//!   history, switch, hard-linked trees, pruning).
 
 /// The directory below the destination's root that holds s3load's own files
 /// (the sync record, its locks, a sharded run's listing).

@@ -14,7 +14,8 @@ use crate::refusal::{Place, Refusal};
 
 /// The file listing the switches, in the versions directory.
 const HISTORY: &str = "history";
-/// The versions' lock, in the versions directory (see the module's note).
+/// The versions' lock, in the versions directory (held by a build from before
+/// it lists to after it prunes, and by a rollback: see `commands/atomic.rs`).
 const LOCK: &str = ".lock";
 /// How a rollback is written in the history: `rollback ID`.
 const ROLLBACK: &str = "rollback ";

@@ -40,7 +40,8 @@ pub struct Options<'a> {
     pub folding: Option<NameFolding>,
     /// `--shard K/N`.
     pub shard: Option<Shard>,
-    /// Objects of at least this size are split across the shards.
+    /// With a shard: objects of at least this size that are also larger than
+    /// a fair share are split across the shards.
     pub split_min: Option<u64>,
     /// Weight indexes (`*.index.json`) are checked after the run.
     pub check_indexes: bool,

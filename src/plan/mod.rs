@@ -1,9 +1,10 @@
 //! Planning: what the source holds, where each object lands, and what to copy.
 //!
 //! [`list_source`] lists the source (all pages) and maps each selected key to a safe
-//! relative path; [`diff`](diff::diff) compares that with the destination listing.
-//! Objects whose keys cannot be mapped safely are kept as refusals so they are
-//! reported by name and make the exit code non-zero.
+//! relative path. Objects whose keys cannot be mapped safely are kept as
+//! refusals so they are reported by name and make the exit code non-zero.
+//! What a run does is decided in [`download`] and [`upload`] (no I/O of their
+//! own), from [`diff`] (the comparison), [`delete`] and the listing.
 
 pub mod delete;
 pub mod diff;

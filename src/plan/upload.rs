@@ -20,8 +20,9 @@ pub enum NoPlan {
     DeleteOneFile,
 }
 
-/// The files the filters select. `single_file`: the source is one file (not
-/// a directory or wildcard).
+/// The files the filters select; refused when none is (unless `allow_empty`)
+/// or when `delete` is asked of a single file (`single_file`: the source is
+/// one file, not a directory or wildcard).
 pub fn source(
     mut files: Vec<SourceFile>,
     filters: &Filters,

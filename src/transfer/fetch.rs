@@ -1,5 +1,6 @@
-//! Fetching one part: GET attempts, body streaming into positional writes, the
-//! part's running CRC, stall detection, and retries that resume where a body broke.
+//! Fetching one part: GET attempts (each opened and clocked by `body.rs`), the
+//! body streamed into positional writes, the part's running CRC, and retries
+//! that resume where a body broke.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

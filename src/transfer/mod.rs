@@ -20,7 +20,7 @@
 //! object sizes and counts. The limiter sizes the requests in flight to the
 //! link (unless `--numworkers` pins them) and lowers them while the store throttles.
 //!
-//! Integrity (`fetch.rs`, `verify.rs`, [`crate::integrity`]): every part request carries
+//! Integrity (`body.rs`, `fetch.rs`, `verify.rs`, [`crate::integrity`]): every part request carries
 //! `If-Match` with the object's ETag, so a file is never assembled from two
 //! versions; each part's CRC is computed as its bytes stream in, and the part CRCs
 //! are combined and compared with the store's full-object checksum before the file

@@ -78,3 +78,76 @@ async fn flags_come_from_s3load_variables_and_a_flag_wins_over_its_variable() {
     r.assert_ok();
     assert_eq!(files_under(&c), ["a.bin", "b.json"], "{}", r.stderr);
 }
+
+// Values read as something other than meant are refused before anything is
+// done: a pattern with a line break at its end (a ConfigMap value written
+// with a trailing newline) or a list would match nothing, and --delete would
+// then remove what it was to keep. An on/off variable set off is as if unset
+// (it does not satisfy what another flag requires). A command line refused by
+// a command's own checks names the variable behind it too.
+#[tokio::test(flavor = "multi_thread")]
+async fn variables_that_would_be_read_wrongly_are_refused_and_named() {
+    let h = Harness::new().await;
+    h.put("m/w.bin", vec![1u8; 100]);
+    let endpoint = h.server.endpoint_url();
+    let dest = h.path("d");
+    std::fs::create_dir_all(dest.join("keep")).unwrap();
+    std::fs::write(dest.join("keep/local.txt"), b"mine").unwrap();
+    let env = |pairs: &[(&'static str, &str)]| {
+        let mut e = h.server.client_env();
+        e.extend(pairs.iter().map(|(k, v)| (*k, v.to_string())));
+        e
+    };
+    let sync = ["--endpoint-url", &endpoint, "sync", "--delete", "s3://bucket/m/*", dest.to_str().unwrap()];
+    for (var, value) in
+        [("S3LOAD_EXCLUDE", "keep/*\n"), ("S3LOAD_EXCLUDE", " keep/*"), ("S3LOAD_EXCLUDE", "*.tmp,keep/*")]
+    {
+        let r = h.run_env(&sync, &env(&[(var, value)])).await;
+        assert_eq!(r.code, 2, "{var}={value:?}: {}", r.stderr);
+        assert!(r.stderr.contains(var), "{var}={value:?}: {}", r.stderr);
+        assert!(dest.join("keep/local.txt").exists(), "{var}={value:?} deleted a kept file");
+        assert!(!dest.join("w.bin").exists());
+    }
+    // The same pattern, trimmed, keeps the file.
+    let r = h.run_env(&sync, &env(&[("S3LOAD_EXCLUDE", "keep/*")])).await;
+    r.assert_ok();
+    assert!(dest.join("keep/local.txt").exists() && dest.join("w.bin").exists());
+
+    // Off is unset: --keep still needs --atomic, --max-delete still needs --delete.
+    let other = h.path("o");
+    let keep = ["--endpoint-url", &endpoint, "sync", "--keep", "1", "s3://bucket/m/*", other.to_str().unwrap()];
+    let r = h.run_env(&keep, &env(&[("S3LOAD_ATOMIC", "no")])).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--atomic") && !other.exists(), "{}", r.stderr);
+    let max = ["--endpoint-url", &endpoint, "sync", "--max-delete", "1", "s3://bucket/m/*", other.to_str().unwrap()];
+    let r = h.run_env(&max, &env(&[("S3LOAD_DELETE", "false")])).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+
+    // Refused by the command itself (a shard needs a run id): named too.
+    let sharded = ["--endpoint-url", &endpoint, "sync", "s3://bucket/m/*", other.to_str().unwrap()];
+    let r = h.run_env(&sharded, &env(&[("S3LOAD_SHARD", "0/2")])).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("S3LOAD_SHARD=\"0/2\""), "{}", r.stderr);
+    // A flag's own message names only its own variable.
+    let r = h.run_env(&["-c", "0", "sync", "s3://bucket/m/*", "x"], &env(&[("S3LOAD_PART_SIZE", "64")])).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!r.stderr.contains("S3LOAD_PART_SIZE"), "{}", r.stderr);
+}
+
+// A stderr nobody reads (`2>&1 | head`) neither stops a run nor changes its
+// exit code: 3 for a missing bucket, not a panic's 101.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stderr_keeps_the_exit_code() {
+    let h = Harness::new().await;
+    let endpoint = h.server.endpoint_url();
+    let script = r#""$0" "$@" 2>&1 | head -c 0; echo "${PIPESTATUS[0]}""#;
+    let bin = env!("CARGO_BIN_EXE_s3load");
+    let r = h
+        .command(
+            "bash",
+            &["-c", script, bin, "--endpoint-url", &endpoint, "ls", "s3://no-such-bucket/"],
+            &h.server.client_env(),
+        )
+        .await;
+    assert_eq!(r.stdout.trim(), "3", "{}", r.stderr);
+}

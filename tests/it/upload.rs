@@ -278,3 +278,20 @@ async fn limit_rate_paces_upload_bodies() {
     assert!(started.elapsed() >= Duration::from_millis(2_400), "took {:?}", started.elapsed());
     assert!(stored(&h, "slow/a.bin").data == data);
 }
+
+// A single file filtered out, with --allow-empty-source: nothing to upload or
+// compare, exit 0 (this once indexed the empty list of files and panicked).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_file_filtered_out_with_allow_empty_source_uploads_nothing() {
+    let h = Harness::new().await;
+    let file = h.path("weights.bin");
+    std::fs::write(&file, b"w").unwrap();
+    let r = h.run(&["sync", "--allow-empty-source", "--exclude", "*.bin", s(&file), "s3://bucket/k/w.bin"]).await;
+    r.assert_ok();
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert!(h.server.store().get(BUCKET, "k/w.bin").is_none());
+    // Without --allow-empty-source: refused, nothing uploaded.
+    let r = h.run(&["sync", "--exclude", "*.bin", s(&file), "s3://bucket/k/w.bin"]).await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("no files match"), "{}", r.stderr);
+}

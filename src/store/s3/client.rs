@@ -1,5 +1,5 @@
 //! The S3 client: settings, credentials, region discovery, and the two SDK
-//! clients every request goes through (see the module above for retries).
+//! clients every request goes through (retries: see `store/s3/mod.rs`).
 
 use std::time::Duration;
 

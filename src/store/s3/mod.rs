@@ -2,7 +2,7 @@
 //!
 //! Credentials come from the SDK's default chain (environment, shared profile, IRSA
 //! web identity, EKS Pod Identity, IMDSv2). When an endpoint is given (flag,
-//! `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`) requests use path-style addressing,
+//! `S3LOAD_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`) requests use path-style addressing,
 //! which every S3-compatible store accepts. The region comes from `--region`, the
 //! environment or the profile; failing those it is discovered from the bucket
 //! (HeadBucket), with or without a custom endpoint.
