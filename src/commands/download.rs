@@ -4,13 +4,13 @@
 //! (flush, sync record).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{Direction, Plan, Tally, drive, empty_source_hint, stop_deleting};
-use super::jobs::{DownloadJobs, single_destination};
+use super::jobs::{DownloadJobs, destination};
 use crate::config::{Config, SyncOptions};
 use crate::error::Error;
 use crate::localfs;
@@ -184,7 +184,7 @@ pub(super) async fn download_from(
         // Sharded, the shards an index names may be another pod's, still coming.
         check_indexes: cfg.engine.check_model == CheckModel::Auto && cfg.shard.is_none(),
     };
-    let dest_of = |rel: &str| if batch { dst.join(rel) } else { single_destination(&dst, Path::new(rel)) };
+    let dest_of = |rel: &str| destination(&dst, batch, rel);
     // The destination as the plan compares it: a batch run's files, walked
     // in order as the comparison goes; the one file a single object lands on.
     let mut walk = None;

@@ -39,7 +39,7 @@ impl super::driver::Jobs for DownloadJobs {
         let (i, piece) = (self.order[k], self.pieces.get(&self.order[k]).copied());
         let o = self.objects.get(i as usize);
         let meta = o.meta();
-        let dest = if self.batch { self.dst.join(o.rel) } else { single_destination(&self.dst, Path::new(o.rel)) };
+        let dest = destination(&self.dst, self.batch, o.rel);
         Download {
             bucket: self.bucket.clone(),
             size: meta.size,
@@ -60,9 +60,15 @@ impl super::driver::Jobs for DownloadJobs {
     }
 }
 
+/// Where the object at `rel` lands: below `dst` in a batch run; for a single
+/// object, see [`single_destination`].
+pub(super) fn destination(dst: &Path, batch: bool, rel: &str) -> PathBuf {
+    if batch { dst.join(rel) } else { single_destination(dst, Path::new(rel)) }
+}
+
 /// Where a single object lands: inside `dst` when it is a directory (or ends with
 /// `/`), else at `dst` itself.
-pub(super) fn single_destination(dst: &Path, rel: &Path) -> PathBuf {
+fn single_destination(dst: &Path, rel: &Path) -> PathBuf {
     let as_dir = dst.as_os_str().to_string_lossy().ends_with('/') || dst.is_dir();
     if as_dir { dst.join(rel) } else { dst.to_path_buf() }
 }

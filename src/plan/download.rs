@@ -143,6 +143,8 @@ pub fn plan(
             let all: Vec<(&str, u64)> = (0..objects.len()).map(|i| (objects.rel(i), objects.size(i))).collect();
             shard::cut(opts.shard, &all, selected, opts.split_min, |&i| objects.rel(i))
         }
+        // What `shard::cut` does without a shard, without building `all`
+        // (a million listed paths) for nothing.
         None => (selected.iter().map(|&i| (i, None)).collect(), objects.len() - selected.len()),
     };
 
