@@ -2,6 +2,7 @@
 //! the destination prefix's listing), [`crate::plan::upload`]'s decision acted
 //! on, the engine call and the deletions from the bucket.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,15 +10,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::driver::{Direction, Plan, Tally, drive, empty_source_hint, stop_deleting};
 use crate::config::{Config, SyncOptions};
-use crate::error::Error;
+use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::logging;
 use crate::output::Output;
 use crate::plan::filter::Filters;
 use crate::plan::local::{self, LocalEntry, LocalSource, Scope, SourceFile};
 use crate::plan::{self};
 use crate::refusal::Refusal;
-use crate::store::NotDeleted;
 use crate::store::{ObjectStore, PutTarget};
+use crate::transfer::retry::{Decision, RetryPolicy};
 use crate::transfer::upload::{self, Upload};
 use crate::transfer::{Engine, Outcome};
 use crate::url::S3Url;
@@ -33,6 +34,8 @@ struct Uploading {
     /// The key prefix that relative paths are appended to.
     prefix: String,
     store: Arc<dyn ObjectStore>,
+    /// Retries of a key that DeleteObjects answered with a passing error.
+    retry_count: u32,
 }
 
 pub(super) async fn upload(
@@ -130,7 +133,7 @@ pub(super) async fn upload(
         .collect();
     let run_deletes = deletes.len();
     let plan = Plan { jobs, up_to_date, deletes, run_deletes, refused: Vec::new(), failures };
-    let run = Uploading { spec, dst, prefix, store: store.clone() };
+    let run = Uploading { spec, dst, prefix, store: store.clone(), retry_count: cfg.engine.retry_count };
     drive(&run, plan, store, sync, cfg, out).await
 }
 
@@ -172,12 +175,7 @@ impl Direction for Uploading {
                 break;
             }
             let keys: Vec<String> = batch.iter().map(|r| format!("{}{r}", self.prefix)).collect();
-            let refused = match self.store.delete_objects(&self.dst.bucket, &keys).await {
-                Ok(refused) => refused,
-                Err(e) => keys.iter().map(|k| NotDeleted { key: k.clone(), reason: e.to_string() }).collect(),
-            };
-            let mut refused: std::collections::HashMap<String, String> =
-                refused.into_iter().map(|n| (n.key, n.reason)).collect();
+            let mut refused = self.delete_batch(keys.clone(), stop).await;
             for k in &keys {
                 let url = format!("s3://{}/{k}", self.dst.bucket);
                 match refused.remove(k) {
@@ -194,6 +192,59 @@ impl Direction for Uploading {
             }
         }
         tally
+    }
+}
+
+impl Uploading {
+    /// One DeleteObjects batch; keys refused with a passing error
+    /// (`InternalError`, `SlowDown`) are asked again, with the backoff and
+    /// limits of every retry (the request as a whole was retried by the
+    /// client already). Returns the keys not deleted, with the reason.
+    async fn delete_batch(&self, mut keys: Vec<String>, stop: &CancellationToken) -> HashMap<String, String> {
+        let policy = RetryPolicy::new(self.retry_count, u64::MAX);
+        let mut attempts = policy.attempts();
+        let mut refused = HashMap::new();
+        loop {
+            let answer = match self.store.delete_objects(&self.dst.bucket, &keys).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    refused.extend(keys.into_iter().map(|k| (k, e.to_string())));
+                    return refused;
+                }
+            };
+            let mut again = Vec::new();
+            let mut last = None;
+            for n in answer {
+                if matches!(n.kind, StoreErrorKind::ServerError | StoreErrorKind::Throttled) {
+                    again.push(n.key.clone());
+                    last = Some(n);
+                } else {
+                    refused.insert(n.key, n.reason);
+                }
+            }
+            let Some(last) = last else { return refused };
+            let err = Error::store(
+                format!("deleting s3://{}/{}", self.dst.bucket, last.key),
+                StoreError::new(last.kind, &last.reason),
+            );
+            let wait = match policy.decide(&err, &mut attempts) {
+                Decision::Retry(wait) => Some(wait),
+                Decision::GiveUp => None,
+            };
+            let waited = match wait {
+                Some(wait) => tokio::select! {
+                    () = tokio::time::sleep(wait) => true,
+                    () = stop.cancelled() => false,
+                },
+                None => false,
+            };
+            if !waited {
+                refused.extend(again.into_iter().map(|k| (k, last.reason.clone())));
+                return refused;
+            }
+            tracing::warn!(keys = again.len(), error = %last.reason, "deleting again keys the store could not delete for now");
+            keys = again;
+        }
     }
 }
 

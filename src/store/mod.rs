@@ -73,11 +73,14 @@ pub struct GetRequest {
 
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
 
-/// A key the store would not delete, and its reason (`Code: message`).
+/// A key the store would not delete, its reason (`Code: message`), and what
+/// kind of failure that is (S3 answers some keys of a DeleteObjects request
+/// with `InternalError` or `SlowDown`: worth asking again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotDeleted {
     pub key: String,
     pub reason: String,
+    pub kind: crate::error::StoreErrorKind,
 }
 
 /// A GET response: the length the server promised, and the body.

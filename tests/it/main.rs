@@ -25,5 +25,6 @@ mod resume;
 mod safety;
 mod shard;
 mod shell;
+mod soak;
 mod sync;
 mod upload;

@@ -209,6 +209,32 @@ async fn delete_on_the_s3_side_is_refused_after_a_failed_upload() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn keys_that_delete_objects_could_not_delete_for_now_are_deleted_again_and_refused_ones_are_not() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    for k in ["m/busy.bin", "m/slow.bin", "m/denied.bin", "m/gone.bin"] {
+        h.put(k, &b"remote only"[..]);
+    }
+    let key_fault = |key: &str, when: When, status: u16, code: &'static str| {
+        h.server.faults().add(Rule::new("DeleteObjects", when, Fault::Status { status, code }).for_key(key));
+    };
+    // S3 answers some keys of a batch with InternalError or SlowDown.
+    key_fault("m/busy.bin", When::First(2), 500, "InternalError");
+    key_fault("m/slow.bin", When::First(1), 503, "SlowDown");
+    key_fault("m/denied.bin", When::Always, 403, "AccessDenied");
+    let run = h.run(&["sync", "--delete", &format!("{}/", dir.display()), "s3://bucket/m/"]).await;
+    assert_eq!(run.code, 1, "the denied key fails the run: {}", run.stderr);
+    for gone in ["m/busy.bin", "m/slow.bin", "m/gone.bin"] {
+        assert!(h.server.store().get(BUCKET, gone).is_none(), "{gone} deleted: {}", run.stderr);
+        assert!(run.stdout.contains(&format!("rm s3://bucket/{gone}")), "{gone}: {}", run.stdout);
+    }
+    assert!(h.server.store().get(BUCKET, "m/denied.bin").is_some());
+    assert!(run.stderr.contains("m/denied.bin") && run.stderr.contains("AccessDenied"), "{}", run.stderr);
+    // The batch, then busy and slow again, then busy alone; denied never again.
+    assert_eq!(h.server.log().count("DeleteObjects"), 3, "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_upload_dry_run_prints_every_copy_and_delete_and_sends_nothing() {
     let h = Harness::new().await;
     let dir = model_dir(&h);

@@ -32,6 +32,15 @@ pub enum Fault {
     EndAfter(u64),
     /// Send this many body bytes, then send nothing more, ever.
     StallAfter(u64),
+    /// [`CutAfter`](Fault::CutAfter) a byte count drawn at random below this
+    /// one for each request the rule fires on.
+    CutWithin(u64),
+    /// [`StallAfter`](Fault::StallAfter) a byte count drawn at random below
+    /// this one for each request the rule fires on.
+    StallWithin(u64),
+    /// [`FlipByte`](Fault::FlipByte) at an offset drawn at random below this
+    /// one for each request the rule fires on.
+    FlipWithin(u64),
     /// Send this many body bytes, then one byte per interval: a connection that
     /// is never silent for long but never gets anywhere.
     TrickleAfter(u64, Duration),
@@ -151,12 +160,16 @@ pub enum When {
     Always,
     /// Every matching request after the first N (the first N succeed).
     After(u64),
+    /// Each matching request with a chance of one in N, drawn from the
+    /// rules' random sequence (see [`Faults::seed`]).
+    OneIn(u64),
 }
 
 /// One fault rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    /// Operation name as in the request log (`GetObject`, `ListObjectsV2`, ...).
+    /// Operation name as in the request log (`GetObject`, `ListObjectsV2`,
+    /// ...), or `*` for every operation.
     pub op: &'static str,
     /// Only requests for this key (any key when `None`).
     pub key: Option<String>,
@@ -185,34 +198,87 @@ struct Armed {
 /// The server's fault rules; empty by default (no faults).
 #[derive(Debug, Default)]
 pub struct Faults {
-    rules: Mutex<Vec<Armed>>,
+    rules: Mutex<Rules>,
+}
+
+#[derive(Debug, Default)]
+struct Rules {
+    armed: Vec<Armed>,
+    /// Behind [`When::OneIn`] and the byte counts of [`Fault::CutWithin`],
+    /// [`Fault::StallWithin`] and [`Fault::FlipWithin`].
+    random: Random,
+}
+
+/// A sequence of numbers that look random (SplitMix64), the same for the
+/// same seed: every seed, 0 included, gives a good one.
+#[derive(Debug, Default, Clone)]
+pub struct Random(u64);
+
+impl Random {
+    pub fn new(seed: u64) -> Random {
+        Random(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    /// True about once in `n` calls.
+    pub fn one_in(&mut self, n: u64) -> bool {
+        self.below(n.max(1)) == 0
+    }
 }
 
 impl Faults {
     /// Adds a rule; returns its index for [`fired`](Self::fired).
     pub fn add(&self, rule: Rule) -> usize {
         let mut rules = self.rules.lock().unwrap();
-        rules.push(Armed { rule, seen: 0, fired: 0 });
-        rules.len() - 1
+        rules.armed.push(Armed { rule, seen: 0, fired: 0 });
+        rules.armed.len() - 1
+    }
+
+    /// Removes rule `i` (the indexes of later rules do not change: it is
+    /// left in place, matching nothing).
+    pub fn remove(&self, i: usize) {
+        if let Some(a) = self.rules.lock().unwrap().armed.get_mut(i) {
+            a.rule.op = "";
+        }
     }
 
     /// Removes every rule.
     pub fn clear(&self) {
-        self.rules.lock().unwrap().clear();
+        self.rules.lock().unwrap().armed.clear();
+    }
+
+    /// Starts the random sequence behind [`When::OneIn`] and the random byte
+    /// counts again from `seed`: the same requests then meet the same faults.
+    pub fn seed(&self, seed: u64) {
+        self.rules.lock().unwrap().random = Random::new(seed);
     }
 
     /// How many requests rule `i` has failed so far.
     pub fn fired(&self, i: usize) -> u64 {
-        self.rules.lock().unwrap().get(i).map_or(0, |a| a.fired)
+        self.rules.lock().unwrap().armed.get(i).map_or(0, |a| a.fired)
     }
 
     /// The fault for this request, if a rule fires. Every matching rule counts the
     /// request; the first that fires wins.
     pub(crate) fn take(&self, op: &str, key: &str) -> Option<Fault> {
         let mut rules = self.rules.lock().unwrap();
+        let Rules { armed, .. } = &mut *rules;
         let mut out = None;
-        for a in rules.iter_mut() {
-            if a.rule.op != op || a.rule.key.as_deref().is_some_and(|k| k != key) {
+        let mut draws = Vec::new();
+        for (i, a) in armed.iter_mut().enumerate() {
+            if (a.rule.op != op && a.rule.op != "*") || a.rule.key.as_deref().is_some_and(|k| k != key) {
                 continue;
             }
             a.seen += 1;
@@ -221,13 +287,39 @@ impl Faults {
                 When::First(n) => a.seen <= n,
                 When::Always => true,
                 When::After(n) => a.seen > n,
+                // Drawn below, once the borrow of the rules ends.
+                When::OneIn(_) => {
+                    draws.push(i);
+                    false
+                }
             };
             if fire && out.is_none() {
                 a.fired += 1;
-                out = Some(a.rule.fault.clone());
+                out = Some(i);
             }
         }
-        out
+        // Rules drawn at random fire only if no rule before them did.
+        for i in draws {
+            if out.is_some_and(|o| o < i) {
+                break;
+            }
+            let When::OneIn(n) = rules.armed[i].rule.when else { unreachable!() };
+            if rules.random.one_in(n) {
+                if let Some(o) = out {
+                    rules.armed[o].fired -= 1;
+                }
+                rules.armed[i].fired += 1;
+                out = Some(i);
+                break;
+            }
+        }
+        let fault = rules.armed[out?].rule.fault.clone();
+        Some(match fault {
+            Fault::CutWithin(max) => Fault::CutAfter(rules.random.below(max)),
+            Fault::StallWithin(max) => Fault::StallAfter(rules.random.below(max)),
+            Fault::FlipWithin(max) => Fault::FlipByte(rules.random.below(max)),
+            f => f,
+        })
     }
 }
 
@@ -273,5 +365,50 @@ mod tests {
         assert!(f.take("HeadObject", "other").is_none());
         assert!(f.take("HeadObject", "k").is_some());
         assert_eq!((f.fired(nth), f.fired(first), f.fired(keyed)), (1, 2, 1));
+    }
+
+    #[test]
+    fn rules_drawn_at_random_fire_about_as_often_as_they_say_and_draw_their_byte_counts() {
+        let f = Faults::default();
+        f.seed(7);
+        let first = f.add(Rule::new("GetObject", When::Nth(3), Fault::IgnoreRange));
+        let cut = f.add(Rule::new("GetObject", When::OneIn(10), Fault::CutWithin(1000)));
+        let any = f.add(Rule::new("*", When::OneIn(100), Fault::Status { status: 503, code: "SlowDown" }));
+        let mut counts = Vec::new();
+        for i in 1..=10_000u64 {
+            match f.take("GetObject", "k") {
+                Some(Fault::IgnoreRange) => assert_eq!(i, 3, "the rule before the drawn ones wins"),
+                Some(Fault::CutAfter(n)) => counts.push(n),
+                Some(Fault::Status { status: 503, .. }) => {}
+                None => {}
+                other => panic!("unexpected fault {other:?}"),
+            }
+        }
+        for _ in 0..10_000 {
+            let _ = f.take("HeadObject", "k");
+        }
+        assert_eq!(f.fired(first), 1);
+        assert_eq!(counts.len() as u64, f.fired(cut));
+        assert!((800..1200).contains(&counts.len()), "one in 10 of 10,000: {}", counts.len());
+        assert!(counts.iter().all(|&n| n < 1000));
+        assert!(
+            counts.iter().collect::<std::collections::BTreeSet<_>>().len() > 500,
+            "byte counts drawn anew each time"
+        );
+        // `*` matches every operation; on GetObject it comes after the cut.
+        assert!((100..300).contains(&f.fired(any)), "one in 100 of 20,000 less what the cut took: {}", f.fired(any));
+        // The same seed, the same faults.
+        let g = Faults::default();
+        g.seed(7);
+        g.add(Rule::new("GetObject", When::Nth(3), Fault::IgnoreRange));
+        g.add(Rule::new("GetObject", When::OneIn(10), Fault::CutWithin(1000)));
+        g.add(Rule::new("*", When::OneIn(100), Fault::Status { status: 503, code: "SlowDown" }));
+        let again: Vec<u64> = (0..10_000)
+            .filter_map(|_| match g.take("GetObject", "k") {
+                Some(Fault::CutAfter(n)) => Some(n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(&again[..50], &counts[..50]);
     }
 }

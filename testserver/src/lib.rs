@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 pub use creds::{CredentialCall, CredentialServer};
 pub use dns::DnsServer;
-pub use faults::{Fault, Faults, Gate, Rule, When};
+pub use faults::{Fault, Faults, Gate, Random, Rule, When};
 pub use service::{RequestLog, RequestRecord};
 pub use shaping::{Shaping, Straggler};
 pub use store::{

@@ -739,10 +739,15 @@ impl S3 for Service {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for o in input.delete.objects {
-            // A per-key fault rule (op "DeleteObjects", key) fails that key alone.
-            if self.faults.take("DeleteObjects", &o.key).is_some() {
+            // A per-key fault rule (op "DeleteObjects", key) fails that key
+            // alone: with the code of a `Status` fault, else AccessDenied.
+            if let Some(fault) = self.faults.take("DeleteObjects", &o.key) {
+                let code = match fault {
+                    Fault::Status { code, .. } => code,
+                    _ => "AccessDenied",
+                };
                 errors.push(Error {
-                    code: Some("AccessDenied".into()),
+                    code: Some(code.into()),
                     key: Some(o.key),
                     message: Some("injected fault".into()),
                     ..Default::default()

@@ -381,6 +381,13 @@ impl Store {
         self.uploads.lock().unwrap().values().map(|u| (u.bucket.clone(), u.key.clone())).collect()
     }
 
+    /// Multipart uploads started and neither completed nor aborted, as
+    /// (upload id, bucket, key).
+    pub fn pending_upload_ids(&self) -> Vec<(String, String, String)> {
+        let uploads = self.uploads.lock().unwrap();
+        uploads.iter().map(|(id, u)| (id.clone(), u.bucket.clone(), u.key.clone())).collect()
+    }
+
     /// Runs `f` over the bucket's objects; `None` when the bucket does not exist.
     pub fn with_bucket<R>(&self, bucket: &str, f: impl FnOnce(&Bucket) -> R) -> Option<R> {
         let b = self.buckets.read().unwrap();

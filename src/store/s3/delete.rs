@@ -32,6 +32,34 @@ pub(super) async fn delete_objects(s: &S3Store, bucket: &str, keys: &[String]) -
         .map(|e| NotDeleted {
             key: e.key().unwrap_or_default().to_string(),
             reason: format!("{}: {}", e.code().unwrap_or("error"), e.message().unwrap_or("")),
+            kind: key_error_kind(e.code()),
         })
         .collect())
+}
+
+/// What a per-key error code of DeleteObjects means (it comes without an HTTP
+/// status of its own).
+fn key_error_kind(code: Option<&str>) -> StoreErrorKind {
+    match code {
+        Some("InternalError" | "ServiceUnavailable" | "RequestTimeout" | "OperationAborted") => {
+            StoreErrorKind::ServerError
+        }
+        Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded") => StoreErrorKind::Throttled,
+        Some("AccessDenied") => StoreErrorKind::AccessDenied,
+        _ => StoreErrorKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_key_errors_that_pass_are_told_from_those_that_do_not() {
+        assert_eq!(key_error_kind(Some("InternalError")), StoreErrorKind::ServerError);
+        assert_eq!(key_error_kind(Some("SlowDown")), StoreErrorKind::Throttled);
+        assert_eq!(key_error_kind(Some("AccessDenied")), StoreErrorKind::AccessDenied);
+        assert_eq!(key_error_kind(Some("NoSuchVersion")), StoreErrorKind::Other);
+        assert_eq!(key_error_kind(None), StoreErrorKind::Other);
+    }
 }

@@ -1,0 +1,771 @@
+//! The soak: many `sync` runs, downloads and uploads, a good share of them
+//! killed at a random moment, against a server that fails at random (bodies
+//! cut, stalled or corrupted, bursts of 503 SlowDown), while a publisher
+//! changes the source between runs and now and then during one.
+//!
+//! After every run, whatever its exit code, each file at a final path must be
+//! one whole version of its object (and each uploaded object one whole
+//! version of its file, with its checksum). A run that exits 0 has the whole
+//! tree; one that exits 0 with nothing changed during it leaves the
+//! destination equal to the source and nothing of its own behind. Every
+//! multipart upload a run leaves open must have been left by a SIGKILL.
+//!
+//! The suite runs a short soak (a few hundred MiB). `benches/soak.sh` runs the
+//! same loop on release builds for as many GiB as asked (`S3LOAD_SOAK_GIB`)
+//! and prints the counters.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use s3load_testserver::{ChecksumAlgorithm, Fault, Random, Rule, StoredObject, When, Writer, generate_bytes};
+use sha2::{Digest, Sha256};
+
+use crate::harness::{BUCKET, Harness};
+
+type Hash = [u8; 32];
+
+const MIB: usize = 1 << 20;
+
+/// How much a soak moves, and the data it moves.
+#[derive(Debug, Clone)]
+struct Size {
+    /// Bytes to move (GET bodies served and upload bodies received) before
+    /// the last quiet runs.
+    goal: u64,
+    large: usize,
+    large_len: usize,
+    medium: usize,
+    medium_max: usize,
+    small: usize,
+    /// Files of the local tree that is uploaded: small ones, and medium ones
+    /// (multipart).
+    upload_small: usize,
+    upload_medium: usize,
+}
+
+impl Size {
+    /// The suite's soak, or `S3LOAD_SOAK_GIB` GiB of it.
+    fn from_env() -> Size {
+        match std::env::var("S3LOAD_SOAK_GIB").ok().and_then(|g| g.parse::<u64>().ok()) {
+            Some(gib) => Size {
+                goal: gib << 30,
+                large: 3,
+                large_len: 1536 * MIB,
+                medium: 8,
+                medium_max: 200 * MIB,
+                small: 3000,
+                upload_small: 600,
+                upload_medium: 4,
+            },
+            None => Size {
+                goal: 400 << 20,
+                large: 2,
+                large_len: 60 * MIB,
+                medium: 4,
+                medium_max: 24 * MIB,
+                small: 150,
+                upload_small: 40,
+                upload_medium: 2,
+            },
+        }
+    }
+}
+
+fn hash(data: &[u8]) -> Hash {
+    Sha256::digest(data).into()
+}
+
+/// How a run was meant to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Finish,
+    Kill,
+    Term,
+}
+
+/// What one run did, as seen from outside.
+#[derive(Debug)]
+struct Ran {
+    fate: Fate,
+    /// `None` when ended by a signal it did not handle (SIGKILL).
+    code: Option<i32>,
+    stderr: String,
+    secs: f64,
+    /// Peaks sampled from /proc while it ran.
+    rss_kib: u64,
+    fds: u64,
+    threads: u64,
+    /// From the signal to the exit, for SIGTERM.
+    stop_secs: Option<f64>,
+}
+
+/// Peaks of a process, read from /proc/PID (zero once it is gone).
+fn sample(pid: u32, rss: &mut u64, fds: &mut u64, threads: &mut u64) {
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        for line in status.lines() {
+            let value = |l: &str| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            if line.starts_with("VmHWM:") {
+                *rss = (*rss).max(value(line));
+            } else if line.starts_with("Threads:") {
+                *threads = (*threads).max(value(line));
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        *fds = (*fds).max(dir.count() as u64);
+    }
+}
+
+/// Runs s3load, ending it as `fate` says after `after`, sampling its
+/// resources meanwhile.
+async fn run(h: &Harness, args: &[&str], fate: Fate, after: Duration) -> Ran {
+    let began = Instant::now();
+    let child = h.spawn(args);
+    let pid = child.id().expect("running");
+    let out = child.wait_with_output();
+    tokio::pin!(out);
+    let (mut rss, mut fds, mut threads) = (0, 0, 0);
+    let mut signalled: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let output = loop {
+        tokio::select! {
+            o = &mut out => break o.expect("wait for s3load"),
+            _ = tick.tick() => {
+                sample(pid, &mut rss, &mut fds, &mut threads);
+                if signalled.is_none() && fate != Fate::Finish && began.elapsed() >= after {
+                    let signal = if fate == Fate::Kill { libc::SIGKILL } else { libc::SIGTERM };
+                    // SAFETY: a signal to our own child, which has not been
+                    // reaped (its output is still awaited).
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        libc::kill(pid as i32, signal);
+                    }
+                    signalled = Some(Instant::now());
+                }
+            }
+        }
+    };
+    Ran {
+        fate,
+        code: output.status.code(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        secs: began.elapsed().as_secs_f64(),
+        rss_kib: rss,
+        fds,
+        threads,
+        stop_secs: signalled.filter(|_| fate == Fate::Term).map(|s| s.elapsed().as_secs_f64()),
+    }
+}
+
+/// The counters a soak reports.
+#[derive(Debug, Default)]
+struct Counters {
+    runs: u64,
+    download_runs: u64,
+    upload_runs: u64,
+    kills: u64,
+    terms: u64,
+    /// Runs that ended on their own with a code other than 0.
+    failed: Vec<String>,
+    retries: u64,
+    straggler_restarts: u64,
+    faults_fired: u64,
+    publishes: u64,
+    changed_mid_run: u64,
+    quiet_points: u64,
+    corrupt: Vec<String>,
+    missing: Vec<String>,
+    /// Files at final paths that no object ever had, or objects no file had.
+    extra: Vec<String>,
+    left_behind: Vec<String>,
+    uploads_left_by_kill: u64,
+    uploads_left_otherwise: Vec<String>,
+    without_checksum: Vec<String>,
+    slow_to_stop: Vec<f64>,
+    /// (rss KiB, fds, threads) of each run that finished on its own.
+    peaks: Vec<(u64, u64, u64)>,
+}
+
+/// The objects under `src/`, as the publisher made them: every version each
+/// key ever had, and the current one.
+struct Source {
+    current: BTreeMap<String, Hash>,
+    ever: HashMap<String, BTreeSet<Hash>>,
+    large: Vec<String>,
+    medium: Vec<String>,
+    small: Vec<String>,
+    next_seed: u64,
+}
+
+impl Source {
+    /// Stores `len` new bytes at `key`, as one of the writers of the field
+    /// would have (chosen by `style`).
+    fn publish(&mut self, h: &Harness, key: &str, len: usize, style: u64) {
+        self.next_seed += 1;
+        let data = generate_bytes(len, self.next_seed);
+        let digest = hash(&data);
+        let now = SystemTime::now();
+        let obj = match style % 5 {
+            0 => Writer::S5cmd.legacy_object(data, now),
+            1 => Writer::AwsCli.object(data, now, Some(ChecksumAlgorithm::Crc64Nvme)),
+            2 => Writer::AwsCli.legacy_object(data, now),
+            3 => StoredObject::with_checksum(data, now, Some(ChecksumAlgorithm::Crc32c)),
+            _ => Writer::Rclone.legacy_object(data, now),
+        };
+        h.server.store().put_object(BUCKET, key, obj);
+        self.current.insert(key.to_string(), digest);
+        self.ever.entry(key.to_string()).or_default().insert(digest);
+    }
+
+    fn delete(&mut self, h: &Harness, key: &str) {
+        h.server.store().delete(BUCKET, key);
+        self.current.remove(key);
+    }
+
+    fn small_len(r: &mut Random) -> usize {
+        match r.below(10) {
+            0 => 0,
+            1 => 256 << 10,
+            2 => (256 << 10) + 1,
+            _ => r.below(300 << 10) as usize,
+        }
+    }
+
+    fn seed(h: &Harness, size: &Size, r: &mut Random) -> Source {
+        let mut s = Source {
+            current: BTreeMap::new(),
+            ever: HashMap::new(),
+            large: Vec::new(),
+            medium: Vec::new(),
+            small: Vec::new(),
+            next_seed: 1000,
+        };
+        for i in 0..size.large {
+            let key = format!("src/large/shard-{i}.bin");
+            s.publish(h, &key, size.large_len + i, i as u64);
+            s.large.push(key);
+        }
+        for i in 0..size.medium {
+            let key = format!("src/medium/m{i}.bin");
+            s.publish(h, &key, MIB + r.below(size.medium_max as u64) as usize, r.next());
+            s.medium.push(key);
+        }
+        for i in 0..size.small {
+            let key = format!("src/small/d{}/f{i:05}.bin", i % 20);
+            s.publish(h, &key, Self::small_len(r), r.next());
+            s.small.push(key);
+        }
+        s
+    }
+
+    /// Replaces one object, any size: what a publisher does mid-run.
+    fn replace_any(&mut self, h: &Harness, r: &mut Random, size: &Size) -> String {
+        let (key, len) = match r.below(3) {
+            0 if !self.large.is_empty() => {
+                (self.large[r.below(self.large.len() as u64) as usize].clone(), size.large_len + r.below(4096) as usize)
+            }
+            1 if !self.medium.is_empty() => (
+                self.medium[r.below(self.medium.len() as u64) as usize].clone(),
+                MIB + r.below(size.medium_max as u64) as usize,
+            ),
+            _ => (self.small[r.below(self.small.len() as u64) as usize].clone(), Self::small_len(r)),
+        };
+        if self.current.contains_key(&key) {
+            self.publish(h, &key, len, r.next());
+        }
+        key
+    }
+
+    /// Between runs: some small objects replaced, added and deleted, now and
+    /// then a medium or large one replaced.
+    fn change(&mut self, h: &Harness, r: &mut Random, size: &Size) {
+        for _ in 0..=r.below(5) {
+            let key = self.small[r.below(self.small.len() as u64) as usize].clone();
+            self.publish(h, &key, Self::small_len(r), r.next());
+        }
+        for _ in 0..=r.below(3) {
+            let key = format!("src/small/new/n{}.bin", self.next_seed);
+            self.publish(h, &key, Self::small_len(r), r.next());
+            self.small.push(key);
+        }
+        for _ in 0..=r.below(3) {
+            let at = r.below(self.small.len() as u64) as usize;
+            let key = self.small.swap_remove(at);
+            self.delete(h, &key);
+        }
+        if r.one_in(4) {
+            self.replace_any(h, r, size);
+        }
+    }
+}
+
+/// A file's hash, remembered by inode, size and times: s3load puts every new
+/// version in place by rename, so a file whose identity did not change was
+/// checked already.
+#[derive(Default)]
+struct Hashes(HashMap<PathBuf, ((u64, u64, i64, i64, u64), Hash)>);
+
+impl Hashes {
+    fn of(&mut self, path: &Path) -> Hash {
+        let m = std::fs::symlink_metadata(path).unwrap();
+        let id = (m.dev(), m.ino(), m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ctime_nsec() + m.ctime(), m.len());
+        if let Some((seen, h)) = self.0.get(path)
+            && *seen == id
+        {
+            return *h;
+        }
+        let h = hash(&std::fs::read(path).unwrap());
+        self.0.insert(path.to_path_buf(), (id, h));
+        h
+    }
+}
+
+/// Every file below `root` as (relative path, hash), and the names that are
+/// s3load's own temporary, resume or journal files; `.s3load/` is left out.
+fn walk(root: &Path, hashes: &mut Hashes) -> (BTreeMap<String, Hash>, Vec<String>) {
+    let (mut files, mut temps) = (BTreeMap::new(), Vec::new());
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if ft.is_dir() {
+                if e.file_name() != ".s3load" {
+                    stack.push(e.path());
+                }
+            } else if rel.contains(".s3load-") {
+                temps.push(rel);
+            } else {
+                files.insert(rel, hashes.of(&e.path()));
+            }
+        }
+    }
+    (files, temps)
+}
+
+/// The local tree that is uploaded: every version each file ever had.
+struct Tree {
+    root: PathBuf,
+    ever: HashMap<String, BTreeSet<Hash>>,
+    names: Vec<String>,
+    next_seed: u64,
+}
+
+impl Tree {
+    /// Writes a new version of `rel`: to a temporary name, then renamed over
+    /// it, as a tool that saves files does (a reader sees one or the other).
+    fn write(&mut self, rel: &str, len: usize) {
+        self.next_seed += 1;
+        let data = generate_bytes(len, self.next_seed);
+        let path = self.root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let tmp = self.root.join(format!(".publisher-{}", self.next_seed));
+        std::fs::write(&tmp, &data).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        self.ever.entry(rel.to_string()).or_default().insert(hash(&data));
+    }
+
+    fn seed(root: PathBuf, size: &Size, r: &mut Random) -> Tree {
+        let mut t = Tree { root, ever: HashMap::new(), names: Vec::new(), next_seed: 500_000 };
+        for i in 0..size.upload_small {
+            let rel = format!("small/d{}/u{i:04}.bin", i % 7);
+            t.write(&rel, Source::small_len(r));
+            t.names.push(rel);
+        }
+        for i in 0..size.upload_medium {
+            let rel = format!("medium/u{i}.bin");
+            t.write(&rel, 9 * MIB + r.below(size.medium_max as u64) as usize);
+            t.names.push(rel);
+        }
+        t
+    }
+
+    fn change(&mut self, r: &mut Random, size: &Size) {
+        for _ in 0..=r.below(4) {
+            let rel = self.names[r.below(self.names.len() as u64) as usize].clone();
+            let len = if rel.starts_with("medium/") {
+                9 * MIB + r.below(size.medium_max as u64) as usize
+            } else {
+                Source::small_len(r)
+            };
+            self.write(&rel, len);
+        }
+        if r.one_in(2) {
+            let rel = format!("small/new/u{}.bin", self.next_seed);
+            self.write(&rel, Source::small_len(r));
+            self.names.push(rel);
+        }
+        if r.one_in(2) && self.names.len() > 10 {
+            let at = r.below(self.names.len() as u64) as usize;
+            let rel = self.names.swap_remove(at);
+            std::fs::remove_file(self.root.join(&rel)).unwrap();
+        }
+    }
+
+    fn current(&self, hashes: &mut Hashes) -> BTreeMap<String, Hash> {
+        let (files, _) = walk(&self.root, hashes);
+        files.into_iter().filter(|(rel, _)| !rel.starts_with(".publisher-")).collect()
+    }
+}
+
+/// The objects under `prefix`, as (key without the prefix, hash, carries a
+/// checksum).
+fn objects_under(h: &Harness, prefix: &str) -> BTreeMap<String, (Hash, bool)> {
+    h.server
+        .store()
+        .with_bucket(BUCKET, |b| {
+            b.iter()
+                .filter_map(|(k, o)| {
+                    let rel = k.strip_prefix(prefix)?;
+                    Some((rel.to_string(), (hash(&o.data), o.checksum.is_some())))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn count_lines(stderr: &str, needle: &str) -> u64 {
+    stderr.lines().filter(|l| l.contains(needle)).count() as u64
+}
+
+/// The faults that stay armed for the whole soak.
+fn arm_faults(h: &Harness, seed: u64) {
+    let f = h.server.faults();
+    f.seed(seed);
+    f.add(Rule::new("GetObject", When::OneIn(200), Fault::CutWithin(8 << 20)));
+    f.add(Rule::new("GetObject", When::OneIn(500), Fault::StallWithin(8 << 20)));
+    f.add(Rule::new("GetObject", When::OneIn(400), Fault::FlipWithin(256 << 10)));
+    f.add(Rule::new("UploadPart", When::OneIn(150), Fault::FlipWithin(64 << 10)));
+    f.add(Rule::new("PutObject", When::OneIn(150), Fault::FlipWithin(64 << 10)));
+    f.add(Rule::new("*", When::OneIn(300), Fault::Status { status: 500, code: "InternalError" }));
+}
+
+fn faults_fired(h: &Harness, rules: usize) -> u64 {
+    (0..rules).map(|i| h.server.faults().fired(i)).sum()
+}
+
+/// One soak; returns its counters and what it moved.
+async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
+    let began = Instant::now();
+    let h = Harness::new().await;
+    let mut r = Random::new(seed);
+    let mut source = Source::seed(&h, size, &mut r);
+    let dest = h.path("dest");
+    let mut tree = Tree::seed(h.path("tree"), size, &mut r);
+    arm_faults(&h, seed);
+    let mut c = Counters::default();
+    let mut hashes = Hashes::default();
+    let moved = |h: &Harness| h.server.log().body_bytes() + h.server.log().upload_bytes();
+    // How long a run that finishes takes, to kill the next at a moment inside it.
+    let (mut download_secs, mut upload_secs) = (2.0_f64, 2.0_f64);
+    // The rules armed, bursts of SlowDown included.
+    let mut rules = 6;
+    // Once the goal is moved: runs that finish, until each side has had a
+    // quiet point after the goal.
+    let (mut quiet_down, mut quiet_up) = (false, false);
+    let mut runs_ending = 0;
+    while !(quiet_down && quiet_up) {
+        let ending = moved(&h) >= size.goal;
+        let upload = if ending { !quiet_up && (quiet_down || r.one_in(2)) } else { r.one_in(4) };
+        let fate = if ending {
+            Fate::Finish
+        } else {
+            match r.below(4) {
+                0 => Fate::Kill,
+                1 => Fate::Term,
+                _ => Fate::Finish,
+            }
+        };
+        let typical = if upload { upload_secs } else { download_secs };
+        let after = Duration::from_secs_f64(typical * (r.below(1000) as f64 / 1000.0) * 1.2);
+        if r.one_in(3) {
+            c.publishes += 1;
+            if upload { tree.change(&mut r, size) } else { source.change(&h, &mut r, size) }
+        }
+        // Now and then a burst of SlowDown on every request, for 0.3 - 3 s
+        // from a moment inside the run (as S3 throttles a prefix).
+        if r.one_in(4) {
+            let (faults, at, lasts) = (h.server.faults().clone(), r.below(1000 * typical as u64), 300 + r.below(2700));
+            rules += 1;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(at)).await;
+                let i = faults.add(Rule::new("*", When::Always, Fault::Status { status: 503, code: "SlowDown" }));
+                tokio::time::sleep(Duration::from_millis(lasts)).await;
+                faults.remove(i);
+            });
+        }
+        // Now and then a change while the run goes on (never on the last runs).
+        let mid_run = (!ending && r.one_in(4)).then(|| Duration::from_millis(r.below(1500)));
+        let (dest_s, tree_s) = (dest.to_str().unwrap().to_string(), format!("{}/", tree.root.display()));
+        let args: Vec<&str> = if upload {
+            vec!["sync", "--delete", "--stall-timeout", "5s", &tree_s, "s3://bucket/up/"]
+        } else {
+            vec!["sync", "--delete", "--stall-timeout", "5s", "s3://bucket/src/*", &dest_s]
+        };
+        let before = source.current.clone();
+        let open_before: BTreeSet<String> =
+            h.server.store().pending_upload_ids().into_iter().map(|(id, _, _)| id).collect();
+        let mut changed: BTreeMap<String, BTreeSet<Hash>> = BTreeMap::new();
+        let mut changed_now = false;
+        let ran = {
+            let running = run(&h, &args, fate, after);
+            tokio::pin!(running);
+            match mid_run {
+                None => running.await,
+                Some(wait) => {
+                    tokio::select! {
+                        ran = &mut running => ran,
+                        () = tokio::time::sleep(wait) => {
+                            c.changed_mid_run += 1;
+                            changed_now = true;
+                            if upload {
+                                let rel = tree.names[r.below(tree.names.len() as u64) as usize].clone();
+                                tree.write(&rel, Source::small_len(&mut r));
+                            } else {
+                                let key = source.replace_any(&h, &mut r, size);
+                                if let Some(d) = source.current.get(&key) {
+                                    changed.entry(key).or_default().insert(*d);
+                                }
+                            }
+                            running.await
+                        }
+                    }
+                }
+            }
+        };
+        c.runs += 1;
+        if std::env::var_os("S3LOAD_SOAK_VERBOSE").is_some() {
+            eprintln!(
+                "run {} {} {fate:?} after {:.1}s: exit {:?} in {:.1}s, moved {} MiB",
+                c.runs,
+                if upload { "upload" } else { "download" },
+                after.as_secs_f64(),
+                ran.code,
+                ran.secs,
+                moved(&h) >> 20
+            );
+        }
+        if upload {
+            c.upload_runs += 1;
+        } else {
+            c.download_runs += 1;
+        }
+        c.retries += count_lines(&ran.stderr, "retrying");
+        c.straggler_restarts += count_lines(&ran.stderr, "straggling range again");
+        let signalled = match (ran.fate, ran.code) {
+            (Fate::Kill, None) => {
+                c.kills += 1;
+                true
+            }
+            // (A SIGTERM before s3load has set up its handler ends it as
+            // the signal's default does.)
+            (Fate::Term, Some(143) | None) => {
+                c.terms += 1;
+                if let Some(s) = ran.stop_secs.filter(|&s| s > 10.0) {
+                    c.slow_to_stop.push(s);
+                }
+                true
+            }
+            (_, Some(0)) => false,
+            (_, code) => {
+                let tail: Vec<&str> = ran.stderr.lines().rev().take(6).collect();
+                c.failed.push(format!("run {} ({fate:?}) exit {code:?}: {}", c.runs, tail.join(" | ")));
+                false
+            }
+        };
+        let ok = ran.code == Some(0);
+        if ok {
+            c.peaks.push((ran.rss_kib, ran.fds, ran.threads));
+            let secs = ran.secs.max(0.2);
+            if upload { upload_secs = secs } else { download_secs = secs }
+        }
+        // Nothing changed while it ran: the destination must now be the source.
+        let quiet = ok && !changed_now;
+        let label =
+            format!("run {} ({}, {fate:?}, exit {:?})", c.runs, if upload { "upload" } else { "download" }, ran.code);
+
+        // Multipart uploads left open: only a SIGKILL may leave one. They are
+        // aborted here, as a bucket's lifecycle rule would.
+        for (id, _, key) in h.server.store().pending_upload_ids() {
+            if open_before.contains(&id) {
+                continue;
+            }
+            if ran.fate == Fate::Kill && signalled {
+                c.uploads_left_by_kill += 1;
+            } else {
+                c.uploads_left_otherwise.push(format!("{label}: {key} ({id})"));
+            }
+            h.server.store().take_upload(&id);
+        }
+
+        if upload {
+            let local = tree.current(&mut hashes);
+            let objects = objects_under(&h, "up/");
+            for (rel, (digest, checksum)) in &objects {
+                match tree.ever.get(rel) {
+                    Some(v) if v.contains(digest) => {}
+                    Some(_) => c.corrupt.push(format!("{label}: s3://bucket/up/{rel} is no version of its file")),
+                    None => c.extra.push(format!("{label}: s3://bucket/up/{rel} has no file")),
+                }
+                if !checksum {
+                    c.without_checksum.push(format!("{label}: s3://bucket/up/{rel}"));
+                }
+            }
+            if ok {
+                for (rel, digest) in &local {
+                    match objects.get(rel) {
+                        None => c.missing.push(format!("{label}: {rel} not uploaded")),
+                        Some((d, _)) if quiet && d != digest => {
+                            c.corrupt.push(format!("{label}: s3://bucket/up/{rel} is not the file as it is"));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                if quiet {
+                    c.quiet_points += 1;
+                    for rel in objects.keys().filter(|k| !local.contains_key(*k)) {
+                        c.extra.push(format!("{label}: s3://bucket/up/{rel} kept though its file is gone"));
+                    }
+                    quiet_up |= ending;
+                }
+            }
+            let (_, temps) = walk(&tree.root, &mut hashes);
+            c.left_behind.extend(temps.iter().map(|t| format!("{label}: {t} in the uploaded tree")));
+        } else {
+            let (files, temps) = walk(&dest, &mut hashes);
+            for (rel, digest) in &files {
+                let key = format!("src/{rel}");
+                match source.ever.get(&key) {
+                    Some(v) if v.contains(digest) => {}
+                    Some(_) => c.corrupt.push(format!("{label}: {rel} is no version of {key}")),
+                    None => c.extra.push(format!("{label}: {rel} was never an object")),
+                }
+            }
+            if ok {
+                for (key, digest) in &source.current {
+                    let rel = &key["src/".len()..];
+                    let Some(have) = files.get(rel) else {
+                        if before.contains_key(key) {
+                            c.missing.push(format!("{label}: {key}"));
+                        }
+                        continue;
+                    };
+                    let allowed = |d: &Hash| {
+                        d == digest || before.get(key) == Some(d) || changed.get(key).is_some_and(|v| v.contains(d))
+                    };
+                    if !allowed(have) {
+                        c.corrupt.push(format!("{label}: {rel} is an older version of {key} than the run saw"));
+                    }
+                }
+                if quiet {
+                    c.quiet_points += 1;
+                    for rel in files.keys() {
+                        let key = format!("src/{rel}");
+                        if !source.current.contains_key(&key) {
+                            c.extra.push(format!("{label}: {rel} kept though {key} is gone"));
+                        } else if files[rel] != source.current[&key] {
+                            c.corrupt.push(format!("{label}: {rel} is not {key} as it is"));
+                        }
+                    }
+                    c.left_behind.extend(temps.iter().map(|t| format!("{label}: {t}")));
+                    quiet_down |= ending;
+                }
+            }
+        }
+        if ending {
+            runs_ending += 1;
+            if runs_ending > 20 {
+                c.failed.push(format!("no quiet point in the 20 runs after the goal was moved"));
+                break;
+            }
+        }
+    }
+    c.faults_fired = faults_fired(&h, rules);
+    (c, moved(&h), began.elapsed())
+}
+
+/// The counters, as `benches/soak.sh` prints them.
+fn report(c: &Counters, moved: u64, took: Duration) -> String {
+    let tenth = (c.peaks.len() / 10).max(1);
+    let peak = |s: &[(u64, u64, u64)]| s.iter().fold((0, 0, 0), |a, p| (a.0.max(p.0), a.1.max(p.1), a.2.max(p.2)));
+    let first = peak(&c.peaks[..tenth.min(c.peaks.len())]);
+    let last = peak(&c.peaks[c.peaks.len().saturating_sub(tenth)..]);
+    let all = peak(&c.peaks);
+    format!(
+        "moved {:.2} GiB in {:.0} s\n\
+         runs {} (downloads {}, uploads {}), SIGKILL {}, SIGTERM {}, failed on their own {}\n\
+         publishes between runs {}, changes during a run {}, quiet points {}\n\
+         faults injected {}, retries {}, straggler restarts {}\n\
+         peak RSS {} MiB, fds {}, threads {}; first tenth of runs {} MiB / {} fds / {} threads, last tenth {} MiB / {} fds / {} threads\n\
+         corrupt {}, missing {}, extra {}, left behind {}, without checksum {}\n\
+         multipart uploads left open: by SIGKILL {} (aborted as a lifecycle rule would), otherwise {}\n\
+         SIGTERM slower than 10 s to stop: {}",
+        moved as f64 / f64::from(1u32 << 30),
+        took.as_secs_f64(),
+        c.runs,
+        c.download_runs,
+        c.upload_runs,
+        c.kills,
+        c.terms,
+        c.failed.len(),
+        c.publishes,
+        c.changed_mid_run,
+        c.quiet_points,
+        c.faults_fired,
+        c.retries,
+        c.straggler_restarts,
+        all.0 / 1024,
+        all.1,
+        all.2,
+        first.0 / 1024,
+        first.1,
+        first.2,
+        last.0 / 1024,
+        last.1,
+        last.2,
+        c.corrupt.len(),
+        c.missing.len(),
+        c.extra.len(),
+        c.left_behind.len(),
+        c.without_checksum.len(),
+        c.uploads_left_by_kill,
+        c.uploads_left_otherwise.len(),
+        c.slow_to_stop.len(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_through_faults_kills_and_a_changing_source_leaves_nothing_wrong_missing_or_behind() {
+    let size = Size::from_env();
+    let seed = std::env::var("S3LOAD_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_204);
+    let (c, moved, took) = soak(&size, seed).await;
+    let text = report(&c, moved, took);
+    println!("{text}");
+    if let Ok(path) = std::env::var("S3LOAD_SOAK_REPORT") {
+        std::fs::write(path, &text).unwrap();
+    }
+    let show = |what: &str, v: &[String]| {
+        assert!(
+            v.is_empty(),
+            "{what}: {}\n{}\n\n{text}",
+            v.len(),
+            v.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+        );
+    };
+    show("corrupt", &c.corrupt);
+    show("missing", &c.missing);
+    show("extra", &c.extra);
+    show("left behind after a quiet run", &c.left_behind);
+    show("objects uploaded without their checksum", &c.without_checksum);
+    show("multipart uploads left open by a run not SIGKILLed", &c.uploads_left_otherwise);
+    show("runs that failed on their own", &c.failed);
+    assert!(c.slow_to_stop.is_empty(), "SIGTERM took over 10 s to stop a run: {:?}", c.slow_to_stop);
+    assert!(moved >= size.goal, "moved {moved} bytes, short of {}", size.goal);
+    // The machinery did what it is there for.
+    assert!(c.kills > 0 && c.terms > 0 && c.quiet_points >= 2, "{text}");
+    assert!(c.faults_fired > 0 && c.retries > 0, "{text}");
+}
