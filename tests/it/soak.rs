@@ -19,7 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use s3load_testserver::{ChecksumAlgorithm, Fault, Random, Rule, StoredObject, When, Writer, generate_bytes};
+use s3load_testserver::{ChecksumAlgorithm, Fault, Random, Rule, StoredObject, When as Firing, Writer, generate_bytes};
 use sha2::{Digest, Sha256};
 
 use crate::harness::{BUCKET, Harness};
@@ -34,6 +34,8 @@ struct Size {
     /// Bytes to move (GET bodies served and upload bodies received) before
     /// the last quiet runs.
     goal: u64,
+    /// Runs to make at the least, whatever has moved.
+    min_runs: u64,
     large: usize,
     large_len: usize,
     medium: usize,
@@ -51,6 +53,7 @@ impl Size {
         match std::env::var("S3LOAD_SOAK_GIB").ok().and_then(|g| g.parse::<u64>().ok()) {
             Some(gib) => Size {
                 goal: gib << 30,
+                min_runs: 100,
                 large: 3,
                 large_len: 1536 * MIB,
                 medium: 8,
@@ -60,7 +63,8 @@ impl Size {
                 upload_medium: 4,
             },
             None => Size {
-                goal: 400 << 20,
+                goal: 1 << 30,
+                min_runs: 60,
                 large: 2,
                 large_len: 60 * MIB,
                 medium: 4,
@@ -118,10 +122,21 @@ fn sample(pid: u32, rss: &mut u64, fds: &mut u64, threads: &mut u64) {
     }
 }
 
-/// Runs s3load, ending it as `fate` says after `after`, sampling its
+/// When a run that is to be ended gets its signal.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    /// This long after it started.
+    After(Duration),
+    /// Once the server has sent or received this many bytes for it.
+    Moved(u64),
+}
+
+/// Runs s3load, ending it as `fate` says when `when` comes, sampling its
 /// resources meanwhile.
-async fn run(h: &Harness, args: &[&str], fate: Fate, after: Duration) -> Ran {
+async fn run(h: &Harness, args: &[&str], fate: Fate, when: When) -> Ran {
     let began = Instant::now();
+    let moved = |h: &Harness| h.server.log().body_bytes() + h.server.log().upload_bytes();
+    let start = moved(h);
     let child = h.spawn(args);
     let pid = child.id().expect("running");
     let out = child.wait_with_output();
@@ -134,7 +149,11 @@ async fn run(h: &Harness, args: &[&str], fate: Fate, after: Duration) -> Ran {
             o = &mut out => break o.expect("wait for s3load"),
             _ = tick.tick() => {
                 sample(pid, &mut rss, &mut fds, &mut threads);
-                if signalled.is_none() && fate != Fate::Finish && began.elapsed() >= after {
+                let due = match when {
+                    When::After(t) => began.elapsed() >= t,
+                    When::Moved(n) => moved(h) - start >= n,
+                };
+                if signalled.is_none() && fate != Fate::Finish && due {
                     let signal = if fate == Fate::Kill { libc::SIGKILL } else { libc::SIGTERM };
                     // SAFETY: a signal to our own child, which has not been
                     // reaped (its output is still awaited).
@@ -173,6 +192,8 @@ struct Counters {
     straggler_restarts: u64,
     faults_fired: u64,
     publishes: u64,
+    /// Runs started on an empty destination (a pod on a fresh volume).
+    fresh_starts: u64,
     changed_mid_run: u64,
     quiet_points: u64,
     corrupt: Vec<String>,
@@ -428,6 +449,29 @@ fn objects_under(h: &Harness, prefix: &str) -> BTreeMap<String, (Hash, bool)> {
         .unwrap_or_default()
 }
 
+/// Bytes of the objects a download has to fetch: those its destination
+/// lacks or holds another version of.
+fn download_need(h: &Harness, source: &Source, dest: &Path, hashes: &mut Hashes) -> u64 {
+    let (files, _) = walk(dest, hashes);
+    let store = h.server.store();
+    source
+        .current
+        .iter()
+        .filter(|(key, digest)| files.get(&key["src/".len()..]) != Some(digest))
+        .filter_map(|(key, _)| store.get(BUCKET, key).map(|o| o.data.len() as u64))
+        .sum()
+}
+
+/// Bytes of the files an upload has to send: those not under `up/` as they are.
+fn upload_need(h: &Harness, tree: &Tree, hashes: &mut Hashes) -> u64 {
+    let objects = objects_under(h, "up/");
+    tree.current(hashes)
+        .iter()
+        .filter(|(rel, digest)| objects.get(*rel).map(|o| &o.0) != Some(*digest))
+        .filter_map(|(rel, _)| std::fs::metadata(tree.root.join(rel)).ok().map(|m| m.len()))
+        .sum()
+}
+
 fn count_lines(stderr: &str, needle: &str) -> u64 {
     stderr.lines().filter(|l| l.contains(needle)).count() as u64
 }
@@ -436,12 +480,12 @@ fn count_lines(stderr: &str, needle: &str) -> u64 {
 fn arm_faults(h: &Harness, seed: u64) {
     let f = h.server.faults();
     f.seed(seed);
-    f.add(Rule::new("GetObject", When::OneIn(200), Fault::CutWithin(8 << 20)));
-    f.add(Rule::new("GetObject", When::OneIn(500), Fault::StallWithin(8 << 20)));
-    f.add(Rule::new("GetObject", When::OneIn(400), Fault::FlipWithin(256 << 10)));
-    f.add(Rule::new("UploadPart", When::OneIn(150), Fault::FlipWithin(64 << 10)));
-    f.add(Rule::new("PutObject", When::OneIn(150), Fault::FlipWithin(64 << 10)));
-    f.add(Rule::new("*", When::OneIn(300), Fault::Status { status: 500, code: "InternalError" }));
+    f.add(Rule::new("GetObject", Firing::OneIn(200), Fault::CutWithin(8 << 20)));
+    f.add(Rule::new("GetObject", Firing::OneIn(500), Fault::StallWithin(8 << 20)));
+    f.add(Rule::new("GetObject", Firing::OneIn(400), Fault::FlipWithin(256 << 10)));
+    f.add(Rule::new("UploadPart", Firing::OneIn(150), Fault::FlipWithin(64 << 10)));
+    f.add(Rule::new("PutObject", Firing::OneIn(150), Fault::FlipWithin(64 << 10)));
+    f.add(Rule::new("*", Firing::OneIn(300), Fault::Status { status: 500, code: "InternalError" }));
 }
 
 fn faults_fired(h: &Harness, rules: usize) -> u64 {
@@ -469,7 +513,7 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
     let (mut quiet_down, mut quiet_up) = (false, false);
     let mut runs_ending = 0;
     while !(quiet_down && quiet_up) {
-        let ending = moved(&h) >= size.goal;
+        let ending = moved(&h) >= size.goal && c.runs >= size.min_runs;
         let upload = if ending { !quiet_up && (quiet_down || r.one_in(2)) } else { r.one_in(4) };
         let fate = if ending {
             Fate::Finish
@@ -481,10 +525,26 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
             }
         };
         let typical = if upload { upload_secs } else { download_secs };
-        let after = Duration::from_secs_f64(typical * (r.below(1000) as f64 / 1000.0) * 1.2);
         if r.one_in(3) {
             c.publishes += 1;
             if upload { tree.change(&mut r, size) } else { source.change(&h, &mut r, size) }
+        }
+        // The pod rescheduled onto a fresh volume, or files removed by hand;
+        // for uploads, a fresh prefix.
+        if !ending && r.one_in(4) {
+            c.fresh_starts += 1;
+            if upload {
+                for (rel, _) in objects_under(&h, "up/") {
+                    h.server.store().delete(BUCKET, &format!("up/{rel}"));
+                }
+            } else {
+                let _ = std::fs::remove_dir_all(&dest);
+            }
+        } else if !upload && r.one_in(5) {
+            let (files, _) = walk(&dest, &mut hashes);
+            for (rel, _) in files.iter().filter(|_| r.one_in(4)) {
+                std::fs::remove_file(dest.join(rel)).unwrap();
+            }
         }
         // Now and then a burst of SlowDown on every request, for 0.3 - 3 s
         // from a moment inside the run (as S3 throttles a prefix).
@@ -493,13 +553,23 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
             rules += 1;
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(at)).await;
-                let i = faults.add(Rule::new("*", When::Always, Fault::Status { status: 503, code: "SlowDown" }));
+                let i = faults.add(Rule::new("*", Firing::Always, Fault::Status { status: 503, code: "SlowDown" }));
                 tokio::time::sleep(Duration::from_millis(lasts)).await;
                 faults.remove(i);
             });
         }
         // Now and then a change while the run goes on (never on the last runs).
         let mid_run = (!ending && r.one_in(4)).then(|| Duration::from_millis(r.below(1500)));
+        // Most signals land while bytes move (after a random share of what
+        // the run has to move), the rest at a random moment (listing,
+        // planning, commits, deletions).
+        let need =
+            if upload { upload_need(&h, &tree, &mut hashes) } else { download_need(&h, &source, &dest, &mut hashes) };
+        let when = if need > 0 && !r.one_in(4) {
+            When::Moved(r.below(need))
+        } else {
+            When::After(Duration::from_secs_f64(typical * (r.below(1000) as f64 / 1000.0) * 1.2))
+        };
         let (dest_s, tree_s) = (dest.to_str().unwrap().to_string(), format!("{}/", tree.root.display()));
         let args: Vec<&str> = if upload {
             vec!["sync", "--delete", "--stall-timeout", "5s", &tree_s, "s3://bucket/up/"]
@@ -512,7 +582,7 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
         let mut changed: BTreeMap<String, BTreeSet<Hash>> = BTreeMap::new();
         let mut changed_now = false;
         let ran = {
-            let running = run(&h, &args, fate, after);
+            let running = run(&h, &args, fate, when);
             tokio::pin!(running);
             match mid_run {
                 None => running.await,
@@ -540,10 +610,10 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
         c.runs += 1;
         if std::env::var_os("S3LOAD_SOAK_VERBOSE").is_some() {
             eprintln!(
-                "run {} {} {fate:?} after {:.1}s: exit {:?} in {:.1}s, moved {} MiB",
+                "run {} {} {fate:?} {when:?} (need {} MiB): exit {:?} in {:.1}s, moved {} MiB",
                 c.runs,
                 if upload { "upload" } else { "download" },
-                after.as_secs_f64(),
+                need >> 20,
                 ran.code,
                 ran.secs,
                 moved(&h) >> 20
@@ -580,8 +650,9 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
         let ok = ran.code == Some(0);
         if ok {
             c.peaks.push((ran.rss_kib, ran.fds, ran.threads));
-            let secs = ran.secs.max(0.2);
-            if upload { upload_secs = secs } else { download_secs = secs }
+            // The longest recent run, fading: the next kill lands within it.
+            let typical = if upload { &mut upload_secs } else { &mut download_secs };
+            *typical = (*typical * 0.9).max(ran.secs).max(0.2);
         }
         // Nothing changed while it ran: the destination must now be the source.
         let quiet = ok && !changed_now;
@@ -698,7 +769,7 @@ fn report(c: &Counters, moved: u64, took: Duration) -> String {
     format!(
         "moved {:.2} GiB in {:.0} s\n\
          runs {} (downloads {}, uploads {}), SIGKILL {}, SIGTERM {}, failed on their own {}\n\
-         publishes between runs {}, changes during a run {}, quiet points {}\n\
+         publishes between runs {}, fresh starts {}, changes during a run {}, quiet points {}\n\
          faults injected {}, retries {}, straggler restarts {}\n\
          peak RSS {} MiB, fds {}, threads {}; first tenth of runs {} MiB / {} fds / {} threads, last tenth {} MiB / {} fds / {} threads\n\
          corrupt {}, missing {}, extra {}, left behind {}, without checksum {}\n\
@@ -713,6 +784,7 @@ fn report(c: &Counters, moved: u64, took: Duration) -> String {
         c.terms,
         c.failed.len(),
         c.publishes,
+        c.fresh_starts,
         c.changed_mid_run,
         c.quiet_points,
         c.faults_fired,
