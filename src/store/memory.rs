@@ -133,9 +133,10 @@ impl MemoryStore {
 
     fn read(body: &FileRange) -> Result<Bytes, StoreError> {
         use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(&body.path).map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
         let mut buf = vec![0; body.len as usize];
-        f.read_exact_at(&mut buf, body.offset).map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
+        body.file
+            .read_exact_at(&mut buf, body.offset)
+            .map_err(|e| StoreError::new(StoreErrorKind::Other, e.to_string()))?;
         Ok(buf.into())
     }
 

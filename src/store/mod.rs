@@ -110,9 +110,13 @@ impl std::fmt::Debug for GetResponse {
 }
 
 /// Bytes of a local file sent as a request body (read by the store, so that a
-/// retry can send them again without holding them in memory).
+/// retry can send them again without holding them in memory). Read from the
+/// file the upload opened (with positioned reads), not from its path: what the
+/// path names may have been replaced since.
 #[derive(Debug, Clone)]
 pub struct FileRange {
+    pub file: Arc<std::fs::File>,
+    /// For messages.
     pub path: PathBuf,
     pub offset: u64,
     pub len: u64,

@@ -4,15 +4,21 @@
 //! upload of `part_size` parts (at least 5 MiB, S3's minimum, and grown so that
 //! no file needs more than 10,000 parts), `part_concurrency` of them in flight.
 //!
-//! Integrity: before a part is sent, its CRC (CRC64NVME by default) is computed
-//! from the file on the blocking pool; the request states it and the store
-//! refuses a body that does not match (BadDigest). The part CRCs are combined
-//! into the whole file's CRC, stated when the upload is completed, so the store
-//! checks the assembled object too (`ChecksumType=FULL_OBJECT`). The body is
-//! read from the file again as it is sent rather than held in memory, so memory
-//! does not grow with part size; a file changed between the two reads fails its
-//! check instead of being stored half old, half new. The file's size and mtime
-//! are also compared before completing.
+//! Integrity: each file is opened once, and the open file must be what the walk
+//! saw (a regular file of the walked size and mtime): a file replaced after the
+//! walk (renamed over, as editors and publishers save) is refused, never sent
+//! cut to the walked length. Before a part is sent, its CRC (CRC64NVME by
+//! default) is computed from the open file on the blocking pool; the request
+//! states it and the store refuses a body that does not match (BadDigest). The
+//! part CRCs are combined into the whole file's CRC, stated when the upload is
+//! completed, so the store checks the assembled object too
+//! (`ChecksumType=FULL_OBJECT`). The body is read from the same open file again
+//! as it is sent rather than held in memory, so memory does not grow with part
+//! size; a file written in place between the two reads fails its check instead
+//! of being stored half old, half new. The file's size and mtime are compared
+//! again before a PutObject is sent and before a multipart upload is completed,
+//! and after a PutObject (a change then fails the run, which the next run
+//! repairs).
 //!
 //! Failure: a multipart upload that fails or is interrupted is aborted, so no
 //! orphaned parts are left to be billed. Requests take permits from the same
@@ -122,9 +128,14 @@ async fn upload_one(env: &Engine, job: &Upload) -> Result<(), Error> {
         return Err(Error::Interrupted(job.dest_url()));
     }
     let part = part_size_for(job.size, env.cfg.part_size);
+    let walked = job.clone();
+    let file = Arc::new(env.unless_stopped(&job.dest_url(), env.blocking_io(move || open_as_walked(&walked))).await??);
+    let range =
+        |offset: u64, len: u64| FileRange { file: file.clone(), path: job.path.clone(), offset, len, pace: pace(env) };
     if job.size <= part {
-        let crc = file_crc(env, job, 0, job.size).await?;
-        let body = FileRange { path: job.path.clone(), offset: 0, len: job.size, pace: pace(env) };
+        let body = range(0, job.size);
+        let crc = file_crc(env, job, &body).await?;
+        unchanged(job)?;
         request(env, job, body_limit(env, job.size), || env.store.put_object(&job.target, body.clone(), crc.crc))
             .await?;
         env.moved(job.size, std::time::Instant::now());
@@ -133,7 +144,7 @@ async fn upload_one(env: &Engine, job: &Upload) -> Result<(), Error> {
         return Ok(());
     }
     let id = request(env, job, env.cfg.stall_timeout, || env.store.create_upload(&job.target)).await?;
-    match upload_parts(env, job, &id, part).await {
+    match upload_parts(env, job, &id, part, &range).await {
         Ok(()) => Ok(()),
         // The upload is gone (completed or aborted): nothing to abort.
         Err(e) if e.store_kind() == Some(StoreErrorKind::NoSuchUpload) => Err(e),
@@ -161,13 +172,19 @@ async fn completed_earlier(env: &Engine, job: &Upload, whole: u64, e: Error) -> 
     }
 }
 
-async fn upload_parts(env: &Engine, job: &Upload, id: &str, part: u64) -> Result<(), Error> {
+async fn upload_parts(
+    env: &Engine,
+    job: &Upload,
+    id: &str,
+    part: u64,
+    range: &impl Fn(u64, u64) -> FileRange,
+) -> Result<(), Error> {
     let ranges: Vec<(u32, u64, u64)> =
         (0..job.size.div_ceil(part)).map(|i| (i as u32 + 1, i * part, part.min(job.size - i * part))).collect();
     let mut parts: Vec<(UploadedPart, PartCrc)> = futures::stream::iter(ranges)
         .map(|(n, offset, len)| async move {
-            let crc = file_crc(env, job, offset, len).await?;
-            let body = FileRange { path: job.path.clone(), offset, len, pace: pace(env) };
+            let body = range(offset, len);
+            let crc = file_crc(env, job, &body).await?;
             let etag = request(env, job, body_limit(env, len), || {
                 env.store.upload_part(&job.target, id, n, body.clone(), crc.crc)
             })
@@ -210,25 +227,47 @@ async fn abort(env: &Engine, job: &Upload, id: &str) {
 /// The file must still be what was read: same size and mtime as when listed.
 fn unchanged(job: &Upload) -> Result<(), Error> {
     let m = std::fs::metadata(&job.path).map_err(|e| Error::io(&job.path, "reading metadata", e))?;
-    if m.len() != job.size || (job.mtime.is_some() && m.modified().ok() != job.mtime) {
+    if !as_walked(job, &m) {
         return Err(Refusal::FileChanged { path: job.path.clone(), shorter: false }.into());
     }
     Ok(())
 }
 
-/// CRC of `len` bytes of the file from `offset`, read on the blocking pool.
-async fn file_crc(env: &Engine, job: &Upload, offset: u64, len: u64) -> Result<PartCrc, Error> {
-    let path = job.path.clone();
+/// A regular file of the size and mtime the walk saw.
+fn as_walked(job: &Upload, m: &std::fs::Metadata) -> bool {
+    m.is_file() && m.len() == job.size && (job.mtime.is_none() || m.modified().ok() == job.mtime)
+}
+
+/// Opens the file an upload reads, once: its checksums and every body sent
+/// come from this open file, which must be what the walk saw. Opened without
+/// blocking, so that a FIFO put in the file's place cannot hang the run.
+fn open_as_walked(job: &Upload) -> Result<std::fs::File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&job.path)
+        .map_err(|e| Error::io(&job.path, "opening", e))?;
+    let m = file.metadata().map_err(|e| Error::io(&job.path, "reading metadata", e))?;
+    if !as_walked(job, &m) {
+        return Err(Refusal::FileChanged { path: job.path.clone(), shorter: false }.into());
+    }
+    Ok(file)
+}
+
+/// CRC of a body's bytes, read from its open file on the blocking pool.
+async fn file_crc(env: &Engine, job: &Upload, body: &FileRange) -> Result<PartCrc, Error> {
+    let body = body.clone();
     let algorithm: Algorithm = job.target.checksum;
     let work = env.blocking_io(move || -> Result<PartCrc, Error> {
         use std::os::unix::fs::FileExt;
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, "opening", e))?;
+        let (file, path, offset, len) = (&body.file, &body.path, body.offset, body.len);
         let mut digest = PartDigest::new(DigestKind::Crc(algorithm));
         let mut buf = vec![0u8; 256 << 10];
         let mut done = 0u64;
         while done < len {
             let want = buf.len().min((len - done) as usize);
-            let n = file.read_at(&mut buf[..want], offset + done).map_err(|e| Error::io(&path, "reading", e))?;
+            let n = file.read_at(&mut buf[..want], offset + done).map_err(|e| Error::io(path, "reading", e))?;
             if n == 0 {
                 return Err(Refusal::FileChanged { path: path.clone(), shorter: true }.into());
             }

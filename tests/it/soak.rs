@@ -103,6 +103,8 @@ struct Ran {
     threads: u64,
     /// From the signal to the exit, for SIGTERM.
     stop_secs: Option<f64>,
+    /// GET body bytes the server sent while it ran.
+    served: u64,
 }
 
 /// Peaks of a process, read from /proc/PID (zero once it is gone).
@@ -135,8 +137,8 @@ enum When {
 /// resources meanwhile.
 async fn run(h: &Harness, args: &[&str], fate: Fate, when: When) -> Ran {
     let began = Instant::now();
-    let moved = |h: &Harness| h.server.log().body_bytes() + h.server.log().upload_bytes();
     let start = moved(h);
+    let get_start = h.server.log().body_bytes();
     let child = h.spawn(args);
     let pid = child.id().expect("running");
     let out = child.wait_with_output();
@@ -175,6 +177,7 @@ async fn run(h: &Harness, args: &[&str], fate: Fate, when: When) -> Ran {
         fds,
         threads,
         stop_secs: signalled.filter(|_| fate == Fate::Term).map(|s| s.elapsed().as_secs_f64()),
+        served: h.server.log().body_bytes() - get_start,
     }
 }
 
@@ -188,6 +191,13 @@ struct Counters {
     terms: u64,
     /// Runs that ended on their own with a code other than 0.
     failed: Vec<String>,
+    /// Uploads that failed only because a file was replaced while they ran
+    /// (each such file named, to be sent by the next run).
+    failed_by_change: u64,
+    /// GET body bytes beyond what each download run had to fetch: bodies cut,
+    /// flipped or stalled and fetched again, stragglers restarted. A lower
+    /// bound: a resumed run fetches less than its need.
+    fetched_again: u64,
     retries: u64,
     straggler_restarts: u64,
     faults_fired: u64,
@@ -270,12 +280,12 @@ impl Source {
         }
         for i in 0..size.medium {
             let key = format!("src/medium/m{i}.bin");
-            s.publish(h, &key, MIB + r.below(size.medium_max as u64) as usize, r.next());
+            s.publish(h, &key, MIB + r.below(size.medium_max as u64) as usize, r.next_u64());
             s.medium.push(key);
         }
         for i in 0..size.small {
             let key = format!("src/small/d{}/f{i:05}.bin", i % 20);
-            s.publish(h, &key, Self::small_len(r), r.next());
+            s.publish(h, &key, Self::small_len(r), r.next_u64());
             s.small.push(key);
         }
         s
@@ -294,7 +304,7 @@ impl Source {
             _ => (self.small[r.below(self.small.len() as u64) as usize].clone(), Self::small_len(r)),
         };
         if self.current.contains_key(&key) {
-            self.publish(h, &key, len, r.next());
+            self.publish(h, &key, len, r.next_u64());
         }
         key
     }
@@ -304,11 +314,11 @@ impl Source {
     fn change(&mut self, h: &Harness, r: &mut Random, size: &Size) {
         for _ in 0..=r.below(5) {
             let key = self.small[r.below(self.small.len() as u64) as usize].clone();
-            self.publish(h, &key, Self::small_len(r), r.next());
+            self.publish(h, &key, Self::small_len(r), r.next_u64());
         }
         for _ in 0..=r.below(3) {
             let key = format!("src/small/new/n{}.bin", self.next_seed);
-            self.publish(h, &key, Self::small_len(r), r.next());
+            self.publish(h, &key, Self::small_len(r), r.next_u64());
             self.small.push(key);
         }
         for _ in 0..=r.below(3) {
@@ -326,12 +336,21 @@ impl Source {
 /// version in place by rename, so a file whose identity did not change was
 /// checked already.
 #[derive(Default)]
-struct Hashes(HashMap<PathBuf, ((u64, u64, i64, i64, u64), Hash)>);
+struct Hashes(HashMap<PathBuf, (Identity, Hash)>);
+
+/// Device, inode, modification and change times (ns), length.
+type Identity = (u64, u64, i64, i64, u64);
 
 impl Hashes {
     fn of(&mut self, path: &Path) -> Hash {
         let m = std::fs::symlink_metadata(path).unwrap();
-        let id = (m.dev(), m.ino(), m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ctime_nsec() + m.ctime(), m.len());
+        let id = (
+            m.dev(),
+            m.ino(),
+            m.mtime_nsec() + m.mtime() * 1_000_000_000,
+            m.ctime_nsec() + m.ctime() * 1_000_000_000,
+            m.len(),
+        );
         if let Some((seen, h)) = self.0.get(path)
             && *seen == id
         {
@@ -472,6 +491,22 @@ fn upload_need(h: &Harness, tree: &Tree, hashes: &mut Hashes) -> u64 {
         .sum()
 }
 
+/// Body bytes the server has sent (GET) and received (UploadPart, PutObject).
+fn moved(h: &Harness) -> u64 {
+    let log = h.server.log();
+    log.body_bytes() + log.upload_bytes() + log.put_bytes()
+}
+
+/// Every error a run reported is a file it names as replaced while it ran.
+fn only_changed_files(stderr: &str) -> bool {
+    let changed = |l: &str| {
+        l.contains("the file changed while it was uploaded")
+            || l.contains("the file is shorter than when it was listed")
+    };
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    !errors.is_empty() && errors.iter().all(|l| changed(l) || l.contains("finished with errors"))
+}
+
 fn count_lines(stderr: &str, needle: &str) -> u64 {
     stderr.lines().filter(|l| l.contains(needle)).count() as u64
 }
@@ -503,7 +538,6 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
     arm_faults(&h, seed);
     let mut c = Counters::default();
     let mut hashes = Hashes::default();
-    let moved = |h: &Harness| h.server.log().body_bytes() + h.server.log().upload_bytes();
     // How long a run that finishes takes, to kill the next at a moment inside it.
     let (mut download_secs, mut upload_secs) = (2.0_f64, 2.0_f64);
     // The rules armed, bursts of SlowDown included.
@@ -625,6 +659,9 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
             c.download_runs += 1;
         }
         c.retries += count_lines(&ran.stderr, "retrying");
+        if !upload {
+            c.fetched_again += ran.served.saturating_sub(need);
+        }
         c.straggler_restarts += count_lines(&ran.stderr, "straggling range again");
         let signalled = match (ran.fate, ran.code) {
             (Fate::Kill, None) => {
@@ -641,6 +678,10 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
                 true
             }
             (_, Some(0)) => false,
+            (Fate::Finish, Some(1)) if upload && changed_now && only_changed_files(&ran.stderr) => {
+                c.failed_by_change += 1;
+                false
+            }
             (_, code) => {
                 let tail: Vec<&str> = ran.stderr.lines().rev().take(6).collect();
                 c.failed.push(format!("run {} ({fate:?}) exit {code:?}: {}", c.runs, tail.join(" | ")));
@@ -750,7 +791,7 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
         if ending {
             runs_ending += 1;
             if runs_ending > 20 {
-                c.failed.push(format!("no quiet point in the 20 runs after the goal was moved"));
+                c.failed.push("no quiet point in the 20 runs after the goal was moved".to_string());
                 break;
             }
         }
@@ -768,9 +809,10 @@ fn report(c: &Counters, moved: u64, took: Duration) -> String {
     let all = peak(&c.peaks);
     format!(
         "moved {:.2} GiB in {:.0} s\n\
-         runs {} (downloads {}, uploads {}), SIGKILL {}, SIGTERM {}, failed on their own {}\n\
+         runs {} (downloads {}, uploads {}), SIGKILL {}, SIGTERM {}, failed on their own {}, \
+         uploads failed naming files replaced while they ran {}\n\
          publishes between runs {}, fresh starts {}, changes during a run {}, quiet points {}\n\
-         faults injected {}, retries {}, straggler restarts {}\n\
+         faults injected {}, retries {}, straggler restarts {}, GET bytes beyond each run's need {:.2} GiB\n\
          peak RSS {} MiB, fds {}, threads {}; first tenth of runs {} MiB / {} fds / {} threads, last tenth {} MiB / {} fds / {} threads\n\
          corrupt {}, missing {}, extra {}, left behind {}, without checksum {}\n\
          multipart uploads left open: by SIGKILL {} (aborted as a lifecycle rule would), otherwise {}\n\
@@ -783,6 +825,7 @@ fn report(c: &Counters, moved: u64, took: Duration) -> String {
         c.kills,
         c.terms,
         c.failed.len(),
+        c.failed_by_change,
         c.publishes,
         c.fresh_starts,
         c.changed_mid_run,
@@ -790,6 +833,7 @@ fn report(c: &Counters, moved: u64, took: Duration) -> String {
         c.faults_fired,
         c.retries,
         c.straggler_restarts,
+        c.fetched_again as f64 / f64::from(1u32 << 30),
         all.0 / 1024,
         all.1,
         all.2,

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use s3load_testserver::{ChecksumAlgorithm, Fault, Rule, When, generate_bytes, safetensors_bytes};
+use s3load_testserver::{ChecksumAlgorithm, Fault, Gate, Rule, When, generate_bytes, safetensors_bytes};
 
 use crate::harness::{BUCKET, Harness, files_under};
 
@@ -320,4 +320,65 @@ async fn a_single_file_filtered_out_with_allow_empty_source_uploads_nothing() {
     let r = h.run(&["sync", "--exclude", "*.bin", s(&file), "s3://bucket/k/w.bin"]).await;
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("no files match"), "{}", r.stderr);
+}
+
+// A file replaced (by rename, as editors and publishers save) after the walk
+// that planned its upload is not uploaded at all: not the new version cut to
+// the length the walk saw, not the new version under the old one's plan. The
+// run fails naming each such file, leaves no multipart upload open, sends
+// the files that did not change, and the next run sends the new versions.
+// A FIFO put in a file's place is refused the same way, without a hang.
+// The race is held open by holding the destination's listing, which comes
+// after the walk.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_replaced_after_the_walk_is_not_uploaded_cut_or_under_the_old_plan() {
+    let h = Harness::new().await;
+    let dir = h.path("tree");
+    std::fs::create_dir_all(&dir).unwrap();
+    let save = |name: &str, data: &[u8]| {
+        let tmp = h.path("saving");
+        std::fs::write(&tmp, data).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    };
+    save("grows.bin", &generate_bytes(100_000, 1));
+    save("same-size.bin", &generate_bytes(100_000, 2));
+    save("big.bin", &generate_bytes(12 << 20, 3));
+    save("kept.bin", &generate_bytes(5000, 4));
+    save("fifo.bin", &generate_bytes(5000, 5));
+    let gate = Gate::new();
+    h.server.faults().add(Rule::new("ListObjectsV2", When::Nth(1), Fault::HoldAnswer(gate.clone())));
+    let src = format!("{}/", s(&dir));
+    let child = h.spawn(&["sync", &src, "s3://bucket/up/"]);
+    gate.reached(1).await;
+    let new = [("grows.bin", generate_bytes(200_000, 11)), ("same-size.bin", generate_bytes(100_000, 12))];
+    let new_big = generate_bytes(13 << 20, 13);
+    for (name, data) in &new {
+        save(name, data);
+    }
+    save("big.bin", &new_big);
+    // A FIFO put in a file's place must not hang the run.
+    let fifo = h.path("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::fs::rename(&fifo, dir.join("fifo.bin")).unwrap();
+    gate.open();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the run does not hang on a FIFO")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for name in ["grows.bin", "same-size.bin", "big.bin", "fifo.bin"] {
+        assert!(err.contains(&format!("{name}: the file changed")), "names {name}: {err}");
+        let got = h.server.store().get(BUCKET, &format!("up/{name}")).map(|o| o.data.len());
+        assert_eq!(got, None, "{name} was changed after the walk, yet an object of {got:?} bytes was stored");
+    }
+    assert_eq!(stored(&h, "up/kept.bin").data.as_ref(), &generate_bytes(5000, 4)[..]);
+    assert!(h.server.store().pending_uploads().is_empty(), "no multipart upload left open");
+
+    std::fs::remove_file(dir.join("fifo.bin")).unwrap();
+    h.run(&["sync", &src, "s3://bucket/up/"]).await.assert_ok();
+    for (name, data) in &new {
+        assert_eq!(stored(&h, &format!("up/{name}")).data.as_ref(), &data[..], "{name}");
+    }
+    assert_eq!(stored(&h, "up/big.bin").data.as_ref(), &new_big[..]);
 }

@@ -35,6 +35,7 @@ pub struct RequestLog {
     pub(crate) body_bytes: Arc<AtomicU64>,
     /// Body bytes received in UploadPart requests.
     pub(crate) upload_bytes: AtomicU64,
+    pub(crate) put_bytes: AtomicU64,
     /// GET bodies started, counted for [`crate::Straggler`].
     pub(crate) get_bodies: AtomicU64,
     /// GET bodies being served.
@@ -65,6 +66,10 @@ impl RequestLog {
     pub fn upload_bytes(&self) -> u64 {
         self.upload_bytes.load(Ordering::Relaxed)
     }
+    /// Body bytes received in PutObject requests.
+    pub fn put_bytes(&self) -> u64 {
+        self.put_bytes.load(Ordering::Relaxed)
+    }
     /// Regions that listings and GETs were signed for, in order.
     pub fn signed_regions(&self) -> Vec<(&'static str, String)> {
         self.signed.lock().unwrap().clone()
@@ -87,6 +92,7 @@ impl RequestLog {
         self.tokens.lock().unwrap().clear();
         self.body_bytes.store(0, Ordering::Relaxed);
         self.upload_bytes.store(0, Ordering::Relaxed);
+        self.put_bytes.store(0, Ordering::Relaxed);
         self.bodies.reset_peak();
     }
     fn push(&self, r: RequestRecord) {
@@ -567,6 +573,7 @@ impl S3 for Service {
         let input = req.input;
         let fault = self.begin("PutObject", &input.bucket, &input.key).await?;
         let mut data = read_body(input.body).await?;
+        self.log.put_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         if let Some(Fault::FlipByte(at)) = fault
             && (at as usize) < data.len()
         {

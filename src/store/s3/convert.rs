@@ -3,10 +3,9 @@
 
 use std::time::SystemTime;
 
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::primitives::DateTime;
-use aws_sdk_s3::primitives::{ByteStream, Length};
 
-use crate::error::{StoreError, StoreErrorKind};
 use crate::integrity::{Algorithm, Sha, Stated};
 use crate::store::FileRange;
 
@@ -81,33 +80,43 @@ pub(super) fn sdk_algorithm(a: Algorithm) -> aws_sdk_s3::types::ChecksumAlgorith
     }
 }
 
-/// A request body read from a file range as it is sent (and again on a retry);
+/// A request body read from a file range as it is sent (and again on a retry),
+/// with positioned reads from the file the upload opened;
 /// under `--limit-rate` each chunk pays for its bytes before it goes.
-pub(super) async fn file_body(r: &FileRange) -> Result<ByteStream, StoreError> {
-    let body = ByteStream::read_from()
-        .path(&r.path)
-        .offset(r.offset)
-        .length(Length::Exact(r.len))
-        .buffer_size(256 * 1024)
-        .build()
+pub(super) fn file_body(r: &FileRange) -> ByteStream {
+    // Under --limit-rate, each read is a slice that pays the budget first.
+    let chunk = r.pace.as_ref().map_or(READ_CHUNK, |p| p.slice.clamp(1, READ_CHUNK)) as u64;
+    let state = (r.clone(), r.offset);
+    let chunks = futures::stream::unfold(state, move |(r, at)| async move {
+        let end = r.offset + r.len;
+        if at >= end {
+            return None;
+        }
+        let len = chunk.min(end - at) as usize;
+        if let Some(pace) = &r.pace {
+            pace.budget.take(len as u64).await;
+        }
+        let file = r.file.clone();
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<bytes::Bytes> {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0; len];
+            file.read_exact_at(&mut buf, at)?;
+            Ok(buf.into())
+        })
         .await
-        .map_err(|e| StoreError::new(StoreErrorKind::Other, format!("reading {}: {e}", r.path.display())))?;
-    let Some(pace) = r.pace.clone() else { return Ok(body) };
-    let slice = pace.slice.max(1);
-    let chunks =
-        futures::stream::unfold((body, pace, bytes::Bytes::new()), move |(mut body, pace, mut left)| async move {
-            if left.is_empty() {
-                match body.next().await? {
-                    Ok(bytes) => left = bytes,
-                    Err(e) => return Some((Err(e), (body, pace, left))),
-                }
-            }
-            let piece = left.split_to(slice.min(left.len()));
-            pace.budget.take(piece.len() as u64).await;
-            Some((Ok(http_body::Frame::data(piece)), (body, pace, left)))
-        });
-    Ok(ByteStream::from_body_1_x(http_body_util::StreamBody::new(chunks)))
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let item = read
+            .map(http_body::Frame::data)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("reading {}: {e}", r.path.display())));
+        // After a failed read the body ends with that error.
+        let next = if item.is_ok() { at + len as u64 } else { end };
+        Some((item, (r, next)))
+    });
+    ByteStream::from_body_1_x(http_body_util::StreamBody::new(chunks))
 }
+
+/// How much of a file one read takes into an upload body.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Start offset from a `Content-Range: bytes a-b/total` header.
 pub(super) fn content_range_start(v: &str) -> Option<u64> {

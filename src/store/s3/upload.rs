@@ -25,7 +25,7 @@ pub(super) async fn put_object(
         .content_length(body.len as i64)
         .set_content_type(target.content_type.clone())
         .set_storage_class(target.storage_class.as_deref().map(StorageClass::from))
-        .body(file_body(&body).await?);
+        .body(file_body(&body));
     op = with_checksum!(op, target.checksum, value);
     op.customize().disable_payload_signing().send().await.map_err(|e| map_sdk_err(e, ObjectKind::Bucket))?;
     Ok(())
@@ -68,7 +68,7 @@ pub(super) async fn upload_part(
         .upload_id(upload_id)
         .part_number(n as i32)
         .content_length(body.len as i64)
-        .body(file_body(&body).await?);
+        .body(file_body(&body));
     op = with_checksum!(op, target.checksum, value);
     let out = op.customize().disable_payload_signing().send().await.map_err(|e| map_sdk_err(e, ObjectKind::Key))?;
     out.e_tag()
