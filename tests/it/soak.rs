@@ -55,7 +55,7 @@ impl Size {
                 goal: gib << 30,
                 min_runs: 100,
                 large: 3,
-                large_len: 1536 * MIB,
+                large_len: 2560 * MIB,
                 medium: 8,
                 medium_max: 200 * MIB,
                 small: 3000,
