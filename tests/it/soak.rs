@@ -41,6 +41,13 @@ struct Size {
     medium: usize,
     medium_max: usize,
     small: usize,
+    /// One GET in this many has a byte flipped. A large object checked as a
+    /// whole (a multipart MD5 ETag, a full-object CRC) cannot tell which of
+    /// its ranges was hit and is fetched again whole: at one GET in 400, a
+    /// 2.5 GiB object in 8 MiB ranges fails its check on about half of its
+    /// fetches (and the object after four), which no network that passes TCP's
+    /// checksum, let alone TLS, comes near.
+    flip_one_in: u64,
     /// Files of the local tree that is uploaded: small ones, and medium ones
     /// (multipart).
     upload_small: usize,
@@ -59,6 +66,7 @@ impl Size {
                 medium: 8,
                 medium_max: 200 * MIB,
                 small: 3000,
+                flip_one_in: 4000,
                 upload_small: 600,
                 upload_medium: 4,
             },
@@ -70,6 +78,7 @@ impl Size {
                 medium: 4,
                 medium_max: 24 * MIB,
                 small: 150,
+                flip_one_in: 400,
                 upload_small: 40,
                 upload_medium: 2,
             },
@@ -217,6 +226,9 @@ struct Counters {
     slow_to_stop: Vec<f64>,
     /// (rss KiB, fds, threads) of each run that finished on its own.
     peaks: Vec<(u64, u64, u64)>,
+    /// The same, of the busy ones among them (downloads that had at least
+    /// half a large object to fetch): early and late runs doing like work.
+    busy_peaks: Vec<(u64, u64, u64)>,
 }
 
 /// The objects under `src/`, as the publisher made them: every version each
@@ -512,12 +524,12 @@ fn count_lines(stderr: &str, needle: &str) -> u64 {
 }
 
 /// The faults that stay armed for the whole soak.
-fn arm_faults(h: &Harness, seed: u64) {
+fn arm_faults(h: &Harness, seed: u64, size: &Size) {
     let f = h.server.faults();
     f.seed(seed);
     f.add(Rule::new("GetObject", Firing::OneIn(200), Fault::CutWithin(8 << 20)));
     f.add(Rule::new("GetObject", Firing::OneIn(500), Fault::StallWithin(8 << 20)));
-    f.add(Rule::new("GetObject", Firing::OneIn(400), Fault::FlipWithin(256 << 10)));
+    f.add(Rule::new("GetObject", Firing::OneIn(size.flip_one_in), Fault::FlipWithin(256 << 10)));
     f.add(Rule::new("UploadPart", Firing::OneIn(150), Fault::FlipWithin(64 << 10)));
     f.add(Rule::new("PutObject", Firing::OneIn(150), Fault::FlipWithin(64 << 10)));
     f.add(Rule::new("*", Firing::OneIn(300), Fault::Status { status: 500, code: "InternalError" }));
@@ -535,7 +547,7 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
     let mut source = Source::seed(&h, size, &mut r);
     let dest = h.path("dest");
     let mut tree = Tree::seed(h.path("tree"), size, &mut r);
-    arm_faults(&h, seed);
+    arm_faults(&h, seed, size);
     let mut c = Counters::default();
     let mut hashes = Hashes::default();
     // How long a run that finishes takes, to kill the next at a moment inside it.
@@ -644,13 +656,16 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
         c.runs += 1;
         if std::env::var_os("S3LOAD_SOAK_VERBOSE").is_some() {
             eprintln!(
-                "run {} {} {fate:?} {when:?} (need {} MiB): exit {:?} in {:.1}s, moved {} MiB",
+                "run {} {} {fate:?} {when:?} (need {} MiB): exit {:?} in {:.1}s, moved {} MiB, peak {} MiB / {} fds / {} threads",
                 c.runs,
                 if upload { "upload" } else { "download" },
                 need >> 20,
                 ran.code,
                 ran.secs,
-                moved(&h) >> 20
+                moved(&h) >> 20,
+                ran.rss_kib >> 10,
+                ran.fds,
+                ran.threads
             );
         }
         if upload {
@@ -691,6 +706,9 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
         let ok = ran.code == Some(0);
         if ok {
             c.peaks.push((ran.rss_kib, ran.fds, ran.threads));
+            if !upload && need >= size.large_len as u64 / 2 {
+                c.busy_peaks.push((ran.rss_kib, ran.fds, ran.threads));
+            }
             // The longest recent run, fading: the next kill lands within it.
             let typical = if upload { &mut upload_secs } else { &mut download_secs };
             *typical = (*typical * 0.9).max(ran.secs).max(0.2);
@@ -802,11 +820,14 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
 
 /// The counters, as `benches/soak.sh` prints them.
 fn report(c: &Counters, moved: u64, took: Duration) -> String {
-    let tenth = (c.peaks.len() / 10).max(1);
     let peak = |s: &[(u64, u64, u64)]| s.iter().fold((0, 0, 0), |a, p| (a.0.max(p.0), a.1.max(p.1), a.2.max(p.2)));
-    let first = peak(&c.peaks[..tenth.min(c.peaks.len())]);
-    let last = peak(&c.peaks[c.peaks.len().saturating_sub(tenth)..]);
-    let all = peak(&c.peaks);
+    // The peaks of all runs, of the first tenth and of the last tenth.
+    let tenths = |runs: &[(u64, u64, u64)]| {
+        let tenth = (runs.len() / 10).max(1);
+        (peak(runs), peak(&runs[..tenth.min(runs.len())]), peak(&runs[runs.len().saturating_sub(tenth)..]))
+    };
+    let (all, first, last) = tenths(&c.peaks);
+    let (busy, busy_first, busy_last) = tenths(&c.busy_peaks);
     format!(
         "moved {:.2} GiB in {:.0} s\n\
          runs {} (downloads {}, uploads {}), SIGKILL {}, SIGTERM {}, failed on their own {}, \
@@ -814,6 +835,7 @@ fn report(c: &Counters, moved: u64, took: Duration) -> String {
          publishes between runs {}, fresh starts {}, changes during a run {}, quiet points {}\n\
          faults injected {}, retries {}, straggler restarts {}, GET bytes beyond each run's need {:.2} GiB\n\
          peak RSS {} MiB, fds {}, threads {}; first tenth of runs {} MiB / {} fds / {} threads, last tenth {} MiB / {} fds / {} threads\n\
+         busy downloads ({}): peak {} MiB / {} fds / {} threads; first tenth {} MiB / {} fds / {} threads, last tenth {} MiB / {} fds / {} threads\n\
          corrupt {}, missing {}, extra {}, left behind {}, without checksum {}\n\
          multipart uploads left open: by SIGKILL {} (aborted as a lifecycle rule would), otherwise {}\n\
          SIGTERM slower than 10 s to stop: {}",
@@ -843,6 +865,16 @@ fn report(c: &Counters, moved: u64, took: Duration) -> String {
         last.0 / 1024,
         last.1,
         last.2,
+        c.busy_peaks.len(),
+        busy.0 / 1024,
+        busy.1,
+        busy.2,
+        busy_first.0 / 1024,
+        busy_first.1,
+        busy_first.2,
+        busy_last.0 / 1024,
+        busy_last.1,
+        busy_last.2,
         c.corrupt.len(),
         c.missing.len(),
         c.extra.len(),
