@@ -73,7 +73,9 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                         // commit an empty file unchecked).
                         Ok(Ok(meta)) if meta.etag == job.etag && meta.size != job.size => {
                             let outcome = Err(Error::Integrity(format!(
-                                "{}: the store now states a size of {} bytes for the ETag {} it stated with {}                                  bytes before; its answers contradict each other, nothing was written (run again;                                  if it persists, the store or a proxy in front of it is faulty)",
+                                "{}: the store now states a size of {} bytes for the ETag {} it stated with {} \
+                                 bytes before; its answers contradict each other, nothing was written (run \
+                                 again; if it persists, the store or a proxy in front of it is faulty)",
                                 job.source_url(),
                                 meta.size,
                                 job.etag.as_deref().unwrap_or_default(),

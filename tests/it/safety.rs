@@ -610,3 +610,45 @@ async fn case_63_more_parts_than_s3_allows_are_not_trusted_as_a_layout() {
     assert_eq!(strict.code, 1, "{}", strict.stderr);
     assert!(strict.stderr.contains("more than a multipart upload has in S3"), "{}", strict.stderr);
 }
+
+// SIGTERM while the source is listed (before the transfers start): the run
+// ends at once, as the signal's default action ends it (a shell and the
+// kubelet both report 143), with nothing written; it never goes on to finish
+// and report success. The listing is held by the server while the signal is
+// sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_the_listing_ends_the_run_at_once_with_nothing_written() {
+    use s3load_testserver::{Fault, Gate, Rule, When};
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::Duration;
+    let h = Harness::new().await;
+    h.put("m/a.bin", b"a".to_vec());
+    let dest = h.path("out");
+    for fresh in [false, true] {
+        if fresh {
+            std::fs::remove_dir_all(&dest).unwrap();
+        } else {
+            h.run(&["sync", "s3://bucket/m/*", s(&dest)]).await.assert_ok();
+        }
+        h.put("m/b.bin", b"b".to_vec());
+        let gate = Gate::new();
+        let rule = h.server.faults().add(Rule::new("ListObjectsV2", When::Nth(1), Fault::HoldAnswer(gate.clone())));
+        let child = h.spawn(&["sync", "--delete", "s3://bucket/m/*", s(&dest)]);
+        gate.reached(1).await;
+        let pid = child.id().expect("running").to_string();
+        assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+        let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output()).await.unwrap().unwrap();
+        gate.open();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let status = out.status;
+        assert!(
+            status.code() == Some(143) || status.signal() == Some(15),
+            "fresh destination {fresh}: {status:?}: {err}"
+        );
+        let files = if dest.exists() { crate::harness::files_under(&dest) } else { Vec::new() };
+        let before: Vec<String> = if fresh { vec![] } else { vec!["a.bin".into()] };
+        assert_eq!(files, before, "fresh destination {fresh}: nothing written, nothing removed");
+        h.server.faults().remove(rule);
+        h.server.store().delete(crate::harness::BUCKET, "m/b.bin");
+    }
+}

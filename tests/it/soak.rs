@@ -246,6 +246,15 @@ impl Source {
     /// Stores `len` new bytes at `key`, as one of the writers of the field
     /// would have (chosen by `style`).
     fn publish(&mut self, h: &Harness, key: &str, len: usize, style: u64) {
+        let (obj, digest) = self.make(len, style);
+        self.install(h, key, obj, digest);
+    }
+
+    /// `len` new bytes as one of the writers of the field would have stored
+    /// them (chosen by `style`), and their digest. Slow for a large object
+    /// (seconds), so a change made during a run is made before it and only
+    /// installed during it: the run's clock and its signal are not held up.
+    fn make(&mut self, len: usize, style: u64) -> (StoredObject, Hash) {
         self.next_seed += 1;
         let data = generate_bytes(len, self.next_seed);
         let digest = hash(&data);
@@ -257,6 +266,11 @@ impl Source {
             3 => StoredObject::with_checksum(data, now, Some(ChecksumAlgorithm::Crc32c)),
             _ => Writer::Rclone.legacy_object(data, now),
         };
+        (obj, digest)
+    }
+
+    fn install(&mut self, h: &Harness, key: &str, mut obj: StoredObject, digest: Hash) {
+        obj.last_modified = SystemTime::now();
         h.server.store().put_object(BUCKET, key, obj);
         self.current.insert(key.to_string(), digest);
         self.ever.entry(key.to_string()).or_default().insert(digest);
@@ -305,7 +319,16 @@ impl Source {
 
     /// Replaces one object, any size: what a publisher does mid-run.
     fn replace_any(&mut self, h: &Harness, r: &mut Random, size: &Size) -> String {
-        let (key, len) = match r.below(3) {
+        let (key, len) = self.pick_any(r, size);
+        if self.current.contains_key(&key) {
+            self.publish(h, &key, len, r.next_u64());
+        }
+        key
+    }
+
+    /// An object to replace, any size, and the length of its next version.
+    fn pick_any(&self, r: &mut Random, size: &Size) -> (String, usize) {
+        match r.below(3) {
             0 if !self.large.is_empty() => {
                 (self.large[r.below(self.large.len() as u64) as usize].clone(), size.large_len + r.below(4096) as usize)
             }
@@ -314,11 +337,7 @@ impl Source {
                 MIB + r.below(size.medium_max as u64) as usize,
             ),
             _ => (self.small[r.below(self.small.len() as u64) as usize].clone(), Self::small_len(r)),
-        };
-        if self.current.contains_key(&key) {
-            self.publish(h, &key, len, r.next_u64());
         }
-        key
     }
 
     /// Between runs: some small objects replaced, added and deleted, now and
@@ -606,6 +625,12 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
         }
         // Now and then a change while the run goes on (never on the last runs).
         let mid_run = (!ending && r.one_in(4)).then(|| Duration::from_millis(r.below(1500)));
+        // A download's change is made now and installed during the run.
+        let mut replacement = (mid_run.is_some() && !upload).then(|| {
+            let (key, len) = source.pick_any(&mut r, size);
+            let (obj, digest) = source.make(len, r.next_u64());
+            (key, obj, digest)
+        });
         // Most signals land while bytes move (after a random share of what
         // the run has to move), the rest at a random moment (listing,
         // planning, commits, deletions).
@@ -641,11 +666,11 @@ async fn soak(size: &Size, seed: u64) -> (Counters, u64, Duration) {
                             if upload {
                                 let rel = tree.names[r.below(tree.names.len() as u64) as usize].clone();
                                 tree.write(&rel, Source::small_len(&mut r));
-                            } else {
-                                let key = source.replace_any(&h, &mut r, size);
-                                if let Some(d) = source.current.get(&key) {
-                                    changed.entry(key).or_default().insert(*d);
-                                }
+                            } else if let Some((key, obj, digest)) = replacement.take()
+                                && source.current.contains_key(&key)
+                            {
+                                source.install(&h, &key, obj, digest);
+                                changed.entry(key).or_default().insert(digest);
                             }
                             running.await
                         }
