@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The soak (tests/it/soak.rs) at full size: sync runs, downloads and uploads,
 # many of them killed at a random moment, against the in-process test server
-# failing at random, while the source changes, until GIB GiB have moved.
+# failing at random, while the source changes, until GIB GiB have moved and
+# at least 100 runs were made.
 # Release builds of s3load and of the test harness. Prints the counters; fails
 # if any file was wrong, missing or left behind. S3LOAD_SOAK_REPORT=FILE also
 # writes the counters to FILE.

@@ -224,7 +224,9 @@ async fn abort(env: &Engine, job: &Upload, id: &str) {
     }
 }
 
-/// The file must still be what was read: same size and mtime as when listed.
+/// What the path names now must still be what the walk saw (the bytes come
+/// from the file opened then): a file written in place, or replaced, since
+/// the walk fails the upload, naming it.
 fn unchanged(job: &Upload) -> Result<(), Error> {
     let m = std::fs::metadata(&job.path).map_err(|e| Error::io(&job.path, "reading metadata", e))?;
     if !as_walked(job, &m) {

@@ -81,10 +81,10 @@ pub(super) fn sdk_algorithm(a: Algorithm) -> aws_sdk_s3::types::ChecksumAlgorith
 }
 
 /// A request body read from a file range as it is sent (and again on a retry),
-/// with positioned reads from the file the upload opened;
-/// under `--limit-rate` each chunk pays for its bytes before it goes.
+/// with positioned reads from the file the upload opened, on the blocking
+/// pool; under `--limit-rate` each read is a slice that pays for its bytes
+/// before it is read.
 pub(super) fn file_body(r: &FileRange) -> ByteStream {
-    // Under --limit-rate, each read is a slice that pays the budget first.
     let chunk = r.pace.as_ref().map_or(READ_CHUNK, |p| p.slice.clamp(1, READ_CHUNK)) as u64;
     let state = (r.clone(), r.offset);
     let chunks = futures::stream::unfold(state, move |(r, at)| async move {
