@@ -440,7 +440,9 @@ impl Tree {
         let data = generate_bytes(len, self.next_seed);
         let path = self.root.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let tmp = self.root.join(format!(".publisher-{}", self.next_seed));
+        // Written beside the tree, not in it: an upload's walk must not see
+        // the publisher's own temporary file.
+        let tmp = self.root.with_file_name(format!(".publisher-{}", self.next_seed));
         std::fs::write(&tmp, &data).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         self.ever.entry(rel.to_string()).or_default().insert(hash(&data));
@@ -485,7 +487,7 @@ impl Tree {
 
     fn current(&self, hashes: &mut Hashes) -> BTreeMap<String, Hash> {
         let (files, _) = walk(&self.root, hashes);
-        files.into_iter().filter(|(rel, _)| !rel.starts_with(".publisher-")).collect()
+        files
     }
 }
 
