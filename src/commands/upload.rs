@@ -122,6 +122,7 @@ pub(super) async fn upload(
             path: f.path.clone(),
             size: f.size,
             mtime: f.mtime,
+            id: f.id,
             target: PutTarget {
                 bucket: dst.bucket.clone(),
                 key: key_of(f),

@@ -149,6 +149,15 @@ pub struct SourceFile {
     pub path: std::path::PathBuf,
     pub size: u64,
     pub mtime: Option<SystemTime>,
+    /// Device and inode of the file the walk saw (through any symlink
+    /// followed): the upload reads that file and no other.
+    pub id: Option<(u64, u64)>,
+}
+
+/// Device and inode, from a file's metadata.
+pub fn file_id(m: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
 }
 
 /// What an upload source holds: its files, the part of the key space it stands
@@ -260,7 +269,13 @@ pub fn walk_source(spec: &str, follow: bool) -> Result<LocalSource, Error> {
     if meta.is_file() {
         let name =
             keep_name.unwrap_or_else(|| base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        let file = SourceFile { rel: name.clone(), path: base.clone(), size: meta.len(), mtime: meta.modified().ok() };
+        let file = SourceFile {
+            rel: name.clone(),
+            path: base.clone(),
+            size: meta.len(),
+            mtime: meta.modified().ok(),
+            id: file_id(&meta),
+        };
         return Ok(LocalSource { files: vec![file], scope: Scope::File(name), skipped: Vec::new() });
     }
     let prefix = keep_name.map(|n| format!("{n}/")).unwrap_or_default();
@@ -285,7 +300,13 @@ pub fn walk_source(spec: &str, follow: bool) -> Result<LocalSource, Error> {
                 if pattern.as_ref().is_some_and(|re| !selected_by(re, rel)) {
                     return;
                 }
-                files.push(SourceFile { rel: format!("{prefix}{rel}"), path, size: m.len(), mtime: m.modified().ok() });
+                files.push(SourceFile {
+                    rel: format!("{prefix}{rel}"),
+                    path,
+                    size: m.len(),
+                    mtime: m.modified().ok(),
+                    id: file_id(m),
+                });
             }
             // Kept whatever the wildcard says: what lies below a directory that could
             // not be read may match it.

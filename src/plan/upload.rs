@@ -133,6 +133,7 @@ mod tests {
                 path: format!("/src/{rel}").into(),
                 size,
                 mtime: at(100),
+                id: None,
             })
             .collect()
     }

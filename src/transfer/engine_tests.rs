@@ -304,6 +304,7 @@ async fn uploads_go_through_the_same_engine_and_are_checked_by_the_store() {
         path: path.clone(),
         size: data.len() as u64,
         mtime: std::fs::metadata(&path).unwrap().modified().ok(),
+        id: None,
         target: PutTarget {
             bucket: B.into(),
             key: "up.bin".into(),

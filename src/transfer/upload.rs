@@ -5,7 +5,7 @@
 //! no file needs more than 10,000 parts), `part_concurrency` of them in flight.
 //!
 //! Integrity: each file is opened once, and the open file must be what the walk
-//! saw (a regular file of the walked size and mtime): a file replaced after the
+//! saw (the same regular file, size and mtime): a file replaced after the
 //! walk (renamed over, as editors and publishers save) is refused, never sent
 //! cut to the walked length. Before a part is sent, its CRC (CRC64NVME by
 //! default) is computed from the open file on the blocking pool; the request
@@ -73,6 +73,8 @@ pub struct Upload {
     pub path: PathBuf,
     pub size: u64,
     pub mtime: Option<SystemTime>,
+    /// Device and inode the walk saw ([`crate::plan::local::SourceFile::id`]).
+    pub id: Option<(u64, u64)>,
     pub target: PutTarget,
 }
 
@@ -235,9 +237,14 @@ fn unchanged(job: &Upload) -> Result<(), Error> {
     Ok(())
 }
 
-/// A regular file of the size and mtime the walk saw.
+/// The regular file the walk saw: the same file (device and inode), size
+/// and mtime. (A symlink planted in its place, or a directory above it
+/// swapped for a link, leads to another file.)
 fn as_walked(job: &Upload, m: &std::fs::Metadata) -> bool {
-    m.is_file() && m.len() == job.size && (job.mtime.is_none() || m.modified().ok() == job.mtime)
+    m.is_file()
+        && m.len() == job.size
+        && (job.mtime.is_none() || m.modified().ok() == job.mtime)
+        && (job.id.is_none() || crate::plan::local::file_id(m) == job.id)
 }
 
 /// Opens the file an upload reads, once: its checksums and every body sent
@@ -312,13 +319,14 @@ where
                     env.succeeded();
                     Ok(v)
                 }
-                // Refused as not matching its checksum: sending it again helps
-                // only if the file is still what was read.
-                Err(e) if e.kind == StoreErrorKind::BadDigest => {
+                // Sending it again helps only if the file is still what was
+                // read: a body refused as not matching its checksum, or one
+                // cut short because the file was truncated in place, is a
+                // changed file, named as such, not a network to retry.
+                Err(e) => {
                     unchanged(job)?;
                     Err(Error::object(bucket, key, None, e))
                 }
-                Err(e) => Err(Error::object(bucket, key, None, e)),
             }
         })
     })

@@ -327,7 +327,8 @@ async fn a_single_file_filtered_out_with_allow_empty_source_uploads_nothing() {
 // the length the walk saw, not the new version under the old one's plan. The
 // run fails naming each such file, leaves no multipart upload open, sends
 // the files that did not change, and the next run sends the new versions.
-// A FIFO put in a file's place is refused the same way, without a hang.
+// A FIFO put in a file's place is refused the same way, without a hang, and
+// so is a link to another file of the same size and mtime.
 // The race is held open by holding the destination's listing, which comes
 // after the walk.
 #[tokio::test(flavor = "multi_thread")]
@@ -345,6 +346,7 @@ async fn a_file_replaced_after_the_walk_is_not_uploaded_cut_or_under_the_old_pla
     save("big.bin", &generate_bytes(12 << 20, 3));
     save("kept.bin", &generate_bytes(5000, 4));
     save("fifo.bin", &generate_bytes(5000, 5));
+    save("decoy.bin", &generate_bytes(5000, 6));
     let gate = Gate::new();
     h.server.faults().add(Rule::new("ListObjectsV2", When::Nth(1), Fault::HoldAnswer(gate.clone())));
     let src = format!("{}/", s(&dir));
@@ -360,6 +362,15 @@ async fn a_file_replaced_after_the_walk_is_not_uploaded_cut_or_under_the_old_pla
     let fifo = h.path("fifo");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     std::fs::rename(&fifo, dir.join("fifo.bin")).unwrap();
+    // A link to another file of the same size and mtime, planted in a
+    // file's place: the walk saw another file (inode), so it is refused.
+    let secret = h.path("secret");
+    std::fs::write(&secret, generate_bytes(5000, 66)).unwrap();
+    let walked_mtime = std::fs::metadata(dir.join("decoy.bin")).unwrap().modified().unwrap();
+    std::fs::File::options().write(true).open(&secret).unwrap().set_modified(walked_mtime).unwrap();
+    let link = h.path("link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    std::fs::rename(&link, dir.join("decoy.bin")).unwrap();
     gate.open();
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
@@ -367,7 +378,7 @@ async fn a_file_replaced_after_the_walk_is_not_uploaded_cut_or_under_the_old_pla
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    for name in ["grows.bin", "same-size.bin", "big.bin", "fifo.bin"] {
+    for name in ["grows.bin", "same-size.bin", "big.bin", "fifo.bin", "decoy.bin"] {
         assert!(err.contains(&format!("{name}: the file changed")), "names {name}: {err}");
         let got = h.server.store().get(BUCKET, &format!("up/{name}")).map(|o| o.data.len());
         assert_eq!(got, None, "{name} was changed after the walk, yet an object of {got:?} bytes was stored");
@@ -376,9 +387,35 @@ async fn a_file_replaced_after_the_walk_is_not_uploaded_cut_or_under_the_old_pla
     assert!(h.server.store().pending_uploads().is_empty(), "no multipart upload left open");
 
     std::fs::remove_file(dir.join("fifo.bin")).unwrap();
+    std::fs::remove_file(dir.join("decoy.bin")).unwrap();
     h.run(&["sync", &src, "s3://bucket/up/"]).await.assert_ok();
     for (name, data) in &new {
         assert_eq!(stored(&h, &format!("up/{name}")).data.as_ref(), &data[..], "{name}");
     }
     assert_eq!(stored(&h, "up/big.bin").data.as_ref(), &new_big[..]);
+}
+
+// A file truncated in place while its body is being sent: the body comes up
+// short, and the run names the file as changed at once rather than sending
+// it again and again as if the network had failed. The PutObject is held by
+// the server (the client cannot send the whole body) while the file is cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_truncated_while_its_body_is_sent_is_named_at_once_not_retried() {
+    let h = Harness::new().await;
+    let dir = h.path("tree");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("t.bin");
+    std::fs::write(&file, generate_bytes(15 << 20, 7)).unwrap();
+    let gate = Gate::new();
+    h.server.faults().add(Rule::new("PutObject", When::Nth(1), Fault::Hold(gate.clone())));
+    let child = h.spawn(&["cp", s(&file), "s3://bucket/t/t.bin"]);
+    gate.reached(1).await;
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(1 << 20).unwrap();
+    gate.open();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("t.bin: the file changed"), "{err}");
+    assert_eq!(h.server.log().count("PutObject"), 1, "not sent again: {err}");
+    assert!(h.server.store().get(BUCKET, "t/t.bin").is_none());
 }
