@@ -124,7 +124,6 @@ async fn main() -> std::io::Result<()> {
             endpoint_url: Some(server.endpoint_url()),
             region: Some("us-east-1".into()),
             static_credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
-            retry_count: 3,
             ..Default::default()
         },
         summary_file: Some(summary.clone()),

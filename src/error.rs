@@ -49,15 +49,10 @@ pub enum StoreErrorKind {
     BadDigest,
     /// The multipart upload id is unknown: completed or aborted already.
     NoSuchUpload,
+    /// The run was stopped (a signal) before the request was answered.
+    Stopped,
     /// Anything else (4xx we do not expect, malformed response).
     Other,
-}
-
-impl StoreErrorKind {
-    /// Whether trying the same request again may succeed.
-    pub fn is_transient(self) -> bool {
-        matches!(self, Self::Throttled | Self::ServerError | Self::Network | Self::BadDigest)
-    }
 }
 
 /// An error from the object store, with enough context to name the object.
@@ -194,13 +189,21 @@ fn hint_suffix(kind: StoreErrorKind) -> &'static str {
 
 impl Error {
     /// A store error in an operation that is not about one object.
+    /// A request the run's stop ended is the run's interruption.
     pub fn store(operation: impl Into<String>, source: StoreError) -> Self {
-        Error::Store { context: Context::Operation(operation.into()), source }
+        Error::from_store(Context::Operation(operation.into()), source)
     }
 
     /// A store error about one object, or a byte range of it.
     pub fn object(bucket: &str, key: &str, range: Option<Range<u64>>, source: StoreError) -> Self {
-        Error::Store { context: Context::Object { bucket: bucket.into(), key: key.into(), range }, source }
+        Error::from_store(Context::Object { bucket: bucket.into(), key: key.into(), range }, source)
+    }
+
+    fn from_store(context: Context, source: StoreError) -> Self {
+        match source.kind {
+            StoreErrorKind::Stopped => Error::Interrupted(context.to_string()),
+            _ => Error::Store { context, source },
+        }
     }
 
     pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {

@@ -87,7 +87,6 @@ impl Args {
             region: self.region,
             profile: self.profile,
             no_sign_request: self.no_sign_request,
-            retry_count: self.retry_count,
             static_credentials: None,
             request_timeout: self.request_timeout,
             request_deadline: self.request_deadline,

@@ -73,7 +73,7 @@ pub(super) async fn sync(
     opts: &SyncOptions,
     cfg: &Config,
     out: Output,
-    stores: &dyn super::Connect,
+    session: &super::session::Session<'_>,
 ) -> Result<u8, Error> {
     let Some(atomic) = &opts.atomic else {
         return Err(Error::Internal("sync --atomic called without its options".into()));
@@ -87,7 +87,7 @@ pub(super) async fn sync(
     let versions = Versions::at(&dest)?;
     // A DEST that is not ours is refused before anything is made.
     versions.current()?;
-    let store = stores.connect(cfg, Some(&src.bucket)).await?;
+    let store = session.connect(cfg, Some(&src.bucket)).await?;
     // From here to the end (list, build, switch, prune), no other run of this
     // DEST builds, rolls back or prunes.
     let _lock = versions.lock().await?;
@@ -126,9 +126,18 @@ pub(super) async fn sync(
         // What the version is named after is what it holds.
         cfg.engine.pinned = true;
         let opts = SyncOptions { delete: true, max_delete: None, ..opts.clone() };
-        let code =
-            super::download::download_from(store, Some(listed), src, build.clone(), filters, Some(&opts), &cfg, out)
-                .await?;
+        let code = super::download::download_from(
+            store,
+            &session.stop,
+            Some(listed),
+            src,
+            build.clone(),
+            filters,
+            Some(&opts),
+            &cfg,
+            out,
+        )
+        .await?;
         if code != exit_code::SUCCESS {
             logging::error_line(&format!(
                 "ERROR not switching {}: version {id} is incomplete (kept in {} to resume; run again)",

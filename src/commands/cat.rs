@@ -7,6 +7,7 @@
 //! shows a `cat` killed by a closed pipe) when the reader closed the pipe,
 //! quietly.
 
+use crate::store::ObjectStore;
 use std::path::PathBuf;
 
 use crate::config::Config;
@@ -15,13 +16,13 @@ use crate::refusal::Refusal;
 use crate::transfer::{self, Download, Engine, Hooks, KnownChecksum, Verification};
 use crate::url::S3Url;
 
-pub(super) async fn cat(url: S3Url, cfg: &Config, stores: &dyn super::Connect) -> Result<u8, Error> {
+pub(super) async fn cat(url: S3Url, cfg: &Config, session: &super::session::Session<'_>) -> Result<u8, Error> {
     if url.is_wildcard() || url.key.is_empty() || url.key.ends_with('/') {
         return Err(Error::Usage(format!(
             "cat takes the URL of one object, s3://bucket/key, not a prefix or wildcard ({url})"
         )));
     }
-    let store = stores.connect(cfg, Some(&url.bucket)).await?;
+    let store = session.connect(cfg, Some(&url.bucket)).await?;
     let meta = store.head(&url.bucket, &url.key).await.map_err(|e| Error::object(&url.bucket, &url.key, None, e))?;
     if meta.size > crate::store::MAX_OBJECT_SIZE {
         return Err(Refusal::ImpossibleSize { url: url.to_string(), size: meta.size, done: "written" }.into());
@@ -42,7 +43,7 @@ pub(super) async fn cat(url: S3Url, cfg: &Config, stores: &dyn super::Connect) -
         piece: None,
     };
     let hooks = Hooks::reporting(std::sync::Arc::new(transfer::report::Silent));
-    let engine = Engine::new(store, cfg.engine.clone(), hooks, tokio_util::sync::CancellationToken::new());
+    let engine = Engine::new(store, cfg.engine.clone(), hooks);
     let sink = transfer::Sink { out: Box::new(stdout()?), name: "stdout".into() };
     let source = job.source_url();
     match transfer::stream(&engine, job, sink).await {

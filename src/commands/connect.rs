@@ -8,13 +8,20 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::store::ObjectStore;
 use crate::store::s3::S3Store;
+use crate::transfer::Requests;
 
 /// Makes the store a command talks to, when the command is ready for it (a
 /// bad command line is refused before any connection is tried).
 #[async_trait::async_trait]
 pub trait Connect: Send + Sync {
-    /// The store holding `bucket` (`None`: listing buckets).
-    async fn connect(&self, cfg: &Config, bucket: Option<&str>) -> Result<Arc<dyn ObjectStore>, Error>;
+    /// The store holding `bucket` (`None`: listing buckets); any request
+    /// this makes goes through `requests`.
+    async fn connect(
+        &self,
+        cfg: &Config,
+        bucket: Option<&str>,
+        requests: &Requests,
+    ) -> Result<Arc<dyn ObjectStore>, Error>;
 }
 
 /// S3 through the AWS SDK, with the run's settings and credentials.
@@ -23,9 +30,25 @@ pub struct ToS3;
 
 #[async_trait::async_trait]
 impl Connect for ToS3 {
-    async fn connect(&self, cfg: &Config, bucket: Option<&str>) -> Result<Arc<dyn ObjectStore>, Error> {
-        let store = S3Store::connect(&cfg.s3, bucket).await.map_err(|e| Error::store("connecting to S3", e))?;
-        Ok(Arc::new(store))
+    async fn connect(
+        &self,
+        cfg: &Config,
+        bucket: Option<&str>,
+        requests: &Requests,
+    ) -> Result<Arc<dyn ObjectStore>, Error> {
+        let failed = |e| Error::store("connecting to S3", e);
+        let unplaced = S3Store::configure(&cfg.s3).await.map_err(failed)?;
+        requests.name_store(unplaced.name());
+        // No region configured: ask the bucket (HeadBucket answers with
+        // `x-amz-bucket-region`, S3 and most S3-compatible stores alike).
+        let asked = match (unplaced.has_region(), bucket) {
+            (false, Some(b)) => requests
+                .call(&format!("asking s3://{b} for its region"), || unplaced.ask_region(b))
+                .await
+                .map_err(failed)?,
+            _ => None,
+        };
+        Ok(Arc::new(unplaced.place(asked)))
     }
 }
 
@@ -40,7 +63,7 @@ impl std::fmt::Debug for Given {
 
 #[async_trait::async_trait]
 impl Connect for Given {
-    async fn connect(&self, _: &Config, _: Option<&str>) -> Result<Arc<dyn ObjectStore>, Error> {
+    async fn connect(&self, _: &Config, _: Option<&str>, _: &Requests) -> Result<Arc<dyn ObjectStore>, Error> {
         Ok(self.0.clone())
     }
 }

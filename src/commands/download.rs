@@ -56,7 +56,7 @@ pub(super) async fn download(
     sync: Option<&SyncOptions>,
     cfg: &Config,
     out: Output,
-    stores: &dyn super::Connect,
+    session: &super::session::Session<'_>,
 ) -> Result<u8, Error> {
     // The shards of one run apply one listing (see `plan::run_listing`).
     let shared = match (cfg.shard, src.is_batch() && !cfg.dry_run) {
@@ -73,7 +73,7 @@ pub(super) async fn download(
         }
         _ => None,
     };
-    let store = stores.connect(cfg, Some(&src.bucket)).await?;
+    let store = session.connect(cfg, Some(&src.bucket)).await?;
     let listing = match shared {
         Some((shard, id)) => {
             let flags = share_flags(cfg, filters);
@@ -81,7 +81,7 @@ pub(super) async fn download(
         }
         None => None,
     };
-    download_from(store, listing, src, dst, filters, sync, cfg, out).await
+    download_from(store, &session.stop, listing, src, dst, filters, sync, cfg, out).await
 }
 
 /// The flags that decide which shard fetches what (the shares, the split of
@@ -112,7 +112,8 @@ fn share_flags(cfg: &Config, filters: &Filters) -> String {
 /// under the versions' lock).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn download_from(
-    store: Arc<dyn crate::store::ObjectStore>,
+    store: Arc<crate::transfer::Looped>,
+    stop: &super::session::Stop,
     listing: Option<plan::SourceListing>,
     src: S3Url,
     dst: PathBuf,
@@ -251,7 +252,7 @@ pub(super) async fn download_from(
         durability: cfg.engine.durability,
         verify_off: cfg.engine.verify == transfer::VerifyMode::Off,
     };
-    drive(&run, plan, store, sync, cfg, out).await
+    drive(&run, plan, store, stop, sync, cfg, out).await
 }
 
 impl Direction for Downloading {

@@ -8,10 +8,11 @@
 //! direction supplies only its plan, its engine call and its delete executor.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 
+use super::session::Stop;
 use super::summary::{self, ModelChecks, Summary};
 use crate::config::{Config, SyncOptions};
 use crate::error::{Error, exit_code};
@@ -19,8 +20,7 @@ use crate::logging;
 use crate::output::Output;
 use crate::progress::Progress;
 use crate::refusal::Refusal;
-use crate::store::ObjectStore;
-use crate::transfer::{CommitHook, Engine, Hooks, Item, Outcome, Reporter, Verification};
+use crate::transfer::{CommitHook, Engine, Hooks, Item, Looped, Outcome, Reporter, Verification};
 
 /// Objects handed to the engine at a time: their jobs are made from the
 /// plan as each batch starts (a million jobs are not held at once), and each
@@ -155,7 +155,8 @@ pub(super) trait Direction {
 pub(super) async fn drive<D: Direction>(
     d: &D,
     plan: Plan<D::Jobs>,
-    store: Arc<dyn ObjectStore>,
+    store: Arc<Looped>,
+    stopped: &Stop,
     sync: Option<&SyncOptions>,
     cfg: &Config,
     out: Output,
@@ -181,13 +182,13 @@ pub(super) async fn drive<D: Direction>(
         let e = Error::Refused(refusal);
         out.op("cp", &source, &d.destination(), 0, Err(&e), logging::error_line);
     }
-    let stop = CancellationToken::new();
-    let signal = Arc::new(AtomicU8::new(0));
-    let watcher = tokio::spawn(stop_on_signal(stop.clone(), signal.clone()));
+    // The command's stop, watched since it started: a signal while it
+    // listed or planned leaves every object not started.
+    let stop = stopped.token().clone();
     let hooks = Hooks { reporter, committed: d.commit_hook() };
     let mut engine_cfg = cfg.engine.clone();
     engine_cfg.inline_writes = d.writes_inline();
-    let engine = Engine::new(store, engine_cfg, hooks, stop.clone());
+    let engine = Engine::new(store, engine_cfg, hooks);
     let mut ended = Ended::default();
     let mut start = 0;
     while start < n {
@@ -206,9 +207,8 @@ pub(super) async fn drive<D: Direction>(
         start = end;
     }
     drop(jobs);
-    // The watcher stays until the end: a signal during deletions, the flush or
-    // the record still stops the run and sets its exit code.
-    let _watcher = tokio_util::task::AbortOnDropHandle::new(watcher);
+    // A signal during deletions, the flush or the record still stops the
+    // run and sets its exit code.
     progress.finish();
     let (check_failures, indexes) = d.check(&stop).await;
     let model = ModelChecks { headers: engine.headers_checked(), indexes };
@@ -247,7 +247,7 @@ pub(super) async fn drive<D: Direction>(
     if let Err(e) = &finished {
         logging::error_line(&format!("ERROR {e}: the files above may not be on disk yet"));
     }
-    let code = match (finished, signal_code(&signal)) {
+    let code = match (finished, stopped.code(true)) {
         (Err(_), _) => exit_code::PARTIAL_FAILURE,
         (Ok(()), Some(code)) => code,
         (Ok(()), None) if failed == 0 => exit_code::SUCCESS,
@@ -344,36 +344,6 @@ pub(super) fn stop_deleting(stop: &CancellationToken, done: usize, of: usize) ->
         "ERROR stopped by a signal after {done} of {of} deletions; the rest were not deleted (run again to finish)"
     ));
     true
-}
-
-/// Cancels `stop` on SIGINT or SIGTERM and notes which (2 or 15) in `which`.
-async fn stop_on_signal(stop: CancellationToken, which: Arc<AtomicU8>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        return;
-    };
-    let sig = tokio::select! {
-        _ = int.recv() => 2,
-        _ = term.recv() => 15,
-    };
-    tracing::warn!("signal received: stopping (in-flight parts are abandoned, finished parts kept for resume)");
-    which.store(sig, Ordering::Relaxed);
-    stop.cancel();
-}
-
-/// The exit code of a run stopped by a signal, after saying so.
-fn signal_code(signal: &AtomicU8) -> Option<u8> {
-    match signal.load(Ordering::Relaxed) {
-        0 => None,
-        sig => {
-            logging::stderr_line(
-                "WARN",
-                "stopped by a signal: run again to resume; large objects continue from their finished parts",
-                serde_json::Value::Null,
-            );
-            Some(if sig == 2 { exit_code::INTERRUPTED } else { exit_code::TERMINATED })
-        }
-    }
 }
 
 /// What an empty source means for `--delete`, for the error message.

@@ -1,5 +1,6 @@
 //! `ls`: buckets, or the objects and directories under a URL, laid out as s5cmd does.
 
+use crate::store::ObjectStore;
 use std::ops::ControlFlow;
 
 use serde_json::json;
@@ -10,8 +11,8 @@ use crate::refusal::Refusal;
 use crate::url::S3Url;
 use crate::{output, plan};
 
-pub(super) async fn ls(url: Option<S3Url>, cfg: &Config, stores: &dyn super::Connect) -> Result<u8, Error> {
-    let store = stores.connect(cfg, url.as_ref().map(|u| u.bucket.as_str())).await?;
+pub(super) async fn ls(url: Option<S3Url>, cfg: &Config, session: &super::session::Session<'_>) -> Result<u8, Error> {
+    let store = session.connect(cfg, url.as_ref().map(|u| u.bucket.as_str())).await?;
     let Some(url) = url else {
         for b in store.list_buckets().await.map_err(|e| Error::store("listing buckets", e))? {
             let line =

@@ -12,6 +12,7 @@ mod download;
 mod driver;
 mod jobs;
 mod ls;
+mod session;
 mod summary;
 mod upload;
 
@@ -22,6 +23,7 @@ use crate::plan::filter::Filters;
 use crate::url::Location;
 
 pub use connect::{Connect, Given, ToS3};
+use session::Session;
 
 /// Runs one command against S3; returns the process exit code.
 pub async fn run(cmd: Command, cfg: Config) -> u8 {
@@ -32,28 +34,47 @@ pub async fn run(cmd: Command, cfg: Config) -> u8 {
 /// exit code.
 pub async fn run_with(cmd: Command, cfg: Config, stores: &dyn Connect) -> u8 {
     let out = Output { json: cfg.json };
-    let result = match cmd {
-        Command::Ls { url } => ls::ls(url, &cfg, stores).await,
-        Command::Cp { src, dst, filters } => copy(src, dst, &filters, None, &cfg, out, stores).await,
-        Command::Sync { src, dst, filters, opts } => match (&opts.atomic, src, dst) {
-            (Some(_), Location::Remote(s), Location::Local(d)) => {
-                atomic::sync(s, d, &filters, &opts, &cfg, out, stores).await
+    // Commands that talk to the store watch for signals from their start:
+    // a stop while listing or planning ends them as one during transfers
+    // does. (rollback and versions are local, and short.)
+    let session = match &cmd {
+        Command::Rollback { .. } | Command::Versions { .. } => None,
+        _ => Some(Session::start(&cfg, stores)),
+    };
+    let result = match (cmd, &session) {
+        (Command::Ls { url }, Some(s)) => ls::ls(url, &cfg, s).await,
+        (Command::Cp { src, dst, filters }, Some(s)) => copy(src, dst, &filters, None, &cfg, out, s).await,
+        (Command::Sync { src, dst, filters, opts }, Some(s)) => match (&opts.atomic, src, dst) {
+            (Some(_), Location::Remote(src), Location::Local(d)) => {
+                atomic::sync(src, d, &filters, &opts, &cfg, out, s).await
             }
             (Some(_), _, _) => Err(Error::Usage("--atomic works from s3:// to a local DEST".into())),
-            (None, src, dst) => copy(src, dst, &filters, Some(&opts), &cfg, out, stores).await,
+            (None, src, dst) => copy(src, dst, &filters, Some(&opts), &cfg, out, s).await,
         },
-        Command::Cat { url } => cat::cat(url, &cfg, stores).await,
-        Command::Rollback { .. } if cfg.dry_run => Err(Error::Usage(
+        (Command::Cat { url }, Some(s)) => cat::cat(url, &cfg, s).await,
+        (Command::Rollback { .. }, _) if cfg.dry_run => Err(Error::Usage(
             "rollback has no --dry-run: `s3load versions DEST` shows what it would switch between".into(),
         )),
-        Command::Rollback { dest } => atomic::rollback(&dest),
-        Command::Versions { dest } => atomic::list(&dest),
+        (Command::Rollback { dest }, _) => atomic::rollback(&dest),
+        (Command::Versions { dest }, _) => atomic::list(&dest),
+        (_, None) => Err(Error::Internal("a command that talks to the store started without its session".into())),
     };
     match result {
         Ok(code) => code,
         Err(Error::ClosedPipe) => {
             tracing::debug!("the reader of stdout closed the pipe");
             crate::error::exit_code::CLOSED_PIPE
+        }
+        // Stopped by a signal before the transfers (listing, planning):
+        // said once, with the signal's exit code.
+        Err(e) if session.as_ref().is_some_and(|s| s.stop.is_stopped()) => {
+            crate::logging::error_line(&format!("ERROR {e}"));
+            let code = session.as_ref().and_then(|s| s.stop.code(false)).unwrap_or(crate::error::exit_code::TERMINATED);
+            summary::write_summary(
+                &cfg,
+                &serde_json::json!({"result": summary::result_name(code), "exit_code": code, "error": e.to_string()}),
+            );
+            code
         }
         Err(e) => {
             let message = format!("ERROR {e}");
@@ -88,11 +109,11 @@ async fn copy(
     sync: Option<&SyncOptions>,
     cfg: &Config,
     out: Output,
-    stores: &dyn Connect,
+    session: &Session<'_>,
 ) -> Result<u8, Error> {
     match (src, dst) {
-        (Location::Remote(s), Location::Local(d)) => download::download(s, d, filters, sync, cfg, out, stores).await,
-        (Location::Local(s), Location::Remote(d)) => upload::upload(s, d, filters, sync, cfg, out, stores).await,
+        (Location::Remote(s), Location::Local(d)) => download::download(s, d, filters, sync, cfg, out, session).await,
+        (Location::Local(s), Location::Remote(d)) => upload::upload(s, d, filters, sync, cfg, out, session).await,
         (Location::Remote(_), Location::Remote(_)) => {
             Err(Error::Usage("copying from S3 to S3 is not supported; one side must be a local path".into()))
         }

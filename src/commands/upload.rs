@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{Direction, Plan, Tally, drive, empty_source_hint, stop_deleting};
 use crate::config::{Config, SyncOptions};
-use crate::error::{Error, StoreError, StoreErrorKind};
+use crate::error::{Error, StoreError};
 use crate::logging;
 use crate::output::Output;
 use crate::plan::filter::Filters;
@@ -18,9 +18,8 @@ use crate::plan::local::{self, LocalEntry, LocalSource, Scope, SourceFile};
 use crate::plan::{self};
 use crate::refusal::Refusal;
 use crate::store::{ObjectStore, PutTarget};
-use crate::transfer::retry::{Decision, RetryPolicy};
 use crate::transfer::upload::{self, Upload};
-use crate::transfer::{Engine, Outcome};
+use crate::transfer::{self, Engine, Looped, Outcome};
 use crate::url::S3Url;
 
 /// Keys per DeleteObjects request (S3's maximum).
@@ -33,9 +32,7 @@ struct Uploading {
     dst: S3Url,
     /// The key prefix that relative paths are appended to.
     prefix: String,
-    store: Arc<dyn ObjectStore>,
-    /// Retries of a key that DeleteObjects answered with a passing error.
-    retry_count: u32,
+    store: Arc<Looped>,
 }
 
 pub(super) async fn upload(
@@ -45,7 +42,7 @@ pub(super) async fn upload(
     sync: Option<&SyncOptions>,
     cfg: &Config,
     out: Output,
-    stores: &dyn super::Connect,
+    session: &super::session::Session<'_>,
 ) -> Result<u8, Error> {
     if dst.is_wildcard() {
         return Err(Error::Usage(format!("{dst}: an upload destination cannot contain wildcards")));
@@ -79,7 +76,7 @@ pub(super) async fn upload(
     };
     let key_of = |f: &SourceFile| if exact_key { prefix.clone() } else { format!("{prefix}{}", f.rel) };
 
-    let store = stores.connect(cfg, Some(&dst.bucket)).await?;
+    let store = session.connect(cfg, Some(&dst.bucket)).await?;
     // What the destination holds of what the source stands for, as paths
     // relative to the prefix. Nothing outside the source's scope is listed, so
     // nothing outside it can be compared or deleted.
@@ -134,8 +131,8 @@ pub(super) async fn upload(
         .collect();
     let run_deletes = deletes.len();
     let plan = Plan { jobs, up_to_date, deletes, run_deletes, refused: Vec::new(), failures };
-    let run = Uploading { spec, dst, prefix, store: store.clone(), retry_count: cfg.engine.retry_count };
-    drive(&run, plan, store, sync, cfg, out).await
+    let run = Uploading { spec, dst, prefix, store: store.clone() };
+    drive(&run, plan, store, &session.stop, sync, cfg, out).await
 }
 
 impl Direction for Uploading {
@@ -176,7 +173,7 @@ impl Direction for Uploading {
                 break;
             }
             let keys: Vec<String> = batch.iter().map(|r| format!("{}{r}", self.prefix)).collect();
-            let mut refused = self.delete_batch(keys.clone(), stop).await;
+            let mut refused = self.delete_batch(keys.clone()).await;
             for k in &keys {
                 let url = format!("s3://{}/{k}", self.dst.bucket);
                 match refused.remove(k) {
@@ -197,55 +194,50 @@ impl Direction for Uploading {
 }
 
 impl Uploading {
-    /// One DeleteObjects batch; keys refused with a passing error
-    /// (`InternalError`, `SlowDown`) are asked again, with the backoff and
-    /// limits of every retry (the request as a whole was retried by the
-    /// client already). Returns the keys not deleted, with the reason.
-    async fn delete_batch(&self, mut keys: Vec<String>, stop: &CancellationToken) -> HashMap<String, String> {
-        let policy = RetryPolicy::new(self.retry_count, u64::MAX);
-        let mut attempts = policy.attempts();
-        let mut refused = HashMap::new();
-        loop {
-            let answer = match self.store.delete_objects(&self.dst.bucket, &keys).await {
-                Ok(answer) => answer,
-                Err(e) => {
-                    refused.extend(keys.into_iter().map(|k| (k, e.to_string())));
-                    return refused;
+    /// One DeleteObjects batch, through the run's loop: the request, and
+    /// the keys it refused with a passing error (`InternalError`,
+    /// `SlowDown`), are sent again within the retries, budget and deadline
+    /// of any request; a stop lets the request in flight finish (which keys
+    /// it deleted could not be told otherwise). Returns the keys not
+    /// deleted, with why.
+    async fn delete_batch(&self, keys: Vec<String>) -> HashMap<String, String> {
+        // Keys still to delete, with why the last attempt did not, if it said.
+        let pending: Mutex<Vec<(String, Option<String>)>> = Mutex::new(keys.into_iter().map(|k| (k, None)).collect());
+        let refused = Mutex::new(HashMap::new());
+        let (raw, bucket) = (self.store.raw(), &self.dst.bucket);
+        let what = format!("deleting from s3://{bucket}");
+        let requests = self.store.requests();
+        let sent = requests.call_to_its_answer(&what, || {
+            let keys: Vec<String> = pending.lock().unwrap().iter().map(|(k, _)| k.clone()).collect();
+            let (raw, pending, refused) = (raw.clone(), &pending, &refused);
+            async move {
+                let mut again = Vec::new();
+                for n in raw.delete_objects(bucket, &keys).await? {
+                    match transfer::retry::is_transient(n.kind) {
+                        true => again.push((n.key, Some(n.reason), n.kind)),
+                        false => drop(refused.lock().unwrap().insert(n.key, n.reason)),
+                    }
                 }
-            };
-            let mut again = Vec::new();
-            let mut last = None;
-            for n in answer {
-                if matches!(n.kind, StoreErrorKind::ServerError | StoreErrorKind::Throttled) {
-                    again.push(n.key.clone());
-                    last = Some(n);
-                } else {
-                    refused.insert(n.key, n.reason);
+                let last = again.last().map(|(k, r, kind)| (k.clone(), r.clone().unwrap_or_default(), *kind));
+                *pending.lock().unwrap() = again.into_iter().map(|(k, r, _)| (k, r)).collect();
+                match last {
+                    None => Ok(()),
+                    Some((key, reason, kind)) => {
+                        let n = pending.lock().unwrap().len();
+                        tracing::warn!(keys = n, error = %reason, "deleting again keys the store could not delete for now");
+                        Err(StoreError::new(kind, format!("{n} keys not deleted for now, the last {key}: {reason}")))
+                    }
                 }
             }
-            let Some(last) = last else { return refused };
-            let err = Error::store(
-                format!("deleting s3://{}/{}", self.dst.bucket, last.key),
-                StoreError::new(last.kind, &last.reason),
-            );
-            let wait = match policy.decide(&err, &mut attempts) {
-                Decision::Retry(wait) => Some(wait),
-                Decision::GiveUp => None,
-            };
-            let waited = match wait {
-                Some(wait) => tokio::select! {
-                    () = tokio::time::sleep(wait) => true,
-                    () = stop.cancelled() => false,
-                },
-                None => false,
-            };
-            if !waited {
-                refused.extend(again.into_iter().map(|k| (k, last.reason.clone())));
-                return refused;
+        });
+        let failed = sent.await.err();
+        let mut refused = refused.into_inner().unwrap();
+        if let Some(e) = failed {
+            for (k, why) in pending.into_inner().unwrap() {
+                refused.insert(k, why.unwrap_or_else(|| e.to_string()));
             }
-            tracing::warn!(keys = again.len(), error = %last.reason, "deleting again keys the store could not delete for now");
-            keys = again;
         }
+        refused
     }
 }
 

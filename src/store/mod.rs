@@ -156,6 +156,11 @@ pub struct UploadedPart {
 /// Operations s3load needs from an S3-compatible store.
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync {
+    /// The store as messages name it ("the store at http://…").
+    fn name(&self) -> String {
+        "the store".to_string()
+    }
+
     /// One page of keys under `prefix`; `delimiter` groups keys into common prefixes.
     async fn list_page(
         &self,

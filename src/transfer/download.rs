@@ -12,8 +12,9 @@ use super::object::ObjectState;
 use super::settings::EngineConfig;
 use super::settings::VerifyMode;
 use super::{pass, retry, verify};
-use crate::error::Error;
+use crate::error::{Error, StoreErrorKind};
 use crate::refusal::Refusal;
+use crate::store::ObjectStore;
 
 /// Downloads every job; returns one outcome per job, in job order. The reporter
 /// hears of each object once, when its outcome is final.
@@ -22,7 +23,7 @@ use crate::refusal::Refusal;
 /// at once; objects in flight fail as interrupted, those with a journal keep
 /// their temporary file for the next run to resume, the others remove it.
 pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome> {
-    let (env, cfg, store, reporter) = (engine, &engine.cfg, &engine.store, &engine.hooks.reporter);
+    let (env, cfg, reporter) = (engine, &engine.cfg, &engine.hooks.reporter);
     let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
     // Each job boxed once: every list below (a million entries, for a million
     // keys) moves pointers, not 300-byte jobs, and never holds two copies.
@@ -66,12 +67,11 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
             match (result, job) {
                 (Err(e), Some(job)) if !last && retry::restarts_object(&e) => {
                     tracing::warn!(object = %job.source_url(), error = %e, "fetching the object again from the start");
-                    let head = env.unless_stopped(&job.source_url(), store.head(&job.bucket, &job.key)).await;
-                    match head {
+                    match env.looped.head(&job.bucket, &job.key).await {
                         // The same ETag with another size: the store's answers
                         // contradict each other (a size of 0 would otherwise
                         // commit an empty file unchecked).
-                        Ok(Ok(meta)) if meta.etag == job.etag && meta.size != job.size => {
+                        Ok(meta) if meta.etag == job.etag && meta.size != job.size => {
                             let outcome = Err(Error::Integrity(format!(
                                 "{}: the store now states a size of {} bytes for the ETag {} it stated with {} \
                                  bytes before; its answers contradict each other, nothing was written (run \
@@ -85,7 +85,7 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                             outcomes[i] = Some(outcome);
                         }
                         // A pinned run (an atomic version) holds what it listed.
-                        Ok(Ok(meta)) if cfg.pinned && meta.etag != job.etag => {
+                        Ok(meta) if cfg.pinned && meta.etag != job.etag => {
                             let outcome = Err(changed_since_listed(&job, &meta));
                             reporter.finished(&*job, &outcome);
                             outcomes[i] = Some(outcome);
@@ -94,14 +94,10 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                         // run that found it changed: the other shards may have
                         // finished their pieces of the version they listed,
                         // and would never write theirs of this one.
-                        Ok(Ok(meta)) => pending.push((i, Box::new(Download { piece: None, ..job.refreshed(meta) }))),
-                        Ok(Err(he)) => {
+                        Ok(meta) => pending.push((i, Box::new(Download { piece: None, ..job.refreshed(meta) }))),
+                        // A run stopped meanwhile: interrupted.
+                        Err(he) => {
                             let outcome = Err(Error::object(&job.bucket, &job.key, None, he));
-                            reporter.finished(&*job, &outcome);
-                            outcomes[i] = Some(outcome);
-                        }
-                        Err(stopped) => {
-                            let outcome = Err(stopped);
                             reporter.finished(&*job, &outcome);
                             outcomes[i] = Some(outcome);
                         }
@@ -161,14 +157,7 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
         return Err((job, e));
     }
     if job.checksum == KnownChecksum::NotAsked && (job.size > cfg.part_size || job.multipart()) {
-        let head = tokio::select! {
-            r = env.store.head(&job.bucket, &job.key) => r,
-            () = env.stop.cancelled() => {
-                let e = Error::Interrupted(job.source_url());
-                return Err((job, e));
-            }
-        };
-        match head {
+        match env.looped.head(&job.bucket, &job.key).await {
             Ok(meta) if cfg.pinned && meta.etag != job.etag => {
                 let e = changed_since_listed(&job, &meta);
                 return Err((job, e));
@@ -203,14 +192,7 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
         }
     }
     if job.multipart() && job.source_parts.is_none() {
-        let layout = tokio::select! {
-            r = upload_layout(env, &job) => r,
-            () = env.stop.cancelled() => {
-                let e = Error::Interrupted(job.source_url());
-                return Err((job, e));
-            }
-        };
-        match layout {
+        match upload_layout(env, &job).await {
             Ok(Some(layout)) if u64::from(layout.count) > crate::store::MAX_PARTS => {
                 job.layout_unknown = Some(format!(
                     "its part layout is not trusted: the store states {} parts, more than a multipart upload has \
@@ -223,7 +205,7 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
             // Some stores refuse HEAD with partNumber (or lack it). The object
             // can still be fetched; what cannot be checked without its layout
             // is counted unverified, with this reason.
-            Err(e) if !e.kind.is_transient() => {
+            Err(e) if !retry::is_transient(e.kind) && e.kind != StoreErrorKind::Stopped => {
                 tracing::warn!(object = %job.source_url(), error = %e, "the store did not give the part layout (HEAD with partNumber)");
                 job.layout_unknown =
                     Some(format!("the store refused to give its part layout (HEAD with partNumber: {e})"));
@@ -256,12 +238,12 @@ fn changed_since_listed(job: &Download, now: &crate::store::ObjectMeta) -> Error
 }
 
 async fn upload_layout(env: &Engine, job: &Download) -> Result<Option<PartLayout>, crate::error::StoreError> {
-    let Some((part_size, count)) = env.store.part_info(&job.bucket, &job.key, 1).await? else {
+    let Some((part_size, count)) = env.looped.part_info(&job.bucket, &job.key, 1).await? else {
         return Ok(None);
     };
     let last_size = match count {
         1 => part_size,
-        n => env.store.part_info(&job.bucket, &job.key, n).await?.map_or(0, |(s, _)| s),
+        n => env.looped.part_info(&job.bucket, &job.key, n).await?.map_or(0, |(s, _)| s),
     };
     Ok(Some(PartLayout { part_size, last_size, count }))
 }

@@ -1,13 +1,13 @@
 //! The engine's context: what every request and filesystem call of a run shares,
 //! in both directions.
 //!
-//! One [`Engine`] per run holds the store, the limits, the stop token, the
-//! retry policy and budget, the adaptive request limiter, the bound on
-//! filesystem calls in flight and the caller's [`Hooks`]. Every request goes
-//! through the same steps: a permit from the limiter ([`Engine::permit`]), the
-//! request raced against the stop token ([`Engine::unless_stopped`]), and on
-//! failure [`Engine::backoff`] (inside the one loop, [`Engine::with_retries`]), which alone decides (through [`RetryPolicy`])
-//! whether to wait and try again or give up. Blocking filesystem work (writes,
+//! One [`Engine`] per run holds the store, the limits, the run's
+//! [`Requests`] (stop token, retry policy and budget, adaptive request
+//! limiter), the bound on filesystem calls in flight and the caller's
+//! [`Hooks`]. Every request goes through the run's one loop: bodies through
+//! [`Engine::with_retries`] (a permit each attempt, raced against the stop
+//! token, retried as [`Requests`] decides), everything else through the
+//! [`Looped`] store ([`Requests::call`]). Blocking filesystem work (writes,
 //! renames, reading a file to checksum it) runs through
 //! [`Engine::blocking_io`].
 
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::hasher::Hasher;
 use super::limiter::{Limiter, Permit};
 use super::report::Hooks;
-use super::retry::{Attempts, Class, Decision, RetryPolicy, classify};
+use super::requests::{Looped, Requests};
 use super::settings::EngineConfig;
 use crate::error::Error;
 use crate::localfs::{Dirs, SpentJournal};
@@ -29,13 +29,16 @@ use crate::store::ObjectStore;
 
 /// One run's engine: the store, its limits and shared state, and the hooks.
 pub struct Engine {
+    /// The store, for bodies: the engine sends and retries them itself.
     pub(super) store: Arc<dyn ObjectStore>,
+    /// The same store, every request without a body through the run's loop.
+    pub(super) looped: Arc<Looped>,
+    /// The run's requests: the one loop, its limiter, budget and stop.
+    requests: Arc<Requests>,
     pub(super) cfg: EngineConfig,
     pub(super) hooks: Hooks,
     /// Cancelled when the run must stop (a signal).
     pub(super) stop: CancellationToken,
-    policy: RetryPolicy,
-    limiter: Limiter,
     /// Bounds filesystem calls in flight (see [`EngineConfig::io_concurrency`]).
     io: Semaphore,
     /// Hashes segments in order (MD5 ETags, SHA checksums); started when a
@@ -74,16 +77,16 @@ impl std::fmt::Debug for Engine {
 const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Engine {
-    pub fn new(store: Arc<dyn ObjectStore>, cfg: EngineConfig, hooks: Hooks, stop: CancellationToken) -> Arc<Engine> {
+    /// The engine of a run on `store` (whose [`Requests`] it shares with
+    /// the command that made it).
+    pub fn new(store: Arc<Looped>, cfg: EngineConfig, hooks: Hooks) -> Arc<Engine> {
+        let requests = store.requests();
         Arc::new(Engine {
-            store,
+            store: store.raw(),
+            looped: store,
             hooks,
-            stop,
-            policy: RetryPolicy::new(cfg.retry_count, cfg.retry_budget),
-            limiter: match cfg.tune_requests {
-                true => Limiter::tuned(cfg.max_requests),
-                false => Limiter::new(cfg.max_requests),
-            },
+            stop: requests.stop().clone(),
+            requests,
             io: Semaphore::new(cfg.io_concurrency.max(1)),
             hasher: OnceLock::new(),
             rate: cfg.limit_rate.map(|r| Arc::new(crate::rate::RateLimit::new(r))),
@@ -111,77 +114,42 @@ impl Engine {
         self.hasher.get()
     }
 
-    /// The interruption error of `object`.
-    pub(super) fn interrupted(&self, object: &str) -> Error {
-        Error::Interrupted(object.to_string())
-    }
-
     /// A request slot under the adaptive limit, or the interruption error when
     /// the run stops first.
     pub(super) async fn permit(&self, object: &str) -> Result<Permit<'_>, Error> {
-        self.unless_stopped(object, self.limiter.acquire()).await
+        self.requests.permit(object).await
     }
 
     /// The request limiter, for callers that hold a permit over more than one
     /// request (a download worker, over a part and its retries).
     pub(super) fn limiter(&self) -> &Limiter {
-        &self.limiter
+        self.requests.limiter()
     }
 
     /// `fut`, unless the run stops first.
     pub(super) async fn unless_stopped<T>(&self, object: &str, fut: impl Future<Output = T>) -> Result<T, Error> {
-        tokio::select! {
-            r = fut => Ok(r),
-            () = self.stop.cancelled() => Err(self.interrupted(object)),
-        }
+        self.requests.unless_stopped(object, fut).await
     }
 
     /// A request succeeded: the limiter may allow more.
     pub(super) fn succeeded(&self) {
-        self.limiter.succeeded();
+        self.requests.limiter().succeeded();
     }
 
     /// `bytes` of a body arrived, or were sent, at `now`: the rate the link
     /// sizing of the requests in flight measures.
     pub(super) fn moved(&self, bytes: u64, now: std::time::Instant) {
-        self.limiter.moved(bytes, now);
+        self.requests.limiter().moved(bytes, now);
     }
 
-    /// The retry loop of every request the engine makes, in both directions:
-    /// runs `attempt` until it succeeds or [`Engine::backoff`] ends it. `state`
-    /// lasts across attempts (a part's progress, so that a retry resumes where
-    /// the last attempt broke) and holds whatever the attempt borrows.
+    /// The retry loop of the engine's bodies (see [`Requests::with_retries`]).
     pub(super) async fn with_retries<S: Send, T>(
         &self,
         object: &str,
         state: &mut S,
-        mut attempt: impl for<'a> FnMut(&'a mut S) -> BoxFuture<'a, Result<T, Error>>,
+        attempt: impl for<'a> FnMut(&'a mut S) -> BoxFuture<'a, Result<T, Error>>,
     ) -> Result<T, Error> {
-        let mut attempts = self.policy.attempts();
-        loop {
-            match attempt(state).await {
-                Ok(v) => return Ok(v),
-                Err(err) => self.backoff(object, err, &mut attempts).await?,
-            }
-        }
-    }
-
-    /// After a failed attempt of a request on `object`: waits out the backoff
-    /// and returns `Ok` to try again, or the error the request ends with. The
-    /// one place that turns a failure into a retry.
-    async fn backoff(&self, object: &str, err: Error, attempts: &mut Attempts) -> Result<(), Error> {
-        if classify(&err) == Class::Throttled
-            && let Some(limit) = self.limiter.throttled()
-        {
-            tracing::warn!(limit, "the store is throttling requests; lowering concurrency");
-        }
-        match self.policy.decide(&err, attempts) {
-            Decision::Retry(delay) => {
-                tracing::warn!(object, attempt = attempts.made, ?delay, error = %err, "retrying");
-                self.unless_stopped(object, tokio::time::sleep(delay)).await
-            }
-            Decision::GiveUp => Err(self.policy.gave_up(err, attempts.made)),
-        }
+        self.requests.with_retries(object, state, attempt).await
     }
 
     /// Whether a GET body that has brought `got` bytes `took` after its
@@ -195,7 +163,7 @@ impl Engine {
             return None;
         }
         let s = self.pace.claim(got, took)?;
-        if !self.policy.take_one() {
+        if !self.requests.policy().take_one() {
             self.pace.give_back();
             return None;
         }

@@ -25,6 +25,13 @@ fn config() -> EngineConfig {
 }
 
 /// `n` bytes that differ from part to part.
+/// An engine on `store`, its requests stopped by `stop`.
+fn engine_on(store: Arc<dyn ObjectStore>, cfg: EngineConfig, stop: CancellationToken) -> Arc<Engine> {
+    let timeouts = Timeouts { attempt: Duration::from_secs(30), deadline: Duration::from_secs(90) };
+    let requests = Requests::new(&cfg, timeouts, stop);
+    Engine::new(Looped::new(store, requests), cfg, Hooks::reporting(Arc::new(Silent)))
+}
+
 fn body(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 4096) as u8).collect()
 }
@@ -60,7 +67,7 @@ async fn download_stoppable(
     cfg: EngineConfig,
     stop: CancellationToken,
 ) -> Vec<Outcome> {
-    let engine = Engine::new(store, cfg, Hooks::reporting(Arc::new(Silent)), stop);
+    let engine = engine_on(store, cfg, stop);
     download(&engine, jobs).await
 }
 
@@ -314,7 +321,7 @@ async fn uploads_go_through_the_same_engine_and_are_checked_by_the_store() {
         },
     };
     let cfg = EngineConfig { part_size: 5 << 20, ..config() };
-    let engine = Engine::new(store.clone(), cfg, Hooks::reporting(Arc::new(Silent)), CancellationToken::new());
+    let engine = engine_on(store.clone(), cfg, CancellationToken::new());
     let out = upload::upload(&engine, vec![job]).await;
     assert_eq!(out[0].as_ref().unwrap(), &Verification::Verified(Algorithm::Crc64Nvme.name()));
     assert_eq!(store.body(B, "up.bin").unwrap().as_ref(), data.as_slice());
@@ -361,7 +368,7 @@ async fn a_stalled_body_is_abandoned_after_the_stall_timeout_and_resumed() {
 async fn a_slow_write_sends_later_writes_off_the_async_threads() {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
     let cfg = EngineConfig { inline_writes: true, ..config() };
-    let engine = Engine::new(store, cfg, Hooks::reporting(Arc::new(Silent)), CancellationToken::new());
+    let engine = engine_on(store, cfg, CancellationToken::new());
     let here = std::thread::current().id();
     assert!(engine.write_io(move || std::thread::current().id() == here).await, "on this thread");
     assert!(engine.writing_inline_now(), "a fast write changes nothing");

@@ -43,6 +43,7 @@ mod object;
 pub mod parts;
 mod pass;
 pub mod report;
+mod requests;
 mod resume;
 pub mod retry;
 mod scheduler;
@@ -57,6 +58,7 @@ pub use download::download;
 pub use engine::Engine;
 pub use job::{Download, KnownChecksum, Outcome, PartLayout, Verification};
 pub use report::{CommitHook, Hooks, Item, Reporter};
+pub use requests::{ABORT_DEADLINE, Looped, Requests, Timeouts};
 pub use settings::{Durability, EngineConfig, START_REQUESTS, TUNED_REQUESTS_CEILING, VerifyMode, WriteMode};
 pub use stream::{Sink, stream};
 

@@ -1,6 +1,7 @@
 //! The retry policy: the one place that decides what a failed request leads to.
 //!
-//! Every failure of a part is classified once ([`classify`]):
+//! Every failure of a request is classified once ([`classify`]; a store's
+//! error alone: [`classify_store`]):
 //!
 //! | class | examples | what happens |
 //! |---|---|---|
@@ -34,19 +35,7 @@ pub enum Class {
 
 pub fn classify(err: &Error) -> Class {
     match err {
-        Error::Store { source, .. } => match source.kind {
-            StoreErrorKind::Throttled => Class::Throttled,
-            // A body that arrived different from its checksum: sent again.
-            StoreErrorKind::ServerError | StoreErrorKind::Network | StoreErrorKind::BadDigest => Class::Transient,
-            StoreErrorKind::PreconditionFailed => Class::ObjectChanged,
-            StoreErrorKind::NoSuchBucket
-            | StoreErrorKind::NoSuchKey
-            | StoreErrorKind::NoSuchUpload
-            | StoreErrorKind::AccessDenied
-            | StoreErrorKind::InvalidRange
-            | StoreErrorKind::Credentials
-            | StoreErrorKind::Other => Class::Fatal,
-        },
+        Error::Store { source, .. } => classify_store(source.kind),
         Error::Mismatch(_) => Class::Corrupt,
         Error::GaveUp { .. } | Error::Internal(_) => Class::Fatal,
         Error::Usage(_)
@@ -58,6 +47,31 @@ pub fn classify(err: &Error) -> Class {
         | Error::Interrupted(_)
         | Error::ClosedPipe => Class::Fatal,
     }
+}
+
+/// What kind of failure a store error is: the store's side of [`classify`],
+/// also for code that holds a store error (a request's answer, a key
+/// DeleteObjects could not delete).
+pub fn classify_store(kind: StoreErrorKind) -> Class {
+    match kind {
+        StoreErrorKind::Throttled => Class::Throttled,
+        // A body that arrived different from its checksum: sent again.
+        StoreErrorKind::ServerError | StoreErrorKind::Network | StoreErrorKind::BadDigest => Class::Transient,
+        StoreErrorKind::PreconditionFailed => Class::ObjectChanged,
+        StoreErrorKind::NoSuchBucket
+        | StoreErrorKind::NoSuchKey
+        | StoreErrorKind::NoSuchUpload
+        | StoreErrorKind::AccessDenied
+        | StoreErrorKind::InvalidRange
+        | StoreErrorKind::Credentials
+        | StoreErrorKind::Stopped
+        | StoreErrorKind::Other => Class::Fatal,
+    }
+}
+
+/// Whether trying the same request again may succeed.
+pub fn is_transient(kind: StoreErrorKind) -> bool {
+    matches!(classify_store(kind), Class::Transient | Class::Throttled)
 }
 
 /// Whether the whole object should be fetched again (with a fresh identity).

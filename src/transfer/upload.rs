@@ -36,12 +36,10 @@ use super::report::Item;
 use crate::error::{Error, StoreErrorKind};
 use crate::integrity::{self, Algorithm, DigestKind, PartCrc, PartDigest, PartSum, Stated};
 use crate::refusal::Refusal;
-use crate::store::{FileRange, MAX_PARTS, Pace, PutTarget, UploadedPart};
+use crate::store::{FileRange, MAX_PARTS, ObjectStore, Pace, PutTarget, UploadedPart};
 
 /// S3's smallest part (all but the last).
 const MIN_PART: u64 = 5 << 20;
-/// How long an abort may take before s3load gives up on it (it is logged).
-const ABORT_TIMEOUT: Duration = Duration::from_secs(15);
 /// S3 may take minutes to assemble a large object; it keeps the connection alive
 /// meanwhile. A retry after a completion that did succeed would find no upload.
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -81,6 +79,11 @@ pub struct Upload {
 impl Upload {
     pub fn dest_url(&self) -> String {
         format!("s3://{}/{}", self.target.bucket, self.target.key)
+    }
+
+    /// A request about this object failed.
+    fn failed(&self, e: crate::error::StoreError) -> Error {
+        Error::object(&self.target.bucket, &self.target.key, None, e)
     }
 }
 
@@ -145,7 +148,7 @@ async fn upload_one(env: &Engine, job: &Upload) -> Result<(), Error> {
         env.hooks.reporter.bytes(job, job.size);
         return Ok(());
     }
-    let id = request(env, job, env.cfg.stall_timeout, || env.store.create_upload(&job.target)).await?;
+    let id = env.looped.create_upload(&job.target).await.map_err(|e| job.failed(e))?;
     match upload_parts(env, job, &id, part, &range).await {
         Ok(()) => Ok(()),
         // The upload is gone (completed or aborted): nothing to abort.
@@ -162,15 +165,15 @@ async fn upload_one(env: &Engine, job: &Upload) -> Result<(), Error> {
 /// became the object: the key then holds an object of this size whose stored
 /// full-object checksum is the one this upload stated. Anything else is a failure.
 async fn completed_earlier(env: &Engine, job: &Upload, whole: u64, e: Error) -> Result<(), Error> {
-    let head = tokio::time::timeout(env.cfg.stall_timeout, env.store.head(&job.target.bucket, &job.target.key)).await;
     let stated = Stated::Full { algorithm: job.target.checksum, value: whole };
-    match head {
-        Ok(Ok(meta)) if meta.size == job.size && meta.checksum == Some(stated) => {
+    match env.looped.head(&job.target.bucket, &job.target.key).await {
+        Ok(meta) if meta.size == job.size && meta.checksum == Some(stated) => {
             tracing::info!(object = %job.dest_url(), "a retried CompleteMultipartUpload found the upload already completed; the object has this upload's checksum");
             Ok(())
         }
-        Ok(Ok(_)) => Err(Refusal::UploadLost { url: job.dest_url() }.into()),
-        _ => Err(e),
+        Ok(_) => Err(Refusal::UploadLost { url: job.dest_url() }.into()),
+        Err(he) if he.kind == StoreErrorKind::Stopped => Err(job.failed(he)),
+        Err(_) => Err(e),
     }
 }
 
@@ -214,14 +217,10 @@ async fn upload_parts(
 /// Aborts a multipart upload, best effort: a failure is logged with the upload
 /// id so that it can be cleaned up (or left to a lifecycle rule).
 async fn abort(env: &Engine, job: &Upload, id: &str) {
-    let r = tokio::time::timeout(ABORT_TIMEOUT, env.store.abort_upload(&job.target.bucket, &job.target.key, id)).await;
-    match r {
-        Ok(Ok(())) => tracing::debug!(object = %job.dest_url(), "multipart upload aborted"),
-        Ok(Err(e)) => {
+    match env.looped.abort_upload(&job.target.bucket, &job.target.key, id).await {
+        Ok(()) => tracing::debug!(object = %job.dest_url(), "multipart upload aborted"),
+        Err(e) => {
             tracing::error!(object = %job.dest_url(), upload_id = id, error = %e, "could not abort the multipart upload; its parts stay billed until aborted (aws s3api abort-multipart-upload) or a lifecycle rule removes them");
-        }
-        Err(_) => {
-            tracing::error!(object = %job.dest_url(), upload_id = id, "aborting the multipart upload timed out; its parts stay billed until aborted");
         }
     }
 }

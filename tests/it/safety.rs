@@ -612,14 +612,13 @@ async fn case_63_more_parts_than_s3_allows_are_not_trusted_as_a_layout() {
 }
 
 // SIGTERM while the source is listed (before the transfers start): the run
-// ends at once, as the signal's default action ends it (a shell and the
-// kubelet both report 143), with nothing written; it never goes on to finish
-// and report success. The listing is held by the server while the signal is
-// sent.
+// ends at once, says it was stopped by a signal, exits 143 (as a shell and
+// the kubelet report SIGTERM) and writes its summary, with nothing written
+// or deleted; it never goes on to finish and report success. The listing is
+// held by the server while the signal is sent.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_the_listing_ends_the_run_at_once_with_nothing_written() {
     use s3load_testserver::{Fault, Gate, Rule, When};
-    use std::os::unix::process::ExitStatusExt;
     use std::time::Duration;
     let h = Harness::new().await;
     h.put("m/a.bin", b"a".to_vec());
@@ -633,7 +632,8 @@ async fn sigterm_during_the_listing_ends_the_run_at_once_with_nothing_written() 
         h.put("m/b.bin", b"b".to_vec());
         let gate = Gate::new();
         let rule = h.server.faults().add(Rule::new("ListObjectsV2", When::Nth(1), Fault::HoldAnswer(gate.clone())));
-        let child = h.spawn(&["sync", "--delete", "s3://bucket/m/*", s(&dest)]);
+        let summary = h.path("summary.json");
+        let child = h.spawn(&["--summary-file", s(&summary), "sync", "--delete", "s3://bucket/m/*", s(&dest)]);
         gate.reached(1).await;
         let pid = child.id().expect("running").to_string();
         assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
@@ -641,10 +641,12 @@ async fn sigterm_during_the_listing_ends_the_run_at_once_with_nothing_written() 
         gate.open();
         let err = String::from_utf8_lossy(&out.stderr);
         let status = out.status;
-        assert!(
-            status.code() == Some(143) || status.signal() == Some(15),
-            "fresh destination {fresh}: {status:?}: {err}"
-        );
+        assert_eq!(status.code(), Some(143), "fresh destination {fresh}: {status:?}: {err}");
+        assert!(err.contains("stopped by a signal"), "fresh destination {fresh}: says why: {err}");
+        assert!(err.contains("listing s3://bucket/m/*: interrupted"), "fresh destination {fresh}: says where: {err}");
+        let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        assert_eq!(written["result"], "terminated", "{written}");
+        assert_eq!(written["exit_code"], 143, "{written}");
         let files = if dest.exists() { crate::harness::files_under(&dest) } else { Vec::new() };
         let before: Vec<String> = if fresh { vec![] } else { vec!["a.bin".into()] };
         assert_eq!(files, before, "fresh destination {fresh}: nothing written, nothing removed");

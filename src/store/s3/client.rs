@@ -12,7 +12,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 
 use crate::error::{StoreError, StoreErrorKind};
 
-use super::errors::{ObjectKind, map_sdk_err};
+use super::errors::{ObjectKind, map_sdk_err, map_service};
 
 /// Connection settings, resolved from flags and environment by the CLI layer.
 #[derive(Debug, Clone)]
@@ -21,14 +21,13 @@ pub struct S3Settings {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub no_sign_request: bool,
-    /// Retries after the first attempt for listing and HEAD.
-    pub retry_count: u32,
     /// Fixed credentials for embedders and the demo; the CLI never sets this (secrets
     /// do not belong on a command line) and uses the default chain instead.
     pub static_credentials: Option<(String, String)>,
     /// Longest wait for one attempt of a request without a streamed body
     /// (listing, HEAD, HeadBucket, DeleteObjects, CreateMultipartUpload,
-    /// AbortMultipartUpload, ListBuckets), answer included; then it is retried.
+    /// AbortMultipartUpload, ListBuckets), answer included; then it is
+    /// retried (by `transfer::requests`, which applies both limits).
     pub request_timeout: Duration,
     /// Longest one such request may take, every attempt and the waits between
     /// them included (`--request-deadline`): a store that accepts connections
@@ -52,7 +51,6 @@ impl Default for S3Settings {
             region: None,
             profile: None,
             no_sign_request: false,
-            retry_count: 0,
             static_credentials: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             request_deadline: DEFAULT_REQUEST_DEADLINE,
@@ -67,12 +65,10 @@ const DEFAULT_REGION: &str = "us-east-1";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct S3Store {
-    /// Requests without a streamed body: each attempt bounded by `request_timeout`.
+    /// Every request: bounded and retried by s3load's own loop only
+    /// (`transfer::requests`; bodies by the engine: stall timeout and
+    /// minimum rate, a time per byte for uploads).
     pub(super) client: Client,
-    /// GET, PutObject, UploadPart, CompleteMultipartUpload: bounded by the engine
-    /// (stall timeout and minimum rate for bodies, a time per byte for uploads),
-    /// and retried by it only (no retries of the SDK's own).
-    pub(super) body_client: Client,
     /// The store as messages name it: the endpoint, or S3 and its region.
     endpoint: String,
 }
@@ -83,9 +79,24 @@ impl std::fmt::Debug for S3Store {
     }
 }
 
+/// A client configured (settings, credentials) whose region may still be
+/// unknown: [`Unplaced::ask_region`] asks the bucket, through the caller's
+/// retry loop, and [`Unplaced::place`] makes the store.
+pub struct Unplaced {
+    sdk: aws_config::SdkConfig,
+    endpoint_url: Option<String>,
+}
+
+impl std::fmt::Debug for Unplaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unplaced").finish_non_exhaustive()
+    }
+}
+
 impl S3Store {
-    /// Builds a client. `bucket` is used to discover the region when none is set.
-    pub async fn connect(settings: &S3Settings, bucket: Option<&str>) -> Result<S3Store, StoreError> {
+    /// Loads the settings and checks that credentials can be had (the
+    /// first step of connecting; see [`Unplaced`]).
+    pub async fn configure(settings: &S3Settings) -> Result<Unplaced, StoreError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             // s3load verifies bodies itself, also across ranged parts (see
             // `integrity`); the SDK's own check would only cover whole-object GETs
@@ -94,7 +105,10 @@ impl S3Store {
             // Uploads state their checksums themselves (computed from the file,
             // see `transfer::upload`); the SDK adds one only where S3 requires it.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .retry_config(RetryConfig::standard().with_max_attempts(settings.retry_count.saturating_add(1)))
+            // For the credential providers' own requests (STS for IRSA, the
+            // Pod Identity agent). S3's requests are retried by s3load's
+            // loop only (`transfer::requests`; see `Unplaced::client`).
+            .retry_config(RetryConfig::standard())
             .timeout_config(TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build());
         if let Some(p) = &settings.profile {
             loader = loader.profile_name(p);
@@ -135,44 +149,12 @@ impl S3Store {
         if !settings.no_sign_request {
             check_credentials(&sdk).await?;
         }
+        Ok(Unplaced { sdk, endpoint_url: settings.endpoint_url.clone() })
+    }
 
-        let path_style = settings.endpoint_url.is_some();
-        let bounded = TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_attempt_timeout(settings.request_timeout.min(settings.request_deadline))
-            .operation_timeout(settings.request_deadline)
-            .build();
-        let build_with = |region: Option<Region>, timeouts: TimeoutConfig, retries: Option<RetryConfig>| {
-            let mut b = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style).timeout_config(timeouts);
-            if region.is_some() {
-                b = b.region(region);
-            }
-            if let Some(r) = retries {
-                b = b.retry_config(r);
-            }
-            Client::from_conf(b.build())
-        };
-        let build = |region: Option<Region>| build_with(region, bounded.clone(), None);
-
-        // No region configured: ask the bucket (HeadBucket answers with
-        // `x-amz-bucket-region`, S3 and most S3-compatible stores alike).
-        let region = match (sdk.region(), bucket) {
-            (Some(r), _) => r.clone(),
-            (None, Some(b)) => discover_region(&build(Some(Region::from_static(DEFAULT_REGION))), b)
-                .await
-                .map_err(|e| at_store(settings.endpoint_url.as_deref().unwrap_or("S3"), e))?,
-            (None, None) => Region::from_static(DEFAULT_REGION),
-        };
-        let endpoint = match &settings.endpoint_url {
-            Some(e) => e.clone(),
-            None => format!("S3 ({region})"),
-        };
-        let unbounded = TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).build();
-        // The engine retries every request of this client itself. Set here,
-        // not per request: an override per request rebuilds the client's
-        // runtime components each time (5% of the CPU of 5,000 small GETs).
-        let body_client = build_with(Some(region.clone()), unbounded, Some(RetryConfig::disabled()));
-        Ok(S3Store { client: build(Some(region)), body_client, endpoint })
+    /// The store as messages name it.
+    pub fn name(&self) -> String {
+        format!("the store at {}", self.endpoint)
     }
 
     /// A failure to reach the store names the store.
@@ -181,6 +163,87 @@ impl S3Store {
     }
 }
 
+impl Unplaced {
+    /// The store as messages name it before its region is known.
+    pub fn name(&self) -> String {
+        format!("the store at {}", self.endpoint_url.as_deref().unwrap_or("S3"))
+    }
+
+    /// Whether a region is configured (flag, environment, profile); if not,
+    /// the bucket is to be asked ([`Unplaced::ask_region`]).
+    pub fn has_region(&self) -> bool {
+        self.sdk.region().is_some()
+    }
+
+    fn client(&self, region: Option<Region>) -> Client {
+        // Every request is retried by s3load's own loop (`transfer::requests`),
+        // within the run's budget and deadline, and each attempt is bounded
+        // by that loop too (`--request-timeout`); the SDK only bounds
+        // connecting.
+        let mut b = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(self.endpoint_url.is_some())
+            .retry_config(RetryConfig::disabled());
+        if region.is_some() {
+            b = b.region(region);
+        }
+        Client::from_conf(b.build())
+    }
+
+    /// One attempt at asking the store where `bucket` lives: HeadBucket
+    /// answers with `x-amz-bucket-region`, also on the 301 or 403 S3 returns
+    /// when asked in the wrong region or without `s3:ListBucket`. `None` when
+    /// an answer does not carry it (the default region is then used, and the
+    /// real request reports any error). No answer (a timeout, no
+    /// connection), throttling or a server error is an error, to retry.
+    pub async fn ask_region(&self, bucket: &str) -> Result<Option<String>, StoreError> {
+        let client = self.client(Some(Region::from_static(DEFAULT_REGION)));
+        let endpoint = self.endpoint_url.as_deref().unwrap_or("S3");
+        let found = match client.head_bucket().bucket(bucket).send().await {
+            Ok(out) => out.bucket_region().map(str::to_string),
+            Err(SdkError::ServiceError(se)) => match se.raw().headers().get("x-amz-bucket-region") {
+                Some(r) => Some(r.to_string()),
+                None => {
+                    let e = map_service(se.raw().status().as_u16(), None, None, ObjectKind::Bucket);
+                    if matches!(e.kind, StoreErrorKind::ServerError | StoreErrorKind::Throttled) {
+                        return Err(at_store(endpoint, e));
+                    }
+                    tracing::debug!(error = %e, "the bucket did not say its region");
+                    None
+                }
+            },
+            // A store that cannot be reached or does not answer will not answer
+            // the listing either.
+            Err(e @ (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_))) => {
+                return Err(at_store(endpoint, map_sdk_err(e, ObjectKind::Bucket)));
+            }
+            Err(e) => {
+                tracing::debug!(error = %DisplayErrorContext(&e), "could not ask the bucket for its region");
+                None
+            }
+        };
+        tracing::debug!(bucket, region = ?found, "bucket region");
+        Ok(found)
+    }
+
+    /// The store, in the configured region, else `asked` (what the bucket
+    /// said), else the default region.
+    pub fn place(self, asked: Option<String>) -> S3Store {
+        let region = match (self.sdk.region(), asked) {
+            (Some(r), _) => r.clone(),
+            (None, Some(r)) => Region::new(r),
+            (None, None) => Region::from_static(DEFAULT_REGION),
+        };
+        let endpoint = match &self.endpoint_url {
+            Some(e) => e.clone(),
+            None => format!("S3 ({region})"),
+        };
+        // One client for every request (s3load retries and bounds them all
+        // itself; a configuration override per request would rebuild the
+        // client's runtime components each time: 5% of the CPU of 5,000
+        // small GETs).
+        S3Store { client: self.client(Some(region)), endpoint }
+    }
+}
 async fn check_credentials(sdk: &aws_config::SdkConfig) -> Result<(), StoreError> {
     let Some(provider) = sdk.credentials_provider() else {
         return Err(StoreError::new(StoreErrorKind::Credentials, "no AWS credentials provider is configured"));
@@ -202,33 +265,4 @@ fn at_store(endpoint: &str, e: StoreError) -> StoreError {
         StoreErrorKind::Network => StoreError::new(e.kind, format!("the store at {endpoint}: {}", e.message)),
         _ => e,
     }
-}
-
-/// Asks the store where the bucket lives: HeadBucket answers with
-/// `x-amz-bucket-region`, also on the 301 or 403 S3 returns when asked in the
-/// wrong region or without `s3:ListBucket`. When an answer does not carry
-/// it, the default region is used and the real request reports any error;
-/// when there is no answer (a timeout, no connection), the run fails now.
-async fn discover_region(client: &Client, bucket: &str) -> Result<Region, StoreError> {
-    let found = match client.head_bucket().bucket(bucket).send().await {
-        Ok(out) => out.bucket_region().map(str::to_string),
-        Err(SdkError::ServiceError(se)) => se.raw().headers().get("x-amz-bucket-region").map(str::to_string),
-        // A store that cannot be reached or does not answer will not answer
-        // the listing either: fail now, not after a second deadline.
-        Err(e @ (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_))) => {
-            return Err(map_sdk_err(e, ObjectKind::Bucket));
-        }
-        Err(e) => {
-            tracing::debug!(error = %DisplayErrorContext(&e), "could not ask the bucket for its region");
-            None
-        }
-    };
-    tracing::debug!(bucket, region = ?found, "bucket region");
-    Ok(Region::new(found.unwrap_or_else(|| DEFAULT_REGION.to_string())))
-}
-
-/// For requests the engine retries itself that go through `client`
-/// (`body_client` has no retries of its own).
-pub(super) fn no_retries() -> aws_sdk_s3::config::Builder {
-    aws_sdk_s3::config::Builder::default().retry_config(RetryConfig::disabled())
 }

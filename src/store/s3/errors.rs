@@ -140,9 +140,9 @@ mod tests {
         assert_eq!(map_service(404, None, None, ObjectKind::Key).kind, StoreErrorKind::NoSuchKey);
         assert_eq!(map_service(503, Some("SlowDown"), None, ObjectKind::Key).kind, StoreErrorKind::Throttled);
         assert_eq!(map_service(500, Some("InternalError"), None, ObjectKind::Key).kind, StoreErrorKind::ServerError);
-        assert!(map_service(500, None, None, ObjectKind::Key).kind.is_transient());
-        assert!(!map_service(403, None, None, ObjectKind::Key).kind.is_transient());
-        assert!(!map_service(501, Some("NotImplemented"), None, ObjectKind::Key).kind.is_transient());
+        assert_eq!(map_service(500, None, None, ObjectKind::Key).kind, StoreErrorKind::ServerError);
+        assert_eq!(map_service(403, None, None, ObjectKind::Key).kind, StoreErrorKind::AccessDenied);
+        assert_eq!(map_service(501, Some("NotImplemented"), None, ObjectKind::Key).kind, StoreErrorKind::Other);
         assert_eq!(map_service(400, Some("BadDigest"), None, ObjectKind::Key).kind, StoreErrorKind::BadDigest);
     }
 

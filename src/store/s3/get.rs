@@ -9,7 +9,7 @@ use crate::error::{StoreError, StoreErrorKind};
 use crate::store::{GetRequest, GetResponse};
 
 pub(super) async fn get(s: &S3Store, req: &GetRequest) -> Result<GetResponse, StoreError> {
-    let mut op = s.body_client.get_object().bucket(&req.bucket).key(&req.key);
+    let mut op = s.client.get_object().bucket(&req.bucket).key(&req.key);
     if let Some(r) = &req.range {
         op = op.range(format!("bytes={}-{}", r.start, r.end - 1));
     }

@@ -28,10 +28,14 @@ mod head;
 mod list;
 mod upload;
 
-pub use client::{DEFAULT_REQUEST_DEADLINE, DEFAULT_REQUEST_TIMEOUT, S3Settings, S3Store};
+pub use client::{DEFAULT_REQUEST_DEADLINE, DEFAULT_REQUEST_TIMEOUT, S3Settings, S3Store, Unplaced};
 
 #[async_trait::async_trait]
 impl ObjectStore for S3Store {
+    fn name(&self) -> String {
+        self.name()
+    }
+
     async fn list_page(
         &self,
         bucket: &str,

@@ -3,7 +3,7 @@
 
 use aws_sdk_s3::types::{ChecksumType, CompletedMultipartUpload, CompletedPart, StorageClass};
 
-use super::client::{S3Store, no_retries};
+use super::client::S3Store;
 use super::convert::{file_body, sdk_algorithm, unquote};
 use super::errors::{ObjectKind, map_sdk_err};
 use crate::error::{StoreError, StoreErrorKind};
@@ -18,7 +18,7 @@ pub(super) async fn put_object(
 ) -> Result<(), StoreError> {
     let value = to_base64(target.checksum, checksum);
     let mut op = s
-        .body_client
+        .client
         .put_object()
         .bucket(&target.bucket)
         .key(&target.key)
@@ -41,8 +41,6 @@ pub(super) async fn create_upload(s: &S3Store, target: &PutTarget) -> Result<Str
         .set_storage_class(target.storage_class.as_deref().map(StorageClass::from))
         .checksum_algorithm(sdk_algorithm(target.checksum))
         .checksum_type(ChecksumType::FullObject)
-        .customize()
-        .config_override(no_retries())
         .send()
         .await
         .map_err(|e| map_sdk_err(e, ObjectKind::Bucket))?;
@@ -61,7 +59,7 @@ pub(super) async fn upload_part(
 ) -> Result<String, StoreError> {
     let value = to_base64(target.checksum, checksum);
     let mut op = s
-        .body_client
+        .client
         .upload_part()
         .bucket(&target.bucket)
         .key(&target.key)
@@ -94,7 +92,7 @@ pub(super) async fn complete_upload(
         .collect();
     let value = to_base64(a, checksum);
     let mut op = s
-        .body_client
+        .client
         .complete_multipart_upload()
         .bucket(&target.bucket)
         .key(&target.key)
