@@ -153,6 +153,9 @@ pub enum Error {
 }
 
 fn io_hint(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::EMFILE) {
+        return " (this process may open no more files: raise its hard limit, `ulimit -Hn`, or lower --numworkers)";
+    }
     match e.kind() {
         std::io::ErrorKind::StorageFull => {
             " (the destination's filesystem is full: free space or choose another destination)"

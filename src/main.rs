@@ -34,6 +34,8 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_code::USAGE);
         }
     };
+    let open_files = s3load::localfs::raise_open_files_limit();
+    tracing::debug!(?open_files, "open files allowed");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

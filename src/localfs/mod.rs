@@ -31,3 +31,26 @@ pub use filesystem::{
 pub use iobuf::{ALIGN, IoBuf};
 pub use journal::{Recorded, SpentJournal};
 pub use tempfile::{PieceOf, TempFile, is_temp_name, remove_orphans, remove_unneeded_splits};
+
+/// Raises this process's soft limit of open files to its hard limit, as Go
+/// programs (s5cmd among them) do at start: a run keeps a file open per
+/// object written or uploaded and a socket per request in flight, and the
+/// soft limit a shell or container starts with (1024, or 256 on some
+/// systems) is easily reached by a run of small files. Returns the limit now
+/// in force (`None` if it could not be read).
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    match (now.current, now.maximum) {
+        (Some(soft), Some(hard)) if soft < hard => {
+            let raised = rustix::process::Rlimit { current: Some(hard), maximum: Some(hard) };
+            Some(if setrlimit(Resource::Nofile, raised).is_ok() { hard } else { soft })
+        }
+        (Some(soft), None) => {
+            // No hard limit: a soft one as high as Linux allows a process.
+            let raised = rustix::process::Rlimit { current: Some(1 << 20), maximum: None };
+            Some(if setrlimit(Resource::Nofile, raised).is_ok() { 1 << 20 } else { soft })
+        }
+        (soft, _) => soft,
+    }
+}

@@ -419,3 +419,50 @@ async fn a_file_truncated_while_its_body_is_sent_is_named_at_once_not_retried() 
     assert_eq!(h.server.log().count("PutObject"), 1, "not sent again: {err}");
     assert!(h.server.store().get(BUCKET, "t/t.bin").is_none());
 }
+
+// A shell or container that starts s3load with a low soft limit of open
+// files (256 on some systems, 1024 on most) must not fail a run of many
+// small files with EMFILE: s3load raises its soft limit to the hard one at
+// start, as Go programs do. Held at 64 here, below what a run of 600 files
+// keeps open at the default concurrency.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_low_soft_limit_of_open_files_does_not_fail_an_upload_of_many_files() {
+    let h = Harness::new().await;
+    let src = h.path("many");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..600 {
+        std::fs::write(src.join(format!("f{i:04}.bin")), format!("file {i}")).unwrap();
+    }
+    let endpoint = h.server.endpoint_url();
+    let script = "ulimit -Sn 64 || exit 97; exec \"$@\"";
+    let args = [
+        "-c",
+        script,
+        "sh",
+        env!("CARGO_BIN_EXE_s3load"),
+        "--endpoint-url",
+        endpoint.as_str(),
+        "cp",
+        &format!("{}/", src.display()),
+        "s3://bucket/many/",
+    ];
+    let run = h.command("sh", &args, &h.server.client_env()).await;
+    run.assert_ok();
+    for i in [0, 299, 599] {
+        assert_eq!(stored(&h, &format!("many/f{i:04}.bin")).data.as_ref(), format!("file {i}").as_bytes());
+    }
+    let count = (0..600).filter(|i| h.server.store().get(BUCKET, &format!("many/f{i:04}.bin")).is_some()).count();
+    assert_eq!(count, 600);
+
+    // A hard limit that low too: files that cannot be opened fail by name,
+    // saying what to change.
+    // (No retries: a connection refused for want of a descriptor would
+    // otherwise be tried again, with backoff, for minutes.)
+    let mut args = args.to_vec();
+    args[1] = "ulimit -n 64 || exit 97; exec \"$@\"";
+    args[8] = "s3://bucket/again/";
+    args.splice(6..6, ["-r", "0"]);
+    let run = h.command("sh", &args, &h.server.client_env()).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("Too many open files") && run.stderr.contains("ulimit -Hn"), "{}", run.stderr);
+}
