@@ -40,7 +40,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def tools(s3load, endpoint):
+def tools(s3load, endpoint, baseline=None):
     env_creds = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}
     rclone = [
         "rclone", "--config", "/dev/null", "--s3-provider", "Other", "--s3-endpoint", endpoint,
@@ -53,6 +53,10 @@ def tools(s3load, endpoint):
         ],
         "s3load-verify-off": lambda src, dst: [
             s3load, "--endpoint-url", endpoint, "--progress", "off", "--verify", "off", "sync", f"s3://bench/{src}/*", dst,
+        ],
+        # Another build of s3load (--baseline), default flags: before and after a change.
+        "s3load-baseline": lambda src, dst: [
+            baseline, "--endpoint-url", endpoint, "--progress", "off", "sync", f"s3://bench/{src}/*", dst,
         ],
         "s5cmd": lambda src, dst: ["s5cmd", "--endpoint-url", endpoint, "sync", f"s3://bench/{src}/*", dst + "/"],
         # rclone at its fastest settings here.
@@ -76,6 +80,7 @@ def run(cmd, env):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--s3load", required=True)
+    ap.add_argument("--baseline", default=None, help="another s3load binary, run as the tool s3load-baseline")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--workloads", default="large,model,small")
     ap.add_argument("--tools", default="s3load,s5cmd,rclone")
@@ -105,7 +110,7 @@ def main():
     weed_cmd += [f"-{k}={v}" for k, v in ports.items()]
     log = open(os.path.join(scratch, "weed.log"), "w")
     weed = subprocess.Popen(weed_cmd, stdout=log, stderr=log)
-    all_tools, creds = tools(args.s3load, endpoint)
+    all_tools, creds = tools(args.s3load, endpoint, args.baseline)
     env = dict(os.environ, **creds, AWS_EC2_METADATA_DISABLED="true")
     try:
         for _ in range(300):

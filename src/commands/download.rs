@@ -77,7 +77,8 @@ pub(super) async fn download(
     let listing = match shared {
         Some((shard, id)) => {
             let flags = share_flags(cfg, filters);
-            Some(plan::run_listing::shared(store.as_ref(), &src, &dst, shard, id, &flags).await?)
+            let shared = plan::run_listing::shared(store.as_ref(), &src, &dst, shard, id, &flags);
+            Some(session.stop.unless_stopped("waiting for the run's listing", shared).await??)
         }
         None => None,
     };
@@ -106,6 +107,9 @@ fn share_flags(cfg: &Config, filters: &Filters) -> String {
     flags
 }
 
+/// A signal while waiting for another run's lock on the destination.
+const WAITING: &str = "waiting for another run's lock on the destination";
+
 /// [`download`] from a store already connected; with `listing`, from that
 /// listing of the source rather than a new one (an atomic build lists once,
 /// names the version after that listing and fills the version from it, all
@@ -133,7 +137,7 @@ pub(super) async fn download_from(
     // bad URL creates nothing) and again if another run got there in between.
     let existed = dst.is_dir();
     let locked_first = match (batch, cfg.dry_run, existed) {
-        (true, false, true) => Some(Arc::new(StateStore::open(&dst, cfg.shard).await?)),
+        (true, false, true) => Some(Arc::new(stop.unless_stopped(WAITING, StateStore::open(&dst, cfg.shard)).await??)),
         _ => None,
     };
     let given = listing.is_some();
@@ -146,7 +150,7 @@ pub(super) async fn download_from(
         (false, _, None) => None,
         (true, true, None) => Some(Arc::new(StateStore::read_only(&dst))),
         (true, false, None) => {
-            let s = StateStore::open(&dst, cfg.shard).await?;
+            let s = stop.unless_stopped(WAITING, StateStore::open(&dst, cfg.shard)).await??;
             if !given && (s.waited() || !s.is_empty()) {
                 tracing::info!("another run wrote into the destination since it was listed: listing again");
                 listed = plan::list_source(store.as_ref(), &src).await?;
@@ -190,13 +194,13 @@ pub(super) async fn download_from(
     // in order as the comparison goes; the one file a single object lands on.
     let mut walk = None;
     let mut single = None;
-    let local: &mut dyn Iterator<Item = local::LocalEntry> = match (sync, batch) {
+    let local: &mut dyn Iterator<Item = local::DestEntry> = match (sync, batch) {
         (None, _) => &mut std::iter::empty(),
         (Some(_), true) => walk.insert(local::Walk::new(&dst)?),
         (Some(_), false) => {
             let rel = listed.objects.iter().next().map(|o| o.rel.to_string());
             let file = rel.and_then(|rel| match std::fs::metadata(dest_of(&rel)) {
-                Ok(m) if m.is_file() => Some(local::LocalEntry { rel, size: m.len(), mtime: m.modified().ok() }),
+                Ok(m) if m.is_file() => Some(local::DestEntry { rel, size: m.len(), mtime: m.modified().ok() }),
                 _ => None,
             });
             single.insert(file.into_iter())

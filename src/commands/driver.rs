@@ -82,7 +82,7 @@ pub(super) struct Tally {
 
 /// How the objects of a run ended, counted as their outcomes come.
 #[derive(Debug, Default, Clone, Copy)]
-struct Ended {
+struct Counted {
     /// Copied (verified or not), pieces excepted.
     copied: usize,
     /// Pieces written of objects split across shards.
@@ -91,7 +91,7 @@ struct Ended {
     failed: usize,
 }
 
-impl Ended {
+impl Counted {
     fn add(&mut self, outcome: &Outcome) {
         match outcome {
             Ok(Verification::Piece) => self.pieces += 1,
@@ -189,7 +189,7 @@ pub(super) async fn drive<D: Direction>(
     let mut engine_cfg = cfg.engine.clone();
     engine_cfg.inline_writes = d.writes_inline();
     let engine = Engine::new(store, engine_cfg, hooks);
-    let mut ended = Ended::default();
+    let mut ended = Counted::default();
     let mut start = 0;
     while start < n {
         if stop.is_cancelled() {

@@ -52,6 +52,16 @@ impl Stop {
         Stop { token, which, _watcher: watcher }
     }
 
+    /// `fut`, unless the command is stopped first: for waits on other runs
+    /// (their locks on the destination), which a signal must end too.
+    /// `what` names the wait in the interruption's message.
+    pub(super) async fn unless_stopped<T>(&self, what: &str, fut: impl Future<Output = T>) -> Result<T, Error> {
+        tokio::select! {
+            r = fut => Ok(r),
+            () = self.token.cancelled() => Err(Error::Interrupted(what.to_string())),
+        }
+    }
+
     pub(super) fn token(&self) -> &CancellationToken {
         &self.token
     }

@@ -14,7 +14,7 @@ use crate::error::{Error, StoreError};
 use crate::logging;
 use crate::output::Output;
 use crate::plan::filter::Filters;
-use crate::plan::local::{self, LocalEntry, LocalSource, Scope, SourceFile};
+use crate::plan::local::{self, DestEntry, LocalSource, Scope, SourceFile};
 use crate::plan::{self};
 use crate::refusal::Refusal;
 use crate::store::{ObjectStore, PutTarget};
@@ -80,7 +80,7 @@ pub(super) async fn upload(
     // What the destination holds of what the source stands for, as paths
     // relative to the prefix. Nothing outside the source's scope is listed, so
     // nothing outside it can be compared or deleted.
-    let remote: Vec<LocalEntry> = match (sync, &scope) {
+    let remote: Vec<DestEntry> = match (sync, &scope) {
         (None, _) => Vec::new(),
         (Some(_), Scope::File(name)) => match files.first() {
             Some(f) => head_destination(store.as_ref(), &dst.bucket, &key_of(f), name).await?,
@@ -247,7 +247,7 @@ async fn list_destination(
     bucket: &str,
     prefix: &str,
     below: &str,
-) -> Result<Vec<LocalEntry>, Error> {
+) -> Result<Vec<DestEntry>, Error> {
     let url = S3Url::parse(&format!("s3://{bucket}/{prefix}{below}"))?;
     let expanded = plan::list_source(store, &url).await?;
     if !expanded.refused.is_empty() {
@@ -259,7 +259,7 @@ async fn list_destination(
     Ok(expanded
         .objects
         .iter()
-        .map(|o| LocalEntry { rel: format!("{below}{}", o.rel), size: o.size, mtime: o.last_modified })
+        .map(|o| DestEntry { rel: format!("{below}{}", o.rel), size: o.size, mtime: o.last_modified })
         .collect())
 }
 
@@ -270,9 +270,9 @@ async fn head_destination(
     bucket: &str,
     key: &str,
     rel: &str,
-) -> Result<Vec<LocalEntry>, Error> {
+) -> Result<Vec<DestEntry>, Error> {
     match store.head(bucket, key).await {
-        Ok(m) => Ok(vec![LocalEntry { rel: rel.to_string(), size: m.size, mtime: m.last_modified }]),
+        Ok(m) => Ok(vec![DestEntry { rel: rel.to_string(), size: m.size, mtime: m.last_modified }]),
         Err(e) if e.kind == crate::error::StoreErrorKind::NoSuchKey => Ok(Vec::new()),
         Err(e) => Err(Error::object(bucket, key, None, e)),
     }

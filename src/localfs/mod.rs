@@ -21,6 +21,9 @@ pub mod dirs;
 pub mod filesystem;
 pub mod iobuf;
 pub mod journal;
+mod names;
+mod orphans;
+mod split;
 pub mod tempfile;
 pub mod versions;
 
@@ -30,7 +33,10 @@ pub use filesystem::{
 };
 pub use iobuf::{ALIGN, IoBuf};
 pub use journal::{Recorded, SpentJournal};
-pub use tempfile::{PieceOf, TempFile, is_temp_name, remove_orphans, remove_unneeded_splits};
+pub use names::is_temp_name;
+pub use orphans::remove_orphans;
+pub use split::{PieceOf, remove_unneeded_splits};
+pub use tempfile::TempFile;
 
 /// Raises this process's soft limit of open files to its hard limit, as Go
 /// programs (s5cmd among them) do at start: a run keeps a file open per

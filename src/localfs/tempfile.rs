@@ -36,7 +36,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -44,78 +44,22 @@ use rustix::io::Errno;
 
 use super::dirs::{Dirs, open_parent, open_parent_cached};
 use super::iobuf::ALIGN;
-use super::journal::{
-    COMPLETE_LINE, JOURNAL_MAGIC, Journal, Recorded, SpentJournal, read_journal, read_journal_marked,
-};
+use super::journal::{JOURNAL_MAGIC, Journal, Recorded, SpentJournal, read_journal};
+use super::names::{JOURNAL_SUFFIX, RESUME_SUFFIX, kept, temp_name};
 use crate::error::Error;
 use crate::refusal::{Place, Refusal};
 
-const TEMP_SUFFIX: &str = ".s3load-tmp";
-pub(super) const RESUME_SUFFIX: &str = ".s3load-resume";
-pub(super) const JOURNAL_SUFFIX: &str = ".s3load-journal";
-/// The temporary file of an object split across shards, and each piece's journal.
-const SPLIT_SUFFIX: &str = ".s3load-split";
-const PIECE_SUFFIX: &str = ".s3load-piece";
-/// Part of the destination's name kept in the temporary name, so that the
-/// temporary name stays under NAME_MAX (255) whatever the destination's length.
-const NAME_KEEP: usize = 200;
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// Whether a file name is one of s3load's temporary files or journals.
-pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.')
-        && [TEMP_SUFFIX, RESUME_SUFFIX, JOURNAL_SUFFIX, SPLIT_SUFFIX, PIECE_SUFFIX].iter().any(|s| name.ends_with(s))
-}
-
-/// The destination's name, cut to leave room for s3load's additions.
-pub(super) fn kept(name: &OsStr) -> String {
-    let name = name.to_string_lossy();
-    let mut keep = name.len().min(NAME_KEEP);
-    while !name.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    name[..keep].to_string()
-}
-
-/// The destination's name cut shorter, for split objects' files, whose names
-/// carry an id and a piece number besides.
-fn kept_short(name: &OsStr) -> String {
-    let mut k = kept(name);
-    let mut keep = k.len().min(NAME_KEEP - 40);
-    while !k.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    k.truncate(keep);
-    k
-}
-
 /// `dest` relative to `root`, which it must lie below.
-fn below<'a>(root: &Path, dest: &'a Path) -> Result<&'a Path, Error> {
+pub(super) fn below<'a>(root: &Path, dest: &'a Path) -> Result<&'a Path, Error> {
     dest.strip_prefix(root).map_err(|_| Error::Internal(format!("{} is not below {}", dest.display(), root.display())))
 }
 
 /// An error opening `path`, saying so plainly when it is a planted symlink.
-fn no_link(path: &Path, doing: &'static str, e: Errno) -> Error {
+pub(super) fn no_link(path: &Path, doing: &'static str, e: Errno) -> Error {
     match e {
         Errno::LOOP => Refusal::Planted { path: path.to_path_buf(), place: Place::DestinationFile }.into(),
         e => Error::io(path, doing, e.into()),
     }
-}
-
-/// "piece 2 of 4", as people count.
-pub fn piece_name(index: usize, count: usize) -> String {
-    format!("piece {} of {count}", index + 1)
-}
-
-fn temp_name(name: &OsStr) -> OsString {
-    // Random per process, not the PID: every pod's main process is PID 1,
-    // and shards in several pods may write the same file name at once (an
-    // object fetched whole by each shard that found it changed).
-    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let base = *BASE.get_or_init(|| u64::from_str_radix(&super::unique_suffix(), 16).unwrap_or(0));
-    let unique = base ^ SEQ.fetch_add(1, Ordering::Relaxed);
-    OsString::from(format!(".{}.{unique:x}{TEMP_SUFFIX}", kept(name)))
 }
 
 /// Takes the file's lock, or says that another process holds it.
@@ -126,45 +70,33 @@ pub(super) fn try_lock(fd: impl std::os::fd::AsFd) -> bool {
 /// An open temporary file for one destination.
 #[derive(Debug)]
 pub struct TempFile {
-    file: File,
+    pub(super) file: File,
     /// The destination's directory, opened without following symlinks.
-    dir: Arc<OwnedFd>,
-    tmp_name: OsString,
-    name: OsString,
+    pub(super) dir: Arc<OwnedFd>,
+    pub(super) tmp_name: OsString,
+    pub(super) name: OsString,
     /// Full paths, for messages.
-    path: PathBuf,
-    dest: PathBuf,
+    pub(super) path: PathBuf,
+    pub(super) dest: PathBuf,
     /// Progress journal of a resumable file.
-    journal: Option<Journal>,
+    pub(super) journal: Option<Journal>,
     /// The file of an object split across shards, shared with the other
     /// shards' runs (see [`TempFile::open_piece`]).
-    split: Option<Split>,
+    pub(super) split: Option<Split>,
     /// The same file opened with `O_DIRECT` (see [`TempFile::open_direct`]).
-    direct: Option<File>,
+    pub(super) direct: Option<File>,
     /// The filesystem refused a direct write: every write is buffered now.
-    direct_refused: AtomicBool,
-}
-
-/// Which piece of a split object a run writes (see [`TempFile::open_piece`]).
-#[derive(Debug, Clone)]
-pub struct PieceOf {
-    /// Names the shared file: a hash of the object's identity and layout.
-    pub id: String,
-    /// The journal header every piece's journal shares, before its piece line.
-    pub header: String,
-    /// Whether each piece has ranges at all.
-    pub pieces: Vec<bool>,
-    pub index: usize,
+    pub(super) direct_refused: AtomicBool,
 }
 
 /// What a run writing one piece of a split object knows of the others.
 #[derive(Debug)]
-struct Split {
+pub(super) struct Split {
     /// The journal header every piece's journal shares, before its piece line.
-    header: String,
+    pub(super) header: String,
     /// Each piece's journal name, and whether the piece has ranges at all.
-    pieces: Vec<(OsString, bool)>,
-    index: usize,
+    pub(super) pieces: Vec<(OsString, bool)>,
+    pub(super) index: usize,
 }
 
 impl TempFile {
@@ -262,162 +194,8 @@ impl TempFile {
         Ok((tmp, recorded))
     }
 
-    /// After a split object is in place: the shared files of other versions
-    /// of it (another ETag or layout: the object was replaced while an
-    /// earlier run had it split) that no run holds are of no use any more.
-    fn remove_other_splits(&self) {
-        let own = self.tmp_name.to_string_lossy().strip_suffix(SPLIT_SUFFIX).map(str::to_string);
-        let (Some(own), Ok(dir)) = (own, rustix::fs::Dir::read_from(&*self.dir)) else { return };
-        let short = kept_short(&self.name);
-        for entry in dir.flatten() {
-            let Ok(n) = entry.file_name().to_str() else { continue };
-            let stem = match (n.strip_suffix(SPLIT_SUFFIX), n.strip_suffix(PIECE_SUFFIX)) {
-                (Some(s), _) => Some(s),
-                (_, Some(s)) => s.rsplit_once('.').map(|(s, _)| s),
-                _ => None,
-            };
-            let Some(stem) = stem else { continue };
-            if stem == own || stem.rsplit_once('.').map(|(s, _)| s) != Some(&format!(".{short}")) {
-                continue;
-            }
-            let n = n.to_string();
-            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let free = rustix::fs::openat(&*self.dir, n.as_str(), flags, Mode::empty())
-                .is_ok_and(|f| rustix::fs::fstat(&f).is_ok_and(|st| settled(&st)) && try_lock(&f));
-            if free {
-                let _ = rustix::fs::unlinkat(&*self.dir, n.as_str(), AtFlags::empty());
-            }
-        }
-    }
-
-    /// Opens the temporary file of an object split across shards, to write
-    /// one piece of it ([`PieceOf`]). Every shard's run opens the same file, named by `id` (a
-    /// hash of the object's identity and range layout, so two versions or
-    /// layouts never share one), and holds a shared lock on it while it
-    /// writes; each piece has a journal of its own, written by its shard
-    /// alone (appends from several NFS clients to one file are not atomic).
-    /// Returns the file and the ranges this piece's journal records.
-    ///
-    /// Nothing here truncates or removes the shared file: other shards'
-    /// ranges are in it.
-    pub fn open_piece(
-        root: &Path,
-        dest: &Path,
-        size: u64,
-        piece: PieceOf,
-        hold: Duration,
-    ) -> Result<(TempFile, Vec<Recorded>), Error> {
-        let PieceOf { id, header, pieces, index } = piece;
-        let rel = below(root, dest)?;
-        let (dir, name) = open_parent(root, rel)?;
-        let stem = format!(".{}.{id}", kept_short(name));
-        let tmp_name = OsString::from(format!("{stem}{SPLIT_SUFFIX}"));
-        let path = dest.with_file_name(&tmp_name);
-        let journals: Vec<(OsString, bool)> = pieces
-            .iter()
-            .enumerate()
-            .map(|(i, &has)| (OsString::from(format!("{stem}.{i}{PIECE_SUFFIX}")), has))
-            .collect();
-        let journal_name = journals[index].0.clone();
-        let journal_path = dest.with_file_name(&journal_name);
-        // The piece's journal first, locked: a second run with the same index
-        // (two pods given one --shard) must not write the same piece.
-        let jflags = OFlags::CREATE | OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let jfd = rustix::fs::openat(&dir, &journal_name, jflags, Mode::from_raw_mode(0o644))
-            .map_err(|e| no_link(&journal_path, "opening journal", e))?;
-        if !try_lock(&jfd) {
-            return Err(Refusal::PieceInUse { path: dest.to_path_buf(), piece: piece_name(index, pieces.len()) }.into());
-        }
-        let file = loop {
-            let flags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let fd = rustix::fs::openat(&dir, &tmp_name, flags, Mode::from_raw_mode(0o644))
-                .map_err(|e| no_link(&path, "opening the shared temporary file", e))?;
-            // Waits while a shard that finished the last piece checks the file.
-            rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockShared)
-                .map_err(|e| Error::io(&path, "locking the shared temporary file", e.into()))?;
-            // That shard may have moved it into place meanwhile: the name must
-            // still be this file's, or it is opened (created) again.
-            let ours = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, "checking", e.into()))?;
-            match rustix::fs::statat(&dir, &tmp_name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if st.st_dev == ours.st_dev && st.st_ino == ours.st_ino => break File::from(fd),
-                _ => continue,
-            }
-        };
-        let on_disk = file.metadata().map_err(|e| Error::io(&path, "checking", e))?.len();
-        if on_disk > size {
-            return Err(Refusal::LargerThanObject { path: path.clone(), on_disk, size }.into());
-        }
-        let piece_header = format!("{header}\npiece {index} {}", pieces.len());
-        let (recorded, _) = read_journal_marked(&dir, &journal_name, &piece_header).unwrap_or_default();
-        let fresh = recorded.is_empty();
-        if fresh {
-            rustix::fs::ftruncate(&jfd, 0).map_err(|e| Error::io(&journal_path, "starting journal", e.into()))?;
-        }
-        let journal = Journal::new(File::from(jfd), journal_name, fresh, hold);
-        let tmp = TempFile {
-            split: Some(Split { header, pieces: journals, index }),
-            ..TempFile::journaled(file, dir, tmp_name, name, path, dest, journal)
-        };
-        if fresh {
-            let j = tmp.journal.as_ref().expect("set above");
-            j.append(&format!("{JOURNAL_MAGIC}\n{piece_header}\n"))
-                .map_err(|e| Error::io(&journal_path, "starting journal", e))?;
-        }
-        // Sized by the first shard to get here (preallocating keeps what
-        // other shards wrote; a filesystem without it gets a sparse file).
-        if on_disk < size {
-            tmp.reserve(size)?;
-        }
-        Ok((tmp, recorded))
-    }
-
-    /// This piece is all written: its bytes are flushed (on NFS, to the
-    /// server, where the shard that finishes the object reads them), then
-    /// its journal says so.
-    pub fn piece_done(&self) -> Result<(), Error> {
-        self.file.sync_data().map_err(|e| Error::io(&self.path, "flushing to disk", e))?;
-        if let Some(j) = &self.journal {
-            let jpath = self.dest.with_file_name(&j.name);
-            j.write_held().map_err(|e| Error::io(&jpath, "writing journal", e))?;
-            j.append(&format!("{COMPLETE_LINE}\n")).map_err(|e| Error::io(&jpath, "writing journal", e))?;
-            j.file.sync_data().map_err(|e| Error::io(&jpath, "flushing journal", e))?;
-        }
-        Ok(())
-    }
-
-    /// Whether this run finishes the split object: with every other shard's
-    /// run done writing (an exclusive lock on the shared file, which writers
-    /// hold shared) and every piece's journal complete, returns the ranges
-    /// the other pieces' journals record, to be checked and the object
-    /// verified and moved into place by this run, which keeps the lock until
-    /// then. Otherwise `None`: a shard still writing, or one not started,
-    /// will find every piece complete when it finishes its own.
-    pub fn finishes_split(&self) -> Result<Option<Vec<Recorded>>, Error> {
-        let Some(split) = &self.split else { return Ok(None) };
-        // Unlocked first: a failed upgrade must not keep the shared lock
-        // (POSIX locks, which NFS uses for flock, keep it), or two shards
-        // finishing at once could each see the other's and neither finish.
-        let _ = rustix::fs::flock(&self.file, rustix::fs::FlockOperation::Unlock);
-        let exclusive = rustix::fs::flock(&self.file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
-        if exclusive.is_err() || self.check_identity().is_err() {
-            return Ok(None);
-        }
-        let mut others = Vec::new();
-        for (i, (name, has_ranges)) in split.pieces.iter().enumerate() {
-            if i == split.index || !has_ranges {
-                continue;
-            }
-            let header = format!("{}\npiece {i} {}", split.header, split.pieces.len());
-            match read_journal_marked(&self.dir, name, &header) {
-                Some((recorded, true)) => others.extend(recorded),
-                Some((_, false)) | None => return Ok(None),
-            }
-        }
-        Ok(Some(others))
-    }
-
     /// A temporary file with a journal (resumable, or a split object's piece).
-    fn journaled(
+    pub(super) fn journaled(
         file: File,
         dir: OwnedFd,
         tmp_name: OsString,
@@ -464,7 +242,7 @@ impl TempFile {
         self.file.try_clone().map_err(|e| Error::io(&self.path, "opening for reading back", e))
     }
 
-    fn reserve(&self, size: u64) -> Result<(), Error> {
+    pub(super) fn reserve(&self, size: u64) -> Result<(), Error> {
         match rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), 0, size) {
             Ok(()) => Ok(()),
             Err(Errno::OPNOTSUPP | Errno::NOSYS) => {
@@ -598,7 +376,7 @@ impl TempFile {
     /// verified. Another process (or a key named like a temporary file) may have
     /// put a different file there; renaming that into place would commit bytes
     /// nobody checked.
-    fn check_identity(&self) -> Result<(), Error> {
+    pub(super) fn check_identity(&self) -> Result<(), Error> {
         let ours = rustix::fs::fstat(&self.file).map_err(|e| Error::io(&self.path, "checking", e.into()))?;
         let named = rustix::fs::statat(&self.dir, &self.tmp_name, AtFlags::SYMLINK_NOFOLLOW);
         match named {
@@ -623,127 +401,12 @@ impl TempFile {
     }
 }
 
-/// Removes s3load's temporary files and journals below `root` that no live
-/// process holds (leftovers of runs that were killed). With `keep_resumable`,
-/// the fixed-name files that a later run could resume from are kept.
-/// Returns how many files were removed.
-///
-/// Files modified less than `min_age` ago are kept: with other runs writing
-/// into the same directory at once (`--shard`), a temporary file is unlocked
-/// for the moment between its creation and its `flock`.
-pub fn remove_orphans(root: &Path, keep_resumable: bool, min_age: Duration) -> usize {
-    let mut removed = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            let name = e.file_name();
-            let Some(n) = name.to_str() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-                continue;
-            }
-            if !ft.is_file() || !is_temp_name(n) {
-                continue;
-            }
-            if keep_resumable && !n.ends_with(TEMP_SUFFIX) {
-                continue;
-            }
-            let fresh = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
-            if !min_age.is_zero() && fresh.is_none_or(|age| age < min_age) {
-                continue;
-            }
-            // A journal is locked through its temporary file.
-            let lock_target = match n.strip_suffix(JOURNAL_SUFFIX) {
-                Some(stem) => dir.join(format!("{stem}{RESUME_SUFFIX}")),
-                None => e.path(),
-            };
-            let free = match File::open(&lock_target) {
-                Ok(f) => try_lock(&f),
-                Err(_) => true,
-            };
-            if free && std::fs::remove_file(e.path()).is_ok() {
-                removed += 1;
-            }
-        }
-    }
-    removed
-}
-
-/// A split object's files younger than this are never taken for leftovers: a
-/// shard of another run creates them a moment before it locks them.
-const SPLIT_SETTLE: Duration = Duration::from_secs(2);
-
-/// Whether a file whose status is `st` has stood unchanged for
-/// [`SPLIT_SETTLE`].
-fn settled(st: &rustix::fs::Stat) -> bool {
-    let changed = std::time::UNIX_EPOCH + Duration::from_secs(st.st_ctime.max(0) as u64);
-    changed.elapsed().is_ok_and(|age| age >= SPLIT_SETTLE)
-}
-
-/// After a complete sharded run: removes the files of split objects (the
-/// shared file and the pieces' journals) that no run holds and whose
-/// destination path is not one this run wrote a piece of (`pieces`, paths
-/// relative to `root`). They belong to versions of objects that were
-/// replaced since (the object was then fetched whole) or that are in place
-/// already: this run's listing is the run's one listing, so no shard of it
-/// still needs them. Returns how many were removed.
-pub fn remove_unneeded_splits(root: &Path, pieces: &std::collections::HashSet<String>) -> usize {
-    let mut removed = 0;
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel_dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(root.join(&rel_dir)) else { continue };
-        for e in entries.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            let name = e.file_name();
-            let Some(n) = name.to_str() else { continue };
-            if ft.is_dir() {
-                if n != ".s3load" {
-                    stack.push(rel_dir.join(n));
-                }
-                continue;
-            }
-            if !ft.is_file() {
-                continue;
-            }
-            // `.NAME.ID.s3load-split`, `.NAME.ID.I.s3load-piece`.
-            // The id is 16 hex digits and a piece's index a number: other
-            // names that merely end as these do are not s3load's.
-            let id_ok = |id: &str| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
-            let stem = match (n.strip_suffix(SPLIT_SUFFIX), n.strip_suffix(PIECE_SUFFIX)) {
-                (Some(s), _) => s.rsplit_once('.').filter(|(_, id)| id_ok(id)).map(|(s, _)| s),
-                (_, Some(s)) => s
-                    .rsplit_once('.')
-                    .filter(|(_, i)| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|(s, _)| s.rsplit_once('.'))
-                    .filter(|(_, id)| id_ok(id))
-                    .map(|(s, _)| s),
-                _ => None,
-            };
-            let Some(short) = stem.and_then(|s| s.strip_prefix('.')) else { continue };
-            // A name cut short cannot be told from another: left alone.
-            if kept_short(OsStr::new(short)) != short || short.len() >= NAME_KEEP - 40 {
-                continue;
-            }
-            let Some(rel) = rel_dir.join(short).to_str().map(str::to_string) else { continue };
-            if pieces.contains(&rel) {
-                continue;
-            }
-            let free =
-                File::open(e.path()).is_ok_and(|f| rustix::fs::fstat(&f).is_ok_and(|st| settled(&st)) && try_lock(&f));
-            if free && std::fs::remove_file(e.path()).is_ok() {
-                removed += 1;
-            }
-        }
-    }
-    removed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::localfs::IoBuf;
+    use crate::localfs::names::is_temp_name;
+    use crate::localfs::split::{SPLIT_SETTLE, remove_unneeded_splits};
 
     #[test]
     fn split_files_of_paths_this_run_has_no_piece_of_are_removed_unless_held() {
@@ -945,6 +608,7 @@ mod tests {
 #[cfg(test)]
 mod orphan_tests {
     use super::*;
+    use crate::localfs::orphans::remove_orphans;
 
     #[test]
     fn a_fresh_unlocked_temporary_file_is_left_to_its_creator_when_others_write_here() {

@@ -18,7 +18,7 @@
 use std::cmp::Ordering;
 use std::time::SystemTime;
 
-use super::local::LocalEntry;
+use super::local::DestEntry;
 use crate::state::{Record, to_ns};
 
 /// A source-side entry to compare.
@@ -73,7 +73,7 @@ pub fn no_records(_: &str) -> Option<Record> {
 /// destination's record for a path.
 pub fn diff(
     src: &[SourceEntry<'_>],
-    dst: &[LocalEntry],
+    dst: &[DestEntry],
     cmp: Compare,
     recorded: &dyn Fn(&str) -> Option<Record>,
 ) -> Diff {
@@ -87,10 +87,10 @@ pub fn diff(
 pub fn diff_by<'a>(
     n: usize,
     src: &dyn Fn(usize) -> SourceEntry<'a>,
-    dst: &mut dyn Iterator<Item = LocalEntry>,
+    dst: &mut dyn Iterator<Item = DestEntry>,
     cmp: Compare,
     recorded: &dyn Fn(&str) -> Option<Record>,
-    seen: &mut dyn FnMut(LocalEntry, bool),
+    seen: &mut dyn FnMut(DestEntry, bool),
 ) -> Diff {
     let mut d = Diff::default();
     let (mut i, mut j) = (0, 0);
@@ -134,7 +134,7 @@ pub fn diff_by<'a>(
 /// Why a path in both must be copied, or `None` when it is up to date.
 fn judge(
     s: &SourceEntry<'_>,
-    l: &LocalEntry,
+    l: &DestEntry,
     cmp: Compare,
     recorded: &dyn Fn(&str) -> Option<Record>,
 ) -> Option<Reason> {
@@ -167,7 +167,7 @@ mod tests {
     fn a_suspect_record_makes_the_file_be_fetched_again() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let src = [SourceEntry { rel: "a", size: 3, mtime: Some(t), etag: Some("e"), source: ("s3://b/", "a") }];
-        let local = [LocalEntry { rel: "a".into(), size: 3, mtime: Some(t) }];
+        let local = [DestEntry { rel: "a".into(), size: 3, mtime: Some(t) }];
         let rec = |mtime_ns| Record {
             path: "a".into(),
             removed: false,
@@ -189,8 +189,8 @@ mod tests {
     fn t(s: u64) -> Option<SystemTime> {
         Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s))
     }
-    fn l(rel: &str, size: u64, m: u64) -> LocalEntry {
-        LocalEntry { rel: rel.into(), size, mtime: t(m) }
+    fn l(rel: &str, size: u64, m: u64) -> DestEntry {
+        DestEntry { rel: rel.into(), size, mtime: t(m) }
     }
     fn s(rel: &str, size: u64, m: u64) -> SourceEntry<'_> {
         SourceEntry { rel, size, mtime: t(m), etag: Some("e1"), source: ("", rel) }

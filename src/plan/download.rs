@@ -8,7 +8,7 @@
 
 use super::diff::{Compare, SourceEntry, diff_by};
 use super::filter::Filters;
-use super::local::LocalEntry;
+use super::local::DestEntry;
 use super::{Objects, RefusedKey, SourceListing, delete, refuse_name_collisions};
 use crate::localfs::NameFolding;
 use crate::model;
@@ -86,7 +86,7 @@ pub enum NoPlan {
 pub fn plan(
     mut listed: SourceListing,
     src: &S3Url,
-    local: &mut dyn Iterator<Item = LocalEntry>,
+    local: &mut dyn Iterator<Item = DestEntry>,
     recorded: &dyn Fn(&str) -> Option<Record>,
     seen: &mut dyn FnMut(&str),
     opts: &Options<'_>,
@@ -122,7 +122,7 @@ pub fn plan(
                 }
             };
             let mut only = Vec::new();
-            let mut saw = |l: LocalEntry, in_source: bool| {
+            let mut saw = |l: DestEntry, in_source: bool| {
                 seen(&l.rel);
                 if delete && !in_source {
                     only.push(l.rel);
@@ -232,8 +232,8 @@ mod tests {
         out
     }
 
-    fn file(rel: &str, size: u64, secs: u64) -> LocalEntry {
-        LocalEntry { rel: rel.into(), size, mtime: Some(at(secs)) }
+    fn file(rel: &str, size: u64, secs: u64) -> DestEntry {
+        DestEntry { rel: rel.into(), size, mtime: Some(at(secs)) }
     }
 
     fn record(rel: &str, size: u64, secs: u64, etag: &str) -> Record {
@@ -266,7 +266,7 @@ mod tests {
     /// Plans with `local` files and `records`; the paths fetched, in order.
     fn run(
         listed: SourceListing,
-        local: Vec<LocalEntry>,
+        local: Vec<DestEntry>,
         records: &[Record],
         opts: &Options<'_>,
     ) -> Result<(DownloadPlan, Vec<String>), NoPlan> {
@@ -387,7 +387,7 @@ mod tests {
         let f = no_filters();
         let names: Vec<String> = (0..40).map(|i| format!("f{i:02}")).collect();
         let objects: Vec<(&str, u64, &str)> = names.iter().map(|n| (n.as_str(), 1000, "e")).collect();
-        let stale: Vec<LocalEntry> = (0..20).map(|i| file(&format!("stale{i:02}"), 1, 1)).collect();
+        let stale: Vec<DestEntry> = (0..20).map(|i| file(&format!("stale{i:02}"), 1, 1)).collect();
         let mut fetched = Vec::new();
         let mut deleted = Vec::new();
         for k in 0..3 {

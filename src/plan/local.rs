@@ -11,17 +11,20 @@ use std::time::SystemTime;
 use crate::error::Error;
 use crate::localfs::is_temp_name;
 
+/// What the destination holds at one path, as the diff compares it with
+/// the source: a file below a download's destination directory, or an
+/// object below an upload's destination prefix (`rel` relative to either).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalEntry {
+pub struct DestEntry {
     pub rel: String,
     pub size: u64,
     pub mtime: Option<SystemTime>,
 }
 
 /// Every regular file below `root`, sorted.
-pub fn walk(root: &Path) -> Result<Vec<LocalEntry>, Error> {
+pub fn walk(root: &Path) -> Result<Vec<DestEntry>, Error> {
     let mut w = Walk::new(root)?;
-    let all: Vec<LocalEntry> = w.by_ref().collect();
+    let all: Vec<DestEntry> = w.by_ref().collect();
     w.finish().map(|()| all)
 }
 
@@ -49,7 +52,7 @@ struct Level {
 }
 
 enum Child {
-    File(LocalEntry),
+    File(DestEntry),
     Dir(String),
 }
 
@@ -89,11 +92,7 @@ impl Walk {
                 }
             } else if ft.is_file() && !is_temp_name(name) {
                 let meta = entry.metadata().map_err(|e| Error::io(entry.path(), "reading metadata", e))?;
-                children.push(Child::File(LocalEntry {
-                    rel: child_rel,
-                    size: meta.len(),
-                    mtime: meta.modified().ok(),
-                }));
+                children.push(Child::File(DestEntry { rel: child_rel, size: meta.len(), mtime: meta.modified().ok() }));
             }
         }
         // Visited from the end: sorted in reverse. A directory sorts as its
@@ -116,9 +115,9 @@ impl Walk {
 }
 
 impl Iterator for Walk {
-    type Item = LocalEntry;
+    type Item = DestEntry;
 
-    fn next(&mut self) -> Option<LocalEntry> {
+    fn next(&mut self) -> Option<DestEntry> {
         loop {
             let top = self.stack.last_mut()?;
             match top.children.pop() {

@@ -7,7 +7,7 @@
 use super::delete;
 use super::diff::{Compare, SourceEntry, diff, no_records};
 use super::filter::Filters;
-use super::local::{LocalEntry, Skipped, SourceFile};
+use super::local::{DestEntry, Skipped, SourceFile};
 use crate::shard::{self, Shard};
 
 /// Why there is no upload to make.
@@ -68,7 +68,7 @@ pub struct UploadPlan {
 
 /// Decides an upload of `files` (sorted by path) to a destination holding
 /// `remote` (paths relative to the prefix, sorted, within the source's scope).
-pub fn plan(files: &[SourceFile], remote: &[LocalEntry], skipped: &[Skipped], opts: &Options<'_>) -> UploadPlan {
+pub fn plan(files: &[SourceFile], remote: &[DestEntry], skipped: &[Skipped], opts: &Options<'_>) -> UploadPlan {
     let (selected, dest_only): (Vec<usize>, Vec<usize>) = match opts.compare {
         None => ((0..files.len()).collect(), Vec::new()),
         Some(compare) => {
@@ -138,8 +138,8 @@ mod tests {
             .collect()
     }
 
-    fn remote(list: &[(&str, u64)]) -> Vec<LocalEntry> {
-        list.iter().map(|&(rel, size)| LocalEntry { rel: rel.into(), size, mtime: at(100) }).collect()
+    fn remote(list: &[(&str, u64)]) -> Vec<DestEntry> {
+        list.iter().map(|&(rel, size)| DestEntry { rel: rel.into(), size, mtime: at(100) }).collect()
     }
 
     fn no_filters() -> Filters {

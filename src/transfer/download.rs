@@ -23,7 +23,7 @@ use crate::store::ObjectStore;
 /// at once; objects in flight fail as interrupted, those with a journal keep
 /// their temporary file for the next run to resume, the others remove it.
 pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome> {
-    let (env, cfg, reporter) = (engine, &engine.cfg, &engine.hooks.reporter);
+    let (cfg, reporter) = (&engine.cfg, &engine.hooks.reporter);
     let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
     // Each job boxed once: every list below (a million entries, for a million
     // keys) moves pointers, not 300-byte jobs, and never holds two copies.
@@ -33,8 +33,8 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
         let last = restart == cfg.max_restarts;
         let prepared: Vec<(usize, Prepared)> = futures::stream::iter(pending)
             .map(|(i, job)| {
-                let env = env.clone();
-                async move { (i, prepare(&env, job).await) }
+                let engine = engine.clone();
+                async move { (i, prepare(&engine, job).await) }
             })
             .buffered(cfg.max_requests.max(1))
             .collect()
@@ -61,13 +61,13 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
         }
         // The pass takes the jobs (one copy of each, not two) and gives back
         // those of the objects to fetch again.
-        let results = pass::run(env.clone(), samples.clone(), pass_jobs, last).await;
+        let results = pass::run(engine.clone(), samples.clone(), pass_jobs, last).await;
         pending = Vec::new();
         for (i, (result, job)) in index.into_iter().zip(results) {
             match (result, job) {
                 (Err(e), Some(job)) if !last && retry::restarts_object(&e) => {
                     tracing::warn!(object = %job.source_url(), error = %e, "fetching the object again from the start");
-                    match env.looped.head(&job.bucket, &job.key).await {
+                    match engine.looped.head(&job.bucket, &job.key).await {
                         // The same ETag with another size: the store's answers
                         // contradict each other (a size of 0 would otherwise
                         // commit an empty file unchecked).
@@ -111,7 +111,7 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
         }
     }
     // No journal outlives the run that committed its file.
-    env.journals_removed().await;
+    engine.journals_removed().await;
     outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Internal("download did not run".into())))).collect()
 }
 
@@ -143,8 +143,8 @@ type Prepared = Result<Box<Download>, (Box<Download>, Error)>;
 /// checksum of an object fetched in several parts (HEAD, which also gives its
 /// current identity), and the part layout of a multipart upload (HEAD with
 /// `partNumber=1`). Objects fetched in one GET learn their checksum from it.
-pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
-    let cfg = &env.cfg;
+pub(super) async fn prepare(engine: &Engine, job: Box<Download>) -> Prepared {
+    let cfg = &engine.cfg;
     if let Err(e) = within_s3_limit(&job) {
         return Err((job, e));
     }
@@ -152,12 +152,12 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
         return Ok(job);
     }
     let mut job = job;
-    if env.stop.is_cancelled() {
+    if engine.stop.is_cancelled() {
         let e = Error::Interrupted(job.source_url());
         return Err((job, e));
     }
     if job.checksum == KnownChecksum::NotAsked && (job.size > cfg.part_size || job.multipart()) {
-        match env.looped.head(&job.bucket, &job.key).await {
+        match engine.looped.head(&job.bucket, &job.key).await {
             Ok(meta) if cfg.pinned && meta.etag != job.etag => {
                 let e = changed_since_listed(&job, &meta);
                 return Err((job, e));
@@ -192,7 +192,7 @@ pub(super) async fn prepare(env: &Engine, job: Box<Download>) -> Prepared {
         }
     }
     if job.multipart() && job.source_parts.is_none() {
-        match upload_layout(env, &job).await {
+        match upload_layout(engine, &job).await {
             Ok(Some(layout)) if u64::from(layout.count) > crate::store::MAX_PARTS => {
                 job.layout_unknown = Some(format!(
                     "its part layout is not trusted: the store states {} parts, more than a multipart upload has \
@@ -237,13 +237,13 @@ fn changed_since_listed(job: &Download, now: &crate::store::ObjectMeta) -> Error
     .into()
 }
 
-async fn upload_layout(env: &Engine, job: &Download) -> Result<Option<PartLayout>, crate::error::StoreError> {
-    let Some((part_size, count)) = env.looped.part_info(&job.bucket, &job.key, 1).await? else {
+async fn upload_layout(engine: &Engine, job: &Download) -> Result<Option<PartLayout>, crate::error::StoreError> {
+    let Some((part_size, count)) = engine.looped.part_info(&job.bucket, &job.key, 1).await? else {
         return Ok(None);
     };
     let last_size = match count {
         1 => part_size,
-        n => env.looped.part_info(&job.bucket, &job.key, n).await?.map_or(0, |(s, _)| s),
+        n => engine.looped.part_info(&job.bucket, &job.key, n).await?.map_or(0, |(s, _)| s),
     };
     Ok(Some(PartLayout { part_size, last_size, count }))
 }

@@ -21,30 +21,30 @@ use crate::localfs::{ALIGN, IoBuf, TempFile};
 /// were hashed as they came, and the file.
 pub(super) async fn fetch_range(
     engine: &Engine,
-    file: &ObjectState,
+    object: &ObjectState,
     part: usize,
     tmp: Option<Arc<TempFile>>,
     buf: &mut IoBuf,
 ) -> Result<(Option<PartSum>, Option<Arc<TempFile>>), Error> {
-    let range = file.parts.get(part);
-    let url = file.job.source_url();
+    let range = object.parts.get(part);
+    let url = object.job.source_url();
     let attempt = Attempt {
         part,
         start: range.start,
         offset: range.start,
         end: range.end,
-        whole: file.parts.len() == 1,
+        whole: object.parts.len() == 1,
         digest: None,
         tmp,
     };
     let began = std::time::Instant::now();
-    let mut state = (engine, file, attempt, buf);
+    let mut state = (engine, object, attempt, buf);
     engine
-        .with_retries(&url, &mut state, |(engine, file, a, buf)| {
+        .with_retries(&url, &mut state, |(engine, object, a, buf)| {
             Box::pin(async move {
                 // A straggling body is dropped and the rest of its range
                 // requested again at once (see `straggler`).
-                while fetch_once(engine, file, a, buf).await? == Fetched::Straggling {}
+                while fetch_once(engine, object, a, buf).await? == Fetched::Straggling {}
                 Ok(())
             })
         })
@@ -87,8 +87,8 @@ const PACE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 /// One GET of `offset..end`, under the request permit its worker holds
 /// (see `pass.rs`). On failure `a.offset` is where to resume: bytes
 /// received before a break are written (and hashed) first, so they are not fetched again.
-async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &mut IoBuf) -> Result<Fetched, Error> {
-    let job = &file.job;
+async fn fetch_once(engine: &Engine, object: &ObjectState, a: &mut Attempt, buf: &mut IoBuf) -> Result<Fetched, Error> {
+    let job = &object.job;
     let (offset, end) = (a.offset, a.end);
     let ranged = !(a.whole && offset == 0);
     let url = job.source_url();
@@ -96,18 +96,18 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
     let resp = open_get(engine, job, offset..end, ranged).await?;
     engine.pace.started();
     if !ranged {
-        file.learned_from_get(resp.checksum, resp.etag_md5);
+        object.learned_from_get(resp.checksum, resp.etag_md5);
     }
     if engine.cfg.verify != VerifyMode::Off {
-        let once = file.one_write(&engine.cfg);
+        let once = object.one_write(&engine.cfg);
         if a.digest.is_none()
             && offset == a.start
-            && let Some(kind) = file.inline_kind().or_else(|| file.segment_kind().filter(|_| once))
+            && let Some(kind) = object.inline_kind().or_else(|| object.segment_kind().filter(|_| once))
         {
             a.digest = Some(PartDigest::new(kind));
         }
-        if !once && let (Some(kind), Some(tmp)) = (file.segment_kind(), &a.tmp) {
-            file.open_segment(engine.hasher(), a.part, tmp, kind)?;
+        if !once && let (Some(kind), Some(tmp)) = (object.segment_kind(), &a.tmp) {
+            object.open_segment(engine.hasher(), a.part, tmp, kind)?;
         }
     }
 
@@ -143,12 +143,12 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
             let n = buf.push(rest, full);
             rest = &rest[n..];
             if buf.len() == full {
-                flush(engine, file, buf, a).await?;
+                flush(engine, object, buf, a).await?;
             }
         }
     };
     // What arrived before a break is kept: the next attempt starts after it.
-    flush(engine, file, buf, a).await?;
+    flush(engine, object, buf, a).await?;
     result?;
     if let Some(s) = straggling {
         let mb = |r: f64| (r / 1e5).round() / 10.0;
@@ -167,12 +167,12 @@ async fn fetch_once(engine: &Engine, file: &ObjectState, a: &mut Attempt, buf: &
 }
 
 /// Writes the buffered bytes at the attempt's offset and advances it.
-async fn flush(engine: &Engine, file: &ObjectState, buf: &mut IoBuf, a: &mut Attempt) -> Result<(), Error> {
+async fn flush(engine: &Engine, object: &ObjectState, buf: &mut IoBuf, a: &mut Attempt) -> Result<(), Error> {
     if buf.is_empty() {
         return Ok(());
     }
     let taken = std::mem::take(buf);
-    let data = write_out(engine, file, a, taken).await;
+    let data = write_out(engine, object, a, taken).await;
     match data {
         Ok(data) => {
             *buf = data;
@@ -198,17 +198,17 @@ async fn flush(engine: &Engine, file: &ObjectState, buf: &mut IoBuf, a: &mut Att
 /// call and back (to the pool and back, where it runs there), so nothing is
 /// copied or reallocated. A buffer written past the page cache goes to the
 /// segment's hasher instead, and another of the same size comes back.
-async fn write_out(engine: &Engine, file: &ObjectState, a: &mut Attempt, data: IoBuf) -> Result<IoBuf, Error> {
+async fn write_out(engine: &Engine, object: &ObjectState, a: &mut Attempt, data: IoBuf) -> Result<IoBuf, Error> {
     let (at, len, mut digest) = (a.offset, data.as_ref().len() as u64, a.digest.take());
     // A whole object's MD5 in this one buffer: hashed after the write, with
     // other small objects' (see `Hasher::whole_md5`).
-    let whole = at == 0 && len == file.job.size && engine.cfg.max_requests >= WHOLE_MIN_REQUESTS;
+    let whole = at == 0 && len == object.job.size && engine.cfg.max_requests >= WHOLE_MIN_REQUESTS;
     let whole_md5 = match whole && matches!(digest, Some(PartDigest::Md5(_))) {
         true => digest.take(),
         false => None,
     };
     let tmp = a.tmp.clone();
-    let job = &file.job;
+    let job = &object.job;
     // What creating the file needs, cloned only when it is to be created.
     let create = tmp.is_none().then(|| (engine.dirs.clone(), job.root.clone(), job.dest.clone(), job.size));
     let creates = create.is_some();
@@ -238,14 +238,14 @@ async fn write_out(engine: &Engine, file: &ObjectState, a: &mut Attempt, data: I
     a.digest = digest;
     let (t, written) = result?;
     if a.tmp.is_none() {
-        file.set_file(t.clone());
+        object.set_file(t.clone());
         a.tmp = Some(t);
     }
     written?;
     let data = if let Some(mut d) = whole_md5 {
         match engine.hasher().whole_md5(data) {
             Ok((rx, spare)) => {
-                file.hashing_whole(rx);
+                object.hashing_whole(rx);
                 spare
             }
             // The hasher holds all it may: hashed here, on this thread (as
@@ -259,17 +259,17 @@ async fn write_out(engine: &Engine, file: &ObjectState, a: &mut Attempt, data: I
     } else if a.tmp.as_ref().is_some_and(|t| t.is_direct()) {
         // Bytes written past the page cache would be read back from the disk
         // to be hashed: the hasher takes the buffer instead.
-        file.give(engine.started_hasher(), a.part, at, data).await
+        object.give(engine.started_hasher(), a.part, at, data).await
     } else {
         data
     };
-    advance(engine, file, a, len);
+    advance(engine, object, a, len);
     Ok(data)
 }
 
-fn advance(engine: &Engine, file: &ObjectState, a: &mut Attempt, n: u64) {
+fn advance(engine: &Engine, object: &ObjectState, a: &mut Attempt, n: u64) {
     a.offset += n;
-    file.wrote(engine.started_hasher(), a.part, a.offset - a.start);
-    file.written.fetch_add(n, Ordering::Relaxed);
-    engine.hooks.reporter.bytes(&file.job, n);
+    object.wrote(engine.started_hasher(), a.part, a.offset - a.start);
+    object.written.fetch_add(n, Ordering::Relaxed);
+    engine.hooks.reporter.bytes(&object.job, n);
 }

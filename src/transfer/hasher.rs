@@ -11,239 +11,24 @@
 //! memory; those it could not take are read back from the disk directly.
 //! A small object that arrives in one write buffer and is checked by its MD5
 //! is handed over whole once written ([`Hasher::whole_md5`]): the thread
-//! waits up to [`LINGER`] for others and hashes them in one call.
+//! waits up to [`LINGER`](super::hash_state::LINGER) for others and hashes them in one call.
 //! MD5s of independent segments are computed together, several per SIMD
 //! instruction (`md5-many`: 8 lanes on AVX2, 16 on AVX-512, with a scalar
 //! fallback chosen at run time), which is where most of the CPU of checking
 //! legacy objects went. Requests never wait on hashing, except the last part
 //! of an object, whose commit needs the result.
-
-use std::collections::{HashMap, VecDeque};
-use std::fs::File;
+use std::collections::VecDeque;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use crate::integrity::{DigestKind, PartDigest, PartSum};
-use crate::localfs::{ALIGN, IoBuf};
-
-/// Bytes read and hashed per segment per step. Small enough that a batch of
-/// [`LANES`] buffers stays within a few MiB; large enough to amortize a `pread`.
-const CHUNK: usize = 256 << 10;
-
-/// Segments hashed together at most: three AVX2 batches of 8, which
-/// `md5-many` interleaves for instruction-level parallelism.
-const LANES: usize = 24;
-
-/// Segments worth waiting for before a step: a multi-buffer MD5 of fewer than
-/// 8 lanes costs nearly what 8 do, and one lane is 6x slower per byte than 8.
-const BATCH: usize = 8;
-
-/// Bytes a segment may be written ahead of its hash before it is hashed
-/// whatever the batch: bounds how far behind the page cache reads lag.
-const LAG: u64 = 8 << 20;
-
-/// How long [`Hasher::give`] waits for room before handing the buffer back.
-const GIVE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Given buffers a segment may hold before it is hashed whatever the batch.
-const GIVEN_LAG: usize = 8;
-
-/// Buffers held at most, all segments and small objects together (12 MiB of
-/// 256 KiB buffers): beyond it a segment's buffer is refused and its bytes
-/// read back instead, and a small object is hashed by its own worker.
-const MAX_GIVEN: usize = 48;
-
-/// How long a small object's bytes may wait for others to be hashed with
-/// ([`Hasher::whole_md5`]): a multi-buffer MD5 of 8 lanes (AVX2) or 16
-/// (AVX-512) costs about what one lane does, and thousands of small objects arrive a few hundred a second per
-/// request in flight. The wait delays the object's commit, not a request.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(4);
-
-/// Small objects are handed over ([`Hasher::whole_md5`]) only when at least
-/// this many requests can be in flight: fewer could never fill a batch worth
-/// the hand-over, and the workers waiting for their objects' hashes would
-/// leave request slots unused (measured: `--numworkers 1` took 1.8 times as
-/// long on 1,500 small objects).
-pub(super) const WHOLE_MIN_REQUESTS: usize = BATCH;
-
-/// The result of one segment: its digest, or why its bytes could not be read.
-pub(super) type SegmentResult = Result<PartSum, String>;
-
-/// A whole object's bytes in one buffer, waiting to be MD5-hashed with others.
-struct Whole {
-    buf: IoBuf,
-    since: std::time::Instant,
-    tx: oneshot::Sender<SegmentResult>,
-}
-
-/// Handle of a segment being hashed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) struct StreamId(u64);
-
-/// Where a segment's bytes are read back from: the temporary file, and its
-/// direct view when its bytes were written past the page cache (reading them
-/// back through the cache would fill it with a second copy).
-#[derive(Debug)]
-pub(super) struct ReadBack {
-    pub buffered: File,
-    pub direct: Option<File>,
-}
-
-impl ReadBack {
-    /// Reads `len` bytes at `at` into `buf`: directly, in whole blocks, when
-    /// the file has a direct view and `at` is on a block boundary (bytes past
-    /// `len` in the last block are read and ignored); otherwise, or when the
-    /// filesystem refuses, through the page cache.
-    fn read(&self, buf: &mut IoBuf, at: u64, len: usize) -> std::io::Result<()> {
-        if let Some(direct) = &self.direct
-            && at.is_multiple_of(ALIGN as u64)
-        {
-            let want = len.next_multiple_of(ALIGN);
-            let spare = &mut buf.spare()[..want];
-            let mut got = 0;
-            // Short only at the end of the file, which is past `len`.
-            while got < len {
-                match direct.read_at(&mut spare[got..], at + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) if n.is_multiple_of(ALIGN) || got + n >= len => got += n,
-                    Ok(_) | Err(_) => break,
-                }
-            }
-            if got >= len {
-                buf.set_len(len);
-                return Ok(());
-            }
-        }
-        self.buffered.read_exact_at(&mut buf.spare()[..len], at)?;
-        buf.set_len(len);
-        Ok(())
-    }
-}
-
-struct Stream {
-    file: Arc<ReadBack>,
-    /// Buffers written with `O_DIRECT` and handed over with their offsets
-    /// ([`Hasher::give`]), in order: hashed from memory, not read back from
-    /// the disk.
-    given: VecDeque<(u64, IoBuf)>,
-    /// Next byte to hash.
-    hashed: u64,
-    /// Bytes before this offset are written.
-    ready: u64,
-    end: u64,
-    /// `None` while a thread is hashing a step of this segment.
-    digest: Option<PartDigest>,
-    tx: Option<oneshot::Sender<SegmentResult>>,
-}
-
-impl Stream {
-    /// Whether a step is worth taking now: a full chunk, or the segment's tail.
-    fn due(&self) -> bool {
-        self.digest.is_some() && (self.ready - self.hashed >= CHUNK as u64 || (self.ready == self.end))
-    }
-
-    /// Due, and not to be kept waiting for a fuller batch: finished (its
-    /// object may be waiting to commit) or far behind.
-    fn urgent(&self) -> bool {
-        self.due() && (self.ready == self.end || self.ready - self.hashed >= LAG || self.given.len() >= GIVEN_LAG)
-    }
-
-    /// The given buffer holding the next bytes to hash, once they are all
-    /// reported written. Buffers are given only where they extend the written
-    /// prefix, so the queue is in order and its front is next; one whose
-    /// bytes were read back meanwhile (the hashing thread stepped between the
-    /// hand-over and the report) is passed, and handed back to be freed.
-    fn next_given(&mut self, passed: &mut Vec<IoBuf>) -> Option<IoBuf> {
-        while let Some((at, _)) = self.given.front()
-            && *at < self.hashed
-        {
-            passed.extend(self.given.pop_front().map(|(_, b)| b));
-        }
-        let (at, buf) = self.given.front()?;
-        if *at != self.hashed || self.ready < at + buf.len() as u64 {
-            return None;
-        }
-        self.given.pop_front().map(|(_, b)| b)
-    }
-}
-
-impl State {
-    /// A free buffer of capacity `cap`, for a caller that handed one over.
-    fn take_free(&mut self, cap: usize) -> Option<IoBuf> {
-        let i = self.free.iter().rposition(|b| b.capacity() == cap)?;
-        Some(self.free.swap_remove(i))
-    }
-
-    /// When the small objects waiting are to be hashed: now when a full
-    /// batch waits (or the run is ending), else when the first has waited
-    /// [`LINGER`]; `None` when none waits.
-    fn wholes_due(&self) -> Option<std::time::Instant> {
-        let first = self.wholes.first()?;
-        match self.wholes.len() >= self.lanes || self.closed {
-            true => Some(first.since),
-            false => Some(first.since + LINGER),
-        }
-    }
-
-    /// Whether a step is worth taking now: a full batch of due segments, an
-    /// urgent one, or every segment due (no other is coming to fill the batch).
-    fn worth_a_step(&self) -> bool {
-        let mut due = 0;
-        for s in self.streams.values() {
-            if s.urgent() {
-                return true;
-            }
-            due += usize::from(s.due());
-        }
-        let idle = self.streams.values().filter(|s| s.digest.is_some()).count();
-        // With three batches' worth of segments being written, wait for two:
-        // 16 lanes hash 20% faster than 8 (4.4 GiB/s against 3.6, measured).
-        let want = if idle >= 3 * BATCH { 2 * BATCH } else { BATCH };
-        // Many buffers held: hash what is due rather than hold more.
-        due > 0 && (due >= want || due == idle || self.given >= MAX_GIVEN / 2)
-    }
-}
-
-#[derive(Default)]
-struct State {
-    streams: HashMap<StreamId, Stream>,
-    next_id: u64,
-    closed: bool,
-    /// Buffers the hasher holds, all streams and small objects together:
-    /// queued, or being hashed; counted until they are free again.
-    given: usize,
-    /// Buffers hashed and free for the fetches to take again.
-    free: Vec<IoBuf>,
-    /// Bytes hashed from buffers handed over, and bytes read back.
-    from_buffers: u64,
-    read_back: u64,
-    /// Whole small objects waiting for company ([`Hasher::whole_md5`]).
-    wholes: Vec<Whole>,
-    /// Lanes worth waiting for: the MD5 engine's native width, at least 8.
-    lanes: usize,
-    /// Small objects hashed, and how many multi-buffer calls that took.
-    wholes_hashed: u64,
-    whole_calls: u64,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    work: Condvar,
-    /// Told when hashed buffers are free again (see [`Hasher::give`]).
-    room: tokio::sync::Notify,
-}
-
-impl Shared {
-    fn new() -> Shared {
-        let lanes = md5_many::Md5Many::new().lanes().max(BATCH);
-        let state = State { lanes, ..State::default() };
-        Shared { state: Mutex::new(state), work: Condvar::new(), room: tokio::sync::Notify::new() }
-    }
-}
+use super::hash_state::{GIVE_WAIT, MAX_GIVEN, Shared, Stream, Whole};
+pub(super) use super::hash_state::{ReadBack, SegmentResult, StreamId, WHOLE_MIN_REQUESTS};
+use super::hash_thread::hash_loop;
+use crate::integrity::{DigestKind, PartDigest};
+use crate::localfs::IoBuf;
 
 /// The hashing threads of one run; they stop when it is dropped.
 pub(super) struct Hasher {
@@ -270,7 +55,7 @@ impl Hasher {
     /// Small objects wait for at most `requests` of them (the requests that
     /// can be in flight at once; see [`Hasher::whole_md5`]): a batch larger
     /// than that would keep every worker waiting for its commit, none left
-    /// for a request, until [`LINGER`] is over.
+    /// for a request, until [`LINGER`](super::hash_state::LINGER) is over.
     pub fn whole_batch_at_most(self, requests: usize) -> Hasher {
         let mut st = self.shared.state.lock().unwrap();
         st.lanes = st.lanes.min(requests.max(1));
@@ -381,7 +166,7 @@ impl Hasher {
     }
 
     /// Takes `buf`, the whole of a small object just written, to compute its
-    /// MD5 together with other small objects' (see [`LINGER`]); returns the
+    /// MD5 together with other small objects' (see [`LINGER`](super::hash_state::LINGER)); returns the
     /// receiver of the digest and a buffer of the same capacity to go on
     /// with. While the hasher holds [`MAX_GIVEN`] buffers, the buffer is
     /// handed back (`Err`): the caller hashes it itself.
@@ -439,264 +224,13 @@ enum Given {
     Never(IoBuf),
 }
 
-/// One step taken by a thread: `len` bytes of a segment from `at`.
-struct Step {
-    id: StreamId,
-    file: Arc<ReadBack>,
-    /// The bytes, when they were handed over: nothing to read back.
-    given: Option<IoBuf>,
-    at: u64,
-    len: usize,
-    digest: PartDigest,
-}
-
-/// What the hashing thread does next.
-enum Work {
-    /// Small objects whose wait is over (or a full batch of them).
-    Wholes(Vec<Whole>),
-    /// A step of each segment taken.
-    Steps(Vec<Step>),
-    Stop,
-}
-
-fn hash_loop(shared: &Shared) {
-    let md5 = md5_many::Md5Many::new();
-    let mut bufs: Vec<IoBuf> = Vec::new();
-    loop {
-        match next_work(shared) {
-            Work::Wholes(wholes) => hash_wholes(shared, md5, wholes),
-            Work::Steps(steps) => run_steps(shared, md5, &mut bufs, steps),
-            Work::Stop => return,
-        }
-    }
-}
-
-/// Waits for work: small objects first (their commits wait on them; once
-/// the hasher is closed they are due at once, so none is left unanswered),
-/// then segments; stops when the hasher is closed and no small object waits.
-fn next_work(shared: &Shared) -> Work {
-    let mut st = shared.state.lock().unwrap();
-    loop {
-        let now = std::time::Instant::now();
-        let wholes_at = st.wholes_due();
-        if wholes_at.is_some_and(|at| at <= now) {
-            return Work::Wholes(std::mem::take(&mut st.wholes));
-        }
-        if st.closed {
-            return Work::Stop;
-        }
-        if st.worth_a_step() {
-            return Work::Steps(take_steps(&mut st));
-        }
-        st = match wholes_at {
-            Some(at) => shared.work.wait_timeout(st, at - now).unwrap().0,
-            None => shared.work.wait(st).unwrap(),
-        };
-    }
-}
-
-/// MD5s whole small objects together, in multi-buffer calls of up to
-/// [`LANES`] objects (a batch that is not a multiple of 8 is filled with
-/// copies of its first input, whose results are dropped, as `hash_steps`
-/// does; lengths may differ: md5-many hashes their common blocks together and
-/// the rest apart), then sends each digest and frees the buffers.
-fn hash_wholes(shared: &Shared, md5: md5_many::Md5Many, wholes: Vec<Whole>) {
-    let mut digests = Vec::with_capacity(wholes.len());
-    let mut calls = 0;
-    for batch in wholes.chunks(LANES) {
-        let mut inputs: Vec<&[u8]> = batch.iter().map(|w| w.buf.as_ref()).collect();
-        let width = match inputs.len() {
-            1 => 1,
-            n => n.div_ceil(8) * 8,
-        };
-        inputs.resize(width, inputs[0]);
-        let mut out = vec![[0u8; 16]; width];
-        if width == 1 {
-            out[0] = md5_many::md5(inputs[0]);
-        } else {
-            md5.hash_many(&inputs, &mut out);
-        }
-        digests.extend(out.into_iter().take(batch.len()));
-        calls += 1;
-    }
-    let mut sends = Vec::with_capacity(wholes.len());
-    {
-        let mut st = shared.state.lock().unwrap();
-        st.wholes_hashed += wholes.len() as u64;
-        st.whole_calls += calls;
-        st.given -= wholes.len();
-        for (w, d) in wholes.into_iter().zip(digests) {
-            st.free.push(w.buf);
-            sends.push((w.tx, d));
-        }
-    }
-    shared.room.notify_waiters();
-    for (tx, d) in sends {
-        let _ = tx.send(Ok(PartSum::Hash(crate::integrity::DigestValue::new(&d).expect("16 bytes"))));
-    }
-}
-
-/// Reads and hashes one step of each segment taken, outside the lock, then
-/// puts the digests back and reports the segments that are finished.
-fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<IoBuf>, mut steps: Vec<Step>) {
-    // A step whose bytes cannot be read back fails its segment; the others
-    // are hashed, each with its own buffer.
-    let given: Vec<Option<IoBuf>> = steps.iter_mut().map(|s| s.given.take()).collect();
-    // Buffers to read into, for the steps whose bytes were not handed over.
-    bufs.resize_with(steps.len(), IoBuf::default);
-    let mut failed: Vec<(StreamId, String)> = Vec::new();
-    let mut read = Vec::with_capacity(steps.len());
-    for ((step, buf), given) in steps.drain(..).zip(bufs.iter_mut()).zip(&given) {
-        if let Some(g) = given {
-            read.push((step, g.as_ref()));
-            continue;
-        }
-        if buf.capacity() < CHUNK {
-            *buf = IoBuf::new(CHUNK);
-        }
-        match step.file.read(buf, step.at, step.len) {
-            Ok(()) => {
-                let buf: &IoBuf = buf;
-                read.push((step, buf.as_ref()));
-            }
-            Err(e) => failed.push((step.id, format!("reading back bytes {}.. to hash them: {e}", step.at))),
-        }
-    }
-    hash_steps(md5, &mut read);
-    let steps: Vec<Step> = read.into_iter().map(|(step, _)| step).collect();
-    // Steps hashed from a buffer never fail: the others were read back.
-    let from_buffers: u64 = given.iter().flatten().map(|b| b.len() as u64).sum();
-    let read_back = steps.iter().map(|s| s.len as u64).sum::<u64>() - from_buffers;
-    // Finished segments give their file handle back before they report.
-    let mut done: Vec<(oneshot::Sender<SegmentResult>, SegmentResult)> = Vec::new();
-    {
-        let mut st = shared.state.lock().unwrap();
-        for (id, why) in failed {
-            if let Some(mut s) = st.streams.remove(&id) {
-                st.given -= s.given.len();
-                if let Some(tx) = s.tx.take() {
-                    done.push((tx, Err(why)));
-                }
-            }
-        }
-        for step in steps {
-            let Some(s) = st.streams.get_mut(&step.id) else { continue };
-            s.hashed = step.at + step.len as u64;
-            if s.hashed == s.end {
-                let mut s = st.streams.remove(&step.id).expect("present");
-                st.given -= s.given.len();
-                if let Some(tx) = s.tx.take() {
-                    done.push((tx, Ok(step.digest.finish())));
-                }
-            } else {
-                s.digest = Some(step.digest);
-            }
-        }
-        st.from_buffers += from_buffers;
-        st.read_back += read_back;
-        let freed = given.iter().flatten().count();
-        st.given -= freed;
-        st.free.extend(given.into_iter().flatten());
-        if st.worth_a_step() {
-            shared.work.notify_one();
-        }
-        drop(st);
-        if freed > 0 {
-            shared.room.notify_waiters();
-        }
-    }
-    for (tx, r) in done {
-        let _ = tx.send(r);
-    }
-}
-
-/// Takes up to [`LANES`] due segments out of the state, MD5s first (they gain
-/// from being hashed together).
-fn take_steps(st: &mut State) -> Vec<Step> {
-    let mut due: Vec<(bool, bool, StreamId)> = st
-        .streams
-        .iter()
-        .filter(|(_, s)| s.due())
-        .map(|(id, s)| (!s.urgent(), !matches!(s.digest, Some(PartDigest::Md5(_))), *id))
-        .collect();
-    due.sort_unstable_by_key(|(not_urgent, not_md5, id)| (*not_urgent, *not_md5, id.0));
-    due.truncate(whole_batches(&due));
-    let mut passed = Vec::new();
-    let steps = due
-        .into_iter()
-        .map(|(_, _, id)| {
-            let s = st.streams.get_mut(&id).expect("present");
-            let given = s.next_given(&mut passed);
-            // Read back no further than the next given buffer.
-            let upto = match s.given.front() {
-                Some((at, _)) if *at > s.hashed => s.ready.min(*at),
-                _ => s.ready,
-            };
-            let len = match &given {
-                Some(b) => b.len(),
-                None => (upto - s.hashed).min(CHUNK as u64) as usize,
-            };
-            Step { id, file: s.file.clone(), given, at: s.hashed, len, digest: s.digest.take().expect("due") }
-        })
-        .collect();
-    st.given -= passed.len();
-    st.free.extend(passed);
-    steps
-}
-
-/// How many of the due segments (urgent first) to take: at most [`LANES`],
-/// and beyond one batch only whole batches of [`BATCH`], so that no call is
-/// padded with lanes that hash nothing (measured: 6.5 lanes a call on average
-/// when every due segment was taken, half as many bytes again hashed for
-/// padding). The rest wait for company, or until they are urgent.
-fn whole_batches(due: &[(bool, bool, StreamId)]) -> usize {
-    let n = due.len().min(LANES);
-    let urgent = due.iter().take_while(|(not_urgent, _, _)| !not_urgent).count().min(LANES);
-    if n <= BATCH { n } else { (n - n % BATCH).max(urgent) }
-}
-
-/// Feeds each step's bytes to its digest. MD5 steps of equal length are
-/// hashed together, in multi-buffer calls of 8, 16 or 24 lanes: measured here
-/// (AVX2), md5-many runs 8 lanes at 3.6 GiB/s and 16 or 24 at 4.5, but 5 lanes
-/// at 0.14 and 12 at 1.8, so a batch that is not a multiple of 8 is filled
-/// with copies of its first input whose results are dropped. A lone step, or
-/// one of a length no other has (a segment's tail), is hashed on its own.
-fn hash_steps(md5: md5_many::Md5Many, steps: &mut [(Step, &[u8])]) {
-    let mut by_len: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, (step, buf)) in steps.iter_mut().enumerate() {
-        match &mut step.digest {
-            PartDigest::Md5(_) => by_len.entry(step.len).or_default().push(i),
-            other => other.update(&buf[..step.len]),
-        }
-    }
-    for (len, group) in by_len {
-        let md5_of = |step: &Step| match step.digest {
-            PartDigest::Md5(s) => s,
-            _ => unreachable!("grouped as MD5"),
-        };
-        if group.len() == 1 {
-            let (step, buf) = &mut steps[group[0]];
-            step.digest.update(&buf[..len]);
-            continue;
-        }
-        for lanes in group.chunks(LANES) {
-            let width = lanes.len().div_ceil(8) * 8;
-            let mut states: Vec<md5_many::Md5State> = lanes.iter().map(|&i| md5_of(&steps[i].0)).collect();
-            let mut inputs: Vec<&[u8]> = lanes.iter().map(|&i| &steps[i].1[..len]).collect();
-            states.resize(width, md5_many::Md5State::new());
-            inputs.resize(width, inputs[0]);
-            md5.update_many(&mut states, &inputs);
-            for (&i, state) in lanes.iter().zip(states) {
-                steps[i].0.digest = PartDigest::Md5(state);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::integrity::PartSum;
     use crate::integrity::{DigestValue, Sha};
+    use crate::transfer::hash_state::*;
+    use crate::transfer::hash_thread::*;
     use md5::Digest as _;
 
     fn data(n: usize, seed: usize) -> Vec<u8> {

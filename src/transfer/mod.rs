@@ -36,6 +36,8 @@ mod body;
 mod download;
 mod engine;
 mod fetch;
+mod hash_state;
+mod hash_thread;
 mod hasher;
 mod job;
 mod limiter;

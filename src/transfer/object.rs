@@ -8,7 +8,6 @@
 //! [`Mutex`] and changes only through the named methods below; the lock is
 //! never held across an `await` or a blocking call.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,11 +16,11 @@ use tokio::sync::oneshot;
 
 use super::hasher::{Hasher, ReadBack, SegmentResult, StreamId};
 use super::job::{Download, KnownChecksum};
-use super::parts::Ranges;
+use super::parts::{CrcFold, Ranges};
 use super::segments::{Bits, Segments};
 use super::settings::{EngineConfig, VerifyMode};
 use crate::error::Error;
-use crate::integrity::{self, Algorithm, DigestKind, DigestValue, PartCrc, PartSum, Stated};
+use crate::integrity::{self, DigestKind, DigestValue, PartCrc, PartSum, Stated};
 use crate::localfs::{IoBuf, TempFile};
 
 /// The largest uploaded part fetched in one request when its hash is computed
@@ -400,48 +399,6 @@ impl ObjectState {
         let st = self.lock();
         let crcs = st.crcs.per_segment(&self.parts);
         Received { stated: st.stated, crcs, segment_sums: st.segment_sums.iter().copied().collect() }
-    }
-}
-
-/// The CRCs of finished ranges, combined in order within each segment as
-/// they come: a check needs each segment's CRC (the object's, or each
-/// uploaded part's), not each range's, and five million ranges must not
-/// mean five million CRCs kept.
-#[derive(Default)]
-struct CrcFold {
-    /// Per segment (made at the first CRC): the first range not yet
-    /// combined, and the CRC of the ranges before it.
-    folded: Vec<(usize, Option<PartCrc>)>,
-    /// CRCs of ranges that finished before a range ahead of them.
-    early: HashMap<usize, PartCrc>,
-}
-
-impl CrcFold {
-    fn add(&mut self, ranges: &Ranges, algorithm: Algorithm, p: usize, crc: PartCrc) {
-        if self.folded.is_empty() {
-            self.folded = (0..ranges.segment_count()).map(|s| (ranges.segment_ranges(s).start, None)).collect();
-        }
-        let s = ranges.segment_of(p);
-        let end = ranges.segment_ranges(s).end;
-        let (next, acc) = &mut self.folded[s];
-        if p < *next {
-            return;
-        }
-        self.early.insert(p, crc);
-        while *next < end {
-            let Some(c) = self.early.remove(next) else { break };
-            *acc = Some(match *acc {
-                None => c,
-                Some(a) => PartCrc { crc: integrity::combine(algorithm, &[a, c]), len: a.len + c.len },
-            });
-            *next += 1;
-        }
-    }
-
-    /// Each segment's CRC, once every range of every segment is in.
-    fn per_segment(&self, ranges: &Ranges) -> Option<Vec<PartCrc>> {
-        let complete = |s: usize, next: usize| next == ranges.segment_ranges(s).end;
-        self.folded.iter().enumerate().map(|(s, &(next, acc))| acc.filter(|_| complete(s, next))).collect()
     }
 }
 

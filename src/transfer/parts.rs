@@ -4,7 +4,10 @@
 //! in 1 MiB ranges is five million of them, and a plan that listed them up
 //! front would cost hundreds of MiB before the first byte.
 
+use std::collections::HashMap;
 use std::ops::Range;
+
+use crate::integrity::{self, Algorithm, PartCrc};
 
 /// An object's fetch ranges: `0..size` cut into segments of `segment` bytes
 /// (each uploaded part, or the whole object), and each segment into ranges
@@ -88,6 +91,48 @@ impl Ranges {
     pub fn segment_bytes(&self, s: usize) -> Range<u64> {
         let start = (s as u64 * self.segment).min(self.size);
         start..(start + self.segment).min(self.size)
+    }
+}
+
+/// The CRCs of finished ranges, combined in order within each segment as
+/// they come: a check needs each segment's CRC (the object's, or each
+/// uploaded part's), not each range's, and five million ranges must not
+/// mean five million CRCs kept.
+#[derive(Debug, Default)]
+pub(super) struct CrcFold {
+    /// Per segment (made at the first CRC): the first range not yet
+    /// combined, and the CRC of the ranges before it.
+    folded: Vec<(usize, Option<PartCrc>)>,
+    /// CRCs of ranges that finished before a range ahead of them.
+    pub(super) early: HashMap<usize, PartCrc>,
+}
+
+impl CrcFold {
+    pub(super) fn add(&mut self, ranges: &Ranges, algorithm: Algorithm, p: usize, crc: PartCrc) {
+        if self.folded.is_empty() {
+            self.folded = (0..ranges.segment_count()).map(|s| (ranges.segment_ranges(s).start, None)).collect();
+        }
+        let s = ranges.segment_of(p);
+        let end = ranges.segment_ranges(s).end;
+        let (next, acc) = &mut self.folded[s];
+        if p < *next {
+            return;
+        }
+        self.early.insert(p, crc);
+        while *next < end {
+            let Some(c) = self.early.remove(next) else { break };
+            *acc = Some(match *acc {
+                None => c,
+                Some(a) => PartCrc { crc: integrity::combine(algorithm, &[a, c]), len: a.len + c.len },
+            });
+            *next += 1;
+        }
+    }
+
+    /// Each segment's CRC, once every range of every segment is in.
+    pub(super) fn per_segment(&self, ranges: &Ranges) -> Option<Vec<PartCrc>> {
+        let complete = |s: usize, next: usize| next == ranges.segment_ranges(s).end;
+        self.folded.iter().enumerate().map(|(s, &(next, acc))| acc.filter(|_| complete(s, next))).collect()
     }
 }
 

@@ -40,7 +40,7 @@ enum Slot {
 
 /// An object's outcome, and its job when it is to be fetched again (boxed:
 /// almost every object has none, and a million outcomes are kept at once).
-type Ended = (Outcome, Option<Box<Download>>);
+type Settled = (Outcome, Option<Box<Download>>);
 
 /// State of one pass, shared by its workers.
 struct Pass {
@@ -52,7 +52,7 @@ struct Pass {
     notify: Notify,
     /// Each object's outcome, with its job when the object is to be fetched
     /// again from the start (see [`retry::restarts_object`]).
-    results: Mutex<Vec<Option<Ended>>>,
+    results: Mutex<Vec<Option<Settled>>>,
     /// The last pass reports every outcome; earlier passes keep quiet about
     /// objects that will be fetched again.
     last: bool,
@@ -73,7 +73,7 @@ pub(super) async fn run(
     samples: Arc<EtagSamples>,
     jobs: Vec<Box<Download>>,
     last: bool,
-) -> Vec<Ended> {
+) -> Vec<Settled> {
     let n = jobs.len();
     let cfg = &engine.cfg;
     let sched =
@@ -164,32 +164,32 @@ async fn worker(pass: Arc<Pass>) {
 /// Fetches range `p` of object `idx` (unless an earlier run left it on disk),
 /// journals it, and keeps its hash for verification.
 async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut IoBuf) -> Result<(), Error> {
-    let (engine, file) = (&pass.engine, &*pass.file(idx)?);
-    if !file.mine.contains(&p) {
+    let (engine, object) = (&pass.engine, &*pass.object(idx)?);
+    if !object.mine.contains(&p) {
         // Another shard's piece of a split object.
         return Ok(());
     }
-    let tmp = match file.one_write(&engine.cfg) {
+    let tmp = match object.one_write(&engine.cfg) {
         true => None,
-        false => Some(resume::open(engine, file).await?),
+        false => Some(resume::open(engine, object).await?),
     };
-    if file.restored(p) || file.parts.get(p).is_empty() {
+    if object.restored(p) || object.parts.get(p).is_empty() {
         return Ok(());
     }
-    let (mut sum, tmp) = fetch::fetch_range(engine, file, p, tmp, buf).await?;
+    let (mut sum, tmp) = fetch::fetch_range(engine, object, p, tmp, buf).await?;
     let Some(tmp) = tmp else {
-        return Err(Error::Internal(format!("{}: no file written", file.job.dest.display())));
+        return Err(Error::Internal(format!("{}: no file written", object.job.dest.display())));
     };
-    if engine.cfg.durability != Durability::Off && file.parts.len() > 1 {
-        let (t, range) = (tmp.clone(), file.parts.get(p));
+    if engine.cfg.durability != Durability::Off && object.parts.len() > 1 {
+        let (t, range) = (tmp.clone(), object.parts.get(p));
         engine.blocking_io(move || t.start_writeback(range)).await;
     }
     if tmp.resumable() {
         // A range that is a whole segment is journalled with the segment's hash.
         if sum.is_none()
-            && let Some(s) = file.own_segment(p)
+            && let Some(s) = object.own_segment(p)
         {
-            sum = file.segment_sum(s).await?.map(PartSum::Hash);
+            sum = object.segment_sum(s).await?.map(PartSum::Hash);
         }
         let hash = sum.map_or_else(|| "-".to_string(), |s| s.to_string());
         engine
@@ -200,7 +200,7 @@ async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut IoBuf) -> Result<
             .await?;
     }
     if let Some(sum) = sum {
-        file.range_hashed(p, sum);
+        object.range_hashed(p, sum);
     }
     Ok(())
 }
@@ -211,70 +211,70 @@ async fn finish_part(pass: &Pass, idx: usize, result: Result<(), Error>) {
         Finished::No => return,
         Finished::Yes(r) => r.err(),
     };
-    let file = match pass.file(idx) {
+    let object = match pass.object(idx) {
         Ok(f) => f,
         Err(e) => {
             pass.results.lock().unwrap()[idx] = Some((Err(e), None));
             return;
         }
     };
-    let file = &*file;
-    let tmp = file.take_file();
+    let object = &*object;
+    let tmp = object.take_file();
     let engine = &pass.engine;
     let error = match error {
-        None => file.segment_sums().await.err(),
+        None => object.segment_sums().await.err(),
         e => e,
     };
     if error.is_some() {
-        file.cancel_segments(engine.started_hasher());
+        object.cancel_segments(engine.started_hasher());
     }
     let outcome = match (error, tmp) {
         // Interrupted: a resumable file stays for the next run.
         (Some(e @ Error::Interrupted(_)), Some(t)) if t.resumable() => Err(e),
-        (Some(e), tmp) => Err(e).inspect_err(|_| discard(pass, file, tmp)),
-        (None, Some(t)) if file.job.piece.is_some() => match resume::piece_done(engine, file, &t).await {
-            Ok(true) => commit(pass, file, t).await,
+        (Some(e), tmp) => Err(e).inspect_err(|_| discard(pass, object, tmp)),
+        (None, Some(t)) if object.job.piece.is_some() => match resume::piece_done(engine, object, &t).await {
+            Ok(true) => commit(pass, object, t).await,
             // Another shard finishes the object.
             Ok(false) => Ok(Verification::Piece),
-            Err(e) => Err(e).inspect_err(|_| discard(pass, file, Some(t))),
+            Err(e) => Err(e).inspect_err(|_| discard(pass, object, Some(t))),
         },
-        (None, Some(t)) => commit(pass, file, t).await,
-        (None, None) => Err(Error::Internal(format!("{}: no file written", file.job.dest.display()))),
+        (None, Some(t)) => commit(pass, object, t).await,
+        (None, None) => Err(Error::Internal(format!("{}: no file written", object.job.dest.display()))),
     };
     let again = !pass.last && outcome.as_ref().is_err_and(retry::restarts_object);
     if !again {
-        engine.hooks.reporter.finished(&file.job, &outcome);
+        engine.hooks.reporter.finished(&object.job, &outcome);
     }
-    let job = again.then(|| Box::new(file.job.clone()));
+    let job = again.then(|| Box::new(object.job.clone()));
     pass.results.lock().unwrap()[idx] = Some((outcome, job));
     *pass.files[idx].lock().unwrap() = Slot::Finished;
 }
 
 /// Verifies a finished object and moves it into place, or discards it.
-async fn commit(pass: &Pass, file: &ObjectState, t: Arc<TempFile>) -> Outcome {
+async fn commit(pass: &Pass, object: &ObjectState, t: Arc<TempFile>) -> Outcome {
     let engine = &pass.engine;
-    let verified = verify(file, engine.cfg.verify, &pass.samples, verify::NOTHING_WRITTEN);
-    let verification = match check_structure(engine, file, &t, verified).await {
+    let verified = verify(object, engine.cfg.verify, &pass.samples, verify::NOTHING_WRITTEN);
+    let verification = match check_structure(engine, object, &t, verified).await {
         Ok(v) => v,
-        Err(e) => return Err(e).inspect_err(|_| discard(pass, file, Some(t))),
+        Err(e) => return Err(e).inspect_err(|_| discard(pass, object, Some(t))),
     };
     let Ok(t) = Arc::try_unwrap(t) else {
-        return Err(Error::Internal(format!("{}: file still in use at commit", file.job.dest.display())));
+        return Err(Error::Internal(format!("{}: file still in use at commit", object.job.dest.display())));
     };
-    let (mtime, fsync) = (file.job.last_modified, engine.cfg.durability == Durability::Fsync);
+    let (mtime, fsync) = (object.job.last_modified, engine.cfg.durability == Durability::Fsync);
     let journal = engine.blocking_io(move || t.commit(mtime, fsync)).await?;
     if let Some(j) = journal {
         engine.remove_journal(j);
     }
     if let Some(hook) = &engine.hooks.committed {
-        hook.committed(&file.job);
+        hook.committed(&object.job);
     }
     Ok(verification)
 }
 
 impl Pass {
     /// Object `idx`'s state, built when a worker first needs it.
-    fn file(&self, idx: usize) -> Result<Arc<ObjectState>, Error> {
+    fn object(&self, idx: usize) -> Result<Arc<ObjectState>, Error> {
         let mut slot = self.files[idx].lock().unwrap();
         if let Slot::Waiting(_) = &*slot
             && let Slot::Waiting(job) = std::mem::replace(&mut *slot, Slot::Finished)
@@ -290,13 +290,13 @@ impl Pass {
 
 /// After verification: a `*.safetensors` file's header must agree with its
 /// length (`--check-model`, see [`crate::model`]); only the header is read.
-async fn check_structure(engine: &Engine, file: &ObjectState, tmp: &Arc<TempFile>, verified: Outcome) -> Outcome {
+async fn check_structure(engine: &Engine, object: &ObjectState, tmp: &Arc<TempFile>, verified: Outcome) -> Outcome {
     let verification = verified?;
-    let name = file.job.dest.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = object.job.dest.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     if engine.cfg.check_model == CheckModel::Off || !crate::model::is_safetensors(name) {
         return Ok(verification);
     }
-    let (t, len) = (tmp.clone(), file.job.size);
+    let (t, len) = (tmp.clone(), object.job.size);
     let checked = engine.blocking_io(move || t.reader().map(|f| crate::model::check_safetensors(&f, len))).await?;
     match checked {
         Ok(_) => {
@@ -306,15 +306,15 @@ async fn check_structure(engine: &Engine, file: &ObjectState, tmp: &Arc<TempFile
         Err(why) => Err(Error::Integrity(format!(
             "{}: not a valid safetensors file: {why}; nothing was written (the object in the store is damaged: \
              re-upload it, or use --check-model off to take it as it is)",
-            file.job.source_url()
+            object.job.source_url()
         ))),
     }
 }
 
 /// Removes a failed object's temporary file and takes its bytes off the progress count.
-fn discard(pass: &Pass, file: &ObjectState, tmp: Option<Arc<TempFile>>) {
+fn discard(pass: &Pass, object: &ObjectState, tmp: Option<Arc<TempFile>>) {
     if let Some(t) = tmp.and_then(|t| Arc::try_unwrap(t).ok()) {
         t.discard();
     }
-    pass.engine.hooks.reporter.discarded(&file.job, file.written.swap(0, Ordering::Relaxed));
+    pass.engine.hooks.reporter.discarded(&object.job, object.written.swap(0, Ordering::Relaxed));
 }

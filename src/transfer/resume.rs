@@ -22,18 +22,18 @@ use crate::localfs::{PieceOf, Recorded, TempFile};
 
 /// What a resumable temporary file must hold to be resumed: the object's
 /// identity, the part layout and how parts are hashed.
-fn journal_header(file: &ObjectState) -> String {
-    let job = &file.job;
-    let last = file.parts.last().start;
+fn journal_header(object: &ObjectState) -> String {
+    let job = &object.job;
+    let last = object.parts.last().start;
     format!(
         "object {}\netag {}\nsize {}\nparts {} {} {}\ndigest {:?}",
         job.source_url(),
         job.etag.as_deref().unwrap_or("-"),
         job.size,
-        file.parts.len(),
-        file.parts.first().end,
+        object.parts.len(),
+        object.parts.first().end,
         last,
-        file.range_kind(),
+        object.range_kind(),
     )
 }
 
@@ -41,14 +41,14 @@ fn journal_header(file: &ObjectState) -> String {
 /// interrupted when the run is stopped meanwhile.
 async fn rehash(
     engine: &Engine,
-    file: &ObjectState,
+    object: &ObjectState,
     tmp: &Arc<TempFile>,
     recorded: Vec<Recorded>,
 ) -> Result<Vec<(usize, Option<PartSum>)>, Error> {
-    let (t, parts, kind, stop) = (tmp.clone(), file.parts, file.range_kind(), engine.stop.clone());
+    let (t, parts, kind, stop) = (tmp.clone(), object.parts, object.range_kind(), engine.stop.clone());
     let checked = engine.blocking_io(move || rehash_recorded(&parts, kind, &t, recorded, &stop)).await;
     if engine.stop.is_cancelled() {
-        return Err(Error::Interrupted(file.job.source_url()));
+        return Err(Error::Interrupted(object.job.source_url()));
     }
     Ok(checked)
 }
@@ -111,23 +111,23 @@ pub(super) fn rehash_recorded(
 /// The object's temporary file, created by the first part to start. An object
 /// in several parts gets a resumable file: ranges an earlier run finished are
 /// checked ([`rehash_recorded`]) and marked restored.
-pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<TempFile>, Error> {
-    if let Some(t) = file.file() {
+pub(super) async fn open(engine: &Engine, object: &ObjectState) -> Result<Arc<TempFile>, Error> {
+    if let Some(t) = object.file() {
         return Ok(t);
     }
     // Other parts of the same object wait on `create` only for this moment.
-    let _create = file.create.lock().await;
-    if let Some(t) = file.file() {
+    let _create = object.create.lock().await;
+    if let Some(t) = object.file() {
         return Ok(t);
     }
-    let (root, dest, size) = (file.job.root.clone(), file.job.dest.clone(), file.job.size);
+    let (root, dest, size) = (object.job.root.clone(), object.job.dest.clone(), object.job.size);
     let direct = engine.cfg.write_mode == WriteMode::Direct;
-    let t = if file.parts.len() > 1 {
-        let header = journal_header(file);
+    let t = if object.parts.len() > 1 {
+        let header = journal_header(object);
         let hold = engine.cfg.journal_hold;
-        let (t, recorded) = match file.job.piece {
+        let (t, recorded) = match object.job.piece {
             Some(piece) => {
-                let n = file.parts.len();
+                let n = object.parts.len();
                 let pieces: Vec<bool> = (0..piece.count)
                     .map(|index| !crate::shard::Piece { index, ..piece }.ranges(n).is_empty())
                     .collect();
@@ -143,18 +143,18 @@ pub(super) async fn open(engine: &Engine, file: &ObjectState) -> Result<Arc<Temp
         };
         let t = Arc::new(t);
         if !recorded.is_empty() {
-            let checked = rehash(engine, file, &t, recorded).await?;
+            let checked = rehash(engine, object, &t, recorded).await?;
             let count = checked.len();
-            let bytes = file.restore(checked);
-            tracing::info!(object = %file.job.source_url(), parts = count, of = file.parts.len(), "resuming: parts already on disk");
-            engine.hooks.reporter.bytes(&file.job, bytes);
+            let bytes = object.restore(checked);
+            tracing::info!(object = %object.job.source_url(), parts = count, of = object.parts.len(), "resuming: parts already on disk");
+            engine.hooks.reporter.bytes(&object.job, bytes);
         }
         t
     } else {
         let dirs = engine.dirs.clone();
         Arc::new(engine.blocking_io(move || TempFile::create_in(&dirs, &root, &dest, size, true)).await?)
     };
-    file.set_file(t.clone());
+    object.set_file(t.clone());
     Ok(t)
 }
 
@@ -174,27 +174,27 @@ fn with_direct<T>(opened: Result<(TempFile, T), Error>, direct: bool) -> Result<
 /// marked restored, and the object is ready to be verified whole. A range
 /// missing or not matching fails the object with a mismatch, so that it is
 /// fetched again whole by this run.
-pub(super) async fn piece_done(engine: &Engine, file: &ObjectState, tmp: &Arc<TempFile>) -> Result<bool, Error> {
+pub(super) async fn piece_done(engine: &Engine, object: &ObjectState, tmp: &Arc<TempFile>) -> Result<bool, Error> {
     let t = tmp.clone();
     engine.blocking_io(move || t.piece_done()).await?;
     let t = tmp.clone();
     let Some(recorded) = engine.blocking_io(move || t.finishes_split()).await? else { return Ok(false) };
-    let other = |p: usize| p < file.parts.len() && !file.mine.contains(&p) && !file.parts.get(p).is_empty();
+    let other = |p: usize| p < object.parts.len() && !object.mine.contains(&p) && !object.parts.get(p).is_empty();
     let mut recorded: Vec<Recorded> = recorded.into_iter().filter(|r| other(r.part)).collect();
     recorded.sort_by_key(|r| r.part);
     recorded.dedup_by_key(|r| r.part);
-    let checked = rehash(engine, file, tmp, recorded).await?;
-    if let Some(p) = (0..file.parts.len()).find(|&p| other(p) && checked.binary_search_by_key(&p, |c| c.0).is_err()) {
-        let r = file.parts.get(p);
+    let checked = rehash(engine, object, tmp, recorded).await?;
+    if let Some(p) = (0..object.parts.len()).find(|&p| other(p) && checked.binary_search_by_key(&p, |c| c.0).is_err()) {
+        let r = object.parts.get(p);
         return Err(Error::Mismatch(format!(
-            "{}: bytes {}-{}, written by another shard into the shared file, are missing or do not match the hash \
+            "{}: bytes {}-{}, written by another shard into the shared object, are missing or do not match the hash \
              its journal gives; fetching the object whole",
-            file.job.source_url(),
+            object.job.source_url(),
             r.start,
             r.end - 1
         )));
     }
-    file.restore(checked);
+    object.restore(checked);
     Ok(true)
 }
 

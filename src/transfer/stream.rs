@@ -55,13 +55,13 @@ impl std::fmt::Debug for Sink {
 /// [`Error::Io`] with the sink's error (`BrokenPipe` when the reader left).
 pub async fn stream(engine: &Arc<Engine>, job: Download, sink: Sink) -> Result<Verification, Error> {
     let job = *prepare(engine, Box::new(job)).await.map_err(|(_, e)| e)?;
-    let file = Arc::new(ObjectState::for_stream(job, &engine.cfg));
+    let object = Arc::new(ObjectState::for_stream(job, &engine.cfg));
     let checking = engine.cfg.verify != VerifyMode::Off;
-    let kinds = if checking { (file.inline_kind(), file.segment_kind()) } else { (None, None) };
+    let kinds = if checking { (object.inline_kind(), object.segment_kind()) } else { (None, None) };
     // Nothing to hash with: under `--verify require` that is known before
     // the first byte, so nothing is written.
-    if checking && kinds == (None, None) && file.job.size > 0 {
-        let early = verify(&file, engine.cfg.verify, &EtagSamples::default(), OUTPUT_WRONG);
+    if checking && kinds == (None, None) && object.job.size > 0 {
+        let early = verify(&object, engine.cfg.verify, &EtagSamples::default(), OUTPUT_WRONG);
         if let Err(e @ Error::Unverified(_)) = early {
             return Err(e);
         }
@@ -80,22 +80,22 @@ pub async fn stream(engine: &Arc<Engine>, job: Download, sink: Sink) -> Result<V
     // busy; `buffered` starts a range only when fewer than `window` are
     // fetched or waiting, and dropping the stream aborts what is in flight.
     let mut chain = Chain::default();
-    let ranges = futures::stream::iter(0..file.parts.len())
+    let ranges = futures::stream::iter(0..object.parts.len())
         .map({
-            let (engine, file, free) = (engine.clone(), file.clone(), free.clone());
+            let (engine, object, free) = (engine.clone(), object.clone(), free.clone());
             move |p| {
-                let (engine, file, free) = (engine.clone(), file.clone(), free.clone());
-                let link = chain.link(&file, p);
+                let (engine, object, free) = (engine.clone(), object.clone(), free.clone());
+                let link = chain.link(&object, p);
                 AbortOnDropHandle::new(tokio::spawn(async move {
                     let buf = free.lock().unwrap().pop().unwrap_or_default();
-                    let data = fetch_to_memory(&engine, &file, p, buf).await?;
-                    hash(&file, link, p, data, kinds).await
+                    let data = fetch_to_memory(&engine, &object, p, buf).await?;
+                    hash(&object, link, p, data, kinds).await
                 }))
             }
         })
         .buffered(window)
         .map({
-            let url = file.job.source_url();
+            let url = object.job.source_url();
             move |joined| joined.map_err(|e| cut_short(e, &url)).and_then(|r| r)
         });
     let writer = {
@@ -106,18 +106,18 @@ pub async fn stream(engine: &Arc<Engine>, job: Download, sink: Sink) -> Result<V
         Ok(r) => r?,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
-    verify(&file, engine.cfg.verify, &EtagSamples::default(), OUTPUT_WRONG)
+    verify(&object, engine.cfg.verify, &EtagSamples::default(), OUTPUT_WRONG)
 }
 
 /// Range `p` of the object, whole in memory (in `buf`, reused), retried from
 /// its first missing byte as the policy allows.
-async fn fetch_to_memory(engine: &Engine, file: &ObjectState, p: usize, mut buf: Vec<u8>) -> Result<Vec<u8>, Error> {
-    let range = file.parts.get(p);
+async fn fetch_to_memory(engine: &Engine, object: &ObjectState, p: usize, mut buf: Vec<u8>) -> Result<Vec<u8>, Error> {
+    let range = object.parts.get(p);
     buf.clear();
     buf.reserve_exact((range.end - range.start) as usize);
-    let url = file.job.source_url();
-    let whole = file.parts.len() == 1;
-    let mut state = (engine, &file.job, range, whole, buf);
+    let url = object.job.source_url();
+    let whole = object.parts.len() == 1;
+    let mut state = (engine, &object.job, range, whole, buf);
     engine
         .with_retries(&url, &mut state, |(engine, job, range, whole, data)| {
             Box::pin(fetch_once(engine, job, range.clone(), *whole, data))
@@ -163,8 +163,8 @@ struct Link {
 
 impl Chain {
     /// The link of range `p`; ranges are linked in order.
-    fn link(&mut self, file: &ObjectState, p: usize) -> Link {
-        let segment = file.segment_ranges(p);
+    fn link(&mut self, object: &ObjectState, p: usize) -> Link {
+        let segment = object.segment_ranges(p);
         let from = if p == segment.start { None } else { self.next.take() };
         let to = (p + 1 < segment.end).then(|| {
             let (tx, rx) = oneshot::channel();
@@ -179,7 +179,7 @@ impl Chain {
 /// part of its segment's hash (after the range before it in the segment),
 /// recorded in `file` for [`verify`].
 async fn hash(
-    file: &ObjectState,
+    object: &ObjectState,
     link: Link,
     p: usize,
     data: Vec<u8>,
@@ -208,16 +208,16 @@ async fn hash(
         (data, crc, running)
     })
     .await
-    .map_err(|e| cut_short(e, &file.job.source_url()))?;
+    .map_err(|e| cut_short(e, &object.job.source_url()))?;
     if let Some(crc) = crc {
-        file.range_hashed(p, crc);
+        object.range_hashed(p, crc);
     }
     if let Some(d) = running {
         match link.to {
             Some(next) => {
                 let _ = next.send(d);
             }
-            None => file.range_hashed(p, d.finish()),
+            None => object.range_hashed(p, d.finish()),
         }
     }
     Ok(data)

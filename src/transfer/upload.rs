@@ -51,17 +51,18 @@ const MIN_RATE: u64 = 256 << 10;
 /// so a stalled upload is caught by this bound, not by watching bytes.
 /// Under `--limit-rate`, a body may be as slow as its share of the rate
 /// when every request in flight shares it.
-fn body_limit(env: &Engine, len: u64) -> Duration {
-    let share = env.cfg.limit_rate.map_or(MIN_RATE, |r| (r / env.cfg.max_requests.max(1) as u64).clamp(1, MIN_RATE));
-    env.cfg.stall_timeout + Duration::from_secs(len / share)
+fn body_limit(engine: &Engine, len: u64) -> Duration {
+    let share =
+        engine.cfg.limit_rate.map_or(MIN_RATE, |r| (r / engine.cfg.max_requests.max(1) as u64).clamp(1, MIN_RATE));
+    engine.cfg.stall_timeout + Duration::from_secs(len / share)
 }
 
 /// How upload bodies are paced under `--limit-rate`: in slices of what a
 /// connection's share of the rate sends in two seconds (4 KiB to 256 KiB),
 /// so that none is silent for long while the others take the budget.
-fn pace(env: &Engine) -> Option<Pace> {
-    let (budget, rate) = (env.rate.clone()?, env.cfg.limit_rate?);
-    let share = rate / env.cfg.max_requests.max(1) as u64;
+fn pace(engine: &Engine) -> Option<Pace> {
+    let (budget, rate) = (engine.rate.clone()?, engine.cfg.limit_rate?);
+    let share = rate / engine.cfg.max_requests.max(1) as u64;
     Some(Pace { budget, slice: (2 * share).clamp(4 << 10, 256 << 10) as usize })
 }
 
@@ -107,10 +108,10 @@ impl Item for Upload {
 pub async fn upload(engine: &Arc<Engine>, jobs: Vec<Upload>) -> Vec<Outcome> {
     let mut results: Vec<(usize, Outcome)> = futures::stream::iter(jobs.into_iter().enumerate())
         .map(|(i, job)| {
-            let env = engine.clone();
+            let engine = engine.clone();
             async move {
-                let r = upload_one(&env, &job).await.map(|()| Verification::Verified(job.target.checksum.name()));
-                env.hooks.reporter.finished(&job, &r);
+                let r = upload_one(&engine, &job).await.map(|()| Verification::Verified(job.target.checksum.name()));
+                engine.hooks.reporter.finished(&job, &r);
                 (i, r)
             }
         })
@@ -128,33 +129,41 @@ pub fn part_size_for(size: u64, configured: u64) -> u64 {
     configured.max(MIN_PART).max(fit)
 }
 
-async fn upload_one(env: &Engine, job: &Upload) -> Result<(), Error> {
-    if env.stop.is_cancelled() {
+async fn upload_one(engine: &Engine, job: &Upload) -> Result<(), Error> {
+    if engine.stop.is_cancelled() {
         return Err(Error::Interrupted(job.dest_url()));
     }
-    let part = part_size_for(job.size, env.cfg.part_size);
+    let part = part_size_for(job.size, engine.cfg.part_size);
     let walked = job.clone();
-    let file = Arc::new(env.unless_stopped(&job.dest_url(), env.blocking_io(move || open_as_walked(&walked))).await??);
-    let range =
-        |offset: u64, len: u64| FileRange { file: file.clone(), path: job.path.clone(), offset, len, pace: pace(env) };
+    let file =
+        Arc::new(engine.unless_stopped(&job.dest_url(), engine.blocking_io(move || open_as_walked(&walked))).await??);
+    let range = |offset: u64, len: u64| FileRange {
+        file: file.clone(),
+        path: job.path.clone(),
+        offset,
+        len,
+        pace: pace(engine),
+    };
     if job.size <= part {
         let body = range(0, job.size);
-        let crc = file_crc(env, job, &body).await?;
+        let crc = file_crc(engine, job, &body).await?;
         unchanged(job)?;
-        request(env, job, body_limit(env, job.size), || env.store.put_object(&job.target, body.clone(), crc.crc))
-            .await?;
-        env.moved(job.size, std::time::Instant::now());
+        request(engine, job, body_limit(engine, job.size), || {
+            engine.store.put_object(&job.target, body.clone(), crc.crc)
+        })
+        .await?;
+        engine.moved(job.size, std::time::Instant::now());
         unchanged(job)?;
-        env.hooks.reporter.bytes(job, job.size);
+        engine.hooks.reporter.bytes(job, job.size);
         return Ok(());
     }
-    let id = env.looped.create_upload(&job.target).await.map_err(|e| job.failed(e))?;
-    match upload_parts(env, job, &id, part, &range).await {
+    let id = engine.looped.create_upload(&job.target).await.map_err(|e| job.failed(e))?;
+    match upload_parts(engine, job, &id, part, &range).await {
         Ok(()) => Ok(()),
         // The upload is gone (completed or aborted): nothing to abort.
         Err(e) if e.store_kind() == Some(StoreErrorKind::NoSuchUpload) => Err(e),
         Err(e) => {
-            abort(env, job, &id).await;
+            abort(engine, job, &id).await;
             Err(e)
         }
     }
@@ -164,9 +173,9 @@ async fn upload_one(env: &Engine, job: &Upload) -> Result<(), Error> {
 /// succeeded and only its answer was lost, the upload is gone because it
 /// became the object: the key then holds an object of this size whose stored
 /// full-object checksum is the one this upload stated. Anything else is a failure.
-async fn completed_earlier(env: &Engine, job: &Upload, whole: u64, e: Error) -> Result<(), Error> {
+async fn completed_earlier(engine: &Engine, job: &Upload, whole: u64, e: Error) -> Result<(), Error> {
     let stated = Stated::Full { algorithm: job.target.checksum, value: whole };
-    match env.looped.head(&job.target.bucket, &job.target.key).await {
+    match engine.looped.head(&job.target.bucket, &job.target.key).await {
         Ok(meta) if meta.size == job.size && meta.checksum == Some(stated) => {
             tracing::info!(object = %job.dest_url(), "a retried CompleteMultipartUpload found the upload already completed; the object has this upload's checksum");
             Ok(())
@@ -178,7 +187,7 @@ async fn completed_earlier(env: &Engine, job: &Upload, whole: u64, e: Error) -> 
 }
 
 async fn upload_parts(
-    env: &Engine,
+    engine: &Engine,
     job: &Upload,
     id: &str,
     part: u64,
@@ -189,16 +198,16 @@ async fn upload_parts(
     let mut parts: Vec<(UploadedPart, PartCrc)> = futures::stream::iter(ranges)
         .map(|(n, offset, len)| async move {
             let body = range(offset, len);
-            let crc = file_crc(env, job, &body).await?;
-            let etag = request(env, job, body_limit(env, len), || {
-                env.store.upload_part(&job.target, id, n, body.clone(), crc.crc)
+            let crc = file_crc(engine, job, &body).await?;
+            let etag = request(engine, job, body_limit(engine, len), || {
+                engine.store.upload_part(&job.target, id, n, body.clone(), crc.crc)
             })
             .await?;
-            env.moved(len, std::time::Instant::now());
-            env.hooks.reporter.bytes(job, len);
+            engine.moved(len, std::time::Instant::now());
+            engine.hooks.reporter.bytes(job, len);
             Ok::<_, Error>((UploadedPart { number: n, etag, checksum: crc.crc }, crc))
         })
-        .buffer_unordered(env.cfg.part_concurrency.max(1))
+        .buffer_unordered(engine.cfg.part_concurrency.max(1))
         .collect::<Vec<_>>()
         .await
         .into_iter()
@@ -208,16 +217,20 @@ async fn upload_parts(
     let whole = integrity::combine(job.target.checksum, &crcs);
     let uploaded: Vec<UploadedPart> = parts.into_iter().map(|(p, _)| p).collect();
     unchanged(job)?;
-    match request(env, job, COMPLETE_TIMEOUT, || env.store.complete_upload(&job.target, id, &uploaded, whole)).await {
-        Err(e) if e.store_kind() == Some(StoreErrorKind::NoSuchUpload) => completed_earlier(env, job, whole, e).await,
+    match request(engine, job, COMPLETE_TIMEOUT, || engine.store.complete_upload(&job.target, id, &uploaded, whole))
+        .await
+    {
+        Err(e) if e.store_kind() == Some(StoreErrorKind::NoSuchUpload) => {
+            completed_earlier(engine, job, whole, e).await
+        }
         r => r,
     }
 }
 
 /// Aborts a multipart upload, best effort: a failure is logged with the upload
 /// id so that it can be cleaned up (or left to a lifecycle rule).
-async fn abort(env: &Engine, job: &Upload, id: &str) {
-    match env.looped.abort_upload(&job.target.bucket, &job.target.key, id).await {
+async fn abort(engine: &Engine, job: &Upload, id: &str) {
+    match engine.looped.abort_upload(&job.target.bucket, &job.target.key, id).await {
         Ok(()) => tracing::debug!(object = %job.dest_url(), "multipart upload aborted"),
         Err(e) => {
             tracing::error!(object = %job.dest_url(), upload_id = id, error = %e, "could not abort the multipart upload; its parts stay billed until aborted (aws s3api abort-multipart-upload) or a lifecycle rule removes them");
@@ -264,10 +277,10 @@ fn open_as_walked(job: &Upload) -> Result<std::fs::File, Error> {
 }
 
 /// CRC of a body's bytes, read from its open file on the blocking pool.
-async fn file_crc(env: &Engine, job: &Upload, body: &FileRange) -> Result<PartCrc, Error> {
+async fn file_crc(engine: &Engine, job: &Upload, body: &FileRange) -> Result<PartCrc, Error> {
     let body = body.clone();
     let algorithm: Algorithm = job.target.checksum;
-    let work = env.blocking_io(move || -> Result<PartCrc, Error> {
+    let work = engine.blocking_io(move || -> Result<PartCrc, Error> {
         use std::os::unix::fs::FileExt;
         let (file, path, offset, len) = (&body.file, &body.path, body.offset, body.len);
         let mut digest = PartDigest::new(DigestKind::Crc(algorithm));
@@ -287,49 +300,50 @@ async fn file_crc(env: &Engine, job: &Upload, body: &FileRange) -> Result<PartCr
             PartSum::Hash(_) => unreachable!("a CRC digest finishes as a CRC"),
         }
     });
-    env.unless_stopped(&job.dest_url(), work).await?
+    engine.unless_stopped(&job.dest_url(), work).await?
 }
 
 /// One request under the limiter and the retry loop ([`Engine::with_retries`]).
 /// An attempt taking longer than `limit` is abandoned and retried.
 /// Cancellation ends it at once.
-async fn request<T, F, Fut>(env: &Engine, job: &Upload, limit: Duration, f: F) -> Result<T, Error>
+async fn request<T, F, Fut>(engine: &Engine, job: &Upload, limit: Duration, f: F) -> Result<T, Error>
 where
     T: Send,
     F: FnMut() -> Fut + Send,
     Fut: std::future::Future<Output = Result<T, crate::error::StoreError>> + Send,
 {
     let url = job.dest_url();
-    let mut state = (env, job, url.as_str(), f);
-    env.with_retries(&url, &mut state, |(env, job, url, f)| {
-        Box::pin(async move {
-            let r = {
-                let _permit = env.permit(url).await?;
-                env.unless_stopped(url, tokio::time::timeout(limit, f())).await?.unwrap_or_else(|_| {
-                    Err(crate::error::StoreError::new(
-                        StoreErrorKind::Network,
-                        format!("no answer within {limit:?}: the request stalled"),
-                    ))
-                })
-            };
-            let (bucket, key) = (&job.target.bucket, &job.target.key);
-            match r {
-                Ok(v) => {
-                    env.succeeded();
-                    Ok(v)
+    let mut state = (engine, job, url.as_str(), f);
+    engine
+        .with_retries(&url, &mut state, |(engine, job, url, f)| {
+            Box::pin(async move {
+                let r = {
+                    let _permit = engine.permit(url).await?;
+                    engine.unless_stopped(url, tokio::time::timeout(limit, f())).await?.unwrap_or_else(|_| {
+                        Err(crate::error::StoreError::new(
+                            StoreErrorKind::Network,
+                            format!("no answer within {limit:?}: the request stalled"),
+                        ))
+                    })
+                };
+                let (bucket, key) = (&job.target.bucket, &job.target.key);
+                match r {
+                    Ok(v) => {
+                        engine.succeeded();
+                        Ok(v)
+                    }
+                    // Sending it again helps only if the file is still what was
+                    // read: a body refused as not matching its checksum, or one
+                    // cut short because the file was truncated in place, is a
+                    // changed file, named as such, not a network to retry.
+                    Err(e) => {
+                        unchanged(job)?;
+                        Err(Error::object(bucket, key, None, e))
+                    }
                 }
-                // Sending it again helps only if the file is still what was
-                // read: a body refused as not matching its checksum, or one
-                // cut short because the file was truncated in place, is a
-                // changed file, named as such, not a network to retry.
-                Err(e) => {
-                    unchanged(job)?;
-                    Err(Error::object(bucket, key, None, e))
-                }
-            }
+            })
         })
-    })
-    .await
+        .await
 }
 
 #[cfg(test)]

@@ -32,15 +32,15 @@ pub(super) const NOTHING_WRITTEN: &str = "nothing was written";
 
 /// Compares what was received with what the store states; `consequence`
 /// ends a mismatch's message (e.g. [`NOTHING_WRITTEN`]).
-pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples, consequence: &str) -> Outcome {
+pub(super) fn verify(object: &ObjectState, mode: VerifyMode, samples: &EtagSamples, consequence: &str) -> Outcome {
     if mode == VerifyMode::Off {
         return Ok(Verification::Off);
     }
-    let url = file.job.source_url();
-    if file.job.size == 0 {
+    let url = object.job.source_url();
+    if object.job.size == 0 {
         return Ok(Verification::Verified("empty"));
     }
-    let Received { stated, crcs, segment_sums } = file.received();
+    let Received { stated, crcs, segment_sums } = object.received();
     let crcs = || crcs.clone().ok_or_else(|| Error::Internal(format!("{url}: a part's checksum is missing")));
     let mismatch = |what: &str, got: String, stated: String| {
         Error::Mismatch(format!(
@@ -56,7 +56,7 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
             }
             return Ok(Verification::Verified(algorithm.name()));
         }
-        KnownChecksum::Stated(Stated::Composite { algorithm, parts, value }) => match file.aligned {
+        KnownChecksum::Stated(Stated::Composite { algorithm, parts, value }) => match object.aligned {
             Some(_) => {
                 // Ranges are aligned to the uploaded parts, and each part is
                 // a segment: its ranges' CRCs combine into the part's.
@@ -69,7 +69,7 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
                 }
                 return Ok(Verification::Verified(algorithm.name()));
             }
-            None => match &file.job.layout_unknown {
+            None => match &object.job.layout_unknown {
                 Some(why) => format!("its {} checksum is composite (per uploaded part), and {why}", algorithm.name()),
                 None => format!(
                     "its {} checksum is composite (per uploaded part), and the parts are not of equal size",
@@ -77,8 +77,8 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
                 ),
             },
         },
-        KnownChecksum::Stated(Stated::Sha { algorithm, parts, value }) => match file.segment_kind() {
-            None => match &file.job.layout_unknown {
+        KnownChecksum::Stated(Stated::Sha { algorithm, parts, value }) => match object.segment_kind() {
+            None => match &object.job.layout_unknown {
                 Some(why) => format!("its {} checksum is composite (per uploaded part), and {why}", algorithm.name()),
                 None => format!(
                     "its {} checksum is composite (per uploaded part), and the parts are not of equal size",
@@ -109,18 +109,18 @@ pub(super) fn verify(file: &ObjectState, mode: VerifyMode, samples: &EtagSamples
                 return Ok(Verification::Verified(algorithm.name()));
             }
         },
-        KnownChecksum::NoneStated | KnownChecksum::NotAsked => match file.md5_unverifiable() {
+        KnownChecksum::NoneStated | KnownChecksum::NotAsked => match object.md5_unverifiable() {
             Some(why) => why,
             None => {
                 let Some(md5s) = segment_sums else {
                     return Err(Error::Internal(format!("{url}: a segment's MD5 is missing")));
                 };
-                let got = integrity::etag_of(&md5s, file.job.multipart());
-                let stated = file.job.etag.clone().unwrap_or_default();
+                let got = integrity::etag_of(&md5s, object.job.multipart());
+                let stated = object.job.etag.clone().unwrap_or_default();
                 if got.eq_ignore_ascii_case(&stated) {
                     return Ok(Verification::Verified("MD5"));
                 }
-                let before = samples.0.lock().unwrap().insert(file.job.key.clone(), got.clone());
+                let before = samples.0.lock().unwrap().insert(object.job.key.clone(), got.clone());
                 if before.as_deref() == Some(got.as_str()) {
                     // The same bytes twice: not corrupted on the way. Another
                     // download would bring them again; fail it with what to do.

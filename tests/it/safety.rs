@@ -654,3 +654,50 @@ async fn sigterm_during_the_listing_ends_the_run_at_once_with_nothing_written() 
         h.server.store().delete(crate::harness::BUCKET, "m/b.bin");
     }
 }
+
+// SIGTERM while waiting for another run's lock on the destination (before
+// anything is listed or written): the waiting run ends at once with 143,
+// naming the wait; the run holding the lock is not disturbed. The first
+// run's listing is held by the server, so it holds the lock meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_waiting_for_another_runs_lock_ends_the_waiting_run() {
+    use s3load_testserver::{Fault, Gate, Rule, When};
+    use std::time::Duration;
+    use tokio::io::AsyncBufReadExt;
+    let h = Harness::new().await;
+    h.put("m/a.bin", b"a".to_vec());
+    let dest = h.path("out");
+    std::fs::create_dir_all(&dest).unwrap();
+    let gate = Gate::new();
+    h.server.faults().add(Rule::new("ListObjectsV2", When::Nth(1), Fault::HoldAnswer(gate.clone())));
+    let first = h.spawn(&["sync", "s3://bucket/m/*", s(&dest)]);
+    gate.reached(1).await;
+    let mut second = h.spawn(&["sync", "s3://bucket/m/*", s(&dest)]);
+    // The second says it waits for the first; read until it does.
+    let mut lines = tokio::io::BufReader::new(second.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    let waiting = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            said.push_str(&line);
+            said.push('\n');
+            if line.contains("another s3load run is writing into this directory") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(waiting.is_ok(), "the second run never said it waits: {said}");
+    let pid = second.id().expect("running").to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(10), second.wait()).await.expect("ends at once").unwrap();
+    while let Ok(Some(line)) = lines.next_line().await {
+        said.push_str(&line);
+        said.push('\n');
+    }
+    assert_eq!(status.code(), Some(143), "{said}");
+    assert!(said.contains("waiting for another run's lock on the destination: interrupted"), "{said}");
+    gate.open();
+    let out = first.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(dest.join("a.bin")).unwrap(), b"a");
+}
