@@ -22,7 +22,7 @@
 //! means the object changed: the file starts over. Every temporary file is
 //! `flock`ed by the process writing it, so a second s3load on the same
 //! destination never shares or removes a file in use, and leftovers from dead
-//! runs can be told apart and removed ([`remove_orphans`]).
+//! runs can be told apart and removed ([`remove_orphans`](super::orphans::remove_orphans)).
 //!
 //! The temporary file is preallocated (`fallocate`) to the object's size, so a
 //! full disk shows up when the download starts rather than half-way through,
