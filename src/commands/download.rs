@@ -107,6 +107,24 @@ fn share_flags(cfg: &Config, filters: &Filters) -> String {
     flags
 }
 
+/// The record as opened, after telling the user of one set aside.
+fn told(state: StateStore) -> StateStore {
+    if let Some((record, kept)) = state.set_aside() {
+        crate::logging::stderr_line(
+            "WARN",
+            &format!(
+                "the sync record {} is in a format this s3load does not know (written by a newer s3load, or \
+                 damaged); kept as {} and a new record started: files are compared by size and time until this \
+                 run records them",
+                record.display(),
+                kept.display()
+            ),
+            serde_json::Value::Null,
+        );
+    }
+    state
+}
+
 /// A signal while waiting for another run's lock on the destination.
 const WAITING: &str = "waiting for another run's lock on the destination";
 
@@ -137,7 +155,9 @@ pub(super) async fn download_from(
     // bad URL creates nothing) and again if another run got there in between.
     let existed = dst.is_dir();
     let locked_first = match (batch, cfg.dry_run, existed) {
-        (true, false, true) => Some(Arc::new(stop.unless_stopped(WAITING, StateStore::open(&dst, cfg.shard)).await??)),
+        (true, false, true) => {
+            Some(Arc::new(told(stop.unless_stopped(WAITING, StateStore::open(&dst, cfg.shard)).await??)))
+        }
         _ => None,
     };
     let given = listing.is_some();
@@ -150,7 +170,7 @@ pub(super) async fn download_from(
         (false, _, None) => None,
         (true, true, None) => Some(Arc::new(StateStore::read_only(&dst))),
         (true, false, None) => {
-            let s = stop.unless_stopped(WAITING, StateStore::open(&dst, cfg.shard)).await??;
+            let s = told(stop.unless_stopped(WAITING, StateStore::open(&dst, cfg.shard)).await??);
             if !given && (s.waited() || !s.is_empty()) {
                 tracing::info!("another run wrote into the destination since it was listed: listing again");
                 listed = plan::list_source(store.as_ref(), &src).await?;

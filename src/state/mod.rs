@@ -80,6 +80,9 @@ pub struct StateStore {
     _locks: Vec<File>,
     /// Whether taking the lock meant waiting for another run.
     waited: bool,
+    /// The record set aside at open, and where it was kept (see
+    /// [`StateStore::set_aside`]).
+    set_aside: Option<(PathBuf, PathBuf)>,
     /// Lines after the header in the file on disk: loaded, then appended.
     lines: AtomicUsize,
     /// A change in memory that only a rewrite records (records confirmed on
@@ -116,6 +119,7 @@ impl StateStore {
             log: None,
             _locks: Vec::new(),
             waited: false,
+            set_aside: None,
             lines: AtomicUsize::new(0),
             changed: AtomicBool::new(false),
         }
@@ -178,23 +182,14 @@ impl StateStore {
             Some(_) => Vec::new(),
         };
         let (mut records, own_entries) = load_merged(&handle, &dir, &files, &file, shard.is_some())?;
+        let mut set_aside = None;
         let (own, lines) = match own_entries {
             Some((entries, lines)) => (entries, lines),
             None => {
                 let aside = format!("{file}.set-aside-{}", to_ns(SystemTime::now()));
                 rustix::fs::renameat(&handle, file.as_str(), &handle, aside.as_str())
                     .map_err(|e| Error::io(dir.join(&file), "setting aside", e.into()))?;
-                crate::logging::stderr_line(
-                    "WARN",
-                    &format!(
-                        "the sync record {} is in a format this s3load does not know (written by a newer s3load, \
-                         or damaged); kept as {} and a new record started: files are compared by size and time \
-                         until this run records them",
-                        dir.join(&file).display(),
-                        dir.join(&aside).display()
-                    ),
-                    serde_json::Value::Null,
-                );
+                set_aside = Some((dir.join(&file), dir.join(&aside)));
                 if shard.is_none() {
                     records = Table::default();
                 }
@@ -228,8 +223,16 @@ impl StateStore {
             log: Some(Mutex::new(log)),
             _locks: locks.into_iter().map(|(f, _)| f).collect(),
             waited: told,
+            set_aside,
             lines: AtomicUsize::new(lines),
         })
+    }
+
+    /// The record found in a format this s3load does not know (written by a
+    /// newer s3load, or damaged), and where it was kept instead: a new
+    /// record was started. For the command to tell the user.
+    pub fn set_aside(&self) -> Option<(&Path, &Path)> {
+        self.set_aside.as_ref().map(|(from, to)| (from.as_path(), to.as_path()))
     }
 
     /// Whether another run held the lock when this one asked for it.
@@ -533,6 +536,10 @@ mod tests {
         assert!(StateStore::read_only(d.path()).get("a").is_none());
         let s = StateStore::open(d.path(), None).await.unwrap();
         assert!(s.get("a").is_none());
+        // Said to the caller, to tell the user (state prints nothing).
+        let (record, kept) = s.set_aside().expect("told");
+        assert_eq!(record, dir.join("state"));
+        assert!(kept.to_str().unwrap().contains("state.set-aside-"), "{}", kept.display());
         s.put(rec("b", "1"));
         drop(s);
         let aside: Vec<_> = std::fs::read_dir(&dir)
