@@ -105,7 +105,7 @@ pub enum Error {
     },
     /// A request that failed transiently until its retries (or the run's
     /// budget) ran out; `source` is its last failure.
-    #[error("{source} (gave up after {attempts} attempts; {})", gave_up_hint(*.budget_spent))]
+    #[error("{source} ({})", gave_up_text(*.attempts, *.budget_spent))]
     GaveUp {
         attempts: u32,
         /// The run's retry budget ran out (rather than this request's).
@@ -144,7 +144,8 @@ pub enum Error {
     /// `--verify require` and no checksum could be checked.
     #[error("{0}")]
     Unverified(String),
-    /// The run was stopped by a signal before this object finished.
+    /// The run was stopped by a signal before this (an object, a listing, a
+    /// wait for another run's lock) finished.
     #[error("{0}: interrupted")]
     Interrupted(String),
     /// Standard output's reader went away: the command ends quietly, 141.
@@ -167,12 +168,14 @@ fn io_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
-fn gave_up_hint(budget_spent: bool) -> &'static str {
-    if budget_spent {
+/// How a request that failed transiently gave up, and what to change.
+pub(crate) fn gave_up_text(attempts: u32, budget_spent: bool) -> String {
+    let hint = if budget_spent {
         "the run's retry budget is spent: the store or network is failing persistently"
     } else {
-        "raise --retry-count to try longer"
-    }
+        "raise --retry-count (and, for listings, HEADs and deletions, --request-deadline) to try longer"
+    };
+    format!("gave up after {attempts} attempts; {hint}")
 }
 
 fn hint_suffix(kind: StoreErrorKind) -> &'static str {

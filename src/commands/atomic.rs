@@ -90,7 +90,8 @@ pub(super) async fn sync(
     let store = session.connect(cfg, Some(&src.bucket)).await?;
     // From here to the end (list, build, switch, prune), no other run of this
     // DEST builds, rolls back or prunes.
-    let _lock = session.stop.unless_stopped("waiting for the versions' lock", versions.lock()).await??;
+    let waiting = format!("waiting for another run's lock on the versions of {}", dest.display());
+    let _lock = session.stop.unless_stopped(&waiting, versions.lock()).await??;
     versions.check_history()?;
     // One listing: the version is named after it and filled from it.
     let mut listed = crate::plan::list_source(store.as_ref(), &src).await?;

@@ -107,26 +107,13 @@ fn share_flags(cfg: &Config, filters: &Filters) -> String {
     flags
 }
 
-/// The record as opened, after telling the user of one set aside.
-fn told(state: StateStore) -> StateStore {
-    if let Some((record, kept)) = state.set_aside() {
-        crate::logging::stderr_line(
-            "WARN",
-            &format!(
-                "the sync record {} is in a format this s3load does not know (written by a newer s3load, or \
-                 damaged); kept as {} and a new record started: files are compared by size and time until this \
-                 run records them",
-                record.display(),
-                kept.display()
-            ),
-            serde_json::Value::Null,
-        );
+/// The record as opened, after telling the user what it said.
+fn warn_if_set_aside(state: StateStore) -> StateStore {
+    if let Some(notice) = state.set_aside_notice() {
+        crate::logging::stderr_line("WARN", &notice, serde_json::Value::Null);
     }
     state
 }
-
-/// A signal while waiting for another run's lock on the destination.
-const WAITING: &str = "waiting for another run's lock on the destination";
 
 /// [`download`] from a store already connected; with `listing`, from that
 /// listing of the source rather than a new one (an atomic build lists once,
@@ -154,9 +141,11 @@ pub(super) async fn download_from(
     // the lock comes first; where it does not, the source is listed first (so a
     // bad URL creates nothing) and again if another run got there in between.
     let existed = dst.is_dir();
+    // What a signal interrupts while another run holds the destination.
+    let waiting = format!("waiting for another run's lock on {}", dst.display());
     let locked_first = match (batch, cfg.dry_run, existed) {
         (true, false, true) => {
-            Some(Arc::new(told(stop.unless_stopped(WAITING, StateStore::open(&dst, cfg.shard)).await??)))
+            Some(Arc::new(warn_if_set_aside(stop.unless_stopped(&waiting, StateStore::open(&dst, cfg.shard)).await??)))
         }
         _ => None,
     };
@@ -170,7 +159,7 @@ pub(super) async fn download_from(
         (false, _, None) => None,
         (true, true, None) => Some(Arc::new(StateStore::read_only(&dst))),
         (true, false, None) => {
-            let s = told(stop.unless_stopped(WAITING, StateStore::open(&dst, cfg.shard)).await??);
+            let s = warn_if_set_aside(stop.unless_stopped(&waiting, StateStore::open(&dst, cfg.shard)).await??);
             if !given && (s.waited() || !s.is_empty()) {
                 tracing::info!("another run wrote into the destination since it was listed: listing again");
                 listed = plan::list_source(store.as_ref(), &src).await?;

@@ -2,8 +2,8 @@
 //!
 //! A direction (download or upload, see [`Direction`]) plans: what to copy,
 //! what is up to date, what `--delete` would remove. The driver then owns the
-//! run: the dry-run listing, progress, the stop token and the signal watcher,
-//! one [`Engine`] for the transfers, the `--delete` gate, the direction's last
+//! run: the dry-run listing, progress, one [`Engine`] for the transfers (on
+//! the command's stop and requests, see `session.rs`), the `--delete` gate, the direction's last
 //! steps (durability, the sync record), the summary and the exit code. A
 //! direction supplies only its plan, its engine call and its delete executor.
 
@@ -247,7 +247,7 @@ pub(super) async fn drive<D: Direction>(
     if let Err(e) = &finished {
         logging::error_line(&format!("ERROR {e}: the files above may not be on disk yet"));
     }
-    let code = match (finished, stopped.code(true)) {
+    let code = match (finished, stopped.report(true)) {
         (Err(_), _) => exit_code::PARTIAL_FAILURE,
         (Ok(()), Some(code)) => code,
         (Ok(()), None) if failed == 0 => exit_code::SUCCESS,

@@ -34,12 +34,14 @@ pub async fn run(cmd: Command, cfg: Config) -> u8 {
 /// exit code.
 pub async fn run_with(cmd: Command, cfg: Config, stores: &dyn Connect) -> u8 {
     let out = Output { json: cfg.json };
-    // Commands that talk to the store watch for signals from their start:
-    // a stop while listing or planning ends them as one during transfers
-    // does. (rollback and versions are local, and short.)
+    // Copies watch for signals from their start: a stop while listing or
+    // planning ends them as one during transfers does. ls and cat keep the
+    // signals' default action (see `Session::start`); rollback and versions
+    // need no session (local, and a wait for a build's lock ends at once).
     let session = match &cmd {
         Command::Rollback { .. } | Command::Versions { .. } => None,
-        _ => Some(Session::start(&cfg, stores)),
+        Command::Ls { .. } | Command::Cat { .. } => Some(Session::start(&cfg, stores, false)),
+        Command::Cp { .. } | Command::Sync { .. } => Some(Session::start(&cfg, stores, true)),
     };
     let result = match (cmd, &session) {
         (Command::Ls { url }, Some(s)) => ls::ls(url, &cfg, s).await,
@@ -69,7 +71,8 @@ pub async fn run_with(cmd: Command, cfg: Config, stores: &dyn Connect) -> u8 {
         // said once, with the signal's exit code.
         Err(e) if session.as_ref().is_some_and(|s| s.stop.is_stopped()) => {
             crate::logging::error_line(&format!("ERROR {e}"));
-            let code = session.as_ref().and_then(|s| s.stop.code(false)).unwrap_or(crate::error::exit_code::TERMINATED);
+            let code =
+                session.as_ref().and_then(|s| s.stop.report(false)).unwrap_or(crate::error::exit_code::TERMINATED);
             summary::write_summary(
                 &cfg,
                 &serde_json::json!({"result": summary::result_name(code), "exit_code": code, "error": e.to_string()}),

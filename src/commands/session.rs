@@ -40,9 +40,7 @@ impl Stop {
                         _ = int.recv() => 2,
                         _ = term.recv() => 15,
                     };
-                    tracing::warn!(
-                        "signal received: stopping (in-flight parts are abandoned, finished parts kept for resume)"
-                    );
+                    tracing::warn!("signal received: stopping");
                     which.store(sig, Ordering::Relaxed);
                     token.cancel();
                 })))
@@ -62,6 +60,11 @@ impl Stop {
         }
     }
 
+    /// A stop no signal cancels: signals keep their default action.
+    pub(super) fn unwatched() -> Stop {
+        Stop { token: CancellationToken::new(), which: Arc::new(AtomicU8::new(0)), _watcher: None }
+    }
+
     pub(super) fn token(&self) -> &CancellationToken {
         &self.token
     }
@@ -70,17 +73,19 @@ impl Stop {
         self.token.is_cancelled()
     }
 
-    /// The exit code of a command stopped by a signal, after saying so
+    /// Says that the command was stopped by a signal and returns its exit
+    /// code
     /// (`transfers`: whether it ended in the transfers' driver, rather
     /// than before it, listing or planning);
     /// `None` when no signal arrived.
-    pub(super) fn code(&self, transfers: bool) -> Option<u8> {
+    pub(super) fn report(&self, transfers: bool) -> Option<u8> {
         match self.which.load(Ordering::Relaxed) {
             0 => None,
             sig => {
                 let text = match transfers {
                     true => {
-                        "stopped by a signal: run again to resume; large objects continue from their finished parts"
+                        "stopped by a signal: run again to finish (a download resumes large objects from their \
+                         finished parts)"
                     }
                     false => "stopped by a signal: run again",
                 };
@@ -91,7 +96,7 @@ impl Stop {
     }
 }
 
-/// A command's connection to the store and its stop.
+/// A command's stop, its run's requests, and where its store comes from.
 pub(super) struct Session<'a> {
     stores: &'a dyn Connect,
     pub stop: Stop,
@@ -101,8 +106,12 @@ pub(super) struct Session<'a> {
 impl<'a> Session<'a> {
     /// From the command's start: signals are watched, requests bounded by
     /// `cfg`'s settings.
-    pub(super) fn start(cfg: &Config, stores: &'a dyn Connect) -> Session<'a> {
-        let stop = Stop::watch();
+    /// `watch`: whether signals stop the command (cp, sync) or keep their
+    /// default action (ls, cat: they write only to stdout, and a blocked
+    /// write to a slow reader could not notice a stop; ended by the signal
+    /// at once, as any Unix filter is).
+    pub(super) fn start(cfg: &Config, stores: &'a dyn Connect, watch: bool) -> Session<'a> {
+        let stop = if watch { Stop::watch() } else { Stop::unwatched() };
         let timeouts = Timeouts { attempt: cfg.s3.request_timeout, deadline: cfg.s3.request_deadline };
         let requests = Requests::new(&cfg.engine, timeouts, stop.token().clone());
         Session { stores, stop, requests }

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{Direction, Plan, Tally, drive, empty_source_hint, stop_deleting};
 use crate::config::{Config, SyncOptions};
-use crate::error::{Error, StoreError};
+use crate::error::Error;
 use crate::logging;
 use crate::output::Output;
 use crate::plan::filter::Filters;
@@ -19,7 +19,7 @@ use crate::plan::{self};
 use crate::refusal::Refusal;
 use crate::store::{ObjectStore, PutTarget};
 use crate::transfer::upload::{self, Upload};
-use crate::transfer::{self, Engine, Looped, Outcome};
+use crate::transfer::{Engine, Looped, Outcome};
 use crate::url::S3Url;
 
 /// Keys per DeleteObjects request (S3's maximum).
@@ -194,50 +194,14 @@ impl Direction for Uploading {
 }
 
 impl Uploading {
-    /// One DeleteObjects batch, through the run's loop: the request, and
-    /// the keys it refused with a passing error (`InternalError`,
-    /// `SlowDown`), are sent again within the retries, budget and deadline
-    /// of any request; a stop lets the request in flight finish (which keys
-    /// it deleted could not be told otherwise). Returns the keys not
-    /// deleted, with why.
+    /// One DeleteObjects batch (through the run's loop, which also asks
+    /// again for keys refused with a passing error: see `Looped`); returns
+    /// the keys not deleted, with why.
     async fn delete_batch(&self, keys: Vec<String>) -> HashMap<String, String> {
-        // Keys still to delete, with why the last attempt did not, if it said.
-        let pending: Mutex<Vec<(String, Option<String>)>> = Mutex::new(keys.into_iter().map(|k| (k, None)).collect());
-        let refused = Mutex::new(HashMap::new());
-        let (raw, bucket) = (self.store.raw(), &self.dst.bucket);
-        let what = format!("deleting from s3://{bucket}");
-        let requests = self.store.requests();
-        let sent = requests.call_to_its_answer(&what, || {
-            let keys: Vec<String> = pending.lock().unwrap().iter().map(|(k, _)| k.clone()).collect();
-            let (raw, pending, refused) = (raw.clone(), &pending, &refused);
-            async move {
-                let mut again = Vec::new();
-                for n in raw.delete_objects(bucket, &keys).await? {
-                    match transfer::retry::is_transient(n.kind) {
-                        true => again.push((n.key, Some(n.reason), n.kind)),
-                        false => drop(refused.lock().unwrap().insert(n.key, n.reason)),
-                    }
-                }
-                let last = again.last().map(|(k, r, kind)| (k.clone(), r.clone().unwrap_or_default(), *kind));
-                *pending.lock().unwrap() = again.into_iter().map(|(k, r, _)| (k, r)).collect();
-                match last {
-                    None => Ok(()),
-                    Some((key, reason, kind)) => {
-                        let n = pending.lock().unwrap().len();
-                        tracing::warn!(keys = n, error = %reason, "deleting again keys the store could not delete for now");
-                        Err(StoreError::new(kind, format!("{n} keys not deleted for now, the last {key}: {reason}")))
-                    }
-                }
-            }
-        });
-        let failed = sent.await.err();
-        let mut refused = refused.into_inner().unwrap();
-        if let Some(e) = failed {
-            for (k, why) in pending.into_inner().unwrap() {
-                refused.insert(k, why.unwrap_or_else(|| e.to_string()));
-            }
+        match self.store.delete_objects(&self.dst.bucket, &keys).await {
+            Ok(refused) => refused.into_iter().map(|n| (n.key, n.reason)).collect(),
+            Err(e) => keys.into_iter().map(|k| (k, e.to_string())).collect(),
         }
-        refused
     }
 }
 

@@ -1,5 +1,5 @@
 //! A `*.safetensors` file's header, read as hostile and checked against the
-//! file's length (see the module above).
+//! file's length (see [`crate::model`]).
 
 use std::fmt;
 use std::fs::File;

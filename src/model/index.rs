@@ -1,5 +1,5 @@
 //! A weight index (`*.index.json`): every shard it names present beside it,
-//! and every tensor in its shard's header (see the module above).
+//! and every tensor in its shard's header (see [`crate::model`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

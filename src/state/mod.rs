@@ -235,6 +235,17 @@ impl StateStore {
         self.set_aside.as_ref().map(|(from, to)| (from.as_path(), to.as_path()))
     }
 
+    /// What to tell the user of a record set aside ([`StateStore::set_aside`]).
+    pub fn set_aside_notice(&self) -> Option<String> {
+        let (record, kept) = self.set_aside()?;
+        Some(format!(
+            "the sync record {} is in a format this s3load does not know (written by a newer s3load, or damaged); \
+             kept as {} and a new record started: files are compared by size and time until this run records them",
+            record.display(),
+            kept.display()
+        ))
+    }
+
     /// Whether another run held the lock when this one asked for it.
     pub fn waited(&self) -> bool {
         self.waited
@@ -536,7 +547,7 @@ mod tests {
         assert!(StateStore::read_only(d.path()).get("a").is_none());
         let s = StateStore::open(d.path(), None).await.unwrap();
         assert!(s.get("a").is_none());
-        // Said to the caller, to tell the user (state prints nothing).
+        // Said to the caller, which tells the user (state writes no line for it).
         let (record, kept) = s.set_aside().expect("told");
         assert_eq!(record, dir.join("state"));
         assert!(kept.to_str().unwrap().contains("state.set-aside-"), "{}", kept.display());

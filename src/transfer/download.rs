@@ -95,7 +95,8 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                         // finished their pieces of the version they listed,
                         // and would never write theirs of this one.
                         Ok(meta) => pending.push((i, Box::new(Download { piece: None, ..job.refreshed(meta) }))),
-                        // A run stopped meanwhile: interrupted.
+                        // The HEAD failed (or the run was stopped meanwhile:
+                        // interrupted).
                         Err(he) => {
                             let outcome = Err(Error::object(&job.bucket, &job.key, None, he));
                             reporter.finished(&*job, &outcome);

@@ -24,7 +24,6 @@ fn config() -> EngineConfig {
     EngineConfig { part_size: 256 << 10, journal_hold: Duration::ZERO, ..EngineConfig::default() }
 }
 
-/// `n` bytes that differ from part to part.
 /// An engine on `store`, its requests stopped by `stop`.
 fn engine_on(store: Arc<dyn ObjectStore>, cfg: EngineConfig, stop: CancellationToken) -> Arc<Engine> {
     let timeouts = Timeouts { attempt: Duration::from_secs(30), deadline: Duration::from_secs(90) };
@@ -32,6 +31,7 @@ fn engine_on(store: Arc<dyn ObjectStore>, cfg: EngineConfig, stop: CancellationT
     Engine::new(Looped::new(store, requests), cfg, Hooks::reporting(Arc::new(Silent)))
 }
 
+/// `n` bytes that differ from part to part.
 fn body(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 4096) as u8).collect()
 }

@@ -60,7 +60,7 @@ pub use download::download;
 pub use engine::Engine;
 pub use job::{Download, KnownChecksum, Outcome, PartLayout, Verification};
 pub use report::{CommitHook, Hooks, Item, Reporter};
-pub use requests::{ABORT_DEADLINE, Looped, Requests, Timeouts};
+pub use requests::{Looped, Requests, Timeouts};
 pub use settings::{Durability, EngineConfig, START_REQUESTS, TUNED_REQUESTS_CEILING, VerifyMode, WriteMode};
 pub use stream::{Sink, stream};
 

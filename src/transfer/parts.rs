@@ -1,4 +1,5 @@
-//! Splitting an object into the byte ranges that are fetched in parallel.
+//! Splitting an object into the byte ranges that are fetched in parallel,
+//! and combining the ranges' CRCs per segment as they come ([`CrcFold`]).
 //!
 //! The ranges are computed, not stored: the largest object S3 allows (5 TiB)
 //! in 1 MiB ranges is five million of them, and a plan that listed them up

@@ -2,19 +2,24 @@
 //! engine's GETs and uploads, and the listings, HEADs, deletions and
 //! multipart bookkeeping of the commands and the engine alike.
 //!
-//! Each attempt takes a permit from the run's request limiter, races the
-//! run's stop token, and on failure asks [`Requests::backoff`] (through the
-//! one classification of [`retry::classify`]) whether to wait and try again,
-//! within the request's retries and the run's budget. Requests without a
-//! body ([`Requests::call`]) also have a time per attempt
-//! (`--request-timeout`) and one for all their attempts together
-//! (`--request-deadline`); bodies are bounded by the engine (stall timeout,
-//! minimum rate, time per byte). The SDK retries nothing itself.
+//! Two loops share one decision step ([`Requests::backoff`]: the one
+//! classification of [`retry::classify`], the request's retries and the
+//! run's budget, the limiter lowered on throttling) and the run's stop token:
+//!
+//! - [`Requests::with_retries`], for bodies: state kept across attempts (a
+//!   part resumes from its first missing byte); each attempt runs under a
+//!   permit of the request limiter (an upload's or `cat`'s attempt takes its
+//!   own; a download worker holds one for a part and its retries), and is
+//!   bounded by the engine (stall timeout, minimum rate, time per byte).
+//! - [`Requests::call`], for requests without a body: a permit per attempt,
+//!   `--request-timeout` per attempt and `--request-deadline` for all of them.
+//!
+//! The SDK retries no S3 request itself.
 //!
 //! Outside the engine, a run's store is a [`Looped`]: the same store, each
 //! request without a body sent through [`Requests::call`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -48,7 +53,7 @@ pub struct Requests {
     stop: CancellationToken,
     timeouts: Timeouts,
     /// The store as messages name it, once known.
-    store: std::sync::Mutex<Option<String>>,
+    store_name: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Requests {
@@ -69,13 +74,13 @@ impl Requests {
             },
             stop,
             timeouts,
-            store: std::sync::Mutex::new(None),
+            store_name: Mutex::new(None),
         })
     }
 
     /// Names the store the requests go to, for messages ("the store at …").
     pub fn name_store(&self, name: String) {
-        *self.store.lock().unwrap() = Some(name);
+        *self.store_name.lock().unwrap() = Some(name);
     }
 
     /// The run's stop token.
@@ -108,8 +113,8 @@ impl Requests {
     /// The retry loop of the engine's requests (bodies): runs `attempt`
     /// until it succeeds or [`Requests::backoff`] ends it. `state` lasts
     /// across attempts (a part's progress, so that a retry resumes where the
-    /// last attempt broke) and holds whatever the attempt borrows. Each
-    /// attempt takes its own permit.
+    /// last attempt broke) and holds whatever the attempt borrows. The
+    /// attempt runs under a permit: its own, or its worker's.
     pub(super) async fn with_retries<S: Send, T>(
         &self,
         object: &str,
@@ -138,16 +143,15 @@ impl Requests {
         {
             tracing::warn!(limit, "the store is throttling requests; lowering concurrency");
         }
-        if left.is_some_and(|l| l.is_zero()) {
-            return None;
-        }
+        // No time left for the wait and an attempt: the request ends with
+        // this failure (not one of an attempt cut to nothing).
+        let left_for_another = |delay: Duration| left.is_none_or(|l| delay + MIN_ATTEMPT <= l);
         match self.policy.decide(err, attempts) {
-            Decision::Retry(delay) => {
-                let delay = left.map_or(delay, |l| delay.min(l));
+            Decision::Retry(delay) if left_for_another(delay) => {
                 tracing::warn!(object, attempt = attempts.made, ?delay, error = %err, "retrying");
                 Some(delay)
             }
-            Decision::GiveUp => None,
+            Decision::Retry(_) | Decision::GiveUp => None,
         }
     }
 
@@ -211,8 +215,9 @@ impl Requests {
             let started = Instant::now();
             let attempt = async {
                 tokio::time::timeout(limit, send()).await.unwrap_or_else(|_| {
-                    let store = self.store.lock().unwrap().clone();
-                    Err(no_answer(store.as_deref().unwrap_or("the store"), limit))
+                    let store = self.store_name.lock().unwrap().clone();
+                    let cut = (limit < self.timeouts.attempt).then_some(deadline);
+                    Err(no_answer(store.as_deref().unwrap_or("the store"), limit, cut))
                 })
             };
             let answer = match on_stop {
@@ -229,10 +234,21 @@ impl Requests {
                 Err(e) => Error::store(what, e),
             };
             let Some(delay) = self.backoff(what, &err, &mut attempts, Some(deadline.saturating_sub(spent))) else {
-                let Error::Store { source, .. } = err else {
-                    unreachable!("made from a store error that is not Stopped")
-                };
-                return Err(source);
+                return Err(match self.policy.gave_up(err, attempts.made) {
+                    Error::Store { source, .. } => source,
+                    // Retried until its count, the run's budget or its
+                    // deadline ran out: says so, as a body's failure does.
+                    Error::GaveUp { attempts, budget_spent, source } => match *source {
+                        Error::Store { source, .. } => StoreError::new(
+                            source.kind,
+                            format!("{source} ({})", crate::error::gave_up_text(attempts, budget_spent)),
+                        ),
+                        _ => stopped(),
+                    },
+                    // A store that answered `Stopped` itself (one wrapped
+                    // twice): the run's stop.
+                    _ => stopped(),
+                });
             };
             match on_stop {
                 OnStop::EndAll | OnStop::EndWaits => {
@@ -244,6 +260,10 @@ impl Requests {
         }
     }
 }
+
+/// The least time an attempt of a request without a body is given; less
+/// than this left of its deadline, the request ends with its last failure.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 
 /// What the run's stop ends of a request.
 #[derive(Debug, Clone, Copy)]
@@ -257,20 +277,25 @@ enum OnStop {
 }
 
 /// An attempt that got no answer within `limit` from `store`.
-fn no_answer(store: &str, limit: Duration) -> StoreError {
+/// `deadline`: the request's deadline, when what was left of it (not
+/// `--request-timeout`) cut the attempt short.
+fn no_answer(store: &str, limit: Duration, deadline: Option<Duration>) -> StoreError {
+    let what = match deadline {
+        None => format!("no answer within {:.1} s (--request-timeout)", limit.as_secs_f64()),
+        Some(d) => format!("no answer before the request's deadline ran out ({:.1} s in all)", d.as_secs_f64()),
+    };
     StoreError::new(
         StoreErrorKind::Network,
         format!(
-            "{store}: no answer within {:.1} s: each attempt is bounded by --request-timeout and all the attempts of one \
-             request by --request-deadline; raise them for a store that is slow to answer",
-            limit.as_secs_f64()
+            "{store}: {what}: each attempt is bounded by --request-timeout and all the attempts of one request by \
+             --request-deadline; raise them for a store that is slow to answer"
         ),
     )
 }
 
 /// Aborting a multipart upload is best effort (a lifecycle rule removes
 /// what is left): a run, stopped or failed, does not wait longer for it.
-pub const ABORT_DEADLINE: Duration = Duration::from_secs(15);
+const ABORT_DEADLINE: Duration = Duration::from_secs(15);
 
 /// A run's store as the commands use it: every request without a body goes
 /// through the run's loop ([`Requests::call`]). Bodies (GET, PutObject,
@@ -370,9 +395,52 @@ impl ObjectStore for Looped {
         self.requests.cleanup(&what, ABORT_DEADLINE, || self.raw.abort_upload(bucket, key, upload_id)).await
     }
 
+    /// The request, and the keys it answered with a passing error
+    /// (`InternalError`, `SlowDown`), are sent again within the retries,
+    /// budget and deadline of any request; a stop lets the attempt in flight
+    /// answer (which keys it deleted could not be told otherwise). An error
+    /// only when no attempt was answered; otherwise the keys not deleted,
+    /// each with the last answer about it.
     async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<Vec<NotDeleted>, StoreError> {
+        // Keys still to delete, with the last answer that named each.
+        let pending: Mutex<Vec<(String, Option<NotDeleted>)>> =
+            Mutex::new(keys.iter().map(|k| (k.clone(), None)).collect());
+        let refused = Mutex::new(Vec::new());
+        let answered = std::sync::atomic::AtomicBool::new(false);
         let what = format!("deleting from s3://{bucket}");
-        self.requests.call_to_its_answer(&what, || self.raw.delete_objects(bucket, keys)).await
+        let sent = self.requests.call_to_its_answer(&what, || {
+            let keys: Vec<String> = pending.lock().unwrap().iter().map(|(k, _)| k.clone()).collect();
+            let (pending, refused, answered) = (&pending, &refused, &answered);
+            async move {
+                let answer = self.raw.delete_objects(bucket, &keys).await?;
+                answered.store(true, std::sync::atomic::Ordering::Relaxed);
+                let (again, no): (Vec<NotDeleted>, Vec<NotDeleted>) =
+                    answer.into_iter().partition(|n| retry::is_transient(n.kind));
+                refused.lock().unwrap().extend(no);
+                let last = again.last().cloned();
+                let n = again.len();
+                *pending.lock().unwrap() = again.into_iter().map(|a| (a.key.clone(), Some(a))).collect();
+                match last {
+                    None => Ok(()),
+                    Some(l) => Err(StoreError::new(
+                        l.kind,
+                        format!("{n} of its keys not deleted for now, the last s3://{bucket}/{}: {}", l.key, l.reason),
+                    )),
+                }
+            }
+        });
+        let sent = sent.await;
+        let mut refused = refused.into_inner().unwrap();
+        match sent {
+            Ok(()) => Ok(refused),
+            Err(e) if !answered.into_inner() => Err(e),
+            Err(e) => {
+                for (key, last) in pending.into_inner().unwrap() {
+                    refused.push(last.unwrap_or(NotDeleted { key, reason: e.to_string(), kind: e.kind }));
+                }
+                Ok(refused)
+            }
+        }
     }
 
     async fn list_buckets(&self) -> Result<Vec<String>, StoreError> {
@@ -435,6 +503,16 @@ mod tests {
         assert_eq!(sent.load(Ordering::Relaxed), 1);
     }
 
+    // A store that answers 503 until the deadline: the request ends with
+    // that answer, not with an attempt cut to nothing by the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_failing_until_its_deadline_ends_with_the_stores_answer() {
+        let r = requests(100, 1000, 1_000, 3_000);
+        let e = r.call("s3://b/k", || async { Err::<(), _>(failing(StoreErrorKind::Throttled)) }).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Throttled, "{e}");
+        assert!(e.to_string().contains("injected") && e.to_string().contains("gave up after"), "{e}");
+    }
+
     // A store that never answers: each attempt ends at --request-timeout,
     // and the request at --request-deadline, naming the store and both
     // settings, whatever retries are left.
@@ -452,11 +530,13 @@ mod tests {
             .await
             .unwrap_err();
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(2_500) && took < Duration::from_millis(2_600), "{took:?}");
-        assert!((3..=4).contains(&sent.load(Ordering::Relaxed)), "{} attempts", sent.load(Ordering::Relaxed));
+        // (The paused clock fires timers to the millisecond.)
+        assert!(took >= Duration::from_secs(2) && took < Duration::from_millis(2_600), "{took:?}");
+        assert!((2..=3).contains(&sent.load(Ordering::Relaxed)), "{} attempts", sent.load(Ordering::Relaxed));
         assert_eq!(e.kind, StoreErrorKind::Network);
         let text = e.to_string();
-        for part in ["the store at http://127.0.0.1:9", "--request-timeout", "--request-deadline"] {
+        assert!(text.contains("no answer"), "{text}");
+        for part in ["the store at http://127.0.0.1:9", "--request-timeout", "--request-deadline", "gave up after"] {
             assert!(text.contains(part), "{part}: {text}");
         }
     }

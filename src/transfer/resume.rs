@@ -37,7 +37,7 @@ fn journal_header(object: &ObjectState) -> String {
     )
 }
 
-/// [`rehash_recorded`] on the blocking pool, for `file`'s ranges in `tmp`;
+/// [`rehash_recorded`] on the blocking pool, for `object`'s ranges in `tmp`;
 /// interrupted when the run is stopped meanwhile.
 async fn rehash(
     engine: &Engine,

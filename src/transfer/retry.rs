@@ -12,7 +12,7 @@
 //! | fatal | 403, 404, 416, local I/O, a server that ignores `Range` | the object fails now |
 //!
 //! Backoff is exponential from 100 ms to 20 s with full jitter (`backon`), so parts
-//! that fail together do not come back together. Each part may retry
+//! that fail together do not come back together. Each request (a download's: each part) may retry
 //! `retry_count` times, and the whole run shares a budget so that a storm (every
 //! request failing) ends in a clean failure instead of running for hours.
 
@@ -79,7 +79,7 @@ pub fn restarts_object(err: &Error) -> bool {
     matches!(classify(err), Class::ObjectChanged | Class::Corrupt)
 }
 
-/// What to do after a failed attempt of one part.
+/// What to do after a failed attempt of one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Try the part again after this delay.
@@ -88,7 +88,7 @@ pub enum Decision {
     GiveUp,
 }
 
-/// Retry limits shared by every part of a run.
+/// Retry limits shared by every request of a run.
 #[derive(Debug)]
 pub struct RetryPolicy {
     per_part: u32,

@@ -177,7 +177,7 @@ impl Chain {
 
 /// Hashes range `p` once fetched, off the async threads: its CRC, or its
 /// part of its segment's hash (after the range before it in the segment),
-/// recorded in `file` for [`verify`].
+/// recorded in `object` for [`verify`].
 async fn hash(
     object: &ObjectState,
     link: Link,

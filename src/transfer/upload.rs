@@ -322,7 +322,11 @@ where
                     engine.unless_stopped(url, tokio::time::timeout(limit, f())).await?.unwrap_or_else(|_| {
                         Err(crate::error::StoreError::new(
                             StoreErrorKind::Network,
-                            format!("no answer within {limit:?}: the request stalled"),
+                            format!(
+                                "no answer within {:.1} s: the request stalled (each is given --stall-timeout and \
+                                 the time to send its body at 256 KiB/s)",
+                                limit.as_secs_f64()
+                            ),
                         ))
                     })
                 };

@@ -695,9 +695,29 @@ async fn sigterm_while_waiting_for_another_runs_lock_ends_the_waiting_run() {
         said.push('\n');
     }
     assert_eq!(status.code(), Some(143), "{said}");
-    assert!(said.contains("waiting for another run's lock on the destination: interrupted"), "{said}");
+    assert!(said.contains(&format!("waiting for another run's lock on {}: interrupted", dest.display())), "{said}");
     gate.open();
     let out = first.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(dest.join("a.bin")).unwrap(), b"a");
+}
+
+// `cat` (and `ls`) keep the signals' default action: a SIGTERM while the
+// output is blocked on a reader that does not read ends the process at once
+// (as any filter in a pipe), not once the reader drains, and never as a
+// success.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_a_cat_blocked_on_a_slow_reader_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::Duration;
+    let h = Harness::new().await;
+    h.put("m/big.bin", s3load_testserver::generate_bytes(32 << 20, 3));
+    // stdout is a pipe nobody reads: the write blocks once it is full.
+    let mut child = h.spawn(&["cat", "s3://bucket/m/big.bin"]);
+    h.wait_for_request("GetObject").await;
+    let pid = child.id().expect("running").to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("ends at once").unwrap();
+    assert_eq!(status.signal(), Some(15), "{status:?}");
+    drop(child.stdout.take());
 }

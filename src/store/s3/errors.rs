@@ -80,6 +80,16 @@ where
                 )
             } else if d.is_timeout() {
                 StoreError::new(StoreErrorKind::Network, format!("could not connect in time ({})", innermost(&err)))
+            } else if d.is_io() && innermost(&err).contains("os error 24") {
+                // No descriptor for a socket: trying again cannot help.
+                StoreError::new(
+                    StoreErrorKind::Other,
+                    format!(
+                        "could not open a connection ({}): this process may open no more files: raise its hard \
+                         limit (`ulimit -Hn`) or lower --numworkers",
+                        innermost(&err)
+                    ),
+                )
             } else if d.is_io() {
                 StoreError::new(StoreErrorKind::Network, format!("could not connect ({})", innermost(&err)))
             } else if from_credentials(&err) {

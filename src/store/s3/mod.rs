@@ -7,11 +7,10 @@
 //! environment or the profile; failing those it is discovered from the bucket
 //! (HeadBucket), with or without a custom endpoint.
 //!
-//! Retries: listing, HEAD, DeleteObjects and AbortMultipartUpload use the SDK's
-//! standard retry (bounded by `--retry-count`). GET and the upload requests have
-//! SDK retries turned off because the engine retries them itself (a GET resuming
-//! a broken body from the first byte not yet written), under its retry budget
-//! and adaptive limiter.
+//! Retries: the SDK sends every S3 request once (retries disabled, see
+//! `Unplaced::client`); s3load's own loop (`transfer::requests`) retries and
+//! bounds them all, under the run's retry budget and request limiter (a GET
+//! resuming a broken body from the first byte not yet written).
 
 use crate::error::StoreError;
 use crate::store::{
