@@ -151,30 +151,29 @@ impl Progress {
                         let done = c.bytes.load(Ordering::Relaxed);
                         let rate = done.saturating_sub(last) as f64 / interval.as_secs_f64();
                         last = done;
-                        if json {
-                            let line = serde_json::json!({
-                                "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                                "level": "INFO",
-                                "message": "progress",
-                                "bytes_done": done,
-                                "bytes_total": total_bytes,
-                                "objects_done": c.objects.load(Ordering::Relaxed),
-                                "objects_total": total_objects,
-                                "objects_failed": c.failed.load(Ordering::Relaxed),
-                                "bytes_per_second": rate as u64,
-                            });
-                            crate::logging::to_stderr(&line.to_string());
-                            continue;
-                        }
-                        crate::logging::to_stderr(&format!(
-                            "progress: {} / {} ({:.0}%), {} / {} objects, {}/s",
-                            human_bytes(done),
-                            human_bytes(total_bytes),
-                            if total_bytes == 0 { 100.0 } else { done as f64 * 100.0 / total_bytes as f64 },
-                            c.objects.load(Ordering::Relaxed),
-                            total_objects,
-                            human_bytes(rate as u64)
-                        ));
+                        // One route for every line on stderr: the same shape
+                        // as any log line in JSON, the sentence in text.
+                        let fields = serde_json::json!({
+                            "bytes_done": done,
+                            "bytes_total": total_bytes,
+                            "objects_done": c.objects.load(Ordering::Relaxed),
+                            "objects_total": total_objects,
+                            "objects_failed": c.failed.load(Ordering::Relaxed),
+                            "bytes_per_second": rate as u64,
+                        });
+                        let text = match json {
+                            true => "progress".to_string(),
+                            false => format!(
+                                "progress: {} / {} ({:.0}%), {} / {} objects, {}/s",
+                                human_bytes(done),
+                                human_bytes(total_bytes),
+                                if total_bytes == 0 { 100.0 } else { done as f64 * 100.0 / total_bytes as f64 },
+                                c.objects.load(Ordering::Relaxed),
+                                total_objects,
+                                human_bytes(rate as u64)
+                            ),
+                        };
+                        crate::logging::stderr_line("INFO", &text, fields);
                     }
                 });
                 (None, Some(ticker))

@@ -99,6 +99,8 @@ async fn progress_lines_go_to_stderr_as_text_or_json_and_never_to_stdout() {
             assert_eq!(v["bytes_total"], 6 << 20);
             assert_eq!(v["objects_total"], 1);
             assert!(v["bytes_done"].as_u64().is_some() && v["bytes_per_second"].as_u64().is_some(), "{v}");
+            // Shaped as every other line on stderr.
+            assert!(v["level"] == "INFO" && v["timestamp"].is_string(), "{v}");
         }
     }
     assert!(progress >= 2, "{}", run.stderr);
