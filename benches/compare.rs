@@ -44,7 +44,7 @@ enum Workload {
     /// Re-sync of the 5,000 small objects onto an up-to-date copy.
     Noop,
     /// 4 × 1 GiB local files (on the `--dir` filesystem) uploaded to an empty prefix.
-    Upload,
+    PutJob,
     /// A model as it is published: three 1 GiB safetensors shards, a 45 MiB
     /// last shard, a 9 MiB tokenizer and five small JSON files.
     Model,
@@ -87,13 +87,13 @@ impl Workload {
             Workload::Large => "4 x 1 GiB",
             Workload::Small => "5000 x 64 KiB",
             Workload::Noop => "no-op re-sync of 5000",
-            Workload::Upload => "upload 4 x 1 GiB",
+            Workload::PutJob => "upload 4 x 1 GiB",
             Workload::Model => "model (3.05 GiB in 10 files)",
         }
     }
     fn prefix(self) -> &'static str {
         match self {
-            Workload::Large | Workload::Upload => "large",
+            Workload::Large | Workload::PutJob => "large",
             Workload::Small | Workload::Noop => "small",
             Workload::Model => "model",
         }
@@ -464,7 +464,7 @@ async fn main() {
             "large" => Workload::Large,
             "small" => Workload::Small,
             "noop" => Workload::Noop,
-            "upload" => Workload::Upload,
+            "upload" => Workload::PutJob,
             "model" => Workload::Model,
             o => panic!("unknown workload {o}"),
         })
@@ -508,7 +508,7 @@ async fn main() {
         store.create_bucket(BUCKET);
         let mut expect_large = (0, 0);
         let mut expect_small = (0, 0);
-        if workloads.iter().any(|w| matches!(w, Workload::Large | Workload::Upload)) {
+        if workloads.iter().any(|w| matches!(w, Workload::Large | Workload::PutJob)) {
             eprintln!("generating 4 x 1 GiB ...");
             for i in 0..4u64 {
                 let key = format!("large/obj-{i}.bin");
@@ -550,7 +550,7 @@ async fn main() {
         }
         let endpoint = server.endpoint_url();
         let upload_src = base.join("upload-src");
-        if workloads.contains(&Workload::Upload) {
+        if workloads.contains(&Workload::PutJob) {
             let _ = std::fs::remove_dir_all(&upload_src);
             std::fs::create_dir_all(&upload_src).unwrap();
             for i in 0..4u64 {
@@ -575,7 +575,7 @@ async fn main() {
             // One untimed run first: the first run of an invocation took about
             // twice the time and CPU (whichever tool it was), which would go
             // into one tool's median.
-            if w != Workload::Upload {
+            if w != Workload::PutJob {
                 let dest = base.join("warm-up-dest");
                 let _ = run_workload(&tools[0], w, &endpoint, &dest, expect);
                 let _ = std::fs::remove_dir_all(&dest);
@@ -589,7 +589,7 @@ async fn main() {
                     let (tool, s) = &mut samples[(k + round) % n];
                     let tool = tool.clone();
                     let dest = base.join(format!("{tool}-dest-{round}"));
-                    let result = if w == Workload::Upload {
+                    let result = if w == Workload::PutJob {
                         run_upload(&tool, &endpoint, &upload_src, store, round)
                     } else {
                         run_workload(&tool, w, &endpoint, &dest, expect)

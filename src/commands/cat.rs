@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use crate::config::Config;
 use crate::error::{Error, StoreErrorKind, exit_code};
 use crate::refusal::Refusal;
-use crate::transfer::{self, Download, Engine, Hooks, KnownChecksum, Verification};
+use crate::transfer::{self, Engine, GetJob, Hooks, KnownChecksum, Verification};
 use crate::url::S3Url;
 
 pub(super) async fn cat(url: S3Url, cfg: &Config, session: &super::session::Session<'_>) -> Result<u8, Error> {
@@ -27,7 +27,7 @@ pub(super) async fn cat(url: S3Url, cfg: &Config, session: &super::session::Sess
     if meta.size > crate::store::MAX_OBJECT_SIZE {
         return Err(Refusal::ImpossibleSize { url: url.to_string(), size: meta.size, done: "written" }.into());
     }
-    let job = Download {
+    let job = GetJob {
         bucket: url.bucket.as_str().into(),
         key: url.key.clone(),
         size: meta.size,

@@ -21,7 +21,7 @@ use crate::plan::filter::Filters;
 use crate::plan::{self, local};
 use crate::refusal::Refusal;
 use crate::state::{self, Record, StateStore};
-use crate::transfer::{self, CommitHook, Download, Durability, Engine, KnownChecksum, Outcome};
+use crate::transfer::{self, CommitHook, Durability, Engine, GetJob, KnownChecksum, Outcome};
 use crate::url::S3Url;
 
 /// How old an unlocked temporary file must be before a sharded run takes it
@@ -269,7 +269,7 @@ pub(super) async fn download_from(
 }
 
 impl Direction for Downloading {
-    type Job = Download;
+    type Job = GetJob;
     type Jobs = DownloadJobs;
 
     fn source(&self) -> String {
@@ -308,7 +308,7 @@ impl Direction for Downloading {
         Some(Arc::new(RecordCommits { state, unflushed: self.durability != Durability::Fsync }))
     }
 
-    async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome> {
+    async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<GetJob>) -> Vec<Outcome> {
         transfer::download(engine, jobs).await
     }
 
@@ -417,7 +417,7 @@ struct RecordCommits {
 impl CommitHook for RecordCommits {
     /// Records what the file was written from, and its size and mtime now
     /// (which a later sync checks before trusting the record).
-    fn committed(&self, job: &Download) {
+    fn committed(&self, job: &GetJob) {
         let Ok(rel) = job.dest.strip_prefix(&job.root) else { return };
         let Some(rel) = rel.to_str() else { return };
         let Ok(meta) = std::fs::symlink_metadata(&job.dest) else { return };

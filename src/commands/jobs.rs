@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::plan::Objects;
-use crate::transfer::{Download, KnownChecksum};
+use crate::transfer::{GetJob, KnownChecksum};
 
 /// A download's jobs, made from the listing when the engine takes them.
 pub(super) struct DownloadJobs {
@@ -23,7 +23,7 @@ pub(super) struct DownloadJobs {
 }
 
 impl super::driver::Jobs for DownloadJobs {
-    type Job = Download;
+    type Job = GetJob;
 
     fn len(&self) -> usize {
         self.order.len()
@@ -35,12 +35,12 @@ impl super::driver::Jobs for DownloadJobs {
         piece.map_or(size, |p| size / u64::from(p.count.max(1)))
     }
 
-    fn job(&self, k: usize) -> Download {
+    fn job(&self, k: usize) -> GetJob {
         let (i, piece) = (self.order[k], self.pieces.get(&self.order[k]).copied());
         let o = self.objects.get(i as usize);
         let meta = o.meta();
         let dest = destination(&self.dst, self.batch, o.rel);
-        Download {
+        GetJob {
             bucket: self.bucket.clone(),
             size: meta.size,
             etag: meta.etag,

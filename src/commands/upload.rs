@@ -18,7 +18,7 @@ use crate::plan::local::{self, DestEntry, LocalSource, Scope, SourceFile};
 use crate::plan::{self};
 use crate::refusal::Refusal;
 use crate::store::{ObjectStore, PutTarget};
-use crate::transfer::upload::{self, Upload};
+use crate::transfer::upload::{self, PutJob};
 use crate::transfer::{Engine, Looped, Outcome};
 use crate::url::S3Url;
 
@@ -113,9 +113,9 @@ pub(super) async fn upload(
     }
     let (up_to_date, deletes) = (decided.up_to_date, decided.deletes);
     let selected: Vec<&SourceFile> = decided.upload.iter().map(|&i| &files[i]).collect();
-    let jobs: Vec<Upload> = selected
+    let jobs: Vec<PutJob> = selected
         .iter()
-        .map(|f| Upload {
+        .map(|f| PutJob {
             path: f.path.clone(),
             size: f.size,
             mtime: f.mtime,
@@ -136,8 +136,8 @@ pub(super) async fn upload(
 }
 
 impl Direction for Uploading {
-    type Job = Upload;
-    type Jobs = Vec<Upload>;
+    type Job = PutJob;
+    type Jobs = Vec<PutJob>;
 
     fn source(&self) -> String {
         self.spec.clone()
@@ -159,7 +159,7 @@ impl Direction for Uploading {
         false
     }
 
-    async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<Upload>) -> Vec<Outcome> {
+    async fn transfer(&self, engine: &Arc<Engine>, jobs: Vec<PutJob>) -> Vec<Outcome> {
         upload::upload(engine, jobs).await
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::engine::Engine;
-use super::job::Download;
+use super::job::GetJob;
 use crate::error::{Error, StoreError, StoreErrorKind};
 use crate::store::{BodyStream, GetRequest, GetResponse};
 
@@ -44,7 +44,7 @@ fn stalled(engine: &Engine) -> StoreError {
 /// request permit.
 pub(super) async fn open_get(
     engine: &Engine,
-    job: &Download,
+    job: &GetJob,
     range: Range<u64>,
     ranged: bool,
 ) -> Result<GetResponse, Error> {
@@ -98,7 +98,7 @@ pub(super) async fn open_get(
 /// the length promised: longer fails at once, shorter at its end.
 pub(super) struct Body<'a> {
     engine: &'a Engine,
-    job: &'a Download,
+    job: &'a GetJob,
     range: Range<u64>,
     stream: BodyStream,
     /// Bytes the response promised.
@@ -113,7 +113,7 @@ pub(super) struct Body<'a> {
 }
 
 impl<'a> Body<'a> {
-    pub(super) fn new(engine: &'a Engine, job: &'a Download, range: Range<u64>, stream: BodyStream) -> Body<'a> {
+    pub(super) fn new(engine: &'a Engine, job: &'a GetJob, range: Range<u64>, stream: BodyStream) -> Body<'a> {
         let stall = engine.cfg.stall_timeout;
         let now = tokio::time::Instant::now();
         Body {

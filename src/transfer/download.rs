@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use super::engine::Engine;
-use super::job::{Download, KnownChecksum, Outcome, PartLayout, Verification};
+use super::job::{GetJob, KnownChecksum, Outcome, PartLayout, Verification};
 use super::object::ObjectState;
 use super::settings::EngineConfig;
 use super::settings::VerifyMode;
@@ -22,12 +22,12 @@ use crate::store::ObjectStore;
 /// Cancelling the engine's stop token (on SIGTERM/SIGINT) ends every request
 /// at once; objects in flight fail as interrupted, those with a journal keep
 /// their temporary file for the next run to resume, the others remove it.
-pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome> {
+pub async fn download(engine: &Arc<Engine>, jobs: Vec<GetJob>) -> Vec<Outcome> {
     let (cfg, reporter) = (&engine.cfg, &engine.hooks.reporter);
     let mut outcomes: Vec<Option<Outcome>> = (0..jobs.len()).map(|_| None).collect();
     // Each job boxed once: every list below (a million entries, for a million
     // keys) moves pointers, not 300-byte jobs, and never holds two copies.
-    let mut pending: Vec<(usize, Box<Download>)> = jobs.into_iter().map(Box::new).enumerate().collect();
+    let mut pending: Vec<(usize, Box<GetJob>)> = jobs.into_iter().map(Box::new).enumerate().collect();
     let samples = Arc::new(verify::EtagSamples::default());
     for restart in 0..=cfg.max_restarts {
         let last = restart == cfg.max_restarts;
@@ -94,7 +94,7 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
                         // run that found it changed: the other shards may have
                         // finished their pieces of the version they listed,
                         // and would never write theirs of this one.
-                        Ok(meta) => pending.push((i, Box::new(Download { piece: None, ..job.refreshed(meta) }))),
+                        Ok(meta) => pending.push((i, Box::new(GetJob { piece: None, ..job.refreshed(meta) }))),
                         // The HEAD failed (or the run was stopped meanwhile:
                         // interrupted).
                         Err(he) => {
@@ -122,7 +122,7 @@ pub async fn download(engine: &Arc<Engine>, jobs: Vec<Download>) -> Vec<Outcome>
 /// `false` when there is nothing for this run to do (an empty piece of an object with
 /// fewer ranges than shards, or an unsplittable object that the first shard
 /// fetches whole). Every shard decides alike: from the object and the flags.
-fn split_role(cfg: &EngineConfig, job: Box<Download>) -> (Box<Download>, bool) {
+fn split_role(cfg: &EngineConfig, job: Box<GetJob>) -> (Box<GetJob>, bool) {
     let Some(piece) = job.piece else { return (job, true) };
     let state = ObjectState::new(*job, cfg);
     let (splittable, idle) = (cfg.verify != VerifyMode::Off && state.splittable(), state.mine.is_empty());
@@ -131,20 +131,20 @@ fn split_role(cfg: &EngineConfig, job: Box<Download>) -> (Box<Download>, bool) {
         (true, _) => (job, !idle),
         (false, 0) => {
             tracing::info!(object = %job.source_url(), "fetched whole by this shard: its ranges cannot be checked one by one");
-            (Box::new(Download { piece: None, ..*job }), true)
+            (Box::new(GetJob { piece: None, ..*job }), true)
         }
         (false, _) => (job, false),
     }
 }
 
 /// A job ready for a pass, or the job and why it cannot be.
-type Prepared = Result<Box<Download>, (Box<Download>, Error)>;
+type Prepared = Result<Box<GetJob>, (Box<GetJob>, Error)>;
 
 /// Asks the store what a listing does not say but verification needs: the
 /// checksum of an object fetched in several parts (HEAD, which also gives its
 /// current identity), and the part layout of a multipart upload (HEAD with
 /// `partNumber=1`). Objects fetched in one GET learn their checksum from it.
-pub(super) async fn prepare(engine: &Engine, job: Box<Download>) -> Prepared {
+pub(super) async fn prepare(engine: &Engine, job: Box<GetJob>) -> Prepared {
     let cfg = &engine.cfg;
     if let Err(e) = within_s3_limit(&job) {
         return Err((job, e));
@@ -175,7 +175,7 @@ pub(super) async fn prepare(engine: &Engine, job: Box<Download>) -> Prepared {
                     now = meta.etag.as_deref().unwrap_or("none"),
                     "changed since the run's listing: fetched whole by this shard, not split"
                 );
-                *job = Download { piece: None, ..job.refreshed(meta) };
+                *job = GetJob { piece: None, ..job.refreshed(meta) };
                 if let Err(e) = within_s3_limit(&job) {
                     return Err((job, e));
                 }
@@ -220,7 +220,7 @@ pub(super) async fn prepare(engine: &Engine, job: Box<Download>) -> Prepared {
     Ok(job)
 }
 
-fn within_s3_limit(job: &Download) -> Result<(), Error> {
+fn within_s3_limit(job: &GetJob) -> Result<(), Error> {
     if job.size <= crate::store::MAX_OBJECT_SIZE {
         return Ok(());
     }
@@ -229,7 +229,7 @@ fn within_s3_limit(job: &Download) -> Result<(), Error> {
 
 /// An object of a pinned run ([`EngineConfig::pinned`]) that is no longer
 /// the one listed.
-fn changed_since_listed(job: &Download, now: &crate::store::ObjectMeta) -> Error {
+fn changed_since_listed(job: &GetJob, now: &crate::store::ObjectMeta) -> Error {
     Refusal::ChangedSinceListed {
         url: job.source_url(),
         now: now.etag.as_deref().unwrap_or("none").to_string(),
@@ -238,7 +238,7 @@ fn changed_since_listed(job: &Download, now: &crate::store::ObjectMeta) -> Error
     .into()
 }
 
-async fn upload_layout(engine: &Engine, job: &Download) -> Result<Option<PartLayout>, crate::error::StoreError> {
+async fn upload_layout(engine: &Engine, job: &GetJob) -> Result<Option<PartLayout>, crate::error::StoreError> {
     let Some((part_size, count)) = engine.looped.part_info(&job.bucket, &job.key, 1).await? else {
         return Ok(None);
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::report::Silent;
-use super::upload::Upload;
+use super::upload::PutJob;
 use super::*;
 use crate::error::Error;
 use crate::integrity::Algorithm;
@@ -37,10 +37,10 @@ fn body(n: usize) -> Vec<u8> {
 }
 
 /// The job a batch listing makes for `key`, into `dir`.
-async fn job(store: &MemoryStore, key: &str, dir: &Path) -> Download {
+async fn job(store: &MemoryStore, key: &str, dir: &Path) -> GetJob {
     let page = store.list_page(B, key, None, None).await.unwrap();
     let meta = page.objects.into_iter().find(|o| o.key == key).expect("listed");
-    Download {
+    GetJob {
         bucket: B.into(),
         key: key.into(),
         size: meta.size,
@@ -57,13 +57,13 @@ async fn job(store: &MemoryStore, key: &str, dir: &Path) -> Download {
     }
 }
 
-async fn download_with(store: Arc<dyn ObjectStore>, jobs: Vec<Download>, cfg: EngineConfig) -> Vec<Outcome> {
+async fn download_with(store: Arc<dyn ObjectStore>, jobs: Vec<GetJob>, cfg: EngineConfig) -> Vec<Outcome> {
     download_stoppable(store, jobs, cfg, CancellationToken::new()).await
 }
 
 async fn download_stoppable(
     store: Arc<dyn ObjectStore>,
-    jobs: Vec<Download>,
+    jobs: Vec<GetJob>,
     cfg: EngineConfig,
     stop: CancellationToken,
 ) -> Vec<Outcome> {
@@ -307,7 +307,7 @@ async fn uploads_go_through_the_same_engine_and_are_checked_by_the_store() {
     let data = body(11 << 20);
     let path = dir.path().join("up.bin");
     std::fs::write(&path, &data).unwrap();
-    let job = Upload {
+    let job = PutJob {
         path: path.clone(),
         size: data.len() as u64,
         mtime: std::fs::metadata(&path).unwrap().modified().ok(),

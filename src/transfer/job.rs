@@ -24,9 +24,11 @@ impl From<Option<Stated>> for KnownChecksum {
     }
 }
 
-/// One object to download.
+/// One object to download: fetched by ranged GETs into a temporary file
+/// (the engine's job; the `download` modules of `commands`, `plan` and
+/// `transfer` are the three layers of that direction).
 #[derive(Debug, Clone)]
-pub struct Download {
+pub struct GetJob {
     /// Shared by every job of a run (a million jobs need no million copies).
     pub bucket: std::sync::Arc<str>,
     pub key: String,
@@ -80,14 +82,14 @@ impl PartLayout {
     }
 }
 
-impl Download {
+impl GetJob {
     pub fn source_url(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 
     /// The same destination for the object as it is now.
-    pub(super) fn refreshed(&self, meta: ObjectMeta) -> Download {
-        Download {
+    pub(super) fn refreshed(&self, meta: ObjectMeta) -> GetJob {
+        GetJob {
             size: meta.size,
             etag: meta.etag,
             version_id: meta.version_id,

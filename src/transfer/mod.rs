@@ -58,7 +58,7 @@ mod verify;
 
 pub use download::download;
 pub use engine::Engine;
-pub use job::{Download, KnownChecksum, Outcome, PartLayout, Verification};
+pub use job::{GetJob, KnownChecksum, Outcome, PartLayout, Verification};
 pub use report::{CommitHook, Hooks, Item, Reporter};
 pub use requests::{Looped, Requests, Timeouts};
 pub use settings::{Durability, EngineConfig, START_REQUESTS, TUNED_REQUESTS_CEILING, VerifyMode, WriteMode};

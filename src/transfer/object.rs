@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::hasher::{Hasher, ReadBack, SegmentResult, StreamId};
-use super::job::{Download, KnownChecksum};
+use super::job::{GetJob, KnownChecksum};
 use super::parts::{CrcFold, Ranges};
 use super::segments::{Bits, Segments};
 use super::settings::{EngineConfig, VerifyMode};
@@ -32,7 +32,7 @@ const SEGMENT_RANGE: u64 = 64 << 20;
 
 /// One object in a pass.
 pub(super) struct ObjectState {
-    pub job: Download,
+    pub job: GetJob,
     /// The byte ranges fetched, one request each (at least one, maybe empty).
     pub parts: Ranges,
     /// Upload part size when `parts` are aligned to the parts of a multipart upload.
@@ -82,24 +82,24 @@ pub(super) struct Received {
 }
 
 impl ObjectState {
-    pub fn new(job: Download, cfg: &EngineConfig) -> ObjectState {
+    pub fn new(job: GetJob, cfg: &EngineConfig) -> ObjectState {
         Self::planned(job, cfg, SEGMENT_RANGE)
     }
 
     /// How many ranges [`ObjectState::new`] splits `job` into (at least one),
     /// without building the state.
-    pub fn part_count(job: &Download, cfg: &EngineConfig) -> usize {
+    pub fn part_count(job: &GetJob, cfg: &EngineConfig) -> usize {
         plan_parts(job, cfg, SEGMENT_RANGE).0.len()
     }
 
     /// An object streamed in order (`cat`): every range at most
     /// `--part-size`, since each is held in memory until its turn to be
     /// written; what is hashed in order is hashed by the writer.
-    pub fn for_stream(job: Download, cfg: &EngineConfig) -> ObjectState {
+    pub fn for_stream(job: GetJob, cfg: &EngineConfig) -> ObjectState {
         Self::planned(job, cfg, 0)
     }
 
-    fn planned(job: Download, cfg: &EngineConfig, whole_parts_up_to: u64) -> ObjectState {
+    fn planned(job: GetJob, cfg: &EngineConfig, whole_parts_up_to: u64) -> ObjectState {
         let (parts, aligned) = plan_parts(&job, cfg, whole_parts_up_to);
         let written = Segments::new(parts);
         let n = written.count();
@@ -417,7 +417,7 @@ impl ObjectState {
 /// request then extends a part's hashed prefix as its body arrives, so there
 /// are as many parts to hash together in SIMD lanes as requests in flight, and
 /// a resumed part can be checked against its hash.
-pub(super) fn plan_parts(job: &Download, cfg: &EngineConfig, whole_parts_up_to: u64) -> (Ranges, Option<u64>) {
+pub(super) fn plan_parts(job: &GetJob, cfg: &EngineConfig, whole_parts_up_to: u64) -> (Ranges, Option<u64>) {
     let layout = job.source_parts.filter(|u| u.uniform_for(job.size) && cfg.verify != VerifyMode::Off);
     let (by_part, hashed_in_order) = match job.checksum {
         KnownChecksum::Stated(Stated::Full { .. } | Stated::Sha { parts: None, .. }) => (None, false),
@@ -439,11 +439,11 @@ mod tests {
     use crate::integrity::Algorithm;
 
     /// A 1 GiB object uploaded in `part` MiB parts, with what the store states.
-    fn uploaded(part: u64, checksum: KnownChecksum) -> Download {
+    fn uploaded(part: u64, checksum: KnownChecksum) -> GetJob {
         let size = 1u64 << 30;
         let count = size.div_ceil(part << 20);
         let last_size = size - (count - 1) * (part << 20);
-        Download {
+        GetJob {
             bucket: "b".into(),
             key: "k".into(),
             size,
@@ -493,7 +493,7 @@ mod tests {
     #[test]
     fn parts_hashed_in_order_are_fetched_whole_up_to_a_limit_and_crc_parts_in_ranges() {
         let cfg = EngineConfig::default();
-        let sizes = |job: &Download| {
+        let sizes = |job: &GetJob| {
             let (ranges, aligned) = plan_parts(job, &cfg, SEGMENT_RANGE);
             assert_eq!(aligned, Some(ranges.segment_size()));
             assert_eq!(ranges.iter().map(|r| r.end - r.start).sum::<u64>(), job.size);

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::engine::Engine;
-use super::job::{Download, Outcome, Verification};
+use super::job::{GetJob, Outcome, Verification};
 use super::object::ObjectState;
 use super::scheduler::{Finished, Pick, Scheduler};
 use super::settings::Durability;
@@ -33,14 +33,14 @@ use crate::model::CheckModel;
 enum Slot {
     /// Boxed: the vector of slots then shrinks to a pointer each, and a job
     /// taken or finished gives its bytes back.
-    Waiting(Box<Download>),
+    Waiting(Box<GetJob>),
     Active(Arc<ObjectState>),
     Finished,
 }
 
 /// An object's outcome, and its job when it is to be fetched again (boxed:
 /// almost every object has none, and a million outcomes are kept at once).
-type Settled = (Outcome, Option<Box<Download>>);
+type Settled = (Outcome, Option<Box<GetJob>>);
 
 /// State of one pass, shared by its workers.
 struct Pass {
@@ -71,7 +71,7 @@ struct Pass {
 pub(super) async fn run(
     engine: Arc<Engine>,
     samples: Arc<EtagSamples>,
-    jobs: Vec<Box<Download>>,
+    jobs: Vec<Box<GetJob>>,
     last: bool,
 ) -> Vec<Settled> {
     let n = jobs.len();

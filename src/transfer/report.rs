@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::job::{Download, Outcome};
+use super::job::{GetJob, Outcome};
 
 /// One object the engine moves, as a reporter names it.
 pub trait Item {
@@ -39,7 +39,7 @@ pub trait Reporter: Send + Sync {
 /// Hears of each downloaded file as it is renamed into place, before its
 /// outcome is reported.
 pub trait CommitHook: Send + Sync {
-    fn committed(&self, job: &Download);
+    fn committed(&self, job: &GetJob);
 }
 
 /// What a run's engine calls back.
@@ -72,7 +72,7 @@ impl Hooks {
     }
 }
 
-impl Item for Download {
+impl Item for GetJob {
     fn key(&self) -> &str {
         &self.key
     }

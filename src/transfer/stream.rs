@@ -28,7 +28,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::body::{Body, open_get};
 use super::download::prepare;
 use super::engine::Engine;
-use super::job::{Download, Verification};
+use super::job::{GetJob, Verification};
 use super::object::ObjectState;
 use super::settings::VerifyMode;
 use super::verify::{EtagSamples, verify};
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Sink {
 /// Streams `job` to `sink` in order; returns how it was checked. An error
 /// may come after any amount of output. An error writing to the sink is
 /// [`Error::Io`] with the sink's error (`BrokenPipe` when the reader left).
-pub async fn stream(engine: &Arc<Engine>, job: Download, sink: Sink) -> Result<Verification, Error> {
+pub async fn stream(engine: &Arc<Engine>, job: GetJob, sink: Sink) -> Result<Verification, Error> {
     let job = *prepare(engine, Box::new(job)).await.map_err(|(_, e)| e)?;
     let object = Arc::new(ObjectState::for_stream(job, &engine.cfg));
     let checking = engine.cfg.verify != VerifyMode::Off;
@@ -129,7 +129,7 @@ async fn fetch_to_memory(engine: &Engine, object: &ObjectState, p: usize, mut bu
 /// One GET of what `data` lacks of `range`, appended to it.
 async fn fetch_once(
     engine: &Engine,
-    job: &Download,
+    job: &GetJob,
     range: Range<u64>,
     whole: bool,
     data: &mut Vec<u8>,

@@ -66,9 +66,10 @@ fn pace(engine: &Engine) -> Option<Pace> {
     Some(Pace { budget, slice: (2 * share).clamp(4 << 10, 256 << 10) as usize })
 }
 
-/// One file to upload.
+/// One file to upload: sent by PutObject or a multipart upload (the
+/// engine's job).
 #[derive(Debug, Clone)]
-pub struct Upload {
+pub struct PutJob {
     pub path: PathBuf,
     pub size: u64,
     pub mtime: Option<SystemTime>,
@@ -77,7 +78,7 @@ pub struct Upload {
     pub target: PutTarget,
 }
 
-impl Upload {
+impl PutJob {
     pub fn dest_url(&self) -> String {
         format!("s3://{}/{}", self.target.bucket, self.target.key)
     }
@@ -88,7 +89,7 @@ impl Upload {
     }
 }
 
-impl Item for Upload {
+impl Item for PutJob {
     fn key(&self) -> &str {
         &self.target.key
     }
@@ -105,7 +106,7 @@ impl Item for Upload {
 
 /// Uploads every job; returns one outcome per job, in job order: verified by
 /// the store against the checksum sent.
-pub async fn upload(engine: &Arc<Engine>, jobs: Vec<Upload>) -> Vec<Outcome> {
+pub async fn upload(engine: &Arc<Engine>, jobs: Vec<PutJob>) -> Vec<Outcome> {
     let mut results: Vec<(usize, Outcome)> = futures::stream::iter(jobs.into_iter().enumerate())
         .map(|(i, job)| {
             let engine = engine.clone();
@@ -129,7 +130,7 @@ pub fn part_size_for(size: u64, configured: u64) -> u64 {
     configured.max(MIN_PART).max(fit)
 }
 
-async fn upload_one(engine: &Engine, job: &Upload) -> Result<(), Error> {
+async fn upload_one(engine: &Engine, job: &PutJob) -> Result<(), Error> {
     if engine.stop.is_cancelled() {
         return Err(Error::Interrupted(job.dest_url()));
     }
@@ -173,7 +174,7 @@ async fn upload_one(engine: &Engine, job: &Upload) -> Result<(), Error> {
 /// succeeded and only its answer was lost, the upload is gone because it
 /// became the object: the key then holds an object of this size whose stored
 /// full-object checksum is the one this upload stated. Anything else is a failure.
-async fn completed_earlier(engine: &Engine, job: &Upload, whole: u64, e: Error) -> Result<(), Error> {
+async fn completed_earlier(engine: &Engine, job: &PutJob, whole: u64, e: Error) -> Result<(), Error> {
     let stated = Stated::Full { algorithm: job.target.checksum, value: whole };
     match engine.looped.head(&job.target.bucket, &job.target.key).await {
         Ok(meta) if meta.size == job.size && meta.checksum == Some(stated) => {
@@ -188,7 +189,7 @@ async fn completed_earlier(engine: &Engine, job: &Upload, whole: u64, e: Error) 
 
 async fn upload_parts(
     engine: &Engine,
-    job: &Upload,
+    job: &PutJob,
     id: &str,
     part: u64,
     range: &impl Fn(u64, u64) -> FileRange,
@@ -229,7 +230,7 @@ async fn upload_parts(
 
 /// Aborts a multipart upload, best effort: a failure is logged with the upload
 /// id so that it can be cleaned up (or left to a lifecycle rule).
-async fn abort(engine: &Engine, job: &Upload, id: &str) {
+async fn abort(engine: &Engine, job: &PutJob, id: &str) {
     match engine.looped.abort_upload(&job.target.bucket, &job.target.key, id).await {
         Ok(()) => tracing::debug!(object = %job.dest_url(), "multipart upload aborted"),
         Err(e) => {
@@ -241,7 +242,7 @@ async fn abort(engine: &Engine, job: &Upload, id: &str) {
 /// What the path names now must still be what the walk saw (the bytes come
 /// from the file opened then): a file written in place, or replaced, since
 /// the walk fails the upload, naming it.
-fn unchanged(job: &Upload) -> Result<(), Error> {
+fn unchanged(job: &PutJob) -> Result<(), Error> {
     let m = std::fs::metadata(&job.path).map_err(|e| Error::io(&job.path, "reading metadata", e))?;
     if !as_walked(job, &m) {
         return Err(Refusal::FileChanged { path: job.path.clone(), shorter: false }.into());
@@ -252,7 +253,7 @@ fn unchanged(job: &Upload) -> Result<(), Error> {
 /// The regular file the walk saw: the same file (device and inode), size
 /// and mtime. (A symlink planted in its place, or a directory above it
 /// swapped for a link, leads to another file.)
-fn as_walked(job: &Upload, m: &std::fs::Metadata) -> bool {
+fn as_walked(job: &PutJob, m: &std::fs::Metadata) -> bool {
     m.is_file()
         && m.len() == job.size
         && (job.mtime.is_none() || m.modified().ok() == job.mtime)
@@ -262,7 +263,7 @@ fn as_walked(job: &Upload, m: &std::fs::Metadata) -> bool {
 /// Opens the file an upload reads, once: its checksums and every body sent
 /// come from this open file, which must be what the walk saw. Opened without
 /// blocking, so that a FIFO put in the file's place cannot hang the run.
-fn open_as_walked(job: &Upload) -> Result<std::fs::File, Error> {
+fn open_as_walked(job: &PutJob) -> Result<std::fs::File, Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -277,7 +278,7 @@ fn open_as_walked(job: &Upload) -> Result<std::fs::File, Error> {
 }
 
 /// CRC of a body's bytes, read from its open file on the blocking pool.
-async fn file_crc(engine: &Engine, job: &Upload, body: &FileRange) -> Result<PartCrc, Error> {
+async fn file_crc(engine: &Engine, job: &PutJob, body: &FileRange) -> Result<PartCrc, Error> {
     let body = body.clone();
     let algorithm: Algorithm = job.target.checksum;
     let work = engine.blocking_io(move || -> Result<PartCrc, Error> {
@@ -306,7 +307,7 @@ async fn file_crc(engine: &Engine, job: &Upload, body: &FileRange) -> Result<Par
 /// One request under the limiter and the retry loop ([`Engine::with_retries`]).
 /// An attempt taking longer than `limit` is abandoned and retried.
 /// Cancellation ends it at once.
-async fn request<T, F, Fut>(engine: &Engine, job: &Upload, limit: Duration, f: F) -> Result<T, Error>
+async fn request<T, F, Fut>(engine: &Engine, job: &PutJob, limit: Duration, f: F) -> Result<T, Error>
 where
     T: Send,
     F: FnMut() -> Fut + Send,
