@@ -61,24 +61,11 @@ pub(super) fn open_parent<'a>(root: &Path, rel: &'a Path) -> Result<(OwnedFd, &'
     let Some((name, parents)) = comps.split_last() else {
         return Err(Refusal::NoFileName { path: rel.to_path_buf() }.into());
     };
-    let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
-    std::fs::create_dir_all(root).map_err(|e| Error::io(root, "creating directory", e))?;
-    let dir_flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
-    let mut dir = rustix::fs::open(root, dir_flags, Mode::empty()).map_err(|e| Error::io(root, "opening", e.into()))?;
+    let mut dir = super::open::root_dir(root)?;
     let mut shown = root.to_path_buf();
     for c in parents {
         shown.push(c);
-        match rustix::fs::mkdirat(&dir, *c, Mode::from_raw_mode(0o777)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(Error::io(&shown, "creating directory", e.into())),
-        }
-        dir = match rustix::fs::openat(&dir, *c, dir_flags | OFlags::NOFOLLOW, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::LOOP | Errno::NOTDIR) => {
-                return Err(Refusal::Planted { path: shown, place: Place::DestinationDir }.into());
-            }
-            Err(e) => return Err(Error::io(&shown, "opening directory", e.into())),
-        };
+        dir = super::open::subdir(&dir, &shown, c, Place::DestinationDir)?;
     }
     Ok((dir, name))
 }
@@ -93,10 +80,8 @@ pub fn remove_file(root: &Path, rel: &str) -> Result<(), Error> {
         return Err(Refusal::NotPlainPath { path: rel.to_string() }.into());
     }
     let (name, parents) = comps.split_last().expect("split yields one item");
-    let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
     let dir_flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
-    let mut dirs =
-        vec![rustix::fs::open(root, dir_flags, Mode::empty()).map_err(|e| Error::io(root, "opening", e.into()))?];
+    let mut dirs = vec![super::open::existing_dir(root).map_err(|e| Error::io(root, "opening", e))?];
     let mut shown = root.to_path_buf();
     for c in parents {
         shown.push(c);

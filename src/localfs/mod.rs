@@ -9,19 +9,19 @@
 //! - [`journal`]: the resume journal beside a resumable temporary file;
 //! - [`filesystem`]: the destination's filesystem as a whole (free space,
 //!   how it compares names, the end-of-run `syncfs`);
+//! - [`open`]: every other directory and file opened by handle (the
+//!   destination's root, `DEST/.s3load/` and its files, an upload's source
+//!   files, a model check's files), never through a planted link or FIFO;
 //! - [`iobuf`]: page-aligned write buffers;
 //! - [`versions`]: the versions directory of `sync --atomic` (link, lock,
 //!   history, switch, hard-linked trees, pruning).
-
-/// The directory below the destination's root that holds s3load's own files
-/// (the sync record, its locks, a sharded run's listing).
-pub const STATE_DIR: &str = ".s3load";
 
 pub mod dirs;
 pub mod filesystem;
 pub mod iobuf;
 pub mod journal;
 mod names;
+pub mod open;
 mod orphans;
 mod split;
 pub mod tempfile;
@@ -34,6 +34,7 @@ pub use filesystem::{
 pub use iobuf::{ALIGN, IoBuf};
 pub use journal::{Recorded, SpentJournal};
 pub use names::is_temp_name;
+pub use open::STATE_DIR;
 pub use orphans::remove_orphans;
 pub use split::{PieceOf, remove_unneeded_splits};
 pub use tempfile::TempFile;

@@ -1,7 +1,6 @@
 //! Leftovers of killed runs: s3load's temporary files and journals that no
 //! live process holds.
 
-use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
@@ -44,7 +43,8 @@ pub fn remove_orphans(root: &Path, keep_resumable: bool, min_age: Duration) -> u
                 Some(stem) => dir.join(format!("{stem}{RESUME_SUFFIX}")),
                 None => e.path(),
             };
-            let free = match File::open(&lock_target) {
+            // Never blocks: a FIFO in the resumable file's place is no lock.
+            let free = match super::open::regular(&lock_target, rustix::fs::OFlags::RDONLY) {
                 Ok(f) => try_lock(&f),
                 Err(_) => true,
             };

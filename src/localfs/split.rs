@@ -245,8 +245,8 @@ pub fn remove_unneeded_splits(root: &Path, pieces: &std::collections::HashSet<St
             if pieces.contains(&rel) {
                 continue;
             }
-            let free =
-                File::open(e.path()).is_ok_and(|f| rustix::fs::fstat(&f).is_ok_and(|st| settled(&st)) && try_lock(&f));
+            let free = super::open::regular(&e.path(), rustix::fs::OFlags::RDONLY)
+                .is_ok_and(|f| rustix::fs::fstat(&f).is_ok_and(|st| settled(&st)) && try_lock(&f));
             if free && std::fs::remove_file(e.path()).is_ok() {
                 removed += 1;
             }

@@ -624,4 +624,21 @@ mod orphan_tests {
         assert_eq!(remove_orphans(d.path(), true, Duration::from_secs(60)), 1);
         assert!(!name.exists());
     }
+    #[test]
+    fn a_fifo_where_a_journal_is_locked_through_does_not_hang_the_cleanup() {
+        let d = tempfile::tempdir().unwrap();
+        // A journal whose resumable file was replaced by a FIFO: opening the
+        // FIFO to lock it would wait for a writer for ever.
+        let journal = d.path().join(".model.bin.1234.s3load-journal");
+        std::fs::write(&journal, b"x").unwrap();
+        let fifo = d.path().join(".model.bin.1234.s3load-resume");
+        let mode = rustix::fs::Mode::from_raw_mode(0o644);
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, mode, 0).unwrap();
+        let root = d.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(remove_orphans(&root, false, Duration::ZERO)).unwrap());
+        let removed = rx.recv_timeout(Duration::from_secs(10)).expect("the cleanup ends");
+        assert_eq!(removed, 1, "the journal is removed; the FIFO is not a file and stays");
+        assert!(fifo.exists());
+    }
 }

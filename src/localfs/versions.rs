@@ -261,11 +261,13 @@ impl Versions {
             if !name.starts_with('.') || !name.ends_with(".partial") || !e.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
-            let lock = std::fs::File::open(e.path().join(super::STATE_DIR).join("lock"));
+            // Opened without following a link or blocking on a FIFO.
+            let lock = super::open::existing_state_dir(&e.path())
+                .and_then(|d| super::open::regular_in(&d, "lock", rustix::fs::OFlags::RDONLY).ok());
             // Held while we remove it: a run starting now waits, then finds it gone.
             let held = match &lock {
-                Ok(f) => rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err(),
-                Err(_) => false,
+                Some(f) => rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err(),
+                None => false,
             };
             if held {
                 continue;
@@ -350,7 +352,7 @@ pub fn link_tree(from: &Path, to: &Path) -> Result<(), Error> {
             let Ok(ft) = e.file_type() else { continue };
             let name = e.file_name();
             let r = rel.join(&name);
-            if ft.is_dir() && name == super::STATE_DIR {
+            if ft.is_dir() && name == super::open::STATE_DIR {
                 let state = e.path().join("state");
                 if state.is_file() {
                     let into = to.join(&r);

@@ -5,11 +5,15 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::fd::OwnedFd;
 use std::path::Path;
+
+use rustix::fs::OFlags;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::header::{READ_BUFFER, check_safetensors, is_safetensors};
+use crate::localfs::open::{self, OpenError};
 
 /// The largest weight index read (a real one is a few MB: a name and a file
 /// name per tensor).
@@ -26,19 +30,13 @@ pub fn is_index(name: &str) -> bool {
 
 /// Opens `name` in the directory `dir` for reading without following a link
 /// or blocking, and only if it is a regular file.
-fn open_regular(dir: &File, name: &str) -> Result<File, String> {
-    use rustix::fs::{FileType, Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(|e| match e {
-        rustix::io::Errno::LOOP => "is a symbolic link, not a file (links are not followed)".to_string(),
-        rustix::io::Errno::NOENT => "is not in the destination".to_string(),
-        e => format!("cannot be opened: {}", std::io::Error::from(e)),
-    })?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| format!("cannot be read: {}", std::io::Error::from(e)))?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err("is not a regular file".to_string());
-    }
-    Ok(File::from(fd))
+fn open_regular(dir: &OwnedFd, name: &str) -> Result<File, String> {
+    open::regular_in(dir, name, OFlags::RDONLY).map_err(|e| match e {
+        OpenError::Link => "is a symbolic link, not a file (links are not followed)".to_string(),
+        OpenError::NotAFile => "is not a regular file".to_string(),
+        OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => "is not in the destination".to_string(),
+        OpenError::Io(e) => format!("cannot be opened: {e}"),
+    })
 }
 
 /// A weight index, read as it streams: its `weight_map` grouped by shard.
@@ -156,7 +154,7 @@ pub fn check_index(path: &Path) -> Vec<String> {
         return vec![format!("{name}: not a file name")];
     };
     let dir_path = if dir_path.as_os_str().is_empty() { Path::new(".") } else { dir_path };
-    let dir = match File::open(dir_path) {
+    let dir = match open::existing_dir(dir_path) {
         Ok(d) => d,
         Err(e) => return vec![format!("{}: cannot be read: {e}", dir_path.display())],
     };

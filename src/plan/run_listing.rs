@@ -32,15 +32,14 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
-use rustix::io::Errno;
+use rustix::fs::{AtFlags, FlockOperation, OFlags};
 use serde_json::json;
 
 use super::{RefusedKey, SourceListing};
 use crate::error::Error;
+use crate::localfs::open::{self, own_file};
 use crate::refusal::{KeyProblem, Refusal};
 use crate::shard::Shard;
-use crate::state::{open_in, planted};
 use crate::store::{ObjectMeta, ObjectStore};
 use crate::url::S3Url;
 
@@ -67,21 +66,10 @@ pub async fn shared(
     flags: &str,
 ) -> Result<SourceListing, Error> {
     let run = Run { url, shard, id: run_id, flags };
-    let state = crate::state::STATE_DIR;
-    let dir_path = dst.join(state);
-    std::fs::create_dir_all(dst).map_err(|e| Error::io(dst, "creating the destination directory", e))?;
-    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
-    let root = rustix::fs::open(dst, flags, Mode::empty()).map_err(|e| Error::io(dst, "opening", e.into()))?;
-    match rustix::fs::mkdirat(&root, state, Mode::from_raw_mode(0o755)) {
-        Ok(()) | Err(Errno::EXIST) => {}
-        Err(e) => return Err(Error::io(&dir_path, "creating the state directory", e.into())),
-    }
-    let dir = rustix::fs::openat(&root, state, flags | OFlags::NOFOLLOW, Mode::empty()).map_err(|e| match e {
-        Errno::LOOP | Errno::NOTDIR => planted(&dir_path),
-        e => Error::io(&dir_path, "opening the state directory", e.into()),
-    })?;
+    let dir_path = dst.join(crate::state::STATE_DIR);
+    let dir = open::state_dir(dst)?;
     let name = format!("run-{run_id}.listing");
-    let lock = open_in(&dir, &dir_path, &format!("run-{run_id}.lock"), OFlags::CREATE | OFlags::WRONLY)?;
+    let lock = own_file(&dir, &dir_path, &format!("run-{run_id}.lock"), OFlags::CREATE | OFlags::WRONLY)?;
     // Held while the listing is read or made: a shard that comes second
     // waits for the first to record it.
     let lock =
@@ -90,7 +78,7 @@ pub async fn shared(
             .map_err(|e| Error::Internal(format!("waiting for the run's listing lock: {e}")))?
             .map_err(|e| Error::io(dir_path.join(format!("run-{run_id}.lock")), "locking", e.into()))?;
     remove_old_listings(&dir, &name);
-    let recorded = match open_in(&dir, &dir_path, &name, OFlags::RDONLY) {
+    let recorded = match own_file(&dir, &dir_path, &name, OFlags::RDONLY) {
         Ok(f) => Some(f),
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
@@ -155,7 +143,7 @@ fn header(run: &Run) -> serde_json::Value {
 
 fn write(dir: &OwnedFd, shown: &Path, name: &str, listing: &SourceListing, run: &Run) -> Result<(), Error> {
     let tmp = format!("{name}.{}.tmp", crate::localfs::unique_suffix());
-    let f = open_in(dir, shown, &tmp, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY)?;
+    let f = own_file(dir, shown, &tmp, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY)?;
     let written = (|| -> std::io::Result<()> {
         let mut w = BufWriter::with_capacity(1 << 20, &f);
         writeln!(w, "{}", header(run))?;

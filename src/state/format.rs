@@ -8,10 +8,10 @@ use std::path::Path;
 
 use rustix::fs::OFlags;
 
-use super::files::open_in;
 use super::record::{Record, SUSPECT_MTIME, boot_id};
 use super::table::Table;
 use crate::error::Error;
+use crate::localfs::open::own_file;
 
 pub(super) const HEADER: &str = "s3load-state 1";
 /// Record files of sharded runs: `state.shard-K-of-N`.
@@ -78,7 +78,7 @@ pub(super) fn load_merged(
 /// the header it holds, or `None` for a first line this s3load does not know.
 fn load(handle: &OwnedFd, dir: &Path, name: &str, mut each: impl FnMut(Record)) -> Result<Option<usize>, Error> {
     let path = dir.join(name);
-    let file = match open_in(handle, dir, name, OFlags::RDONLY) {
+    let file = match own_file(handle, dir, name, OFlags::RDONLY) {
         Ok(f) => f,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(Some(0)),
         Err(e @ Error::Refused(_)) => return Err(e),

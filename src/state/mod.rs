@@ -35,13 +35,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use rustix::fs::{AtFlags, Mode, OFlags};
-use rustix::io::Errno;
+use rustix::fs::{AtFlags, OFlags};
 
 use crate::error::Error;
+use crate::localfs::open;
 use crate::shard::Shard;
 
-mod files;
 mod format;
 mod record;
 mod table;
@@ -50,8 +49,6 @@ pub use record::{Record, SUSPECT_MTIME, boot_id, checksum_text, to_ns};
 use table::Table;
 
 pub use crate::localfs::STATE_DIR;
-use files::DIR_FLAGS;
-pub(crate) use files::{open_in, planted};
 use format::{HEADER, SHARD_PREFIX, load_merged, record_files};
 
 /// A destination's record, loaded, and (unless read-only) locked and open for appending.
@@ -101,9 +98,7 @@ impl StateStore {
     /// Loads the record without creating or locking anything (`--dry-run`).
     pub fn read_only(root: &Path) -> StateStore {
         let dir = root.join(STATE_DIR);
-        let handle = rustix::fs::open(root, DIR_FLAGS, Mode::empty())
-            .ok()
-            .and_then(|r| rustix::fs::openat(&r, STATE_DIR, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()).ok());
+        let handle = open::existing_state_dir(root);
         let records = match &handle {
             Some(h) => load_merged(h, &dir, &record_files(&dir), "", false).map(|(m, _)| m).unwrap_or_default(),
             None => Table::default(),
@@ -140,24 +135,16 @@ impl StateStore {
     /// a whole-file lock there), so this holds on a shared volume.
     pub async fn open(root: &Path, shard: Option<Shard>) -> Result<StateStore, Error> {
         let dir = root.join(STATE_DIR);
-        std::fs::create_dir_all(root).map_err(|e| Error::io(root, "creating the destination directory", e))?;
-        let root_fd =
-            rustix::fs::open(root, DIR_FLAGS, Mode::empty()).map_err(|e| Error::io(root, "opening", e.into()))?;
-        match rustix::fs::mkdirat(&root_fd, STATE_DIR, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(Error::io(&dir, "creating the state directory", e.into())),
-        }
-        let handle = match rustix::fs::openat(&root_fd, STATE_DIR, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::LOOP | Errno::NOTDIR) => return Err(planted(&dir)),
-            Err(e) => return Err(Error::io(&dir, "opening the state directory", e.into())),
-        };
+        let handle = open::state_dir(root)?;
         use rustix::fs::FlockOperation::{NonBlockingLockExclusive, NonBlockingLockShared};
-        let lock = open_in(&handle, &dir, "lock", OFlags::CREATE | OFlags::WRONLY)?;
+        let lock = open::own_file(&handle, &dir, "lock", OFlags::CREATE | OFlags::WRONLY)?;
         let mut locks = vec![(lock, if shard.is_some() { NonBlockingLockShared } else { NonBlockingLockExclusive })];
         if let Some(s) = shard {
             let name = format!("lock.shard-{}-of-{}", s.index, s.count);
-            locks.push((open_in(&handle, &dir, &name, OFlags::CREATE | OFlags::WRONLY)?, NonBlockingLockExclusive));
+            locks.push((
+                open::own_file(&handle, &dir, &name, OFlags::CREATE | OFlags::WRONLY)?,
+                NonBlockingLockExclusive,
+            ));
         }
         let mut told = false;
         for (lock, how) in &locks {
@@ -196,7 +183,7 @@ impl StateStore {
                 (Table::default(), 0)
             }
         };
-        let mut log = open_in(&handle, &dir, &file, OFlags::CREATE | OFlags::RDWR | OFlags::APPEND)?;
+        let mut log = open::own_file(&handle, &dir, &file, OFlags::CREATE | OFlags::RDWR | OFlags::APPEND)?;
         let path = dir.join(&file);
         let len = log.metadata().map_err(|e| Error::io(&path, "reading", e))?.len();
         if len == 0 {
@@ -397,7 +384,7 @@ impl StateStore {
         // A leftover of a crashed run that had this pid: no live process has it
         // (this run holds the lock), so it can go.
         let _ = rustix::fs::unlinkat(handle, tmp.as_str(), AtFlags::empty());
-        let f = open_in(handle, &self.dir, &tmp, flags)?;
+        let f = open::own_file(handle, &self.dir, &tmp, flags)?;
         // Line by line through a buffer: the text of a million records is
         // never held whole.
         let written = (|| -> std::io::Result<()> {
@@ -425,7 +412,7 @@ impl StateStore {
         self.lines.store(lines, Ordering::Relaxed);
         self.changed.store(false, Ordering::Relaxed);
         // Later appends would go to the old file: reopen.
-        if let Ok(f) = open_in(handle, &self.dir, &self.file, OFlags::WRONLY | OFlags::APPEND) {
+        if let Ok(f) = open::own_file(handle, &self.dir, &self.file, OFlags::WRONLY | OFlags::APPEND) {
             *log.lock().unwrap() = f;
         }
         Ok(())

@@ -264,12 +264,7 @@ fn as_walked(job: &PutJob, m: &std::fs::Metadata) -> bool {
 /// come from this open file, which must be what the walk saw. Opened without
 /// blocking, so that a FIFO put in the file's place cannot hang the run.
 fn open_as_walked(job: &PutJob) -> Result<std::fs::File, Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&job.path)
-        .map_err(|e| Error::io(&job.path, "opening", e))?;
+    let file = crate::localfs::open::source_file(&job.path)?;
     let m = file.metadata().map_err(|e| Error::io(&job.path, "reading metadata", e))?;
     if !as_walked(job, &m) {
         return Err(Refusal::FileChanged { path: job.path.clone(), shorter: false }.into());

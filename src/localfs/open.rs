@@ -1,0 +1,192 @@
+//! Opening directories and files by handle, outside the temporary files:
+//! the destination's root, the directories below it, s3load's own files in
+//! `DEST/.s3load/`, the files an upload reads and the files a model check
+//! reads.
+//!
+//! Every file is opened without blocking (a FIFO put in a file's place must
+//! not hang the run), and below a root nothing is opened through a link: a
+//! link planted in the destination is refused by name, never followed.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::error::Error;
+use crate::refusal::{Place, Refusal};
+
+/// The directory below the destination's root that holds s3load's own files
+/// (the sync record, its locks, a sharded run's listing).
+pub const STATE_DIR: &str = ".s3load";
+
+const DIR_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::RDONLY).union(OFlags::CLOEXEC);
+
+/// Why a name could not be opened as a regular file.
+#[derive(Debug)]
+pub enum OpenError {
+    /// A symbolic link is in its place (links are never followed).
+    Link,
+    /// Something other than a regular file: a directory, a FIFO, a device.
+    NotAFile,
+    /// What the system answered.
+    Io(std::io::Error),
+}
+
+/// Opens `name` in `dir` as a regular file with `flags` (creating it with
+/// mode 0644 under `O_CREAT`), never through a link and never blocking.
+pub fn regular_in(dir: impl AsFd, name: impl AsRef<OsStr>, flags: OFlags) -> Result<File, OpenError> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(dir, name.as_ref(), flags, Mode::from_raw_mode(0o644)) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) => return Err(OpenError::Link),
+        // A directory opened for writing, a FIFO opened for writing with no
+        // reader, a file where a directory was named.
+        Err(Errno::ISDIR | Errno::NXIO | Errno::NOTDIR) => return Err(OpenError::NotAFile),
+        Err(e) => return Err(OpenError::Io(e.into())),
+    };
+    match rustix::fs::fstat(&fd) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => Ok(File::from(fd)),
+        Ok(_) => Err(OpenError::NotAFile),
+        Err(e) => Err(OpenError::Io(e.into())),
+    }
+}
+
+/// [`regular_in`] for a path: its parents are followed, its last component
+/// is not. For s3load's leftovers found by a walk of the destination.
+pub fn regular(path: &Path, flags: OFlags) -> Result<File, OpenError> {
+    regular_in(rustix::fs::CWD, path, flags)
+}
+
+/// [`regular_in`] for one of s3load's own files in `DEST/.s3load/` (`shown`
+/// is that directory's path, for messages): anything but a regular file
+/// there was planted, and is refused.
+pub fn own_file(dir: &OwnedFd, shown: &Path, name: &str, flags: OFlags) -> Result<File, Error> {
+    let path = shown.join(name);
+    regular_in(dir, name, flags).map_err(|e| match e {
+        OpenError::Link | OpenError::NotAFile => planted_in_state_dir(&path),
+        OpenError::Io(e) => Error::io(&path, "opening", e),
+    })
+}
+
+/// A link or a file that is not s3load's where `DEST/.s3load/` or one of its
+/// files goes.
+pub fn planted_in_state_dir(path: &Path) -> Error {
+    Refusal::Planted { path: path.to_path_buf(), place: Place::RecordDir }.into()
+}
+
+/// Opens the directory `path` as it is, without creating it. The user named
+/// it, so it may be a link.
+pub fn existing_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    let path = if path.as_os_str().is_empty() { Path::new(".") } else { path };
+    Ok(rustix::fs::open(path, DIR_FLAGS, Mode::empty())?)
+}
+
+/// Creates the directory `root` with its parents, as needed, and opens it.
+/// The user named it, so it may be a link.
+pub fn root_dir(root: &Path) -> Result<OwnedFd, Error> {
+    let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
+    std::fs::create_dir_all(root).map_err(|e| Error::io(root, "creating directory", e))?;
+    existing_dir(root).map_err(|e| Error::io(root, "opening", e))
+}
+
+/// Creates (if missing) and opens the directory `name` in `dir`, never
+/// through a link. `shown` is its path, for messages; a link or a file in its
+/// place is refused as planted in `place`.
+pub fn subdir(dir: &OwnedFd, shown: &Path, name: &OsStr, place: Place) -> Result<OwnedFd, Error> {
+    subdir_with_mode(dir, shown, name, place, 0o777)
+}
+
+fn subdir_with_mode(dir: &OwnedFd, shown: &Path, name: &OsStr, place: Place, mode: u32) -> Result<OwnedFd, Error> {
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(Error::io(shown, "creating directory", e.into())),
+    }
+    match rustix::fs::openat(dir, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::LOOP | Errno::NOTDIR) => Err(Refusal::Planted { path: shown.to_path_buf(), place }.into()),
+        Err(e) => Err(Error::io(shown, "opening directory", e.into())),
+    }
+}
+
+/// Creates (as needed) and opens `root/.s3load`, where the sync record, its
+/// locks and a sharded run's listing are kept.
+pub fn state_dir(root: &Path) -> Result<OwnedFd, Error> {
+    let root_fd = root_dir(root)?;
+    subdir_with_mode(&root_fd, &root.join(STATE_DIR), OsStr::new(STATE_DIR), Place::RecordDir, 0o755)
+}
+
+/// Opens `root/.s3load` if it is there (never through a link), creating
+/// nothing: for a run that must not write (`--dry-run`).
+pub fn existing_state_dir(root: &Path) -> Option<OwnedFd> {
+    let root_fd = existing_dir(root).ok()?;
+    rustix::fs::openat(&root_fd, STATE_DIR, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()).ok()
+}
+
+/// Opens a file an upload reads, read-only. It is opened without blocking,
+/// so that a FIFO put in a walked file's place cannot hang the run; the
+/// caller checks that what it opened is what the walk saw.
+pub fn source_file(path: &Path) -> Result<File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, "opening", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_a_directory_and_a_fifo_are_not_opened_as_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("file"), b"x").unwrap();
+        std::os::unix::fs::symlink(d.path().join("file"), d.path().join("link")).unwrap();
+        std::fs::create_dir(d.path().join("dir")).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, d.path().join("fifo"), FileType::Fifo, Mode::from_raw_mode(0o644), 0)
+            .unwrap();
+        let dir = existing_dir(d.path()).unwrap();
+        assert!(regular_in(&dir, "file", OFlags::RDONLY).is_ok());
+        assert!(matches!(regular_in(&dir, "link", OFlags::RDONLY), Err(OpenError::Link)));
+        assert!(matches!(regular_in(&dir, "dir", OFlags::RDONLY), Err(OpenError::NotAFile)));
+        assert!(matches!(regular_in(&dir, "dir", OFlags::WRONLY), Err(OpenError::NotAFile)));
+        // Neither for reading (opened without blocking, then refused) nor
+        // for writing (no reader: the system refuses it at once).
+        assert!(matches!(regular_in(&dir, "fifo", OFlags::RDONLY), Err(OpenError::NotAFile)));
+        assert!(matches!(regular_in(&dir, "fifo", OFlags::WRONLY), Err(OpenError::NotAFile)));
+        assert!(
+            matches!(regular_in(&dir, "missing", OFlags::RDONLY), Err(OpenError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound)
+        );
+    }
+
+    #[test]
+    fn the_state_directory_is_never_opened_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("dest");
+        assert!(existing_state_dir(&root).is_none(), "nothing created");
+        assert!(!root.exists());
+        state_dir(&root).unwrap();
+        assert!(root.join(STATE_DIR).is_dir());
+        assert!(existing_state_dir(&root).is_some());
+
+        let other = d.path().join("other");
+        std::fs::create_dir_all(other.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(other.join("elsewhere"), other.join(STATE_DIR)).unwrap();
+        let err = state_dir(&other).unwrap_err();
+        assert!(matches!(err, Error::Refused(Refusal::Planted { place: Place::RecordDir, .. })), "{err:?}");
+        assert!(existing_state_dir(&other).is_none());
+    }
+
+    #[test]
+    fn a_source_that_became_a_fifo_is_opened_without_waiting_for_a_writer() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
+        let f = source_file(&fifo).unwrap();
+        assert!(!f.metadata().unwrap().is_file(), "the caller sees it is not the walked file");
+    }
+}
