@@ -400,6 +400,20 @@ mod tests {
     }
 
     #[test]
+    fn a_fifo_for_an_abandoned_builds_lock_does_not_hang_the_pruning() {
+        let d = tempfile::tempdir().unwrap();
+        let v = Versions::at(&d.path().join("current")).unwrap();
+        let state = v.dir().join(".v9.partial").join(crate::localfs::STATE_DIR);
+        std::fs::create_dir_all(&state).unwrap();
+        let mode = rustix::fs::Mode::from_raw_mode(0o644);
+        rustix::fs::mknodat(rustix::fs::CWD, state.join("lock"), rustix::fs::FileType::Fifo, mode, 0).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(v.remove_abandoned_builds()).unwrap());
+        let removed = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the pruning ends");
+        assert_eq!(removed, [".v9.partial"], "no run holds it: abandoned");
+    }
+
+    #[test]
     fn version_ids_cannot_leave_the_versions_directory() {
         for bad in ["", ".", "..", "../x", "a/b", ".hidden", "x y", "é", &"x".repeat(65)] {
             assert!(!valid_id(bad), "{bad:?}");
