@@ -67,6 +67,29 @@ pub(super) fn try_lock(fd: impl std::os::fd::AsFd) -> bool {
     rustix::fs::flock(fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
 }
 
+/// The most bytes handed to the page cache in one write call. The kernel
+/// sizes the page-cache folios it allocates for a write by the call's length;
+/// folios of up to 32 KiB come from per-CPU lists of recently freed pages,
+/// larger ones from the page allocator's big free blocks. On a VM whose host
+/// takes back free memory (`virtio_balloon` free page reporting), those big
+/// blocks must be faulted in again first: writing 4 GiB in 256 KiB calls cost
+/// 9 - 16 s of system time on this project's VM, in 32 KiB calls 1.6 - 2.4 s
+/// (docs/benchmarks.md). 32 KiB is also what Go's `io.Copy` (s5cmd) writes.
+const CACHE_WRITE: usize = 32 << 10;
+
+/// Writes `buf` at `offset` through the page cache, in calls of at most
+/// [`CACHE_WRITE`] bytes that end on its multiples.
+fn write_through_cache(file: &File, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let room = CACHE_WRITE - (offset % CACHE_WRITE as u64) as usize;
+        let n = room.min(buf.len());
+        file.write_all_at(&buf[..n], offset)?;
+        buf = &buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
 /// An open temporary file for one destination.
 #[derive(Debug)]
 pub struct TempFile {
@@ -306,7 +329,8 @@ impl TempFile {
                 Err(e) => return Err(Error::io(&self.path, "writing", e)),
             }
         }
-        self.file.write_all_at(&buf[done..], offset + done as u64).map_err(|e| Error::io(&self.path, "writing", e))
+        write_through_cache(&self.file, &buf[done..], offset + done as u64)
+            .map_err(|e| Error::io(&self.path, "writing", e))
     }
 
     /// Whether whole blocks are written past the page cache.
@@ -407,6 +431,24 @@ mod tests {
     use crate::localfs::IoBuf;
     use crate::localfs::names::is_temp_name;
     use crate::localfs::split::{SPLIT_SETTLE, remove_unneeded_splits};
+
+    #[test]
+    fn writes_through_the_page_cache_in_pieces_land_whole_at_any_offset_and_length() {
+        let f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut expected = vec![0u8; 700_000];
+        let c = CACHE_WRITE as u64;
+        for (offset, len) in [(0, 1), (1, c as usize), (c - 1, 2), (c, 3 * c as usize), (5000, 300_000), (400_000, 0)] {
+            write_through_cache(&f, &data[..len], offset).unwrap();
+            expected[offset as usize..offset as usize + len].copy_from_slice(&data[..len]);
+        }
+        let mut got = vec![0u8; 700_000];
+        let n = std::os::unix::fs::FileExt::read_at(&f, &mut got, 0).unwrap();
+        got.truncate(n);
+        expected.truncate(n);
+        assert_eq!(n, 305_000, "the file ends where the last write did");
+        assert!(got == expected, "every byte where it was written");
+    }
 
     #[test]
     fn split_files_of_paths_this_run_has_no_piece_of_are_removed_unless_held() {
