@@ -67,14 +67,14 @@ pub(super) fn try_lock(fd: impl std::os::fd::AsFd) -> bool {
     rustix::fs::flock(fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
 }
 
-/// The most bytes handed to the page cache in one write call. The kernel
-/// sizes the page-cache folios it allocates for a write by the call's length;
-/// folios of up to 32 KiB come from per-CPU lists of recently freed pages,
-/// larger ones from the page allocator's big free blocks. On a VM whose host
-/// takes back free memory (`virtio_balloon` free page reporting), those big
-/// blocks must be faulted in again first: writing 4 GiB in 256 KiB calls cost
-/// 9 - 16 s of system time on this project's VM, in 32 KiB calls 1.6 - 2.4 s
-/// (docs/benchmarks.md). 32 KiB is also what Go's `io.Copy` (s5cmd) writes.
+/// The most bytes handed to the page cache in one write call. Measured on
+/// this project's VM (`benches/page-cache-writes.py`): 4 GiB written in
+/// 256 KiB calls cost 7 - 16 s of system time, in 32 KiB calls 1.6 - 2.4 s,
+/// nearly all of it in the kernel's copy into new page-cache pages; a
+/// download of 4 x 1 GiB took 0.68x the CPU. The kernel sizes the page-cache
+/// folios of a write by the call's length; the larger ones seem to come from
+/// memory the VM's host had taken back and must fault in again. 32 KiB is
+/// what Go's `io.Copy` (s5cmd) writes. Direct writes are not cut.
 const CACHE_WRITE: usize = 32 << 10;
 
 /// Writes `buf` at `offset` through the page cache, in calls of at most
