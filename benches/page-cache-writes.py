@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """What a buffered write costs by the size of each write call.
 
-Writes FILES files of SIZE MiB into DIR as a download does (each file
+Writes FILES files of SIZE MiB into DIR/page-cache-writes as a download does (each file
 preallocated, cut into PARTS ranges written by THREADS threads with pwrite
 from a page-aligned buffer), once per call size, alternating, after deleting the last round's files,
-sync(2) and a pause. Prints the system time each round took.
+sync(2) and a pause. Prints the wall and system time each round took.
 
     benches/page-cache-writes.py --dir /work/sw/wb --sizes 32,256 --rounds 3
 
@@ -47,9 +47,10 @@ def one_round(d, files, size, parts, threads, call, unaligned):
                 if not jobs:
                     return
                 f, p = jobs.pop(0)
-            part = size // parts
-            for off in range(p * part, (p + 1) * part, call):
-                os.pwrite(fds[f], buf, off)
+            # The last range takes what the division leaves.
+            start, end = p * (size // parts), size if p == parts - 1 else (p + 1) * (size // parts)
+            for off in range(start, end, call):
+                os.pwrite(fds[f], buf[: min(call, end - off)], off)
 
     before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()

@@ -138,6 +138,9 @@ pub enum Place {
     RecordDir,
     /// Where `--atomic` keeps a file of its own.
     VersionFile,
+    /// Where a temporary file, a journal or a split object's shared file
+    /// goes, beside a destination file.
+    TempFile,
     /// Where `--atomic` keeps its versions.
     VersionsDir,
 }
@@ -156,6 +159,10 @@ impl Place {
             Place::RecordDir => {
                 "is a symlink or not what s3load created there; s3load never follows links in its record directory \
                  (remove it, and check who put it there)"
+            }
+            Place::TempFile => {
+                "is not a file s3load made (a link, a FIFO or a directory) where it keeps a temporary file or its \
+                 journal; remove it, and check who put it there"
             }
             Place::VersionFile => {
                 "is not a file s3load made (a link, a FIFO or a directory); remove it, and check who put it there"

@@ -318,11 +318,11 @@ impl Direction for Downloading {
         }
         // Off the async threads: an index and its shards are files of the
         // destination, read as they stream (see `model`).
-        let indexes = self.indexes.clone();
+        let (indexes, root) = (self.indexes.clone(), self.dst.clone());
         let checking = tokio::task::spawn_blocking(move || {
             let (mut failed, mut passed) = (0, 0);
             for index in indexes.iter().filter(|p| std::fs::symlink_metadata(p).is_ok()) {
-                let problems = model::check_index(index);
+                let problems = model::check_index(&root, index);
                 for p in &problems {
                     logging::error_line(&format!("ERROR {p}"));
                 }

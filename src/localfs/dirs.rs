@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::AtFlags;
 use rustix::io::Errno;
 
 use crate::error::Error;
@@ -61,6 +61,7 @@ pub(super) fn open_parent<'a>(root: &Path, rel: &'a Path) -> Result<(OwnedFd, &'
     let Some((name, parents)) = comps.split_last() else {
         return Err(Refusal::NoFileName { path: rel.to_path_buf() }.into());
     };
+    let root = super::open::or_dot(root);
     let mut dir = super::open::root_dir(root)?;
     let mut shown = root.to_path_buf();
     for c in parents {
@@ -80,12 +81,12 @@ pub fn remove_file(root: &Path, rel: &str) -> Result<(), Error> {
         return Err(Refusal::NotPlainPath { path: rel.to_string() }.into());
     }
     let (name, parents) = comps.split_last().expect("split yields one item");
-    let dir_flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+    let root = super::open::or_dot(root);
     let mut dirs = vec![super::open::existing_dir(root).map_err(|e| Error::io(root, "opening", e))?];
     let mut shown = root.to_path_buf();
     for c in parents {
         shown.push(c);
-        match rustix::fs::openat(dirs.last().expect("root"), *c, dir_flags | OFlags::NOFOLLOW, Mode::empty()) {
+        match super::open::existing_subdir(dirs.last().expect("root"), c) {
             Ok(fd) => dirs.push(fd),
             Err(Errno::NOENT) => return Ok(()),
             Err(Errno::LOOP | Errno::NOTDIR) => {

@@ -139,8 +139,7 @@ impl NameFolding {
 /// and looks it up under another case and another normal form. Reads as
 /// byte-exact (ext4, xfs) when the probe cannot be made.
 pub fn name_folding(dir: &Path) -> NameFolding {
-    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
-    let Ok(d) = rustix::fs::open(dir, flags, Mode::empty()) else { return NameFolding::default() };
+    let Ok(d) = super::open::existing_dir(dir) else { return NameFolding::default() };
     let stem = format!(".s3load-probe-{}-", unique_suffix());
     let probe = format!("{stem}a\u{e9}");
     let create = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -182,7 +181,7 @@ pub fn check_space(dest: &Path, needed: u64) -> Result<(), Error> {
 /// Flushes the whole filesystem holding `dest` to disk (`syncfs`).
 pub fn sync_filesystem(dest: &Path) -> Result<(), Error> {
     let dir = existing_ancestor(dest);
-    let fd = std::fs::File::open(&dir).map_err(|e| Error::io(&dir, "opening for syncfs", e))?;
+    let fd = super::open::existing_dir(&dir).map_err(|e| Error::io(&dir, "opening for syncfs", e))?;
     rustix::fs::syncfs(&fd).map_err(|e| Error::io(&dir, "flushing the filesystem to disk (syncfs)", e.into()))
 }
 

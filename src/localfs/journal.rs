@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, OFlags};
 
 /// First line of a journal; the format is described in `docs/reliability.md`.
 pub(super) const JOURNAL_MAGIC: &str = "s3load-journal 1";
@@ -134,9 +134,8 @@ pub(super) const COMPLETE_LINE: &str = "complete";
 /// [`read_journal`], and whether the journal ends with [`COMPLETE_LINE`].
 pub(super) fn read_journal_marked(dir: &OwnedFd, name: &OsStr, header: &str) -> Option<(Vec<Recorded>, bool)> {
     use std::io::Read;
-    let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).ok()?;
     let mut text = String::new();
-    File::from(fd).read_to_string(&mut text).ok()?;
+    super::open::regular_in(dir, name, OFlags::RDONLY).ok()?.read_to_string(&mut text).ok()?;
     let body = text.strip_prefix(JOURNAL_MAGIC)?.strip_prefix('\n')?.strip_prefix(header)?.strip_prefix('\n')?;
     let mut out = Vec::new();
     let mut complete = false;

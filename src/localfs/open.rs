@@ -1,11 +1,15 @@
-//! Opening directories and files by handle, outside the temporary files:
-//! the destination's root, the directories below it, s3load's own files in
-//! `DEST/.s3load/`, the files an upload reads and the files a model check
-//! reads.
+//! Opening directories and files, outside the temporary files: the
+//! destination's root and the directories below it, s3load's own files in
+//! `DEST/.s3load/` and in `--atomic`'s versions directory, leftovers of
+//! killed runs, the files an upload reads and the files a model check reads.
 //!
-//! Every file is opened without blocking (a FIFO put in a file's place must
-//! not hang the run), and below a root nothing is opened through a link: a
-//! link planted in the destination is refused by name, never followed.
+//! Every file is opened without blocking: a FIFO put in a file's place must
+//! not hang the run. What is opened relative to a directory's handle
+//! ([`regular_in`], [`own_file`], [`subdir`], [`state_dir`]) is never
+//! opened through a link: a link planted there is refused by name. [`regular`]
+//! refuses a link as the last component only; the user's own paths (the
+//! destination's root, [`existing_dir`], [`root_dir`]; an upload's source
+//! files, [`source_file`]) may be links.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -43,8 +47,8 @@ pub fn regular_in(dir: impl AsFd, name: impl AsRef<OsStr>, flags: OFlags) -> Res
         Ok(fd) => fd,
         Err(Errno::LOOP) => return Err(OpenError::Link),
         // A directory opened for writing, a FIFO opened for writing with no
-        // reader, a file where a directory was named.
-        Err(Errno::ISDIR | Errno::NXIO | Errno::NOTDIR) => return Err(OpenError::NotAFile),
+        // reader.
+        Err(Errno::ISDIR | Errno::NXIO) => return Err(OpenError::NotAFile),
         Err(e) => return Err(OpenError::Io(e.into())),
     };
     match rustix::fs::fstat(&fd) {
@@ -60,11 +64,11 @@ pub fn regular(path: &Path, flags: OFlags) -> Result<File, OpenError> {
     regular_in(rustix::fs::CWD, path, flags)
 }
 
-/// [`regular_in`] for one of s3load's own files in `DEST/.s3load/` (`shown`
-/// is that directory's path, for messages): anything but a regular file
-/// there was planted, and is refused.
-pub fn own_file(dir: &OwnedFd, shown: &Path, name: &str, flags: OFlags) -> Result<File, Error> {
-    let path = shown.join(name);
+/// [`regular_in`] for one of s3load's own files in `DEST/.s3load/`
+/// (`dir_shown` is that directory's path, for messages): anything but a
+/// regular file there was planted, and is refused.
+pub fn own_file(dir: &OwnedFd, dir_shown: &Path, name: &str, flags: OFlags) -> Result<File, Error> {
+    let path = dir_shown.join(name);
     regular_in(dir, name, flags).map_err(|e| match e {
         OpenError::Link | OpenError::NotAFile => planted_in_state_dir(&path),
         OpenError::Io(e) => Error::io(&path, "opening", e),
@@ -73,23 +77,34 @@ pub fn own_file(dir: &OwnedFd, shown: &Path, name: &str, flags: OFlags) -> Resul
 
 /// A link or a file that is not s3load's where `DEST/.s3load/` or one of its
 /// files goes.
-pub fn planted_in_state_dir(path: &Path) -> Error {
+fn planted_in_state_dir(path: &Path) -> Error {
     Refusal::Planted { path: path.to_path_buf(), place: Place::RecordDir }.into()
 }
 
 /// Opens the directory `path` as it is, without creating it. The user named
 /// it, so it may be a link.
 pub fn existing_dir(path: &Path) -> std::io::Result<OwnedFd> {
-    let path = if path.as_os_str().is_empty() { Path::new(".") } else { path };
-    Ok(rustix::fs::open(path, DIR_FLAGS, Mode::empty())?)
+    Ok(rustix::fs::open(or_dot(path), DIR_FLAGS, Mode::empty())?)
+}
+
+/// An empty path (a relative destination's parent) means the current
+/// directory, and is shown as `.`.
+pub fn or_dot(path: &Path) -> &Path {
+    if path.as_os_str().is_empty() { Path::new(".") } else { path }
 }
 
 /// Creates the directory `root` with its parents, as needed, and opens it.
 /// The user named it, so it may be a link.
 pub fn root_dir(root: &Path) -> Result<OwnedFd, Error> {
-    let root = if root.as_os_str().is_empty() { Path::new(".") } else { root };
+    let root = or_dot(root);
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, "creating directory", e))?;
     existing_dir(root).map_err(|e| Error::io(root, "opening", e))
+}
+
+/// Opens the directory `name` in `dir` if it is there, never through a
+/// link, creating nothing.
+pub fn existing_subdir(dir: &OwnedFd, name: impl AsRef<OsStr>) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(dir, name.as_ref(), DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
 }
 
 /// Creates (if missing) and opens the directory `name` in `dir`, never
@@ -119,10 +134,10 @@ pub fn state_dir(root: &Path) -> Result<OwnedFd, Error> {
 }
 
 /// Opens `root/.s3load` if it is there (never through a link), creating
-/// nothing: for a run that must not write (`--dry-run`).
+/// nothing: for a run that must not write (`--dry-run`), or to look at
+/// another run's lock.
 pub fn existing_state_dir(root: &Path) -> Option<OwnedFd> {
-    let root_fd = existing_dir(root).ok()?;
-    rustix::fs::openat(&root_fd, STATE_DIR, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()).ok()
+    existing_subdir(&existing_dir(root).ok()?, STATE_DIR).ok()
 }
 
 /// Opens a file an upload reads, read-only. It is opened without blocking,

@@ -5,16 +5,15 @@
 //! run holds it.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, OFlags};
 
 use super::dirs::open_parent;
 use super::journal::{COMPLETE_LINE, JOURNAL_MAGIC, Journal, Recorded, read_journal_marked};
 use super::names::{NAME_KEEP, PIECE_SUFFIX, SPLIT_SUFFIX, kept_short, piece_name};
-use super::tempfile::{Split, TempFile, below, no_link, try_lock};
+use super::tempfile::{Split, TempFile, below, open_own, try_lock};
 use crate::error::Error;
 use crate::refusal::Refusal;
 
@@ -50,8 +49,7 @@ impl TempFile {
                 continue;
             }
             let n = n.to_string();
-            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let free = rustix::fs::openat(&*self.dir, n.as_str(), flags, Mode::empty())
+            let free = super::open::regular_in(&*self.dir, n.as_str(), OFlags::RDONLY)
                 .is_ok_and(|f| rustix::fs::fstat(&f).is_ok_and(|st| settled(&st)) && try_lock(&f));
             if free {
                 let _ = rustix::fs::unlinkat(&*self.dir, n.as_str(), AtFlags::empty());
@@ -91,16 +89,14 @@ impl TempFile {
         let journal_path = dest.with_file_name(&journal_name);
         // The piece's journal first, locked: a second run with the same index
         // (two pods given one --shard) must not write the same piece.
-        let jflags = OFlags::CREATE | OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let jfd = rustix::fs::openat(&dir, &journal_name, jflags, Mode::from_raw_mode(0o644))
-            .map_err(|e| no_link(&journal_path, "opening journal", e))?;
+        let jflags = OFlags::CREATE | OFlags::RDWR | OFlags::APPEND;
+        let jfd = open_own(&dir, &journal_name, &journal_path, jflags, "opening journal")?;
         if !try_lock(&jfd) {
             return Err(Refusal::PieceInUse { path: dest.to_path_buf(), piece: piece_name(index, pieces.len()) }.into());
         }
         let file = loop {
-            let flags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let fd = rustix::fs::openat(&dir, &tmp_name, flags, Mode::from_raw_mode(0o644))
-                .map_err(|e| no_link(&path, "opening the shared temporary file", e))?;
+            let fd =
+                open_own(&dir, &tmp_name, &path, OFlags::CREATE | OFlags::RDWR, "opening the shared temporary file")?;
             // Waits while a shard that finished the last piece checks the file.
             rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockShared)
                 .map_err(|e| Error::io(&path, "locking the shared temporary file", e.into()))?;
@@ -108,7 +104,7 @@ impl TempFile {
             // still be this file's, or it is opened (created) again.
             let ours = rustix::fs::fstat(&fd).map_err(|e| Error::io(&path, "checking", e.into()))?;
             match rustix::fs::statat(&dir, &tmp_name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if st.st_dev == ours.st_dev && st.st_ino == ours.st_ino => break File::from(fd),
+                Ok(st) if st.st_dev == ours.st_dev && st.st_ino == ours.st_ino => break fd,
                 _ => continue,
             }
         };
@@ -122,7 +118,7 @@ impl TempFile {
         if fresh {
             rustix::fs::ftruncate(&jfd, 0).map_err(|e| Error::io(&journal_path, "starting journal", e.into()))?;
         }
-        let journal = Journal::new(File::from(jfd), journal_name, fresh, hold);
+        let journal = Journal::new(jfd, journal_name, fresh, hold);
         let tmp = TempFile {
             split: Some(Split { header, pieces: journals, index }),
             ..TempFile::journaled(file, dir, tmp_name, name, path, dest, journal)

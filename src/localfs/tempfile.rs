@@ -54,12 +54,22 @@ pub(super) fn below<'a>(root: &Path, dest: &'a Path) -> Result<&'a Path, Error> 
     dest.strip_prefix(root).map_err(|_| Error::Internal(format!("{} is not below {}", dest.display(), root.display())))
 }
 
-/// An error opening `path`, saying so plainly when it is a planted symlink.
-pub(super) fn no_link(path: &Path, doing: &'static str, e: Errno) -> Error {
-    match e {
-        Errno::LOOP => Refusal::Planted { path: path.to_path_buf(), place: Place::DestinationFile }.into(),
-        e => Error::io(path, doing, e.into()),
-    }
+/// Opens (creating it under `O_CREAT`) one of s3load's temporary files or
+/// journals, `name` in `dir` (`path` for messages): never through a link,
+/// never blocking on a FIFO, only a regular file.
+pub(super) fn open_own(
+    dir: &OwnedFd,
+    name: &OsStr,
+    path: &Path,
+    flags: OFlags,
+    doing: &'static str,
+) -> Result<File, Error> {
+    super::open::regular_in(dir, name, flags).map_err(|e| match e {
+        super::open::OpenError::Link | super::open::OpenError::NotAFile => {
+            Refusal::Planted { path: path.to_path_buf(), place: Place::TempFile }.into()
+        }
+        super::open::OpenError::Io(e) => Error::io(path, doing, e),
+    })
 }
 
 /// Takes the file's lock, or says that another process holds it.
@@ -69,12 +79,13 @@ pub(super) fn try_lock(fd: impl std::os::fd::AsFd) -> bool {
 
 /// The most bytes handed to the page cache in one write call. Measured on
 /// this project's VM (`benches/page-cache-writes.py`): 4 GiB written in
-/// 256 KiB calls cost 7 - 16 s of system time, in 32 KiB calls 1.6 - 2.4 s,
-/// nearly all of it in the kernel's copy into new page-cache pages; a
-/// download of 4 x 1 GiB took 0.68x the CPU. The kernel sizes the page-cache
-/// folios of a write by the call's length; the larger ones seem to come from
-/// memory the VM's host had taken back and must fault in again. 32 KiB is
-/// what Go's `io.Copy` (s5cmd) writes. Direct writes are not cut.
+/// 256 KiB calls cost 7.2 - 10.4 s of system time, in 32 KiB calls 1.7 -
+/// 1.8 s, nearly all of it in the kernel's copy into new page-cache pages; a
+/// download of 4 x 1 GiB took 0.62x - 0.68x the CPU (docs/benchmarks.md).
+/// Why is not pinned down: the kernel sizes the page-cache folios of a write
+/// by the call's length, and the larger ones may come from memory the VM's
+/// host had taken back. 32 KiB is what Go's `io.Copy` (s5cmd) writes. Direct
+/// writes are not cut.
 const CACHE_WRITE: usize = 32 << 10;
 
 /// Writes `buf` at `offset` through the page cache, in calls of at most
@@ -180,13 +191,10 @@ impl TempFile {
         let tmp_name = OsString::from(format!(".{}{RESUME_SUFFIX}", kept(name)));
         let journal_name = OsString::from(format!(".{}{JOURNAL_SUFFIX}", kept(name)));
         let path = dest.with_file_name(&tmp_name);
-        let flags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&dir, &tmp_name, flags, Mode::from_raw_mode(0o644))
-            .map_err(|e| Error::io(&path, "opening temporary file", e.into()))?;
-        if !try_lock(&fd) {
+        let file = open_own(&dir, &tmp_name, &path, OFlags::CREATE | OFlags::RDWR, "opening temporary file")?;
+        if !try_lock(&file) {
             return Ok((TempFile::create(root, dest, size)?, Vec::new()));
         }
-        let file = File::from(fd);
         let journal_path = dest.with_file_name(&journal_name);
         let previous = read_journal(&dir, &journal_name, header);
         let on_disk = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -194,12 +202,11 @@ impl TempFile {
             Some(r) if on_disk == size => r,
             _ => Vec::new(),
         };
-        let jflags = OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let jflags = OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND;
         let jflags = if recorded.is_empty() { jflags | OFlags::TRUNC } else { jflags };
-        let jfd = rustix::fs::openat(&dir, &journal_name, jflags, Mode::from_raw_mode(0o644))
-            .map_err(|e| Error::io(&journal_path, "opening journal", e.into()))?;
+        let jfile = open_own(&dir, &journal_name, &journal_path, jflags, "opening journal")?;
         let fresh = recorded.is_empty();
-        let journal = Journal::new(File::from(jfd), journal_name, fresh, hold);
+        let journal = Journal::new(jfile, journal_name, fresh, hold);
         let tmp = TempFile { split: None, ..TempFile::journaled(file, dir, tmp_name, name, path, dest, journal) };
         if fresh {
             // Starting over: if the file cannot be prepared (a full disk), neither
@@ -431,6 +438,24 @@ mod tests {
     use crate::localfs::IoBuf;
     use crate::localfs::names::is_temp_name;
     use crate::localfs::split::{SPLIT_SETTLE, remove_unneeded_splits};
+
+    #[test]
+    fn a_fifo_where_a_resumable_file_or_its_journal_goes_is_refused_at_once() {
+        for planted in [".model.bin.s3load-journal", ".model.bin.s3load-resume"] {
+            let d = tempfile::tempdir().unwrap();
+            let mode = rustix::fs::Mode::from_raw_mode(0o644);
+            rustix::fs::mknodat(rustix::fs::CWD, d.path().join(planted), rustix::fs::FileType::Fifo, mode, 0).unwrap();
+            let (root, dest) = (d.path().to_path_buf(), d.path().join("model.bin"));
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let r = TempFile::open_resumable(&root, &dest, 8, "h", Duration::ZERO).map(|_| ());
+                tx.send(r.map_err(|e| e.to_string())).unwrap();
+            });
+            let err = rx.recv_timeout(Duration::from_secs(10)).expect("no hang").unwrap_err();
+            assert!(err.contains(planted) && err.contains("a FIFO"), "{planted}: {err}");
+            assert!(d.path().join(planted).exists(), "the planted FIFO is left for its owner to see");
+        }
+    }
 
     #[test]
     fn writes_through_the_page_cache_in_pieces_land_whole_at_any_offset_and_length() {

@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::open::OpenError;
 use crate::error::Error;
 use crate::refusal::{Place, Refusal};
 
@@ -288,24 +289,14 @@ const MAX_HISTORY: u64 = 64 << 20;
 /// through a link, never blocking on a FIFO, only a regular file; appending
 /// with `append`.
 fn own_file(path: &Path, append: bool) -> Result<std::fs::File, Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut o = std::fs::OpenOptions::new();
-    o.create(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
-    if append {
-        o.append(true);
-    } else {
-        o.read(true).write(true).truncate(false);
-    }
-    let planted = || Error::from(Refusal::Planted { path: path.to_path_buf(), place: Place::VersionFile });
-    let f = o.open(path).map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP | libc::ENXIO | libc::EISDIR) => planted(),
-        _ => Error::io(path, "opening", e),
-    })?;
-    match f.metadata() {
-        Ok(m) if m.file_type().is_file() => Ok(f),
-        Ok(_) => Err(planted()),
-        Err(e) => Err(Error::io(path, "reading", e)),
-    }
+    use rustix::fs::OFlags;
+    let flags = OFlags::CREATE | if append { OFlags::WRONLY | OFlags::APPEND } else { OFlags::RDWR };
+    super::open::regular(path, flags).map_err(|e| match e {
+        OpenError::Link | OpenError::NotAFile => {
+            Refusal::Planted { path: path.to_path_buf(), place: Place::VersionFile }.into()
+        }
+        OpenError::Io(e) => Error::io(path, "opening", e),
+    })
 }
 
 /// The stack of versions that `switches` (oldest first) leave.
@@ -336,7 +327,8 @@ pub fn real_dir(path: &Path) -> Result<bool, Error> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "flushing to disk", e))
+    let d = super::open::existing_dir(dir).map_err(|e| Error::io(dir, "opening", e))?;
+    rustix::fs::fsync(&d).map_err(|e| Error::io(dir, "flushing to disk", e.into()))
 }
 
 /// Hard-links the files of version `from` into `to` (created), with a copy

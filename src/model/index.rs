@@ -146,17 +146,39 @@ impl<'de> Visitor<'de> for WeightMapSeed<'_> {
     }
 }
 
-/// Checks the weight index at `path` against the files beside it. Returns
-/// what is wrong, one line each (empty: all good).
-pub fn check_index(path: &Path) -> Vec<String> {
+/// Opens the directory `dir_path`: below `root` (the destination), one
+/// directory at a time and never through a link, as the files were written.
+fn open_index_dir(root: &Path, dir_path: &Path) -> Result<OwnedFd, String> {
+    let Ok(rel) = dir_path.strip_prefix(root) else {
+        return open::existing_dir(dir_path).map_err(|e| format!("{}: cannot be read: {e}", dir_path.display()));
+    };
+    let mut dir = open::existing_dir(root).map_err(|e| format!("{}: cannot be read: {e}", root.display()))?;
+    let mut shown = root.to_path_buf();
+    for c in rel.components() {
+        shown.push(c);
+        dir = open::existing_subdir(&dir, c).map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => format!(
+                "{}: is a symbolic link or a file where a directory of the destination is (links are not followed)",
+                shown.display()
+            ),
+            e => format!("{}: cannot be read: {}", shown.display(), std::io::Error::from(e)),
+        })?;
+    }
+    Ok(dir)
+}
+
+/// Checks the weight index at `path`, below the destination `root`, against
+/// the files beside it. Returns what is wrong, one line each (empty: all
+/// good).
+pub fn check_index(root: &Path, path: &Path) -> Vec<String> {
     let name = path.display();
     let (Some(dir_path), Some(file_name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return vec![format!("{name}: not a file name")];
     };
-    let dir_path = if dir_path.as_os_str().is_empty() { Path::new(".") } else { dir_path };
-    let dir = match open::existing_dir(dir_path) {
+    let dir_path = open::or_dot(dir_path);
+    let dir = match open_index_dir(open::or_dot(root), dir_path) {
         Ok(d) => d,
-        Err(e) => return vec![format!("{}: cannot be read: {e}", dir_path.display())],
+        Err(why) => return vec![why],
     };
     let index = match open_regular(&dir, file_name) {
         Ok(f) => f,

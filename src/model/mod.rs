@@ -157,15 +157,30 @@ pub(crate) mod tests {
             std::fs::write(&index, serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).unwrap();
         };
         write(serde_json::json!({"a.weight": "model-1.safetensors", "b.bias": "model-1.safetensors"}));
-        assert!(check_index(&index).is_empty());
+        assert!(check_index(d.path(), &index).is_empty());
         write(serde_json::json!({"a.weight": "model-1.safetensors", "c": "model-2.safetensors"}));
-        let p = check_index(&index);
+        let p = check_index(d.path(), &index);
         assert!(p.len() == 1 && p[0].contains("model-2.safetensors, which is not in the destination"), "{p:?}");
         write(serde_json::json!({"zzz": "model-1.safetensors"}));
-        assert!(check_index(&index)[0].contains("does not hold it"));
+        assert!(check_index(d.path(), &index)[0].contains("does not hold it"));
         write(serde_json::json!({"a.weight": "../etc/passwd"}));
-        assert!(check_index(&index)[0].contains("not a file beside the index"));
+        assert!(check_index(d.path(), &index)[0].contains("not a file beside the index"));
         std::fs::write(&index, b"{\"no\": \"weight map\"}").unwrap();
-        assert!(check_index(&index).is_empty(), "not a weight index: nothing to check");
+        assert!(check_index(d.path(), &index).is_empty(), "not a weight index: nothing to check");
+    }
+
+    #[test]
+    fn an_index_below_a_link_in_the_destination_is_not_checked_through_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (dest, outside) = (d.path().join("dest"), d.path().join("outside"));
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("model-1.safetensors"), safetensors(TENSORS, 0)).unwrap();
+        let map = serde_json::json!({"metadata": {}, "weight_map": {"a.weight": "model-1.safetensors"}});
+        std::fs::write(outside.join("model.safetensors.index.json"), map.to_string()).unwrap();
+        assert!(check_index(&outside, &outside.join("model.safetensors.index.json")).is_empty(), "a good model");
+        std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+        let p = check_index(&dest, &dest.join("sub/model.safetensors.index.json"));
+        assert!(p.len() == 1 && p[0].contains("sub: is a symbolic link"), "{p:?}");
     }
 }

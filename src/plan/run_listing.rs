@@ -66,7 +66,7 @@ pub async fn shared(
     flags: &str,
 ) -> Result<SourceListing, Error> {
     let run = Run { url, shard, id: run_id, flags };
-    let dir_path = dst.join(crate::state::STATE_DIR);
+    let dir_path = dst.join(open::STATE_DIR);
     let dir = open::state_dir(dst)?;
     let name = format!("run-{run_id}.listing");
     let lock = own_file(&dir, &dir_path, &format!("run-{run_id}.lock"), OFlags::CREATE | OFlags::WRONLY)?;
