@@ -691,6 +691,22 @@ mod orphan_tests {
         assert_eq!(remove_orphans(d.path(), true, Duration::from_secs(60)), 1);
         assert!(!name.exists());
     }
+
+    #[test]
+    fn the_cleanup_removes_nothing_through_a_link_below_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, outside) = (d.path().join("dest"), d.path().join("outside"));
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let victim = outside.join(".x.bin.0123456789abcdef.s3load-tmp");
+        std::fs::write(&victim, b"not ours to remove").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
+        let ours = root.join("real/.y.bin.0123456789abcdef.s3load-tmp");
+        std::fs::write(&ours, b"left by a killed run").unwrap();
+        assert_eq!(remove_orphans(&root, false, Duration::ZERO), 1);
+        assert!(victim.exists() && !ours.exists());
+    }
+
     #[test]
     fn a_fifo_where_a_journal_is_locked_through_does_not_hang_the_cleanup() {
         let d = tempfile::tempdir().unwrap();
