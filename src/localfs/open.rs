@@ -39,6 +39,18 @@ pub enum OpenError {
     Io(std::io::Error),
 }
 
+impl OpenError {
+    /// The error to report for `path`, one of s3load's own files: a link or
+    /// anything but a regular file there was planted (refused as found in
+    /// `place`); otherwise what the system said while `doing`.
+    pub fn into_error(self, path: &Path, place: Place, doing: &'static str) -> Error {
+        match self {
+            OpenError::Link | OpenError::NotAFile => Refusal::Planted { path: path.to_path_buf(), place }.into(),
+            OpenError::Io(e) => Error::io(path, doing, e),
+        }
+    }
+}
+
 /// Opens `name` in `dir` as a regular file with `flags` (creating it with
 /// mode 0644 under `O_CREAT`), never through a link and never blocking.
 pub fn regular_in(dir: impl AsFd, name: impl AsRef<OsStr>, flags: OFlags) -> Result<File, OpenError> {
@@ -69,16 +81,7 @@ pub fn regular(path: &Path, flags: OFlags) -> Result<File, OpenError> {
 /// regular file there was planted, and is refused.
 pub fn own_file(dir: &OwnedFd, dir_shown: &Path, name: &str, flags: OFlags) -> Result<File, Error> {
     let path = dir_shown.join(name);
-    regular_in(dir, name, flags).map_err(|e| match e {
-        OpenError::Link | OpenError::NotAFile => planted_in_state_dir(&path),
-        OpenError::Io(e) => Error::io(&path, "opening", e),
-    })
-}
-
-/// A link or a file that is not s3load's where `DEST/.s3load/` or one of its
-/// files goes.
-fn planted_in_state_dir(path: &Path) -> Error {
-    Refusal::Planted { path: path.to_path_buf(), place: Place::RecordDir }.into()
+    regular_in(dir, name, flags).map_err(|e| e.into_error(&path, Place::RecordDir, "opening"))
 }
 
 /// Opens the directory `path` as it is, without creating it. The user named

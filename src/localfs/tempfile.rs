@@ -64,12 +64,7 @@ pub(super) fn open_own(
     flags: OFlags,
     doing: &'static str,
 ) -> Result<File, Error> {
-    super::open::regular_in(dir, name, flags).map_err(|e| match e {
-        super::open::OpenError::Link | super::open::OpenError::NotAFile => {
-            Refusal::Planted { path: path.to_path_buf(), place: Place::TempFile }.into()
-        }
-        super::open::OpenError::Io(e) => Error::io(path, doing, e),
-    })
+    super::open::regular_in(dir, name, flags).map_err(|e| e.into_error(path, Place::TempFile, doing))
 }
 
 /// Takes the file's lock, or says that another process holds it.

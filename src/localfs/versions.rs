@@ -9,7 +9,6 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::open::OpenError;
 use crate::error::Error;
 use crate::refusal::{Place, Refusal};
 
@@ -291,12 +290,7 @@ const MAX_HISTORY: u64 = 64 << 20;
 fn own_file(path: &Path, append: bool) -> Result<std::fs::File, Error> {
     use rustix::fs::OFlags;
     let flags = OFlags::CREATE | if append { OFlags::WRONLY | OFlags::APPEND } else { OFlags::RDWR };
-    super::open::regular(path, flags).map_err(|e| match e {
-        OpenError::Link | OpenError::NotAFile => {
-            Refusal::Planted { path: path.to_path_buf(), place: Place::VersionFile }.into()
-        }
-        OpenError::Io(e) => Error::io(path, "opening", e),
-    })
+    super::open::regular(path, flags).map_err(|e| e.into_error(path, Place::VersionFile, "opening"))
 }
 
 /// The stack of versions that `switches` (oldest first) leave.
