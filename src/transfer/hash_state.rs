@@ -14,16 +14,68 @@ use crate::integrity::{PartDigest, PartSum};
 use crate::localfs::{ALIGN, IoBuf};
 
 /// Bytes read and hashed per segment per step. Small enough that a batch of
-/// [`LANES`] buffers stays within a few MiB; large enough to amortize a `pread`.
+/// a call's buffers stays within a few MiB; large enough to amortize a `pread`.
 pub(super) const CHUNK: usize = 256 << 10;
-
-/// Segments hashed together at most: three AVX2 batches of 8, which
-/// `md5-many` interleaves for instruction-level parallelism.
-pub(super) const LANES: usize = 24;
 
 /// Segments worth waiting for before a step: a multi-buffer MD5 of fewer than
 /// 8 lanes costs nearly what 8 do, and one lane is 6x slower per byte than 8.
 pub(super) const BATCH: usize = 8;
+
+/// The shape of the multi-buffer MD5 calls on this CPU.
+///
+/// Measured with `md5-many` on 256 KiB inputs, in GiB/s of all lanes
+/// together: with AVX2, 8 lanes 3.6 and 16 or 24 4.5; with AVX-512, 8 lanes
+/// 3.4 (the AVX2 kernel), 16 7.4, 24 5.3 and 32 8.0. A call costs what its
+/// padded width costs, so inputs are padded to a multiple of the native
+/// width, and a call takes at most three AVX2 batches or two AVX-512 ones.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Width {
+    /// Lanes a call hashes for the price of one: 8 (AVX2) or 16 (AVX-512).
+    pub(super) unit: usize,
+    /// Inputs in one call at most.
+    pub(super) most: usize,
+}
+
+impl Width {
+    /// The shape for an engine of `native` lanes.
+    pub(super) fn of(native: usize) -> Width {
+        let unit = native.max(BATCH);
+        Width { unit, most: if unit >= 16 { 2 * unit } else { 3 * unit } }
+    }
+
+    /// The lanes a call of `n` inputs hashes: `n` rounded up to the unit
+    /// (copies of an input fill the rest, their results dropped); one alone
+    /// is hashed by the single-lane code.
+    pub(super) fn padded(self, n: usize) -> usize {
+        match n {
+            0 | 1 => n,
+            n => n.div_ceil(self.unit) * self.unit,
+        }
+    }
+}
+
+/// Multi-buffer MD5 calls of segments' steps: how many, the inputs they
+/// hashed and the lanes they paid for (inputs and padding).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Calls {
+    pub(super) calls: u64,
+    pub(super) inputs: u64,
+    pub(super) lanes: u64,
+}
+
+impl Calls {
+    pub(super) fn add(&mut self, other: Calls) {
+        self.calls += other.calls;
+        self.inputs += other.inputs;
+        self.lanes += other.lanes;
+    }
+}
+
+impl Default for Width {
+    fn default() -> Width {
+        Width::of(BATCH)
+    }
+}
 
 /// Bytes a segment may be written ahead of its hash before it is hashed
 /// whatever the batch: bounds how far behind the page cache reads lag.
@@ -206,8 +258,12 @@ pub(super) struct State {
     pub(super) read_back: u64,
     /// Whole small objects waiting for company ([`Hasher::whole_md5`](super::hasher::Hasher::whole_md5)).
     pub(super) wholes: Vec<Whole>,
-    /// Lanes worth waiting for: the MD5 engine's native width, at least 8.
+    /// Small objects worth waiting for: the MD5 engine's native width, at
+    /// least 8, at most the requests in flight.
     pub(super) lanes: usize,
+    /// The MD5 calls' shape on this CPU, and the calls made.
+    pub(super) width: Width,
+    pub(super) md5_calls: Calls,
     /// Small objects hashed, and how many multi-buffer calls that took.
     pub(super) wholes_hashed: u64,
     pub(super) whole_calls: u64,
@@ -222,8 +278,8 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn new() -> Shared {
-        let lanes = md5_many::Md5Many::new().lanes().max(BATCH);
-        let state = State { lanes, ..State::default() };
+        let width = Width::of(md5_many::Md5Many::new().lanes());
+        let state = State { lanes: width.unit, width, ..State::default() };
         Shared { state: Mutex::new(state), work: Condvar::new(), room: tokio::sync::Notify::new() }
     }
 }

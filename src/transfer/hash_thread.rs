@@ -26,8 +26,8 @@ pub(super) struct Step {
 enum Work {
     /// Small objects whose wait is over (or a full batch of them).
     Wholes(Vec<Whole>),
-    /// A step of each segment taken.
-    Steps(Vec<Step>),
+    /// A step of each segment taken, and the calls' shape.
+    Steps((Vec<Step>, Width)),
     Stop,
 }
 
@@ -37,7 +37,7 @@ pub(super) fn hash_loop(shared: &Shared) {
     loop {
         match next_work(shared) {
             Work::Wholes(wholes) => hash_wholes(shared, md5, wholes),
-            Work::Steps(steps) => run_steps(shared, md5, &mut bufs, steps),
+            Work::Steps((steps, width)) => run_steps(shared, md5, width, &mut bufs, steps),
             Work::Stop => return,
         }
     }
@@ -58,7 +58,7 @@ fn next_work(shared: &Shared) -> Work {
             return Work::Stop;
         }
         if st.worth_a_step() {
-            return Work::Steps(take_steps(&mut st));
+            return Work::Steps((take_steps(&mut st), st.width));
         }
         st = match wholes_at {
             Some(at) => shared.work.wait_timeout(st, at - now).unwrap().0,
@@ -67,20 +67,18 @@ fn next_work(shared: &Shared) -> Work {
     }
 }
 
-/// MD5s whole small objects together, in multi-buffer calls of up to
-/// [`LANES`] objects (a batch that is not a multiple of 8 is filled with
-/// copies of its first input, whose results are dropped, as `hash_steps`
-/// does; lengths may differ: md5-many hashes their common blocks together and
-/// the rest apart), then sends each digest and frees the buffers.
+/// MD5s whole small objects together, in multi-buffer calls shaped by
+/// [`Width`] (padded with copies of the first input, whose results are
+/// dropped, as `hash_steps` does; lengths may differ: md5-many hashes their
+/// common blocks together and the rest apart), then sends each digest and
+/// frees the buffers.
 fn hash_wholes(shared: &Shared, md5: md5_many::Md5Many, wholes: Vec<Whole>) {
+    let shape = shared.state.lock().unwrap().width;
     let mut digests = Vec::with_capacity(wholes.len());
     let mut calls = 0;
-    for batch in wholes.chunks(LANES) {
+    for batch in wholes.chunks(shape.most) {
         let mut inputs: Vec<&[u8]> = batch.iter().map(|w| w.buf.as_ref()).collect();
-        let width = match inputs.len() {
-            1 => 1,
-            n => n.div_ceil(8) * 8,
-        };
+        let width = shape.padded(inputs.len());
         inputs.resize(width, inputs[0]);
         let mut out = vec![[0u8; 16]; width];
         if width == 1 {
@@ -110,7 +108,13 @@ fn hash_wholes(shared: &Shared, md5: md5_many::Md5Many, wholes: Vec<Whole>) {
 
 /// Reads and hashes one step of each segment taken, outside the lock, then
 /// puts the digests back and reports the segments that are finished.
-pub(super) fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<IoBuf>, mut steps: Vec<Step>) {
+pub(super) fn run_steps(
+    shared: &Shared,
+    md5: md5_many::Md5Many,
+    width: Width,
+    bufs: &mut Vec<IoBuf>,
+    mut steps: Vec<Step>,
+) {
     // A step whose bytes cannot be read back fails its segment; the others
     // are hashed, each with its own buffer.
     let given: Vec<Option<IoBuf>> = steps.iter_mut().map(|s| s.given.take()).collect();
@@ -134,7 +138,7 @@ pub(super) fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<
             Err(e) => failed.push((step.id, format!("reading back bytes {}.. to hash them: {e}", step.at))),
         }
     }
-    hash_steps(md5, &mut read);
+    let calls = hash_steps(md5, width, &mut read);
     let steps: Vec<Step> = read.into_iter().map(|(step, _)| step).collect();
     // Steps hashed from a buffer never fail: the others were read back.
     let from_buffers: u64 = given.iter().flatten().map(|b| b.len() as u64).sum();
@@ -165,6 +169,7 @@ pub(super) fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<
             }
         }
         st.from_buffers += from_buffers;
+        st.md5_calls.add(calls);
         st.read_back += read_back;
         let freed = given.iter().flatten().count();
         st.given -= freed;
@@ -182,8 +187,8 @@ pub(super) fn run_steps(shared: &Shared, md5: md5_many::Md5Many, bufs: &mut Vec<
     }
 }
 
-/// Takes up to [`LANES`] due segments out of the state, MD5s first (they gain
-/// from being hashed together).
+/// Takes due segments out of the state, as many as one call's [`Width`]
+/// takes at most, MD5s first (they gain from being hashed together).
 pub(super) fn take_steps(st: &mut State) -> Vec<Step> {
     let mut due: Vec<(bool, bool, StreamId)> = st
         .streams
@@ -192,7 +197,7 @@ pub(super) fn take_steps(st: &mut State) -> Vec<Step> {
         .map(|(id, s)| (!s.urgent(), !matches!(s.digest, Some(PartDigest::Md5(_))), *id))
         .collect();
     due.sort_unstable_by_key(|(not_urgent, not_md5, id)| (*not_urgent, *not_md5, id.0));
-    due.truncate(whole_batches(&due));
+    due.truncate(whole_batches(&due, st.width));
     let mut passed = Vec::new();
     let steps = due
         .into_iter()
@@ -216,24 +221,25 @@ pub(super) fn take_steps(st: &mut State) -> Vec<Step> {
     steps
 }
 
-/// How many of the due segments (urgent first) to take: at most [`LANES`],
-/// and beyond one batch only whole batches of [`BATCH`], so that no call is
+/// How many of the due segments (urgent first) to take: at most
+/// `width.most`, and beyond one unit only whole units, so that no call is
 /// padded with lanes that hash nothing (measured: 6.5 lanes a call on average
 /// when every due segment was taken, half as many bytes again hashed for
 /// padding). The rest wait for company, or until they are urgent.
-pub(super) fn whole_batches(due: &[(bool, bool, StreamId)]) -> usize {
-    let n = due.len().min(LANES);
-    let urgent = due.iter().take_while(|(not_urgent, _, _)| !not_urgent).count().min(LANES);
-    if n <= BATCH { n } else { (n - n % BATCH).max(urgent) }
+pub(super) fn whole_batches(due: &[(bool, bool, StreamId)], width: Width) -> usize {
+    let n = due.len().min(width.most);
+    let urgent = due.iter().take_while(|(not_urgent, _, _)| !not_urgent).count().min(width.most);
+    if n <= width.unit { n } else { (n - n % width.unit).max(urgent) }
 }
 
 /// Feeds each step's bytes to its digest. MD5 steps of equal length are
-/// hashed together, in multi-buffer calls of 8, 16 or 24 lanes: measured here
-/// (AVX2), md5-many runs 8 lanes at 3.6 GiB/s and 16 or 24 at 4.5, but 5 lanes
-/// at 0.14 and 12 at 1.8, so a batch that is not a multiple of 8 is filled
-/// with copies of its first input whose results are dropped. A lone step, or
-/// one of a length no other has (a segment's tail), is hashed on its own.
-pub(super) fn hash_steps(md5: md5_many::Md5Many, steps: &mut [(Step, &[u8])]) {
+/// hashed together, in multi-buffer calls shaped by [`Width`]: md5-many runs
+/// 5 lanes at 0.14 GiB/s and 12 at 1.8 (AVX2), far below the native widths,
+/// so a batch is filled with copies of its first input whose results are
+/// dropped. A lone step, or one of a length no other has (a segment's tail),
+/// is hashed on its own. Returns the multi-buffer calls made.
+pub(super) fn hash_steps(md5: md5_many::Md5Many, shape: Width, steps: &mut [(Step, &[u8])]) -> Calls {
+    let mut calls = Calls::default();
     let mut by_len: HashMap<usize, Vec<usize>> = HashMap::new();
     for (i, (step, buf)) in steps.iter_mut().enumerate() {
         match &mut step.digest {
@@ -251,16 +257,18 @@ pub(super) fn hash_steps(md5: md5_many::Md5Many, steps: &mut [(Step, &[u8])]) {
             step.digest.update(&buf[..len]);
             continue;
         }
-        for lanes in group.chunks(LANES) {
-            let width = lanes.len().div_ceil(8) * 8;
+        for lanes in group.chunks(shape.most) {
+            let width = shape.padded(lanes.len());
             let mut states: Vec<md5_many::Md5State> = lanes.iter().map(|&i| md5_of(&steps[i].0)).collect();
             let mut inputs: Vec<&[u8]> = lanes.iter().map(|&i| &steps[i].1[..len]).collect();
             states.resize(width, md5_many::Md5State::new());
             inputs.resize(width, inputs[0]);
             md5.update_many(&mut states, &inputs);
+            calls.add(Calls { calls: 1, inputs: lanes.len() as u64, lanes: width as u64 });
             for (&i, state) in lanes.iter().zip(states) {
                 steps[i].0.digest = PartDigest::Md5(state);
             }
         }
     }
+    calls
 }

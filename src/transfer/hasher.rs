@@ -211,6 +211,14 @@ impl Drop for Hasher {
         let st = self.shared.state.lock().unwrap();
         tracing::debug!(from_buffers = st.from_buffers, read_back = st.read_back, "bytes hashed in order");
         tracing::debug!(objects = st.wholes_hashed, calls = st.whole_calls, "small objects hashed together");
+        let c = st.md5_calls;
+        tracing::debug!(
+            calls = c.calls,
+            inputs = c.inputs,
+            lanes = c.lanes,
+            unit = st.width.unit,
+            "segments' MD5 calls"
+        );
     }
 }
 
@@ -443,7 +451,7 @@ mod tests {
         }
         let steps = take_steps(&mut shared.state.lock().unwrap());
         assert_eq!(steps.len(), 3, "one batch");
-        run_steps(&shared, md5_many::Md5Many::new(), &mut Vec::new(), steps);
+        run_steps(&shared, md5_many::Md5Many::new(), Width::default(), &mut Vec::new(), steps);
         let mut results = rxs.into_iter().map(|mut rx| rx.try_recv().unwrap());
         assert_eq!(hash_of(results.next().unwrap()).as_bytes(), &md5::Md5::digest(&good_a)[..]);
         assert!(results.next().unwrap().is_err());
@@ -452,10 +460,12 @@ mod tests {
 
     #[test]
     fn batches_of_any_width_give_each_segment_its_own_md5() {
-        // 1 to 26 equal segments in one step: lone, padded to 8/16/24, and
-        // more than one call of 24 lanes.
-        for n in [1usize, 2, 5, 8, 12, 17, 26] {
+        // 1 to 40 equal segments in one step: lone, padded to 8/16/24 (or
+        // to 16/32), and more than one call; in both shapes, whatever this
+        // CPU has (md5-many answers any width).
+        for (n, shape) in [1usize, 2, 5, 8, 12, 17, 26, 40].into_iter().flat_map(|n| [(n, 8), (n, 16)]) {
             let shared = Shared::new();
+            shared.state.lock().unwrap().width = Width::of(shape);
             let datas: Vec<Vec<u8>> = (0..n).map(|i| data(CHUNK, i * 31)).collect();
             let mut rxs = Vec::new();
             for d in &datas {
@@ -473,10 +483,12 @@ mod tests {
             }
             while !shared.state.lock().unwrap().streams.is_empty() {
                 let steps = take_steps(&mut shared.state.lock().unwrap());
-                run_steps(&shared, md5_many::Md5Many::new(), &mut Vec::new(), steps);
+                let width = shared.state.lock().unwrap().width;
+                run_steps(&shared, md5_many::Md5Many::new(), width, &mut Vec::new(), steps);
             }
             for (d, mut rx) in datas.iter().zip(rxs) {
-                assert_eq!(hash_of(rx.try_recv().unwrap()).as_bytes(), &md5::Md5::digest(d)[..], "{n} lanes");
+                let got = hash_of(rx.try_recv().unwrap());
+                assert_eq!(got.as_bytes(), &md5::Md5::digest(d)[..], "{n} lanes, unit {shape}");
             }
         }
     }
@@ -486,14 +498,23 @@ mod tests {
         let due = |urgent: usize, other: usize| -> Vec<(bool, bool, StreamId)> {
             (0..urgent + other).map(|i| (i >= urgent, false, StreamId(i as u64))).collect()
         };
-        assert_eq!(whole_batches(&due(0, 5)), 5);
-        assert_eq!(whole_batches(&due(0, 8)), 8);
-        assert_eq!(whole_batches(&due(0, 13)), 8);
-        assert_eq!(whole_batches(&due(0, 17)), 16);
-        assert_eq!(whole_batches(&due(0, 40)), LANES);
+        let avx2 = Width::of(8);
+        assert_eq!(whole_batches(&due(0, 5), avx2), 5);
+        assert_eq!(whole_batches(&due(0, 8), avx2), 8);
+        assert_eq!(whole_batches(&due(0, 13), avx2), 8);
+        assert_eq!(whole_batches(&due(0, 17), avx2), 16);
+        assert_eq!(whole_batches(&due(0, 40), avx2), 24);
         // Urgent segments are never left out to make a batch whole.
-        assert_eq!(whole_batches(&due(10, 3)), 10);
-        assert_eq!(whole_batches(&due(30, 0)), LANES);
+        assert_eq!(whole_batches(&due(10, 3), avx2), 10);
+        assert_eq!(whole_batches(&due(30, 0), avx2), 24);
+        // AVX-512: units of 16, at most two of them in a call.
+        let avx512 = Width::of(16);
+        assert_eq!(whole_batches(&due(0, 13), avx512), 13);
+        assert_eq!(whole_batches(&due(0, 20), avx512), 16);
+        assert_eq!(whole_batches(&due(0, 40), avx512), 32);
+        assert_eq!(whole_batches(&due(20, 0), avx512), 20);
+        assert_eq!((avx512.padded(1), avx512.padded(2), avx512.padded(17)), (1, 16, 32));
+        assert_eq!((avx2.padded(5), avx2.padded(24)), (8, 24));
 
         // 30 segments being written: a step waits for 16 of them to be due.
         let mut st = State::default();
