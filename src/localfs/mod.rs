@@ -37,7 +37,7 @@ pub use names::is_temp_name;
 pub use open::STATE_DIR;
 pub use orphans::remove_orphans;
 pub use split::{PieceOf, remove_unneeded_splits};
-pub use tempfile::TempFile;
+pub use tempfile::{CACHE_WRITE, TempFile};
 
 /// Raises this process's soft limit of open files to its hard limit, as Go
 /// programs (s5cmd among them) do at start: a run keeps a file open per

@@ -81,7 +81,7 @@ pub(super) fn try_lock(fd: impl std::os::fd::AsFd) -> bool {
 /// by the call's length, and the larger ones may come from memory the VM's
 /// host had taken back. 32 KiB is what Go's `io.Copy` (s5cmd) writes. Direct
 /// writes are not cut.
-const CACHE_WRITE: usize = 32 << 10;
+pub const CACHE_WRITE: usize = 32 << 10;
 
 /// Writes `buf` at `offset` through the page cache, in calls of at most
 /// [`CACHE_WRITE`] bytes that end on its multiples.

@@ -48,6 +48,8 @@ pub struct MemoryStore {
     gets: Mutex<Vec<GetRequest>>,
     heads: Mutex<usize>,
     uploads: Mutex<BTreeMap<String, Vec<(u32, Bytes)>>>,
+    /// Sizes of the pieces bodies are sent in, in turn (64 KiB when empty).
+    pieces: Mutex<Vec<usize>>,
 }
 
 fn md5(data: &[u8]) -> integrity::DigestValue {
@@ -106,6 +108,13 @@ impl MemoryStore {
     }
 
     /// Every GET so far, in order.
+    /// Sends bodies in pieces of these sizes, in turn, each body from the
+    /// first (as a network does, pieces of any size).
+    pub fn send_in_pieces_of(&self, sizes: &[usize]) {
+        assert!(sizes.iter().all(|&n| n > 0), "pieces of at least a byte");
+        *self.pieces.lock().unwrap() = sizes.to_vec();
+    }
+
     pub fn gets(&self) -> Vec<GetRequest> {
         self.gets.lock().unwrap().clone()
     }
@@ -147,6 +156,21 @@ impl MemoryStore {
             Err(StoreError::new(StoreErrorKind::BadDigest, "the body does not match its checksum"))
         }
     }
+}
+
+/// A body sent in pieces of the sizes given, in turn (of 64 KiB when none).
+fn in_pieces(body: Bytes, sizes: &[usize]) -> super::BodyStream {
+    if sizes.is_empty() {
+        return chunked(body);
+    }
+    let mut pieces: Vec<Result<Bytes, StoreError>> = Vec::new();
+    let (mut at, mut turn) = (0, 0);
+    while at < body.len() {
+        let end = body.len().min(at + sizes[turn % sizes.len()]);
+        pieces.push(Ok(body.slice(at..end)));
+        (at, turn) = (end, turn + 1);
+    }
+    Box::pin(futures::stream::iter(pieces))
 }
 
 /// A body sent in pieces of 64 KiB, as a network would.
@@ -217,7 +241,7 @@ impl ObjectStore for MemoryStore {
             etag: Some(s.etag.clone()),
             checksum: if partial { None } else { s.checksum },
             etag_md5: s.etag_md5,
-            body: chunked(body),
+            body: in_pieces(body, &self.pieces.lock().unwrap()),
         })
     }
 

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
+
 use super::body::{Body, open_get};
 use super::engine::Engine;
 use super::hasher::WHOLE_MIN_REQUESTS;
@@ -12,7 +14,7 @@ use super::object::ObjectState;
 use super::settings::VerifyMode;
 use crate::error::Error;
 use crate::integrity::{PartDigest, PartSum};
-use crate::localfs::{ALIGN, IoBuf, TempFile};
+use crate::localfs::{ALIGN, CACHE_WRITE, IoBuf, TempFile};
 
 /// Fetches range `part` of the object into `tmp`, retrying as the policy
 /// allows. The caller holds a request permit for the whole of it. With no `tmp` (an object written in one go, see
@@ -69,6 +71,45 @@ struct Attempt {
     digest: Option<PartDigest>,
     /// The temporary file, once it exists.
     tmp: Option<Arc<TempFile>>,
+}
+
+impl Attempt {
+    /// Whether body chunks may be written as they came, not copied into the
+    /// fetch buffer first: into a file that exists and is written through the
+    /// page cache (direct writes need aligned memory, the first write of a
+    /// new file creates it, and a whole small object's MD5 takes the buffer).
+    fn goes_straight(&self) -> bool {
+        self.tmp.as_ref().is_some_and(|t| !t.is_direct()) && !matches!(self.digest, Some(PartDigest::Md5(_)))
+    }
+
+    /// How many of the `left` bytes of a chunk to write from the chunk itself:
+    /// whole [`CACHE_WRITE`] windows, when nothing waits in the buffer and
+    /// the file offset starts one. Saves copying each byte into the buffer
+    /// (4% of the CPU samples of 4 x 1 GiB, `perf`); chunks from a socket are
+    /// mostly 256 - 512 KiB.
+    fn straight(&self, buf: &IoBuf, left: usize) -> usize {
+        let window = CACHE_WRITE as u64;
+        match buf.is_empty() && self.offset.is_multiple_of(window) && self.goes_straight() {
+            true => left / CACHE_WRITE * CACHE_WRITE,
+            false => 0,
+        }
+    }
+
+    /// Where the buffer is to be written: when full, or, when the rest of
+    /// the chunk can go straight after it, at the next [`CACHE_WRITE`]
+    /// boundary of the file.
+    fn fill_limit(&self, buf: &IoBuf, left: usize) -> usize {
+        let full = buf.capacity() - (self.offset % ALIGN as u64) as usize;
+        if !self.goes_straight() {
+            return full;
+        }
+        let window = CACHE_WRITE as u64;
+        let to_boundary = ((window - (self.offset + buf.len() as u64) % window) % window) as usize;
+        match left >= to_boundary + CACHE_WRITE {
+            true => (buf.len() + to_boundary).min(full),
+            false => full,
+        }
+    }
 }
 
 /// How a GET of a range ended, when it did not fail.
@@ -135,13 +176,21 @@ async fn fetch_once(engine: &Engine, object: &ObjectState, a: &mut Attempt, buf:
         }
         // The buffer is written when full, and a full buffer ends on a block
         // boundary of the file: after a first write that reaches one, every
-        // write starts on a boundary, as direct writes need.
+        // write starts on a boundary, as direct writes need. Into a file
+        // written through the page cache, whole 32 KiB windows of the chunk
+        // are written from the chunk itself (see `Attempt::straight`).
         debug_assert!(buf.capacity() >= ALIGN, "a fetch buffer of at least a block");
-        let mut rest = &chunk[..];
-        while !rest.is_empty() {
-            let full = buf.capacity() - (a.offset % ALIGN as u64) as usize;
-            let n = buf.push(rest, full);
-            rest = &rest[n..];
+        let mut pos = 0;
+        while pos < chunk.len() {
+            let left = chunk.len() - pos;
+            let straight = a.straight(buf, left);
+            if straight > 0 {
+                write_straight(engine, object, a, chunk.slice(pos..pos + straight)).await?;
+                pos += straight;
+                continue;
+            }
+            let full = a.fill_limit(buf, left);
+            pos += buf.push(&chunk[pos..], full);
             if buf.len() == full {
                 flush(engine, object, buf, a).await?;
             }
@@ -265,6 +314,28 @@ async fn write_out(engine: &Engine, object: &ObjectState, a: &mut Attempt, data:
     };
     advance(engine, object, a, len);
     Ok(data)
+}
+
+/// Writes `data`, a piece of a body's chunk, at the attempt's offset of its
+/// existing file (see [`Attempt::straight`]), updating the part's running
+/// hash, and advances it.
+async fn write_straight(engine: &Engine, object: &ObjectState, a: &mut Attempt, data: Bytes) -> Result<(), Error> {
+    let (at, len) = (a.offset, data.len() as u64);
+    let tmp = a.tmp.clone().expect("straight writes go to an existing file");
+    let mut digest = a.digest.take();
+    let (digest, written) = engine
+        .write_io(move || {
+            if let Some(d) = digest.as_mut() {
+                d.update(&data);
+            }
+            let w = tmp.write_at(&data, at);
+            (digest, w)
+        })
+        .await;
+    a.digest = digest;
+    written?;
+    advance(engine, object, a, len);
+    Ok(())
 }
 
 fn advance(engine: &Engine, object: &ObjectState, a: &mut Attempt, n: u64) {
