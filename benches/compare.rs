@@ -308,7 +308,8 @@ fn wrap() -> ! {
 }
 
 /// `--hash-speed`: single-thread throughput of each way s3load hashes bodies, on
-/// 1 GiB fed in 64 KiB pieces as a body arrives (GiB/s per core).
+/// 1 GiB fed in 64 KiB pieces as a body arrives (GiB/s per core), then of
+/// multi-buffer MD5 calls of 8 to 32 lanes (GiB/s of all lanes together).
 fn hash_speed() {
     use s3load::integrity::{Algorithm, DigestKind, PartDigest};
     let data = generate_bytes(1 << 30, 5);
@@ -327,6 +328,25 @@ fn hash_speed() {
             best = best.min(t.elapsed().as_secs_f64());
         }
         println!("| {kind:?} | {:.1} |", 1.0 / best);
+    }
+    // MD5s of several parts at once, as the hashing thread makes them:
+    // 256 KiB per lane and call, all lanes together.
+    let md5 = md5_many::Md5Many::new();
+    let lane = 256 << 10;
+    for width in [8usize, 16, 24, 32] {
+        let inputs: Vec<&[u8]> = data.chunks(lane).take(width).collect();
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let mut states = vec![md5_many::Md5State::new(); width];
+            let t = Instant::now();
+            for _ in 0..(1 << 30) / (lane * width) {
+                md5.update_many(&mut states, &inputs);
+            }
+            std::hint::black_box(&states);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let native = md5.lanes();
+        println!("| MD5, {width} lanes at once (this CPU's unit: {native}) | {:.1} |", 1.0 / best);
     }
 }
 

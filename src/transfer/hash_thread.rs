@@ -60,8 +60,8 @@ fn next_work(shared: &Shared) -> Work {
         if st.worth_a_step() {
             return Work::Steps((take_steps(&mut st), st.width));
         }
-        st = match wholes_at {
-            Some(at) => shared.work.wait_timeout(st, at - now).unwrap().0,
+        st = match st.next_deadline() {
+            Some(at) => shared.work.wait_timeout(st, at.saturating_duration_since(now)).unwrap().0,
             None => shared.work.wait(st).unwrap(),
         };
     }

@@ -82,6 +82,7 @@ impl Hasher {
             ready: range.start,
             end: range.end,
             digest: Some(PartDigest::new(kind)),
+            ended: None,
             tx: Some(tx),
         };
         let due = stream.due();
@@ -99,6 +100,9 @@ impl Hasher {
         let Some(s) = st.streams.get_mut(&id) else { return };
         let was = (s.due(), s.urgent());
         s.ready = s.ready.max(upto.min(s.end));
+        if s.ready == s.end && s.ended.is_none() {
+            s.ended = Some(std::time::Instant::now());
+        }
         let now = (s.due(), s.urgent());
         drop(st);
         if now != was {
@@ -445,7 +449,16 @@ mod tests {
             let digest = Some(PartDigest::new(DigestKind::Md5));
             st.streams.insert(
                 id,
-                Stream { file, given: VecDeque::new(), hashed: 0, ready: len, end: len, digest, tx: Some(tx) },
+                Stream {
+                    file,
+                    given: VecDeque::new(),
+                    hashed: 0,
+                    ready: len,
+                    end: len,
+                    digest,
+                    ended: None,
+                    tx: Some(tx),
+                },
             );
             rxs.push(rx);
         }
@@ -477,7 +490,16 @@ mod tests {
                 let digest = Some(PartDigest::new(DigestKind::Md5));
                 st.streams.insert(
                     id,
-                    Stream { file, given: VecDeque::new(), hashed: 0, ready: len, end: len, digest, tx: Some(tx) },
+                    Stream {
+                        file,
+                        given: VecDeque::new(),
+                        hashed: 0,
+                        ready: len,
+                        end: len,
+                        digest,
+                        ended: None,
+                        tx: Some(tx),
+                    },
                 );
                 rxs.push(rx);
             }
@@ -528,6 +550,7 @@ mod tests {
                 ready: 0,
                 end: 2 * CHUNK as u64,
                 digest,
+                ended: None,
                 tx: None,
             };
             st.streams.insert(StreamId(i), stream);
@@ -553,11 +576,40 @@ mod tests {
                 ready: CHUNK as u64,
                 end: 2 * CHUNK as u64,
                 digest,
+                ended: None,
                 tx: None,
             };
             few.streams.insert(StreamId(i), stream);
         }
         assert!(few.worth_a_step());
+        // AVX-512, 16 segments being written: a step waits for all 16.
+        let mut wide = State { width: Width::of(16), ..State::default() };
+        for i in 0..16 {
+            let mut s = st.streams.remove(&StreamId(i)).unwrap();
+            (s.hashed, s.ready, s.digest) = (0, 0, Some(PartDigest::new(DigestKind::Md5)));
+            wide.streams.insert(StreamId(i), s);
+        }
+        make_due(&mut wide, 10);
+        assert!(!wide.worth_a_step());
+        make_due(&mut wide, 16);
+        assert!(wide.worth_a_step());
+    }
+
+    #[tokio::test]
+    async fn a_finished_segment_is_hashed_after_its_wait_though_no_other_fills_its_batch() {
+        let hasher = Hasher::new(1);
+        let d = data(3 * CHUNK + 5, 9);
+        let file = file_with(&d);
+        let len = d.len() as u64;
+        // Nine other segments open, never written: no batch ever fills.
+        let _others: Vec<_> = (0..9).map(|_| hasher.open(file.clone(), 0..len, DigestKind::Md5)).collect();
+        let (id, rx) = hasher.open(file.clone(), 0..len, DigestKind::Md5);
+        hasher.ready(id, len);
+        let shared = hasher.shared.clone();
+        assert!(!shared.state.lock().unwrap().worth_a_step(), "waits for company first");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+        let got = got.expect("hashed once its wait is over, with nothing else reported").unwrap();
+        assert_eq!(hash_of(got).as_bytes(), &md5::Md5::digest(&d)[..]);
     }
 
     #[tokio::test]
