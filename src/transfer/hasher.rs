@@ -249,6 +249,22 @@ mod tests {
         (0..n).map(|i| ((i + seed).wrapping_mul(2_654_435_761) >> 13) as u8).collect()
     }
 
+    /// An MD5 segment of `file` from byte 0, written up to `ready`.
+    fn md5_stream(file: Arc<ReadBack>, ready: u64, end: u64, tx: Option<oneshot::Sender<SegmentResult>>) -> Stream {
+        let digest = Some(PartDigest::new(DigestKind::Md5));
+        Stream { file, given: VecDeque::new(), hashed: 0, ready, end, digest, ended: None, tx }
+    }
+
+    /// Adds an MD5 segment of the first `len` bytes of `file`, all written.
+    fn add_written(shared: &Shared, file: Arc<ReadBack>, len: u64) -> oneshot::Receiver<SegmentResult> {
+        let (tx, rx) = oneshot::channel();
+        let mut st = shared.state.lock().unwrap();
+        let id = StreamId(st.next_id);
+        st.next_id += 1;
+        st.streams.insert(id, md5_stream(file, len, len, Some(tx)));
+        rx
+    }
+
     fn file_with(bytes: &[u8]) -> Arc<ReadBack> {
         let mut f = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut f, bytes).unwrap();
@@ -442,25 +458,7 @@ mod tests {
         let mut rxs = Vec::new();
         for (file, len) in [(file_with(&good_a), 100_000), (file_with(b"short"), 50_000), (file_with(&good_b), 70_000)]
         {
-            let (tx, rx) = oneshot::channel();
-            let mut st = shared.state.lock().unwrap();
-            let id = StreamId(st.next_id);
-            st.next_id += 1;
-            let digest = Some(PartDigest::new(DigestKind::Md5));
-            st.streams.insert(
-                id,
-                Stream {
-                    file,
-                    given: VecDeque::new(),
-                    hashed: 0,
-                    ready: len,
-                    end: len,
-                    digest,
-                    ended: None,
-                    tx: Some(tx),
-                },
-            );
-            rxs.push(rx);
+            rxs.push(add_written(&shared, file, len));
         }
         let steps = take_steps(&mut shared.state.lock().unwrap());
         assert_eq!(steps.len(), 3, "one batch");
@@ -482,26 +480,7 @@ mod tests {
             let datas: Vec<Vec<u8>> = (0..n).map(|i| data(CHUNK, i * 31)).collect();
             let mut rxs = Vec::new();
             for d in &datas {
-                let (tx, rx) = oneshot::channel();
-                let mut st = shared.state.lock().unwrap();
-                let id = StreamId(st.next_id);
-                st.next_id += 1;
-                let (file, len) = (file_with(d), d.len() as u64);
-                let digest = Some(PartDigest::new(DigestKind::Md5));
-                st.streams.insert(
-                    id,
-                    Stream {
-                        file,
-                        given: VecDeque::new(),
-                        hashed: 0,
-                        ready: len,
-                        end: len,
-                        digest,
-                        ended: None,
-                        tx: Some(tx),
-                    },
-                );
-                rxs.push(rx);
+                rxs.push(add_written(&shared, file_with(d), d.len() as u64));
             }
             while !shared.state.lock().unwrap().streams.is_empty() {
                 let steps = take_steps(&mut shared.state.lock().unwrap());
@@ -542,18 +521,7 @@ mod tests {
         let mut st = State::default();
         let file = file_with(&data(2 * CHUNK, 1));
         for i in 0..30 {
-            let digest = Some(PartDigest::new(DigestKind::Md5));
-            let stream = Stream {
-                file: file.clone(),
-                given: VecDeque::new(),
-                hashed: 0,
-                ready: 0,
-                end: 2 * CHUNK as u64,
-                digest,
-                ended: None,
-                tx: None,
-            };
-            st.streams.insert(StreamId(i), stream);
+            st.streams.insert(StreamId(i), md5_stream(file.clone(), 0, 2 * CHUNK as u64, None));
         }
         let make_due = |st: &mut State, n: u64| {
             for i in 0..n {
@@ -568,18 +536,7 @@ mod tests {
         // A few segments, all due: no company is coming, step now.
         let mut few = State::default();
         for i in 0..3 {
-            let digest = Some(PartDigest::new(DigestKind::Md5));
-            let stream = Stream {
-                file: file.clone(),
-                given: VecDeque::new(),
-                hashed: 0,
-                ready: CHUNK as u64,
-                end: 2 * CHUNK as u64,
-                digest,
-                ended: None,
-                tx: None,
-            };
-            few.streams.insert(StreamId(i), stream);
+            few.streams.insert(StreamId(i), md5_stream(file.clone(), CHUNK as u64, 2 * CHUNK as u64, None));
         }
         assert!(few.worth_a_step());
         // AVX-512, 16 segments being written: a step waits for all 16.
