@@ -107,7 +107,6 @@ impl MemoryStore {
         self.objects.lock().unwrap().get(&(bucket.to_string(), key.to_string())).map(|s| s.body.clone())
     }
 
-    /// Every GET so far, in order.
     /// Sends bodies in pieces of these sizes, in turn, each body from the
     /// first (as a network does, pieces of any size).
     pub fn send_in_pieces_of(&self, sizes: &[usize]) {
@@ -115,6 +114,7 @@ impl MemoryStore {
         *self.pieces.lock().unwrap() = sizes.to_vec();
     }
 
+    /// Every GET so far, in order.
     pub fn gets(&self) -> Vec<GetRequest> {
         self.gets.lock().unwrap().clone()
     }

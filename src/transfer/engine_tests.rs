@@ -104,7 +104,7 @@ async fn bodies_in_pieces_of_any_size_land_whole_whether_copied_or_written_strai
     // order, and a multipart MD5 whose parts do not end on a window.
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(MemoryStore::new());
-    store.send_in_pieces_of(&[1, 40_000, 100_000, 32 * KIB, 5, 300_000, 64 * KIB, 33 * KIB]);
+    store.send_in_pieces_of(&[1, 40_000, 100_000, 32 * KIB, 5, 300_000, 64 * KIB, 33 * KIB, 200_000, 128 * KIB]);
     let objects = [
         ("crc", body(2048 * KIB + 3), Written::Crc64),
         ("md5", body(1500 * KIB + 11), Written::Md5),

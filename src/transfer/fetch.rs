@@ -76,28 +76,31 @@ struct Attempt {
 impl Attempt {
     /// Whether body chunks may be written as they came, not copied into the
     /// fetch buffer first: into a file that exists and is written through the
-    /// page cache (direct writes need aligned memory, the first write of a
-    /// new file creates it, and a whole small object's MD5 takes the buffer).
+    /// page cache (direct writes need aligned memory, and the first write of
+    /// a new file creates it). An MD5 updated as the bytes come is one of an
+    /// object written in one buffer, which may go to the hashing thread whole
+    /// ([`super::hasher::Hasher::whole_md5`]): it keeps the buffer.
     fn goes_straight(&self) -> bool {
         self.tmp.as_ref().is_some_and(|t| !t.is_direct()) && !matches!(self.digest, Some(PartDigest::Md5(_)))
     }
 
     /// How many of the `left` bytes of a chunk to write from the chunk itself:
-    /// whole [`CACHE_WRITE`] windows, when nothing waits in the buffer and
-    /// the file offset starts one. Saves copying each byte into the buffer
-    /// (4% of the CPU samples of 4 x 1 GiB, `perf`); chunks from a socket are
-    /// mostly 256 - 512 KiB.
+    /// whole [`CACHE_WRITE`] windows, when nothing waits in the buffer, the
+    /// file offset starts a window and at least [`STRAIGHT_MIN`] bytes are
+    /// left. Saves copying each byte into the buffer (4% of the CPU samples
+    /// of 4 x 1 GiB from SeaweedFS, whose chunks are mostly 256 - 512 KiB).
     fn straight(&self, buf: &IoBuf, left: usize) -> usize {
         let window = CACHE_WRITE as u64;
-        match buf.is_empty() && self.offset.is_multiple_of(window) && self.goes_straight() {
+        match buf.is_empty() && left >= STRAIGHT_MIN && self.offset.is_multiple_of(window) && self.goes_straight() {
             true => left / CACHE_WRITE * CACHE_WRITE,
             false => 0,
         }
     }
 
-    /// Where the buffer is to be written: when full, or, when the rest of
-    /// the chunk can go straight after it, at the next [`CACHE_WRITE`]
-    /// boundary of the file.
+    /// How many bytes the buffer holds before it is written: its capacity
+    /// (up to a block boundary of the file), or, when at least
+    /// [`STRAIGHT_MIN`] of the chunk's `left` bytes could go straight after
+    /// it, up to the next [`CACHE_WRITE`] boundary of the file.
     fn fill_limit(&self, buf: &IoBuf, left: usize) -> usize {
         let full = buf.capacity() - (self.offset % ALIGN as u64) as usize;
         if !self.goes_straight() {
@@ -105,12 +108,17 @@ impl Attempt {
         }
         let window = CACHE_WRITE as u64;
         let to_boundary = ((window - (self.offset + buf.len() as u64) % window) % window) as usize;
-        match left >= to_boundary + CACHE_WRITE {
+        match left >= to_boundary + STRAIGHT_MIN {
             true => (buf.len() + to_boundary).min(full),
             false => full,
         }
     }
 }
+
+/// The fewest bytes of a chunk worth writing from the chunk itself: a chunk
+/// only a little over a [`CACHE_WRITE`] window would cost a write call (and a
+/// report to the hasher) per window where the buffer costs one per 256 KiB.
+const STRAIGHT_MIN: usize = 4 * CACHE_WRITE;
 
 /// How a GET of a range ended, when it did not fail.
 #[derive(Debug, PartialEq, Eq)]
@@ -174,11 +182,12 @@ async fn fetch_once(engine: &Engine, object: &ObjectState, a: &mut Attempt, buf:
                 break Ok(());
             }
         }
-        // The buffer is written when full, and a full buffer ends on a block
-        // boundary of the file: after a first write that reaches one, every
-        // write starts on a boundary, as direct writes need. Into a file
-        // written through the page cache, whole 32 KiB windows of the chunk
-        // are written from the chunk itself (see `Attempt::straight`).
+        // The buffer is written when it reaches its limit, which for a full
+        // buffer ends on a block boundary of the file: after a first write
+        // that reaches one, every write starts on a boundary, as direct
+        // writes need. Into a file written through the page cache, whole 32
+        // KiB windows of a large chunk are written from the chunk itself
+        // (see `Attempt::straight`).
         debug_assert!(buf.capacity() >= ALIGN, "a fetch buffer of at least a block");
         let mut pos = 0;
         while pos < chunk.len() {
@@ -189,9 +198,9 @@ async fn fetch_once(engine: &Engine, object: &ObjectState, a: &mut Attempt, buf:
                 pos += straight;
                 continue;
             }
-            let full = a.fill_limit(buf, left);
-            pos += buf.push(&chunk[pos..], full);
-            if buf.len() == full {
+            let limit = a.fill_limit(buf, left);
+            pos += buf.push(&chunk[pos..], limit);
+            if buf.len() == limit {
                 flush(engine, object, buf, a).await?;
             }
         }
@@ -239,7 +248,7 @@ async fn flush(engine: &Engine, object: &ObjectState, buf: &mut IoBuf, a: &mut A
 /// when there is none yet) and advances it: on this async thread where the
 /// destination is local ([`Engine::write_io`]), else on the blocking pool.
 /// The hash is updated in the same call, over the whole buffer while it is in
-/// cache: large inputs are where SIMD CRCs are fastest (a body arrives in
+/// cache: large inputs are where SIMD CRCs are fastest (a body can arrive in
 /// pieces of a few KiB). The exception is a whole object's MD5 in this one
 /// buffer: the buffer goes to the hashing thread after the write, to be
 /// hashed with other small objects' ([`super::hasher::Hasher::whole_md5`]),

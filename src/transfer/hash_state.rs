@@ -23,14 +23,17 @@ pub(super) const BATCH: usize = 8;
 
 /// The shape of the multi-buffer MD5 calls on this CPU.
 ///
-/// Measured with `md5-many` on 256 KiB inputs, in GiB/s of all lanes
-/// together: with AVX2, 8 lanes 3.6 and 16 or 24 4.5; with AVX-512, 8 lanes
-/// 3.4 (the AVX2 kernel), 16 7.4, 24 5.3 and 32 8.0. A call costs what its
-/// padded width costs, so inputs are padded to a multiple of the native
-/// width, and a call takes at most three AVX2 batches or two AVX-512 ones.
+/// Measured with `md5-many`, in GiB/s of all lanes together: with AVX2, 8
+/// lanes 3.6, 16 4.4 and 24 4.5; with AVX-512 (256 KiB inputs, `cargo bench
+/// --bench compare -- --hash-speed`), 8 lanes 3.5 (the AVX2 kernel), 16 7.4,
+/// 24 5.4 and 32 8.3. A call costs what its padded width costs, so
+/// inputs are padded to a multiple of the native width, and a call takes at
+/// most three AVX2 batches or two AVX-512 ones.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct Width {
-    /// Lanes a call hashes for the price of one: 8 (AVX2) or 16 (AVX-512).
+    /// Lanes a call hashes for the price of one: 16 with AVX-512, else 8
+    /// (AVX2; engines of fewer lanes, NEON's 4 or the scalar code, are
+    /// padded to 8 as well).
     pub(super) unit: usize,
     /// Inputs in one call at most.
     pub(super) most: usize,
@@ -54,6 +57,12 @@ impl Width {
     }
 }
 
+impl Default for Width {
+    fn default() -> Width {
+        Width::of(BATCH)
+    }
+}
+
 /// Multi-buffer MD5 calls of segments' steps: how many, the inputs they
 /// hashed and the lanes they paid for (inputs and padding).
 #[derive(Clone, Copy, Debug, Default)]
@@ -71,27 +80,22 @@ impl Calls {
     }
 }
 
-impl Default for Width {
-    fn default() -> Width {
-        Width::of(BATCH)
-    }
-}
-
 /// Bytes a segment may be written ahead of its hash before it is hashed
 /// whatever the batch: bounds how far behind the page cache reads lag. With
 /// 8 MiB, a segment written faster than the others was often hashed nearly
-/// alone to catch up (MD5 calls for 4 x 1 GiB: 1,843 - 2,082 against 1,672 -
-/// 1,785 with 32 MiB).
+/// alone to catch up (MD5 calls for 4 x 1 GiB, printed by `--log debug`, 3
+/// runs each: 1,843 - 2,082 against 1,672 - 1,785 with 32 MiB).
 pub(super) const LAG: u64 = 32 << 20;
 
 /// How long a segment written to its end waits for others to fill its
-/// hashing batch before it is hashed whatever the batch. Without a wait,
-/// a finished segment hashed behind its writes made every step urgent until
-/// it caught up, 256 KiB at a time: four steps in five were taken at once
-/// (1,361 of 1,674 for 4 x 1 GiB), mostly with 8 - 15 segments due for 16
-/// lanes (AVX-512).
-/// In 4 ms a segment written at 64 MB/s gains a step's bytes. Its object's
-/// commit (and the worker holding its last part) waits this long at most.
+/// hashing batch before it is urgent (hashed whatever the batch). Without
+/// the wait, a segment hashed behind its writes made the very next step
+/// urgent the moment its last byte came; counted with a temporary probe
+/// (4 x 1 GiB, AVX-512), four steps in five were taken that way (1,361 of
+/// 1,674), mostly with 8 - 15 segments due for 16 lanes. Once urgent it
+/// stays so until it is hashed. In 4 ms, another segment written at 64
+/// MiB/s gains 256 KiB, one step's bytes. The wait adds at most 4 ms to its
+/// object's commit (and to the worker holding its last part).
 pub(super) const END_WAIT: std::time::Duration = std::time::Duration::from_millis(4);
 
 /// How long [`Hasher::give`](super::hasher::Hasher::give) waits for room before handing the buffer back.
@@ -209,7 +213,8 @@ impl Stream {
     }
 
     /// When this segment, written to its end, becomes urgent; `None` when
-    /// it is not written to its end, or already is urgent.
+    /// it is not written to its end, not due (a step of it is being
+    /// hashed), or already urgent.
     pub(super) fn end_wait_over(&self) -> Option<std::time::Instant> {
         let at = self.ended? + END_WAIT;
         (self.due() && !self.urgent()).then_some(at)
@@ -272,8 +277,8 @@ impl State {
         let idle = self.streams.values().filter(|s| s.digest.is_some()).count();
         // With three AVX2 batches' worth of segments being written, wait
         // for two: 16 lanes hash 20% faster than 8 (4.4 GiB/s against 3.6,
-        // measured). With AVX-512, wait for 16 as soon as 16 are written: a
-        // call of 16 costs what a call of 8 does (4 x 1 GiB on SeaweedFS: MD5
+        // measured). With AVX-512, wait for 16 as soon as 16 are being
+        // written: a call of 16 costs what a call of 8 does (4 x 1 GiB on SeaweedFS: MD5
         // calls 1,517 - 1,626 against 1,611 - 1,684 waiting for 8).
         let want = if idle >= 3 * BATCH {
             2 * BATCH

@@ -100,12 +100,15 @@ impl Hasher {
         let Some(s) = st.streams.get_mut(&id) else { return };
         let was = (s.due(), s.urgent());
         s.ready = s.ready.max(upto.min(s.end));
-        if s.ready == s.end && s.ended.is_none() {
+        // Ended now: the thread, perhaps asleep with no deadline, is to
+        // learn when the wait for company is over.
+        let ended = s.ready == s.end && s.ended.is_none();
+        if ended {
             s.ended = Some(std::time::Instant::now());
         }
         let now = (s.due(), s.urgent());
         drop(st);
-        if now != was {
+        if ended || now != was {
             self.shared.work.notify_one();
         }
     }
@@ -495,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn steps_take_whole_batches_of_eight_and_wait_for_sixteen_among_many() {
+    fn steps_take_whole_units_and_wait_for_sixteen_among_many() {
         let due = |urgent: usize, other: usize| -> Vec<(bool, bool, StreamId)> {
             (0..urgent + other).map(|i| (i >= urgent, false, StreamId(i as u64))).collect()
         };
@@ -539,17 +542,17 @@ mod tests {
             few.streams.insert(StreamId(i), md5_stream(file.clone(), CHUNK as u64, 2 * CHUNK as u64, None));
         }
         assert!(few.worth_a_step());
-        // AVX-512, 16 segments being written: a step waits for all 16.
+        // AVX-512, 20 segments being written (fewer than 24): a step waits
+        // for 16 due, not 8.
         let mut wide = State { width: Width::of(16), ..State::default() };
-        for i in 0..16 {
-            let mut s = st.streams.remove(&StreamId(i)).unwrap();
-            (s.hashed, s.ready, s.digest) = (0, 0, Some(PartDigest::new(DigestKind::Md5)));
-            wide.streams.insert(StreamId(i), s);
+        for i in 0..20 {
+            wide.streams.insert(StreamId(i), md5_stream(file.clone(), 0, 2 * CHUNK as u64, None));
         }
-        make_due(&mut wide, 10);
+        make_due(&mut wide, 12);
         assert!(!wide.worth_a_step());
         make_due(&mut wide, 16);
         assert!(wide.worth_a_step());
+        assert_eq!(take_steps(&mut wide).len(), 16);
     }
 
     #[tokio::test]
@@ -561,11 +564,29 @@ mod tests {
         // Nine other segments open, never written: no batch ever fills.
         let _others: Vec<_> = (0..9).map(|_| hasher.open(file.clone(), 0..len, DigestKind::Md5)).collect();
         let (id, rx) = hasher.open(file.clone(), 0..len, DigestKind::Md5);
+        let written = std::time::Instant::now();
         hasher.ready(id, len);
-        let shared = hasher.shared.clone();
-        assert!(!shared.state.lock().unwrap().worth_a_step(), "waits for company first");
         let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
         let got = got.expect("hashed once its wait is over, with nothing else reported").unwrap();
+        assert!(written.elapsed() >= END_WAIT, "not before its wait for company is over");
+        assert_eq!(hash_of(got).as_bytes(), &md5::Md5::digest(&d)[..]);
+    }
+
+    #[tokio::test]
+    async fn a_segment_already_due_when_it_ends_wakes_the_sleeping_thread_to_its_wait() {
+        let hasher = Hasher::new(1);
+        let d = data(3 * CHUNK + 5, 11);
+        let file = file_with(&d);
+        let len = d.len() as u64;
+        let _others: Vec<_> = (0..9).map(|_| hasher.open(file.clone(), 0..len, DigestKind::Md5)).collect();
+        let (id, rx) = hasher.open(file.clone(), 0..len, DigestKind::Md5);
+        // Due but not urgent, one of ten: the thread goes to sleep with no
+        // deadline. Its last bytes then change neither due nor urgent.
+        hasher.ready(id, 2 * CHUNK as u64);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        hasher.ready(id, len);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+        let got = got.expect("hashed once its wait is over, though nothing else moves").unwrap();
         assert_eq!(hash_of(got).as_bytes(), &md5::Md5::digest(&d)[..]);
     }
 
