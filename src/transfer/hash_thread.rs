@@ -26,18 +26,20 @@ pub(super) struct Step {
 enum Work {
     /// Small objects whose wait is over (or a full batch of them).
     Wholes(Vec<Whole>),
-    /// A step of each segment taken, and the calls' shape.
-    Steps((Vec<Step>, Width)),
+    /// A step of each segment taken.
+    Steps(Vec<Step>),
     Stop,
 }
 
 pub(super) fn hash_loop(shared: &Shared) {
     let md5 = md5_many::Md5Many::new();
+    // The calls' shape: the engine's, set when the hasher was made.
+    let width = shared.state.lock().unwrap().width;
     let mut bufs: Vec<IoBuf> = Vec::new();
     loop {
         match next_work(shared) {
-            Work::Wholes(wholes) => hash_wholes(shared, md5, wholes),
-            Work::Steps((steps, width)) => run_steps(shared, md5, width, &mut bufs, steps),
+            Work::Wholes(wholes) => hash_wholes(shared, md5, width, wholes),
+            Work::Steps(steps) => run_steps(shared, md5, width, &mut bufs, steps),
             Work::Stop => return,
         }
     }
@@ -58,7 +60,7 @@ fn next_work(shared: &Shared) -> Work {
             return Work::Stop;
         }
         if st.worth_a_step() {
-            return Work::Steps((take_steps(&mut st), st.width));
+            return Work::Steps(take_steps(&mut st));
         }
         st = match st.next_deadline() {
             Some(at) => shared.work.wait_timeout(st, at.saturating_duration_since(now)).unwrap().0,
@@ -72,8 +74,7 @@ fn next_work(shared: &Shared) -> Work {
 /// dropped, as `hash_steps` does; lengths may differ: md5-many hashes their
 /// common blocks together and the rest apart), then sends each digest and
 /// frees the buffers.
-fn hash_wholes(shared: &Shared, md5: md5_many::Md5Many, wholes: Vec<Whole>) {
-    let shape = shared.state.lock().unwrap().width;
+fn hash_wholes(shared: &Shared, md5: md5_many::Md5Many, shape: Width, wholes: Vec<Whole>) {
     let mut digests = Vec::with_capacity(wholes.len());
     let mut calls = 0;
     for batch in wholes.chunks(shape.most) {

@@ -555,15 +555,24 @@ mod tests {
         assert_eq!(take_steps(&mut wide).len(), 16);
     }
 
+    /// A hasher with ten MD5 segments of one file open, nine of them never
+    /// written (no batch ever fills); the tenth's bytes, id and receiver.
+    fn one_among_ten_never_written(seed: usize) -> (Hasher, Vec<u8>, StreamId, oneshot::Receiver<SegmentResult>) {
+        let hasher = Hasher::new(1);
+        let d = data(3 * CHUNK + 5, seed);
+        let (file, len) = (file_with(&d), d.len() as u64);
+        for _ in 0..9 {
+            // Dropping the receiver leaves the segment open.
+            let _ = hasher.open(file.clone(), 0..len, DigestKind::Md5);
+        }
+        let (id, rx) = hasher.open(file, 0..len, DigestKind::Md5);
+        (hasher, d, id, rx)
+    }
+
     #[tokio::test]
     async fn a_finished_segment_is_hashed_after_its_wait_though_no_other_fills_its_batch() {
-        let hasher = Hasher::new(1);
-        let d = data(3 * CHUNK + 5, 9);
-        let file = file_with(&d);
+        let (hasher, d, id, rx) = one_among_ten_never_written(9);
         let len = d.len() as u64;
-        // Nine other segments open, never written: no batch ever fills.
-        let _others: Vec<_> = (0..9).map(|_| hasher.open(file.clone(), 0..len, DigestKind::Md5)).collect();
-        let (id, rx) = hasher.open(file.clone(), 0..len, DigestKind::Md5);
         let written = std::time::Instant::now();
         hasher.ready(id, len);
         let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
@@ -574,12 +583,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_segment_already_due_when_it_ends_wakes_the_sleeping_thread_to_its_wait() {
-        let hasher = Hasher::new(1);
-        let d = data(3 * CHUNK + 5, 11);
-        let file = file_with(&d);
+        let (hasher, d, id, rx) = one_among_ten_never_written(11);
         let len = d.len() as u64;
-        let _others: Vec<_> = (0..9).map(|_| hasher.open(file.clone(), 0..len, DigestKind::Md5)).collect();
-        let (id, rx) = hasher.open(file.clone(), 0..len, DigestKind::Md5);
         // Due but not urgent, one of ten: the thread goes to sleep with no
         // deadline. Its last bytes then change neither due nor urgent.
         hasher.ready(id, 2 * CHUNK as u64);
