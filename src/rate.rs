@@ -1,4 +1,5 @@
-//! `--limit-rate`: one budget of bytes per second for the whole process.
+//! `--limit-rate`: one budget of bytes per second for the whole process
+//! (and the parsing of its rates, and of `--max-memory`'s sizes).
 //!
 //! Every body chunk received pays for its bytes before the next is read: a
 //! chunk that would take the run past the rate waits until the budget allows
@@ -59,12 +60,34 @@ impl RateLimit {
 /// 1 KiB/s.
 pub fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let t = t.strip_suffix("/s").unwrap_or(t);
+    let bytes = bytes_with_unit(t.strip_suffix("/s").unwrap_or(t)).ok_or_else(|| {
+        format!("{s:?}: a rate is a number of bytes per second with an optional unit, e.g. 200MiB, 50M or 1.5G")
+    })?;
+    if bytes < 1024.0 {
+        return Err(format!("{s:?}: at least 1K (bytes per second); leave --limit-rate out to set no limit"));
+    }
+    if bytes > 1e15 {
+        return Err(format!("{s:?}: more than any link carries; leave --limit-rate out to set no limit"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses an amount of memory, with the units of [`parse_rate`] (no `/s`):
+/// at least 1 MiB, at most 1 PB.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bytes = bytes_with_unit(s.trim())
+        .ok_or_else(|| format!("{s:?}: a size is a number of bytes with an optional unit, e.g. 64MiB, 512M or 2G"))?;
+    if !(1_048_576.0..=1e15).contains(&bytes) {
+        return Err(format!("{s:?}: between 1MiB and 1PB"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A number with an optional unit, in bytes; `None` for anything else.
+fn bytes_with_unit(t: &str) -> Option<f64> {
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let bad =
-        || format!("{s:?}: a rate is a number of bytes per second with an optional unit, e.g. 200MiB, 50M or 1.5G");
-    let value: f64 = number.parse().map_err(|_| bad())?;
+    let value: f64 = number.parse().ok()?;
     let scale: f64 = match unit.trim() {
         "" | "B" => 1.0,
         "K" | "k" | "KiB" => 1024.0,
@@ -73,16 +96,9 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         "KB" | "kB" => 1e3,
         "MB" => 1e6,
         "GB" => 1e9,
-        _ => return Err(bad()),
+        _ => return None,
     };
-    let bytes = value * scale;
-    if !bytes.is_finite() || bytes < 1024.0 {
-        return Err(format!("{s:?}: at least 1K (bytes per second); leave --limit-rate out to set no limit"));
-    }
-    if bytes > 1e15 {
-        return Err(format!("{s:?}: more than any link carries; leave --limit-rate out to set no limit"));
-    }
-    Ok(bytes as u64)
+    Some(value * scale).filter(|b| b.is_finite())
 }
 
 #[cfg(test)]
@@ -99,6 +115,18 @@ mod tests {
         assert_eq!(parse_rate(" 64K "), Ok(64 << 10));
         for bad in ["", "fast", "-5M", "5X", "M", "1e3M", "0", "100", "NaN", "1.2.3M", "99999999999999999999G"] {
             assert!(parse_rate(bad).is_err(), "{bad:?} is refused");
+        }
+    }
+
+    #[test]
+    fn sizes_parse_with_the_same_units_and_too_small_or_nonsense_is_refused() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size(" 2G "), Ok(2 << 30));
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        for bad in ["", "lots", "-64M", "64M/s", "1023K", "0", "0.5M", "NaN", "inf", "99999999999999999999G", "1e3M"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{bad:?} is named: {e}");
         }
     }
 

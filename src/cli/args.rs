@@ -45,9 +45,19 @@ pub struct Args {
     /// Requests in flight at once across all objects: pins the count. s3load's
     /// workers take parts, not whole objects, so this is also the connection
     /// count. Unset, the count is sized to the link: it starts at 16 and
-    /// doubles while that raises the rate by 15% or more, up to 128.
+    /// doubles while that raises the rate by 15% or more, up to 128 and within
+    /// --max-memory.
     #[arg(long, global = true, value_name = "N")]
     pub numworkers: Option<usize>,
+
+    /// Peak resident memory the sizing of requests in flight keeps within
+    /// (e.g. 256MiB, 1G): a larger count is tried only while the memory the
+    /// requests in flight take, about 1 - 2 MiB each, leaves room for it. The
+    /// count never drops below its start of 16 for it, and memory for a large
+    /// listing comes on top (about 300 bytes a key). Raise it on a fast node
+    /// with memory to spare. Not with --numworkers. [default: 60MiB]
+    #[arg(long, global = true, value_name = "SIZE")]
+    pub max_memory: Option<String>,
 
     /// Retries of a failed request (per part for downloads) before giving up
     /// (at most 1000).

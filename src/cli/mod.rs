@@ -20,7 +20,7 @@ use crate::integrity::Algorithm;
 use crate::plan::diff::Compare;
 use crate::plan::filter::Filters;
 use crate::store::s3::S3Settings;
-use crate::transfer::{EngineConfig, TUNED_REQUESTS_CEILING};
+use crate::transfer::{DEFAULT_MAX_MEMORY, EngineConfig, TUNED_REQUESTS_CEILING};
 use crate::url::Location;
 
 /// `--concurrency` when not given (s5cmd's is 5).
@@ -101,9 +101,20 @@ impl Args {
                 return Err(Error::Usage(format!("{flag} must be more than zero")));
             }
         }
+        let max_memory = match (&self.max_memory, self.numworkers) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Usage(
+                    "--numworkers pins the requests in flight, --max-memory bounds their sizing: give one of them"
+                        .into(),
+                ));
+            }
+            (Some(m), None) => crate::rate::parse_size(m).map_err(|e| Error::Usage(format!("--max-memory {e}")))?,
+            (None, _) => DEFAULT_MAX_MEMORY,
+        };
         let mut engine = EngineConfig {
             max_requests,
             tune_requests: self.numworkers.is_none(),
+            max_memory: Some(max_memory),
             retry_count: self.retry_count,
             stall_timeout: self.stall_timeout,
             // Read only by the commands that download (below); empty is no limit.

@@ -7,7 +7,8 @@
 //! - **Sized to the link** (unless `--numworkers` pins the count): the limit
 //!   starts at [`START`] and doubles while doubling it raises the aggregate
 //!   rate by at least [`GAIN`], measured over [`WINDOW`]s of bytes moved, up to
-//!   the ceiling. A doubling that brings less goes back to the level before,
+//!   the ceiling and within the memory bound (`--max-memory`, see
+//!   [`MemoryBound`]). A doubling that brings less goes back to the level before,
 //!   which is held, and tried again after at least [`HOLD`] measured windows: a link that got
 //!   faster is found again, a CPU-bound run stays where extra connections only
 //!   cost memory. A window counts only when some request had to wait for a
@@ -26,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+use super::memory::MemoryBound;
 
 /// Minimum time between two cuts of the limit.
 const COOLDOWN: Duration = Duration::from_secs(1);
@@ -57,6 +60,8 @@ struct State {
 #[derive(Debug)]
 struct Tune {
     ceiling: usize,
+    /// Room for more requests in memory, checked before each trial.
+    memory: Option<MemoryBound>,
     /// The window that ends next is not measured: the level just changed and
     /// connections are still opening.
     skip: bool,
@@ -119,10 +124,10 @@ impl Limiter {
     }
 
     /// Sized to the link: starts at [`START`] and grows up to `ceiling`
-    /// while the rate grows with it.
-    pub fn tuned(ceiling: usize) -> Limiter {
+    /// while the rate grows with it, and while `memory` leaves room.
+    pub fn tuned(ceiling: usize, memory: Option<MemoryBound>) -> Limiter {
         let ceiling = ceiling.max(1);
-        let tune = Tune { ceiling, skip: true, trial_of: None, base: 0.0, hold: 0, reported: false };
+        let tune = Tune { ceiling, memory, skip: true, trial_of: None, base: 0.0, hold: 0, reported: false };
         Limiter::with(START.min(ceiling), Some(tune))
     }
 
@@ -218,8 +223,10 @@ impl Limiter {
         }
         let mb = |r: f64| (r / 1e5).round() / 10.0;
         let next = match t.trial_of {
-            // The doubling moved more: keep it, and try the next one.
-            Some(_) if rate >= t.base * (1.0 + GAIN) => {
+            // The doubling moved more: keep it, and try the next one. A trial
+            // the memory bound cut short needs a share of the gain as small
+            // as its share of a doubling.
+            Some(before) if rate >= t.base * (1.0 + GAIN * (level - before) as f64 / before as f64) => {
                 if t.reported {
                     // A level reported settled is left behind: the link got faster.
                     tracing::info!(requests = level, rate_mb_s = mb(rate), "more requests in flight moved more");
@@ -260,18 +267,27 @@ impl Limiter {
             }
         };
         let Some(from) = next else { return false };
-        if from >= t.ceiling {
+        let to = (from * 2).min(t.ceiling);
+        let to = t.memory.as_ref().map_or(to, |m| m.room(from, to));
+        if to <= from {
             t.hold = HOLD;
             if !std::mem::replace(&mut t.reported, true) {
-                tracing::info!(
-                    requests = from,
-                    rate_mb_s = mb(rate),
-                    "requests in flight sized to the link: at the most"
-                );
+                match (from >= t.ceiling, &t.memory) {
+                    (false, Some(m)) => tracing::info!(
+                        requests = from,
+                        rate_mb_s = mb(rate),
+                        max_memory_mib = m.max() >> 20,
+                        "requests in flight sized to the link: more would pass --max-memory"
+                    ),
+                    _ => tracing::info!(
+                        requests = from,
+                        rate_mb_s = mb(rate),
+                        "requests in flight sized to the link: at the most"
+                    ),
+                }
             }
             return false;
         }
-        let to = (from * 2).min(t.ceiling);
         t.trial_of = Some(from);
         t.skip = true;
         tracing::debug!(from, to, rate_mb_s = mb(rate), "trying more requests in flight");
@@ -430,7 +446,7 @@ mod tests {
 
     #[test]
     fn the_limit_doubles_while_the_rate_grows_with_it_up_to_the_ceiling() {
-        let l = Limiter::tuned(128);
+        let l = Limiter::tuned(128, None);
         assert_eq!(l.limit(), START);
         let seen = drive(&l, 12, true, link(f64::INFINITY));
         // Every other window is not measured: connections are opening.
@@ -441,7 +457,7 @@ mod tests {
     #[test]
     fn a_doubling_that_brings_too_little_is_undone_and_tried_again_later() {
         // 2.5 GB/s: 28 connections fill it.
-        let l = Limiter::tuned(128);
+        let l = Limiter::tuned(128, None);
         let seen = drive(&l, 8, true, link(2.5e9));
         assert_eq!(seen, [16, 32, 32, 64, 64, 32, 32, 32], "64 brings nothing over 32");
         // Held for HOLD windows, then tried once more, and undone again.
@@ -454,10 +470,30 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_bound_clips_a_doubling_and_then_holds_the_count() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU64;
+        const MIB: u64 = 1 << 20;
+        // Each request in flight takes 2 MiB over the 10 MiB at the start.
+        let rss = Arc::new(AtomicU64::new(10 * MIB));
+        let read = rss.clone();
+        let bound = MemoryBound::reading(64 * MIB, Box::new(move || Some(read.load(Ordering::Relaxed))));
+        let l = Limiter::tuned(128, Some(bound));
+        let seen = drive(&l, 12, true, |n| {
+            rss.store(10 * MIB + n as u64 * 2 * MIB, Ordering::Relaxed);
+            link(f64::INFINITY)(n)
+        });
+        // At 16, 42 MiB: 2 MiB each, room for 27 (kept: the rate grew with
+        // them); at 27, 64 MiB: none.
+        assert_eq!(seen[..8], [16, 27, 27, 27, 27, 27, 27, 27]);
+        assert_eq!(*seen.last().unwrap(), 27, "{seen:?}");
+    }
+
+    #[test]
     fn a_bound_below_the_start_keeps_the_start() {
         // CPU-bound: the rate is the same at any count, give or take a
         // little noise (10% more at 32 is not enough).
-        let l = Limiter::tuned(128);
+        let l = Limiter::tuned(128, None);
         let noisy = |n: usize| 900e6 * if n == 32 { 1.1 } else { 1.0 };
         let seen = drive(&l, 6, true, noisy);
         assert_eq!(seen, [16, 32, 32, 16, 16, 16]);
@@ -465,7 +501,7 @@ mod tests {
 
     #[test]
     fn nothing_is_learnt_while_no_request_waits_for_a_permit() {
-        let l = Limiter::tuned(128);
+        let l = Limiter::tuned(128, None);
         let seen = drive(&l, 10, false, link(f64::INFINITY));
         assert!(seen.iter().all(|&n| n == START), "{seen:?}");
     }
@@ -479,7 +515,7 @@ mod tests {
 
     #[test]
     fn throttling_ends_a_trial_and_growth_back_stops_at_the_level() {
-        let l = Limiter::tuned(128);
+        let l = Limiter::tuned(128, None);
         drive(&l, 2, true, link(f64::INFINITY));
         assert_eq!(l.limit(), 32, "on trial");
         assert_eq!(l.throttled_at(Instant::now()), Some(16));

@@ -41,6 +41,7 @@ mod hash_thread;
 mod hasher;
 mod job;
 mod limiter;
+mod memory;
 mod object;
 pub mod parts;
 mod pass;
@@ -61,7 +62,9 @@ pub use engine::Engine;
 pub use job::{GetJob, KnownChecksum, Outcome, PartLayout, Verification};
 pub use report::{CommitHook, Hooks, Item, Reporter};
 pub use requests::{Looped, Requests, Timeouts};
-pub use settings::{Durability, EngineConfig, START_REQUESTS, TUNED_REQUESTS_CEILING, VerifyMode, WriteMode};
+pub use settings::{
+    DEFAULT_MAX_MEMORY, Durability, EngineConfig, START_REQUESTS, TUNED_REQUESTS_CEILING, VerifyMode, WriteMode,
+};
 pub use stream::{Sink, stream};
 
 #[cfg(test)]

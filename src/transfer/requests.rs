@@ -69,7 +69,7 @@ impl Requests {
         Arc::new(Requests {
             policy: RetryPolicy::new(cfg.retry_count, cfg.retry_budget),
             limiter: match cfg.tune_requests {
-                true => Limiter::tuned(cfg.max_requests),
+                true => Limiter::tuned(cfg.max_requests, cfg.max_memory.map(super::memory::MemoryBound::new)),
                 false => Limiter::new(cfg.max_requests),
             },
             stop,

@@ -63,6 +63,10 @@ pub const START_REQUESTS: usize = 16;
 /// buffer each, 32 MiB of bodies; at 90 MB/s per connection (S3's usual), over
 /// 10 GB/s.
 pub const TUNED_REQUESTS_CEILING: usize = 128;
+/// `--max-memory` when not given: the link sizing adds no request that would
+/// take the process's peak resident memory past 60 MiB (see
+/// `transfer::memory`), under 64 MB however the megabyte is counted.
+pub const DEFAULT_MAX_MEMORY: u64 = 60 << 20;
 
 /// Engine limits. See `docs/configuration.md` for the defaults and why.
 #[derive(Debug, Clone)]
@@ -82,6 +86,9 @@ pub struct EngineConfig {
     /// `max_requests` (`--numworkers` not given), instead of running
     /// `max_requests` from the start.
     pub tune_requests: bool,
+    /// `--max-memory`: resident memory the link sizing keeps within, in
+    /// bytes (`None`: no bound). Only a sized count is bounded.
+    pub max_memory: Option<u64>,
     /// Per-request write buffer: body memory is at most `max_requests ×
     /// buffer_size`, plus the hashing thread's (see `hasher::MAX_GIVEN`).
     pub buffer_size: usize,
@@ -130,6 +137,7 @@ impl Default for EngineConfig {
             soft_part_cap: false,
             max_requests: 32,
             tune_requests: false,
+            max_memory: None,
             buffer_size: 256 << 10,
             journal_hold: Duration::from_secs(5),
             retry_count: 10,

@@ -30,7 +30,9 @@ async fn requests_in_flight_grow_with_the_rate_and_stop_where_the_link_is_full()
     let objects = put_objects(&h, 8, 12);
     let dest = h.path("d");
     let t = std::time::Instant::now();
-    let run = h.run(&["sync", "--part-size", "1", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+    // The memory bound is set out of the way: this is the link's sizing alone.
+    let args = ["--max-memory", "4G", "sync", "--part-size", "1", "s3://bucket/m/*", dest.to_str().unwrap()];
+    let run = h.run(&args).await;
     eprintln!("96 MiB over a 24 MB/s link: {:.1} s", t.elapsed().as_secs_f64());
     run.assert_ok();
     for (name, data) in &objects {
@@ -46,6 +48,26 @@ async fn requests_in_flight_grow_with_the_rate_and_stop_where_the_link_is_full()
         .unwrap_or_else(|| panic!("the level is reported once settled:\n{}", run.stderr));
     eprintln!("{settled}");
     assert!(settled.contains("requests=32") && settled.contains("tried=64"), "{settled}");
+}
+
+// `--max-memory` keeps the count where it is once more requests would not
+// fit: below this process's memory at the start, nothing is added, though
+// every request waits and more connections would move more.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_request_is_added_past_max_memory() {
+    let h = Harness::with_shaping(Shaping { rate_per_connection: Some(2_000_000), ..Shaping::default() }).await;
+    let objects = put_objects(&h, 4, 8);
+    let dest = h.path("d");
+    let run =
+        h.run(&["--max-memory", "1MiB", "sync", "--part-size", "1", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    for (name, data) in &objects {
+        assert!(std::fs::read(dest.join(name)).unwrap() == *data, "{name}");
+    }
+    let peak = h.server.log().peak_bodies();
+    assert!((1..=16).contains(&peak), "{peak} bodies at once: more than the start\n{}", run.stderr);
+    let line = run.stderr.lines().find(|l| l.contains("sized to the link")).unwrap_or_default();
+    assert!(line.contains("more would pass --max-memory") && line.contains("requests=16"), "{}", run.stderr);
 }
 
 // `--numworkers` pins the count: never more bodies at once, whatever the rate.
@@ -81,6 +103,17 @@ async fn bad_request_counts_are_usage_errors_and_a_huge_one_is_harmless() {
         let run = h.run(&["sync", "-c", bad, "s3://bucket/m/*", dest.to_str().unwrap()]).await;
         assert_eq!(run.code, 2, "-c {bad}: {}", run.stderr);
         assert!(run.stderr.contains("concurrency"), "-c {bad}: {}", run.stderr);
+    }
+    for (bad, named) in [
+        (&["--max-memory", "lots"][..], "--max-memory \"lots\""),
+        (&["--max-memory", "512K"], "between 1MiB"),
+        (&["--max-memory", "1G", "--numworkers", "8"], "give one of them"),
+    ] {
+        let mut args = bad.to_vec();
+        args.extend(["sync", "s3://bucket/m/*", dest.to_str().unwrap()]);
+        let run = h.run(&args).await;
+        assert_eq!(run.code, 2, "{bad:?}: {}", run.stderr);
+        assert!(run.stderr.contains(named), "{bad:?}: {}", run.stderr);
     }
     assert!(h.server.log().records().is_empty(), "no request sent");
     assert!(!dest.exists());
