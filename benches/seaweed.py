@@ -59,6 +59,13 @@ def tools(s3load, endpoint, baseline=None):
             baseline, "--endpoint-url", endpoint, "--progress", "off", "sync", f"s3://bench/{src}/*", dst,
         ],
         "s5cmd": lambda src, dst: ["s5cmd", "--endpoint-url", endpoint, "sync", f"s3://bench/{src}/*", dst + "/"],
+        # --durability syncfs against s5cmd followed by sync(1): both end with the data on disk.
+        "s3load-syncfs": lambda src, dst: [
+            s3load, "--endpoint-url", endpoint, "--progress", "off", "--durability", "syncfs", "sync", f"s3://bench/{src}/*", dst,
+        ],
+        "s5cmd-then-sync": lambda src, dst: [
+            "sh", "-c", 's5cmd --endpoint-url "$0" sync "$1" "$2" && sync', endpoint, f"s3://bench/{src}/*", dst + "/",
+        ],
         # rclone at its fastest settings here.
         "rclone": lambda src, dst: rclone + ["--transfers", "32", "--multi-thread-streams", "16", "copy", f":s3:bench/{src}", dst],
     }, env_creds

@@ -9,7 +9,7 @@ at 5 MB/s instead. Downloads from each in turn, alternating, with default
 flags, and reports medians of wall time and CPU, their ratio, the straggling
 ranges requested again, and the slowest range's time against the median
 range's (each range's time is logged at debug level, from its first request
-to its last byte, whatever was requested again).
+to its last byte, whatever was requested again), and peak RSS.
 """
 
 import argparse
@@ -68,7 +68,7 @@ def run(s3load, ep, env, dst):
     shutil.rmtree(dst, ignore_errors=True)
     # Builds that do not log each range's time give no ratio (nan).
     ratio = max(ranges) / statistics.median(ranges) if ranges else float("nan")
-    return wall, usage.ru_utime + usage.ru_stime, hedges, ratio
+    return wall, usage.ru_utime + usage.ru_stime, hedges, ratio, usage.ru_maxrss / 1024
 
 
 def main():
@@ -89,14 +89,14 @@ def main():
             for c in (list(configs) if r % 2 == 0 else list(reversed(list(configs)))):
                 _, ep, env = configs[c]
                 samples[c].append(run(args.s3load, ep, env, os.path.join(scratch, "dst")))
-                print(c, "wall %.2f s, CPU %.2f s, %d requested again, slowest range %.1fx the median" % samples[c][-1], flush=True)
+                print(c, "wall %.2f s, CPU %.2f s, %d requested again, slowest range %.1fx the median, peak RSS %.0f MiB" % samples[c][-1], flush=True)
         print()
         print(f"4 x 1 GiB legacy, 20 ms first byte, 100 MB/s per connection, medians of {args.runs} alternating runs")
-        print("| server | wall s | CPU s | ranges requested again | slowest range / median range |")
-        print("|---|---|---|---|---|")
-        med = {c: [statistics.median(s[i] for s in v) for i in range(4)] for c, v in samples.items()}
-        for c, (wall, cpu, hedges, ratio) in med.items():
-            print(f"| {c} | {wall:.2f} | {cpu:.2f} | {hedges:.0f} | {ratio:.1f}x |")
+        print("| server | wall s | CPU s | ranges requested again | slowest range / median range | peak RSS MiB |")
+        print("|---|---|---|---|---|---|")
+        med = {c: [statistics.median(s[i] for s in v) for i in range(5)] for c, v in samples.items()}
+        for c, (wall, cpu, hedges, ratio, rss) in med.items():
+            print(f"| {c} | {wall:.2f} | {cpu:.2f} | {hedges:.0f} | {ratio:.1f}x | {rss:.0f} |")
         base, strag = med["no straggler"][0], med["1 in 20 at 5 MB/s"][0]
         print(f"\nwith the straggler / without: {strag / base:.2f}x")
     finally:

@@ -106,7 +106,7 @@ async fn bad_request_counts_are_usage_errors_and_a_huge_one_is_harmless() {
     }
     for (bad, named) in [
         (&["--max-memory", "lots"][..], "--max-memory \"lots\""),
-        (&["--max-memory", "512K"], "between 1MiB"),
+        (&["--max-memory", "512K"], "at least 1MiB"),
         (&["--max-memory", "1G", "--numworkers", "8"], "give one of them"),
     ] {
         let mut args = bad.to_vec();
