@@ -59,7 +59,8 @@ def tools(s3load, endpoint, baseline=None):
             baseline, "--endpoint-url", endpoint, "--progress", "off", "sync", f"s3://bench/{src}/*", dst,
         ],
         "s5cmd": lambda src, dst: ["s5cmd", "--endpoint-url", endpoint, "sync", f"s3://bench/{src}/*", dst + "/"],
-        # --durability syncfs against s5cmd followed by sync(1): both end with the data on disk.
+        # --durability syncfs against s5cmd followed by sync(1): both end with the data on disk
+        # (sync(1) flushes every filesystem, syncfs the destination's only).
         "s3load-syncfs": lambda src, dst: [
             s3load, "--endpoint-url", endpoint, "--progress", "off", "--durability", "syncfs", "sync", f"s3://bench/{src}/*", dst,
         ],

@@ -51,11 +51,13 @@ pub struct Args {
     pub numworkers: Option<usize>,
 
     /// Peak resident memory the sizing of requests in flight keeps within
-    /// (e.g. 256MiB, 1G): a larger count is tried only while the memory the
-    /// requests in flight take, about 1 - 2 MiB each, leaves room for it. The
-    /// count never drops below its start of 16 for it, and memory for a large
-    /// listing comes on top (about 300 bytes a key). Raise it on a fast node
-    /// with memory to spare. Not with --numworkers. [default: 60MiB]
+    /// (e.g. 256MiB, 1G): more requests are added only while their price, what
+    /// the ones in flight cost so far (at least 1.25 MiB each), fits under it.
+    /// It never lowers the count (at worst it stays at the start of 16); it
+    /// does not cap the process (a large listing counts against it and comes
+    /// on top), and the price is an estimate the peak may pass by a few MiB. Raise it where each connection is slow and memory is spare
+    /// (the log says "more would pass --max-memory"). Not with --numworkers,
+    /// which pins the count. [default: 60MiB]
     #[arg(long, global = true, value_name = "SIZE")]
     pub max_memory: Option<String>,
 

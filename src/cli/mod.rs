@@ -108,13 +108,15 @@ impl Args {
                         .into(),
                 ));
             }
-            (Some(m), None) => crate::rate::parse_size(m).map_err(|e| Error::Usage(format!("--max-memory {e}")))?,
-            (None, _) => DEFAULT_MAX_MEMORY,
+            (Some(m), None) => Some(crate::rate::parse_size(m).map_err(|e| Error::Usage(format!("--max-memory {e}")))?),
+            (None, None) => Some(DEFAULT_MAX_MEMORY),
+            // A pinned count is not sized, so nothing is bounded.
+            (None, Some(_)) => None,
         };
         let mut engine = EngineConfig {
             max_requests,
             tune_requests: self.numworkers.is_none(),
-            max_memory: Some(max_memory),
+            max_memory,
             retry_count: self.retry_count,
             stall_timeout: self.stall_timeout,
             // Read only by the commands that download (below); empty is no limit.
@@ -266,6 +268,13 @@ mod tests {
         let only_global = |k: &str| (k == "AWS_ENDPOINT_URL").then(|| "http://global-env".to_string());
         assert_eq!(resolve_endpoint(None, only_global).unwrap().as_deref(), Some("http://global-env"));
         assert!(resolve_endpoint(Some("localhost:9000".into()), |_| None).is_err());
+    }
+
+    #[test]
+    fn the_help_states_the_max_memory_default_the_code_uses() {
+        let help = Args::command().render_long_help().to_string();
+        let default = format!("[default: {}MiB]", DEFAULT_MAX_MEMORY >> 20);
+        assert!(help.contains(&default), "--help says {default}:\n{help}");
     }
 
     #[test]

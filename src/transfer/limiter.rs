@@ -8,7 +8,10 @@
 //!   starts at [`START`] and doubles while doubling it raises the aggregate
 //!   rate by at least [`GAIN`], measured over [`WINDOW`]s of bytes moved, up to
 //!   the ceiling and within the memory bound (`--max-memory`, see
-//!   [`MemoryBound`]). A doubling that brings less goes back to the level before,
+//!   [`MemoryBound`]). A trial that the ceiling or the bound cut short of a
+//!   doubling needs a share of [`GAIN`] as large as its share of a doubling,
+//!   but at least [`LEAST_GAIN`], above the noise of a CPU-bound run. A trial
+//!   that brings less goes back to the level before,
 //!   which is held, and tried again after at least [`HOLD`] measured windows: a link that got
 //!   faster is found again, a CPU-bound run stays where extra connections only
 //!   cost memory. A window counts only when some request had to wait for a
@@ -37,6 +40,9 @@ use super::settings::START_REQUESTS as START;
 const WINDOW: Duration = Duration::from_millis(500);
 /// A doubling is kept when it raises the rate by at least this fraction.
 const GAIN: f64 = 0.15;
+/// The least gain that keeps a trial short of a doubling: a smaller one is
+/// within the noise of a run the link does not bound.
+const LEAST_GAIN: f64 = 0.05;
 /// Windows a level is held before doubling it is tried again (10 s).
 const HOLD: u32 = 20;
 
@@ -65,7 +71,8 @@ struct Tune {
     /// The window that ends next is not measured: the level just changed and
     /// connections are still opening.
     skip: bool,
-    /// The current level is a doubling of this one, on trial.
+    /// The current level, on trial, is a larger count than this one: a
+    /// doubling, or less where the ceiling or the memory bound cut it.
     trial_of: Option<usize>,
     /// Rate measured at the level before the trial (bytes per second).
     base: f64,
@@ -115,6 +122,13 @@ impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.limiter.state.lock().unwrap().waiting -= 1;
     }
+}
+
+/// The gain a trial from `before` to `level` requests must bring to be kept:
+/// [`GAIN`] for a doubling, its share for less, never below [`LEAST_GAIN`].
+fn needed_gain(before: usize, level: usize) -> f64 {
+    let share = (level - before) as f64 / before.max(1) as f64;
+    (GAIN * share.min(1.0)).max(LEAST_GAIN)
 }
 
 impl Limiter {
@@ -223,10 +237,8 @@ impl Limiter {
         }
         let mb = |r: f64| (r / 1e5).round() / 10.0;
         let next = match t.trial_of {
-            // The doubling moved more: keep it, and try the next one. A trial
-            // the memory bound cut short needs a share of the gain as small
-            // as its share of a doubling.
-            Some(before) if rate >= t.base * (1.0 + GAIN * (level - before) as f64 / before as f64) => {
+            // The trial moved more: keep it, and try the next one.
+            Some(before) if rate >= t.base * (1.0 + needed_gain(before, level)) => {
                 if t.reported {
                     // A level reported settled is left behind: the link got faster.
                     tracing::info!(requests = level, rate_mb_s = mb(rate), "more requests in flight moved more");
@@ -276,7 +288,7 @@ impl Limiter {
                     (false, Some(m)) => tracing::info!(
                         requests = from,
                         rate_mb_s = mb(rate),
-                        max_memory_mib = m.max() >> 20,
+                        max_memory_mib = (m.max() as f64 / 104_857.6).round() / 10.0,
                         "requests in flight sized to the link: more would pass --max-memory"
                     ),
                     _ => tracing::info!(
@@ -487,6 +499,24 @@ mod tests {
         // them); at 27, 64 MiB: none.
         assert_eq!(seen[..8], [16, 27, 27, 27, 27, 27, 27, 27]);
         assert_eq!(*seen.last().unwrap(), 27, "{seen:?}");
+    }
+
+    #[test]
+    fn a_trial_short_of_a_doubling_needs_its_share_of_the_gain_and_never_less_than_the_least() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU64;
+        assert_eq!(needed_gain(16, 32), GAIN);
+        assert!((needed_gain(16, 28) - GAIN * 0.75).abs() < 1e-9);
+        assert_eq!(needed_gain(32, 38), LEAST_GAIN, "6 more of 32 would need 2.8%: noise");
+        // A CPU-bound run whose clipped trial brings 3% is undone.
+        const MIB: u64 = 1 << 20;
+        let rss = Arc::new(AtomicU64::new(10 * MIB));
+        let read = rss.clone();
+        let bound = MemoryBound::reading(64 * MIB, Box::new(move || Some(read.load(Ordering::Relaxed))));
+        rss.store(10 * MIB + 3 * 16 * MIB, Ordering::Relaxed);
+        let l = Limiter::tuned(128, Some(bound));
+        let seen = drive(&l, 6, true, |n| 900e6 * if n > 16 { 1.03 } else { 1.0 });
+        assert_eq!(seen, [16, 18, 18, 16, 16, 16], "at 3 MiB a request, room for 18; 3% more is not enough");
     }
 
     #[test]

@@ -50,39 +50,73 @@ async fn requests_in_flight_grow_with_the_rate_and_stop_where_the_link_is_full()
     assert!(settled.contains("requests=32") && settled.contains("tried=64"), "{settled}");
 }
 
+/// 32 MiB in 1 MiB parts from connections of 2 MB/s each, under `flag value`:
+/// every file checked; the run and the most bodies the server served at once.
+async fn slow_connections_under(flag: &str, value: &str) -> (crate::harness::Run, u64) {
+    let h = Harness::with_shaping(Shaping { rate_per_connection: Some(2_000_000), ..Shaping::default() }).await;
+    let objects = put_objects(&h, 4, 8);
+    let dest = h.path("d");
+    let run = h.run(&[flag, value, "sync", "--part-size", "1", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+    run.assert_ok();
+    for (name, data) in &objects {
+        assert!(std::fs::read(dest.join(name)).unwrap() == *data, "{name}");
+    }
+    let peak = h.server.log().peak_bodies();
+    (run, peak)
+}
+
 // `--max-memory` keeps the count where it is once more requests would not
 // fit: below this process's memory at the start, nothing is added, though
 // every request waits and more connections would move more.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_request_is_added_past_max_memory() {
-    let h = Harness::with_shaping(Shaping { rate_per_connection: Some(2_000_000), ..Shaping::default() }).await;
-    let objects = put_objects(&h, 4, 8);
-    let dest = h.path("d");
-    let run =
-        h.run(&["--max-memory", "1MiB", "sync", "--part-size", "1", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
-    run.assert_ok();
-    for (name, data) in &objects {
-        assert!(std::fs::read(dest.join(name)).unwrap() == *data, "{name}");
-    }
-    let peak = h.server.log().peak_bodies();
+    let (run, peak) = slow_connections_under("--max-memory", "1MiB").await;
     assert!((1..=16).contains(&peak), "{peak} bodies at once: more than the start\n{}", run.stderr);
     let line = run.stderr.lines().find(|l| l.contains("sized to the link")).unwrap_or_default();
     assert!(line.contains("more would pass --max-memory") && line.contains("requests=16"), "{}", run.stderr);
 }
 
-// `--numworkers` pins the count: never more bodies at once, whatever the rate.
+// Where this process's memory cannot be read (`/proc` hidden), a warning
+// says so and each request is priced at the least, from nothing: 20 MiB is
+// room for 16, the start, and no more.
 #[tokio::test(flavor = "multi_thread")]
-async fn numworkers_pins_the_requests_in_flight() {
+async fn a_hidden_proc_prices_requests_at_the_least_and_says_so() {
     let h = Harness::with_shaping(Shaping { rate_per_connection: Some(2_000_000), ..Shaping::default() }).await;
     let objects = put_objects(&h, 4, 8);
     let dest = h.path("d");
-    let run =
-        h.run(&["--numworkers", "6", "sync", "--part-size", "1", "s3://bucket/m/*", dest.to_str().unwrap()]).await;
+    let endpoint = h.server.endpoint_url();
+    let script = "mount -t tmpfs none /proc || exit 97; exec \"$@\"";
+    let args = [
+        "-Urm",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        env!("CARGO_BIN_EXE_s3load"),
+        "--endpoint-url",
+        endpoint.as_str(),
+        "--max-memory",
+        "20MiB",
+        "sync",
+        "--part-size",
+        "1",
+        "s3://bucket/m/*",
+        dest.to_str().unwrap(),
+    ];
+    let run = h.command("unshare", &args, &h.server.client_env()).await;
     run.assert_ok();
     for (name, data) in &objects {
         assert!(std::fs::read(dest.join(name)).unwrap() == *data, "{name}");
     }
+    assert!(run.stderr.contains("cannot read this process's memory"), "{}", run.stderr);
     let peak = h.server.log().peak_bodies();
+    assert!((1..=16).contains(&peak), "{peak} bodies at once\n{}", run.stderr);
+}
+
+// `--numworkers` pins the count: never more bodies at once, whatever the rate.
+#[tokio::test(flavor = "multi_thread")]
+async fn numworkers_pins_the_requests_in_flight() {
+    let (run, peak) = slow_connections_under("--numworkers", "6").await;
     assert!((1..=6).contains(&peak), "{peak} bodies at once under --numworkers 6");
     assert!(!run.stderr.contains("requests in flight"), "{}", run.stderr);
 }
