@@ -55,9 +55,10 @@ pub struct Args {
     /// the ones in flight cost so far (at least 1.25 MiB each), fits under it.
     /// It never lowers the count (at worst it stays at the start of 16); it
     /// does not cap the process (a large listing counts against it and comes
-    /// on top), and the price is an estimate the peak may pass by a few MiB. Raise it where each connection is slow and memory is spare
-    /// (the log says "more would pass --max-memory"). Not with --numworkers,
-    /// which pins the count. [default: 60MiB]
+    /// on top), and the price is an estimate the peak may pass by a few MiB.
+    /// Raise it where each connection is slow and memory is spare (the log
+    /// says "more would pass --max-memory"). Not with --numworkers, which pins
+    /// the count. [default: 60MiB]
     #[arg(long, global = true, value_name = "SIZE")]
     pub max_memory: Option<String>,
 

@@ -481,16 +481,21 @@ mod tests {
         assert_eq!(*seen.last().unwrap(), 128, "{seen:?}");
     }
 
-    #[test]
-    fn the_memory_bound_clips_a_doubling_and_then_holds_the_count() {
-        use std::sync::Arc;
-        use std::sync::atomic::AtomicU64;
-        const MIB: u64 = 1 << 20;
-        // Each request in flight takes 2 MiB over the 10 MiB at the start.
-        let rss = Arc::new(AtomicU64::new(10 * MIB));
+    const MIB: u64 = 1 << 20;
+
+    /// A limiter sized to the link within a 64 MiB bound whose memory reads
+    /// what the test stores, 10 MiB at the start.
+    fn bounded() -> (Limiter, std::sync::Arc<AtomicU64>) {
+        let rss = std::sync::Arc::new(AtomicU64::new(10 * MIB));
         let read = rss.clone();
         let bound = MemoryBound::reading(64 * MIB, Box::new(move || Some(read.load(Ordering::Relaxed))));
-        let l = Limiter::tuned(128, Some(bound));
+        (Limiter::tuned(128, Some(bound)), rss)
+    }
+
+    #[test]
+    fn the_memory_bound_clips_a_doubling_and_then_holds_the_count() {
+        // Each request in flight takes 2 MiB over the 10 MiB at the start.
+        let (l, rss) = bounded();
         let seen = drive(&l, 12, true, |n| {
             rss.store(10 * MIB + n as u64 * 2 * MIB, Ordering::Relaxed);
             link(f64::INFINITY)(n)
@@ -503,18 +508,12 @@ mod tests {
 
     #[test]
     fn a_trial_short_of_a_doubling_needs_its_share_of_the_gain_and_never_less_than_the_least() {
-        use std::sync::Arc;
-        use std::sync::atomic::AtomicU64;
         assert_eq!(needed_gain(16, 32), GAIN);
         assert!((needed_gain(16, 28) - GAIN * 0.75).abs() < 1e-9);
         assert_eq!(needed_gain(32, 38), LEAST_GAIN, "6 more of 32 would need 2.8%: noise");
         // A CPU-bound run whose clipped trial brings 3% is undone.
-        const MIB: u64 = 1 << 20;
-        let rss = Arc::new(AtomicU64::new(10 * MIB));
-        let read = rss.clone();
-        let bound = MemoryBound::reading(64 * MIB, Box::new(move || Some(read.load(Ordering::Relaxed))));
+        let (l, rss) = bounded();
         rss.store(10 * MIB + 3 * 16 * MIB, Ordering::Relaxed);
-        let l = Limiter::tuned(128, Some(bound));
         let seen = drive(&l, 6, true, |n| 900e6 * if n > 16 { 1.03 } else { 1.0 });
         assert_eq!(seen, [16, 18, 18, 16, 16, 16], "at 3 MiB a request, room for 18; 3% more is not enough");
     }
