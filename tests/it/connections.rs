@@ -84,26 +84,9 @@ async fn a_hidden_proc_prices_requests_at_the_least_and_says_so() {
     let h = Harness::with_shaping(Shaping { rate_per_connection: Some(2_000_000), ..Shaping::default() }).await;
     let objects = put_objects(&h, 4, 8);
     let dest = h.path("d");
-    let endpoint = h.server.endpoint_url();
     let script = "mount -t tmpfs none /proc || exit 97; exec \"$@\"";
-    let args = [
-        "-Urm",
-        "sh",
-        "-c",
-        script,
-        "sh",
-        env!("CARGO_BIN_EXE_s3load"),
-        "--endpoint-url",
-        endpoint.as_str(),
-        "--max-memory",
-        "20MiB",
-        "sync",
-        "--part-size",
-        "1",
-        "s3://bucket/m/*",
-        dest.to_str().unwrap(),
-    ];
-    let run = h.command("unshare", &args, &h.server.client_env()).await;
+    let args = ["--max-memory", "20MiB", "sync", "--part-size", "1", "s3://bucket/m/*", dest.to_str().unwrap()];
+    let run = h.run_in_shell(&["unshare", "-Urm"], script, &args).await;
     run.assert_ok();
     for (name, data) in &objects {
         assert!(std::fs::read(dest.join(name)).unwrap() == *data, "{name}");

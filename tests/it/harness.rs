@@ -170,6 +170,20 @@ impl Harness {
         }
     }
 
+    /// Runs s3load with `args` (after `--endpoint-url`) through `sh -c
+    /// script`, which ends with `exec "$@"`, itself under `wrapper` (such as
+    /// `["unshare", "-Urm"]`) when one is given.
+    pub async fn run_in_shell(&self, wrapper: &[&str], script: &str, args: &[&str]) -> Run {
+        let endpoint = self.server.endpoint_url();
+        let (program, mut full) = match wrapper.split_first() {
+            Some((program, rest)) => (*program, [rest, &["sh"]].concat()),
+            None => ("sh", Vec::new()),
+        };
+        full.extend(["-c", script, "sh", env!("CARGO_BIN_EXE_s3load"), "--endpoint-url", endpoint.as_str()]);
+        full.extend_from_slice(args);
+        self.command(program, &full, &self.server.client_env()).await
+    }
+
     pub async fn command(&self, program: &str, args: &[&str], env: &[(&str, String)]) -> Run {
         let Output { status, stdout, stderr } =
             self.command_for(program, args, env).output().await.expect("run s3load");

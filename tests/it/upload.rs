@@ -433,20 +433,8 @@ async fn a_low_soft_limit_of_open_files_does_not_fail_an_upload_of_many_files() 
     for i in 0..600 {
         std::fs::write(src.join(format!("f{i:04}.bin")), format!("file {i}")).unwrap();
     }
-    let endpoint = h.server.endpoint_url();
-    let script = "ulimit -Sn 64 || exit 97; exec \"$@\"";
-    let args = [
-        "-c",
-        script,
-        "sh",
-        env!("CARGO_BIN_EXE_s3load"),
-        "--endpoint-url",
-        endpoint.as_str(),
-        "cp",
-        &format!("{}/", src.display()),
-        "s3://bucket/many/",
-    ];
-    let run = h.command("sh", &args, &h.server.client_env()).await;
+    let from = format!("{}/", src.display());
+    let run = h.run_in_shell(&[], "ulimit -Sn 64 || exit 97; exec \"$@\"", &["cp", &from, "s3://bucket/many/"]).await;
     run.assert_ok();
     for i in [0, 299, 599] {
         assert_eq!(stored(&h, &format!("many/f{i:04}.bin")).data.as_ref(), format!("file {i}").as_bytes());
@@ -457,11 +445,8 @@ async fn a_low_soft_limit_of_open_files_does_not_fail_an_upload_of_many_files() 
     // A hard limit that low too: files that cannot be opened, and
     // connections that cannot be, fail at once (trying again cannot help),
     // by name, saying what to change.
-    let mut args = args.to_vec();
-    args[1] = "ulimit -n 64 || exit 97; exec \"$@\"";
-    args[8] = "s3://bucket/again/";
     let started = std::time::Instant::now();
-    let run = h.command("sh", &args, &h.server.client_env()).await;
+    let run = h.run_in_shell(&[], "ulimit -n 64 || exit 97; exec \"$@\"", &["cp", &from, "s3://bucket/again/"]).await;
     assert!(started.elapsed() < Duration::from_secs(30), "not retried for minutes: {:?}", started.elapsed());
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("Too many open files") && run.stderr.contains("ulimit -Hn"), "{}", run.stderr);
