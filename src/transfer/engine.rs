@@ -109,6 +109,13 @@ impl Engine {
         self.hasher.get_or_init(|| Hasher::new(1).whole_batch_at_most(self.cfg.max_requests))
     }
 
+    /// Starts the hasher as `hasher` (tests: a hasher whose segments wait
+    /// longer for company). Does nothing once a hasher is running.
+    #[cfg(test)]
+    pub(super) fn start_hasher(&self, hasher: Hasher) {
+        let _ = self.hasher.set(hasher);
+    }
+
     /// The hasher, if anything needed it yet.
     pub(super) fn started_hasher(&self) -> Option<&Hasher> {
         self.hasher.get()

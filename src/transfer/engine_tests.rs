@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::hasher::Hasher;
 use super::report::Silent;
 use super::upload::PutJob;
 use super::*;
@@ -140,6 +141,31 @@ async fn legacy_md5_etags_are_checked_whole_and_per_uploaded_part() {
     let multi = ranges(&store.gets(), "multi");
     assert_eq!(multi.len(), 4);
     assert!(multi.iter().flatten().all(|&(s, e)| s % part == 0 && e - s <= part), "{multi:?}");
+}
+
+// A part written to its end waits for company before it is hashed, and is
+// journalled with its hash; its request slot is not held meanwhile. Two
+// requests: the first part is written and left unhashed (its wait for company
+// is an hour and the other part being written is not due), the second
+// stalls until the stall timeout; the third part is requested before that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_waiting_for_its_hash_gives_its_request_slot_to_the_next_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let part = 300 * KIB as u64;
+    let data = body(900 * KIB);
+    store.put(B, "multi", data.clone(), Written::MultipartMd5(part));
+    let faulty = Faulty::new(store.clone()).on_get(2, Fault::StallAfter(1000));
+    let cfg = EngineConfig { max_requests: 2, pinned: true, stall_timeout: Duration::from_secs(3), ..config() };
+    let engine = engine_on(Arc::new(faulty), cfg, CancellationToken::new());
+    engine.start_hasher(Hasher::new(1).waiting_for_company(Duration::from_secs(3600)));
+    let out = download(&engine, vec![job(&store, "multi", dir.path()).await]).await;
+    assert_eq!(out[0].as_ref().unwrap(), &Verification::Verified("MD5"));
+    assert_eq!(std::fs::read(dir.path().join("multi")).unwrap(), data);
+    let starts: Vec<u64> = ranges(&store.gets(), "multi").iter().map(|g| g.expect("ranged").0).collect();
+    let third = (0..3).map(|i| i * part).find(|s| !starts[..2].contains(s)).expect("three parts");
+    assert_eq!(starts[2], third, "the third part was requested while the second stalled: {starts:?}");
+    assert!(starts[3..].contains(&(starts[1] + 1000)), "the stalled part resumed: {starts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

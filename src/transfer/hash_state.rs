@@ -88,15 +88,18 @@ impl Calls {
 pub(super) const LAG: u64 = 32 << 20;
 
 /// How long a segment written to its end waits for others to fill its
-/// hashing batch before it is urgent (hashed whatever the batch). Without
-/// the wait, a segment hashed behind its writes made the very next step
-/// urgent the moment its last byte came; counted with a temporary probe
-/// (4 x 1 GiB, AVX-512), four steps in five were taken that way (1,361 of
-/// 1,674), mostly with 8 - 15 segments due for 16 lanes. Once urgent it
-/// stays so until it is hashed. In 4 ms, another segment written at 64
-/// MiB/s gains 256 KiB, one step's bytes. The wait adds at most 4 ms to its
-/// object's commit (and to the worker holding its last part).
-pub(super) const END_WAIT: std::time::Duration = std::time::Duration::from_millis(4);
+/// hashing batch before it is urgent (hashed whatever the batch), unless
+/// every segment is due (no other is coming to fill it). Parts arrive at
+/// different rates: the fastest are written ahead of their hashes (at most
+/// [`LAG`]), and a segment hashed the moment its last byte came had its tail
+/// hashed in thin calls, a few lanes of 16 each. With 4 ms, a temporary
+/// probe counted 1,175 of 1,958 steps taken that way for 4 x 1 GiB (about 7
+/// segments due); with 200 ms the MD5 calls for 4 x 1 GiB fell from 1,445 -
+/// 1,617 to 1,146 - 1,348 (`--log debug`, AVX-512, SeaweedFS). Once urgent
+/// it stays so until it is hashed. The wait holds no request: a part is
+/// journalled with its hash after its request slot is given back, and only
+/// the object's commit waits.
+pub(super) const END_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How long [`Hasher::give`](super::hasher::Hasher::give) waits for room before handing the buffer back.
 pub(super) const GIVE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
@@ -189,8 +192,10 @@ pub(super) struct Stream {
     pub(super) end: u64,
     /// `None` while a thread is hashing a step of this segment.
     pub(super) digest: Option<PartDigest>,
-    /// When its last byte was reported written (see [`END_WAIT`]).
+    /// When its last byte was reported written, and how long it then waits
+    /// for company (see [`END_WAIT`]).
     pub(super) ended: Option<std::time::Instant>,
+    pub(super) end_wait: std::time::Duration,
     pub(super) tx: Option<oneshot::Sender<SegmentResult>>,
 }
 
@@ -206,17 +211,17 @@ impl Stream {
         self.due() && (self.end_waited() || self.ready - self.hashed >= LAG || self.given.len() >= GIVEN_LAG)
     }
 
-    /// Written to its end, and [`END_WAIT`] is over (or it was never told
+    /// Written to its end, and its wait is over (or it was never told
     /// when it ended).
     fn end_waited(&self) -> bool {
-        self.ready == self.end && self.ended.is_none_or(|at| at.elapsed() >= END_WAIT)
+        self.ready == self.end && self.ended.is_none_or(|at| at.elapsed() >= self.end_wait)
     }
 
     /// When this segment, written to its end, becomes urgent; `None` when
     /// it is not written to its end, not due (a step of it is being
     /// hashed), or already urgent.
     pub(super) fn end_wait_over(&self) -> Option<std::time::Instant> {
-        let at = self.ended? + END_WAIT;
+        let at = self.ended? + self.end_wait;
         (self.due() && !self.urgent()).then_some(at)
     }
 
@@ -316,6 +321,8 @@ pub(super) struct State {
     /// Small objects hashed, and how many multi-buffer calls that took.
     pub(super) wholes_hashed: u64,
     pub(super) whole_calls: u64,
+    /// How long a segment written to its end waits for company: [`END_WAIT`].
+    pub(super) end_wait: std::time::Duration,
 }
 
 pub(super) struct Shared {
@@ -328,7 +335,7 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn new() -> Shared {
         let width = Width::of(md5_many::Md5Many::new().lanes());
-        let state = State { lanes: width.unit, width, ..State::default() };
+        let state = State { lanes: width.unit, width, end_wait: END_WAIT, ..State::default() };
         Shared { state: Mutex::new(state), work: Condvar::new(), room: tokio::sync::Notify::new() }
     }
 }

@@ -63,6 +63,14 @@ impl Hasher {
         self
     }
 
+    /// Segments written to their end wait `wait` for company instead of
+    /// [`END_WAIT`](super::hash_state::END_WAIT) (tests hold a segment unhashed with it).
+    #[cfg(test)]
+    pub fn waiting_for_company(self, wait: std::time::Duration) -> Hasher {
+        self.shared.state.lock().unwrap().end_wait = wait;
+        self
+    }
+
     /// Starts hashing `range` of `file` with `kind`, as its bytes are reported
     /// written. The receiver gets the digest once the last byte is hashed.
     pub fn open(
@@ -83,6 +91,7 @@ impl Hasher {
             end: range.end,
             digest: Some(PartDigest::new(kind)),
             ended: None,
+            end_wait: st.end_wait,
             tx: Some(tx),
         };
         let due = stream.due();
@@ -255,7 +264,7 @@ mod tests {
     /// An MD5 segment of `file` from byte 0, written up to `ready`.
     fn md5_stream(file: Arc<ReadBack>, ready: u64, end: u64, tx: Option<oneshot::Sender<SegmentResult>>) -> Stream {
         let digest = Some(PartDigest::new(DigestKind::Md5));
-        Stream { file, given: VecDeque::new(), hashed: 0, ready, end, digest, ended: None, tx }
+        Stream { file, given: VecDeque::new(), hashed: 0, ready, end, digest, ended: None, end_wait: END_WAIT, tx }
     }
 
     /// Adds an MD5 segment of the first `len` bytes of `file`, all written.

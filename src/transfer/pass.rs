@@ -81,7 +81,8 @@ pub(super) async fn run(
             .soft_cap(cfg.soft_part_cap);
     let files: Vec<Mutex<Slot>> = jobs.into_iter().map(|job| Mutex::new(Slot::Waiting(job))).collect();
     let per_object = if cfg.soft_part_cap { cfg.max_requests } else { cfg.part_concurrency };
-    // Twice the requests: a worker whose part finished its object waits for
+    // Twice the requests: a worker whose part is written waits for the
+    // part's hash (to journal it) and, when the part finished its object, for
     // the commit (the object's hash, a rename) without a permit, and another
     // takes the permit meanwhile. Workers cost a task each; buffers go with
     // permits.
@@ -125,7 +126,9 @@ pub(super) async fn run(
 /// then the parts in flight, and a part is never taken to wait for a permit
 /// (its object opened, its place in the hashing order held) while the
 /// limiter holds the count below the workers'. The permit is given back
-/// before the object is committed: a flush to disk is not a request.
+/// before the part is journalled (which may wait for its segment's hash,
+/// computed behind the writes) and before the object is committed: neither
+/// is a request.
 async fn worker(pass: Arc<Pass>) {
     loop {
         let mut notified = pin!(pass.notify.notified());
@@ -151,9 +154,14 @@ async fn worker(pass: Arc<Pass>) {
             Pick::Part(idx, p) => {
                 let size = engine.cfg.buffer_size;
                 let mut buf = pass.bufs.lock().unwrap().pop().unwrap_or_else(|| IoBuf::new(size));
-                let result = run_part(&pass, idx, p, &mut buf).await;
+                let fetched = run_part(&pass, idx, p, &mut buf).await;
                 pass.bufs.lock().unwrap().push(buf);
                 drop(permit);
+                let result = match fetched {
+                    Ok(Some(written)) => record_part(&pass, idx, written).await,
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
                 finish_part(&pass, idx, result).await;
                 pass.notify.notify_waiters();
             }
@@ -161,22 +169,29 @@ async fn worker(pass: Arc<Pass>) {
     }
 }
 
-/// Fetches range `p` of object `idx` (unless an earlier run left it on disk),
-/// journals it, and keeps its hash for verification.
-async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut IoBuf) -> Result<(), Error> {
+/// A range written, to be journalled once its hash is known.
+struct Written {
+    p: usize,
+    sum: Option<PartSum>,
+    tmp: Arc<TempFile>,
+}
+
+/// Fetches range `p` of object `idx` (unless an earlier run left it on
+/// disk, or it is empty: then `None`).
+async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut IoBuf) -> Result<Option<Written>, Error> {
     let (engine, object) = (&pass.engine, &*pass.object(idx)?);
     if !object.mine.contains(&p) {
         // Another shard's piece of a split object.
-        return Ok(());
+        return Ok(None);
     }
     let tmp = match object.one_write(&engine.cfg) {
         true => None,
         false => Some(resume::open(engine, object).await?),
     };
     if object.restored(p) || object.parts.get(p).is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let (mut sum, tmp) = fetch::fetch_range(engine, object, p, tmp, buf).await?;
+    let (sum, tmp) = fetch::fetch_range(engine, object, p, tmp, buf).await?;
     let Some(tmp) = tmp else {
         return Err(Error::Internal(format!("{}: no file written", object.job.dest.display())));
     };
@@ -184,20 +199,23 @@ async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut IoBuf) -> Result<
         let (t, range) = (tmp.clone(), object.parts.get(p));
         engine.blocking_io(move || t.start_writeback(range)).await;
     }
+    Ok(Some(Written { p, sum, tmp }))
+}
+
+/// Journals a written range with its hash (a range that is a whole segment
+/// waits for the segment's, hashed behind the writes) and keeps the hash for
+/// verification.
+async fn record_part(pass: &Pass, idx: usize, written: Written) -> Result<(), Error> {
+    let (engine, object) = (&pass.engine, &*pass.object(idx)?);
+    let Written { p, mut sum, tmp } = written;
     if tmp.resumable() {
-        // A range that is a whole segment is journalled with the segment's hash.
         if sum.is_none()
             && let Some(s) = object.own_segment(p)
         {
             sum = object.segment_sum(s).await?.map(PartSum::Hash);
         }
         let hash = sum.map_or_else(|| "-".to_string(), |s| s.to_string());
-        engine
-            .blocking_io({
-                let tmp = tmp.clone();
-                move || tmp.record(p, &hash)
-            })
-            .await?;
+        engine.blocking_io(move || tmp.record(p, &hash)).await?;
     }
     if let Some(sum) = sum {
         object.range_hashed(p, sum);
