@@ -15,8 +15,9 @@
 //! MD5s of independent segments are computed together, several per SIMD
 //! instruction (`md5-many`: 8 lanes on AVX2, 16 on AVX-512, with a scalar
 //! fallback chosen at run time), which is where most of the CPU of checking
-//! legacy objects went. Requests never wait on hashing, except the last part
-//! of an object, whose commit needs the result.
+//! legacy objects went. Requests never wait on hashing: a part whose hash
+//! its journal line needs waits for it after giving its request slot back,
+//! and an object's commit waits for all of its parts'.
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
