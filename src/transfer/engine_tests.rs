@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::hasher::Hasher;
 use super::report::Silent;
 use super::upload::PutJob;
 use super::*;
@@ -17,28 +16,28 @@ use crate::store::faulty::{Fault, Faulty};
 use crate::store::memory::{MemoryStore, Written};
 use crate::store::{GetRequest, ObjectStore, PutTarget};
 
-const B: &str = "bucket";
-const KIB: usize = 1024;
+pub(super) const B: &str = "bucket";
+pub(super) const KIB: usize = 1024;
 
 /// Small parts so that small objects have several; resume journals written at once.
-fn config() -> EngineConfig {
+pub(super) fn config() -> EngineConfig {
     EngineConfig { part_size: 256 << 10, journal_hold: Duration::ZERO, ..EngineConfig::default() }
 }
 
 /// An engine on `store`, its requests stopped by `stop`.
-fn engine_on(store: Arc<dyn ObjectStore>, cfg: EngineConfig, stop: CancellationToken) -> Arc<Engine> {
+pub(super) fn engine_on(store: Arc<dyn ObjectStore>, cfg: EngineConfig, stop: CancellationToken) -> Arc<Engine> {
     let timeouts = Timeouts { attempt: Duration::from_secs(30), deadline: Duration::from_secs(90) };
     let requests = Requests::new(&cfg, timeouts, stop);
     Engine::new(Looped::new(store, requests), cfg, Hooks::reporting(Arc::new(Silent)))
 }
 
 /// `n` bytes that differ from part to part.
-fn body(n: usize) -> Vec<u8> {
+pub(super) fn body(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 4096) as u8).collect()
 }
 
 /// The job a batch listing makes for `key`, into `dir`.
-async fn job(store: &MemoryStore, key: &str, dir: &Path) -> GetJob {
+pub(super) async fn job(store: &MemoryStore, key: &str, dir: &Path) -> GetJob {
     let page = store.list_page(B, key, None, None).await.unwrap();
     let meta = page.objects.into_iter().find(|o| o.key == key).expect("listed");
     GetJob {
@@ -58,7 +57,7 @@ async fn job(store: &MemoryStore, key: &str, dir: &Path) -> GetJob {
     }
 }
 
-async fn download_with(store: Arc<dyn ObjectStore>, jobs: Vec<GetJob>, cfg: EngineConfig) -> Vec<Outcome> {
+pub(super) async fn download_with(store: Arc<dyn ObjectStore>, jobs: Vec<GetJob>, cfg: EngineConfig) -> Vec<Outcome> {
     download_stoppable(store, jobs, cfg, CancellationToken::new()).await
 }
 
@@ -73,7 +72,7 @@ async fn download_stoppable(
 }
 
 /// GETs of `key`, as (start, end) ranges (`None`: the whole object).
-fn ranges(gets: &[GetRequest], key: &str) -> Vec<Option<(u64, u64)>> {
+pub(super) fn ranges(gets: &[GetRequest], key: &str) -> Vec<Option<(u64, u64)>> {
     gets.iter().filter(|g| g.key == key).map(|g| g.range.as_ref().map(|r| (r.start, r.end))).collect()
 }
 
@@ -123,77 +122,6 @@ async fn bodies_in_pieces_of_any_size_land_whole_whether_copied_or_written_strai
         assert!(std::fs::read(dir.path().join(key)).unwrap() == *data, "{key}: the file differs from the object");
     }
     assert!(temp_files(dir.path()).is_empty());
-}
-
-#[tokio::test]
-async fn legacy_md5_etags_are_checked_whole_and_per_uploaded_part() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let part = 300 * KIB as u64;
-    store.put(B, "single", body(700 * KIB), Written::Md5);
-    store.put(B, "multi", body(1000 * KIB), Written::MultipartMd5(part));
-    let jobs = vec![job(&store, "single", dir.path()).await, job(&store, "multi", dir.path()).await];
-    let out = download_with(store.clone(), jobs, config()).await;
-    for o in &out {
-        assert_eq!(o.as_ref().unwrap(), &Verification::Verified("MD5"));
-    }
-    // Each uploaded part is fetched whole (it is hashed in order), none across parts.
-    let multi = ranges(&store.gets(), "multi");
-    assert_eq!(multi.len(), 4);
-    assert!(multi.iter().flatten().all(|&(s, e)| s % part == 0 && e - s <= part), "{multi:?}");
-}
-
-// A part written to its end waits for company before it is hashed, and is
-// journalled with its hash; its request slot is not held meanwhile. Two
-// requests: the first part is written and left unhashed (its wait for company
-// is an hour and the other part being written is not due), the second
-// stalls until the stall timeout; the third part is requested before that.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_part_waiting_for_its_hash_gives_its_request_slot_to_the_next_part() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(MemoryStore::new());
-    let part = 300 * KIB as u64;
-    let data = body(900 * KIB);
-    store.put(B, "multi", data.clone(), Written::MultipartMd5(part));
-    let faulty = Faulty::new(store.clone()).on_get(2, Fault::StallAfter(1000));
-    let cfg = EngineConfig { max_requests: 2, pinned: true, stall_timeout: Duration::from_secs(3), ..config() };
-    let engine = engine_on(Arc::new(faulty), cfg, CancellationToken::new());
-    engine.start_hasher(Hasher::new(1).waiting_for_company(Duration::from_secs(3600)));
-    let out = download(&engine, vec![job(&store, "multi", dir.path()).await]).await;
-    assert_eq!(out[0].as_ref().unwrap(), &Verification::Verified("MD5"));
-    assert_eq!(std::fs::read(dir.path().join("multi")).unwrap(), data);
-    let starts: Vec<u64> = ranges(&store.gets(), "multi").iter().map(|g| g.expect("ranged").0).collect();
-    let third = (0..3).map(|i| i * part).find(|s| !starts[..2].contains(s)).expect("three parts");
-    assert_eq!(starts[2], third, "the third part was requested while the second stalled: {starts:?}");
-    assert!(starts[3..].contains(&(starts[1] + 1000)), "the stalled part resumed: {starts:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_single_put_objects_are_md5_checked_together_and_a_corrupted_one_is_fetched_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(MemoryStore::new());
-    // Sizes on and off the 64-byte block of MD5, up to a whole write buffer,
-    // so that the hasher takes several at once, of unequal lengths.
-    let sizes = [1, 63, 64, 65, 1000, 4096, 65_536, 65_537, 100_000, 256 * KIB - 40];
-    let keys: Vec<String> = (0..40).map(|i| format!("s{i:02}")).collect();
-    for (i, key) in keys.iter().enumerate() {
-        let mut data = body(sizes[i % sizes.len()] + i);
-        data.rotate_left(i % 7);
-        store.put(B, key, data, Written::Md5);
-    }
-    // The 5th GET's body (some object's) arrives with a byte flipped.
-    let faulty = Arc::new(Faulty::new(store.clone()).on_get(5, Fault::Corrupt(0)));
-    let mut jobs = Vec::new();
-    for key in &keys {
-        jobs.push(job(&store, key, dir.path()).await);
-    }
-    let out = download_with(faulty, jobs, config()).await;
-    for (o, key) in out.iter().zip(&keys) {
-        assert_eq!(o.as_ref().unwrap(), &Verification::Verified("MD5"), "{key}");
-        let (got, want) = (std::fs::read(dir.path().join(key)).unwrap(), store.body(B, key).unwrap());
-        assert!(got == want, "{key}");
-    }
-    assert_eq!(store.gets().len(), 41, "one object fetched twice");
 }
 
 #[tokio::test]

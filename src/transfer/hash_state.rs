@@ -87,18 +87,20 @@ impl Calls {
 /// runs each: 1,843 - 2,082 against 1,672 - 1,785 with 32 MiB).
 pub(super) const LAG: u64 = 32 << 20;
 
-/// How long a segment written to its end waits for others to fill its
-/// hashing batch before it is urgent (hashed whatever the batch), unless
-/// every segment is due (no other is coming to fill it). Parts arrive at
-/// different rates: the fastest are written ahead of their hashes (at most
-/// [`LAG`]), and a segment hashed the moment its last byte came had its tail
-/// hashed in thin calls, a few lanes of 16 each. With 4 ms, a temporary
-/// probe counted 1,175 of 1,958 steps taken that way for 4 x 1 GiB (about 7
-/// segments due); with 200 ms the MD5 calls for 4 x 1 GiB fell from 1,445 -
-/// 1,617 to 1,146 - 1,348 (`--log debug`, AVX-512, SeaweedFS). Once urgent
-/// it stays so until it is hashed. The wait holds no request: a part is
-/// journalled with its hash after its request slot is given back, and only
-/// the object's commit waits.
+/// How long an MD5 segment written to its end waits for others to fill its
+/// hashing batch before it is urgent (hashed whatever the batch), unless a
+/// batch fills first or every segment is due (no other is coming). Parts
+/// arrive at different rates: the fastest are written ahead of their hashes
+/// (at most [`LAG`]), and a segment hashed the moment its last byte came
+/// had its tail hashed in thin calls, a few lanes of 16 each: with 4 ms, a
+/// temporary probe counted 1,175 of 1,958 steps taken that way for 4 x 1
+/// GiB (about 7 segments due). MD5 calls for 4 x 1 GiB from SeaweedFS
+/// (`--log debug`, AVX-512, two runs each): 1,448 and 1,593 with 4 ms, 1,348
+/// and 1,170 with 200 ms (docs/benchmarks.md, "MD5 tails waited for"). Once
+/// urgent it stays so until it is hashed. No request waits with it: a part
+/// waits for its hash (to journal it) after giving back its request slot;
+/// its journal line and its object's commit wait. Other digests are not
+/// hashed together and do not wait.
 pub(super) const END_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How long [`Hasher::give`](super::hasher::Hasher::give) waits for room before handing the buffer back.
@@ -205,8 +207,8 @@ impl Stream {
         self.digest.is_some() && (self.ready - self.hashed >= CHUNK as u64 || (self.ready == self.end))
     }
 
-    /// Due, and not to be kept waiting for a fuller batch: finished for
-    /// [`END_WAIT`] (its object may be waiting to commit) or far behind.
+    /// Due, and not to be kept waiting for a fuller batch: finished for its
+    /// `end_wait` (its object may be waiting to commit) or far behind.
     pub(super) fn urgent(&self) -> bool {
         self.due() && (self.end_waited() || self.ready - self.hashed >= LAG || self.given.len() >= GIVEN_LAG)
     }

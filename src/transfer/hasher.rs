@@ -15,9 +15,10 @@
 //! MD5s of independent segments are computed together, several per SIMD
 //! instruction (`md5-many`: 8 lanes on AVX2, 16 on AVX-512, with a scalar
 //! fallback chosen at run time), which is where most of the CPU of checking
-//! legacy objects went. Requests never wait on hashing: a part whose hash
-//! its journal line needs waits for it after giving its request slot back,
-//! and an object's commit waits for all of its parts'.
+//! legacy objects went. No request waits on hashing: a part whose journal
+//! line needs its hash waits for it after giving back its request slot and
+//! its place among its object's parts in flight; an object's commit waits
+//! for all of its parts' hashes.
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
@@ -92,7 +93,9 @@ impl Hasher {
             end: range.end,
             digest: Some(PartDigest::new(kind)),
             ended: None,
-            end_wait: st.end_wait,
+            // Only MD5s are hashed together: another digest has no
+            // company to wait for.
+            end_wait: if kind == DigestKind::Md5 { st.end_wait } else { std::time::Duration::ZERO },
             tx: Some(tx),
         };
         let due = stream.due();

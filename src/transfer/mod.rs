@@ -69,3 +69,5 @@ pub use stream::{Sink, stream};
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod hashing_tests;

@@ -81,12 +81,13 @@ pub(super) async fn run(
             .soft_cap(cfg.soft_part_cap);
     let files: Vec<Mutex<Slot>> = jobs.into_iter().map(|job| Mutex::new(Slot::Waiting(job))).collect();
     let per_object = if cfg.soft_part_cap { cfg.max_requests } else { cfg.part_concurrency };
-    // Twice the requests: a worker whose part is written waits for the
-    // part's hash (to journal it) and, when the part finished its object, for
-    // the commit (the object's hash, a rename) without a permit, and another
-    // takes the permit meanwhile. Workers cost a task each; buffers go with
-    // permits.
-    let workers = cfg.max_requests.max(1).saturating_mul(2).min(n.max(1) * per_object.max(1));
+    // Twice the requests (and twice the parts the objects can have in
+    // flight): a worker whose part is written waits for the part's hash (to
+    // journal it) and, when the part finished its object, for the commit
+    // (the object's hash, a rename) without a permit or a place among its
+    // object's parts, and another takes them meanwhile. Workers cost a task
+    // each; buffers go with permits.
+    let workers = cfg.max_requests.max(1).min(n.max(1).saturating_mul(per_object.max(1))).saturating_mul(2);
     let pass = Arc::new(Pass {
         engine: engine.clone(),
         files,
@@ -157,6 +158,9 @@ async fn worker(pass: Arc<Pass>) {
                 let fetched = run_part(&pass, idx, p, &mut buf).await;
                 pass.bufs.lock().unwrap().push(buf);
                 drop(permit);
+                // Its object may take another part while this one waits for its hash.
+                pass.sched.lock().unwrap().part_fetched(idx);
+                pass.notify.notify_waiters();
                 let result = match fetched {
                     Ok(Some(written)) => record_part(&pass, idx, written).await,
                     Ok(None) => Ok(()),
@@ -176,8 +180,9 @@ struct Written {
     tmp: Arc<TempFile>,
 }
 
-/// Fetches range `p` of object `idx` (unless an earlier run left it on
-/// disk, or it is empty: then `None`).
+/// Fetches range `p` of object `idx` (`None` where there is nothing to
+/// fetch: another shard's range, one an earlier run left on disk, an empty
+/// one).
 async fn run_part(pass: &Pass, idx: usize, p: usize, buf: &mut IoBuf) -> Result<Option<Written>, Error> {
     let (engine, object) = (&pass.engine, &*pass.object(idx)?);
     if !object.mine.contains(&p) {

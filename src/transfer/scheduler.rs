@@ -118,10 +118,16 @@ impl<E> Scheduler<E> {
         if self.active.is_empty() && self.next_object >= self.slots.len() { Pick::Done } else { Pick::Wait }
     }
 
-    /// Records that a part of object `idx` came back with `result`.
+    /// Records that a part of object `idx` is fetched (or failed): it no
+    /// longer counts against its object's parts in flight, though it may still
+    /// wait for its hash before [`Scheduler::part_done`].
+    pub fn part_fetched(&mut self, idx: usize) {
+        self.slots[idx].in_flight -= 1;
+    }
+
+    /// Records that a part of object `idx`, fetched, came back with `result`.
     pub fn part_done(&mut self, idx: usize, result: Result<(), E>) -> Finished<E> {
         let slot = &mut self.slots[idx];
-        slot.in_flight -= 1;
         slot.unfinished -= 1;
         if let Err(e) = result {
             // Parts not yet handed out will not be: the object has failed.
@@ -151,6 +157,12 @@ fn take(slot: &mut Slot) -> usize {
 mod tests {
     use super::*;
 
+    /// A part of object `idx` fetched and done with `r`.
+    fn back<E>(s: &mut Scheduler<E>, idx: usize, r: Result<(), E>) -> Finished<E> {
+        s.part_fetched(idx);
+        s.part_done(idx, r)
+    }
+
     fn drain(s: &mut Scheduler<&'static str>) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
         while let Pick::Part(o, p) = s.pick() {
@@ -166,7 +178,7 @@ mod tests {
         // and 2 open; then nothing is left to take without a part coming back.
         assert_eq!(drain(&mut s), vec![(0, 0), (0, 1), (1, 0), (2, 0)]);
         assert_eq!(s.pick(), Pick::Wait);
-        assert_eq!(s.part_done(0, Ok(())), Finished::No);
+        assert_eq!(back(&mut s, 0, Ok(())), Finished::No);
         assert_eq!(s.pick(), Pick::Part(0, 2));
         assert_eq!(s.pick(), Pick::Done, "every part is out");
     }
@@ -184,11 +196,25 @@ mod tests {
     }
 
     #[test]
+    fn a_part_fetched_frees_its_objects_slot_before_it_is_done() {
+        let mut s = Scheduler::<&str>::new([3], 1, 8);
+        assert_eq!(s.pick(), Pick::Part(0, 0));
+        assert_eq!(s.pick(), Pick::Wait, "at the cap of one part in flight");
+        // Fetched, waiting for its hash: the next part may go.
+        s.part_fetched(0);
+        assert_eq!(s.pick(), Pick::Part(0, 1));
+        assert_eq!(back(&mut s, 0, Ok(())), Finished::No);
+        assert_eq!(s.pick(), Pick::Part(0, 2));
+        assert_eq!(s.part_done(0, Ok(())), Finished::No, "the third part is out");
+        assert_eq!(back(&mut s, 0, Ok(())), Finished::Yes(Ok(())));
+    }
+
+    #[test]
     fn no_more_than_max_open_objects_at_once() {
         let mut s = Scheduler::new([2, 2, 2], 1, 2);
         assert_eq!(drain(&mut s), vec![(0, 0), (1, 0)]);
         assert_eq!(s.pick(), Pick::Wait, "a third object would exceed max_open");
-        assert_eq!(s.part_done(1, Ok(())), Finished::No);
+        assert_eq!(back(&mut s, 1, Ok(())), Finished::No);
         assert_eq!(s.pick(), Pick::Part(1, 1));
         // Object 1 has handed out its last part: it no longer counts as open.
         assert_eq!(s.pick(), Pick::Part(2, 0));
@@ -206,10 +232,10 @@ mod tests {
     fn a_failed_part_fails_its_object_once_its_parts_in_flight_are_back() {
         let mut s = Scheduler::new([4, 1], 2, 8);
         assert_eq!(drain(&mut s), vec![(0, 0), (0, 1), (1, 0)]);
-        assert_eq!(s.part_done(0, Err("reset")), Finished::No, "part 1 is still out");
+        assert_eq!(back(&mut s, 0, Err("reset")), Finished::No, "part 1 is still out");
         assert_eq!(s.pick(), Pick::Done, "parts 2 and 3 are never handed out; the worker with part 1 finishes it");
-        assert_eq!(s.part_done(0, Err("second")), Finished::Yes(Err("reset")), "the first error is kept");
-        assert_eq!(s.part_done(1, Ok(())), Finished::Yes(Ok(())));
+        assert_eq!(back(&mut s, 0, Err("second")), Finished::Yes(Err("reset")), "the first error is kept");
+        assert_eq!(back(&mut s, 1, Ok(())), Finished::Yes(Ok(())));
         assert_eq!(s.pick(), Pick::Done);
     }
 
