@@ -594,6 +594,24 @@ mod tests {
         assert_eq!(hash_of(got).as_bytes(), &md5::Md5::digest(&d)[..]);
     }
 
+    // Only MD5s are hashed together: a SHA segment written to its end is
+    // hashed at once, among MD5 segments that never fill a batch, where an
+    // MD5 one would wait (here an hour) for company.
+    #[tokio::test]
+    async fn a_finished_sha_segment_waits_for_no_company() {
+        let hasher = Hasher::new(1).waiting_for_company(std::time::Duration::from_secs(3600));
+        let d = data(3 * CHUNK + 5, 13);
+        let (file, len) = (file_with(&d), d.len() as u64);
+        for _ in 0..9 {
+            let _ = hasher.open(file.clone(), 0..len, DigestKind::Md5);
+        }
+        let (sha, sha_rx) = hasher.open(file, 0..len, DigestKind::Sha(Sha::Sha256));
+        hasher.ready(sha, len);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), sha_rx).await;
+        let got = got.expect("the SHA hashed without waiting").unwrap();
+        assert_eq!(hash_of(got).as_bytes(), Sha::digest(Sha::Sha256, &d).as_bytes());
+    }
+
     #[tokio::test]
     async fn a_segment_already_due_when_it_ends_wakes_the_sleeping_thread_to_its_wait() {
         let (hasher, d, id, rx) = one_among_ten_never_written(11);
