@@ -5,15 +5,20 @@
 //! run, long after the others are done. Every GET body that finishes reports
 //! its rate here ([`Pace::finished`]); a body in flight is compared with the
 //! median of the recent ones ([`Pace::claim`]). One slower than a quarter of
-//! the median, once it has had a second, is dropped and the rest of its range
-//! requested again from its first missing byte, on a new connection (a body
-//! dropped unfinished takes its connection with it).
+//! the median once it has had a second, or than a tenth of it once it has
+//! had half a second, is dropped and the rest of its range requested again
+//! from its first missing byte, on a new connection (a body dropped
+//! unfinished takes its connection with it).
 //!
-//! The wait is a fixed second, not a multiple of the range's expected time:
-//! the ranges of a multipart MD5 object are as large as the uploader's parts
-//! (50 MiB from s5cmd, 2 s each on a busy link), so a multiple of that would
+//! The waits are fixed, not multiples of the range's expected time: the
+//! ranges of a multipart MD5 object are as large as the uploader's parts (50
+//! MiB from s5cmd, 2 s each on a busy link), so a multiple of that would
 //! leave a straggler's range the last one of the run. A second is enough for
-//! a connection's rate to settle.
+//! a connection's rate to settle; half a second tells a body ten times
+//! slower than its peers (a range at 5 MB/s among ranges at 100 MB/s is
+//! dropped after half a second, not a whole one). Judging every body that
+//! early was measured to restart ranges that were not straggling
+//! (docs/benchmarks.md).
 //!
 //! Bounded: nothing is judged before [`MIN_SAMPLES`] bodies have finished;
 //! at most one range in [`SHARE`] started (plus one) is requested again; each
@@ -40,6 +45,11 @@ const MIN_BODY: u64 = 256 << 10;
 const SLOWER: f64 = 4.0;
 /// The least time a body is given before it is judged.
 const MIN_WAIT: Duration = Duration::from_secs(1);
+/// How many times slower than the median a body far behind is, judged
+/// sooner ([`SOON`]).
+const FAR_SLOWER: f64 = 10.0;
+/// When a body [`FAR_SLOWER`] than the median is judged.
+const SOON: Duration = Duration::from_millis(500);
 /// At most one range in this many is requested again.
 pub(super) const SHARE: u64 = 20;
 
@@ -115,9 +125,10 @@ impl Pace {
 }
 
 /// The rule: slower than the median by [`SLOWER`], after at least
-/// [`MIN_WAIT`] (enough for a new connection's rate to settle).
+/// [`MIN_WAIT`] (enough for a new connection's rate to settle); or by
+/// [`FAR_SLOWER`], after [`SOON`].
 fn behind(median: f64, rate: f64, took: Duration) -> bool {
-    took >= MIN_WAIT && rate * SLOWER < median
+    (took >= MIN_WAIT && rate * SLOWER < median) || (took >= SOON && rate * FAR_SLOWER < median)
 }
 
 #[cfg(test)]
@@ -137,11 +148,23 @@ mod tests {
     #[test]
     fn a_body_far_behind_its_peers_after_a_second_is_straggling() {
         let median = 100.0 * MB as f64;
-        assert!(behind(median, 5.0 * MB as f64, Duration::from_secs(1)));
-        // Not yet a second, however slow.
-        assert!(!behind(median, 1.0, Duration::from_millis(900)));
+        assert!(behind(median, 20.0 * MB as f64, Duration::from_secs(1)));
+        // Not yet half a second, however slow.
+        assert!(!behind(median, 1.0, Duration::from_millis(490)));
         // A quarter of the median or better is not a straggler, however long.
         assert!(!behind(median, 26.0 * MB as f64, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_body_ten_times_slower_than_its_peers_is_straggling_after_half_a_second() {
+        let median = 100.0 * MB as f64;
+        // 5 MB/s among bodies at 100: judged at half a second.
+        assert!(behind(median, 5.0 * MB as f64, Duration::from_millis(500)));
+        assert!(!behind(median, 5.0 * MB as f64, Duration::from_millis(490)));
+        // A fifth of the median waits for the whole second.
+        assert!(!behind(median, 20.0 * MB as f64, Duration::from_millis(900)));
+        assert!(!behind(median, 10.0 * MB as f64, Duration::from_millis(900)));
+        assert!(behind(median, 9.9 * MB as f64, Duration::from_millis(500)));
     }
 
     #[test]
