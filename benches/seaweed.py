@@ -8,7 +8,10 @@ with s5cmd (so objects are what s5cmd users have: above 50 MiB multipart in
 alternating, into a fresh directory on the local disk, after sync(2). Reports
 medians of wall time, client CPU (user + sys of the tool's process, from
 wait4) and its peak RSS, and each tool's ratio to s3load. The server shares
-the machine's cores with the client, as a busy node would. With --limit-rate,
+the machine's cores with the client, as a busy node would: the CPU the
+server spent during each run is reported too (from /proc), and with it the
+least wall time the two cores allow, (client CPU + server CPU) / cores, which
+no client can beat while it and the server need that much. With --limit-rate,
 it measures how closely s3load holds that rate instead (rate-windows.py).
 """
 
@@ -72,6 +75,13 @@ def tools(s3load, endpoint, baseline=None):
     }, env_creds
 
 
+def proc_cpu(pid):
+    """CPU seconds (user + sys, its threads and its waited-for children) of process `pid`."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def run(cmd, env):
     """Wall time, CPU (user + sys) and peak RSS in MiB of one run, from wait4."""
     start = time.monotonic()
@@ -96,6 +106,10 @@ def main():
     ap.add_argument(
         "--then-read", action="store_true",
         help="after each run, read every file once (cat) and report that reader's wall time and CPU too",
+    )
+    ap.add_argument(
+        "--pause", type=float, default=0, metavar="SECONDS",
+        help="wait this long before each run, after the last destination is removed (see docs/benchmarks.md's pitfalls)",
     )
     ap.add_argument(
         "--limit-rate", type=float, default=None, metavar="MIB",
@@ -196,7 +210,10 @@ def main():
                     dst = os.path.join(scratch, "dst")
                     shutil.rmtree(dst, ignore_errors=True)
                     os.sync()
+                    time.sleep(args.pause)
+                    server = proc_cpu(weed.pid)
                     sample = run(all_tools[t](w, dst), env)
+                    sample += (proc_cpu(weed.pid) - server,)
                     if args.then_read:
                         # The model server's first read of every file, right after the download.
                         reader = ["sh", "-c", 'find "$0" -type f -exec cat {} + > /dev/null', dst]
@@ -206,20 +223,24 @@ def main():
             fields = len(next(iter(samples.values()))[0])
             med = {t: tuple(statistics.median(s[i] for s in v) for i in range(fields)) for t, v in samples.items()}
             base = med.get("s3load")
+            cores = os.cpu_count()
             for t, m in med.items():
-                wall, cpu, rss = m[:3]
+                wall, cpu, rss, server = m[:4]
                 ratio = f"{base[0] / wall:.2f} | {base[1] / cpu:.2f}" if base and t != "s3load" else "- | -"
-                read = f" {m[3]:.2f} | {m[4]:.2f} | {wall + m[3]:.2f} |" if args.then_read else ""
-                rows.append(f"| {w} | {t} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {ratio} |{read}")
+                read = f" {m[4]:.2f} | {m[5]:.2f} | {wall + m[4]:.2f} |" if args.then_read else ""
+                least = (cpu + server) / cores
+                rows.append(f"| {w} | {t} | {wall:.2f} | {cpu:.2f} | {rss:.0f} | {server:.2f} | {least:.2f} | {ratio} |{read}")
                 print(rows[-1], flush=True)
         print()
         print(f"SeaweedFS `weed mini`, objects uploaded by s5cmd, medians of {args.runs} alternating runs")
+        print(f"(server CPU s: the server's during the run; least wall s: client and server CPU over {os.cpu_count()} cores)")
+        head = "| workload | tool | wall s | CPU s | peak RSS MiB | server CPU s | least wall s | s3load/tool wall | CPU |"
         if args.then_read:
-            print("| workload | tool | wall s | CPU s | peak RSS MiB | s3load/tool wall | CPU | read wall s | read CPU s | download + read s |")
-            print("|---|---|---|---|---|---|---|---|---|---|")
+            print(head + " read wall s | read CPU s | download + read s |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         else:
-            print("| workload | tool | wall s | CPU s | peak RSS MiB | s3load/tool wall | CPU |")
-            print("|---|---|---|---|---|---|---|")
+            print(head)
+            print("|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
     finally:
         weed.terminate()

@@ -60,6 +60,9 @@ pub struct Engine {
     /// [`Engine::write_io`]): the destination is local, and no write has
     /// taken longer than [`SLOW_WRITE`].
     inline_writes: AtomicBool,
+    /// Calls handed to the blocking pool (see [`Engine::blocking_io`]).
+    #[cfg(test)]
+    pool_calls: AtomicUsize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -96,6 +99,8 @@ impl Engine {
             headers_checked: AtomicUsize::new(0),
             pace: super::straggler::Pace::default(),
             inline_writes: AtomicBool::new(cfg.inline_writes),
+            #[cfg(test)]
+            pool_calls: AtomicUsize::new(0),
             cfg,
         })
     }
@@ -187,14 +192,17 @@ impl Engine {
     /// pool threads only run `pwrite`/`rename` and allocate nothing.
     pub(super) async fn blocking_io<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
         let _permit = self.io.acquire().await.expect("semaphore is never closed");
+        #[cfg(test)]
+        self.pool_calls.fetch_add(1, Ordering::Relaxed);
         match tokio::task::spawn_blocking(f).await {
             Ok(r) => r,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
 
-    /// Runs a body write (and the running hash over its bytes) into a file
-    /// that exists. Where the destination is local (and there are two CPUs
+    /// Runs a body write (and the running hash over its bytes), the creation
+    /// of a file written in one buffer, or a commit without a flush to disk.
+    /// Where the destination is local (and there are two CPUs
     /// or more), on this async thread: the bytes were just received on this
     /// core and are written from its cache. From a pool thread on the other
     /// core, the kernel's copy into the page cache cost about 2.5 times as
@@ -202,7 +210,10 @@ impl Engine {
     /// 10 to 25% more CPU (docs/benchmarks.md). A write into the page cache
     /// takes well under a millisecond there, up to a few hundred when the
     /// kernel makes writers wait for the disk; while one async thread waits,
-    /// another takes its tasks. After one write slower than [`SLOW_WRITE`],
+    /// another takes its tasks. Creating a file or renaming it is a few
+    /// metadata calls, cheaper here than the two wake-ups of a hand-off to
+    /// the pool and back, which a small file would pay for each. After one
+    /// call slower than [`SLOW_WRITE`],
     /// the rest of the run's writes go to the blocking pool
     /// ([`Engine::blocking_io`]), as a network filesystem's do from the start.
     pub(super) async fn write_io<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
@@ -221,6 +232,12 @@ impl Engine {
             );
         }
         r
+    }
+
+    /// How many calls were handed to the blocking pool so far.
+    #[cfg(test)]
+    pub(super) fn pool_calls(&self) -> usize {
+        self.pool_calls.load(Ordering::Relaxed)
     }
 
     /// Whether body writes run on the async threads now.

@@ -370,3 +370,29 @@ async fn a_slow_write_sends_later_writes_off_the_async_threads() {
         assert_eq!(std::fs::read(dir.path().join("crc.bin")).unwrap(), data);
     }
 }
+
+// Objects written in one buffer are created, written and renamed into place
+// on the async thread when writes run there: no hand-off to the blocking
+// pool and back for each small file. A flush to disk (`--durability fsync`)
+// still goes to the pool, one per file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_file_is_created_and_committed_without_a_hand_off_to_the_pool() {
+    for (durability, handed_off) in [(Durability::Off, 0), (Durability::Fsync, 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let mut jobs = vec![];
+        for (i, kind) in [Written::Md5, Written::Crc64, Written::Opaque].into_iter().enumerate() {
+            let key = format!("small/{i}.bin");
+            store.put(B, &key, body(10 * KIB + i), kind);
+            jobs.push(job(&store, &key, dir.path()).await);
+        }
+        let cfg = EngineConfig { inline_writes: true, durability, ..config() };
+        let engine = engine_on(store.clone(), cfg, CancellationToken::new());
+        let out = download(&engine, jobs).await;
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
+        for i in 0..3 {
+            assert_eq!(std::fs::read(dir.path().join(format!("small/{i}.bin"))).unwrap(), body(10 * KIB + i));
+        }
+        assert_eq!(engine.pool_calls(), handed_off, "{durability:?}");
+    }
+}

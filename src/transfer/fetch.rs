@@ -269,7 +269,6 @@ async fn write_out(engine: &Engine, object: &ObjectState, a: &mut Attempt, data:
     let job = &object.job;
     // What creating the file needs, cloned only when it is to be created.
     let create = tmp.is_none().then(|| (engine.dirs.clone(), job.root.clone(), job.dest.clone(), job.size));
-    let creates = create.is_some();
     let work = move || {
         if let Some(d) = digest.as_mut() {
             d.update(data.as_ref());
@@ -290,9 +289,10 @@ async fn write_out(engine: &Engine, object: &ObjectState, a: &mut Attempt, data:
         });
         (data, digest, r)
     };
-    // Creating the file (directories, a name) is filesystem metadata: always
-    // off the async threads.
-    let (data, digest, result) = if creates { engine.blocking_io(work).await } else { engine.write_io(work).await };
+    // Creating the file (its directories, a name) goes where the writes go:
+    // a few metadata calls, cheaper on this thread than the hand-off to the
+    // pool and back (two wake-ups per file, which small files pay for each).
+    let (data, digest, result) = engine.write_io(work).await;
     a.digest = digest;
     let (t, written) = result?;
     if a.tmp.is_none() {

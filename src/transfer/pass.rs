@@ -285,7 +285,11 @@ async fn commit(pass: &Pass, object: &ObjectState, t: Arc<TempFile>) -> Outcome 
         return Err(Error::Internal(format!("{}: file still in use at commit", object.job.dest.display())));
     };
     let (mtime, fsync) = (object.job.last_modified, engine.cfg.durability == Durability::Fsync);
-    let journal = engine.blocking_io(move || t.commit(mtime, fsync)).await?;
+    // Setting the mtime, checking the file's identity and renaming it: where
+    // writes run on the async threads, so does this (see `Engine::write_io`);
+    // a flush to disk never does.
+    let finish = move || t.commit(mtime, fsync);
+    let journal = if fsync { engine.blocking_io(finish).await } else { engine.write_io(finish).await }?;
     if let Some(j) = journal {
         engine.remove_journal(j);
     }
