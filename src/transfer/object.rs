@@ -130,7 +130,8 @@ impl ObjectState {
     }
 
     /// Whether the object arrives in one GET that fits the write buffer: its
-    /// temporary file is created and written in one blocking call (and
+    /// temporary file is created and written in one filesystem call (see
+    /// `Engine::write_io`; and
     /// hashed in it, except an MD5, which the hashing thread computes with
     /// other small objects'), with no preallocation and no journal.
     pub fn one_write(&self, cfg: &EngineConfig) -> bool {

@@ -285,11 +285,17 @@ async fn commit(pass: &Pass, object: &ObjectState, t: Arc<TempFile>) -> Outcome 
         return Err(Error::Internal(format!("{}: file still in use at commit", object.job.dest.display())));
     };
     let (mtime, fsync) = (object.job.last_modified, engine.cfg.durability == Durability::Fsync);
-    // Setting the mtime, checking the file's identity and renaming it: where
-    // writes run on the async threads, so does this (see `Engine::write_io`);
-    // a flush to disk never does.
+    // Setting the mtime, checking the file's identity and renaming it: for
+    // a file written in one buffer, where writes run on the async threads,
+    // there too (see `Engine::write_io`). A flush to disk never runs there,
+    // nor a larger file's commit, whose rename may free a large file it
+    // replaces (which this project's VM trims at once) or start its writeback.
     let finish = move || t.commit(mtime, fsync);
-    let journal = if fsync { engine.blocking_io(finish).await } else { engine.write_io(finish).await }?;
+    let journal = if fsync || !object.one_write(&engine.cfg) {
+        engine.blocking_io(finish).await
+    } else {
+        engine.write_io(finish).await
+    }?;
     if let Some(j) = journal {
         engine.remove_journal(j);
     }

@@ -146,9 +146,11 @@ mod tests {
     }
 
     #[test]
-    fn a_body_far_behind_its_peers_after_a_second_is_straggling() {
+    fn a_body_below_a_quarter_of_its_peers_after_a_second_is_straggling() {
         let median = 100.0 * MB as f64;
         assert!(behind(median, 20.0 * MB as f64, Duration::from_secs(1)));
+        assert!(behind(median, 24.9 * MB as f64, Duration::from_secs(1)));
+        assert!(!behind(median, 24.9 * MB as f64, Duration::from_millis(990)));
         // Not yet half a second, however slow.
         assert!(!behind(median, 1.0, Duration::from_millis(490)));
         // A quarter of the median or better is not a straggler, however long.
@@ -161,9 +163,11 @@ mod tests {
         // 5 MB/s among bodies at 100: judged at half a second.
         assert!(behind(median, 5.0 * MB as f64, Duration::from_millis(500)));
         assert!(!behind(median, 5.0 * MB as f64, Duration::from_millis(490)));
-        // A fifth of the median waits for the whole second.
+        // A fifth of the median, or a tenth exactly, waits for the whole second.
         assert!(!behind(median, 20.0 * MB as f64, Duration::from_millis(900)));
         assert!(!behind(median, 10.0 * MB as f64, Duration::from_millis(900)));
+        assert!(behind(median, 10.0 * MB as f64, Duration::from_secs(1)));
+        // Below a tenth: half a second.
         assert!(behind(median, 9.9 * MB as f64, Duration::from_millis(500)));
     }
 
