@@ -369,16 +369,18 @@ impl TempFile {
     /// data is flushed to disk before the rename and the directory entry after it.
     /// The journal, now of no use, is handed back to be removed with
     /// [`SpentJournal::remove`] off the I/O path.
+    ///
+    /// When it cannot be moved into place (a directory at the destination, a
+    /// file there that may not be replaced), the temporary file is removed,
+    /// unless a later run can resume from it (it has a journal) or it is not
+    /// this run's any more.
     pub fn commit(mut self, mtime: Option<SystemTime>, fsync: bool) -> Result<Option<SpentJournal>, Error> {
-        if let Some(t) = mtime {
-            self.file.set_modified(t).map_err(|e| Error::io(&self.path, "setting modification time", e))?;
+        if let Err(e) = self.move_into_place(mtime, fsync) {
+            if self.journal.is_none() {
+                self.discard();
+            }
+            return Err(e);
         }
-        if fsync {
-            self.file.sync_all().map_err(|e| Error::io(&self.path, "flushing to disk", e))?;
-        }
-        self.check_identity()?;
-        rustix::fs::renameat(&self.dir, &self.tmp_name, &self.dir, &self.name)
-            .map_err(|e| Error::io(&self.dest, "moving into place", e.into()))?;
         // A split object's other pieces' journals are spent too (this one's
         // goes with the commit's, below).
         if let Some(split) = &self.split {
@@ -396,6 +398,18 @@ impl TempFile {
             journal.disarm();
             SpentJournal { journal, dir: self.dir.clone() }
         }))
+    }
+
+    fn move_into_place(&mut self, mtime: Option<SystemTime>, fsync: bool) -> Result<(), Error> {
+        if let Some(t) = mtime {
+            self.file.set_modified(t).map_err(|e| Error::io(&self.path, "setting modification time", e))?;
+        }
+        if fsync {
+            self.file.sync_all().map_err(|e| Error::io(&self.path, "flushing to disk", e))?;
+        }
+        self.check_identity()?;
+        rustix::fs::renameat(&self.dir, &self.tmp_name, &self.dir, &self.name)
+            .map_err(|e| Error::io(&self.dest, "moving into place", e.into()))
     }
 
     /// Whether the temporary name still names the file this run wrote and
@@ -560,6 +574,19 @@ mod tests {
         assert!(t.commit(None, true).unwrap().is_none(), "no journal for a file that is not resumable");
         assert_eq!(std::fs::read(&dest).unwrap(), b"abcd");
         assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_moved_into_place_is_removed_not_left_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f.bin");
+        std::fs::create_dir_all(dest.join("sub")).unwrap();
+        let t = TempFile::create(dir.path(), &dest, 4).unwrap();
+        t.write_at(b"abcd", 0).unwrap();
+        let e = t.commit(None, false).unwrap_err();
+        assert!(e.to_string().contains("moving into place"), "{e}");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["f.bin"], "only the directory that was there");
     }
 
     #[test]
