@@ -589,6 +589,24 @@ mod tests {
         assert_eq!(names, ["f.bin"], "only the directory that was there");
     }
 
+    // Another process put its own file at this run's temporary name: the
+    // failed commit removes nothing that is not this run's.
+    #[test]
+    fn a_failed_commit_leaves_a_file_another_process_put_at_the_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f.bin");
+        let t = TempFile::create(dir.path(), &dest, 4).unwrap();
+        t.write_at(b"ours", 0).unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"evil").unwrap();
+        std::fs::rename(&other, &t.path).unwrap();
+        let named = t.path.clone();
+        let err = t.commit(None, false).unwrap_err().to_string();
+        assert!(err.contains("replaced or removed"), "{err}");
+        assert!(!dest.exists(), "nothing committed");
+        assert_eq!(std::fs::read(&named).unwrap(), b"evil", "the other process's file is left alone");
+    }
+
     #[test]
     fn a_temporary_file_replaced_under_its_name_is_never_committed() {
         let dir = tempfile::tempdir().unwrap();
