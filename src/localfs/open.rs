@@ -155,6 +155,18 @@ pub fn source_file(path: &Path) -> Result<File, Error> {
         .map_err(|e| Error::io(path, "opening", e))
 }
 
+/// Removes `name` in `dir` if it is still `file` (best effort): a file this
+/// process made and then gave up on, never one another process put there since.
+pub fn remove_if_still(dir: &OwnedFd, name: &OsStr, file: &File) {
+    let same = |a: rustix::fs::Stat, b: rustix::fs::Stat| a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    if let (Ok(ours), Ok(named)) =
+        (rustix::fs::fstat(file), rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW))
+        && same(ours, named)
+    {
+        let _ = rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::empty());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,7 +199,12 @@ impl TempFile {
         };
         let jflags = OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND;
         let jflags = if recorded.is_empty() { jflags | OFlags::TRUNC } else { jflags };
-        let jfile = open_own(&dir, &journal_name, &journal_path, jflags, "opening journal")?;
+        // No journal (a FIFO at its name), nothing to resume: the empty file made for it goes.
+        let jfile = open_own(&dir, &journal_name, &journal_path, jflags, "opening journal").inspect_err(|_| {
+            if on_disk == 0 {
+                super::open::remove_if_still(&dir, &tmp_name, &file);
+            }
+        })?;
         let fresh = recorded.is_empty();
         let journal = Journal::new(jfile, journal_name, fresh, hold);
         let tmp = TempFile { split: None, ..TempFile::journaled(file, dir, tmp_name, name, path, dest, journal) };
@@ -463,6 +468,8 @@ mod tests {
             let err = rx.recv_timeout(Duration::from_secs(10)).expect("no hang").unwrap_err();
             assert!(err.contains(planted) && err.contains("a FIFO"), "{planted}: {err}");
             assert!(d.path().join(planted).exists(), "the planted FIFO is left for its owner to see");
+            let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(left, [planted], "nothing made for the download is left beside it");
         }
     }
 

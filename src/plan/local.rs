@@ -246,8 +246,10 @@ fn selected_by(re: &regex::Regex, rel: &str) -> bool {
 /// Symlinks are followed (to files and directories, loops skipped) unless
 /// `follow` is false, in which case they are left out. s3load's own files (its
 /// `.s3load/` record at the base, temporary and resume files) are never selected.
-/// Broken symlinks, names that are not UTF-8 and symlinks left out are listed in
-/// [`LocalSource::skipped`]. A missing source is an error.
+/// Broken symlinks, names that are not UTF-8, symlinks left out and FIFOs,
+/// sockets and devices (never opened; one given as the source is a usage
+/// error) are listed in [`LocalSource::skipped`]. A missing source is an
+/// error.
 pub fn walk_source(spec: &str, follow: bool) -> Result<LocalSource, Error> {
     let wildcard = spec.find(['*', '?']);
     let (base, pattern, keep_name) = match wildcard {
@@ -265,6 +267,12 @@ pub fn walk_source(spec: &str, follow: bool) -> Result<LocalSource, Error> {
         }
     };
     let meta = std::fs::metadata(&base).map_err(|e| Error::io(&base, "reading the upload source", e))?;
+    if let Some(kind) = special_kind(&meta) {
+        return Err(Error::Usage(format!(
+            "{}: {kind}, not a regular file or a directory: s3load uploads regular files (copy it to a file first)",
+            base.display()
+        )));
+    }
     if meta.is_file() {
         let name =
             keep_name.unwrap_or_else(|| base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
@@ -404,11 +412,37 @@ fn walk_entries(
         };
         if meta.is_dir() {
             walk_into(&path, child_rel, follow, seen, visit)?;
-        } else if meta.is_file() && !is_temp_name(name) {
-            visit(Found::File(&child_rel, path, &meta));
+        } else if meta.is_file() {
+            if !is_temp_name(name) {
+                visit(Found::File(&child_rel, path, &meta));
+            }
+        } else {
+            // Never opened: a FIFO would wait for a writer. An object at its
+            // path is not deleted by `--delete`, as for a symlink left out.
+            let kind = special_kind(&meta).unwrap_or("not a regular file");
+            tracing::warn!(path = %path.display(), "{kind}, not a regular file: left out");
+            let why = format!("{}: {kind}, not a regular file", path.display());
+            visit(Found::Skipped(Skipped { rel: child_rel, why, deliberate: true }));
         }
     }
     Ok(())
+}
+
+/// What a path that is neither a regular file nor a directory is, in words.
+fn special_kind(m: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    Some(if t.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_char_device() {
+        "a character device"
+    } else {
+        return None;
+    })
 }
 
 #[cfg(test)]
@@ -482,6 +516,40 @@ mod tests {
         assert_eq!(covered(&scope(&format!("{p}/*.bin"))), vec!["a.bin"], "a wildcard stands for what it matches");
         assert_eq!(covered(&scope(&format!("{p}/s*"))), vec!["sub/b.bin", "sub/c.txt"], "and for matched directories");
         assert_eq!(covered(&scope(&format!("{p}/a.bin"))), vec!["a.bin"], "a file stands for itself");
+    }
+
+    #[test]
+    fn a_fifo_is_never_opened_a_usage_error_as_the_source_and_left_out_below_it() {
+        use rustix::fs::{CWD, FileType, Mode, mknodat};
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("dir");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.bin"), b"a").unwrap();
+        mknodat(CWD, dir.join("sub/pipe"), FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
+        // Given as the source: named, with what to do; it was listed as a
+        // directory before ("Not a directory").
+        let pipe = dir.join("sub/pipe");
+        let e = walk_source(pipe.to_str().unwrap(), true).unwrap_err();
+        assert!(matches!(e, Error::Usage(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains(pipe.to_str().unwrap()) && text.contains("named pipe (FIFO)"), "{text}");
+        assert!(text.contains("copy it to a file first"), "{text}");
+        // Below a directory, however reached: left out, on purpose, and it
+        // shadows an object at its path (not deleted by --delete).
+        for (spec, rel) in [(format!("{}/", dir.display()), "sub/pipe"), (format!("{}/s*", dir.display()), "sub/pipe")]
+        {
+            let v = walk_source(&spec, true).unwrap();
+            assert_eq!(rels(&v), if spec.ends_with('/') { vec!["a.bin"] } else { vec![] }, "{spec}");
+            assert_eq!(v.skipped.len(), 1, "{spec}");
+            assert_eq!(v.skipped[0].rel, rel);
+            assert!(v.skipped[0].deliberate);
+            assert!(v.skipped[0].why.contains("named pipe (FIFO), not a regular file"), "{}", v.skipped[0].why);
+            assert!(v.skipped[0].shadows(rel));
+        }
+        // A symlink to it, followed: the same.
+        std::os::unix::fs::symlink(dir.join("sub/pipe"), dir.join("link")).unwrap();
+        let v = walk_source(&format!("{}/", dir.display()), true).unwrap();
+        assert_eq!(v.skipped.iter().map(|s| s.rel.as_str()).collect::<Vec<_>>(), ["link", "sub/pipe"]);
     }
 
     #[test]

@@ -172,6 +172,33 @@ async fn symlinks_are_followed_unless_told_not_to() {
     assert!(h.server.store().get(BUCKET, "n/plain").is_some());
 }
 
+// A FIFO is never opened (it would wait for a writer): given as the source,
+// a usage error that names it and says what to do; below a directory, left
+// out with a warning, and the object at its key is not deleted by --delete.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_in_the_source_is_named_and_left_out_not_opened() {
+    let h = Harness::new().await;
+    let dir = h.path("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.bin"), b"a").unwrap();
+    let pipe = dir.join("pipe.bin");
+    assert!(std::process::Command::new("mkfifo").arg(&pipe).status().unwrap().success());
+    let one = h.run(&["cp", s(&pipe), "s3://bucket/one/pipe.bin"]).await;
+    assert_eq!(one.code, 2, "{}", one.stderr);
+    assert!(one.stderr.contains(&format!("{}: a named pipe (FIFO), not a regular file", s(&pipe))), "{}", one.stderr);
+    assert_eq!(h.server.log().count("PutObject"), 0);
+
+    h.put("p/pipe.bin", &b"uploaded before the file became a FIFO"[..]);
+    h.put("p/gone.bin", &b"no local file"[..]);
+    let run = h.run(&["sync", "--delete", &format!("{}/", s(&dir)), "s3://bucket/p/"]).await;
+    run.assert_ok();
+    assert!(run.stderr.contains("a named pipe (FIFO), not a regular file: left out"), "{}", run.stderr);
+    assert!(run.stderr.contains("not deleting 1 object(s) at or below s3://bucket/p/pipe.bin"), "{}", run.stderr);
+    assert_eq!(stored(&h, "p/a.bin").data.as_ref(), b"a");
+    assert!(h.server.store().get(BUCKET, "p/pipe.bin").is_some(), "kept");
+    assert!(h.server.store().get(BUCKET, "p/gone.bin").is_none(), "deleted: no local entry");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_on_the_s3_side_honours_excludes_and_the_cap() {
     let h = Harness::new().await;
