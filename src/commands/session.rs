@@ -17,12 +17,61 @@ use crate::transfer::{Looped, Requests, Timeouts};
 
 /// A command's stop: cancelled on SIGINT or SIGTERM, from the moment the
 /// command starts. What runs then ends at its next request, wait or step;
-/// the command reports what was done and exits 130 or 143.
+/// the command reports what was done and exits 130 or 143. A second signal
+/// ends the process at once ([`exit_on_second`]).
 pub(super) struct Stop {
     token: CancellationToken,
     /// 0, or the signal that arrived (2 or 15).
     which: Arc<AtomicU8>,
     _watcher: Option<AbortOnDropHandle<()>>,
+    /// The second-signal actions, removed when the stop is dropped.
+    second: Vec<signal_hook_registry::SigId>,
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        for id in self.second.drain(..) {
+            signal_hook_registry::unregister(id);
+        }
+    }
+}
+
+/// Signals received while a stop is watched, SIGINT and SIGTERM together.
+static RECEIVED: AtomicU8 = AtomicU8::new(0);
+
+/// What the second signal writes before the process ends.
+const SECOND: &str = "second signal: exiting at once, as a kill would; files being written stay under their \
+                      temporary names (the next run resumes or removes them), and a multipart upload in progress \
+                      stays open until it is aborted or a lifecycle rule removes it";
+
+/// Ends the process at once on the second of SIGINT and SIGTERM (the first
+/// stops the command in order): a user pressing Ctrl-C again while the stop
+/// waits on a store that does not answer, or on a filesystem that does not
+/// (a frozen or lost network volume, where the runtime's threads are stuck
+/// and the first signal's message is not even printed). What it leaves is
+/// what SIGKILL leaves, which the next run handles. Runs in the signal
+/// handler: an atomic, `write(2)` and `_exit(2)` only, all async-signal-safe.
+fn exit_on_second(sig: libc::c_int, code: u8) -> Option<signal_hook_registry::SigId> {
+    let line = if logging::json_logs() {
+        format!("{}\n", serde_json::json!({"level": "WARN", "message": SECOND}))
+    } else {
+        format!("WARN {SECOND}\n")
+    };
+    let action = move || {
+        if RECEIVED.fetch_add(1, Ordering::SeqCst) >= 1 {
+            // SAFETY: `line` is owned by the action and outlives the call;
+            // both calls are async-signal-safe and neither allocates.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::write(2, line.as_ptr().cast(), line.len());
+                libc::_exit(i32::from(code));
+            }
+        }
+    };
+    // SAFETY: the action is async-signal-safe (above).
+    #[allow(unsafe_code)]
+    let id = unsafe { signal_hook_registry::register(sig, action) };
+    id.ok()
 }
 
 impl Stop {
@@ -40,14 +89,22 @@ impl Stop {
                         _ = int.recv() => 2,
                         _ = term.recv() => 15,
                     };
-                    tracing::warn!("signal received: stopping");
+                    tracing::warn!("signal received: stopping (a second one exits at once)");
                     which.store(sig, Ordering::Relaxed);
                     token.cancel();
                 })))
             }
             _ => None,
         };
-        Stop { token, which, _watcher: watcher }
+        RECEIVED.store(0, Ordering::SeqCst);
+        let second = match watcher {
+            Some(_) => [(libc::SIGINT, exit_code::INTERRUPTED), (libc::SIGTERM, exit_code::TERMINATED)]
+                .into_iter()
+                .filter_map(|(sig, code)| exit_on_second(sig, code))
+                .collect(),
+            None => Vec::new(),
+        };
+        Stop { token, which, _watcher: watcher, second }
     }
 
     /// `fut`, unless the command is stopped first: for waits on other runs
@@ -62,7 +119,7 @@ impl Stop {
 
     /// A stop no signal cancels: signals keep their default action.
     pub(super) fn unwatched() -> Stop {
-        Stop { token: CancellationToken::new(), which: Arc::new(AtomicU8::new(0)), _watcher: None }
+        Stop { token: CancellationToken::new(), which: Arc::new(AtomicU8::new(0)), _watcher: None, second: Vec::new() }
     }
 
     pub(super) fn token(&self) -> &CancellationToken {

@@ -96,6 +96,39 @@ async fn an_interrupted_multipart_upload_is_aborted() {
     assert!(h.server.store().get(BUCKET, "m/model-00001.safetensors").is_none());
 }
 
+// The first SIGINT stops the run in order, which here waits on an abort the
+// store does not answer (held by the server); the second ends the process
+// at once, saying what it leaves: the multipart upload stays open, as a
+// kill leaves it, and nothing is stored at the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_interrupt_exits_at_once_while_the_first_waits_on_the_store() {
+    let h = Harness::new().await;
+    let dir = model_dir(&h);
+    h.server.faults().add(Rule::new("UploadPart", When::Always, Fault::Delay(Duration::from_secs(30))));
+    let gate = Gate::new();
+    h.server.faults().add(Rule::new("AbortMultipartUpload", When::Always, Fault::Hold(gate.clone())));
+    let child = h.spawn(&["cp", "-p", "5", s(&dir.join("model-00001.safetensors")), "s3://bucket/m/"]);
+    h.wait_for_request("UploadPart").await;
+    let pid = child.id().expect("running").to_string();
+    let int = || async {
+        assert!(tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
+    };
+    int().await;
+    gate.reached(1).await;
+    int().await;
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("the second interrupt ends it at once")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("signal received: stopping (a second one exits at once)"), "{err}");
+    assert!(err.contains("second signal: exiting at once, as a kill would"), "{err}");
+    assert_eq!(h.server.store().pending_uploads().len(), 1, "left open, as a kill leaves it");
+    assert!(h.server.store().get(BUCKET, "m/model-00001.safetensors").is_none());
+    gate.open();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_part_corrupted_on_the_way_or_throttled_is_sent_again() {
     let h = Harness::new().await;
