@@ -36,33 +36,61 @@ impl Drop for Stop {
     }
 }
 
-/// Signals received while a stop is watched, SIGINT and SIGTERM together.
-static RECEIVED: AtomicU8 = AtomicU8::new(0);
-
 /// What the second signal writes before the process ends.
 const SECOND: &str = "second signal: exiting at once, as a kill would; files being written stay under their \
-                      temporary names (the next run resumes or removes them), and a multipart upload in progress \
-                      stays open until it is aborted or a lifecycle rule removes it";
+                      temporary names (the next run resumes or removes them), a multipart upload in progress \
+                      stays open until it is aborted or a lifecycle rule removes it, and a deletion batch in \
+                      flight is not reported";
 
-/// Ends the process at once on the second of SIGINT and SIGTERM (the first
-/// stops the command in order): a user pressing Ctrl-C again while the stop
-/// waits on a store that does not answer, or on a filesystem that does not
-/// (a frozen or lost network volume, where the runtime's threads are stuck
-/// and the first signal's message is not even printed). What it leaves is
-/// what SIGKILL leaves, which the next run handles. Runs in the signal
-/// handler: an atomic, `write(2)` and `_exit(2)` only, all async-signal-safe.
-fn exit_on_second(sig: libc::c_int, code: u8) -> Option<signal_hook_registry::SigId> {
+/// Ends the process at once on the second of SIGINT and SIGTERM counted in
+/// `received` (the first stops the command in order), however soon it
+/// comes: a user pressing Ctrl-C again while the stop waits on a store that
+/// does not answer, or on a volume that does not (where the runtime's
+/// threads may be stuck and the first signal's message not even printed).
+/// What it leaves is what SIGKILL leaves, which the next run handles.
+///
+/// With `--summary-file`, a summary prepared now is written (`result`,
+/// `exit_code`, `error`), so that no file of an earlier run is left there.
+///
+/// The action runs in the signal handler and only touches an atomic and
+/// calls `open(2)`, `write(2)` (either may block: a stderr that is a full
+/// pipe), `close(2)` and `_exit(2)`, all async-signal-safe; it allocates
+/// nothing.
+fn exit_on_second(
+    sig: libc::c_int,
+    code: u8,
+    received: Arc<AtomicU8>,
+    summary_file: Option<&std::path::Path>,
+) -> Option<signal_hook_registry::SigId> {
+    use std::os::unix::ffi::OsStrExt;
     let line = if logging::json_logs() {
+        // No timestamp: it could not be formatted in the handler.
         format!("{}\n", serde_json::json!({"level": "WARN", "message": SECOND}))
     } else {
         format!("WARN {SECOND}\n")
     };
+    let summary = summary_file.and_then(|p| std::ffi::CString::new(p.as_os_str().as_bytes()).ok()).map(|path| {
+        let result = super::summary::result_name(code);
+        let json = serde_json::json!({"result": result, "exit_code": code, "error": SECOND});
+        (path, format!("{json}\n"))
+    });
     let action = move || {
-        if RECEIVED.fetch_add(1, Ordering::SeqCst) >= 1 {
-            // SAFETY: `line` is owned by the action and outlives the call;
-            // both calls are async-signal-safe and neither allocates.
+        if received.fetch_add(1, Ordering::SeqCst) >= 1 {
+            // SAFETY: `line` and `summary` live as long as the action, and
+            // the registry frees an action only after the handlers running
+            // it have returned (`unregister` swaps the table and waits), so
+            // a stop dropped while a signal arrives is fine. `_exit` ends
+            // every thread without running atexit handlers or destructors.
             #[allow(unsafe_code)]
             unsafe {
+                if let Some((path, body)) = &summary {
+                    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NONBLOCK;
+                    let fd = libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint);
+                    if fd >= 0 {
+                        libc::write(fd, body.as_ptr().cast(), body.len());
+                        libc::close(fd);
+                    }
+                }
                 libc::write(2, line.as_ptr().cast(), line.len());
                 libc::_exit(i32::from(code));
             }
@@ -77,7 +105,7 @@ fn exit_on_second(sig: libc::c_int, code: u8) -> Option<signal_hook_registry::Si
 impl Stop {
     /// Watches SIGINT and SIGTERM from now on (their handlers are in place
     /// when this returns).
-    pub(super) fn watch() -> Stop {
+    pub(super) fn watch(summary_file: Option<&std::path::Path>) -> Stop {
         use tokio::signal::unix::{SignalKind, signal};
         let token = CancellationToken::new();
         let which = Arc::new(AtomicU8::new(0));
@@ -96,11 +124,15 @@ impl Stop {
             }
             _ => None,
         };
-        RECEIVED.store(0, Ordering::SeqCst);
+        // This stop's own count of both signals. Its actions are added after
+        // tokio's handlers, so that a signal is never caught by them alone
+        // (that would leave the first SIGTERM of a pod's stop unanswered);
+        // one arriving between the two goes uncounted, and a third ends it.
+        let received = Arc::new(AtomicU8::new(0));
         let second = match watcher {
             Some(_) => [(libc::SIGINT, exit_code::INTERRUPTED), (libc::SIGTERM, exit_code::TERMINATED)]
                 .into_iter()
-                .filter_map(|(sig, code)| exit_on_second(sig, code))
+                .filter_map(|(sig, code)| exit_on_second(sig, code, received.clone(), summary_file))
                 .collect(),
             None => Vec::new(),
         };
@@ -168,7 +200,7 @@ impl<'a> Session<'a> {
     /// write to a slow reader could not notice a stop; ended by the signal
     /// at once, as any Unix filter is).
     pub(super) fn start(cfg: &Config, stores: &'a dyn Connect, watch: bool) -> Session<'a> {
-        let stop = if watch { Stop::watch() } else { Stop::unwatched() };
+        let stop = if watch { Stop::watch(cfg.summary_file.as_deref()) } else { Stop::unwatched() };
         let timeouts = Timeouts { attempt: cfg.s3.request_timeout, deadline: cfg.s3.request_deadline };
         let requests = Requests::new(&cfg.engine, timeouts, stop.token().clone());
         Session { stores, stop, requests }

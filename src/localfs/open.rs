@@ -155,8 +155,9 @@ pub fn source_file(path: &Path) -> Result<File, Error> {
         .map_err(|e| Error::io(path, "opening", e))
 }
 
-/// Removes `name` in `dir` if it is still `file` (best effort): a file this
-/// process made and then gave up on, never one another process put there since.
+/// Removes `name` in `dir` if it is still `file` (best effort), checked just
+/// before: not a file another process has put at the name since `file` was
+/// opened (one swapped in between the check and the removal is not excluded).
 pub fn remove_if_still(dir: &OwnedFd, name: &OsStr, file: &File) {
     let same = |a: rustix::fs::Stat, b: rustix::fs::Stat| a.st_dev == b.st_dev && a.st_ino == b.st_ino;
     if let (Ok(ours), Ok(named)) =
@@ -165,6 +166,23 @@ pub fn remove_if_still(dir: &OwnedFd, name: &OsStr, file: &File) {
     {
         let _ = rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::empty());
     }
+}
+
+/// What a path that is neither a regular file nor a directory is, in words.
+pub fn special_kind(m: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    Some(if t.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_char_device() {
+        "a character device"
+    } else {
+        return None;
+    })
 }
 
 #[cfg(test)]

@@ -199,7 +199,7 @@ impl TempFile {
         };
         let jflags = OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND;
         let jflags = if recorded.is_empty() { jflags | OFlags::TRUNC } else { jflags };
-        // No journal (a FIFO at its name), nothing to resume: the empty file made for it goes.
+        // No journal (a FIFO at its name, no permission): nothing to resume. An empty resume file goes.
         let jfile = open_own(&dir, &journal_name, &journal_path, jflags, "opening journal").inspect_err(|_| {
             if on_disk == 0 {
                 super::open::remove_if_still(&dir, &tmp_name, &file);

@@ -215,7 +215,8 @@ pub struct Skipped {
     /// unknown); for a name that is not UTF-8, the directory holding it.
     pub rel: String,
     pub why: String,
-    /// Left out on purpose (`--no-follow-symlinks`), not because it could not be read.
+    /// Not a failure: left out on purpose (`--no-follow-symlinks`), or not a
+    /// file to upload (a FIFO, socket or device); the exit code stays 0.
     pub deliberate: bool,
 }
 
@@ -267,7 +268,7 @@ pub fn walk_source(spec: &str, follow: bool) -> Result<LocalSource, Error> {
         }
     };
     let meta = std::fs::metadata(&base).map_err(|e| Error::io(&base, "reading the upload source", e))?;
-    if let Some(kind) = special_kind(&meta) {
+    if let Some(kind) = crate::localfs::open::special_kind(&meta) {
         return Err(Error::Usage(format!(
             "{}: {kind}, not a regular file or a directory: s3load uploads regular files (copy it to a file first)",
             base.display()
@@ -297,7 +298,7 @@ pub fn walk_source(spec: &str, follow: bool) -> Result<LocalSource, Error> {
     let mut visit = |found: Found<'_>| {
         let rel = match &found {
             Found::File(rel, ..) => *rel,
-            Found::Skipped(Skipped { rel, .. }) => rel.as_str(),
+            Found::Skipped(Skipped { rel, .. }) | Found::Special(Skipped { rel, .. }) => rel.as_str(),
         };
         if rel.split('/').next() == Some(crate::state::STATE_DIR) {
             return;
@@ -314,6 +315,14 @@ pub fn walk_source(spec: &str, follow: bool) -> Result<LocalSource, Error> {
                     mtime: m.modified().ok(),
                     id: file_id(m),
                 });
+            }
+            // A FIFO, socket or device: nothing lies below it, so only one the
+            // wildcard selects is reported (and kept by --delete).
+            Found::Special(s) => {
+                if pattern.as_ref().is_none_or(|re| selected_by(re, &s.rel)) {
+                    tracing::warn!("{}: left out", s.why);
+                    skipped.push(Skipped { rel: format!("{prefix}{}", s.rel), ..s });
+                }
             }
             // Kept whatever the wildcard says: what lies below a directory that could
             // not be read may match it.
@@ -337,6 +346,8 @@ pub fn walk_source(spec: &str, follow: bool) -> Result<LocalSource, Error> {
 enum Found<'a> {
     File(&'a str, std::path::PathBuf, &'a std::fs::Metadata),
     Skipped(Skipped),
+    /// A FIFO, socket or device: never opened.
+    Special(Skipped),
 }
 
 /// A local wildcard: `*` and `?` stay within one path component, as shells and
@@ -417,32 +428,14 @@ fn walk_entries(
                 visit(Found::File(&child_rel, path, &meta));
             }
         } else {
-            // Never opened: a FIFO would wait for a writer. An object at its
-            // path is not deleted by `--delete`, as for a symlink left out.
-            let kind = special_kind(&meta).unwrap_or("not a regular file");
-            tracing::warn!(path = %path.display(), "{kind}, not a regular file: left out");
+            // Not a file to upload: named, and the objects at its path kept
+            // by `--delete`, as for a symlink left out.
+            let kind = crate::localfs::open::special_kind(&meta).unwrap_or("an entry of another kind");
             let why = format!("{}: {kind}, not a regular file", path.display());
-            visit(Found::Skipped(Skipped { rel: child_rel, why, deliberate: true }));
+            visit(Found::Special(Skipped { rel: child_rel, why, deliberate: true }));
         }
     }
     Ok(())
-}
-
-/// What a path that is neither a regular file nor a directory is, in words.
-fn special_kind(m: &std::fs::Metadata) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    let t = m.file_type();
-    Some(if t.is_fifo() {
-        "a named pipe (FIFO)"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_char_device() {
-        "a character device"
-    } else {
-        return None;
-    })
 }
 
 #[cfg(test)]
@@ -536,16 +529,20 @@ mod tests {
         assert!(text.contains("copy it to a file first"), "{text}");
         // Below a directory, however reached: left out, on purpose, and it
         // shadows an object at its path (not deleted by --delete).
-        for (spec, rel) in [(format!("{}/", dir.display()), "sub/pipe"), (format!("{}/s*", dir.display()), "sub/pipe")]
+        for (spec, files) in [(format!("{}/", dir.display()), vec!["a.bin"]), (format!("{}/s*", dir.display()), vec![])]
         {
             let v = walk_source(&spec, true).unwrap();
-            assert_eq!(rels(&v), if spec.ends_with('/') { vec!["a.bin"] } else { vec![] }, "{spec}");
+            assert_eq!(rels(&v), files, "{spec}");
             assert_eq!(v.skipped.len(), 1, "{spec}");
+            let rel = "sub/pipe";
             assert_eq!(v.skipped[0].rel, rel);
             assert!(v.skipped[0].deliberate);
             assert!(v.skipped[0].why.contains("named pipe (FIFO), not a regular file"), "{}", v.skipped[0].why);
             assert!(v.skipped[0].shadows(rel));
         }
+        // A wildcard that does not select it: not reported, nothing kept for it.
+        let v = walk_source(&format!("{}/*.bin", dir.display()), true).unwrap();
+        assert_eq!((rels(&v), v.skipped.len()), (vec!["a.bin"], 0));
         // A symlink to it, followed: the same.
         std::os::unix::fs::symlink(dir.join("sub/pipe"), dir.join("link")).unwrap();
         let v = walk_source(&format!("{}/", dir.display()), true).unwrap();

@@ -96,37 +96,51 @@ async fn an_interrupted_multipart_upload_is_aborted() {
     assert!(h.server.store().get(BUCKET, "m/model-00001.safetensors").is_none());
 }
 
-// The first SIGINT stops the run in order, which here waits on an abort the
+// The first signal stops the run in order, which here waits on an abort the
 // store does not answer (held by the server); the second ends the process
-// at once, saying what it leaves: the multipart upload stays open, as a
-// kill leaves it, and nothing is stored at the key.
+// at once, with its own exit code, saying what it leaves: the multipart
+// upload stays open, as a kill leaves it, and nothing is stored at the key.
+// The summary file says so (not the one an earlier run left).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_second_interrupt_exits_at_once_while_the_first_waits_on_the_store() {
-    let h = Harness::new().await;
-    let dir = model_dir(&h);
-    h.server.faults().add(Rule::new("UploadPart", When::Always, Fault::Delay(Duration::from_secs(30))));
-    let gate = Gate::new();
-    h.server.faults().add(Rule::new("AbortMultipartUpload", When::Always, Fault::Hold(gate.clone())));
-    let child = h.spawn(&["cp", "-p", "5", s(&dir.join("model-00001.safetensors")), "s3://bucket/m/"]);
-    h.wait_for_request("UploadPart").await;
-    let pid = child.id().expect("running").to_string();
-    let int = || async {
-        assert!(tokio::process::Command::new("kill").args(["-INT", &pid]).status().await.unwrap().success());
-    };
-    int().await;
-    gate.reached(1).await;
-    int().await;
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .expect("the second interrupt ends it at once")
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("signal received: stopping (a second one exits at once)"), "{err}");
-    assert!(err.contains("second signal: exiting at once, as a kill would"), "{err}");
-    assert_eq!(h.server.store().pending_uploads().len(), 1, "left open, as a kill leaves it");
-    assert!(h.server.store().get(BUCKET, "m/model-00001.safetensors").is_none());
-    gate.open();
+async fn a_second_signal_exits_at_once_while_the_first_waits_on_the_store() {
+    for (first, second, code) in [("-INT", "-INT", 130), ("-TERM", "-INT", 130), ("-INT", "-TERM", 143)] {
+        let h = Harness::new().await;
+        let dir = model_dir(&h);
+        h.server.faults().add(Rule::new("UploadPart", When::Always, Fault::Delay(Duration::from_secs(30))));
+        let gate = Gate::new();
+        h.server.faults().add(Rule::new("AbortMultipartUpload", When::Always, Fault::Hold(gate.clone())));
+        // A summary file an earlier run left: replaced, not left as it was.
+        let summary = h.path("summary.json");
+        std::fs::write(&summary, r#"{"result":"success","exit_code":0}"#).unwrap();
+        let model = dir.join("model-00001.safetensors");
+        let model = s(&model);
+        let child = h.spawn(&["cp", "--summary-file", s(&summary), "-p", "5", model, "s3://bucket/m/"]);
+        h.wait_for_request("UploadPart").await;
+        let pid = child.id().expect("running").to_string();
+        let kill = |sig: &'static str| {
+            let pid = pid.clone();
+            async move { assert!(tokio::process::Command::new("kill").args([sig, &pid]).status().await.unwrap().success()) }
+        };
+        kill(first).await;
+        gate.reached(1).await;
+        kill(second).await;
+        // The abort's own deadline is 15 s: ending within 10 s is the second signal's doing.
+        let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+            .await
+            .expect("the second signal ends it at once")
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{first} {second}: {err}");
+        assert!(err.contains("signal received: stopping (a second one exits at once)"), "{err}");
+        assert!(err.contains("second signal: exiting at once, as a kill would"), "{err}");
+        assert_eq!(h.server.store().pending_uploads().len(), 1, "left open, as a kill leaves it");
+        assert!(h.server.store().get(BUCKET, "m/model-00001.safetensors").is_none());
+        let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        let result = if code == 130 { "interrupted" } else { "terminated" };
+        assert_eq!((written["result"].as_str(), written["exit_code"].as_u64()), (Some(result), Some(code as u64)));
+        assert!(written["error"].as_str().unwrap().starts_with("second signal"), "{written}");
+        gate.open();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
