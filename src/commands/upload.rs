@@ -93,6 +93,9 @@ pub(super) async fn upload(
             r
         }
     };
+    for s in skipped.iter().filter(|s| s.not_a_file && filters.selects(&s.rel)) {
+        tracing::warn!("{}: left out", s.why);
+    }
     let opts = plan::upload::Options { filters, compare: sync.map(|s| s.compare), delete, shard: cfg.shard };
     let decided = plan::upload::plan(&files, &remote, &skipped, &opts);
     let object_url = |rel: &str| format!("s3://{}/{prefix}{rel}", dst.bucket);

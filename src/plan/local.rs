@@ -218,6 +218,9 @@ pub struct Skipped {
     /// Not a failure: left out on purpose (`--no-follow-symlinks`), or not a
     /// file to upload (a FIFO, socket or device); the exit code stays 0.
     pub deliberate: bool,
+    /// A FIFO, socket or device: reported by the command when its filters
+    /// select it.
+    pub not_a_file: bool,
 }
 
 impl Skipped {
@@ -320,7 +323,6 @@ pub fn walk_source(spec: &str, follow: bool) -> Result<LocalSource, Error> {
             // wildcard selects is reported (and kept by --delete).
             Found::Special(s) => {
                 if pattern.as_ref().is_none_or(|re| selected_by(re, &s.rel)) {
-                    tracing::warn!("{}: left out", s.why);
                     skipped.push(Skipped { rel: format!("{prefix}{}", s.rel), ..s });
                 }
             }
@@ -397,7 +399,7 @@ fn walk_entries(
         let Some(name) = name.to_str() else {
             tracing::warn!(path = %entry.path().display(), "file name is not UTF-8; S3 keys must be: skipped");
             let why = format!("{}: the name is not UTF-8, which S3 keys must be", entry.path().display());
-            visit(Found::Skipped(Skipped { rel: rel.clone(), why, deliberate: false }));
+            visit(Found::Skipped(Skipped { rel: rel.clone(), why, deliberate: false, not_a_file: false }));
             continue;
         };
         let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
@@ -406,7 +408,7 @@ fn walk_entries(
         let meta = if ft.is_symlink() {
             if !follow {
                 let why = format!("{}: a symlink, left out by --no-follow-symlinks", path.display());
-                visit(Found::Skipped(Skipped { rel: child_rel, why, deliberate: true }));
+                visit(Found::Skipped(Skipped { rel: child_rel, why, deliberate: true, not_a_file: false }));
                 continue;
             }
             match std::fs::metadata(&path) {
@@ -414,7 +416,7 @@ fn walk_entries(
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "broken symlink: skipped");
                     let why = format!("{}: a symlink whose target cannot be read ({e})", path.display());
-                    visit(Found::Skipped(Skipped { rel: child_rel, why, deliberate: false }));
+                    visit(Found::Skipped(Skipped { rel: child_rel, why, deliberate: false, not_a_file: false }));
                     continue;
                 }
             }
@@ -432,7 +434,7 @@ fn walk_entries(
             // by `--delete`, as for a symlink left out.
             let kind = crate::localfs::open::special_kind(&meta).unwrap_or("an entry of another kind");
             let why = format!("{}: {kind}, not a regular file", path.display());
-            visit(Found::Special(Skipped { rel: child_rel, why, deliberate: true }));
+            visit(Found::Special(Skipped { rel: child_rel, why, deliberate: true, not_a_file: true }));
         }
     }
     Ok(())
@@ -536,7 +538,7 @@ mod tests {
             assert_eq!(v.skipped.len(), 1, "{spec}");
             let rel = "sub/pipe";
             assert_eq!(v.skipped[0].rel, rel);
-            assert!(v.skipped[0].deliberate);
+            assert!(v.skipped[0].deliberate && v.skipped[0].not_a_file);
             assert!(v.skipped[0].why.contains("named pipe (FIFO), not a regular file"), "{}", v.skipped[0].why);
             assert!(v.skipped[0].shadows(rel));
         }
@@ -551,10 +553,13 @@ mod tests {
 
     #[test]
     fn a_skipped_entry_shadows_itself_and_what_is_below_it() {
-        let s = Skipped { rel: "shards".into(), why: String::new(), deliberate: false };
+        let s = Skipped { rel: "shards".into(), why: String::new(), deliberate: false, not_a_file: false };
         assert!(s.shadows("shards") && s.shadows("shards/1.bin"));
         assert!(!s.shadows("shards-old/1.bin") && !s.shadows("config.json"));
-        assert!(Skipped { rel: String::new(), why: String::new(), deliberate: false }.shadows("anything"));
+        assert!(
+            Skipped { rel: String::new(), why: String::new(), deliberate: false, not_a_file: false }
+                .shadows("anything")
+        );
     }
 
     #[test]

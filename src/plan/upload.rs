@@ -200,9 +200,9 @@ mod tests {
         let local = files(&[("a", 1)]);
         let there = remote(&[("a", 1), ("link", 1), ("lost/x", 1), ("lost/y", 1), ("stale", 1)]);
         let skipped = [
-            Skipped { rel: "lost".into(), why: "unreadable".into(), deliberate: false },
-            Skipped { rel: "link".into(), why: "left out".into(), deliberate: true },
-            Skipped { rel: "other".into(), why: "unreadable".into(), deliberate: false },
+            Skipped { rel: "lost".into(), why: "unreadable".into(), deliberate: false, not_a_file: false },
+            Skipped { rel: "link".into(), why: "left out".into(), deliberate: true, not_a_file: false },
+            Skipped { rel: "other".into(), why: "unreadable".into(), deliberate: false, not_a_file: false },
         ];
         let p = plan(&local, &there, &skipped, &sync(&f, true));
         assert_eq!(p.deletes, ["stale"]);

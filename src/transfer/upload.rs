@@ -264,7 +264,13 @@ fn as_walked(job: &PutJob, m: &std::fs::Metadata) -> bool {
 /// come from this open file, which must be what the walk saw. Opened without
 /// blocking, so that a FIFO put in the file's place cannot hang the run.
 fn open_as_walked(job: &PutJob) -> Result<std::fs::File, Error> {
-    let file = crate::localfs::open::source_file(&job.path)?;
+    let file = match crate::localfs::open::source_file(&job.path) {
+        // A socket put in the file's place cannot be opened (ENXIO).
+        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(Refusal::FileChanged { path: job.path.clone(), shorter: false }.into());
+        }
+        r => r?,
+    };
     let m = file.metadata().map_err(|e| Error::io(&job.path, "reading metadata", e))?;
     if !as_walked(job, &m) {
         return Err(Refusal::FileChanged { path: job.path.clone(), shorter: false }.into());

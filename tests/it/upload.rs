@@ -244,6 +244,10 @@ async fn a_fifo_in_the_source_is_named_and_left_out_not_opened() {
     assert_eq!(stored(&h, "p/a.bin").data.as_ref(), b"a");
     assert!(h.server.store().get(BUCKET, "p/pipe.bin").is_some(), "kept");
     assert!(h.server.store().get(BUCKET, "p/gone.bin").is_none(), "deleted: no local entry");
+    // Excluded: not reported.
+    let run = h.run(&["sync", "--exclude", "pipe*", &format!("{}/", s(&dir)), "s3://bucket/p/"]).await;
+    run.assert_ok();
+    assert!(!run.stderr.contains("left out"), "{}", run.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -401,8 +405,8 @@ async fn a_single_file_filtered_out_with_allow_empty_source_uploads_nothing() {
 // the length the walk saw, not the new version under the old one's plan. The
 // run fails naming each such file, leaves no multipart upload open, sends
 // the files that did not change, and the next run sends the new versions.
-// A FIFO put in a file's place is refused the same way, without a hang, and
-// so is a link to another file of the same size and mtime.
+// A FIFO or a socket put in a file's place is refused the same way, without
+// a hang, and so is a link to another file of the same size and mtime.
 // The race is held open by holding the destination's listing, which comes
 // after the walk.
 #[tokio::test(flavor = "multi_thread")]
@@ -421,6 +425,7 @@ async fn a_file_replaced_after_the_walk_is_not_uploaded_cut_or_under_the_old_pla
     save("kept.bin", &generate_bytes(5000, 4));
     save("fifo.bin", &generate_bytes(5000, 5));
     save("decoy.bin", &generate_bytes(5000, 6));
+    save("sock.bin", &generate_bytes(5000, 7));
     let gate = Gate::new();
     h.server.faults().add(Rule::new("ListObjectsV2", When::Nth(1), Fault::HoldAnswer(gate.clone())));
     let src = format!("{}/", s(&dir));
@@ -436,6 +441,9 @@ async fn a_file_replaced_after_the_walk_is_not_uploaded_cut_or_under_the_old_pla
     let fifo = h.path("fifo");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     std::fs::rename(&fifo, dir.join("fifo.bin")).unwrap();
+    // A socket cannot even be opened (ENXIO): named as changed too.
+    let _listener = std::os::unix::net::UnixListener::bind(h.path("sock")).unwrap();
+    std::fs::rename(h.path("sock"), dir.join("sock.bin")).unwrap();
     // A link to another file of the same size and mtime, planted in a
     // file's place: the walk saw another file (inode), so it is refused.
     let secret = h.path("secret");
@@ -452,7 +460,7 @@ async fn a_file_replaced_after_the_walk_is_not_uploaded_cut_or_under_the_old_pla
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    for name in ["grows.bin", "same-size.bin", "big.bin", "fifo.bin", "decoy.bin"] {
+    for name in ["grows.bin", "same-size.bin", "big.bin", "fifo.bin", "decoy.bin", "sock.bin"] {
         assert!(err.contains(&format!("{name}: the file changed")), "names {name}: {err}");
         let got = h.server.store().get(BUCKET, &format!("up/{name}")).map(|o| o.data.len());
         assert_eq!(got, None, "{name} was changed after the walk, yet an object of {got:?} bytes was stored");
@@ -462,6 +470,7 @@ async fn a_file_replaced_after_the_walk_is_not_uploaded_cut_or_under_the_old_pla
 
     std::fs::remove_file(dir.join("fifo.bin")).unwrap();
     std::fs::remove_file(dir.join("decoy.bin")).unwrap();
+    std::fs::remove_file(dir.join("sock.bin")).unwrap();
     h.run(&["sync", &src, "s3://bucket/up/"]).await.assert_ok();
     for (name, data) in &new {
         assert_eq!(stored(&h, &format!("up/{name}")).data.as_ref(), &data[..], "{name}");
