@@ -34,6 +34,7 @@ pub async fn run(cmd: Command, cfg: Config) -> u8 {
 /// exit code.
 pub async fn run_with(cmd: Command, cfg: Config, stores: &dyn Connect) -> u8 {
     let out = Output { json: cfg.json };
+    summary::SUMMARY_WRITER.store(0, std::sync::atomic::Ordering::SeqCst);
     // Copies watch for signals from their start: a stop while listing or
     // planning ends them as one during transfers does. ls and cat keep the
     // signals' default action (see `Session::start`); rollback and versions
@@ -76,6 +77,7 @@ pub async fn run_with(cmd: Command, cfg: Config, stores: &dyn Connect) -> u8 {
             summary::write_summary(
                 &cfg,
                 &serde_json::json!({"result": summary::result_name(code), "exit_code": code, "error": e.to_string()}),
+                code,
             );
             code
         }
@@ -93,6 +95,7 @@ pub async fn run_with(cmd: Command, cfg: Config, stores: &dyn Connect) -> u8 {
             summary::write_summary(
                 &cfg,
                 &serde_json::json!({"result": summary::result_name(code), "exit_code": code, "error": e.to_string()}),
+                code,
             );
             code
         }

@@ -50,7 +50,9 @@ const SECOND: &str = "second signal: exiting at once, as a kill would; files bei
 /// What it leaves is what SIGKILL leaves, which the next run handles.
 ///
 /// With `--summary-file`, a summary prepared now is written (`result`,
-/// `exit_code`, `error`), so that no file of an earlier run is left there.
+/// `exit_code`, `error`), so that no file of an earlier run is left there,
+/// unless the run has begun writing its own: the process then ends with
+/// that summary's code.
 ///
 /// The action runs in the signal handler and only touches an atomic and
 /// calls `open(2)`, `write(2)` (either may block: a stderr that is a full
@@ -76,6 +78,14 @@ fn exit_on_second(
     });
     let action = move || {
         if received.fetch_add(1, Ordering::SeqCst) >= 1 {
+            // The summary is written by whoever claims it first; when the run
+            // has, the process ends with the code its summary states.
+            let claim = super::summary::CLAIMED | u16::from(code);
+            let exit =
+                match super::summary::SUMMARY_WRITER.compare_exchange(0, claim, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(_) => None,
+                    Err(theirs) => Some((theirs & 0xff) as u8),
+                };
             // SAFETY: `line` and `summary` live as long as the action, and
             // the registry frees an action only after the handlers running
             // it have returned (`unregister` swaps the table and waits), so
@@ -83,7 +93,7 @@ fn exit_on_second(
             // every thread without running atexit handlers or destructors.
             #[allow(unsafe_code)]
             unsafe {
-                if let Some((path, body)) = &summary {
+                if let (None, Some((path, body))) = (exit, &summary) {
                     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NONBLOCK;
                     let fd = libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint);
                     if fd >= 0 {
@@ -92,7 +102,7 @@ fn exit_on_second(
                     }
                 }
                 libc::write(2, line.as_ptr().cast(), line.len());
-                libc::_exit(i32::from(code));
+                libc::_exit(i32::from(exit.unwrap_or(code)));
             }
         }
     };

@@ -144,7 +144,7 @@ impl Summary {
         if let (Some(shard), Some(o)) = (cfg.shard, json.as_object_mut()) {
             o.insert("shard".into(), serde_json::json!({ "index": shard.index, "count": shard.count }));
         }
-        write_summary(cfg, &json);
+        write_summary(cfg, &json, code);
     }
 }
 
@@ -183,11 +183,24 @@ pub(super) fn result_name(code: u8) -> &'static str {
     }
 }
 
-/// Writes `--summary-file` (one JSON object and a newline), if asked for.
-pub(super) fn write_summary(cfg: &Config, value: &serde_json::Value) {
-    if let Some(path) = &cfg.summary_file
-        && let Err(e) = std::fs::write(path, format!("{value}\n"))
-    {
+/// Who writes `--summary-file`, once per command: 0 while nobody has, else
+/// `CLAIMED | code` of the writer. The run's own summary and a second
+/// signal's (written from the handler, `session::exit_on_second`) would
+/// otherwise both truncate and write the file, and could leave one's JSON
+/// followed by the tail of the other's.
+pub(super) static SUMMARY_WRITER: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+pub(super) const CLAIMED: u16 = 0x100;
+
+/// Writes `--summary-file` (one JSON object and a newline), if asked for,
+/// for a run that exits with `code`; not when a second signal's handler is
+/// writing it.
+pub(super) fn write_summary(cfg: &Config, value: &serde_json::Value, code: u8) {
+    use std::sync::atomic::Ordering;
+    let Some(path) = &cfg.summary_file else { return };
+    if SUMMARY_WRITER.compare_exchange(0, CLAIMED | u16::from(code), Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        return;
+    }
+    if let Err(e) = std::fs::write(path, format!("{value}\n")) {
         crate::logging::error_line(&format!("ERROR writing the summary to {}: {e}", path.display()));
     }
 }
@@ -195,6 +208,24 @@ pub(super) fn write_summary(cfg: &Config, value: &serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_is_written_by_whoever_claims_it_first() {
+        use std::sync::atomic::Ordering;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("summary.json");
+        let cfg = Config { summary_file: Some(path.clone()), ..Config::default() };
+        // A second signal's handler has claimed it: the run's own is not written.
+        SUMMARY_WRITER.store(CLAIMED | 143, Ordering::SeqCst);
+        write_summary(&cfg, &serde_json::json!({"result": "interrupted"}), 130);
+        assert!(!path.exists());
+        // Unclaimed: written, and claimed with its code for the handler to exit with.
+        SUMMARY_WRITER.store(0, Ordering::SeqCst);
+        write_summary(&cfg, &serde_json::json!({"result": "interrupted"}), 130);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"result\":\"interrupted\"}\n");
+        assert_eq!(SUMMARY_WRITER.load(Ordering::SeqCst), CLAIMED | 130);
+        SUMMARY_WRITER.store(0, Ordering::SeqCst);
+    }
 
     fn run(copied: usize, skipped: usize, deleted: Option<usize>, failed: usize) -> Summary {
         Summary {

@@ -93,7 +93,11 @@ pub(super) async fn upload(
             r
         }
     };
-    for s in skipped.iter().filter(|s| s.not_a_file && filters.selects(&s.rel)) {
+    // A FIFO, socket or device the filters leave out is not reported, and
+    // holds nothing back.
+    let mut skipped = skipped;
+    skipped.retain(|s| !s.not_a_file || filters.selects(&s.rel));
+    for s in skipped.iter().filter(|s| s.not_a_file) {
         tracing::warn!("{}: left out", s.why);
     }
     let opts = plan::upload::Options { filters, compare: sync.map(|s| s.compare), delete, shard: cfg.shard };

@@ -225,8 +225,12 @@ pub struct Skipped {
 
 impl Skipped {
     /// Whether an object at `rel` may be what this entry would have written: the
-    /// entry's path itself or anything below it.
+    /// entry's path itself or anything below it (nothing lies below a FIFO,
+    /// socket or device).
     pub fn shadows(&self, rel: &str) -> bool {
+        if self.not_a_file {
+            return rel == self.rel;
+        }
         self.rel.is_empty()
             || rel.strip_prefix(self.rel.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
@@ -540,7 +544,7 @@ mod tests {
             assert_eq!(v.skipped[0].rel, rel);
             assert!(v.skipped[0].deliberate && v.skipped[0].not_a_file);
             assert!(v.skipped[0].why.contains("named pipe (FIFO), not a regular file"), "{}", v.skipped[0].why);
-            assert!(v.skipped[0].shadows(rel));
+            assert!(v.skipped[0].shadows(rel) && !v.skipped[0].shadows("sub/pipe/below"));
         }
         // A wildcard that does not select it: not reported, nothing kept for it.
         let v = walk_source(&format!("{}/*.bin", dir.display()), true).unwrap();

@@ -237,6 +237,9 @@ async fn a_fifo_in_the_source_is_named_and_left_out_not_opened() {
 
     h.put("p/pipe.bin", &b"uploaded before the file became a FIFO"[..]);
     h.put("p/gone.bin", &b"no local file"[..]);
+    // Nothing can lie below a FIFO: what the bucket holds below one goes.
+    assert!(std::process::Command::new("mkfifo").arg(dir.join("fifo2")).status().unwrap().success());
+    h.put("p/fifo2/below.bin", &b"no local file either"[..]);
     let run = h.run(&["sync", "--delete", &format!("{}/", s(&dir)), "s3://bucket/p/"]).await;
     run.assert_ok();
     assert!(run.stderr.contains("a named pipe (FIFO), not a regular file: left out"), "{}", run.stderr);
@@ -244,8 +247,10 @@ async fn a_fifo_in_the_source_is_named_and_left_out_not_opened() {
     assert_eq!(stored(&h, "p/a.bin").data.as_ref(), b"a");
     assert!(h.server.store().get(BUCKET, "p/pipe.bin").is_some(), "kept");
     assert!(h.server.store().get(BUCKET, "p/gone.bin").is_none(), "deleted: no local entry");
+    assert!(h.server.store().get(BUCKET, "p/fifo2/below.bin").is_none(), "deleted: nothing lies below a FIFO");
     // Excluded: not reported.
-    let run = h.run(&["sync", "--exclude", "pipe*", &format!("{}/", s(&dir)), "s3://bucket/p/"]).await;
+    let run =
+        h.run(&["sync", "--exclude", "pipe*", "--exclude", "fifo*", &format!("{}/", s(&dir)), "s3://bucket/p/"]).await;
     run.assert_ok();
     assert!(!run.stderr.contains("left out"), "{}", run.stderr);
 }
