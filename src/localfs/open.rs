@@ -189,6 +189,24 @@ pub fn special_kind(m: &std::fs::Metadata) -> Option<&'static str> {
 mod tests {
     use super::*;
 
+    // Another process may put its own file at the name between this one's
+    // open and its giving up: that file stays; this process's own goes.
+    #[test]
+    fn only_the_file_this_process_opened_is_removed_by_its_name() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = existing_dir(d.path()).unwrap();
+        let name = OsStr::new(".w.bin.s3load-resume");
+        std::fs::write(d.path().join(name), b"").unwrap();
+        let ours = File::open(d.path().join(name)).unwrap();
+        std::fs::write(d.path().join("theirs"), b"another run's").unwrap();
+        std::fs::rename(d.path().join("theirs"), d.path().join(name)).unwrap();
+        remove_if_still(&dir, name, &ours);
+        assert_eq!(std::fs::read(d.path().join(name)).unwrap(), b"another run's");
+        let theirs = File::open(d.path().join(name)).unwrap();
+        remove_if_still(&dir, name, &theirs);
+        assert!(!d.path().join(name).exists());
+    }
+
     #[test]
     fn a_link_a_directory_and_a_fifo_are_not_opened_as_files() {
         let d = tempfile::tempdir().unwrap();
