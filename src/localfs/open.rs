@@ -159,13 +159,16 @@ pub fn source_file(path: &Path) -> Result<File, Error> {
 /// before: not a file another process has put at the name since `file` was
 /// opened (one swapped in between the check and the removal is not excluded).
 pub fn remove_if_still(dir: &OwnedFd, name: &OsStr, file: &File) {
-    let same = |a: rustix::fs::Stat, b: rustix::fs::Stat| a.st_dev == b.st_dev && a.st_ino == b.st_ino;
-    if let (Ok(ours), Ok(named)) =
-        (rustix::fs::fstat(file), rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW))
-        && same(ours, named)
-    {
+    if still_named(dir, name, file) == Ok(true) {
         let _ = rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::empty());
     }
+}
+
+/// Whether `name` in `dir` (not followed) is `file` (device and inode).
+pub fn still_named(dir: &OwnedFd, name: &OsStr, file: &File) -> rustix::io::Result<bool> {
+    let ours = rustix::fs::fstat(file)?;
+    let named = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(named.st_dev == ours.st_dev && named.st_ino == ours.st_ino)
 }
 
 /// What a path that is neither a regular file nor a directory is, in words.

@@ -422,11 +422,9 @@ impl TempFile {
     /// put a different file there; renaming that into place would commit bytes
     /// nobody checked.
     pub(super) fn check_identity(&self) -> Result<(), Error> {
-        let ours = rustix::fs::fstat(&self.file).map_err(|e| Error::io(&self.path, "checking", e.into()))?;
-        let named = rustix::fs::statat(&self.dir, &self.tmp_name, AtFlags::SYMLINK_NOFOLLOW);
-        match named {
-            Ok(st) if st.st_dev == ours.st_dev && st.st_ino == ours.st_ino => Ok(()),
-            Ok(_) | Err(Errno::NOENT) => Err(Refusal::TempFileReplaced { path: self.path.clone() }.into()),
+        match super::open::still_named(&self.dir, &self.tmp_name, &self.file) {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(Errno::NOENT) => Err(Refusal::TempFileReplaced { path: self.path.clone() }.into()),
             Err(e) => Err(Error::io(&self.path, "checking", e.into())),
         }
     }
